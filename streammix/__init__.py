@@ -1,0 +1,19 @@
+"""streammix: which stars belong to a stellar stream.
+
+Per-star membership probabilities and smooth models of a stream's track, width,
+density, kinematics and distance, from a mixture of a stream and a background
+whose parameters are smooth functions of the coordinate along the stream.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import InputError
+
+try:
+    __version__ = version("streammix")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["InputError", "__version__"]

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real data in ../shared/data (or $STREAMMIX_SHARED_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("STREAMMIX_SHARED_DATA")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real data; tests that need it skip only when it is absent."""
+    path = _shared_data()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} is absent")
+    return path
