@@ -1,0 +1,213 @@
+"""The ``streammix`` command line.
+
+Every command validates its inputs first; bad input ends with one line on
+standard error naming the column, key or file, exit code 2 and no output
+written (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import InputError
+
+app = typer.Typer(
+    help="Membership probabilities and smooth models of stellar streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+# --- mock and demo --------------------------------------------------------------
+
+
+@app.command()
+def mock(
+    out: Annotated[Path, typer.Option("--out", help="Output star table (.fits, .ecsv, .parquet...).")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    n_stream: Annotated[Optional[int], typer.Option("--n-stream", help="Stream stars (default 2000).")] = None,
+    n_background: Annotated[Optional[int], typer.Option("--n-background", help="Field stars (default 100000).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Generate the default mock field (GD-1-like stream in a structured background)."""
+    from .mock import MockConfig, generate_mock, write_mock
+    from .output import check_writable
+
+    check_writable(out, overwrite)
+    cfg = _mock_config(MockConfig, n_stream, n_background)
+    stars, tracks = generate_mock(cfg, seed=seed)
+    write_mock(stars, tracks, out, overwrite=overwrite)
+    n_members = int((stars["true_component"] == "stream").sum())
+    console.print(f"wrote {len(stars)} stars ({n_members} in the stream) to {out}")
+
+
+def _mock_config(cls, n_stream, n_background):
+    from dataclasses import replace
+
+    cfg = cls()
+    if n_stream is not None:
+        cfg = replace(cfg, n_stream=n_stream)
+    if n_background is not None:
+        cfg = replace(cfg, n_background=n_background)
+    return cfg
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo_output"),
+    seed: Annotated[int, typer.Option(help="Random seed of the mock and the fit.")] = 0,
+    n_stream: Annotated[Optional[int], typer.Option("--n-stream")] = None,
+    n_background: Annotated[Optional[int], typer.Option("--n-background")] = None,
+    ensemble: Annotated[Optional[int], typer.Option(help="Ensemble size (default from the demo config).")] = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Generate the default mock, fit it and write members, tracks, figures and a summary."""
+    from .pipeline import run_demo
+
+    summary = run_demo(
+        out,
+        seed=seed,
+        n_stream=n_stream,
+        n_background=n_background,
+        ensemble=ensemble,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    _print_summary(summary, out)
+
+
+# --- fit, members, plot -----------------------------------------------------------
+
+
+@app.command()
+def fit(
+    config: Annotated[Path, typer.Argument(help="The stream's YAML configuration.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fit a stream: writes the model, members.ecsv, tracks.ecsv, figures/ and summary.json."""
+    from .config import Config
+    from .pipeline import fit_and_write
+
+    cfg = Config.from_yaml(config)
+    summary = fit_and_write(cfg, out, overwrite=overwrite, progress=not quiet)
+    _print_summary(summary, out)
+
+
+@app.command()
+def members(
+    model: Annotated[Path, typer.Argument(help="A fitted-model folder (from `streammix fit`).")],
+    data: Annotated[Path, typer.Option("--data", help="Stars to score (any readable table).")],
+    out: Annotated[Path, typer.Option("--out", help="Output table (.ecsv, .fits, .parquet...).")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Score other stars with a fitted model."""
+    from .data import ColumnMap, read_stars
+    from .fit import load
+    from .output import check_writable, table_format, write_table
+
+    check_writable(out, overwrite)
+    table_format(out)
+    fitted = load(model)
+    columns = ColumnMap(**fitted.config.data.columns) if fitted.config.data.columns else None
+    stars = read_stars(data, columns, gaia_frame=fitted.config.data.gaia_frame, reflex_distance=fitted.config.data.reflex_distance)
+    table = fitted.membership(stars)
+    write_table(table, out, overwrite=overwrite)
+    console.print(f"scored {len(table)} stars -> {out}")
+
+
+@app.command()
+def plot(
+    model: Annotated[Path, typer.Argument(help="A folder written by `streammix fit` or `streammix demo`.")],
+    overwrite: Overwrite = True,
+) -> None:
+    """Redraw the figures of a fitted model's folder."""
+    from astropy.table import QTable
+
+    from .plot import save_figures
+
+    members_path, tracks_path = model / "members.ecsv", model / "tracks.ecsv"
+    for path in (members_path, tracks_path):
+        if not path.is_file():
+            raise InputError(f"file '{path}': not found (run `streammix fit` first)")
+    truth_path = model / "stars_tracks.ecsv"
+    truth = QTable.read(truth_path) if truth_path.is_file() else None
+    paths = save_figures(QTable.read(members_path), QTable.read(tracks_path), model / "figures", truth=truth, overwrite=overwrite)
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    counts = summary.get("members", {})
+    line = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    console.print(f"[bold]{summary.get('name', 'fit')}[/]: {summary.get('n_stars')} stars; stream members {line}")
+    if not summary.get("converged", True):
+        console.print("[bold red]warning:[/] the fit did not converge; see summary.json")
+    console.print(f"outputs in {out}/")
+
+
+def versions() -> dict[str, str]:
+    """Versions of streammix and the libraries that shape its numbers."""
+    from importlib.metadata import version
+
+    names = ["streammix", "torch", "numpy", "astropy", "zuko", "scipy"]
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except Exception:  # pragma: no cover - package absent
+            out[name] = "absent"
+    return out
+
+
+def main() -> None:
+    """Entry point: run the app; bad input -> one line on stderr and exit code 2."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.simplefilter("default")
+            app(standalone_mode=False)
+    except InputError as error:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.exceptions.UsageError):
+            error.show()
+            sys.exit(2)
+        if isinstance(error, click.exceptions.Exit):
+            sys.exit(error.exit_code)
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+

@@ -1,0 +1,265 @@
+"""One YAML file describes a stream: data, frame, field, components, priors, fit.
+
+Every section is a pydantic model that forbids unknown keys, so a typo or a
+wrong type is reported as one line naming the key, e.g.
+``config 'gd1.yaml': model.components.0.bounds.phi2: Input should be a valid list``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InputError
+
+__all__ = [
+    "BackgroundConfig",
+    "ComponentConfig",
+    "Config",
+    "ControlPointConfig",
+    "DataConfig",
+    "FieldConfig",
+    "FitConfig",
+    "FlowConfig",
+    "GalstreamsPrior",
+    "ModelConfig",
+    "NetworkConfig",
+]
+
+COORDINATES = ("phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkConfig(_Section):
+    """Size of one mixture density network."""
+
+    hidden: int = Field(64, ge=1)
+    layers: int = Field(3, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+
+
+class FlowConfig(_Section):
+    """Settings of the background's conditional normalizing flows."""
+
+    backend: Literal["zuko", "nflows"] = "zuko"
+    transforms: int = Field(3, ge=1)
+    hidden: int = Field(32, ge=1)
+    layers: int = Field(2, ge=1)
+    bins: int = Field(8, ge=2)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(4096, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=1)
+
+
+class ControlPointConfig(_Section):
+    """"The ``parameter`` track passes within ``width`` of ``value`` at ``phi1``"."""
+
+    parameter: str
+    phi1: float
+    value: float
+    width: float = Field(gt=0)
+
+
+class GalstreamsPrior(_Section):
+    """Control points read off a galstreams track."""
+
+    name: str
+    reference: str | None = None
+    parameters: list[str] = ["phi2"]
+    spacing: float = Field(10.0, gt=0, description="deg between control points")
+    widths: dict[str, float] = {"phi2": 0.5, "pm_phi1_cosphi2": 1.0, "pm_phi2": 1.0, "distmod": 0.3}
+
+
+class ComponentConfig(_Section):
+    """A stream-like component (stream, spur, cocoon...)."""
+
+    name: str
+    phi1_range: tuple[float, float] | None = None
+    bounds: dict[str, tuple[float, float]] = {}
+    network: NetworkConfig = NetworkConfig()
+    control_points: list[ControlPointConfig] = []
+    galstreams: GalstreamsPrior | None = None
+    init: dict[str, float] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.isidentifier() or value == "background":
+            raise ValueError(f"'{value}' is not a usable component name (an identifier, not 'background')")
+        return value
+
+
+class BackgroundConfig(_Section):
+    """The background: flows on blocks of coordinates, and a phi2 density."""
+
+    phi2: Literal["uniform", "exponential"] = "exponential"
+    blocks: list[list[str]] = [["parallax", "pm_phi1_cosphi2", "pm_phi2"]]
+    flow: FlowConfig = FlowConfig()
+    offstream_phi2: float = Field(1.0, gt=0, description="deg from the prior track beyond which stars train the flows")
+
+
+class ModelConfig(_Section):
+    """The mixture."""
+
+    coordinates: list[str] = list(COORDINATES)
+    bands: list[str] = []
+    grid_size: int = Field(256, ge=8)
+    components: list[ComponentConfig] = [ComponentConfig(name="stream")]
+    weights_network: NetworkConfig = NetworkConfig()
+    initial_fraction: float = Field(0.02, gt=0, lt=0.5)
+    background: BackgroundConfig = BackgroundConfig()
+
+    @field_validator("coordinates")
+    @classmethod
+    def _coordinates(cls, value: list[str]) -> list[str]:
+        unknown = [c for c in value if c not in COORDINATES]
+        if unknown:
+            raise ValueError(f"unknown coordinate(s) {unknown}; choose from {list(COORDINATES)}")
+        if not value:
+            raise ValueError("at least one coordinate is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModelConfig:
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names must be unique, got {names}")
+        if not names:
+            raise ValueError("at least one stream-like component is needed")
+        for block in self.background.blocks:
+            extra = [c for c in block if c not in self.coordinates]
+            if extra:
+                raise ValueError(f"background block {block} uses {extra}, not among the model's coordinates")
+        return self
+
+
+class FitConfig(_Section):
+    """How the mixture is fitted."""
+
+    optimizer: Literal["adamw", "lbfgs"] = "adamw"
+    steps: int = Field(1500, ge=1)
+    learning_rate: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int | None = Field(None, ge=1, description="None: full batch")
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    eval_every: int = Field(25, ge=1)
+    patience: int = Field(300, ge=1, description="steps without held-out improvement before stopping")
+    warm_start_steps: int = Field(300, ge=0)
+    seed: int = 0
+    ensemble: int = Field(4, ge=1)
+    bootstrap: bool = True
+    dropout_samples: int = Field(16, ge=0)
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    checkpoint_every: int = Field(100, ge=1)
+
+
+class FieldConfig(_Section):
+    """The field's limits in the stream frame (deg)."""
+
+    phi1: tuple[float, float]
+    phi2: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FieldConfig:
+        for name in ("phi1", "phi2"):
+            lo, hi = getattr(self, name)
+            if not hi > lo:
+                raise ValueError(f"{name}: upper limit {hi} must exceed lower limit {lo}")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the stars come from and how their columns are named."""
+
+    path: str | None = None
+    columns: dict[str, Any] = {}
+    gaia_frame: str | None = None
+    reflex_distance: str | float | None = None
+    cut_to_field: bool = False
+
+
+class Config(_Section):
+    """A whole stream description.
+
+    Example:
+        >>> cfg = Config.model_validate({"name": "demo", "field": {"phi1": [-90, 10], "phi2": [-5, 5]}})
+        >>> cfg.model.components[0].name, cfg.fit.ensemble
+        ('stream', 4)
+        >>> try:
+        ...     Config.from_dict({"name": "x", "field": {"phi1": [0, 1], "phi2": [0, 1]}, "fitt": {}})
+        ... except InputError as e:
+        ...     print(e)
+        config: fitt: Extra inputs are not permitted
+    """
+
+    name: str = "stream"
+    data: DataConfig = DataConfig()
+    frame: str | None = None
+    field: FieldConfig
+    model: ModelConfig = ModelConfig()
+    fit: FitConfig = FitConfig()
+    source: str | None = Field(None, exclude=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:
+        """Validate a mapping; errors become one-line :class:`InputError` s naming the key."""
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            return cls.model_validate({**data, "source": source if source != "config" else None})
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(k) for k in first["loc"]) or "(top level)"
+            more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+            raise InputError(f"{source}: {key}: {first['msg']}{more}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> Config:
+        """Read and validate a YAML file; a relative ``data.path`` is taken from the file's folder
+        (after expanding ``$STREAMMIX_SHARED_DATA`` and ``~``).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"config '{path}': no such file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise InputError(f"config '{path}': not valid YAML{where}") from None
+        config = cls.from_dict(data if data is not None else {}, source=f"config '{path}'")
+        if config.data.path is not None:
+            resolved = resolve_data_path(config.data.path, path.parent)
+            config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(resolved)})})
+        return config
+
+    def to_yaml(self) -> str:
+        """The configuration as YAML (round-trips through :meth:`from_dict`)."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"source"}), sort_keys=False)
+
+
+def resolve_data_path(value: str, base: Path) -> Path:
+    """Expand ``$STREAMMIX_SHARED_DATA`` (default ``<repo>/../shared/data``), ``~``
+    and other environment variables; make a relative path relative to ``base``.
+
+    Example:
+        >>> from pathlib import Path
+        >>> resolve_data_path("stars.fits", Path("/data")).as_posix()
+        '/data/stars.fits'
+    """
+    shared = os.environ.get("STREAMMIX_SHARED_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    expanded = value.replace("${STREAMMIX_SHARED_DATA}", shared).replace("$STREAMMIX_SHARED_DATA", shared)
+    expanded = os.path.expandvars(os.path.expanduser(expanded))
+    p = Path(expanded)
+    return p if p.is_absolute() else (base / p).resolve()

@@ -1,0 +1,705 @@
+"""Fitting: background flows first, then an ensemble of mixtures.
+
+:func:`fit` pre-trains the background flows on off-stream stars, freezes them,
+and fits ``config.fit.ensemble`` mixtures (different seeds and, optionally,
+bootstrap resamples of the stars) with AdamW (or L-BFGS), early stopping on
+held-out stars, deterministic seeds and checkpoints that a killed run resumes
+from. The result is a :class:`FittedModel`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from astropy.table import QTable
+
+from .background import BackgroundFlows, offstream_mask
+from .components import BackgroundComponent, NetworkSettings, StreamComponent
+from .config import Config
+from .errors import InputError
+from .flows import FlowSettings
+from .mixture import ControlPrior, Mixture, StarTensors, check_priors, prepare_stars
+
+__all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
+
+DEFAULT_WIDTH_BOUNDS = {
+    "phi2_width": (0.01, 1.5),
+    "pm_phi1_cosphi2_width": (0.01, 3.0),
+    "pm_phi2_width": (0.01, 3.0),
+    "distmod": (10.0, 20.0),
+    "distmod_width": (0.005, 0.5),
+}
+DEFAULT_INIT = {"phi2_width": 0.2, "pm_phi1_cosphi2_width": 0.3, "pm_phi2_width": 0.3, "distmod_width": 0.1}
+
+
+# --- data ---------------------------------------------------------------------
+
+
+def load_stars(config: Config, stars=None):
+    """The stars a config describes (read from ``config.data.path`` unless given),
+    checked against the field.
+
+    Stars outside the field raise :class:`InputError` unless
+    ``config.data.cut_to_field`` is set, in which case they are dropped.
+    """
+    from .data import ColumnMap, StarTable, read_stars
+
+    if stars is None:
+        if config.data.path is None:
+            raise InputError(f"{config.source or 'config'}: data.path: no data file given")
+        columns = ColumnMap(**config.data.columns) if config.data.columns else None
+        stars = read_stars(
+            config.data.path,
+            columns,
+            gaia_frame=config.data.gaia_frame,
+            reflex_distance=config.data.reflex_distance,
+        )
+    elif not isinstance(stars, StarTable):
+        columns = ColumnMap(**config.data.columns) if config.data.columns else None
+        stars = StarTable.from_table(stars, columns)
+    (lo1, hi1), (lo2, hi2) = config.field.phi1, config.field.phi2
+    outside1 = (stars.phi1 < lo1) | (stars.phi1 > hi1)
+    phi2 = np.where(np.isfinite(stars.phi2), stars.phi2, 0.5 * (lo2 + hi2))
+    outside2 = (phi2 < lo2) | (phi2 > hi2)
+    if config.data.cut_to_field:
+        stars = stars[~(outside1 | outside2)]
+    elif outside1.any():
+        raise InputError(
+            f"column 'phi1': {int(outside1.sum())} stars outside the field's phi1 range [{lo1}, {hi1}] "
+            "(set data.cut_to_field: true to drop them)"
+        )
+    elif outside2.any():
+        raise InputError(
+            f"column 'phi2': {int(outside2.sum())} stars outside the field's phi2 range [{lo2}, {hi2}] "
+            "(set data.cut_to_field: true to drop them)"
+        )
+    if len(stars) < 10:
+        raise InputError(f"data: only {len(stars)} stars in the field; a fit needs at least 10")
+    return stars
+
+
+# --- priors and the model -----------------------------------------------------
+
+
+def control_priors(config: Config) -> list[ControlPrior]:
+    """Every control point of the config, galstreams tracks included."""
+    priors: list[ControlPrior] = []
+    lo, hi = config.field.phi1
+    for comp in config.model.components:
+        for cp in comp.control_points:
+            priors.append(ControlPrior(comp.name, cp.parameter, cp.phi1, cp.value, cp.width))
+        if comp.galstreams is not None:
+            from .frames import get_frame
+            from .tracks import galstreams_track
+
+            g = comp.galstreams
+            frame = get_frame(config.frame) if config.frame else None
+            track = galstreams_track(g.name, g.reference, frame)
+            start = max(lo, float(np.nanmin(track.phi1)))
+            stop = min(hi, float(np.nanmax(track.phi1)))
+            grid = np.arange(start + 0.5 * g.spacing, stop, g.spacing)
+            for parameter in g.parameters:
+                width = g.widths.get(parameter)
+                if width is None:
+                    raise InputError(f"galstreams prior: widths.{parameter}: no width given")
+                for point in track.control_points(parameter, grid, width):
+                    if np.isfinite(point.value):
+                        priors.append(ControlPrior(comp.name, parameter, float(point.phi1), float(point.value), width))
+    return priors
+
+
+def parameter_bounds(config: Config, component, stars) -> dict[str, tuple[float, float]]:
+    """Bounds per parameter: the config's, else defaults from the field and the data."""
+    bounds: dict[str, tuple[float, float]] = dict(DEFAULT_WIDTH_BOUNDS)
+    bounds["phi2"] = tuple(config.field.phi2)
+    for pm in ("pm_phi1_cosphi2", "pm_phi2"):
+        values = getattr(stars, pm)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            lo, hi = np.percentile(finite, [0.5, 99.5])
+            pad = 0.05 * (hi - lo) + 0.1
+            bounds[pm] = (float(lo - pad), float(hi + pad))
+        else:
+            bounds[pm] = (-30.0, 30.0)
+    bounds.update({k: tuple(v) for k, v in component.bounds.items()})
+    return bounds
+
+
+def build_mixture(config: Config, stars) -> Mixture:
+    """A fresh (untrained) mixture for ``config``; bounds default from ``stars``."""
+    coords = list(config.model.coordinates)
+    components = []
+    for comp in config.model.components:
+        bounds = parameter_bounds(config, comp, stars)
+        components.append(
+            StreamComponent(
+                comp.name,
+                coords,
+                bounds,
+                phi2_range=config.field.phi2,
+                settings=NetworkSettings(**comp.network.model_dump()),
+                phi1_range=comp.phi1_range,
+            )
+        )
+    background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
+    return Mixture(
+        components,
+        background,
+        phi1_range=config.field.phi1,
+        grid_size=config.model.grid_size,
+        weight_settings=NetworkSettings(**config.model.weights_network.model_dump()),
+        initial_fraction=config.model.initial_fraction,
+    )
+
+
+def prior_track(priors: Sequence[ControlPrior], component: str, parameter: str = "phi2"):
+    """phi1 and values of one parameter's control points, sorted by phi1."""
+    points = sorted((p.phi1, p.value) for p in priors if p.component == component and p.parameter == parameter)
+    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def warm_start(mixture: Mixture, config: Config, priors: Sequence[ControlPrior], steps: int) -> None:
+    """Fit each component's network to its prior track before the mixture fit.
+
+    Targets on the phi1 grid: control points interpolated (constant beyond the
+    ends) and ``init`` values or defaults for the widths; only parameters with
+    a target are pulled.
+    """
+    if steps <= 0:
+        return
+    grid = mixture.grid.detach().cpu().numpy()
+    targets: list[tuple[torch.nn.Module, int, torch.Tensor]] = []
+    for comp_cfg, comp in zip(config.model.components, mixture.components):
+        for i, spec in enumerate(comp.parameter_specs):
+            x, y = prior_track(priors, comp.name, spec.name)
+            if x.size:
+                values = np.interp(grid, x, y)
+            elif spec.name in comp_cfg.init:
+                values = np.full_like(grid, comp_cfg.init[spec.name])
+            elif spec.name in DEFAULT_INIT:
+                values = np.full_like(grid, DEFAULT_INIT[spec.name])
+            else:
+                continue
+            values = np.clip(values, spec.low, spec.high)
+            raw = spec.unconstrain(torch.as_tensor(values, dtype=mixture.grid.dtype, device=mixture.grid.device))
+            targets.append((comp.net, i, raw))
+    if not targets:
+        return
+    nets = list({id(t[0]): t[0] for t in targets}.values())
+    params = [p for net in nets for p in net.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    x = mixture.scale_phi1(mixture.grid)
+    was_training = mixture.training
+    mixture.eval()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        cache: dict[int, torch.Tensor] = {}
+        loss = mixture.grid.new_zeros(())
+        for net, i, raw in targets:
+            if id(net) not in cache:
+                cache[id(net)] = net.raw(x)
+            loss = loss + ((cache[id(net)][:, i] - raw) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+    mixture.train(was_training)
+
+
+# --- training -----------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    """What happened in one member's fit."""
+
+    seed: int
+    steps: int
+    best_step: int
+    best_validation: float
+    final_train: float
+    converged: bool
+    stopped_early: bool
+    rollbacks: int
+    seconds: float
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        d["history"] = [list(h) for h in self.history]
+        return d
+
+
+def _state(mixture: Mixture) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in mixture.state_dict().items()}
+
+
+def train_mixture(
+    mixture: Mixture,
+    train: StarTensors,
+    valid: StarTensors,
+    priors: Sequence[ControlPrior],
+    config: Config,
+    *,
+    seed: int,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+    label: str = "fit",
+) -> FitResult:
+    """Maximise the posterior of one mixture; returns what happened.
+
+    The objective per step is ``mean_i log L_i + log prior / N_train``: the
+    same posterior as the sum over stars plus the log prior added once,
+    divided by the number of training stars.
+    """
+    cfg = config.fit
+    start_time = time.perf_counter()
+    n_train = len(train)
+    use_lbfgs = cfg.optimizer == "lbfgs"
+    lr = cfg.learning_rate
+    if use_lbfgs:
+        optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
+            mixture.parameters(), lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
+        )
+        total_steps = max(1, cfg.steps // 20)
+    else:
+        optimizer = torch.optim.AdamW(mixture.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        total_steps = cfg.steps
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    state = {
+        "step": 0,
+        "best": _state(mixture),
+        "best_validation": math.inf,
+        "best_step": 0,
+        "since_best": 0,
+        "rollbacks": 0,
+        "lr": lr,
+        "history": [],
+        "done": False,
+    }
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=mixture.grid.device, weights_only=False)
+        mixture.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        state.update(saved["state"])
+    last_good = _state(mixture)
+
+    def objective(batch: StarTensors) -> torch.Tensor:
+        ll = mixture.log_likelihood(batch).mean()
+        return -(ll + mixture.log_prior(priors) / n_train)
+
+    def validation_loss() -> float:
+        mixture.eval()
+        with torch.no_grad():
+            value = float(-mixture.log_likelihood(valid).mean())
+        mixture.train()
+        return value
+
+    def save_checkpoint() -> None:
+        if checkpoint is None:
+            return
+        payload = {
+            "model": mixture.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "state": state,
+        }
+        tmp = checkpoint.with_suffix(".part")
+        torch.save(payload, tmp)
+        tmp.replace(checkpoint)
+
+    bar = _progress(progress, label, total_steps, state["step"])
+    train_loss = math.nan
+    mixture.train()
+    try:
+        while state["step"] < total_steps and not state["done"]:
+            step = state["step"]
+            if not use_lbfgs:
+                for group in optimizer.param_groups:
+                    group["lr"] = state["lr"] * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            if cfg.batch_size is not None and cfg.batch_size < n_train:
+                index = torch.randint(0, n_train, (cfg.batch_size,), generator=generator).to(train.phi1.device)
+                batch = train.subset(index)
+            else:
+                batch = train
+
+            def closure() -> torch.Tensor:
+                optimizer.zero_grad()
+                loss = objective(batch)
+                loss.backward()
+                return loss
+
+            if use_lbfgs:
+                loss = optimizer.step(closure)
+            else:
+                loss = closure()
+                grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in mixture.parameters())
+                if torch.isfinite(loss) and grads_ok:
+                    torch.nn.utils.clip_grad_norm_(mixture.parameters(), 10.0)
+                    optimizer.step()
+            train_loss = float(loss)
+            if not math.isfinite(train_loss) or not all(torch.isfinite(p).all() for p in mixture.parameters()):
+                state["rollbacks"] += 1
+                state["lr"] *= 0.5
+                mixture.load_state_dict(last_good)
+                for group in optimizer.param_groups:
+                    group["lr"] = state["lr"]
+                optimizer.state.clear()
+                warnings.warn(
+                    f"{label}: non-finite loss at step {step}; rolled back and lowered the learning rate "
+                    f"to {state['lr']:.2e}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                if state["rollbacks"] > 8:
+                    break
+                continue
+            state["step"] = step + 1
+            if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
+                val = validation_loss()
+                state["history"].append((state["step"], train_loss, val))
+                last_good = _state(mixture)
+                if val < state["best_validation"] - 1e-6:
+                    state.update(best_validation=val, best=last_good, best_step=state["step"], since_best=0)
+                else:
+                    state["since_best"] += cfg.eval_every
+                    if state["since_best"] >= cfg.patience:
+                        state["done"] = True
+            if state["step"] % cfg.checkpoint_every == 0:
+                save_checkpoint()
+            if bar is not None:
+                bar.update(state["step"], train_loss, state["best_validation"])
+        state["done"] = True
+        save_checkpoint()
+    finally:
+        if bar is not None:
+            bar.close()
+    mixture.load_state_dict(state["best"])
+    mixture.eval()
+    history = state["history"]
+    stopped_early = state["step"] < total_steps
+    converged = stopped_early and state["rollbacks"] <= 8
+    if not converged and len(history) >= 5:
+        tail = [h[2] for h in history[-max(2, len(history) // 5):]]
+        converged = (max(tail) - min(tail)) < 1e-3 * max(1.0, abs(tail[-1]))
+    return FitResult(
+        seed=seed,
+        steps=state["step"],
+        best_step=state["best_step"],
+        best_validation=state["best_validation"],
+        final_train=train_loss,
+        converged=bool(converged),
+        stopped_early=bool(stopped_early),
+        rollbacks=state["rollbacks"],
+        seconds=time.perf_counter() - start_time,
+        history=history,
+    )
+
+
+class _progress:
+    """A rich progress bar with the loss, or nothing when ``enabled`` is False."""
+
+    def __new__(cls, enabled: bool, label: str, total: int, start: int):
+        if not enabled:
+            return None
+        return super().__new__(cls)
+
+    def __init__(self, enabled: bool, label: str, total: int, start: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  held-out {task.fields[val]:.4f}"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        self.task = self.progress.add_task(label, total=total, completed=start, loss=math.nan, val=math.nan)
+        self.progress.start()
+
+    def update(self, step: int, loss: float, val: float) -> None:
+        self.progress.update(self.task, completed=step, loss=loss, val=val)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+# --- the fitted model ---------------------------------------------------------
+
+
+@dataclass
+class FittedModel:
+    """An ensemble of fitted mixtures with their frozen background flows.
+
+    Arguments:
+        config: The configuration it was fitted with.
+        mixtures: The ensemble's members.
+        background: The frozen background flows.
+        phi1_density: Stars per degree of the fitted data on the mixture's phi1 grid
+            (turns weights into linear densities).
+        summary: What happened during the fit (seeds, timings, convergence).
+    """
+
+    config: Config
+    mixtures: list[Mixture]
+    background: BackgroundFlows | None
+    phi1_density: np.ndarray
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        return self.mixtures[0].component_names
+
+    @property
+    def converged(self) -> bool:
+        return all(m["converged"] for m in self.summary.get("members", []))
+
+    def prepare(self, stars, background_logp: np.ndarray | None = None) -> StarTensors:
+        """Stars as tensors for this model (background log-density included)."""
+        if background_logp is None:
+            background_logp = self.background.log_prob(stars) if self.background is not None else None
+        cfg = self.config
+        return prepare_stars(
+            stars,
+            phi1_range=cfg.field.phi1,
+            grid_size=cfg.model.grid_size,
+            coordinates=cfg.model.coordinates,
+            bands=cfg.model.bands,
+            background_logp=background_logp,
+            dtype=getattr(torch, cfg.fit.dtype),
+            device=cfg.fit.device,
+        )
+
+    def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 1_000_000) -> QTable:
+        """Per-star membership probability of every component, with percentiles.
+
+        ``p_<component>`` is the ensemble mean of P_k = f_k p_k / sum_j f_j p_j
+        (likelihoods only, no priors); ``p_<component>_q05/_q50/_q95`` are the
+        5th/50th/95th percentiles over the ensemble members and their MC-dropout
+        samples. One row per input star; ``source_id`` and kept columns are carried.
+        """
+        from .membership import membership_table
+
+        return membership_table(self, stars, dropout_samples=dropout_samples, chunk_size=chunk_size)
+
+    def tracks(self, phi1=None, *, dropout_samples: int | None = None) -> QTable:
+        """Weights, linear densities and every component's parameters on ``phi1``
+        (default: the model's grid), medians with 5th/95th percentiles."""
+        from .membership import tracks_table
+
+        return tracks_table(self, phi1, dropout_samples=dropout_samples)
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the model to ``folder`` (config, weights, flows, summary)."""
+        from .output import atomic_path
+
+        folder = Path(folder)
+        if (folder / "model.json").exists() and not overwrite:
+            raise InputError(f"output '{folder}' already holds a fitted model; pass --overwrite to replace it")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, mixture in enumerate(self.mixtures):
+            with atomic_path(folder / f"member{i}.pt", overwrite=True) as tmp:
+                torch.save(mixture.state_dict(), tmp)
+        if self.background is not None:
+            self.background.save(folder / "background")
+        with atomic_path(folder / "config.yaml", overwrite=True) as tmp:
+            tmp.write_text(self.config.to_yaml())
+        meta = {
+            "format": 1,
+            "members": len(self.mixtures),
+            "background_blocks": len(self.background.blocks) if self.background is not None else 0,
+            "phi1_density": [float(x) for x in self.phi1_density],
+            "bounds": mixture_bounds(self.mixtures[0]),
+            "summary": self.summary,
+        }
+        with atomic_path(folder / "model.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1, default=float))
+        return folder
+
+
+def load(folder: str | Path) -> FittedModel:
+    """Read a model written by :meth:`FittedModel.save`."""
+    folder = Path(folder)
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        raise InputError(f"model '{folder}': no model.json (not a fitted-model folder)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise InputError(f"model '{meta_path}': not valid JSON") from None
+    config_path = folder / "config.yaml"
+    config = Config.from_dict(yaml.safe_load(config_path.read_text()), source=f"config '{config_path}'")
+    background = BackgroundFlows.load(folder / "background", meta["background_blocks"]) if meta["background_blocks"] else None
+    mixtures = []
+    for i in range(meta["members"]):
+        state = torch.load(folder / f"member{i}.pt", map_location=config.fit.device, weights_only=True)
+        mixtures.append(_mixture_from_state(config, meta["bounds"], state))
+    return FittedModel(config, mixtures, background, np.asarray(meta["phi1_density"]), meta["summary"])
+
+
+def mixture_bounds(mixture: Mixture) -> dict[str, dict[str, list[float]]]:
+    """Every stream-like component's parameter bounds, to rebuild the mixture."""
+    return {c.name: {p.name: [p.low, p.high] for p in c.parameter_specs} for c in mixture.components}
+
+
+def _mixture_from_state(config: Config, bounds: dict[str, dict[str, list[float]]], state) -> Mixture:
+    comps = []
+    for comp in config.model.components:
+        comps.append(
+            StreamComponent(
+                comp.name,
+                list(config.model.coordinates),
+                {k: tuple(v) for k, v in bounds[comp.name].items()},
+                phi2_range=config.field.phi2,
+                settings=NetworkSettings(**comp.network.model_dump()),
+                phi1_range=comp.phi1_range,
+            )
+        )
+    mixture = Mixture(
+        comps,
+        BackgroundComponent(config.field.phi2, config.model.background.phi2),
+        phi1_range=config.field.phi1,
+        grid_size=config.model.grid_size,
+        weight_settings=NetworkSettings(**config.model.weights_network.model_dump()),
+        initial_fraction=config.model.initial_fraction,
+    )
+    mixture.to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
+    mixture.load_state_dict(state)
+    mixture.eval()
+    return mixture
+
+
+# --- the whole fit --------------------------------------------------------------
+
+
+def fit(
+    config: Config,
+    stars=None,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = False,
+) -> FittedModel:
+    """Fit the model a config describes to its stars.
+
+    Arguments:
+        config: The stream description.
+        stars: A :class:`~streammix.data.StarTable` or table; default: read ``config.data.path``.
+        checkpoint_dir: Where checkpoints go; a rerun with the same folder resumes.
+        progress: Show progress bars.
+    """
+    started = time.perf_counter()
+    stars = load_stars(config, stars)
+    priors = control_priors(config)
+    template = build_mixture(config, stars)
+    try:
+        check_priors(template, priors)
+    except ValueError as error:
+        raise InputError(f"{config.source or 'config'}: {error}") from None
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1. background flows on off-stream stars, then frozen
+    t0 = time.perf_counter()
+    bg_cfg = config.model.background
+    background = None
+    background_logp = np.zeros(len(stars))
+    if bg_cfg.blocks:
+        track_phi1, track_phi2 = prior_track(priors, config.model.components[0].name, "phi2")
+        offstream = offstream_mask(stars.phi1, stars.phi2, track_phi1, track_phi2, bg_cfg.offstream_phi2)
+        settings = FlowSettings(**bg_cfg.flow.model_dump(), seed=config.fit.seed, device=config.fit.device)
+        flows_file = checkpoint_dir / "background" if checkpoint_dir is not None else None
+        if flows_file is not None and (flows_file / "done").exists():
+            background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks))
+        else:
+            background = BackgroundFlows.fit(stars, bg_cfg.blocks, settings, train=offstream, progress=progress)
+            if flows_file is not None:
+                background.save(flows_file)
+                (flows_file / "done").touch()
+        background_logp = background.log_prob(stars)
+    background_seconds = time.perf_counter() - t0
+
+    # 2. the ensemble of mixtures
+    dtype = getattr(torch, config.fit.dtype)
+    tensors = prepare_stars(
+        stars,
+        phi1_range=config.field.phi1,
+        grid_size=config.model.grid_size,
+        coordinates=config.model.coordinates,
+        bands=config.model.bands,
+        background_logp=background_logp,
+        dtype=dtype,
+        device=config.fit.device,
+    )
+    n = len(stars)
+    mixtures: list[Mixture] = []
+    results: list[FitResult] = []
+    for member in range(config.fit.ensemble):
+        seed = config.fit.seed + member
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(n)
+        n_valid = max(1, int(round(config.fit.validation_fraction * n)))
+        valid_index, train_index = order[:n_valid], order[n_valid:]
+        if config.fit.bootstrap and config.fit.ensemble > 1:
+            train_index = rng.choice(train_index, size=train_index.size, replace=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            mixture = build_mixture(config, stars).to(dtype=dtype, device=config.fit.device)
+            warm_start(mixture, config, priors, config.fit.warm_start_steps)
+            result = train_mixture(
+                mixture,
+                tensors.subset(torch.as_tensor(train_index, device=config.fit.device)),
+                tensors.subset(torch.as_tensor(valid_index, device=config.fit.device)),
+                priors,
+                config,
+                seed=seed,
+                checkpoint=checkpoint_dir / f"member{member}.pt" if checkpoint_dir is not None else None,
+                progress=progress,
+                label=f"member {member + 1}/{config.fit.ensemble}",
+            )
+        mixtures.append(mixture)
+        results.append(result)
+        if not result.converged:
+            warnings.warn(
+                f"ensemble member {member} (seed {seed}) did not converge in {result.steps} steps; "
+                "its probabilities are unreliable (raise fit.steps)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    counts, edges = np.histogram(stars.phi1, bins=config.model.grid_size, range=config.field.phi1)
+    density = _smooth(counts / np.diff(edges), 3)
+    summary = {
+        "name": config.name,
+        "n_stars": n,
+        "n_offstream": int(np.sum(offstream)) if bg_cfg.blocks else None,
+        "seconds": {
+            "background": background_seconds,
+            "mixtures": [r.seconds for r in results],
+            "total": time.perf_counter() - started,
+        },
+        "members": [r.as_dict() for r in results],
+        "converged": all(r.converged for r in results),
+        "seed": config.fit.seed,
+        "n_priors": len(priors),
+    }
+    return FittedModel(config, mixtures, background, density, summary)
+
+
+def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+    kernel = np.exp(-0.5 * (np.arange(-3 * width, 3 * width + 1) / width) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(values, 3 * width, mode="edge")
+    return np.convolve(padded, kernel, mode="valid")

@@ -1,0 +1,209 @@
+"""Membership probabilities and track tables from a fitted model.
+
+A star's probability of belonging to component k is its share of the mixture,
+from likelihoods only (no priors):
+
+.. math:: P_k = \\frac{f_k p_k}{\\sum_j f_j p_j}
+
+Its uncertainty comes from the ensemble of fits and from MC dropout (each
+dropout mask is one draw of the networks as functions of phi1); the table
+reports the ensemble mean and the 5th, 50th and 95th percentiles over all
+draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import astropy.units as u
+import numpy as np
+import torch
+from astropy.table import QTable
+from torch import nn
+
+from .components import FunctionDropout
+
+__all__ = ["QUANTILES", "membership_table", "mc_dropout", "summarise_members", "tracks_table"]
+
+QUANTILES = (0.05, 0.50, 0.95)
+UNITS = {
+    "phi2": u.deg,
+    "phi2_width": u.deg,
+    "pm_phi1_cosphi2": u.mas / u.yr,
+    "pm_phi1_cosphi2_width": u.mas / u.yr,
+    "pm_phi2": u.mas / u.yr,
+    "pm_phi2_width": u.mas / u.yr,
+    "distmod": u.mag,
+    "distmod_width": u.mag,
+    "parallax": u.mas,
+    "phi2_slope": 1 / u.deg,
+    "linear_density": 1 / u.deg,
+}
+
+
+class mc_dropout:
+    """Context manager: switch a module's dropout on (everything else stays in eval mode).
+
+    Example:
+        >>> from streammix.components import ParameterNet, Parameter, NetworkSettings
+        >>> net = ParameterNet([Parameter("a", 0, 1)], NetworkSettings(hidden=4, dropout=0.5)).eval()
+        >>> with mc_dropout(net):
+        ...     any(m.training for m in net.modules())
+        True
+        >>> any(m.training for m in net.modules())
+        False
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self) -> nn.Module:
+        self.module.eval()
+        for m in self.module.modules():
+            if isinstance(m, FunctionDropout):
+                m.train()
+        return self.module
+
+    def __exit__(self, *exc) -> None:
+        self.module.eval()
+
+
+def _draws(model, dropout_samples: int | None) -> Iterator[tuple[int, bool]]:
+    """(member index, with dropout) for every draw of the ensemble."""
+    samples = model.config.fit.dropout_samples if dropout_samples is None else dropout_samples
+    for i in range(len(model.mixtures)):
+        yield i, False
+        for _ in range(samples):
+            yield i, True
+
+
+def _as_stars(model, stars):
+    from .data import ColumnMap, StarTable
+
+    if isinstance(stars, StarTable):
+        return stars
+    columns = ColumnMap(**model.config.data.columns) if model.config.data.columns else None
+    return StarTable.from_table(stars, columns)
+
+
+def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_size: int = 1_000_000) -> QTable:
+    """One row per star: ``source_id``, ``phi1``, ``phi2``, ``p_<component>`` and its
+    ``_q05``/``_q50``/``_q95`` percentiles, plus the stars' kept columns."""
+    stars = _as_stars(model, stars)
+    names = model.component_names
+    n = len(stars)
+    mean = np.zeros((n, len(names)))
+    quant = np.zeros((len(QUANTILES), n, len(names)))
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(model.config.fit.seed)
+    try:
+        for start in range(0, n, chunk_size):
+            chunk = stars[start : start + chunk_size]
+            tensors = model.prepare(chunk)
+            draws, point = [], []
+            with torch.no_grad():
+                for i, dropout in _draws(model, dropout_samples):
+                    mixture = model.mixtures[i]
+                    if dropout:
+                        with mc_dropout(mixture):
+                            draws.append(mixture.membership(tensors).cpu().numpy())
+                    else:
+                        mixture.eval()
+                        p = mixture.membership(tensors).cpu().numpy()
+                        point.append(p)
+                        draws.append(p)
+            stop = start + len(chunk)
+            mean[start:stop] = np.mean(point, axis=0)
+            quant[:, start:stop] = np.quantile(np.stack(draws), QUANTILES, axis=0)
+    finally:
+        torch.set_rng_state(generator_state)
+    table = QTable()
+    table["source_id"] = stars.source_id
+    table["phi1"] = stars.phi1 * u.deg
+    table["phi2"] = stars.phi2 * u.deg
+    for k, name in enumerate(names):
+        table[f"p_{name}"] = mean[:, k]
+        for j, q in enumerate(QUANTILES):
+            table[f"p_{name}_q{round(q * 100):02d}"] = quant[j, :, k]
+    for col in stars.extra.colnames:
+        if col not in table.colnames:
+            table[col] = stars.extra[col]
+    table.meta.update(
+        {
+            "components": list(names),
+            "ensemble": len(model.mixtures),
+            "dropout_samples": model.config.fit.dropout_samples if dropout_samples is None else dropout_samples,
+            "description": "p_k = f_k p_k / sum_j f_j p_j (ensemble mean); _qNN: percentiles over ensemble and MC dropout",
+        }
+    )
+    return table
+
+
+def tracks_table(model, phi1=None, *, dropout_samples: int | None = None) -> QTable:
+    """Weights, linear densities and parameters of every component on ``phi1``.
+
+    Each quantity has a median column and ``_q05``/``_q95`` columns over the
+    ensemble and its MC-dropout draws. Linear density (stars per degree) is the
+    weight times the data's smoothed phi1 density. Parallax follows from the
+    distance modulus: 10^((10 - DM)/5) mas.
+    """
+    mixture0 = model.mixtures[0]
+    grid = mixture0.grid.detach().cpu().numpy()
+    if phi1 is None:
+        phi1 = grid
+    phi1 = np.asarray(u.Quantity(phi1, u.deg).value if hasattr(phi1, "unit") else phi1, dtype=np.float64)
+    density = np.interp(phi1, grid, model.phi1_density)
+    x = torch.as_tensor(phi1, dtype=mixture0.grid.dtype, device=mixture0.grid.device)
+    samples: dict[str, list[np.ndarray]] = {}
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(model.config.fit.seed)
+    try:
+        with torch.no_grad():
+            for i, dropout in _draws(model, dropout_samples):
+                mixture = model.mixtures[i]
+                if dropout:
+                    with mc_dropout(mixture):
+                        out = mixture.outputs_at(x)
+                else:
+                    mixture.eval()
+                    out = mixture.outputs_at(x)
+                for k, name in enumerate(mixture.component_names):
+                    w = out["weights"][:, k].cpu().numpy()
+                    samples.setdefault(f"{name}_weight", []).append(w)
+                    samples.setdefault(f"{name}_linear_density", []).append(w * density)
+                    for pname, value in out[name].items():
+                        samples.setdefault(f"{name}_{pname}", []).append(value.cpu().numpy())
+                        if pname == "distmod":
+                            plx = 10.0 ** ((10.0 - value.cpu().numpy()) / 5.0)
+                            samples.setdefault(f"{name}_parallax", []).append(plx)
+    finally:
+        torch.set_rng_state(generator_state)
+    table = QTable()
+    table["phi1"] = phi1 * u.deg
+    for key, values in samples.items():
+        q05, q50, q95 = np.quantile(np.stack(values), QUANTILES, axis=0)
+        unit = _unit_of(key)
+        table[key] = q50 * unit
+        table[f"{key}_q05"] = q05 * unit
+        table[f"{key}_q95"] = q95 * unit
+    table.meta["description"] = "medians and 5th/95th percentiles over the ensemble and MC-dropout draws"
+    return table
+
+
+def _unit_of(key: str):
+    for suffix in sorted(UNITS, key=len, reverse=True):
+        if key.endswith("_" + suffix):
+            return UNITS[suffix]
+    return u.dimensionless_unscaled
+
+
+def summarise_members(table: QTable, component: str = "stream", thresholds=(0.5, 0.8)) -> dict[str, int]:
+    """Number of stars with ``p_<component>`` above each threshold.
+
+    Example:
+        >>> from astropy.table import QTable
+        >>> summarise_members(QTable({"p_stream": [0.1, 0.6, 0.9]}))
+        {'p>0.5': 2, 'p>0.8': 1}
+    """
+    p = np.asarray(table[f"p_{component}"])
+    return {f"p>{t}": int(np.sum(p > t)) for t in thresholds}

@@ -1,0 +1,334 @@
+"""The mixture: softmax weights over components whose parameters are smooth
+functions of phi1, evaluated on a phi1 grid and interpolated to the stars.
+
+.. math::
+
+    p(x \\mid \\phi_1) = \\sum_k f_k(\\phi_1)\\, p_k(x \\mid \\theta_k(\\phi_1))
+
+The networks' outputs depend on phi1 alone, so they are evaluated on a fixed
+grid of ``grid_size`` points and linearly interpolated to each star: the cost
+of the networks does not grow with the number of stars.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .components import BackgroundComponent, NetworkSettings, StreamComponent, mlp, normal_logpdf
+
+__all__ = ["ControlPrior", "Mixture", "StarTensors", "prepare_stars"]
+
+ASTROMETRIC = ("phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2")
+OFF_RANGE_LOGIT = -30.0
+
+
+@dataclass(frozen=True)
+class ControlPrior:
+    """A normalised Gaussian prior on one parameter of one component at one phi1.
+
+    "The track passes within ``width`` of ``value`` at ``phi1``": the density
+    ``N(theta(phi1) | value, width^2)`` enters the log posterior once, whatever
+    the number of stars or the batch size.
+
+    Arguments:
+        component: The component's name.
+        parameter: The parameter's name (``"phi2"``, ``"pm_phi2"``, ``"distmod"``...).
+        phi1: Where (deg).
+        value: The expected value, in the parameter's unit.
+        width: The prior's standard deviation, same unit.
+
+    Example:
+        >>> ControlPrior("stream", "phi2", -40.0, 0.1, 0.5).width
+        0.5
+    """
+
+    component: str
+    parameter: str
+    phi1: float
+    value: float
+    width: float
+
+
+@dataclass
+class StarTensors:
+    """Stars as tensors, ready for the likelihood (missing values zeroed, with masks).
+
+    Built by :func:`prepare_stars`; ``background_logp`` holds the frozen
+    background flows' log-density over each star's observed coordinates.
+    """
+
+    phi1: Tensor
+    grid_index: Tensor
+    grid_weight: Tensor
+    phi2: Tensor
+    phi2_err: Tensor
+    has_phi2: Tensor
+    parallax: Tensor
+    parallax_err: Tensor
+    has_parallax: Tensor
+    pm: Tensor
+    pm_cov: Tensor
+    has_pm1: Tensor
+    has_pm2: Tensor
+    mags: Tensor
+    mag_err: Tensor
+    extinction: Tensor
+    has_mag: Tensor
+    background_logp: Tensor
+    uses_phi2: bool = True
+
+    def __len__(self) -> int:
+        return int(self.phi1.shape[0])
+
+    def subset(self, index: Tensor) -> StarTensors:
+        """The stars at ``index`` (integer or boolean tensor)."""
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "uses_phi2"},
+        )
+
+    def to(self, device: str | torch.device) -> StarTensors:
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "uses_phi2"},
+        )
+
+
+def grid_interpolation(phi1: np.ndarray, phi1_range: tuple[float, float], grid_size: int):
+    """Left grid index and weight of each phi1 on a regular grid over ``phi1_range``.
+
+    Example:
+        >>> import numpy as np
+        >>> idx, w = grid_interpolation(np.array([0.0, 0.25, 1.0]), (0.0, 1.0), 5)
+        >>> idx.tolist(), w.tolist()
+        ([0, 1, 3], [0.0, 0.0, 1.0])
+    """
+    lo, hi = phi1_range
+    step = (hi - lo) / (grid_size - 1)
+    pos = np.clip((np.asarray(phi1, dtype=np.float64) - lo) / step, 0.0, grid_size - 1)
+    index = np.minimum(np.floor(pos).astype(np.int64), grid_size - 2)
+    return index, pos - index
+
+
+def prepare_stars(
+    stars,
+    *,
+    phi1_range: tuple[float, float],
+    grid_size: int,
+    coordinates: Sequence[str],
+    bands: Sequence[str] = (),
+    background_logp: np.ndarray | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> StarTensors:
+    """Turn a :class:`~streammix.data.StarTable` into :class:`StarTensors`.
+
+    Coordinates not in ``coordinates`` are marked missing for every star, so no
+    component uses them.
+
+    Arguments:
+        stars: The stars.
+        phi1_range: The model's phi1 range (deg).
+        grid_size: Number of phi1 grid points of the networks.
+        coordinates: Observed coordinates the model uses.
+        bands: Photometric bands the model uses.
+        background_logp: Per-star background flow log-density (zeros if None).
+        dtype: Floating dtype of the tensors.
+        device: Where the tensors live.
+    """
+    n = len(stars)
+    observed = stars.observed
+
+    def col(values, name):
+        present = observed[name] & (name in coordinates)
+        return np.where(present, values, 0.0), present
+
+    phi2, has_phi2 = col(stars.phi2, "phi2")
+    plx, has_plx = col(stars.parallax, "parallax")
+    pm1, has_pm1 = col(stars.pm_phi1_cosphi2, "pm_phi1_cosphi2")
+    pm2, has_pm2 = col(stars.pm_phi2, "pm_phi2")
+    cov = np.nan_to_num(stars.pm_cov(), nan=0.0)
+    cov[~has_pm1, 0, :] = 0.0
+    cov[~has_pm1, :, 0] = 0.0
+    cov[~has_pm2, 1, :] = 0.0
+    cov[~has_pm2, :, 1] = 0.0
+    mags = np.zeros((n, len(bands)))
+    mag_err = np.zeros((n, len(bands)))
+    ext = np.zeros((n, len(bands)))
+    has_mag = np.zeros((n, len(bands)), dtype=bool)
+    for j, band in enumerate(bands):
+        has_mag[:, j] = observed[band]
+        mags[:, j] = np.where(has_mag[:, j], stars.mags[band], 0.0)
+        mag_err[:, j] = np.where(has_mag[:, j], stars.mag_errs[band], 0.0)
+        if band in stars.extinction:
+            ext[:, j] = np.nan_to_num(stars.extinction[band], nan=0.0)
+    index, weight = grid_interpolation(stars.phi1, phi1_range, grid_size)
+    if background_logp is None:
+        background_logp = np.zeros(n)
+
+    def t(a, kind=dtype):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=kind, device=device)
+
+    return StarTensors(
+        phi1=t(stars.phi1),
+        grid_index=t(index, torch.long),
+        grid_weight=t(weight),
+        phi2=t(phi2),
+        phi2_err=t(np.nan_to_num(stars.phi2_err, nan=0.0)),
+        has_phi2=t(has_phi2, torch.bool),
+        parallax=t(plx),
+        parallax_err=t(np.where(has_plx, np.nan_to_num(stars.parallax_err, nan=1.0), 1.0)),
+        has_parallax=t(has_plx, torch.bool),
+        pm=t(np.stack([pm1, pm2], axis=1)),
+        pm_cov=t(cov),
+        has_pm1=t(has_pm1, torch.bool),
+        has_pm2=t(has_pm2, torch.bool),
+        mags=t(mags),
+        mag_err=t(mag_err),
+        extinction=t(ext),
+        has_mag=t(has_mag, torch.bool),
+        background_logp=t(background_logp),
+        uses_phi2="phi2" in coordinates,
+    )
+
+
+class Mixture(nn.Module):
+    r"""Components composed into a mixture with softmax weights over phi1.
+
+    The weights come from a softmax over one logit per component (the
+    background's logit is fixed at 0), so they always sum to one; a component
+    with a ``phi1_range`` gets a logit of -30 outside it (weight ~1e-13).
+
+    Arguments:
+        components: The stream-like components.
+        background: The background component.
+        phi1_range: The phi1 range of the field (deg); the networks see phi1
+            scaled to [-1, 1] over it.
+        grid_size: Number of phi1 grid points the networks are evaluated on.
+        weight_settings: Size of the weights network.
+        initial_fraction: Initial weight of each stream-like component.
+
+    Example:
+        >>> mix = Mixture([StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
+        ...                                phi2_range=(-5, 5), settings=NetworkSettings(hidden=8))],
+        ...               BackgroundComponent((-5, 5), "uniform"), phi1_range=(-90, 10), grid_size=64)
+        >>> mix.component_names
+        ('stream', 'background')
+        >>> w = mix.grid_outputs()["weights"]
+        >>> w.shape, bool(torch.allclose(w.sum(-1), torch.ones(64)))
+        (torch.Size([64, 2]), True)
+    """
+
+    def __init__(
+        self,
+        components: Sequence[StreamComponent],
+        background: BackgroundComponent,
+        phi1_range: tuple[float, float],
+        grid_size: int = 256,
+        weight_settings: NetworkSettings = NetworkSettings(),
+        initial_fraction: float = 0.02,
+    ):
+        super().__init__()
+        names = [c.name for c in components] + [background.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names must be unique, got {names}")
+        self.components = nn.ModuleList(components)
+        self.background = background
+        self.phi1_range = (float(phi1_range[0]), float(phi1_range[1]))
+        self.grid_size = int(grid_size)
+        self.weight_body, self.weight_head = mlp(weight_settings, len(components))
+        nn.init.zeros_(self.weight_head.weight)
+        nn.init.constant_(self.weight_head.bias, math.log(initial_fraction / (1 - initial_fraction * len(components))))
+        self.register_buffer("grid", torch.linspace(*self.phi1_range, self.grid_size))
+        masks = torch.zeros(self.grid_size, len(components))
+        for k, comp in enumerate(components):
+            if comp.phi1_range is not None:
+                lo, hi = comp.phi1_range
+                masks[:, k] = torch.where((self.grid < lo) | (self.grid > hi), OFF_RANGE_LOGIT, 0.0)
+        self.register_buffer("logit_mask", masks)
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.components) + (self.background.name,)
+
+    @property
+    def all_components(self) -> list[nn.Module]:
+        return [*self.components, self.background]
+
+    def scale_phi1(self, phi1: Tensor) -> Tensor:
+        lo, hi = self.phi1_range
+        return (phi1 - lo) / (hi - lo) * 2.0 - 1.0
+
+    def outputs_at(self, phi1: Tensor) -> dict[str, dict[str, Tensor] | Tensor]:
+        """Weights and every component's parameters at ``phi1`` (no grid)."""
+        x = self.scale_phi1(phi1)
+        logits = self.weight_head(self.weight_body(x.unsqueeze(-1)))
+        mask = torch.zeros_like(logits)
+        for k, comp in enumerate(self.components):
+            if comp.phi1_range is not None:
+                lo, hi = comp.phi1_range
+                mask[:, k] = torch.where((phi1 < lo) | (phi1 > hi), OFF_RANGE_LOGIT, 0.0)
+        logits = torch.cat([logits + mask, torch.zeros_like(logits[:, :1])], dim=-1)
+        out: dict[str, dict[str, Tensor] | Tensor] = {"log_weights": torch.log_softmax(logits, dim=-1)}
+        out["weights"] = out["log_weights"].exp()
+        for comp in self.all_components:
+            out[comp.name] = comp.net(x) if comp.net is not None else {}
+        return out
+
+    def grid_outputs(self) -> dict[str, dict[str, Tensor] | Tensor]:
+        """Weights and parameters on the phi1 grid."""
+        return self.outputs_at(self.grid)
+
+    def log_joint(self, stars: StarTensors) -> Tensor:
+        """log f_k(phi1) + log p_k(x | phi1) per star and component, shape ``(N, K)``."""
+        grid = self.grid_outputs()
+        i, w = stars.grid_index, stars.grid_weight
+
+        def at_stars(values: Tensor) -> Tensor:
+            return torch.lerp(values[i], values[i + 1], w.unsqueeze(-1) if values.dim() > 1 else w)
+
+        log_w = at_stars(grid["log_weights"])
+        columns = []
+        for comp in self.all_components:
+            params = {name: at_stars(v) for name, v in grid[comp.name].items()}
+            columns.append(comp.log_prob(params, stars))
+        return log_w + torch.stack(columns, dim=-1)
+
+    def log_likelihood(self, stars: StarTensors) -> Tensor:
+        """Per-star log-likelihood, log sum_k f_k p_k, shape ``(N,)``."""
+        return torch.logsumexp(self.log_joint(stars), dim=-1)
+
+    def log_prior(self, priors: Sequence[ControlPrior]) -> Tensor:
+        """Sum of the normalised control-point log-densities (added once)."""
+        if not priors:
+            return self.grid.new_zeros(())
+        phi1 = torch.tensor([p.phi1 for p in priors], dtype=self.grid.dtype, device=self.grid.device)
+        outputs = self.outputs_at(phi1)
+        total = self.grid.new_zeros(())
+        for j, p in enumerate(priors):
+            value = outputs[p.component][p.parameter][j]
+            total = total + normal_logpdf(value, torch.tensor(p.value, dtype=value.dtype), torch.tensor(p.width**2, dtype=value.dtype))
+        return total
+
+    def membership(self, stars: StarTensors) -> Tensor:
+        """P_k(star) = f_k p_k / sum_j f_j p_j from likelihoods only, shape ``(N, K)``."""
+        return torch.softmax(self.log_joint(stars), dim=-1)
+
+
+def check_priors(mixture: Mixture, priors: Sequence[ControlPrior]) -> None:
+    """Raise ValueError naming an unknown component or parameter of a prior."""
+    by_name: Mapping[str, nn.Module] = {c.name: c for c in mixture.all_components}
+    for p in priors:
+        if p.component not in by_name:
+            raise ValueError(f"control point: unknown component '{p.component}' (have {', '.join(by_name)})")
+        names = by_name[p.component].parameter_names
+        if p.parameter not in names:
+            raise ValueError(
+                f"control point: component '{p.component}' has no parameter '{p.parameter}' (have {', '.join(names)})"
+            )
