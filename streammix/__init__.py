@@ -16,4 +16,8 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["InputError", "__version__"]
+from .config import Config
+from .data import ColumnMap, StarTable, read_stars
+from .fit import FittedModel, fit, load
+
+__all__ = ["ColumnMap", "Config", "FittedModel", "InputError", "StarTable", "__version__", "fit", "load", "read_stars"]

@@ -33,12 +33,14 @@ from .mixture import ControlPrior, Mixture, StarTensors, check_priors, prepare_s
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
 
+# A stream-like component is thin and cold: its widths are bounded so that it
+# cannot turn into a second background (a cocoon or a wide spur sets its own).
 DEFAULT_WIDTH_BOUNDS = {
-    "phi2_width": (0.01, 1.5),
-    "pm_phi1_cosphi2_width": (0.01, 3.0),
-    "pm_phi2_width": (0.01, 3.0),
+    "phi2_width": (0.01, 1.0),
+    "pm_phi1_cosphi2_width": (0.01, 1.0),
+    "pm_phi2_width": (0.01, 1.0),
     "distmod": (10.0, 20.0),
-    "distmod_width": (0.005, 0.5),
+    "distmod_width": (0.005, 0.3),
 }
 DEFAULT_INIT = {"phi2_width": 0.2, "pm_phi1_cosphi2_width": 0.3, "pm_phi2_width": 0.3, "distmod_width": 0.1}
 
@@ -349,7 +351,7 @@ def train_mixture(
                 if torch.isfinite(loss) and grads_ok:
                     torch.nn.utils.clip_grad_norm_(mixture.parameters(), 10.0)
                     optimizer.step()
-            train_loss = float(loss)
+            train_loss = float(loss.detach())
             if not math.isfinite(train_loss) or not all(torch.isfinite(p).all() for p in mixture.parameters()):
                 state["rollbacks"] += 1
                 state["lr"] *= 0.5
@@ -486,10 +488,12 @@ class FittedModel:
     def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 1_000_000) -> QTable:
         """Per-star membership probability of every component, with percentiles.
 
-        ``p_<component>`` is the ensemble mean of P_k = f_k p_k / sum_j f_j p_j
-        (likelihoods only, no priors); ``p_<component>_q05/_q50/_q95`` are the
-        5th/50th/95th percentiles over the ensemble members and their MC-dropout
-        samples. One row per input star; ``source_id`` and kept columns are carried.
+        ``p_<component>`` is P_k = f_k p_k / sum_j f_j p_j (likelihoods only, no
+        priors) under the reference fit (member 0: all stars, seed
+        ``config.fit.seed``); ``p_<component>_q05/_q50/_q95`` are the
+        5th/50th/95th percentiles over every ensemble member (other seeds,
+        bootstrap resamples) and their MC-dropout draws. One row per input star;
+        ``source_id`` and kept columns are carried.
         """
         from .membership import membership_table
 
@@ -653,7 +657,7 @@ def fit(
         order = rng.permutation(n)
         n_valid = max(1, int(round(config.fit.validation_fraction * n)))
         valid_index, train_index = order[:n_valid], order[n_valid:]
-        if config.fit.bootstrap and config.fit.ensemble > 1:
+        if config.fit.bootstrap and member > 0:  # member 0 is the reference fit on all stars
             train_index = rng.choice(train_index, size=train_index.size, replace=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

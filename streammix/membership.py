@@ -5,10 +5,12 @@ from likelihoods only (no priors):
 
 .. math:: P_k = \\frac{f_k p_k}{\\sum_j f_j p_j}
 
-Its uncertainty comes from the ensemble of fits and from MC dropout (each
-dropout mask is one draw of the networks as functions of phi1); the table
-reports the ensemble mean and the 5th, 50th and 95th percentiles over all
-draws.
+The table reports it under the reference fit (ensemble member 0, fitted to
+all stars); its uncertainty comes from the other members (other seeds,
+bootstrap resamples of the stars) and from MC dropout (each dropout mask is
+one draw of the networks as functions of phi1): the 5th, 50th and 95th
+percentiles over all draws. (Averaging the members instead would pull every
+probability towards the middle and spoil the calibration.)
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_
     stars = _as_stars(model, stars)
     names = model.component_names
     n = len(stars)
-    mean = np.zeros((n, len(names)))
+    reference = np.zeros((n, len(names)))
     quant = np.zeros((len(QUANTILES), n, len(names)))
     generator_state = torch.get_rng_state()
     torch.manual_seed(model.config.fit.seed)
@@ -113,7 +115,7 @@ def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_
                         point.append(p)
                         draws.append(p)
             stop = start + len(chunk)
-            mean[start:stop] = np.mean(point, axis=0)
+            reference[start:stop] = point[0]
             quant[:, start:stop] = np.quantile(np.stack(draws), QUANTILES, axis=0)
     finally:
         torch.set_rng_state(generator_state)
@@ -122,7 +124,7 @@ def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_
     table["phi1"] = stars.phi1 * u.deg
     table["phi2"] = stars.phi2 * u.deg
     for k, name in enumerate(names):
-        table[f"p_{name}"] = mean[:, k]
+        table[f"p_{name}"] = reference[:, k]
         for j, q in enumerate(QUANTILES):
             table[f"p_{name}_q{round(q * 100):02d}"] = quant[j, :, k]
     for col in stars.extra.colnames:
@@ -133,7 +135,7 @@ def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_
             "components": list(names),
             "ensemble": len(model.mixtures),
             "dropout_samples": model.config.fit.dropout_samples if dropout_samples is None else dropout_samples,
-            "description": "p_k = f_k p_k / sum_j f_j p_j (ensemble mean); _qNN: percentiles over ensemble and MC dropout",
+            "description": "p_k = f_k p_k / sum_j f_j p_j (reference fit); _qNN: percentiles over ensemble and MC dropout",
         }
     )
     return table

@@ -173,7 +173,7 @@ def prepare_stars(
         background_logp = np.zeros(n)
 
     def t(a, kind=dtype):
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=kind, device=device)
+        return torch.as_tensor(np.array(a, copy=True), dtype=kind, device=device)
 
     return StarTensors(
         phi1=t(stars.phi1),
@@ -288,15 +288,21 @@ class Mixture(nn.Module):
     def log_joint(self, stars: StarTensors) -> Tensor:
         """log f_k(phi1) + log p_k(x | phi1) per star and component, shape ``(N, K)``."""
         grid = self.grid_outputs()
-        i, w = stars.grid_index, stars.grid_weight
-
-        def at_stars(values: Tensor) -> Tensor:
-            return torch.lerp(values[i], values[i + 1], w.unsqueeze(-1) if values.dim() > 1 else w)
-
-        log_w = at_stars(grid["log_weights"])
+        # one (G, P) matrix of everything, interpolated to the stars in a single
+        # gather; index_select's backward (index_add) is deterministic on the
+        # CPU and several times faster than advanced indexing's scatter
+        names = [(comp.name, p) for comp in self.all_components for p in grid[comp.name]]
+        table = torch.cat([grid["log_weights"], *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
+        i = stars.grid_index
+        at_stars = torch.lerp(
+            table.index_select(0, i), table.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1)
+        )
+        n_comp = len(self.all_components)
+        log_w = at_stars[:, :n_comp]
+        values = {key: at_stars[:, n_comp + j] for j, key in enumerate(names)}
         columns = []
         for comp in self.all_components:
-            params = {name: at_stars(v) for name, v in grid[comp.name].items()}
+            params = {p: values[(c, p)] for c, p in names if c == comp.name}
             columns.append(comp.log_prob(params, stars))
         return log_w + torch.stack(columns, dim=-1)
 

@@ -1,0 +1,5 @@
+"""``python -m streammix``: the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""Fitting end to end on a small mock: recovery, save/load, resume after SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streammix.fit import fit, load_stars
+from streammix.config import Config
+from streammix.data import StarTable
+from streammix.mock import MockConfig, generate_mock
+from streammix.pipeline import demo_config, mock_columns, truth_metrics
+
+SMALL_MOCK = MockConfig(n_stream=800, n_background=12_000)
+
+
+def small_config(truth, **fit):
+    cfg = demo_config(truth, ensemble=2)
+    data = cfg.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["flow"].update({"epochs": 25, "hidden": 24, "transforms": 2})
+    data["model"]["grid_size"] = 128
+    data["fit"].update({"steps": 500, "dropout_samples": 4, **fit})
+    return Config.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def small_mock():
+    stars_table, truth = generate_mock(SMALL_MOCK, seed=3)
+    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
+    return stars_table, truth, stars
+
+
+@pytest.fixture(scope="module")
+def fitted(small_mock):
+    _, truth, stars = small_mock
+    return fit(small_config(truth), stars)
+
+
+def test_recovers_the_stream(small_mock, fitted):
+    stars_table, truth, stars = small_mock
+    members = fitted.membership(stars)
+    is_member = np.asarray(stars_table["true_component"]) == "stream"
+    metrics = truth_metrics(np.asarray(members["p_stream"]), is_member)
+    assert metrics["auc"] > 0.98
+    assert metrics["completeness"] > 0.8 and metrics["purity"] > 0.8
+    # the phi2 track where the stream is dense
+    tracks = fitted.tracks(np.asarray(truth["phi1"].value))
+    dense = truth["linear_density"].value > 0.1 * truth["linear_density"].value.max()
+    rms = np.sqrt(np.mean((tracks["stream_phi2"].value - truth["phi2"].value)[dense] ** 2))
+    assert rms < 0.15
+
+
+def test_membership_table_shape_and_percentiles(small_mock, fitted):
+    _, _, stars = small_mock
+    members = fitted.membership(stars[:500])
+    assert len(members) == 500
+    np.testing.assert_array_equal(members["source_id"], stars.source_id[:500])
+    total = members["p_stream"] + members["p_background"]
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    for comp in ("stream", "background"):
+        q05, q50, q95 = (np.asarray(members[f"p_{comp}_q{q}"]) for q in ("05", "50", "95"))
+        assert np.all(q05 <= q50 + 1e-7) and np.all(q50 <= q95 + 1e-7)
+    assert "true_component" in members.colnames
+
+
+def test_tracks_have_bands_and_units(fitted):
+    tracks = fitted.tracks()
+    assert len(tracks) == fitted.config.model.grid_size
+    for key in ("stream_weight", "stream_phi2", "stream_pm_phi2_width", "stream_distmod", "stream_parallax"):
+        assert np.all(tracks[f"{key}_q05"] <= tracks[f"{key}_q95"])
+    assert tracks["stream_phi2"].unit == "deg"
+    np.testing.assert_allclose(
+        tracks["stream_parallax"].value, 10 ** ((10 - tracks["stream_distmod"].value) / 5), rtol=0.02
+    )
+
+
+def test_save_and_load_give_the_same_probabilities(tmp_path, small_mock, fitted):
+    import streammix
+
+    _, _, stars = small_mock
+    fitted.save(tmp_path / "model")
+    again = streammix.load(tmp_path / "model")
+    a = fitted.membership(stars[:300], dropout_samples=0)
+    b = again.membership(stars[:300], dropout_samples=0)
+    np.testing.assert_allclose(a["p_stream"], b["p_stream"], atol=1e-6)
+
+
+def test_a_killed_fit_resumes_to_the_same_result(tmp_path, small_mock):
+    """SIGKILL a real fit mid-way; rerunning with the same checkpoints ends where
+    an uninterrupted run with the same seed ends."""
+    stars_table, truth, stars = small_mock
+    config = small_config(truth, steps=300, ensemble=1, checkpoint_every=20, patience=10_000)
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    stars_path = tmp_path / "stars.fits"
+    stars_table.write(stars_path)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from streammix.config import Config
+        from streammix.data import StarTable
+        from streammix.fit import fit
+        from streammix.pipeline import mock_columns
+        from astropy.table import QTable
+        cfg = Config.from_yaml({str(tmp_path / 'config.yaml')!r})
+        stars = StarTable.from_table(QTable.read({str(stars_path)!r}), mock_columns())
+        model = fit(cfg, stars, checkpoint_dir={str(tmp_path / 'ck')!r})
+        np.save({str(tmp_path / 'p.npy')!r}, np.asarray(model.membership(stars, dropout_samples=0)["p_stream"]))
+        """
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    checkpoint = tmp_path / "ck" / "member0.pt"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the fit finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists()
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=600)
+    resumed = np.load(tmp_path / "p.npy")
+    model = fit(Config.from_yaml(tmp_path / "config.yaml"), stars)
+    direct = np.asarray(model.membership(stars, dropout_samples=0)["p_stream"])
+    np.testing.assert_allclose(resumed, direct, atol=1e-5)
+
+
+def test_unknown_control_point_parameter_is_named(small_mock):
+    _, truth, stars = small_mock
+    data = small_config(truth).model_dump(mode="json", exclude={"source"})
+    data["model"]["components"][0]["control_points"].append({"parameter": "phi3", "phi1": 0, "value": 0, "width": 1})
+    from streammix.errors import InputError
+
+    with pytest.raises(InputError, match="phi3"):
+        fit(Config.from_dict(data), stars)
+
+
+def test_stars_outside_the_field_are_named(small_mock):
+    _, truth, stars = small_mock
+    from streammix.errors import InputError
+
+    data = small_config(truth).model_dump(mode="json", exclude={"source"})
+    data["field"]["phi1"] = [-50, 10]
+    with pytest.raises(InputError, match="column 'phi1'.*outside"):
+        load_stars(Config.from_dict(data), stars)
+    data["data"]["cut_to_field"] = True
+    kept = load_stars(Config.from_dict(data), stars)
+    assert 0 < len(kept) < len(stars) and kept.phi1.min() >= -50
