@@ -118,7 +118,7 @@ def fit(
 
 @app.command()
 def members(
-    model: Annotated[Path, typer.Argument(help="A fitted-model folder (from `streammix fit`).")],
+    model: Annotated[Path, typer.Argument(help="A folder written by `streammix fit` (or its model/ subfolder).")],
     data: Annotated[Path, typer.Option("--data", help="Stars to score (any readable table).")],
     out: Annotated[Path, typer.Option("--out", help="Output table (.ecsv, .fits, .parquet...).")],
     overwrite: Overwrite = False,
@@ -130,6 +130,8 @@ def members(
 
     check_writable(out, overwrite)
     table_format(out)
+    if (model / "model" / "model.json").is_file():  # the folder `streammix fit` wrote
+        model = model / "model"
     fitted = load(model)
     columns = ColumnMap(**fitted.config.data.columns) if fitted.config.data.columns else None
     stars = read_stars(data, columns, gaia_frame=fitted.config.data.gaia_frame, reflex_distance=fitted.config.data.reflex_distance)

@@ -211,6 +211,7 @@ def mock_columns(keep=()) -> Any:
         pm_phi2_err="pm_phi2_err",
         pm_corr="pm_corr",
         phi2_err="phi2_err",
+        parallax_err="parallax_err",
         keep=list(keep),
     )
 

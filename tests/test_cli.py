@@ -1,0 +1,133 @@
+"""The command line, run as a user runs it: a real subprocess, exit codes, files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from astropy.table import Table
+
+from streammix.mock import MockConfig, generate_mock, write_mock
+from streammix.pipeline import demo_config, mock_columns
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "streammix", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_help_everywhere():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("mock", "demo", "fit", "members", "plot"):
+        assert command in out.stdout
+        assert run(command, "--help").returncode == 0
+
+
+def test_mock_writes_and_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "field.fits"
+    out = run("mock", "--out", target, "--n-stream", 100, "--n-background", 1000, "--seed", 4)
+    assert out.returncode == 0, out.stderr
+    table = Table.read(target)
+    assert len(table) == 1100 and (table["true_component"] == "stream").sum() == 100
+    assert (tmp_path / "field_tracks.ecsv").is_file()
+    before = target.stat().st_mtime_ns
+    again = run("mock", "--out", target, "--n-stream", 100, "--n-background", 1000)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    assert target.stat().st_mtime_ns == before
+
+
+@pytest.fixture(scope="module")
+def small_field(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("field")
+    stars, truth = generate_mock(MockConfig(n_stream=400, n_background=5000), seed=5)
+    write_mock(stars, truth, folder / "stars.fits")
+    cfg = demo_config(truth, ensemble=2).model_dump(mode="json", exclude={"source"})
+    cfg["data"] = {"path": "stars.fits", "columns": mock_columns(["true_component"]).model_dump(exclude_unset=True)}
+    cfg["model"]["background"]["flow"].update({"epochs": 15, "hidden": 16, "transforms": 2})
+    cfg["fit"].update({"steps": 200, "dropout_samples": 2})
+    (folder / "stream.yaml").write_text(yaml.safe_dump(cfg))
+    return folder
+
+
+def test_fit_members_plot(small_field, tmp_path):
+    out = tmp_path / "run"
+    result = run("fit", small_field / "stream.yaml", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    for name in ("members.ecsv", "tracks.ecsv", "summary.json", "model/model.json", "model/config.yaml"):
+        assert (out / name).is_file(), name
+    assert {p.name for p in (out / "figures").iterdir()} >= {"sky.png", "tracks.png", "probability.png"}
+    members = Table.read(out / "members.ecsv")
+    assert len(members) == 5400
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["members"]["p>0.5"] == int((members["p_stream"] > 0.5).sum())
+    assert {"torch", "streammix"} <= set(summary["versions"])
+    assert not list(tmp_path.glob(".run*")), "temporary or checkpoint folders left behind"
+
+    scored = tmp_path / "scored.parquet"
+    result = run("members", out, "--data", small_field / "stars.fits", "--out", scored)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(Table.read(scored)["p_stream"], members["p_stream"], atol=1e-6)
+
+    (out / "figures" / "sky.png").unlink()
+    assert run("plot", out).returncode == 0
+    assert (out / "figures" / "sky.png").is_file()
+
+    again = run("fit", small_field / "stream.yaml", "--out", out, "--quiet")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"fitt": {}}, "fitt"),
+        ({"fit": {"steps": "many"}}, "fit.steps"),
+        ({"data": {"path": "nowhere.fits"}}, "nowhere.fits"),
+        ({"data": {"path": "stars.fits", "columns": {"phi1": "PHI_ONE"}}}, "PHI_ONE"),
+        ({"field": {"phi1": [10, -90], "phi2": [-5, 5]}}, "phi1"),
+        ({"model": {"coordinates": ["phi2", "radial_velocity"]}}, "radial_velocity"),
+    ],
+)
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(small_field, tmp_path, edit, message):
+    cfg = yaml.safe_load((small_field / "stream.yaml").read_text())
+    for key, value in edit.items():
+        cfg[key] = value if not isinstance(value, dict) or key not in cfg else {**cfg[key], **value}
+    path = small_field / f"bad_{abs(hash(str(edit)))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    result = run("fit", path, "--out", out, "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_config_file_is_named(tmp_path):
+    result = run("fit", tmp_path / "absent.yaml", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "absent.yaml" in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("--debug", "fit", tmp_path / "absent.yaml", "--out", tmp_path / "run")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_demo_writes_every_output(tmp_path):
+    out = tmp_path / "demo"
+    result = run("demo", "--out", out, "--n-stream", 300, "--n-background", 4000, "--ensemble", 2, "--quiet")
+    assert result.returncode == 0, result.stderr
+    stars = Table.read(out / "stars.fits")
+    assert "true_component" in stars.colnames and len(stars) == 4300
+    members = Table.read(out / "members.ecsv")
+    for column in ("source_id", "p_stream", "p_background", "p_stream_q05", "p_stream_q50", "p_stream_q95"):
+        assert column in members.colnames
+    np.testing.assert_array_equal(np.sort(members["source_id"]), np.sort(stars["source_id"]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"p>0.5", "p>0.8"} == set(summary["members"])
+    assert summary["seed"] == 0 and "seconds" in summary and "versions" in summary
+    assert 0.5 < summary["truth"]["auc"] <= 1.0
+    assert (out / "tracks.ecsv").is_file() and (out / "figures" / "tracks.png").is_file()
