@@ -26,6 +26,15 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+
+def _mount_subcommands() -> None:
+    from .catalogs_cli import catalogs_app
+
+    app.add_typer(catalogs_app, name="catalogs", help="Published membership catalogs: list, fetch, load, cross-match.")
+
+
+_mount_subcommands()
+
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 

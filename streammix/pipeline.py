@@ -116,6 +116,8 @@ def fit_and_write(
         summary.update(extra_summary)
     if truth_member is not None:
         summary["truth"] = truth_metrics(np.asarray(members[f"p_{model.component_names[0]}"]), truth_member)
+    if truth is not None:
+        summary.setdefault("truth", {})["tracks"] = track_metrics(model, truth)
     with output_folder(out, overwrite) as tmp:
         for name, table in (extra_tables or {}).items():
             write_table(table, tmp / name)
@@ -214,6 +216,30 @@ def mock_columns(keep=()) -> Any:
         parallax_err="parallax_err",
         keep=list(keep),
     )
+
+
+def track_metrics(model, truth, component: str | None = None, min_density: float = 0.1) -> dict[str, float]:
+    """RMS of fitted minus true tracks where the true linear density exceeds
+    ``min_density`` of its peak (phi2, proper motions, distance modulus, widths).
+
+    Arguments:
+        model: A :class:`~streammix.fit.FittedModel`.
+        truth: True tracks (the mock's ``tracks`` table).
+        component: The component to compare (default: the first).
+        min_density: Fraction of the peak linear density defining "dense".
+    """
+    component = component or model.component_names[0]
+    phi1 = np.asarray(getattr(truth["phi1"], "value", truth["phi1"]))
+    fitted = model.tracks(phi1, dropout_samples=0)
+    density = np.asarray(getattr(truth["linear_density"], "value", truth["linear_density"]))
+    dense = density > min_density * density.max()
+    out: dict[str, float] = {"dense_fraction_of_grid": float(dense.mean())}
+    for name in ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "distmod"):
+        key = f"{component}_{name}"
+        if key in fitted.colnames and name in truth.colnames:
+            diff = np.asarray(fitted[key].value) - np.asarray(getattr(truth[name], "value", truth[name]))
+            out[f"{name}_rms"] = float(np.sqrt(np.mean(diff[dense] ** 2)))
+    return out
 
 
 def run_demo(

@@ -152,3 +152,23 @@ def test_stars_outside_the_field_are_named(small_mock):
     data["data"]["cut_to_field"] = True
     kept = load_stars(Config.from_dict(data), stars)
     assert 0 < len(kept) < len(stars) and kept.phi1.min() >= -50
+
+
+def test_a_diverging_fit_is_rolled_back_with_a_warning(small_mock):
+    """An absurd learning rate makes the loss non-finite: the step is rolled back,
+    the learning rate lowered, a warning given, and the result stays finite."""
+    _, truth, stars = small_mock
+    config = small_config(truth, steps=40, ensemble=1, learning_rate=1e6, eval_every=5, weight_decay=0.0)
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        model = fit(config, stars[:3000])
+    assert model.summary["members"][0]["rollbacks"] >= 1
+    p = np.asarray(model.membership(stars[:3000], dropout_samples=0)["p_stream"])
+    assert np.all(np.isfinite(p))
+
+
+def test_non_convergence_is_reported(small_mock):
+    _, truth, stars = small_mock
+    config = small_config(truth, steps=3, ensemble=1, eval_every=1, patience=1000, warm_start_steps=0)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        model = fit(config, stars[:2000])
+    assert model.summary["converged"] is False

@@ -1,0 +1,153 @@
+"""``streammix catalogs``: list, inspect, download, load and cross-match published catalogs.
+
+Mounted by the main command line as ``streammix catalogs ...``; bad input is
+raised as :class:`~streammix.errors.InputError` (one line, exit code 2 there).
+
+Example:
+    >>> from typer.testing import CliRunner
+    >>> result = CliRunner().invoke(catalogs_app, ["info", "galstreams"])
+    >>> "kind: tracks" in result.output
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["catalogs_app"]
+
+catalogs_app = typer.Typer(
+    help="Published membership catalogs: list, info, fetch, load, crossmatch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (default $STREAMMIX_CACHE or the OS cache).")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Seconds without data before an attempt fails.")]
+Retries = Annotated[int, typer.Option("--retries", help="Extra attempts after a transient failure.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _fetch_options(timeout: float, retries: int, quiet: bool) -> dict:
+    return {"timeout": timeout, "retries": retries, "progress": not quiet}
+
+
+@catalogs_app.command("list")
+def list_command() -> None:
+    """Every registered catalog with its service, DOI (data, else paper; - if none verified), arXiv id and status."""
+    from .catalogs import list_catalogs
+
+    rows = [("NAME", "KIND", "SERVICE", "DOI", "ARXIV", "VERIFIED", "STREAM")]
+    for cat in list_catalogs():
+        arxiv = str(cat.paper.get("arxiv") or "-")
+        rows.append((cat.name, cat.kind, cat.service, cat.doi or "-", arxiv, cat.verified, cat.stream))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+
+
+@catalogs_app.command("info")
+def info_command(name: Annotated[str, typer.Argument(help="Catalog name (see `list`).")]) -> None:
+    """Everything the registry knows about one catalog."""
+    from .catalogs import get_catalog
+
+    cat = get_catalog(name)
+    lines = [
+        ("name", cat.name), ("title", cat.title), ("stream", cat.stream), ("kind", cat.kind),
+        ("paper", ", ".join(f"{k}: {v}" for k, v in cat.paper.items() if v is not None)),
+        ("data DOI", cat.data_doi), ("service", cat.service), ("record", cat.record),
+        ("files", ", ".join(f"{f.key} ({f.checksum or 'checksum from the service'})" for f in cat.files) or "all of the record / service"),
+        ("columns", ", ".join(f"{k} <- {'|'.join(v) or '-'}" for k, v in cat.columns.items())),
+        ("licence", cat.licence), ("verified", cat.verified), ("notes", cat.notes), ("registry file", cat.path),
+    ]
+    for key, value in lines:
+        typer.echo(f"{key}: {value if value not in (None, '') else '-'}")
+
+
+@catalogs_app.command("fetch")
+def fetch_command(
+    name: Annotated[str, typer.Argument(help="Catalog name.")],
+    cache_dir: CacheDir = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
+    timeout: Timeout = 30.0,
+    retries: Retries = 3,
+    quiet: Quiet = False,
+) -> None:
+    """Download a catalog into the cache, verifying every file's checksum."""
+    from .catalogs import fetch
+
+    paths = fetch(name, cache=cache_dir, force=force, **_fetch_options(timeout, retries, quiet))
+    if not paths:
+        typer.echo(f"{name}: installed as a package, nothing to download")
+    for path in paths:
+        typer.echo(str(path))
+
+
+@catalogs_app.command("load")
+def load_command(
+    name: Annotated[str, typer.Argument(help="Catalog name.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the table here (.ecsv, .fits, .parquet...).")] = None,
+    track: Annotated[Optional[str], typer.Option("--track", help="galstreams: the stream whose track to load.")] = None,
+    cache_dir: CacheDir = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    timeout: Timeout = 30.0,
+    retries: Retries = 3,
+    quiet: Quiet = False,
+) -> None:
+    """Load a catalog in streammix's common schema (fetching it if needed)."""
+    from .catalogs import load
+
+    table = load(name, cache=cache_dir, track=track, **_fetch_options(timeout, retries, quiet))
+    n_members = int(table["member_flag"].sum())
+    typer.echo(f"{name}: {len(table)} rows, {n_members} flagged members; columns: {', '.join(table.colnames)}")
+    if out is not None:
+        from .output import write_table
+
+        write_table(table, out, overwrite=overwrite)
+        typer.echo(f"wrote {out}")
+
+
+@catalogs_app.command("crossmatch")
+def crossmatch_command(
+    name: Annotated[str, typer.Argument(help="Catalog name.")],
+    members_file: Annotated[Path, typer.Argument(help="A members table written by streammix (members.ecsv...).")],
+    radius: Annotated[float, typer.Option("--radius", help="Positional match radius, arcsec.")] = 1.0,
+    frame: Annotated[Optional[str], typer.Option("--frame", help="Stream frame of phi1/phi2 when the members have no ra/dec (e.g. GD-1).")] = None,
+    probability: Annotated[Optional[str], typer.Option("--probability", help="Our probability column (default p_member or p_<first component>).")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Membership threshold.")] = 0.5,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the matched pairs here.")] = None,
+    summary_json: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    cache_dir: CacheDir = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    timeout: Timeout = 30.0,
+    retries: Retries = 3,
+    quiet: Quiet = False,
+) -> None:
+    """Cross-match a members table with a catalog (source_id, then sky position) and report agreement."""
+    import astropy.units as u
+
+    from .catalogs import crossmatch, load
+    from .errors import InputError
+
+    if not members_file.is_file():
+        raise InputError(f"file '{members_file}': not found")
+    table = load(name, cache=cache_dir, **_fetch_options(timeout, retries, quiet))
+    matched, summary = crossmatch(table, members_file, radius=radius * u.arcsec, frame=frame,
+                                  probability=probability, threshold=threshold)
+    for key, value in summary.items():
+        typer.echo(f"{key}: {round(value, 4) if isinstance(value, float) else value}")
+    if out is not None:
+        from .output import write_table
+
+        write_table(matched, out, overwrite=overwrite)
+        typer.echo(f"wrote {out}")
+    if summary_json is not None:
+        from .output import write_json
+
+        write_json(summary, summary_json, overwrite=overwrite)
+        typer.echo(f"wrote {summary_json}")

@@ -1,0 +1,318 @@
+"""Tests of the photometric (isochrone) likelihood against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from numpy.polynomial.legendre import leggauss
+from scipy import integrate, stats
+from scipy.special import logsumexp
+
+from streammix import photometry
+from streammix.errors import InputError
+from streammix.isochrone import PHASES, default_isochrone, read_mist
+from streammix.photometry import (
+    Kroupa,
+    PhotometricLikelihood,
+    PowerLaw,
+    Salpeter,
+    Tabulated,
+    photometry_tensors,
+)
+
+F64 = torch.float64
+BANDS = ["gaia_g", "gaia_rp"]
+
+
+@pytest.fixture(scope="module")
+def iso():
+    return default_isochrone(12.0, -1.5)
+
+
+def t64(x):
+    return torch.as_tensor(np.asarray(x, dtype=float), dtype=F64)
+
+
+def log_prob(like, mags, err, distmod, width, extinction=None):
+    stars = photometry_tensors(mags, err, extinction)
+    n = stars.mags.shape[0]
+    return like.log_prob(t64(np.full(n, distmod)), t64(np.full(n, width)), stars).numpy()
+
+
+def kroupa_pdf(m):
+    """Kroupa (2001) above 0.08 Msun, written out independently (continuous at 0.5)."""
+    return np.where(m < 0.5, m**-1.3, 0.5 * m**-2.3)
+
+
+def draw_masses(rng, n, low, high):
+    """Inverse-CDF draws from the Kroupa IMF on a fine log-mass grid over [low, high]."""
+    grid = np.exp(np.linspace(np.log(low), np.log(high), 400_001))
+    pdf = kroupa_pdf(grid)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
+    return np.interp(rng.uniform(0, cdf[-1], n), cdf, grid)
+
+
+def modelled_mass_range(iso):
+    selected = iso.select(["main_sequence", "giant_branch", "horizontal_branch"])
+    return selected.mass_min, selected.mass_max
+
+
+# ----------------------------------------------------------------------------- mass functions
+
+
+def test_mass_functions_match_direct_integrals():
+    low, high = np.array([0.1, 0.3, 0.5, 0.7]), np.array([0.3, 0.5, 0.7, 0.8])
+    direct = np.array([integrate.quad(kroupa_pdf, a, b)[0] for a, b in zip(low, high)])
+    np.testing.assert_allclose(Kroupa().probabilities(low, high), direct / direct.sum(), rtol=1e-10)
+    # a break inside an interval, and the very-low-mass piece
+    direct = np.array([integrate.quad(lambda m: (m / 0.08) ** -0.3 if m < 0.08 else (m / 0.08) ** -1.3, a, b,
+                                      points=[0.08])[0] for a, b in [(0.05, 0.1), (0.1, 0.2)]])  # fmt: skip
+    np.testing.assert_allclose(Kroupa().probabilities(np.array([0.05, 0.1]), np.array([0.1, 0.2])),
+                               direct / direct.sum(), rtol=1e-10)  # fmt: skip
+    salp = np.array([integrate.quad(lambda m: m**-2.35, a, b)[0] for a, b in zip(low, high)])
+    np.testing.assert_allclose(Salpeter().probabilities(low, high), salp / salp.sum(), rtol=1e-10)
+    flat = PowerLaw(1.0).probabilities(low, high)  # alpha = 1: logarithmic
+    np.testing.assert_allclose(flat, np.log(high / low) / np.log(0.8 / 0.1), rtol=1e-12)
+    grid = np.linspace(0.1, 0.8, 2001)
+    tab = Tabulated(grid, kroupa_pdf(grid))
+    np.testing.assert_allclose(tab.probabilities(low, high), Kroupa().probabilities(low, high), rtol=1e-5)
+    for bad in [(np.array([0.2, 0.1]), np.array([1.0, 1.0])), (np.array([0.1, 0.2]), np.array([1.0, -1.0]))]:
+        with pytest.raises(InputError, match="Tabulated"):
+            Tabulated(*bad)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def test_integrates_to_one_within_the_limits(iso):
+    """Over (G, G - RP) inside 12 < G < 20.5 (which cuts the main sequence and the giant branch tip)."""
+    like = PhotometricLikelihood(iso, BANDS, magnitude_limits={"gaia_g": (12.0, 20.5)}, colour_spread=0.02,
+                                 n_nodes=150, dtype=F64)  # fmt: skip
+    g = np.linspace(12.0, 20.5, 341)
+    colour = np.linspace(-0.8, 2.2, 151)
+    gg, cc = np.meshgrid(g, colour, indexing="ij")
+    mags = np.stack([gg.ravel(), (gg - cc).ravel()], axis=1)
+    err = np.full_like(mags, 0.06)
+    density = np.exp(log_prob(like, mags, err, 14.5, 0.1)).reshape(gg.shape)
+    total = integrate.trapezoid(integrate.trapezoid(density, colour, axis=1), g)
+    assert abs(total - 1.0) < 5e-3
+    # without the normalisation the same integral is the fraction observed, clearly below one
+    open_like = PhotometricLikelihood(iso, BANDS, colour_spread=0.02, n_nodes=150, dtype=F64)
+    open_density = np.exp(log_prob(open_like, mags, err, 14.5, 0.1)).reshape(gg.shape)
+    assert integrate.trapezoid(integrate.trapezoid(open_density, colour, axis=1), g) < 0.9
+
+
+def test_matches_monte_carlo_of_the_generative_process(iso):
+    rng = np.random.default_rng(42)
+    distmod, width, err, faint = 14.5, 0.15, 0.05, 20.5
+    n = 300_000
+    mass = draw_masses(rng, n, *modelled_mass_range(iso))
+    absolute = iso.absolute_mags(mass, BANDS)
+    mags = absolute + distmod + width * rng.normal(size=(n, 1)) + err * rng.normal(size=(n, 2))
+    mags = mags[(mags[:, 0] > 12.0) & (mags[:, 0] < faint)]
+    colour = mags[:, 0] - mags[:, 1]
+
+    like = PhotometricLikelihood(iso, BANDS, magnitude_limits={"gaia_g": (12.0, faint)}, dtype=F64)
+    g_edges = np.linspace(12.0, faint, 35)
+    c_edges = np.linspace(-0.5, 2.0, 26)
+    counts, _, _ = np.histogram2d(mags[:, 0], colour, bins=[g_edges, c_edges])
+    # expected counts: the density integrated over each bin on a 6 x 6 midpoint sub-grid
+    sub = 6
+    g_mid = g_edges[:-1, None] + (np.arange(sub) + 0.5) / sub * np.diff(g_edges)[:, None]
+    c_mid = c_edges[:-1, None] + (np.arange(sub) + 0.5) / sub * np.diff(c_edges)[:, None]
+    gg, cc = np.meshgrid(g_mid.ravel(), c_mid.ravel(), indexing="ij")
+    points = np.stack([gg.ravel(), (gg - cc).ravel()], axis=1)
+    density = np.exp(log_prob(like, points, np.full_like(points, err), distmod, width)).reshape(gg.shape)
+    cell = np.diff(g_edges)[0] * np.diff(c_edges)[0] / sub**2
+    expected = len(mags) * density.reshape(len(g_edges) - 1, sub, len(c_edges) - 1, sub).sum(axis=(1, 3)) * cell
+    big = expected > 20
+    assert big.sum() > 150
+    # the bins cover almost all stars, and the density agrees bin by bin
+    assert abs(expected.sum() / len(mags) - counts.sum() / len(mags)) < 5e-3
+    chi2 = np.sum((counts[big] - expected[big]) ** 2 / expected[big])
+    p_value = stats.chi2.sf(chi2, big.sum())
+    assert p_value > 1e-3, (chi2, big.sum())
+
+
+# ----------------------------------------------------------------------------- closed form vs dense
+
+
+def dense_log_prob(like, mags, err, ext, has, distmod, width, colour_spread, limits=None, limit_index=0):
+    """Brute force: explicit covariance, scipy densities, Gauss-Legendre along each segment."""
+    t, w = leggauss(96)
+    t, w = 0.5 * (t + 1.0), 0.5 * w
+    start, delta, log_weight = like.start.numpy(), like.delta.numpy(), like.log_weight.numpy()
+    out = []
+    for i in range(len(mags)):
+        obs = np.flatnonzero(has[i])
+        if obs.size == 0:
+            out.append(0.0)
+            continue
+        cov = np.diag(err[i, obs] ** 2 + 0.5 * colour_spread**2) + width[i] ** 2 * np.ones((obs.size, obs.size))
+        points = start[:, None, obs] + t[None, :, None] * delta[:, None, obs] + distmod[i] + ext[i, obs]
+        logn = stats.multivariate_normal(np.zeros(obs.size), cov).logpdf((mags[i, obs] - points).reshape(-1, obs.size))
+        per_segment = logsumexp(logn.reshape(len(start), len(t)) + np.log(w), axis=1)
+        value = logsumexp(log_weight + per_segment)
+        if limits is not None and has[i, limit_index]:
+            j = limit_index
+            sigma = np.sqrt(err[i, j] ** 2 + 0.5 * colour_spread**2 + width[i] ** 2)
+            mu = start[:, None, j] + t[None, :] * delta[:, None, j] + distmod[i] + ext[i, j]
+            inside = stats.norm.cdf((limits[1] - mu) / sigma) - stats.norm.cdf((limits[0] - mu) / sigma)
+            value -= np.log(np.sum(np.exp(log_weight) * (inside @ w)))
+        out.append(value)
+    return np.array(out)
+
+
+def test_rank_one_closed_form_matches_dense_covariance(iso):
+    bands = ["gaia_g", "gaia_bp", "gaia_rp"]
+    like = PhotometricLikelihood(iso, bands, magnitude_limits={"gaia_g": (14.0, 20.0)}, colour_spread=0.03,
+                                 n_nodes=120, dtype=F64)  # fmt: skip
+    rng = np.random.default_rng(3)
+    n = 12
+    pick = rng.integers(0, like.n_nodes, n)
+    distmod = rng.uniform(14.0, 15.5, n)
+    width = rng.uniform(0.01, 0.4, n)
+    ext = rng.uniform(0.0, 0.3, (n, 3))
+    err = rng.uniform(0.005, 0.1, (n, 3))
+    mags = like.start.numpy()[pick] + distmod[:, None] + ext + rng.normal(0, 0.1, (n, 3))
+    has = rng.uniform(size=(n, 3)) > 0.3
+    has[0] = [True, True, True]
+    has[1] = [False, True, True]  # lacks the limit band: not normalised
+    has[2] = [True, False, False]
+    has[3] = [False, False, False]
+    stars = photometry_tensors(np.where(has, mags, np.nan), err, ext)
+    ours = like.log_prob(t64(distmod), t64(width), stars).numpy()
+    ref = dense_log_prob(like, mags, err, ext, has, distmod, width, 0.03, limits=(14.0, 20.0))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-7)
+    assert ours[3] == 0.0
+
+
+def test_quadrature_matches_brute_force_mass_integral(iso):
+    """The segment quadrature against a direct sum over 300,000 masses (independent weights)."""
+    like = PhotometricLikelihood(iso, BANDS, dtype=F64)
+    low, high = modelled_mass_range(iso)
+    mass = np.exp(np.linspace(np.log(low), np.log(high), 300_001))  # MS to the end of CHEB, contiguous
+    weight = kroupa_pdf(mass) * np.gradient(mass)
+    weight /= weight.sum()
+    absolute = iso.absolute_mags(mass, BANDS)
+    # stars on the lower main sequence, turn-off, subgiant and giant branches, horizontal branch
+    probe = iso.absolute_mags(np.array([0.4, 0.7, 0.79, 0.802, 0.806, 0.809, 0.8105]), BANDS) + 14.5
+    probe = probe + np.array([0.03, -0.02])
+    err, width = 0.02, 0.05
+    cov = np.diag([err**2, err**2]) + width**2
+    ref = [logsumexp(np.log(weight) + stats.multivariate_normal(m - 14.5, cov).logpdf(absolute)) for m in probe]
+    ours = log_prob(like, probe, np.full_like(probe, err), 14.5, width)
+    np.testing.assert_allclose(ours, ref, atol=0.02)
+
+
+# ----------------------------------------------------------------------------- missing data, phases, grads
+
+
+def test_missing_bands_use_the_marginal(iso):
+    bands = ["gaia_g", "gaia_bp", "gaia_rp"]
+    like = PhotometricLikelihood(iso, bands, dtype=F64)
+    only_g_rp = PhotometricLikelihood(iso, ["gaia_g", "gaia_rp"], dtype=F64)
+    only_g = PhotometricLikelihood(iso, ["gaia_g"], dtype=F64)
+    true = iso.absolute_mags(np.array([0.6, 0.75, 0.806]), bands) + 14.6
+    err = np.full_like(true, 0.03)
+    with_bp_missing = log_prob(like, np.where([False, True, False], np.nan, true), err, 14.6, 0.1)
+    np.testing.assert_allclose(with_bp_missing, log_prob(only_g_rp, true[:, [0, 2]], err[:, :2], 14.6, 0.1), atol=0.02)
+    g_only = log_prob(like, np.where([False, True, True], np.nan, true), err, 14.6, 0.1)
+    # one band: a 1-D mixture of normals, checked against scipy on a fine mass grid
+    mass = np.exp(np.linspace(*np.log(modelled_mass_range(iso)), 400_001))
+    weight = kroupa_pdf(mass) * np.gradient(mass)
+    weight /= weight.sum()
+    g_abs = iso.absolute_mags(mass, ["gaia_g"])[:, 0]
+    ref = [np.log(np.sum(weight * stats.norm.pdf(m, g_abs + 14.6, np.hypot(0.03, 0.1)))) for m in true[:, 0]]
+    np.testing.assert_allclose(g_only, ref, atol=0.02)
+    np.testing.assert_allclose(g_only, log_prob(only_g, true[:, :1], err[:, :1], 14.6, 0.1), atol=0.02)
+    assert log_prob(like, np.full((2, 3), np.nan), err[:2], 14.6, 0.1).tolist() == [0.0, 0.0]
+
+
+def test_gradients_are_finite_and_chunking_is_invisible(iso, monkeypatch):
+    like = PhotometricLikelihood(iso, ["gaia_g", "gaia_bp", "gaia_rp"], magnitude_limits={"gaia_g": (12, 20.5)},
+                                 n_nodes=60, dtype=F64)  # fmt: skip
+    rng = np.random.default_rng(5)
+    mags = like.start.numpy()[rng.integers(0, 60, 40)] + 14.5 + rng.normal(0, 0.05, (40, 3))
+    mags[::7, 1] = np.nan
+    mags[::11] = np.nan
+    stars = photometry_tensors(mags, np.full((40, 3), 0.02))
+    dm = t64(np.full(40, 14.4)).requires_grad_()
+    s = t64(np.full(40, 0.08)).requires_grad_()
+    whole = like.log_prob(dm, s, stars)
+    grad_dm, grad_s = torch.autograd.grad(whole.sum(), (dm, s))
+    assert torch.isfinite(grad_dm).all() and torch.isfinite(grad_s).all()
+    assert torch.all(grad_dm[::11] == 0)
+    # central differences in DM, star by star
+    eps = 1e-5
+    with torch.no_grad():
+        numeric = (like.log_prob(dm + eps, s, stars) - like.log_prob(dm - eps, s, stars)) / (2 * eps)
+    np.testing.assert_allclose(grad_dm.numpy(), numeric.numpy(), atol=1e-5)
+    monkeypatch.setattr(photometry, "_CHUNK", 7 * 60 * 3)  # 7 stars per chunk, checkpointed
+    chunked = like.log_prob(dm, s, stars)
+    grad_chunked = torch.autograd.grad(chunked.sum(), dm)[0]
+    np.testing.assert_allclose(chunked.detach().numpy(), whole.detach().numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(grad_chunked.numpy(), grad_dm.numpy(), rtol=0, atol=1e-12)
+
+
+def test_phase_selection(iso):
+    ms = PhotometricLikelihood(iso, BANDS, phases=["main_sequence"], dtype=F64)
+    giants = PhotometricLikelihood(iso, BANDS, phases=["giant_branch"], dtype=F64)
+    default = PhotometricLikelihood(iso, BANDS, dtype=F64)
+    ms_mass = iso.initial_mass[iso.phase == PHASES["MS"]]
+    assert ms.node_mass.max() <= ms_mass.max() and ms.phases == (PHASES["MS"],)
+    assert giants.node_mass.min() > ms_mass.max()
+    assert default.phases == tuple(PHASES[p] for p in ("MS", "SGB", "RGB", "CHEB"))
+    # segments are dense where magnitudes change fast: giants (a tiny mass range) get many
+    assert (default.node_mass.numpy() > ms_mass.max()).sum() > 0.3 * default.n_nodes
+    giant = iso.absolute_mags(np.array([0.807]), BANDS) + 14.5
+    assert log_prob(ms, giant, np.full((1, 2), 0.02), 14.5, 0.05)[0] < log_prob(default, giant, np.full((1, 2), 0.02), 14.5, 0.05)[0] - 20
+    with pytest.raises(InputError, match="phase"):
+        PhotometricLikelihood(iso, BANDS, phases=["red_clump"])
+
+
+def test_bad_input_is_named(iso):
+    with pytest.raises(InputError, match="bands"):
+        PhotometricLikelihood(iso, ["ps1_g"])
+    with pytest.raises(InputError, match="limit_band"):
+        PhotometricLikelihood(iso, BANDS, magnitude_limits={"gaia_g": (12, 20), "gaia_rp": (11, 19)})
+    with pytest.raises(InputError, match="bright limit"):
+        PhotometricLikelihood(iso, BANDS, magnitude_limits={"gaia_g": (21, 20)})
+    with pytest.raises(InputError, match="mag_err"):
+        photometry_tensors(np.array([[18.0, 17.0]]), np.array([[0.0, 0.1]]))
+
+
+# ----------------------------------------------------------------------------- real isochrone and stars
+
+
+def test_mist_ps1_isochrone_with_gd1_stars(shared_data):
+    from astropy.table import Table
+
+    mist = read_mist(shared_data / "isochrones" / "mist_v1.2_ps1_feh-1.35_12gyr.iso.cmd")
+    like = PhotometricLikelihood(mist, ["ps1_g", "ps1_i"], magnitude_limits={"ps1_g": (-np.inf, 21.0)},
+                                 n_nodes=200, dtype=F64)  # fmt: skip
+    # normalised over g < 21 (open bright side): integrate over (g, g - i)
+    g = np.linspace(12.0, 21.0, 361)
+    colour = np.linspace(-1.0, 2.5, 141)
+    gg, cc = np.meshgrid(g, colour, indexing="ij")
+    mags = np.stack([gg.ravel(), (gg - cc).ravel()], axis=1)
+    density = np.exp(log_prob(like, mags, np.full_like(mags, 0.05), 14.8, 0.1)).reshape(gg.shape)
+    assert abs(integrate.trapezoid(integrate.trapezoid(density, colour, axis=1), g) - 1.0) < 1e-2
+
+    # real GD-1 field stars: on-track stars prefer a GD-1 distance (about 8 kpc, DM ~ 14.5-15)
+    table = Table.read(shared_data / "gd1_dr2" / "gd1_pm_box_dr2_ps1.fits")
+    gmag = np.asarray(table["g_mean_psf_mag"], dtype=float)
+    imag = np.asarray(table["i_mean_psf_mag"], dtype=float)
+    phi1, phi2 = np.asarray(table["phi1"], dtype=float), np.asarray(table["phi2"], dtype=float)
+    good = (gmag < 21.0) & (imag < 30) & np.isfinite(gmag) & np.isfinite(imag)
+    near = good & (np.abs(phi2) < 0.25) & (phi1 > -55) & (phi1 < -45)  # GD-1's densest stretch
+    far = good & (np.abs(phi2) > 2.5)
+    assert near.sum() > 200
+    mags = np.stack([gmag, imag], axis=1)
+    ext = np.zeros_like(mags)  # the field is at high latitude; a small reddening shifts DM slightly
+    grid = np.arange(13.0, 16.51, 0.1)
+    near_total = [log_prob(like, mags[near], np.full((near.sum(), 2), 0.03), dm, 0.1, ext[near]).sum() for dm in grid]
+    best = grid[int(np.argmax(near_total))]
+    assert 14.2 <= best <= 15.4, best
+    assert np.all(np.isfinite(log_prob(like, mags[far][:500], np.full((min(500, far.sum()), 2), 0.03), 14.8, 0.1)))
