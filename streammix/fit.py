@@ -42,6 +42,7 @@ DEFAULT_WIDTH_BOUNDS = {
     "distmod": (10.0, 20.0),
     "distmod_width": (0.005, 0.3),
 }
+MAX_CONSECUTIVE_ROLLBACKS = 8
 DEFAULT_INIT = {"phi2_width": 0.2, "pm_phi1_cosphi2_width": 0.3, "pm_phi2_width": 0.3, "distmod_width": 0.1}
 
 
@@ -284,6 +285,7 @@ def train_mixture(
         "best_step": 0,
         "since_best": 0,
         "rollbacks": 0,
+        "consecutive_rollbacks": 0,
         "lr": lr,
         "history": [],
         "done": False,
@@ -354,6 +356,7 @@ def train_mixture(
             train_loss = float(loss.detach())
             if not math.isfinite(train_loss) or not all(torch.isfinite(p).all() for p in mixture.parameters()):
                 state["rollbacks"] += 1
+                state["consecutive_rollbacks"] += 1
                 state["lr"] *= 0.5
                 mixture.load_state_dict(last_good)
                 for group in optimizer.param_groups:
@@ -365,9 +368,11 @@ def train_mixture(
                     RuntimeWarning,
                     stacklevel=2,
                 )
-                if state["rollbacks"] > 8:
+                if state["consecutive_rollbacks"] > MAX_CONSECUTIVE_ROLLBACKS:
+                    state["gave_up"] = True
                     break
                 continue
+            state["consecutive_rollbacks"] = 0
             state["step"] = step + 1
             if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
                 val = validation_loss()
@@ -392,8 +397,8 @@ def train_mixture(
     mixture.eval()
     history = state["history"]
     stopped_early = state["step"] < total_steps
-    converged = stopped_early and state["rollbacks"] <= 8
-    if not converged and len(history) >= 5:
+    converged = stopped_early and not state.get("gave_up", False)
+    if not converged and not state.get("gave_up", False) and len(history) >= 5:
         tail = [h[2] for h in history[-max(2, len(history) // 5):]]
         converged = (max(tail) - min(tail)) < 1e-3 * max(1.0, abs(tail[-1]))
     return FitResult(
