@@ -26,10 +26,11 @@ A band a star lacks simply drops out of the sums (``1/D_b = 0``): that is
 exactly the Gaussian's marginal over the bands it has.
 
 **Quadrature in initial mass.** The isochrone of the selected phases is cut
-into :math:`K` straight segments in magnitude space whose ends lie at equal arc
-length (in magnitudes, plus ``log10`` mass, so the lower main sequence gets
-segments too): short in mass where magnitudes change fast (turn-off, giant
-branch, horizontal branch). Segment :math:`k` carries the mass-function
+into :math:`K` straight segments in magnitude space whose ends lie at equal
+steps of a length that is arc length in magnitudes (plus ``log10`` mass) plus
+a constant per tabulated isochrone point (a third of the total, since tables
+are dense where tracks turn): short in mass where magnitudes change fast
+(turn-off, giant branch, horizontal branch). Segment :math:`k` carries the mass-function
 probability :math:`w_k` of its mass interval (the weights sum to one over the
 selected phases) and, as an approximation, spreads it uniformly along the
 segment. The Gaussian is integrated along each segment in closed form, so the
@@ -95,6 +96,7 @@ DEFAULT_PHASES: tuple[str, ...] = ("main_sequence", "giant_branch", "horizontal_
 LOG_2PI = math.log(2.0 * math.pi)
 _JUMP = 5e-12  # relative mass step below which two isochrone points are a jump (the readers' nudge is 1e-12)
 _SUBDIVIDE = 16  # PCHIP evaluations between tabulated points when measuring arc length
+_TABLE_SHARE = 0.5  # relative weight of the number of tabulated points in placing segment ends
 _CHUNK = 2_000_000  # star x segment elements per chunk
 
 
@@ -388,17 +390,17 @@ def _segments(iso: Isochrone, bands: Sequence[str], n_nodes: int) -> tuple[np.nd
     mass = iso.initial_mass
     breaks = np.flatnonzero(np.diff(mass) <= _JUMP * mass[1:]) + 1
     runs = [run for run in np.split(np.arange(mass.size), breaks) if run.size >= 2]
-    fine_mass, arcs = [], []
+    fine_mass, steps = [], []
     for run in runs:
         m = mass[run]
         frac = np.linspace(0.0, 1.0, _SUBDIVIDE + 1)[:-1]
         fine = np.concatenate([(m[:-1, None] + frac * np.diff(m)[:, None]).ravel(), m[-1:]])
         coords = np.concatenate([iso.absolute_mags(fine, bands), np.log10(fine)[:, None]], axis=1)
-        steps = np.sqrt(np.sum(np.diff(coords, axis=0) ** 2, axis=1))
         fine_mass.append(fine)
-        arcs.append(np.concatenate([[0.0], np.cumsum(steps)]))
-    if not runs:
-        raise InputError(f"isochrone {iso.source}: no continuous stretch of >= 2 points in the selected phases")
+        steps.append(np.sqrt(np.sum(np.diff(coords, axis=0) ** 2, axis=1)))
+    # plus a constant length per tabulated interval: isochrone tables are dense where tracks turn
+    per_point = _TABLE_SHARE * sum(step.sum() for step in steps) / sum(step.size for step in steps)
+    arcs = [np.concatenate([[0.0], np.cumsum(step + per_point)]) for step in steps]
     lengths = np.array([arc[-1] for arc in arcs])
     counts = np.maximum(1, np.round(n_nodes * lengths / lengths.sum()).astype(int))
     edges = []
