@@ -160,6 +160,12 @@ class FitConfig(_Section):
     bootstrap: bool = True
     dropout_samples: int = Field(16, ge=0)
     device: str = "cpu"
+    workers: int = Field(
+        1,
+        ge=1,
+        description="processes fitting ensemble members at once (CPU, spawned: a calling script "
+        "needs the `if __name__ == '__main__':` guard)",
+    )
     dtype: Literal["float32", "float64"] = "float32"
     checkpoint_every: int = Field(100, ge=1)
 

@@ -656,34 +656,30 @@ def fit(
     n = len(stars)
     mixtures: list[Mixture] = []
     results: list[FitResult] = []
-    for member in range(config.fit.ensemble):
-        seed = config.fit.seed + member
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(n)
-        n_valid = max(1, int(round(config.fit.validation_fraction * n)))
-        valid_index, train_index = order[:n_valid], order[n_valid:]
-        if config.fit.bootstrap and member > 0:  # member 0 is the reference fit on all stars
-            train_index = rng.choice(train_index, size=train_index.size, replace=True)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            mixture = build_mixture(config, stars).to(dtype=dtype, device=config.fit.device)
-            warm_start(mixture, config, priors, config.fit.warm_start_steps)
-            result = train_mixture(
-                mixture,
-                tensors.subset(torch.as_tensor(train_index, device=config.fit.device)),
-                tensors.subset(torch.as_tensor(valid_index, device=config.fit.device)),
-                priors,
-                config,
-                seed=seed,
-                checkpoint=checkpoint_dir / f"member{member}.pt" if checkpoint_dir is not None else None,
-                progress=progress,
-                label=f"member {member + 1}/{config.fit.ensemble}",
-            )
+    members = list(range(config.fit.ensemble))
+    # CPU: with fit.workers > 1, members fit in parallel (spawned) processes
+    workers = max(1, min(config.fit.workers, len(members))) if config.fit.device == "cpu" else 1
+    jobs = [
+        _MemberJob(config, member, priors, checkpoint_dir, progress and workers == 1, torch.get_num_threads() // workers or 1)
+        for member in members
+    ]
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_fit_member, jobs, [stars] * len(jobs), [background_logp] * len(jobs)))
+    else:
+        outcomes = [_fit_member(job, stars, background_logp, tensors) for job in jobs]
+    for member, (state, result) in zip(members, outcomes):
+        mixture = build_mixture(config, stars).to(dtype=dtype, device=config.fit.device)
+        mixture.load_state_dict(state)
+        mixture.eval()
         mixtures.append(mixture)
         results.append(result)
         if not result.converged:
             warnings.warn(
-                f"ensemble member {member} (seed {seed}) did not converge in {result.steps} steps; "
+                f"ensemble member {member} (seed {result.seed}) did not converge in {result.steps} steps; "
                 "its probabilities are unreliable (raise fit.steps)",
                 RuntimeWarning,
                 stacklevel=2,
@@ -705,6 +701,61 @@ def fit(
         "n_priors": len(priors),
     }
     return FittedModel(config, mixtures, background, density, summary)
+
+
+@dataclass(frozen=True)
+class _MemberJob:
+    """One ensemble member's fit, picklable for a worker process."""
+
+    config: Config
+    member: int
+    priors: list[ControlPrior]
+    checkpoint_dir: Path | None
+    progress: bool
+    threads: int
+
+
+def _fit_member(job: _MemberJob, stars, background_logp: np.ndarray, tensors: StarTensors | None = None):
+    """Fit member ``job.member``: seed ``fit.seed + member``, its own held-out
+    split and (members after the first) a bootstrap resample of the rest."""
+    config = job.config
+    if tensors is None:  # in a worker process
+        torch.set_num_threads(job.threads)
+        tensors = prepare_stars(
+            stars,
+            phi1_range=config.field.phi1,
+            grid_size=config.model.grid_size,
+            coordinates=config.model.coordinates,
+            bands=config.model.bands,
+            background_logp=background_logp,
+            dtype=getattr(torch, config.fit.dtype),
+            device=config.fit.device,
+        )
+    n = len(tensors)
+    seed = config.fit.seed + job.member
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_valid = max(1, int(round(config.fit.validation_fraction * n)))
+    valid_index, train_index = order[:n_valid], order[n_valid:]
+    if config.fit.bootstrap and job.member > 0:  # member 0 is the reference fit on all stars
+        train_index = rng.choice(train_index, size=train_index.size, replace=True)
+    device = config.fit.device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mixture = build_mixture(config, stars).to(dtype=getattr(torch, config.fit.dtype), device=device)
+        warm_start(mixture, config, job.priors, config.fit.warm_start_steps)
+        result = train_mixture(
+            mixture,
+            tensors.subset(torch.as_tensor(train_index, device=device)),
+            tensors.subset(torch.as_tensor(valid_index, device=device)),
+            job.priors,
+            config,
+            seed=seed,
+            checkpoint=job.checkpoint_dir / f"member{job.member}.pt" if job.checkpoint_dir is not None else None,
+            progress=job.progress,
+            label=f"member {job.member + 1}/{config.fit.ensemble}",
+        )
+    return mixture.state_dict(), result
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:

@@ -153,7 +153,9 @@ def demo_config(truth, *, seed: int = 0, ensemble: int | None = None, spacing: f
             column = truth[name]
             values = np.asarray(getattr(column, "value", column))
             points.append({"parameter": name, "phi1": float(x), "value": float(np.interp(x, phi1, values)), "width": width})
-    fit_cfg: dict[str, Any] = {"seed": seed}
+    import os
+
+    fit_cfg: dict[str, Any] = {"seed": seed, "workers": os.cpu_count() or 1}
     if ensemble is not None:
         fit_cfg["ensemble"] = ensemble
     return Config.from_dict(
