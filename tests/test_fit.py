@@ -186,3 +186,18 @@ def test_non_convergence_is_reported(small_mock):
     with pytest.warns(RuntimeWarning, match="did not converge"):
         model = fit(config, stars[:2000])
     assert model.summary["converged"] is False
+
+
+def test_gd1_config_reads_the_real_field(shared_data, monkeypatch):
+    """configs/gd1_dr2.yaml validates and reads the real GD-1 field through the data layer."""
+    from pathlib import Path
+
+    monkeypatch.setenv("STREAMMIX_SHARED_DATA", str(shared_data))
+    config = Config.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "gd1_dr2.yaml")
+    stars = load_stars(config)
+    assert len(stars) == 13_976
+    assert [c.name for c in config.model.components] == ["stream", "cocoon"]
+    from streammix.fit import control_priors
+
+    priors = control_priors(config)
+    assert any(p.parameter == "phi2" and p.component == "stream" for p in priors)  # from galstreams
