@@ -9,7 +9,6 @@ from. The result is a :class:`FittedModel`.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -139,17 +138,24 @@ def parameter_bounds(config: Config, component, stars) -> dict[str, tuple[float,
     return bounds
 
 
-def build_mixture(config: Config, stars) -> Mixture:
-    """A fresh (untrained) mixture for ``config``; bounds default from ``stars``."""
+def build_mixture(config: Config, stars=None, *, bounds: dict[str, dict[str, list[float]]] | None = None) -> Mixture:
+    """A fresh (untrained) mixture for ``config``.
+
+    Parameter bounds come from ``bounds`` (per component, as saved by
+    :func:`mixture_bounds`) or else from the config with defaults from ``stars``.
+    """
     coords = list(config.model.coordinates)
     components = []
     for comp in config.model.components:
-        bounds = parameter_bounds(config, comp, stars)
+        if bounds is not None:
+            comp_bounds = {k: tuple(v) for k, v in bounds[comp.name].items()}
+        else:
+            comp_bounds = parameter_bounds(config, comp, stars)
         components.append(
             StreamComponent(
                 comp.name,
                 coords,
-                bounds,
+                comp_bounds,
                 phi2_range=config.field.phi2,
                 settings=NetworkSettings(**comp.network.model_dump()),
                 phi1_range=comp.phi1_range,
@@ -163,6 +169,20 @@ def build_mixture(config: Config, stars) -> Mixture:
         grid_size=config.model.grid_size,
         weight_settings=NetworkSettings(**config.model.weights_network.model_dump()),
         initial_fraction=config.model.initial_fraction,
+    )
+
+
+def config_tensors(config: Config, stars, background_logp: np.ndarray | None) -> StarTensors:
+    """The stars as tensors for ``config``'s model (grid, coordinates, bands, dtype, device)."""
+    return prepare_stars(
+        stars,
+        phi1_range=config.field.phi1,
+        grid_size=config.model.grid_size,
+        coordinates=config.model.coordinates,
+        bands=config.model.bands,
+        background_logp=background_logp,
+        dtype=getattr(torch, config.fit.dtype),
+        device=config.fit.device,
     )
 
 
@@ -478,17 +498,7 @@ class FittedModel:
         """Stars as tensors for this model (background log-density included)."""
         if background_logp is None:
             background_logp = self.background.log_prob(stars) if self.background is not None else None
-        cfg = self.config
-        return prepare_stars(
-            stars,
-            phi1_range=cfg.field.phi1,
-            grid_size=cfg.model.grid_size,
-            coordinates=cfg.model.coordinates,
-            bands=cfg.model.bands,
-            background_logp=background_logp,
-            dtype=getattr(torch, cfg.fit.dtype),
-            device=cfg.fit.device,
-        )
+        return config_tensors(self.config, stars, background_logp)
 
     def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 1_000_000) -> QTable:
         """Per-star membership probability of every component, with percentiles.
@@ -565,27 +575,7 @@ def mixture_bounds(mixture: Mixture) -> dict[str, dict[str, list[float]]]:
 
 
 def _mixture_from_state(config: Config, bounds: dict[str, dict[str, list[float]]], state) -> Mixture:
-    comps = []
-    for comp in config.model.components:
-        comps.append(
-            StreamComponent(
-                comp.name,
-                list(config.model.coordinates),
-                {k: tuple(v) for k, v in bounds[comp.name].items()},
-                phi2_range=config.field.phi2,
-                settings=NetworkSettings(**comp.network.model_dump()),
-                phi1_range=comp.phi1_range,
-            )
-        )
-    mixture = Mixture(
-        comps,
-        BackgroundComponent(config.field.phi2, config.model.background.phi2),
-        phi1_range=config.field.phi1,
-        grid_size=config.model.grid_size,
-        weight_settings=NetworkSettings(**config.model.weights_network.model_dump()),
-        initial_fraction=config.model.initial_fraction,
-    )
-    mixture.to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
+    mixture = build_mixture(config, bounds=bounds).to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
     mixture.load_state_dict(state)
     mixture.eval()
     return mixture
@@ -643,16 +633,7 @@ def fit(
 
     # 2. the ensemble of mixtures
     dtype = getattr(torch, config.fit.dtype)
-    tensors = prepare_stars(
-        stars,
-        phi1_range=config.field.phi1,
-        grid_size=config.model.grid_size,
-        coordinates=config.model.coordinates,
-        bands=config.model.bands,
-        background_logp=background_logp,
-        dtype=dtype,
-        device=config.fit.device,
-    )
+    tensors = config_tensors(config, stars, background_logp)
     n = len(stars)
     mixtures: list[Mixture] = []
     results: list[FitResult] = []
@@ -721,16 +702,7 @@ def _fit_member(job: _MemberJob, stars, background_logp: np.ndarray, tensors: St
     config = job.config
     if tensors is None:  # in a worker process
         torch.set_num_threads(job.threads)
-        tensors = prepare_stars(
-            stars,
-            phi1_range=config.field.phi1,
-            grid_size=config.model.grid_size,
-            coordinates=config.model.coordinates,
-            bands=config.model.bands,
-            background_logp=background_logp,
-            dtype=getattr(torch, config.fit.dtype),
-            device=config.fit.device,
-        )
+        tensors = config_tensors(config, stars, background_logp)
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)
