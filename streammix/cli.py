@@ -152,9 +152,8 @@ def members(
 @app.command()
 def plot(
     model: Annotated[Path, typer.Argument(help="A folder written by `streammix fit` or `streammix demo`.")],
-    overwrite: Overwrite = True,
 ) -> None:
-    """Redraw the figures of a fitted model's folder."""
+    """Redraw the figures of a fitted model's folder (replacing those there)."""
     from astropy.table import QTable
 
     from .plot import save_figures
@@ -165,7 +164,7 @@ def plot(
             raise InputError(f"file '{path}': not found (run `streammix fit` first)")
     truth_path = model / "stars_tracks.ecsv"
     truth = QTable.read(truth_path) if truth_path.is_file() else None
-    paths = save_figures(QTable.read(members_path), QTable.read(tracks_path), model / "figures", truth=truth, overwrite=overwrite)
+    paths = save_figures(QTable.read(members_path), QTable.read(tracks_path), model / "figures", truth=truth, overwrite=True)
     for p in paths:
         console.print(f"wrote {p}")
 

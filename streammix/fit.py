@@ -646,10 +646,19 @@ def fit(
     ]
     if workers > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            outcomes = list(pool.map(_fit_member, jobs, [stars] * len(jobs), [background_logp] * len(jobs)))
+            futures = [pool.submit(_fit_member, job, stars, background_logp) for job in jobs]
+            if progress:
+                from rich.progress import Progress
+
+                with Progress(transient=True) as bar:
+                    task = bar.add_task(f"ensemble ({workers} processes)", total=len(futures))
+                    for future in as_completed(futures):
+                        future.result()
+                        bar.advance(task)
+            outcomes = [future.result() for future in futures]
     else:
         outcomes = [_fit_member(job, stars, background_logp, tensors) for job in jobs]
     for member, (state, result) in zip(members, outcomes):
