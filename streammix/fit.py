@@ -419,8 +419,12 @@ def train_mixture(
     stopped_early = state["step"] < total_steps
     converged = stopped_early and not state.get("gave_up", False)
     if not converged and not state.get("gave_up", False) and len(history) >= 5:
-        tail = [h[2] for h in history[-max(2, len(history) // 5):]]
-        converged = (max(tail) - min(tail)) < 1e-3 * max(1.0, abs(tail[-1]))
+        # ran all its steps: converged if the last fifth of the run no longer
+        # improved the best held-out loss by more than 0.1 per cent
+        values = [h[2] for h in history]
+        k = max(1, len(values) // 5)
+        improvement = min(values[:-k]) - min(values[-k:])
+        converged = improvement < 1e-3 * max(1.0, abs(min(values)))
     return FitResult(
         seed=seed,
         steps=state["step"],
