@@ -1,0 +1,46 @@
+"""Shared helpers of the benchmarks: the machine, peak memory, the JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STREAMMIX_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def machine() -> dict:
+    """Where the numbers come from."""
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(summary: dict) -> None:
+    """Print the one-line JSON summary last, so runs can be compared between commits."""
+    sys.stdout.flush()
+    print(json.dumps(summary, default=float))

@@ -1,0 +1,116 @@
+"""Fit wall time, time per step, peak memory and accuracy against the truth.
+
+Usage::
+
+    python benchmarks/fit_scaling.py --n 10000 100000 [--gd1] [--device cpu]
+
+For each N, a mock of N field stars (2% in the stream) is generated and fitted
+with the demo configuration (one ensemble member, so the time is that of one
+fit); the accuracy reached (ROC AUC, completeness and purity at p > 0.5) is
+printed beside each time. ``--gd1`` also fits the real GD-1 field in
+``$STREAMMIX_SHARED_DATA`` with ``configs/gd1_dr2.yaml``. Each N runs in its
+own process so peak memory is per fit. The last line is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from _common import ROOT, SHARED, emit, machine, peak_rss_mb
+
+
+def one_mock(n: int, device: str) -> dict:
+    import numpy as np
+
+    from streammix.data import StarTable
+    from streammix.fit import fit
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.pipeline import demo_config, mock_columns, truth_metrics
+
+    n_stream = max(50, int(0.02 * n))
+    t0 = time.perf_counter()
+    table, truth = generate_mock(MockConfig(n_stream=n_stream, n_background=n - n_stream), seed=0)
+    stars = StarTable.from_table(table, mock_columns(["true_component"]))
+    mock_seconds = time.perf_counter() - t0
+    config = demo_config(truth, ensemble=1)
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["fit"].update({"device": device, "workers": 1, "dropout_samples": 0})
+    config = type(config).from_dict(data)
+    t0 = time.perf_counter()
+    model = fit(config, stars)
+    fit_seconds = time.perf_counter() - t0
+    member = model.summary["members"][0]
+    t0 = time.perf_counter()
+    members = model.membership(stars)
+    score_seconds = time.perf_counter() - t0
+    metrics = truth_metrics(np.asarray(members["p_stream"]), np.asarray(table["true_component"]) == "stream")
+    return {
+        "n": n,
+        "mock_s": round(mock_seconds, 2),
+        "fit_s": round(fit_seconds, 1),
+        "background_s": round(model.summary["seconds"]["background"], 1),
+        "mixture_s": round(member["seconds"], 1),
+        "steps": member["steps"],
+        "ms_per_step": round(1000 * member["seconds"] / max(member["steps"], 1), 1),
+        "score_s": round(score_seconds, 2),
+        "peak_rss_mb": round(peak_rss_mb()),
+        "auc": round(metrics["auc"], 5),
+        "completeness": round(metrics["completeness"], 4),
+        "purity": round(metrics["purity"], 4),
+    }
+
+
+def one_gd1(device: str) -> dict:
+    import os
+
+    from streammix.config import Config
+    from streammix.fit import fit
+
+    os.environ.setdefault("STREAMMIX_SHARED_DATA", str(SHARED))
+    config = Config.from_yaml(ROOT / "configs" / "gd1_dr2.yaml")
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["fit"].update({"device": device, "workers": 1})
+    config = Config.from_dict(data)
+    t0 = time.perf_counter()
+    model = fit(config)
+    return {
+        "n": model.summary["n_stars"],
+        "data": "gd1_dr2",
+        "ensemble": len(model.mixtures),
+        "fit_s": round(time.perf_counter() - t0, 1),
+        "background_s": round(model.summary["seconds"]["background"], 1),
+        "mixture_s": [round(s, 1) for s in model.summary["seconds"]["mixtures"]],
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--gd1", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a child process: one fit, one JSON line
+        result = one_gd1(args.device) if args.one == "gd1" else one_mock(int(args.one), args.device)
+        print(json.dumps(result))
+        return
+    runs = []
+    jobs = [str(n) for n in args.n] + (["gd1"] if args.gd1 else [])
+    for job in jobs:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", job, "--device", args.device],
+            capture_output=True, text=True, check=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(result, flush=True)
+        runs.append(result)
+    emit({"benchmark": "fit_scaling", "machine": machine(), "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
