@@ -40,6 +40,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_child(script: str, *args: str) -> dict:
+    """Run ``script`` with ``args`` in a fresh process (so peak memory is its own)
+    and return the JSON object on the last line it prints."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(result, flush=True)
+    return result
+
+
 def emit(summary: dict) -> None:
     """Print the one-line JSON summary last, so runs can be compared between commits."""
     sys.stdout.flush()

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
-from _common import ROOT, SHARED, emit, machine, peak_rss_mb
+from _common import ROOT, SHARED, emit, machine, peak_rss_mb, run_child
 
 
 def one_mock(n: int, device: str) -> dict:
@@ -102,13 +100,7 @@ def main() -> None:
     runs = []
     jobs = [str(n) for n in args.n] + (["gd1"] if args.gd1 else [])
     for job in jobs:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", job, "--device", args.device],
-            capture_output=True, text=True, check=True,
-        )
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(result, flush=True)
-        runs.append(result)
+        runs.append(run_child(__file__, "--one", job, "--device", args.device))
     emit({"benchmark": "fit_scaling", "machine": machine(), "runs": runs})
 
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, machine, peak_rss_mb
+from _common import emit, machine, peak_rss_mb, run_child
 
 
 def fit_small(folder: Path) -> None:
@@ -70,13 +68,7 @@ def main() -> None:
         fit_small(folder)
         runs = []
         for n in args.n:
-            out = subprocess.run(
-                [sys.executable, __file__, "--model", str(folder), "--one", str(n), "--chunk", str(args.chunk)],
-                capture_output=True, text=True, check=True,
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            print(result, flush=True)
-            runs.append(result)
+            runs.append(run_child(__file__, "--model", str(folder), "--one", str(n), "--chunk", str(args.chunk)))
     emit({"benchmark": "score_throughput", "machine": machine(), "runs": runs})
 
 

@@ -59,26 +59,16 @@ def mock(
     overwrite: Overwrite = False,
 ) -> None:
     """Generate the default mock field (GD-1-like stream in a structured background)."""
-    from .mock import MockConfig, generate_mock, write_mock
+    from .mock import generate_mock, write_mock
     from .output import check_writable
+    from .pipeline import mock_config
 
     check_writable(out, overwrite)
-    cfg = _mock_config(MockConfig, n_stream, n_background)
+    cfg = mock_config(n_stream, n_background)
     stars, tracks = generate_mock(cfg, seed=seed)
     write_mock(stars, tracks, out, overwrite=overwrite)
     n_members = int((stars["true_component"] == "stream").sum())
     console.print(f"wrote {len(stars)} stars ({n_members} in the stream) to {out}")
-
-
-def _mock_config(cls, n_stream, n_background):
-    from dataclasses import replace
-
-    cfg = cls()
-    if n_stream is not None:
-        cfg = replace(cfg, n_stream=n_stream)
-    if n_background is not None:
-        cfg = replace(cfg, n_background=n_background)
-    return cfg
 
 
 @app.command()
@@ -133,7 +123,7 @@ def members(
     overwrite: Overwrite = False,
 ) -> None:
     """Score other stars with a fitted model."""
-    from .data import ColumnMap, read_stars
+    from .data import read_stars
     from .fit import load
     from .output import check_writable, table_format, write_table
 
@@ -142,7 +132,7 @@ def members(
     if (model / "model" / "model.json").is_file():  # the folder `streammix fit` wrote
         model = model / "model"
     fitted = load(model)
-    columns = ColumnMap(**fitted.config.data.columns) if fitted.config.data.columns else None
+    columns = fitted.config.data.column_map()
     stars = read_stars(data, columns, gaia_frame=fitted.config.data.gaia_frame, reflex_distance=fitted.config.data.reflex_distance)
     table = fitted.membership(stars)
     write_table(table, out, overwrite=overwrite)

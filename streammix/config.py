@@ -194,6 +194,13 @@ class DataConfig(_Section):
     reflex_distance: str | float | None = None
     cut_to_field: bool = False
 
+    def column_map(self):
+        """The ``columns`` section as a validated :class:`~streammix.data.ColumnMap`
+        (errors name ``data.columns.<key>``)."""
+        from .data import ColumnMap
+
+        return ColumnMap.from_dict(self.columns or None, source="data.columns")
+
 
 class Config(_Section):
     """A whole stream description.

@@ -55,12 +55,12 @@ def load_stars(config: Config, stars=None):
     Stars outside the field raise :class:`InputError` unless
     ``config.data.cut_to_field`` is set, in which case they are dropped.
     """
-    from .data import ColumnMap, StarTable, read_stars
+    from .data import StarTable, read_stars
 
     if stars is None:
         if config.data.path is None:
             raise InputError(f"{config.source or 'config'}: data.path: no data file given")
-        columns = ColumnMap(**config.data.columns) if config.data.columns else None
+        columns = config.data.column_map()
         stars = read_stars(
             config.data.path,
             columns,
@@ -68,7 +68,7 @@ def load_stars(config: Config, stars=None):
             reflex_distance=config.data.reflex_distance,
         )
     elif not isinstance(stars, StarTable):
-        columns = ColumnMap(**config.data.columns) if config.data.columns else None
+        columns = config.data.column_map()
         stars = StarTable.from_table(stars, columns)
     (lo1, hi1), (lo2, hi2) = config.field.phi1, config.field.phi2
     outside1 = (stars.phi1 < lo1) | (stars.phi1 > hi1)
@@ -504,7 +504,7 @@ class FittedModel:
             background_logp = self.background.log_prob(stars) if self.background is not None else None
         return config_tensors(self.config, stars, background_logp)
 
-    def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 1_000_000) -> QTable:
+    def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000) -> QTable:
         """Per-star membership probability of every component, with percentiles.
 
         ``p_<component>`` is P_k = f_k p_k / sum_j f_j p_j (likelihoods only, no
@@ -564,6 +564,10 @@ def load(folder: str | Path) -> FittedModel:
     except json.JSONDecodeError:
         raise InputError(f"model '{meta_path}': not valid JSON") from None
     config_path = folder / "config.yaml"
+    needed = [config_path, *(folder / f"member{i}.pt" for i in range(meta.get("members", 0)))]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise InputError(f"model '{folder}': missing {', '.join(missing)} (an incomplete model folder)")
     config = Config.from_dict(yaml.safe_load(config_path.read_text()), source=f"config '{config_path}'")
     background = BackgroundFlows.load(folder / "background", meta["background_blocks"]) if meta["background_blocks"] else None
     mixtures = []

@@ -80,15 +80,15 @@ def _draws(model, dropout_samples: int | None) -> Iterator[tuple[int, bool]]:
 
 
 def _as_stars(model, stars):
-    from .data import ColumnMap, StarTable
+    from .data import StarTable
 
     if isinstance(stars, StarTable):
         return stars
-    columns = ColumnMap(**model.config.data.columns) if model.config.data.columns else None
+    columns = model.config.data.column_map()
     return StarTable.from_table(stars, columns)
 
 
-def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_size: int = 1_000_000) -> QTable:
+def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000) -> QTable:
     """One row per star: ``source_id``, ``phi1``, ``phi2``, ``p_<component>`` and its
     ``_q05``/``_q50``/``_q95`` percentiles, plus the stars' kept columns."""
     stars = _as_stars(model, stars)

@@ -205,6 +205,21 @@ def truth_metrics(p_stream: np.ndarray, is_member: np.ndarray, *, min_per_bin: i
     return {"auc": auc, "completeness": completeness, "purity": purity, "calibration": bins, "calibration_max_error": worst}
 
 
+def mock_config(n_stream: int | None = None, n_background: int | None = None):
+    """The default :class:`~streammix.mock.MockConfig`, with the star counts a user overrides.
+
+    Example:
+        >>> mock_config(n_stream=10).n_stream
+        10
+    """
+    from dataclasses import replace
+
+    from .mock import MockConfig
+
+    overrides = {k: v for k, v in {"n_stream": n_stream, "n_background": n_background}.items() if v is not None}
+    return replace(MockConfig(), **overrides)
+
+
 def mock_columns(keep=()) -> Any:
     """The column map of a mock table (canonical names, truth columns kept)."""
     from .data import ColumnMap
@@ -255,19 +270,13 @@ def run_demo(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Generate the default mock, fit it, and write everything into ``out``."""
-    from dataclasses import replace
-
     from .data import StarTable
-    from .mock import MockConfig, generate_mock
+    from .mock import generate_mock
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
-    mock_cfg = MockConfig()
-    if n_stream is not None:
-        mock_cfg = replace(mock_cfg, n_stream=n_stream)
-    if n_background is not None:
-        mock_cfg = replace(mock_cfg, n_background=n_background)
+    mock_cfg = mock_config(n_stream, n_background)
     t0 = time.perf_counter()
     stars_table, truth = generate_mock(mock_cfg, seed=seed)
     mock_seconds = time.perf_counter() - t0

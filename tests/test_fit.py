@@ -89,6 +89,12 @@ def test_save_and_load_give_the_same_probabilities(tmp_path, small_mock, fitted)
     b = again.membership(stars[:300], dropout_samples=0)
     np.testing.assert_allclose(a["p_stream"], b["p_stream"], atol=1e-6)
 
+    from streammix.errors import InputError
+
+    (tmp_path / "model" / "member1.pt").unlink()
+    with pytest.raises(InputError, match="missing member1.pt"):
+        streammix.load(tmp_path / "model")
+
 
 def test_a_killed_fit_resumes_to_the_same_result(tmp_path, small_mock):
     """SIGKILL a real fit mid-way; rerunning with the same checkpoints ends where
