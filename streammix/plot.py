@@ -481,3 +481,132 @@ def _band_label(band: str) -> str:
     if survey == "tmass" and letter in ("j", "h", "ks"):
         return "$K_s$" if letter == "ks" else f"${letter.upper()}$"
     return band
+
+
+# ---------------------------------------------------------------------------
+# posterior samples
+
+
+def plot_corner(
+    chain: np.ndarray,
+    names: Sequence[str],
+    truths: Sequence[float | None] | None = None,
+    *,
+    bins: int = 30,
+) -> Figure:
+    r"""Corner-style figure of posterior samples: marginal histograms on the
+    diagonal, 2-D histograms with the 39% and 86% (1 and 2 sigma in 2-D)
+    highest-density contours below it.
+
+    The 16th, 50th and 84th percentiles are marked on each marginal and
+    written above it; ``truths`` (None entries skipped) are drawn as lines.
+
+    Arguments:
+        chain: Samples, (steps, walkers, P) or (S, P).
+        names: The P parameter names (``age``, ``feh``, ``distmod_offset`` and
+            ``ebv_offset`` get astronomers' labels).
+        truths: Optional true values, one per parameter.
+        bins: Histogram bins per axis.
+
+    Returns:
+        A figure with P x P axes, those above the diagonal hidden.
+
+    Raises:
+        InputError: The chain's shape disagrees with ``names`` or ``truths``.
+
+    Example:
+        >>> import numpy as np
+        >>> samples = np.random.default_rng(1).normal(size=(500, 2))
+        >>> fig = plot_corner(samples, ["age", "feh"], truths=[0.0, None])
+        >>> len(fig.axes), fig.axes[2].get_xlabel()
+        (4, 'age [Gyr]')
+    """
+    from scipy.ndimage import gaussian_filter
+
+    samples = np.asarray(chain, dtype=np.float64)
+    names = [str(name) for name in names]
+    if samples.ndim == 3:
+        samples = samples.reshape(-1, samples.shape[2])
+    if samples.ndim != 2 or samples.shape[1] != len(names) or not names:
+        raise InputError(f"chain: shape {np.shape(chain)} does not match {len(names)} parameter names")
+    if truths is not None and len(truths) != len(names):
+        raise InputError(f"truths: {len(truths)} values for {len(names)} parameters")
+    samples = samples[np.all(np.isfinite(samples), axis=1)]
+    p = len(names)
+    labels = {
+        "age": "age [Gyr]",
+        "feh": "[Fe/H]",
+        "distmod_offset": r"$\Delta$DM [mag]",
+        "ebv_offset": r"$\Delta E(B-V)$ [mag]",
+    }
+    size = 1.9 * p + 0.6
+    fig = Figure(figsize=(size, size), dpi=DPI, layout="constrained")
+    axes = fig.subplots(p, p, squeeze=False)
+    ranges = []
+    for j in range(p):
+        lo, hi = np.percentile(samples[:, j], [0.5, 99.5]) if len(samples) else (0.0, 1.0)
+        if truths is not None and truths[j] is not None:
+            lo, hi = min(lo, truths[j]), max(hi, truths[j])
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5 * max(abs(lo), 1e-3)
+        ranges.append((lo - pad, hi + pad))
+    for row in range(p):
+        for col in range(p):
+            ax = axes[row, col]
+            if col > row:
+                ax.set_axis_off()
+                continue
+            x = samples[:, col]
+            if row == col:
+                ax.hist(x, bins=bins, range=ranges[col], histtype="step", color="k")
+                q16, q50, q84 = np.percentile(x, [16, 50, 84]) if len(x) else (np.nan,) * 3
+                for value, style in ((q16, "--"), (q50, "-"), (q84, "--")):
+                    ax.axvline(value, color="C0", ls=style, lw=1)
+                ax.set_title(_value_with_errors(q50, q50 - q16, q84 - q50), fontsize="small")
+                ax.set_yticks([])
+            else:
+                y = samples[:, row]
+                hist, xe, ye = np.histogram2d(x, y, bins=bins, range=[ranges[col], ranges[row]])
+                ax.pcolormesh(xe, ye, hist.T, cmap="Greys", rasterized=True)
+                hist = gaussian_filter(hist, 1.0)  # contours of a lightly smoothed histogram
+                levels = _density_levels(hist, (0.86, 0.39))
+                if len(levels) == 2 and levels[0] < levels[1]:
+                    centres = 0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1])
+                    ax.contour(*centres, hist.T, levels=levels, colors="C0", linewidths=1)
+                if truths is not None and truths[row] is not None:
+                    ax.axhline(truths[row], color="C3", lw=1)
+                ax.set_ylim(ranges[row])
+            if truths is not None and truths[col] is not None:
+                ax.axvline(truths[col], color="C3", lw=1)
+            ax.set_xlim(ranges[col])
+            if row == p - 1:
+                ax.set_xlabel(labels.get(names[col], _tex(names[col])))
+            else:
+                ax.set_xticklabels([])
+            if col == 0 and row > 0:
+                ax.set_ylabel(labels.get(names[row], _tex(names[row])))
+            elif col > 0:
+                ax.set_yticklabels([])
+            ax.tick_params(labelsize="x-small")
+    return fig
+
+
+def _value_with_errors(value: float, minus: float, plus: float) -> str:
+    """``value _-minus ^+plus`` in TeX, rounded to two significant digits of the smaller error."""
+    error = min(abs(minus), abs(plus))
+    if not (np.isfinite(value) and np.isfinite(error)):
+        return f"{value:.3g}"
+    decimals = max(0, 1 - int(np.floor(np.log10(error)))) if error > 0 else 3
+    return f"{value:.{decimals}f}$_{{-{minus:.{decimals}f}}}^{{+{plus:.{decimals}f}}}$"
+
+
+def _density_levels(hist: np.ndarray, masses: Sequence[float]) -> list[float]:
+    """Histogram heights enclosing each probability mass (highest bins first), increasing."""
+    flat = np.sort(hist.ravel())[::-1]
+    total = flat.sum()
+    if total <= 0:
+        return []
+    cumulative = np.cumsum(flat) / total
+    return sorted(float(flat[min(np.searchsorted(cumulative, m), flat.size - 1)]) for m in masses)
+
+
+__all__ += ["plot_corner"]
