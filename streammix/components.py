@@ -240,7 +240,8 @@ class StreamComponent(nn.Module):
         self.coordinates = tuple(coordinates)
         self.phi2_range = (float(phi2_range[0]), float(phi2_range[1]))
         self.phi1_range = phi1_range
-        self.net = ParameterNet(stream_parameters(coordinates, bounds), settings)
+        uses = self.coordinates + (("photometry",) if photometry is not None else ())
+        self.net = ParameterNet(stream_parameters(uses, bounds), settings)
         self.photometry = photometry
 
     @property
@@ -251,8 +252,9 @@ class StreamComponent(nn.Module):
     def parameter_specs(self) -> tuple[Parameter, ...]:
         return self.net.parameters_
 
-    def log_prob(self, params: dict[str, Tensor], stars) -> Tensor:
-        """Per-star log-likelihood of the observed coordinates, shape ``(N,)``."""
+    def log_prob(self, params: dict[str, Tensor], stars, *, photometry: bool = True) -> Tensor:
+        """Per-star log-likelihood of the observed coordinates, shape ``(N,)``
+        (without the isochrone term if ``photometry`` is False)."""
         total = torch.zeros_like(stars.phi1)
         if "phi2" in self.coordinates:
             total = total + torch.where(
@@ -281,8 +283,12 @@ class StreamComponent(nn.Module):
             plx = 10.0 ** ((10.0 - params["distmod"]) / 5.0)
             var = (LN10_5 * plx * params["distmod_width"]) ** 2 + stars.parallax_err**2
             total = total + torch.where(stars.has_parallax, normal_logpdf(stars.parallax, plx, var), 0.0)
-        if self.photometry is not None:
-            total = total + self.photometry.log_prob(params["distmod"], params["distmod_width"], stars)
+        if self.photometry is not None and photometry:
+            prepared = getattr(stars, "photometry", None)
+            if prepared is not None:
+                total = total + self.photometry.log_prob_prepared(params["distmod"], params["distmod_width"], prepared)
+            else:
+                total = total + self.photometry.log_prob(params["distmod"], params["distmod_width"], stars)
         return total
 
 

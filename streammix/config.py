@@ -26,6 +26,7 @@ __all__ = [
     "FitConfig",
     "FlowConfig",
     "GalstreamsPrior",
+    "IsochroneConfig",
     "ModelConfig",
     "NetworkConfig",
 ]
@@ -80,10 +81,40 @@ class GalstreamsPrior(_Section):
     widths: dict[str, float] = {"phi2": 0.5, "pm_phi1_cosphi2": 1.0, "pm_phi2": 1.0, "distmod": 0.3}
 
 
+class IsochroneConfig(_Section):
+    """The stream's isochrone and how its photometric likelihood is computed.
+
+    ``path`` None takes the embedded PARSEC grid (:func:`streammix.isochrone.default_grid`)
+    at ``age`` and ``feh``; otherwise a MIST (``.iso.cmd``) or PARSEC file, from
+    which the isochrone closest to ``age`` and ``feh`` is taken.
+    """
+
+    path: str | None = None
+    format: Literal["auto", "mist", "parsec"] = "auto"
+    age: float = Field(12.0, gt=0, description="Gyr")
+    feh: float = -1.5
+    mass_function: Literal["kroupa", "salpeter", "power_law", "tabulated"] = "kroupa"
+    power_law_slope: float = Field(2.35, description="alpha of dN/dm ~ m^-alpha (power_law)")
+    mass_function_table: str | None = Field(None, description="file of mass and dN/dm columns (tabulated)")
+    phases: list[str] | None = None
+    magnitude_limits: dict[str, tuple[float, float]] = {}
+    limit_band: str | None = None
+    limit_error: float | None = Field(None, ge=0)
+    colour_spread: float = Field(0.0, ge=0)
+    nodes: int = Field(200, ge=2)
+
+    @model_validator(mode="after")
+    def _table(self) -> IsochroneConfig:
+        if self.mass_function == "tabulated" and self.mass_function_table is None:
+            raise ValueError("mass_function 'tabulated' needs mass_function_table")
+        return self
+
+
 class ComponentConfig(_Section):
     """A stream-like component (stream, spur, cocoon...)."""
 
     name: str
+    photometry: bool = Field(True, description="use the isochrone likelihood when the model has bands")
     phi1_range: tuple[float, float] | None = None
     bounds: dict[str, tuple[float, float]] = {}
     network: NetworkConfig = NetworkConfig()
@@ -113,6 +144,7 @@ class ModelConfig(_Section):
 
     coordinates: list[str] = list(COORDINATES)
     bands: list[str] = []
+    isochrone: IsochroneConfig = IsochroneConfig()
     grid_size: int = Field(256, ge=8)
     components: list[ComponentConfig] = [ComponentConfig(name="stream")]
     weights_network: NetworkConfig = NetworkConfig()
@@ -136,10 +168,24 @@ class ModelConfig(_Section):
             raise ValueError(f"component names must be unique, got {names}")
         if not names:
             raise ValueError("at least one stream-like component is needed")
+        if len(self.bands) == 1:
+            raise ValueError(f"bands {self.bands}: the isochrone likelihood needs two or more bands")
+        if len(set(self.bands)) != len(self.bands):
+            raise ValueError(f"bands {self.bands}: a band is listed twice")
         for block in self.background.blocks:
-            extra = [c for c in block if c not in self.coordinates]
+            extra = [c for c in block if c not in self.coordinates and c not in self.bands]
             if extra:
-                raise ValueError(f"background block {block} uses {extra}, not among the model's coordinates")
+                raise ValueError(f"background block {block} uses {extra}, not among the model's coordinates or bands")
+        modelled = {c for block in self.background.blocks for c in block}
+        missing = [b for b in self.bands if b not in modelled]
+        if missing:
+            raise ValueError(
+                f"bands {missing}: no background block models them, so the background and the stream "
+                f"would describe different magnitudes (add a block such as {self.bands})"
+            )
+        unknown = [b for b in self.isochrone.magnitude_limits if b not in self.bands]
+        if unknown:
+            raise ValueError(f"isochrone.magnitude_limits: bands {unknown} are not among the model's bands {self.bands}")
         return self
 
 
@@ -235,12 +281,13 @@ class Config(_Section):
             first = error.errors()[0]
             key = ".".join(str(k) for k in first["loc"]) or "(top level)"
             more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-            raise InputError(f"{source}: {key}: {first['msg']}{more}") from None
+            message = first["msg"].removeprefix("Value error, ")
+            raise InputError(f"{source}: {key}: {message}{more}") from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> Config:
-        """Read and validate a YAML file; a relative ``data.path`` is taken from the file's folder
-        (after expanding ``$STREAMMIX_SHARED_DATA`` and ``~``).
+        """Read and validate a YAML file; a relative ``data.path`` or ``model.isochrone.path``
+        is taken from the file's folder (after expanding ``$STREAMMIX_SHARED_DATA`` and ``~``).
         """
         path = Path(path)
         if not path.is_file():
@@ -255,6 +302,10 @@ class Config(_Section):
         if config.data.path is not None:
             resolved = resolve_data_path(config.data.path, path.parent)
             config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(resolved)})})
+        if config.model.isochrone.path is not None:
+            resolved = resolve_data_path(config.model.isochrone.path, path.parent)
+            isochrone = config.model.isochrone.model_copy(update={"path": str(resolved)})
+            config = config.model_copy(update={"model": config.model.model_copy(update={"isochrone": isochrone})})
         return config
 
     def to_yaml(self) -> str:

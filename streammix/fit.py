@@ -55,7 +55,7 @@ def load_stars(config: Config, stars=None):
     Stars outside the field raise :class:`InputError` unless
     ``config.data.cut_to_field`` is set, in which case they are dropped.
     """
-    from .data import StarTable, read_stars
+    from .data import StarTable, check_plausible, read_stars
 
     if stars is None:
         if config.data.path is None:
@@ -88,6 +88,14 @@ def load_stars(config: Config, stars=None):
         )
     if len(stars) < 10:
         raise InputError(f"data: only {len(stars)} stars in the field; a fit needs at least 10")
+    check_plausible(stars, [*config.model.coordinates, *config.model.bands])
+    observed = stars.observed
+    for name in [*config.model.coordinates, *config.model.bands]:
+        if name in observed and not observed[name].any():
+            raise InputError(
+                f"column '{name}': every value is missing (NaN, masked, sentinel or without a valid "
+                "uncertainty), but model.coordinates/bands use it"
+            )
     return stars
 
 
@@ -138,13 +146,19 @@ def parameter_bounds(config: Config, component, stars) -> dict[str, tuple[float,
     return bounds
 
 
-def build_mixture(config: Config, stars=None, *, bounds: dict[str, dict[str, list[float]]] | None = None) -> Mixture:
+def build_mixture(
+    config: Config, stars=None, *, bounds: dict[str, dict[str, list[float]]] | None = None, photometry=None
+) -> Mixture:
     """A fresh (untrained) mixture for ``config``.
 
     Parameter bounds come from ``bounds`` (per component, as saved by
     :func:`mixture_bounds`) or else from the config with defaults from ``stars``.
+    ``photometry``: an isochrone likelihood of this config to share (its tables
+    are built once); default: a new one.
     """
     coords = list(config.model.coordinates)
+    if photometry is None:
+        photometry = photometric_likelihood(config)
     components = []
     for comp in config.model.components:
         if bounds is not None:
@@ -159,6 +173,7 @@ def build_mixture(config: Config, stars=None, *, bounds: dict[str, dict[str, lis
                 phi2_range=config.field.phi2,
                 settings=NetworkSettings(**comp.network.model_dump()),
                 phi1_range=comp.phi1_range,
+                photometry=photometry if comp.photometry else None,
             )
         )
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
@@ -172,8 +187,26 @@ def build_mixture(config: Config, stars=None, *, bounds: dict[str, dict[str, lis
     )
 
 
-def config_tensors(config: Config, stars, background_logp: np.ndarray | None) -> StarTensors:
-    """The stars as tensors for ``config``'s model (grid, coordinates, bands, dtype, device)."""
+def photometric_likelihood(config: Config):
+    """The isochrone likelihood of ``config`` (None without ``model.bands``)."""
+    if not config.model.bands:
+        return None
+    from .photometry import likelihood_from_config
+
+    return likelihood_from_config(config.model.isochrone, config.model.bands, dtype=getattr(torch, config.fit.dtype))
+
+
+def config_tensors(config: Config, stars, background_logp: np.ndarray | None, *, mixture: Mixture | None = None) -> StarTensors:
+    """The stars as tensors for ``config``'s model (grid, coordinates, bands, dtype, device),
+    the isochrone term's per-star quantities included."""
+    photometry, distmod_range = None, None
+    if config.model.bands:
+        template = mixture if mixture is not None else build_mixture(config, stars)
+        users = [c for c in template.components if c.photometry is not None]
+        if users:
+            photometry = users[0].photometry
+            ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
+            distmod_range = (min(p.low for p in ranges), max(p.high for p in ranges))
     return prepare_stars(
         stars,
         phi1_range=config.field.phi1,
@@ -181,6 +214,8 @@ def config_tensors(config: Config, stars, background_logp: np.ndarray | None) ->
         coordinates=config.model.coordinates,
         bands=config.model.bands,
         background_logp=background_logp,
+        photometry=photometry,
+        distmod_range=distmod_range,
         dtype=getattr(torch, config.fit.dtype),
         device=config.fit.device,
     )
@@ -502,7 +537,7 @@ class FittedModel:
         """Stars as tensors for this model (background log-density included)."""
         if background_logp is None:
             background_logp = self.background.log_prob(stars) if self.background is not None else None
-        return config_tensors(self.config, stars, background_logp)
+        return config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0])
 
     def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000) -> QTable:
         """Per-star membership probability of every component, with percentiles.
@@ -571,9 +606,10 @@ def load(folder: str | Path) -> FittedModel:
     config = Config.from_dict(yaml.safe_load(config_path.read_text()), source=f"config '{config_path}'")
     background = BackgroundFlows.load(folder / "background", meta["background_blocks"]) if meta["background_blocks"] else None
     mixtures = []
+    shared = photometric_likelihood(config)
     for i in range(meta["members"]):
         state = torch.load(folder / f"member{i}.pt", map_location=config.fit.device, weights_only=True)
-        mixtures.append(_mixture_from_state(config, meta["bounds"], state))
+        mixtures.append(_mixture_from_state(config, meta["bounds"], state, shared))
     return FittedModel(config, mixtures, background, np.asarray(meta["phi1_density"]), meta["summary"])
 
 
@@ -582,8 +618,13 @@ def mixture_bounds(mixture: Mixture) -> dict[str, dict[str, list[float]]]:
     return {c.name: {p.name: [p.low, p.high] for p in c.parameter_specs} for c in mixture.components}
 
 
-def _mixture_from_state(config: Config, bounds: dict[str, dict[str, list[float]]], state) -> Mixture:
-    mixture = build_mixture(config, bounds=bounds).to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
+def _photometry_of(mixture: Mixture):
+    """The isochrone likelihood a mixture's components share (None without one)."""
+    return next((c.photometry for c in mixture.components if c.photometry is not None), None)
+
+
+def _mixture_from_state(config: Config, bounds: dict[str, dict[str, list[float]]], state, photometry=None) -> Mixture:
+    mixture = build_mixture(config, bounds=bounds, photometry=photometry).to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
     mixture.load_state_dict(state)
     mixture.eval()
     return mixture
@@ -611,6 +652,7 @@ def fit(
     stars = load_stars(config, stars)
     priors = control_priors(config)
     template = build_mixture(config, stars)
+    shared = _photometry_of(template)
     try:
         check_priors(template, priors)
     except ValueError as error:
@@ -641,7 +683,7 @@ def fit(
 
     # 2. the ensemble of mixtures
     dtype = getattr(torch, config.fit.dtype)
-    tensors = config_tensors(config, stars, background_logp)
+    tensors = config_tensors(config, stars, background_logp, mixture=template)
     n = len(stars)
     mixtures: list[Mixture] = []
     results: list[FitResult] = []
@@ -649,7 +691,9 @@ def fit(
     # CPU: with fit.workers > 1, members fit in parallel (spawned) processes
     workers = max(1, min(config.fit.workers, len(members))) if config.fit.device == "cpu" else 1
     jobs = [
-        _MemberJob(config, member, priors, checkpoint_dir, progress and workers == 1, torch.get_num_threads() // workers or 1)
+        _MemberJob(
+            config, member, priors, checkpoint_dir, progress and workers == 1, torch.get_num_threads() // workers or 1, shared
+        )
         for member in members
     ]
     if workers > 1:
@@ -670,7 +714,7 @@ def fit(
     else:
         outcomes = [_fit_member(job, stars, background_logp, tensors) for job in jobs]
     for member, (state, result) in zip(members, outcomes):
-        mixture = build_mixture(config, stars).to(dtype=dtype, device=config.fit.device)
+        mixture = build_mixture(config, stars, photometry=shared).to(dtype=dtype, device=config.fit.device)
         mixture.load_state_dict(state)
         mixture.eval()
         mixtures.append(mixture)
@@ -711,6 +755,7 @@ class _MemberJob:
     checkpoint_dir: Path | None
     progress: bool
     threads: int
+    photometry: Any = None
 
 
 def _fit_member(job: _MemberJob, stars, background_logp: np.ndarray, tensors: StarTensors | None = None):
@@ -719,7 +764,7 @@ def _fit_member(job: _MemberJob, stars, background_logp: np.ndarray, tensors: St
     config = job.config
     if tensors is None:  # in a worker process
         torch.set_num_threads(job.threads)
-        tensors = config_tensors(config, stars, background_logp)
+        tensors = config_tensors(config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry))
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)
@@ -731,7 +776,9 @@ def _fit_member(job: _MemberJob, stars, background_logp: np.ndarray, tensors: St
     device = config.fit.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mixture = build_mixture(config, stars).to(dtype=getattr(torch, config.fit.dtype), device=device)
+        mixture = build_mixture(config, stars, photometry=job.photometry).to(
+            dtype=getattr(torch, config.fit.dtype), device=device
+        )
         warm_start(mixture, config, job.priors, config.fit.warm_start_steps)
         result = train_mixture(
             mixture,

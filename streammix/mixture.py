@@ -21,11 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from .components import BackgroundComponent, NetworkSettings, StreamComponent, mlp, normal_logpdf
+from .photometry import PhotometricLikelihood, PreparedPhotometry
 
 __all__ = ["ControlPrior", "Mixture", "StarTensors", "prepare_stars"]
 
 ASTROMETRIC = ("phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2")
 OFF_RANGE_LOGIT = -30.0
+SKIP_MARGIN = 15.0  # nats below the background beyond which a photometric term is not computed
 
 
 @dataclass(frozen=True)
@@ -82,22 +84,23 @@ class StarTensors:
     has_mag: Tensor
     background_logp: Tensor
     uses_phi2: bool = True
+    photometry: PreparedPhotometry | None = None
 
     def __len__(self) -> int:
         return int(self.phi1.shape[0])
 
     def subset(self, index: Tensor) -> StarTensors:
         """The stars at ``index`` (integer or boolean tensor)."""
-        return replace(
-            self,
-            **{f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "uses_phi2"},
-        )
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "uses_phi2"}
+        if self.photometry is not None:
+            values["photometry"] = self.photometry.subset(index)
+        else:
+            values.pop("photometry")
+        return replace(self, **{k: (v[index] if isinstance(v, Tensor) else v) for k, v in values.items()})
 
     def to(self, device: str | torch.device) -> StarTensors:
-        return replace(
-            self,
-            **{f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "uses_phi2"},
-        )
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "uses_phi2"}
+        return replace(self, **{k: (v.to(device) if v is not None else None) for k, v in values.items()})
 
 
 def grid_interpolation(phi1: np.ndarray, phi1_range: tuple[float, float], grid_size: int):
@@ -124,6 +127,8 @@ def prepare_stars(
     coordinates: Sequence[str],
     bands: Sequence[str] = (),
     background_logp: np.ndarray | None = None,
+    photometry: PhotometricLikelihood | None = None,
+    distmod_range: tuple[float, float] | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> StarTensors:
@@ -139,6 +144,9 @@ def prepare_stars(
         coordinates: Observed coordinates the model uses.
         bands: Photometric bands the model uses.
         background_logp: Per-star background flow log-density (zeros if None).
+        photometry: The isochrone likelihood; given, its per-star quantities are
+            precomputed (:meth:`~streammix.photometry.PhotometricLikelihood.prepare`).
+        distmod_range: The distance moduli the model can take (for ``prepare``'s bound).
         dtype: Floating dtype of the tensors.
         device: Where the tensors live.
     """
@@ -175,7 +183,7 @@ def prepare_stars(
     def t(a, kind=dtype):
         return torch.as_tensor(np.array(a, copy=True), dtype=kind, device=device)
 
-    return StarTensors(
+    tensors = StarTensors(
         phi1=t(stars.phi1),
         grid_index=t(index, torch.long),
         grid_weight=t(weight),
@@ -196,6 +204,9 @@ def prepare_stars(
         background_logp=t(background_logp),
         uses_phi2="phi2" in coordinates,
     )
+    if photometry is not None and len(bands):
+        tensors = replace(tensors, photometry=photometry.prepare(tensors, distmod_range, dtype=dtype))
+    return tensors
 
 
 class Mixture(nn.Module):
@@ -300,11 +311,45 @@ class Mixture(nn.Module):
         n_comp = len(self.all_components)
         log_w = at_stars[:, :n_comp]
         values = {key: at_stars[:, n_comp + j] for j, key in enumerate(names)}
-        columns = []
-        for comp in self.all_components:
+        columns, photometric = [], []
+        for k, comp in enumerate(self.all_components):
             params = {p: values[(c, p)] for c, p in names if c == comp.name}
-            columns.append(comp.log_prob(params, stars))
-        return log_w + torch.stack(columns, dim=-1)
+            if getattr(comp, "photometry", None) is not None and stars.photometry is not None:
+                columns.append(comp.log_prob(params, stars, photometry=False))
+                photometric.append((k, comp, params))
+            else:
+                columns.append(comp.log_prob(params, stars))
+        joint = log_w + torch.stack(columns, dim=-1)
+        if photometric:
+            joint = self._add_photometry(joint, photometric, stars)
+        return joint
+
+    def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
+        """Add the isochrone term of the photometric components, computed only where
+        it can matter.
+
+        A star whose stream-like term, with the photometric likelihood at its
+        upper bound, is still ``SKIP_MARGIN`` nats below the background's
+        gets the bound itself: its share, and the error on its total, is below
+        e^-15 of the background's, and its gradient is zero either way.
+        """
+        prepared = stars.photometry
+        background = joint[:, -1].detach()
+        upper = prepared.upper.to(joint.dtype)
+        columns = list(joint.unbind(-1))
+        for k, comp, params in photometric:
+            needed = (joint[:, k].detach() + upper) >= background - SKIP_MARGIN
+            index = torch.nonzero(needed).squeeze(-1)
+            value = upper
+            if index.numel():
+                part = comp.photometry.log_prob_prepared(
+                    params["distmod"].index_select(0, index),
+                    params["distmod_width"].index_select(0, index),
+                    prepared.subset(index),
+                )
+                value = upper.index_put((index,), part)
+            columns[k] = columns[k] + value
+        return torch.stack(columns, dim=-1)
 
     def log_likelihood(self, stars: StarTensors) -> Tensor:
         """Per-star log-likelihood, log sum_k f_k p_k, shape ``(N,)``."""

@@ -85,6 +85,7 @@ __all__ = [
     "PhotometricLikelihood",
     "PhotometryTensors",
     "PowerLaw",
+    "PreparedPhotometry",
     "Salpeter",
     "Tabulated",
     "photometry_tensors",
@@ -450,6 +451,89 @@ def _mean_ndtr(alpha: Tensor, beta: Tensor) -> Tensor:
     return torch.where(flip, 1.0 - value, value)
 
 
+def _segment_integral(r_pr: Tensor, d_pr: Tensor, d_pd: Tensor) -> Tensor:
+    r"""log of :math:`\int_0^1 \exp(-\tfrac12 (r - t d)^\top C^{-1} (r - t d))\,dt` from the three
+    quadratic forms :math:`r^\top C^{-1} r`, :math:`d^\top C^{-1} r`, :math:`d^\top C^{-1} d`
+    (midpoint rule for a segment of negligible length)."""
+    short = d_pd < 1e-10
+    q = torch.where(short, torch.ones_like(d_pd), d_pd)
+    root = torch.sqrt(q)
+    along = (
+        -0.5 * (r_pr - d_pr * d_pr / q)
+        + 0.5 * (LOG_2PI - torch.log(q))
+        + _log_diff_ndtr(-d_pr / root, (q - d_pr) / root)
+    )
+    midpoint = -0.5 * (r_pr - d_pr + 0.25 * d_pd)
+    return torch.where(short, midpoint, along)
+
+
+@dataclass(frozen=True)
+class PreparedPhotometry:
+    r"""What the isochrone likelihood needs of N stars, computed once by
+    :meth:`PhotometricLikelihood.prepare`: each star's relevant isochrone
+    segments, with the quadratic forms that do not depend on the distance
+    modulus or its spread, stored flat (ragged, ``offsets`` in CSR style: star
+    ``i`` owns elements ``offsets[i]:offsets[i + 1]``).
+
+    Per element (L,): ``star`` its star, ``distmod`` the distance modulus at
+    which the segment's start best matches the star (precision-weighted),
+    ``coef`` (L, 4) the forms :math:`A_0 = u^\top D^{-1} u`,
+    :math:`B_0 = d^\top D^{-1} u`, :math:`C_0 = d^\top D^{-1} d - h^2/P` and
+    :math:`h = \mathbf 1^\top D^{-1} d` (:math:`u` the residual at that
+    distance modulus, :math:`d` the segment), ``log_weight``. Per star (N,):
+    ``offsets`` (N + 1,), ``precision`` :math:`P = \sum_b 1/D_b`,
+    ``log_norm`` :math:`-\tfrac12(n\log 2\pi + \sum_b \log D_b)`,
+    ``n_obs`` the number of bands observed, ``limit_shift`` the extinction in
+    the limit band, ``limit_var`` the variance at the limit without the
+    distance spread, ``has_limit``, ``upper`` an upper bound of the star's
+    log-likelihood at any distance modulus in the range given to ``prepare``
+    and any spread.
+    """
+
+    star: Tensor
+    distmod: Tensor
+    coef: Tensor
+    log_weight: Tensor
+    offsets: Tensor
+    precision: Tensor
+    log_norm: Tensor
+    n_obs: Tensor
+    limit_shift: Tensor
+    limit_var: Tensor
+    has_limit: Tensor
+    upper: Tensor
+
+    _PER_STAR = ("precision", "log_norm", "n_obs", "limit_shift", "limit_var", "has_limit", "upper")
+    _PER_ELEMENT = ("distmod", "coef", "log_weight")
+
+    def __len__(self) -> int:
+        return int(self.precision.shape[0])
+
+    @property
+    def n_elements(self) -> int:
+        """L, the number of (star, segment) pairs kept."""
+        return int(self.star.shape[0])
+
+    def subset(self, index: Tensor) -> PreparedPhotometry:
+        """The stars at ``index`` (integer or boolean; repeats allowed, as in a bootstrap)."""
+        if index.dtype == torch.bool:
+            index = torch.nonzero(index).squeeze(-1)
+        index = index.to(self.offsets.device)
+        first = self.offsets[index]
+        counts = self.offsets[index + 1] - first
+        offsets = torch.zeros(index.numel() + 1, dtype=self.offsets.dtype, device=self.offsets.device)
+        offsets[1:] = torch.cumsum(counts, 0)
+        new_star = torch.repeat_interleave(torch.arange(index.numel(), device=index.device), counts)
+        element = torch.repeat_interleave(first - offsets[:-1], counts) + torch.arange(int(offsets[-1]), device=index.device)
+        values = {name: getattr(self, name)[element] for name in self._PER_ELEMENT}
+        values.update({name: getattr(self, name)[index] for name in self._PER_STAR})
+        return PreparedPhotometry(star=new_star, offsets=offsets, **values)
+
+    def to(self, device: str | torch.device) -> PreparedPhotometry:
+        """The same on ``device``."""
+        return PreparedPhotometry(**{name: value.to(device) for name, value in self.__dict__.items()})
+
+
 class PhotometricLikelihood(nn.Module):
     r"""Isochrone likelihood of a star's magnitudes given DM and its spread.
 
@@ -605,6 +689,248 @@ class PhotometricLikelihood(nn.Module):
                 pieces.append(self._log_prob(*args))
         return torch.cat(pieces) if pieces else distmod.new_zeros(0)
 
+    # ------------------------------------------------------------------ fast path
+
+    def prepare(
+        self,
+        stars,
+        distmod_range: tuple[float, float] | None = None,
+        *,
+        tolerance: float = 15.0,
+        dtype: torch.dtype | None = None,
+    ) -> PreparedPhotometry:
+        r"""Precompute what does not depend on the distance modulus or its spread.
+
+        The likelihood depends on the distance modulus DM and its spread s only
+        through a few quadratic forms per star and segment, precomputed here.
+        A distance shift moves every band together, so the **colour** residual
+        :math:`q_k = \min_t \min_{\rm DM} \chi^2` of segment :math:`k` bounds its
+        contribution at any DM and s from above:
+        :math:`w_k\,e^{\log n - q_k/2}` (``log_norm`` + log weight - q/2). Segments
+        whose bound is below :math:`e^{-\rm tolerance}/K` (a density far below any
+        background's) are dropped, so the total likelihood is off by less than
+        :math:`e^{-\rm tolerance}` per star (times 1/Z under truncation), at every
+        DM and s. Stars keep as many segments as they need: a precise star a
+        handful, a faint one with poor colours most of them. The truncation is
+        read from a table over (DM + extinction, error) built once
+        (:meth:`log_truncation`).
+
+        Arguments:
+            stars: Anything with ``mags``, ``mag_err``, ``extinction``, ``has_mag`` (N, B).
+            distmod_range: The distance moduli the likelihood will be asked about, for
+                the upper bound ``upper`` (None: any).
+            tolerance: log of the largest density dropped per star.
+            dtype: The result's floating dtype (default: ``stars.mags``'s).
+
+        Returns:
+            The prepared stars, for :meth:`log_prob_prepared`.
+
+        Example:
+            >>> import numpy as np, torch
+            >>> from streammix.isochrone import default_isochrone
+            >>> like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_bp", "gaia_rp"], n_nodes=200)
+            >>> stars = photometry_tensors(np.array([[19.0, 19.3, 18.5], [17.0, 17.4, 16.5]]), np.full((2, 3), 0.02))
+            >>> prep = like.prepare(stars)
+            >>> prep.n_elements < 2 * like.n_nodes
+            True
+            >>> dm, s = torch.full((2,), 14.7, dtype=torch.float64), torch.full((2,), 0.1, dtype=torch.float64)
+            >>> bool(torch.allclose(like.log_prob_prepared(dm, s, prep), like.log_prob(dm, s, stars), atol=1e-6))
+            True
+        """
+        has = stars.has_mag.to(torch.bool)
+        out_dtype = stars.mags.dtype if dtype is None else dtype
+        device = has.device
+        f64 = torch.float64
+        mags, err, ext = stars.mags.to(f64), stars.mag_err.to(f64), stars.extinction.to(f64)
+        start = self.start.to(device=device, dtype=f64)
+        delta = self.delta.to(device=device, dtype=f64)
+        log_weight = self.log_weight.to(device=device, dtype=f64)
+        n, k = has.shape[0], self.n_nodes
+        var = torch.where(has, err * err + 0.5 * self.colour_spread**2, torch.ones_like(err))
+        bad = (has & ~(var > 0)).sum(0)
+        if bool(bad.any()):
+            band = self.bands[int(torch.nonzero(bad)[0])]
+            raise InputError(
+                f"band '{band}': {int(bad.max())} stars have no magnitude error; give the errors "
+                "(data.columns.band_errors) or model.isochrone.colour_spread > 0"
+            )
+        prec = torch.where(has, 1.0 / var, torch.zeros_like(err))
+        precision = prec.sum(-1)
+        n_obs = has.sum(-1)
+        log_norm = -0.5 * (n_obs.to(f64) * LOG_2PI + torch.where(has, torch.log(var), torch.zeros_like(var)).sum(-1))
+        x = torch.where(has, mags - ext, torch.zeros_like(mags))
+        safe_p = torch.where(precision > 0, precision, torch.ones_like(precision))
+        threshold = -float(tolerance) - math.log(k)
+        pieces: dict[str, list[Tensor]] = {"star": [], "distmod": [], "coef": [], "log_weight": [], "best": []}
+        step = max(1, _CHUNK // max(1, k * len(self.bands)))
+        for lo in range(0, n, step):
+            sl = slice(lo, lo + step)
+            p = prec[sl]
+            h = p @ delta.T  # (n, K)
+            c0 = ((p @ (delta * delta).T) - h * h / safe_p[sl, None]).clamp_min(0.0)
+            distmod_k = ((p * x[sl]).sum(-1, keepdim=True) - p @ start.T) / safe_p[sl, None]
+            u = torch.where(has[sl, None, :], x[sl, None, :] - distmod_k[..., None] - start[None], 0.0)
+            pu = p[:, None, :] * u
+            a0 = (pu * u).sum(-1)
+            b0 = (pu * delta[None]).sum(-1)
+            t = torch.where(c0 > 0, b0 / torch.where(c0 > 0, c0, 1.0), 0.0).clamp(0.0, 1.0)
+            colour_chi2 = (a0 - 2 * t * b0 + t * t * c0).clamp_min(0.0)
+            keep = (log_norm[sl, None] + log_weight[None, :] - 0.5 * colour_chi2 >= threshold) & (n_obs[sl, None] > 0)
+            pieces["best"].append(colour_chi2.min(-1).values if k else torch.zeros(colour_chi2.shape[0], dtype=f64))
+            row, col = torch.nonzero(keep, as_tuple=True)
+            pieces["star"].append(row + lo)
+            pieces["distmod"].append(distmod_k[row, col])
+            pieces["coef"].append(torch.stack([a0[row, col], b0[row, col], c0[row, col], h[row, col]], -1))
+            pieces["log_weight"].append(log_weight[col])
+        star = torch.cat(pieces["star"]) if pieces["star"] else torch.zeros(0, dtype=torch.long, device=device)
+        offsets = torch.zeros(n + 1, dtype=torch.long, device=device)
+        offsets[1:] = torch.cumsum(torch.bincount(star, minlength=n), 0)
+        if self.limit_index is not None:
+            j = self.limit_index
+            has_limit = has[:, j]
+            limit_err = err[:, j] if self.limit_error is None else torch.full_like(err[:, j], self.limit_error)
+            limit_var = limit_err**2 + 0.5 * self.colour_spread**2
+            limit_shift = ext[:, j]
+        else:
+            has_limit = torch.zeros(n, dtype=torch.bool, device=device)
+            limit_var = torch.zeros(n, dtype=f64, device=device)
+            limit_shift = torch.zeros(n, dtype=f64, device=device)
+
+        def cat(name, shape):
+            return (torch.cat(pieces[name]) if pieces[name] else torch.zeros(shape, dtype=f64, device=device)).to(out_dtype)
+
+        # log L <= log_norm - q_min / 2 (the weights sum to one, the spread only lowers the
+        # normalisation and the along-(1,..,1) term), divided by the smallest truncation Z
+        upper = log_norm - 0.5 * cat("best", (0,)).to(f64)
+        if self.limit_index is not None:
+            lo_dm, hi_dm = (0.0, 40.0) if distmod_range is None else (float(v) for v in distmod_range)
+            dm = torch.arange(lo_dm - 0.1, hi_dm + 0.1, 0.01, dtype=f64, device=device)
+            dm = (dm[:, None] + torch.stack([limit_shift.min(), limit_shift.max()])[None, :]).reshape(-1) if n else dm
+            z_min = self.log_truncation(dm, torch.full_like(dm, math.sqrt(self.limit_error**2 if self.limit_error else 1e-6))).min()
+            upper = upper - torch.where(has_limit, z_min, 0.0)
+        return PreparedPhotometry(
+            star=star,
+            distmod=cat("distmod", (0,)),
+            coef=cat("coef", (0, 4)),
+            log_weight=cat("log_weight", (0,)),
+            offsets=offsets,
+            precision=precision.to(out_dtype),
+            log_norm=log_norm.to(out_dtype),
+            n_obs=n_obs,
+            limit_shift=limit_shift.to(out_dtype),
+            limit_var=limit_var.to(out_dtype),
+            has_limit=has_limit,
+            upper=torch.where(n_obs > 0, upper, 0.0).to(out_dtype),
+        )
+
+    def log_prob_prepared(self, distmod: Tensor, distmod_width: Tensor, prepared: PreparedPhotometry) -> Tensor:
+        r"""Per-star log-density from :meth:`prepare`'s result: :meth:`log_prob`
+        up to the dropped segments and the truncation table.
+
+        Arguments:
+            distmod: Distance modulus at each star's phi1, (N,).
+            distmod_width: Its intrinsic spread (mag), (N,).
+            prepared: :meth:`prepare` of the same stars.
+
+        Returns:
+            log p, (N,); 0 for stars with no band observed.
+        """
+        dtype = distmod.dtype
+        n = distmod.shape[0]
+        star = prepared.star
+        s2 = distmod_width * distmod_width
+        precision = prepared.precision.to(dtype)
+        shrink = 1.0 / (1.0 + s2 * precision)  # (N,)
+        safe_p = torch.where(precision > 0, precision, torch.ones_like(precision))
+        a0, b0, c0, h = prepared.coef.to(dtype).unbind(-1)
+        w = distmod.index_select(0, star) - prepared.distmod.to(dtype)
+        shrink_e = shrink.index_select(0, star)
+        r_pr = a0 + (precision * shrink).index_select(0, star) * w * w
+        d_pr = b0 - shrink_e * h * w
+        d_pd = (c0 + (shrink / safe_p).index_select(0, star) * h * h).clamp_min(0.0)
+        value = prepared.log_weight.to(dtype) + _segment_integral(r_pr, d_pr, d_pd)
+        # log-sum-exp per star over its elements (deterministic index_add)
+        peak = torch.full((n,), -torch.inf, dtype=dtype, device=distmod.device)
+        peak = peak.scatter_reduce(0, star, value.detach(), reduce="amax", include_self=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        total = torch.zeros(n, dtype=dtype, device=distmod.device).index_add(0, star, torch.exp(value - peak.index_select(0, star)))
+        logp = prepared.log_norm.to(dtype) - 0.5 * torch.log1p(s2 * precision) + peak + torch.log(total.clamp_min(1e-300 if dtype == torch.float64 else 1e-37))
+        if self.limit_index is not None:
+            log_z = self.log_truncation(distmod + prepared.limit_shift.to(dtype), torch.sqrt(prepared.limit_var.to(dtype) + s2))
+            logp = logp - torch.where(prepared.has_limit, log_z, 0.0)
+        return torch.where(prepared.n_obs > 0, logp, torch.zeros_like(logp))
+
+    _TABLE_STEP = 0.02  # mag, step of the truncation table
+    _TABLE_SIGMA = (1e-3, 1.0, 32)  # log-spaced error grid of the truncation table
+
+    def _truncation_table(self) -> tuple[Tensor, float, float]:
+        r"""The cumulative luminosity function :math:`G(x, \sigma) = \sum_k w_k \int_0^1
+        \Phi((x - a_k - t d_k)/\sigma)\,dt` of the limit band on a grid of (x, log sigma),
+        built once: :math:`Z = G(u - \mathrm{DM}', \sigma) - G(l - \mathrm{DM}', \sigma)`."""
+        table = getattr(self, "_cdf_table", None)
+        if table is not None:
+            return table
+        j = self.limit_index
+        f64 = torch.float64
+        start = self.start[:, j].to(f64).cpu()
+        delta = self.delta[:, j].to(f64).cpu()
+        weight = torch.exp(self.log_weight.to(f64).cpu())
+        sig_lo, sig_hi, n_sig = self._TABLE_SIGMA
+        lo = float(torch.minimum(start, start + delta).min()) - 6.0 * sig_hi
+        hi = float(torch.maximum(start, start + delta).max()) + 6.0 * sig_hi
+        x = lo + self._TABLE_STEP * torch.arange(int(math.ceil((hi - lo) / self._TABLE_STEP)) + 1, dtype=f64)
+        log_sigma = torch.linspace(math.log(sig_lo), math.log(sig_hi), n_sig, dtype=f64)
+        sigma = torch.exp(log_sigma)[None, :, None]
+        rows = []
+        for chunk in x.split(max(1, _CHUNK // (n_sig * start.numel()))):
+            alpha = (chunk[:, None, None] - start[None, None, :]) / sigma
+            rows.append((weight * _mean_ndtr(alpha, delta[None, None, :] / sigma)).sum(-1))
+        table = (torch.cat(rows).clamp(0.0, 1.0).to(self.start.device), lo, float(log_sigma[0]))
+        self._cdf_table = table
+        return table
+
+    def _cdf(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Bilinear lookup of the cumulative luminosity function (clamped at the table's ends)."""
+        table, lo, log_sig_lo = self._truncation_table()
+        table = table.to(device=x.device, dtype=x.dtype)
+        n_x, n_sig = table.shape
+        step_sig = (math.log(self._TABLE_SIGMA[1]) - math.log(self._TABLE_SIGMA[0])) / (self._TABLE_SIGMA[2] - 1)
+        pos_x = ((x - lo) / self._TABLE_STEP).clamp(0.0, n_x - 1.0)
+        pos_sig = ((torch.log(sigma.clamp_min(1e-30)) - log_sig_lo) / step_sig).clamp(0.0, n_sig - 1.0)
+        i = pos_x.detach().floor().long().clamp(max=n_x - 2)
+        k = pos_sig.detach().floor().long().clamp(max=n_sig - 2)
+        wi, wk = pos_x - i, pos_sig - k
+        flat = table.reshape(-1)
+
+        def at(di, dk):
+            return flat.index_select(0, ((i + di) * n_sig + k + dk).reshape(-1)).reshape(i.shape)
+
+        return torch.lerp(torch.lerp(at(0, 0), at(0, 1), wk), torch.lerp(at(1, 0), at(1, 1), wk), wi)
+
+    def log_truncation(self, distmod: Tensor, sigma: Tensor) -> Tensor:
+        r"""log Z, the probability that a member's magnitude in the limit band
+        falls inside the limits, for an apparent shift ``distmod`` (distance
+        modulus plus extinction) and a total error ``sigma``, from a table of
+        the cumulative luminosity function built once (steps of 0.02 mag and 32
+        log-spaced errors from 0.001 to 1 mag, clamped at the ends).
+
+        Example:
+            >>> import torch
+            >>> from streammix.isochrone import default_isochrone
+            >>> like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_rp"], n_nodes=100,
+            ...                              magnitude_limits={"gaia_g": (-10.0, 20.5)})
+            >>> z = like.log_truncation(torch.tensor([5.0, 14.5, 30.0]), torch.tensor([0.05, 0.05, 0.05])).exp()
+            >>> [round(v, 3) for v in z.tolist()][0], bool(0 < z[1] < 1), round(z[2].item(), 3)
+            (1.0, True, 0.0)
+        """
+        if self.limit_index is None:
+            return torch.zeros_like(distmod)
+        bright, faint = self.limits
+        z = torch.ones_like(distmod) if not math.isfinite(faint) else self._cdf(faint - distmod, sigma)
+        if math.isfinite(bright):
+            z = z - self._cdf(bright - distmod, sigma)
+        return torch.log(z.clamp_min(1e-300 if distmod.dtype == torch.float64 else 1e-37))
+
     def _log_prob(self, distmod, width, mags, err, ext, has) -> Tensor:
         """log p for one chunk of stars (plain tensors)."""
         dtype = distmod.dtype
@@ -629,16 +955,7 @@ class PhotometricLikelihood(nn.Module):
         d_pr = (wd * r).sum(-1) - c[:, None] * sum_wd * sum_wr
         d_pd = ((wd * delta[None]).sum(-1) - c[:, None] * sum_wd**2).clamp_min(0.0)
 
-        short = d_pd < 1e-10
-        q = torch.where(short, torch.ones_like(d_pd), d_pd)
-        root = torch.sqrt(q)
-        along = (
-            -0.5 * (r_pr - d_pr * d_pr / q)
-            + 0.5 * (LOG_2PI - torch.log(q))
-            + _log_diff_ndtr(-d_pr / root, (q - d_pr) / root)
-        )
-        midpoint = -0.5 * (r_pr - d_pr + 0.25 * d_pd)
-        quad = torch.where(short, midpoint, along)
+        quad = _segment_integral(r_pr, d_pr, d_pd)
         log_norm = -0.5 * (n_obs * LOG_2PI + log_det)
         logp = log_norm + torch.logsumexp(log_weight[None, :] + quad, dim=-1)
 
@@ -660,3 +977,129 @@ class PhotometricLikelihood(nn.Module):
             z = (torch.exp(log_weight)[None, :] * inside.clamp_min(0.0)).sum(-1)
             logp = logp - torch.where(has_j, torch.log(z.clamp_min(1e-300 if dtype == torch.float64 else 1e-37)), 0.0)
         return torch.where(n_obs > 0, logp, torch.zeros_like(logp))
+
+
+# ----------------------------------------------------------------------------- from a config
+
+
+def isochrone_source(config, *, base: str | None = None):
+    r"""The isochrones an :class:`~streammix.config.IsochroneConfig` points at.
+
+    Arguments:
+        config: The ``model.isochrone`` section.
+        base: Folder a relative ``path`` is taken from (None: as given).
+
+    Returns:
+        An :class:`~streammix.isochrone.IsochroneGrid` (the embedded grid, or a
+        file's isochrones when they fill an (age, [Fe/H]) grid), or a list of
+        isochrones (a file's isochrones otherwise).
+
+    Raises:
+        InputError: The file is missing or unreadable.
+
+    Example:
+        >>> from streammix.config import IsochroneConfig
+        >>> type(isochrone_source(IsochroneConfig())).__name__
+        'IsochroneGrid'
+    """
+    from pathlib import Path
+
+    from .isochrone import IsochroneGrid, default_grid, read_mist, read_parsec
+
+    if config.path is None:
+        return default_grid()
+    path = Path(config.path)
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    if not path.is_file():
+        raise InputError(f"isochrone file '{path}': no such file")
+    fmt = config.format
+    if fmt == "auto":
+        fmt = "mist" if path.name.endswith(".cmd") or "mist" in path.name.lower() else "parsec"
+    isochrones = read_mist(path) if fmt == "mist" else read_parsec(path)
+    isochrones = [isochrones] if isinstance(isochrones, Isochrone) else list(isochrones)
+    try:
+        return IsochroneGrid(tuple(isochrones)) if len(isochrones) >= 4 else isochrones
+    except InputError:
+        return isochrones
+
+
+def isochrone_at(source, age: float, feh: float) -> Isochrone:
+    r"""The isochrone at ``age`` (Gyr) and ``feh`` from :func:`isochrone_source`'s result:
+    interpolated inside a grid, else the file's isochrone closest in (log age, [Fe/H]).
+
+    Example:
+        >>> from streammix.isochrone import default_grid
+        >>> isochrone_at(default_grid(), 11.0, -1.7).age
+        11.0
+    """
+    from .isochrone import IsochroneGrid
+
+    if isinstance(source, IsochroneGrid):
+        return source.interpolate(age, feh)
+    distance = [abs(math.log10(iso.age / age)) / 0.1 + abs(iso.feh - feh) / 0.25 for iso in source]
+    return source[int(np.argmin(distance))]
+
+
+def mass_function_from_config(config) -> MassFunction:
+    """The mass function an :class:`~streammix.config.IsochroneConfig` names.
+
+    Example:
+        >>> from streammix.config import IsochroneConfig
+        >>> mass_function_from_config(IsochroneConfig(mass_function="power_law", power_law_slope=2.0))
+        PowerLaw(alpha=2.0)
+    """
+    if config.mass_function == "kroupa":
+        return Kroupa()
+    if config.mass_function == "salpeter":
+        return Salpeter()
+    if config.mass_function == "power_law":
+        return PowerLaw(config.power_law_slope)
+    try:
+        table = np.loadtxt(config.mass_function_table, ndmin=2)
+    except (OSError, ValueError) as error:
+        raise InputError(f"mass_function_table '{config.mass_function_table}': cannot read ({error})") from None
+    if table.shape[1] < 2:
+        raise InputError(f"mass_function_table '{config.mass_function_table}': needs mass and dN/dm columns")
+    return Tabulated(table[:, 0], table[:, 1])
+
+
+def likelihood_from_config(
+    config,
+    bands: Sequence[str],
+    *,
+    age: float | None = None,
+    feh: float | None = None,
+    source=None,
+    dtype: torch.dtype = torch.float32,
+) -> PhotometricLikelihood:
+    r"""The :class:`PhotometricLikelihood` of a ``model.isochrone`` config section.
+
+    Arguments:
+        config: The :class:`~streammix.config.IsochroneConfig`.
+        bands: The model's bands, in the stars' column order.
+        age: Age (Gyr) instead of the config's (e.g. while sampling it).
+        feh: [Fe/H] instead of the config's.
+        source: A result of :func:`isochrone_source` to reuse (read once).
+        dtype: The buffers' dtype.
+
+    Example:
+        >>> from streammix.config import IsochroneConfig
+        >>> like = likelihood_from_config(IsochroneConfig(nodes=50), ["gaia_g", "gaia_bp", "gaia_rp"])
+        >>> like.bands, like.n_nodes <= 50
+        (('gaia_g', 'gaia_bp', 'gaia_rp'), True)
+    """
+    source = isochrone_source(config) if source is None else source
+    isochrone = isochrone_at(source, config.age if age is None else age, config.feh if feh is None else feh)
+    return PhotometricLikelihood(
+        isochrone,
+        bands,
+        mass_function=mass_function_from_config(config),
+        phases=config.phases,
+        magnitude_limits={b: tuple(v) for b, v in config.magnitude_limits.items()} or None,
+        limit_band=config.limit_band,
+        limit_error=config.limit_error,
+        colour_spread=config.colour_spread,
+        n_nodes=config.nodes,
+        dtype=dtype,
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +40,9 @@ def output_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    from .output import partial_folder
+
+    tmp = partial_folder(out)  # (removes partial folders that killed runs left)
     try:
         yield tmp
         if out.exists():
@@ -133,13 +133,21 @@ def fit_and_write(
     return summary
 
 
-def demo_config(truth, *, seed: int = 0, ensemble: int | None = None, spacing: float = 20.0) -> Config:
+MOCK_BANDS = ("gaia_g", "gaia_bp", "gaia_rp")
+
+
+def demo_config(
+    truth, *, seed: int = 0, ensemble: int | None = None, spacing: float = 20.0, photometry: bool = True
+) -> Config:
     """The demo's stream description for the default mock.
 
     The prior track is what a user would bring from the literature: control
     points every ``spacing`` degrees read off the mock's true tracks, with
     generous widths (0.5 deg in phi2, 2 mas/yr in proper motion, 0.5 mag in
-    distance modulus), so the fit, not the prior, sets the tracks.
+    distance modulus), so the fit, not the prior, sets the tracks. With
+    ``photometry`` the model is joint: Gaia G, BP, RP on the embedded isochrone
+    at the mock's age and [Fe/H], truncated at the mock's G limit, and a
+    background flow on the three magnitudes.
     """
     from .mock import MockConfig
 
@@ -158,11 +166,20 @@ def demo_config(truth, *, seed: int = 0, ensemble: int | None = None, spacing: f
     fit_cfg: dict[str, Any] = {"seed": seed, "workers": os.cpu_count() or 1}
     if ensemble is not None:
         fit_cfg["ensemble"] = ensemble
+    model: dict[str, Any] = {"components": [{"name": "stream", "control_points": points}]}
+    if photometry:
+        model["bands"] = list(MOCK_BANDS)
+        model["isochrone"] = {
+            "age": mock.age,
+            "feh": mock.feh,
+            "magnitude_limits": {"gaia_g": [0.0, mock.g_limit]},
+        }
+        model["background"] = {"blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2"], list(MOCK_BANDS)]}
     return Config.from_dict(
         {
             "name": "mock",
             "field": {"phi1": list(mock.phi1_range), "phi2": list(mock.phi2_range)},
-            "model": {"components": [{"name": "stream", "control_points": points}]},
+            "model": model,
             "fit": fit_cfg,
         },
         source="demo config",
@@ -231,6 +248,7 @@ def mock_columns(keep=()) -> Any:
         pm_corr="pm_corr",
         phi2_err="phi2_err",
         parallax_err="parallax_err",
+        bands=list(MOCK_BANDS),
         keep=list(keep),
     )
 
