@@ -123,7 +123,7 @@ def members(
     overwrite: Overwrite = False,
 ) -> None:
     """Score other stars with a fitted model."""
-    from .data import read_stars
+    from .data import check_plausible, read_stars
     from .fit import load
     from .output import check_writable, table_format, write_table
 
@@ -134,6 +134,7 @@ def members(
     fitted = load(model)
     columns = fitted.config.data.column_map()
     stars = read_stars(data, columns, gaia_frame=fitted.config.data.gaia_frame, reflex_distance=fitted.config.data.reflex_distance)
+    check_plausible(stars, [*fitted.config.model.coordinates, *fitted.config.model.bands])
     table = fitted.membership(stars)
     write_table(table, out, overwrite=overwrite)
     console.print(f"scored {len(table)} stars -> {out}")
@@ -159,6 +160,39 @@ def plot(
         console.print(f"wrote {p}")
 
 
+@app.command("isochrone-fit")
+def isochrone_fit(
+    model: Annotated[Path, typer.Argument(help="A folder written by `streammix fit`/`demo` (or its model/ subfolder).")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Stars (default: data.path, else stars.fits there).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default MODEL/isochrone).")] = None,
+    component: Annotated[str, typer.Option(help="Component whose membership weights the stars.")] = "stream",
+    band: Annotated[Optional[list[str]], typer.Option("--band", help="A band to use (repeat; default: model.bands).")] = None,
+    walkers: Annotated[int, typer.Option(help="emcee walkers.")] = 12,
+    steps: Annotated[int, typer.Option(help="Steps kept after burn-in.")] = 100,
+    burn: Annotated[int, typer.Option(help="Burn-in steps discarded.")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    extinction: Annotated[bool, typer.Option("--extinction/--no-extinction", help="Also sample an E(B-V) offset.")] = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Sample age, [Fe/H] and a DM offset (emcee) from a fitted model's weighted stars."""
+    from .isochrone_fit import isochrone_fit_from_model
+    from .pipeline import output_folder
+
+    out = model / "isochrone" if out is None else out
+    if out.exists() and not overwrite:
+        raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
+    result = isochrone_fit_from_model(
+        model, data, component=component, bands=band or None, fit_extinction=extinction, walkers=walkers, steps=steps, burn=burn,
+        seed=seed, progress=not quiet,
+    )  # fmt: skip
+    with output_folder(out, overwrite) as tmp:
+        result.write(tmp)
+    for name, p in result.summary()["parameters"].items():
+        console.print(f"{name}: {p['median']:.4g} -{p['minus']:.2g} +{p['plus']:.2g} {p['unit']}")
+    console.print(f"outputs in {out}/")
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     counts = summary.get("members", {})
     line = ", ".join(f"{k}: {v}" for k, v in counts.items())
@@ -182,9 +216,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _click_exceptions():
+    """The click exception classes typer uses (vendored as ``typer._click`` in recent typer)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - typer releases that depend on click
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
-    """Entry point: run the app; bad input -> one line on stderr and exit code 2."""
+    """Entry point: run the app; bad input -> one line on stderr and exit code 2.
+
+    Bad input is an :class:`~streammix.errors.InputError` or a command-line usage
+    error (unknown command or option, a value of the wrong type); either prints
+    one line naming the problem, without a traceback unless ``--debug``.
+    """
     debug = "--debug" in sys.argv[1:]
+    click_exceptions = _click_exceptions()
     try:
         with warnings.catch_warnings():
             if not debug:
@@ -193,21 +242,35 @@ def main() -> None:
     except InputError as error:
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {_escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
         sys.exit(130)
-    except Exception as error:  # click usage errors and the like
-        import click
+    except typer.Exit as error:
+        sys.exit(error.exit_code)
+    except click_exceptions.NoArgsIsHelpError as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click_exceptions.UsageError as error:
+        if debug:
+            raise
+        message = " ".join(error.format_message().split())
+        command = error.ctx.command_path if error.ctx is not None else "streammix"
+        console.print(
+            f"[bold red]error:[/] {_escape(message)} (see '{_escape(command)} --help')",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(error.exit_code)
+    except click_exceptions.ClickException as error:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/] {_escape(' '.join(error.format_message().split()))}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
 
-        if isinstance(error, click.exceptions.UsageError):
-            error.show()
-            sys.exit(2)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
 
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -53,6 +53,7 @@ __all__ = [
     "ASTROMETRIC",
     "ColumnMap",
     "StarTable",
+    "check_plausible",
     "read_stars",
     "read_table",
 ]
@@ -596,7 +597,8 @@ def _not_found(table: Table, wanted: str, name: str) -> str:
 
 def _available(table: Table, wanted: str) -> str:
     names = table.colnames
-    close = difflib.get_close_matches(wanted, names, n=3)
+    by_lower = {name.lower(): name for name in reversed(names)}  # first of equal spellings wins
+    close = [by_lower[c] for c in difflib.get_close_matches(wanted.lower(), list(by_lower), n=3)]
     if len(names) <= 20:
         return "; available: " + ", ".join(names)
     if close:
@@ -745,6 +747,73 @@ def _build(table: Table, cmap: ColumnMap, *, name: str, explicit: Set[str]) -> S
         extra=extra,
         meta=meta,
     )
+
+
+#: The largest absolute value a star can have, per canonical quantity (canonical
+#: units): the sky's limits, the nearest star's parallax (768 mas) and the fastest
+#: proper motion (Barnard's star, 10.4 arcsec/yr), with room to spare.
+PLAUSIBLE: dict[str, float] = {
+    "phi1": 360.0,
+    "phi2": 90.0,
+    "phi2_err": 90.0,
+    "parallax": 1e3,
+    "parallax_err": 1e3,
+    "pm_phi1_cosphi2": 1e5,
+    "pm_phi1_cosphi2_err": 1e5,
+    "pm_phi2": 1e5,
+    "pm_phi2_err": 1e5,
+}
+_PLAUSIBLE_MAG = 50.0  # mag, for magnitudes, their errors and extinctions
+
+
+def check_plausible(stars: StarTable, coordinates: Sequence[str] | None = None) -> StarTable:
+    """Raise :class:`~streammix.errors.InputError` for values no star can have.
+
+    Such values (a proper motion of 1e30 mas/yr, a magnitude of 99.99) are
+    usually undeclared "missing" markers; they would overflow the model's
+    float32 arithmetic. Checked: ``phi1``, and for each of ``coordinates``
+    (default: the four astrometric ones and every band) its values and
+    uncertainties; NaN (missing) is fine. Limits: :data:`PLAUSIBLE`, and
+    50 mag for photometry.
+
+    Arguments:
+        stars: The stars.
+        coordinates: The coordinates to check (those a model uses).
+
+    Returns:
+        ``stars``, unchanged.
+
+    Example:
+        >>> import numpy as np
+        >>> stars = StarTable(phi1=np.array([-50.0, -40.0]), pm_phi2=np.array([-3.0, 1e30]))
+        >>> try:
+        ...     check_plausible(stars)
+        ... except InputError as error:
+        ...     print(error)
+        column 'pm_phi2': 1 values beyond +-100000 mas / yr (e.g. 1e+30), not a star's (declare such markers in columns.sentinels)
+    """
+    names = [*ASTROMETRIC, *stars.bands] if coordinates is None else list(coordinates)
+    checks: list[tuple[str, np.ndarray, float, str]] = [("phi1", stars.phi1, PLAUSIBLE["phi1"], "deg")]
+    for name in names:
+        if name in _ERROR_OF:
+            error = _ERROR_OF[name]
+            for key in (name, error):
+                checks.append((key, getattr(stars, key), PLAUSIBLE[key], str(_UNITS[key])))
+        elif name in stars.mags:
+            checks.append((name, stars.mags[name], _PLAUSIBLE_MAG, "mag"))
+            checks.append((f"{name}_err", stars.mag_errs[name], _PLAUSIBLE_MAG, "mag"))
+            if name in stars.extinction:
+                checks.append((f"A_{name}", stars.extinction[name], _PLAUSIBLE_MAG, "mag"))
+    for key, values, limit, unit in checks:
+        with np.errstate(invalid="ignore"):
+            absurd = np.abs(values) > limit
+        if absurd.any():
+            example = values[np.flatnonzero(absurd)[0]]
+            raise InputError(
+                f"column '{key}': {int(absurd.sum())} values beyond +-{limit:g} {unit} (e.g. {example:g}),"
+                " not a star's (declare such markers in columns.sentinels)"
+            )
+    return stars
 
 
 def _provenance(meta: Mapping[str, Any]) -> dict[str, Any]:
