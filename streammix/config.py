@@ -43,7 +43,7 @@ class NetworkConfig(_Section):
 
     hidden: int = Field(64, ge=1)
     layers: int = Field(3, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="MC dropout; > 0 widens the fitted widths")
 
 
 class FlowConfig(_Section):

@@ -7,8 +7,9 @@ from likelihoods only (no priors):
 
 The table reports it under the reference fit (ensemble member 0, fitted to
 all stars); its uncertainty comes from the other members (other seeds,
-bootstrap resamples of the stars) and from MC dropout (each dropout mask is
-one draw of the networks as functions of phi1): the 5th, 50th and 95th
+bootstrap resamples of the stars) and, where the networks have dropout (off
+by default), from MC dropout (each dropout mask is one draw of the networks
+as functions of phi1): the 5th, 50th and 95th
 percentiles over all draws. (Averaging the members instead would pull every
 probability towards the middle and spoil the calibration.)
 """
@@ -71,8 +72,11 @@ class mc_dropout:
 
 
 def _draws(model, dropout_samples: int | None) -> Iterator[tuple[int, bool]]:
-    """(member index, with dropout) for every draw of the ensemble."""
+    """(member index, with dropout) for every draw of the ensemble; no dropout
+    draws for networks without dropout (they would repeat the member)."""
     samples = model.config.fit.dropout_samples if dropout_samples is None else dropout_samples
+    if not any(isinstance(m, FunctionDropout) for mixture in model.mixtures for m in mixture.modules()):
+        samples = 0
     for i in range(len(model.mixtures)):
         yield i, False
         for _ in range(samples):

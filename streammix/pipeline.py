@@ -190,13 +190,22 @@ def truth_metrics(p_stream: np.ndarray, is_member: np.ndarray, *, min_per_bin: i
     """ROC AUC, completeness and purity at p > 0.5, and calibration against the truth.
 
     Calibration: in 10 equal bins of p holding at least ``min_per_bin`` stars,
-    the fraction of true members against the mean p.
+    the fraction of true members against the mean p. Each bin also gives
+    ``member_fraction_sd``, the spread of that fraction expected from counting
+    alone if p were exact (sqrt(sum p (1 - p)) / n: about 0.06 for 50 stars at
+    p ~ 0.5), and ``z``, the difference in units of it; ``calibration_max_z``
+    is the largest |z|. A bin of a few dozen stars can miss by more than 0.05
+    by chance, so read ``calibration_max_error`` with ``calibration_max_z``.
 
     Example:
         >>> import numpy as np
         >>> m = truth_metrics(np.array([0.9, 0.8, 0.2, 0.1]), np.array([True, True, False, False]))
         >>> m["auc"], m["completeness"], m["purity"]
         (1.0, 1.0, 1.0)
+        >>> p = np.full(100, 0.5)
+        >>> b = truth_metrics(p, np.arange(100) < 60)["calibration"][0]
+        >>> b["member_fraction"], b["member_fraction_sd"], b["z"]
+        (0.6, 0.05, 2.0)
     """
     p = np.asarray(p_stream, dtype=float)
     truth = np.asarray(is_member, dtype=bool)
@@ -213,13 +222,19 @@ def truth_metrics(p_stream: np.ndarray, is_member: np.ndarray, *, min_per_bin: i
     which = np.clip(np.digitize(p, edges) - 1, 0, 9)
     for b in range(10):
         sel = which == b
-        if sel.sum() >= min_per_bin:
+        n = int(sel.sum())
+        if n >= min_per_bin:
+            mean_p, fraction = float(p[sel].mean()), float(truth[sel].mean())
+            sd = float(np.sqrt(np.sum(p[sel] * (1 - p[sel]))) / n)
             bins.append(
-                {"p_low": float(edges[b]), "p_high": float(edges[b + 1]), "n": int(sel.sum()),
-                 "mean_p": float(p[sel].mean()), "member_fraction": float(truth[sel].mean())}
+                {"p_low": float(edges[b]), "p_high": float(edges[b + 1]), "n": n, "mean_p": mean_p,
+                 "member_fraction": fraction, "member_fraction_sd": sd,
+                 "z": (fraction - mean_p) / sd if sd > 0 else float("nan")}
             )
     worst = max((abs(b["member_fraction"] - b["mean_p"]) for b in bins), default=float("nan"))
-    return {"auc": auc, "completeness": completeness, "purity": purity, "calibration": bins, "calibration_max_error": worst}
+    worst_z = max((abs(b["z"]) for b in bins if np.isfinite(b["z"])), default=float("nan"))
+    return {"auc": auc, "completeness": completeness, "purity": purity, "calibration": bins,
+            "calibration_max_error": worst, "calibration_max_z": worst_z}
 
 
 def mock_config(n_stream: int | None = None, n_background: int | None = None):

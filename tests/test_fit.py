@@ -53,6 +53,22 @@ def test_recovers_the_stream(small_mock, fitted):
     dense = truth["linear_density"].value > 0.1 * truth["linear_density"].value.max()
     rms = np.sqrt(np.mean((tracks["stream_phi2"].value - truth["phi2"].value)[dense] ** 2))
     assert rms < 0.15
+    # the intrinsic widths (training with dropout made them 1.4-3 times too wide)
+    for name in ("phi2_width", "pm_phi1_cosphi2_width", "pm_phi2_width"):
+        ratio = np.median(tracks[f"stream_{name}"].value[dense] / truth[name].value[dense])
+        assert 0.7 < ratio < 1.4, (name, ratio)
+
+
+def test_no_dropout_draws_without_dropout_layers(small_mock, fitted):
+    from streammix.membership import _draws
+
+    assert fitted.config.model.components[0].network.dropout == 0
+    assert list(_draws(fitted, 4)) == [(0, False), (1, False)]
+    _, _, stars = small_mock
+    a = fitted.membership(stars[:200], dropout_samples=4)
+    b = fitted.membership(stars[:200], dropout_samples=0)
+    for name in a.colnames:
+        np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]))
 
 
 def test_joint_model_recovers_the_distance_track():
