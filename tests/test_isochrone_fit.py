@@ -144,7 +144,7 @@ def fitted_run(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("run")
     stars, truth = generate_mock(MockConfig(n_stream=150, n_background=1000), seed=2)
-    cfg = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    cfg = demo_config(truth, ensemble=1, photometry=False).model_dump(mode="json", exclude={"source"})
     cfg["model"]["background"]["flow"].update({"epochs": 3, "hidden": 8, "transforms": 1})
     cfg["fit"].update({"steps": 25, "dropout_samples": 0, "warm_start_steps": 10, "workers": 1, "bootstrap": False})
     cfg["model"]["bands"] = []  # no photometry in the mixture: the isochrone fit must be told the bands
