@@ -147,7 +147,7 @@ def plot(
     """Redraw the figures of a fitted model's folder (replacing those there)."""
     from astropy.table import QTable
 
-    from .plot import save_figures
+    from .plot import isochrone_curve, photometric_bands, save_figures
 
     members_path, tracks_path = model / "members.ecsv", model / "tracks.ecsv"
     for path in (members_path, tracks_path):
@@ -155,7 +155,12 @@ def plot(
             raise InputError(f"file '{path}': not found (run `streammix fit` first)")
     truth_path = model / "stars_tracks.ecsv"
     truth = QTable.read(truth_path) if truth_path.is_file() else None
-    paths = save_figures(QTable.read(members_path), QTable.read(tracks_path), model / "figures", truth=truth, overwrite=True)
+    members, isochrone = QTable.read(members_path), None
+    if photometric_bands(members) and (model / "model" / "model.json").is_file():  # the CMD gets the isochrone
+        from .fit import load
+
+        isochrone = isochrone_curve(load(model / "model"), members=members)
+    paths = save_figures(members, QTable.read(tracks_path), model / "figures", truth=truth, isochrone=isochrone, overwrite=True)
     for p in paths:
         console.print(f"wrote {p}")
 

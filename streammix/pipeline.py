@@ -84,10 +84,12 @@ def fit_and_write(
     :func:`truth_metrics` to the summary, and ``extra_tables`` (file name ->
     table) are written beside the rest.
     """
+    import astropy.units as u
+
     from .cli import versions
     from .fit import fit, load_stars
     from .membership import summarise_members
-    from .plot import save_figures
+    from .plot import isochrone_curve, save_figures
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -126,7 +128,14 @@ def fit_and_write(
         write_table(tracks, tmp / "tracks.ecsv")
         if truth is not None:
             write_table(truth, tmp / "stars_tracks.ecsv")
-        save_figures(members, tracks, tmp / "figures", component=model.component_names[0], truth=truth)
+        component = model.component_names[0]
+        shown = members.copy(copy_data=False)  # the CMD needs the stars' photometry beside p
+        for prefix, columns in (("", stars.mags), ("A_", stars.extinction)):
+            for band, values in columns.items():
+                if f"{prefix}{band}" not in shown.colnames:
+                    shown[f"{prefix}{band}"] = values * u.mag
+        isochrone = isochrone_curve(model, component=component, members=shown)
+        save_figures(shown, tracks, tmp / "figures", component=component, truth=truth, isochrone=isochrone)
         summary["seconds"]["total"] = time.perf_counter() - started
         write_json(summary, tmp / "summary.json")
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from astropy.table import Table
+from astropy.table import QTable, Table
 from matplotlib.figure import Figure
 
 from .errors import InputError
@@ -28,6 +28,7 @@ from .output import atomic_path, check_writable
 
 __all__ = [
     "DPI",
+    "isochrone_curve",
     "photometric_bands",
     "plot_cmd",
     "plot_probability_histogram",
@@ -285,22 +286,38 @@ def plot_probability_histogram(
 
 
 def plot_cmd(
-    members: Table, color: tuple[str, str], magnitude: str, component: str = "stream"
+    members: Table,
+    color: tuple[str, str],
+    magnitude: str,
+    component: str = "stream",
+    *,
+    isochrone: Table | None = None,
 ) -> Figure:
     r"""Colour-magnitude diagram coloured by membership probability.
 
     Stars with a missing (non-finite or sentinel > 50 mag) value are left out;
     as in :func:`plot_sky`, stars with ``p < 0.1`` are small and grey, the
     likeliest members are drawn on top, and bright stars are at the top.
+    An ``isochrone`` (e.g. from :func:`isochrone_curve`) is drawn as a red
+    line labelled with its distance modulus; it does not widen the axes
+    beyond the stars' range.
 
     Arguments:
         members: Members table with the photometric columns and ``p_<component>``.
         color: The two bands whose difference is the colour, e.g. ``("gaia_bp", "gaia_rp")``.
         magnitude: The band on the vertical axis, e.g. ``"gaia_g"``.
         component: The component whose probability colours the stars.
+        isochrone: Optional isochrone in apparent magnitudes: one column per
+            band (at least those of ``color`` and ``magnitude``), rows along
+            the curve, an optional integer ``run`` column (separate pieces,
+            e.g. the horizontal branch, are drawn unjoined) and the distance
+            modulus it was shifted by in ``meta["distmod"]``.
 
     Returns:
         A figure with the CMD axes and a colourbar (2 axes).
+
+    Raises:
+        InputError: A needed column of ``members`` or ``isochrone`` is missing.
 
     Example:
         >>> from astropy.table import QTable
@@ -308,6 +325,11 @@ def plot_cmd(
         >>> fig = plot_cmd(members, ("g", "i"), "g")
         >>> fig.axes[0].get_xlabel(), bool(fig.axes[0].yaxis_inverted())
         ('g $-$ i [mag]', True)
+        >>> iso = QTable({"g": [17.0, 18.5, 20.0], "i": [16.2, 18.0, 19.8]},
+        ...              meta={"distmod": 14.62})
+        >>> fig = plot_cmd(members, ("g", "i"), "g", isochrone=iso)
+        >>> fig.axes[0].get_legend().get_texts()[0].get_text()
+        'isochrone, DM = 14.62'
     """
     p = _probability(members, component)
     band1 = _column(members, color[0], u.mag, "members")
@@ -320,6 +342,8 @@ def plot_cmd(
     ax = fig.add_subplot()
     points = _probability_scatter(ax, x, y, pp)
     fig.colorbar(points, ax=ax, label=_p_label(component), pad=0.01)
+    if isochrone is not None:
+        _plot_isochrone(ax, isochrone, color, magnitude, fit_axes=not good.any())
     ax.set_xlabel(f"{_band_label(color[0])} $-$ {_band_label(color[1])} [mag]")
     ax.set_ylabel(f"{_band_label(magnitude)} [mag]")
     ax.invert_yaxis()
@@ -334,6 +358,7 @@ def save_figures(
     *,
     component: str = "stream",
     truth: Table | None = None,
+    isochrone: Table | None = None,
     overwrite: bool = False,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
@@ -351,6 +376,9 @@ def save_figures(
         folder: Output folder, created if needed.
         component: The component to draw.
         truth: Optional true tracks, drawn dashed on the tracks figure.
+        isochrone: Optional isochrone in apparent magnitudes (see
+            :func:`plot_cmd`, :func:`isochrone_curve`), drawn on the CMD when
+            it has the CMD's three bands (else left out).
         overwrite: Replace existing files.
         formats: File formats (suffixes) understood by matplotlib, e.g. ``("png", "pdf")``.
 
@@ -387,7 +415,9 @@ def save_figures(
         elif name == "probability":
             fig = plot_probability_histogram(members, component)
         else:
-            fig = plot_cmd(members, (bands[0], bands[1]), bands[2], component)
+            has_bands = isochrone is not None and set(bands) <= set(isochrone.colnames)
+            iso = isochrone if has_bands else None
+            fig = plot_cmd(members, (bands[0], bands[1]), bands[2], component, isochrone=iso)
         for fmt in formats:
             path = folder / f"{name}.{fmt}"
             with atomic_path(path, overwrite) as tmp:
@@ -414,6 +444,125 @@ def photometric_bands(members: Table) -> tuple[str, str, str] | None:
         if set(bands) <= names:
             return bands
     return None
+
+
+def isochrone_curve(
+    model, *, component: str = "stream", members: Table | None = None
+) -> QTable | None:
+    r"""A fitted component's isochrone in apparent magnitudes at a reference distance modulus.
+
+    The curve is the component's isochrone likelihood
+    (:class:`~streammix.photometry.PhotometricLikelihood`): its segment starts
+    ``start`` (K, B) in absolute magnitudes, plus the end of the last segment
+    of each continuous run, shifted by one distance modulus. That reference DM
+    is, with ``members``, the ``p_<component>``-weighted median of the fitted
+    DM track (ensemble median, no dropout draws) at the members' phi1;
+    without, the DM track where the component's weight track peaks on the
+    model's grid. When ``members`` has extinction columns ``A_<band>``, their
+    ``p``-weighted median is added to each band too (the model compares
+    ``mag - A - DM`` with the isochrone); otherwise no extinction is added.
+
+    Arguments:
+        model: A :class:`~streammix.fit.FittedModel`.
+        component: The stream-like component whose isochrone and DM track to use.
+        members: Optional members table with ``phi1`` and ``p_<component>``
+            (e.g. ``model.membership(stars)``).
+
+    Returns:
+        A table with one column per band of the likelihood (apparent mag),
+        ``initial_mass`` [Msun] and ``run`` (continuous pieces: rows of
+        different runs are not to be joined), with ``meta["distmod"]``,
+        ``meta["extinction"]`` ({band: mag}) and ``meta["component"]``; or None
+        when the component has no photometry (an astrometry-only model).
+
+    Raises:
+        InputError: ``component`` is not one of the model's, or ``members``
+            lacks ``phi1``/``p_<component>`` or has no star with ``p > 0``.
+
+    Example:
+        With a fitted model it is ``isochrone_curve(model, members=members)``;
+        here a stand-in with a DM track of 14 + phi1/100 whose weight peaks at
+        phi1 = -40 deg:
+
+        >>> import astropy.units as u, numpy as np
+        >>> from types import SimpleNamespace
+        >>> from astropy.table import QTable
+        >>> from streammix.isochrone import default_isochrone
+        >>> from streammix.photometry import PhotometricLikelihood
+        >>> bands = ["gaia_g", "gaia_bp", "gaia_rp"]
+        >>> like = PhotometricLikelihood(default_isochrone(), bands, n_nodes=50)
+        >>> def tracks(phi1=None, dropout_samples=None):
+        ...     x = np.linspace(-60.0, -20.0, 5) if phi1 is None else u.Quantity(phi1, u.deg).value
+        ...     return QTable({"phi1": x * u.deg, "stream_weight": np.exp(-(((x + 40) / 10) ** 2)),
+        ...                    "stream_distmod": (14 + x / 100) * u.mag})
+        >>> stream = SimpleNamespace(name="stream", photometry=like)
+        >>> model = SimpleNamespace(component_names=("stream", "background"), tracks=tracks,
+        ...                         mixtures=[SimpleNamespace(components=[stream])])
+        >>> curve = isochrone_curve(model)
+        >>> round(curve.meta["distmod"], 2)
+        13.6
+        >>> bool(np.isclose(curve["gaia_g"][0].value, like.start[0, 0].item() + 13.6))
+        True
+    """
+    names = tuple(model.component_names)
+    if component not in names:
+        raise InputError(
+            f"component '{component}': not one of the model's components {list(names)}"
+        )
+    stream_like = {c.name: c for c in model.mixtures[0].components}
+    photometry = getattr(stream_like.get(component), "photometry", None)
+    if photometry is None:
+        return None
+    column = f"{component}_distmod"
+    extinction: dict[str, float] = {}
+    if members is not None:
+        phi1 = _column(members, "phi1", u.deg, "members")
+        p = _probability(members, component)
+        use = np.isfinite(phi1) & np.isfinite(p) & (p > 0)
+        if not use.any():
+            raise InputError(f"members table: no star with p_{component} > 0 and a finite phi1")
+        track = model.tracks(phi1[use] * u.deg, dropout_samples=0)
+        distmod = _weighted_median(_column(track, column, u.mag, "tracks"), p[use])
+        for band in photometry.bands:
+            if f"A_{band}" in members.colnames:
+                a = _column(members, f"A_{band}", u.mag, "members")
+                ok = np.isfinite(a) & np.isfinite(p) & (p > 0)
+                if ok.any():
+                    extinction[band] = _weighted_median(a[ok], p[ok])
+    else:
+        track = model.tracks(dropout_samples=0)
+        weight = _column(track, f"{component}_weight", None, "tracks")
+        distmod = float(_column(track, column, u.mag, "tracks")[int(np.nanargmax(weight))])
+
+    start = photometry.start.detach().cpu().double().numpy()  # (K, B) absolute mags
+    end = start + photometry.delta.detach().cpu().double().numpy()
+    mass = photometry.mass_edges.detach().cpu().double().numpy()  # (K, 2)
+    is_last = np.append(mass[1:, 0] != mass[:-1, 1], True)  # the segment ends a continuous run
+    n_rows = len(start) + int(is_last.sum())
+    at_start = np.arange(len(start)) + np.concatenate([[0], np.cumsum(is_last)[:-1]])
+    at_end = at_start[is_last] + 1
+    mags = np.empty((n_rows, start.shape[1]))
+    mags[at_start], mags[at_end] = start, end[is_last]
+    row_mass = np.empty(n_rows)
+    row_mass[at_start], row_mass[at_end] = mass[:, 0], mass[is_last, 1]
+    run = np.empty(n_rows, dtype=int)
+    run[at_start] = np.concatenate([[0], np.cumsum(is_last)[:-1]])
+    run[at_end] = run[at_start[is_last]]
+
+    table = QTable()
+    for b, band in enumerate(photometry.bands):
+        table[band] = (mags[:, b] + distmod + extinction.get(band, 0.0)) * u.mag
+    table["initial_mass"] = row_mass * u.Msun
+    table["run"] = run
+    table.meta.update(
+        {
+            "distmod": distmod,
+            "extinction": extinction,
+            "component": component,
+            "description": "the fitted likelihood's isochrone: absolute mags + distmod (+ A)",
+        }
+    )
+    return table
 
 
 # ---------------------------------------------------------------------------
@@ -449,6 +598,38 @@ def _probability(members: Table, component: str) -> np.ndarray:
             f" (components present: {', '.join(present) or 'none'})"
         )
     return _column(members, name, None, "members")
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The smallest value whose cumulative weight (values sorted) reaches half the total."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _plot_isochrone(
+    ax, isochrone: Table, color: tuple[str, str], magnitude: str, *, fit_axes: bool
+) -> None:
+    """The isochrone as a red line (pieces of different ``run`` unjoined), with a legend."""
+    band1 = _column(isochrone, color[0], u.mag, "isochrone")
+    band2 = _column(isochrone, color[1], u.mag, "isochrone")
+    mag = _column(isochrone, magnitude, u.mag, "isochrone")
+    run = np.zeros(len(mag), dtype=int)
+    if "run" in isochrone.colnames:
+        run = np.asarray(isochrone["run"])
+    distmod = isochrone.meta.get("distmod")
+    label = "isochrone" if distmod is None else f"isochrone, DM = {float(distmod):.2f}"
+    limits = None if fit_axes else (ax.get_xlim(), ax.get_ylim())
+    for i, piece in enumerate(np.unique(run)):
+        rows = run == piece
+        ax.plot(
+            band1[rows] - band2[rows], mag[rows], color="C3", lw=1.3, zorder=3,
+            label=label if i == 0 else None,
+        )  # fmt: skip
+    if limits is not None:  # the isochrone does not widen the stars' axes
+        ax.set_xlim(limits[0])
+        ax.set_ylim(limits[1])
+    ax.legend(loc="best", fontsize="small")
 
 
 def _probability_scatter(ax, x: np.ndarray, y: np.ndarray, p: np.ndarray):

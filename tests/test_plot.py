@@ -343,3 +343,171 @@ def test_no_pyplot_figures_accumulate(members, tracks):
     plot_tracks(tracks, members)
     plot_probability_histogram(members)
     assert plt.get_fignums() == before
+
+
+# ------------------------------------------------------------ isochrone on the CMD
+
+
+@pytest.fixture(scope="module")
+def tiny_mock():
+    from streammix.mock import MockConfig, generate_mock
+
+    return generate_mock(MockConfig(n_stream=150, n_background=1000), seed=5)
+
+
+def tiny_config(truth, photometry: bool):
+    from streammix.config import Config
+    from streammix.pipeline import demo_config
+
+    cfg = demo_config(truth, ensemble=1, photometry=photometry)
+    cfg = cfg.model_dump(mode="json", exclude={"source"})
+    cfg["model"]["background"]["flow"].update({"epochs": 3, "hidden": 8, "transforms": 1})
+    cfg["model"]["grid_size"] = 64
+    if photometry:
+        cfg["model"]["isochrone"]["nodes"] = 60
+    cfg["fit"].update(
+        {"steps": 30, "dropout_samples": 0, "warm_start_steps": 10, "workers": 1, "bootstrap": False}
+    )
+    return Config.from_dict(cfg)
+
+
+@pytest.fixture(scope="module")
+def joint_fit(tiny_mock):
+    """A tiny joint (astrometry + Gaia photometry) fit, not converged: the plumbing
+    is tested. Its members table carries the stars' magnitudes for the CMD."""
+    import warnings
+
+    from streammix.data import StarTable
+    from streammix.fit import fit
+    from streammix.pipeline import mock_columns
+
+    stars_table, truth = tiny_mock
+    stars = StarTable.from_table(stars_table, mock_columns(["gaia_g", "gaia_bp", "gaia_rp"]))
+    with warnings.catch_warnings():  # 30 steps: "did not converge"
+        warnings.simplefilter("ignore")
+        model = fit(tiny_config(truth, photometry=True), stars)
+    return model, model.membership(stars)
+
+
+def expected_curve_rows(like) -> np.ndarray:
+    """Segment starts in order, plus each continuous run's final end, by a plain loop."""
+    start = like.start.double().numpy()
+    end = start + like.delta.double().numpy()
+    mass = like.mass_edges.double().numpy()
+    rows = []
+    for k in range(len(start)):
+        rows.append(start[k])
+        if k == len(start) - 1 or mass[k + 1, 0] != mass[k, 1]:
+            rows.append(end[k])
+    return np.array(rows)
+
+
+def test_isochrone_curve_is_the_likelihood_at_the_weighted_median_distmod(joint_fit):
+    from streammix.plot import isochrone_curve
+
+    model, members = joint_fit
+    curve = isochrone_curve(model, members=members)
+    # the reference DM: the p-weighted median of the DM track at the members' phi1,
+    # found here as the minimiser of sum_i p_i |DM_i - c| over the candidates c
+    p = np.asarray(members["p_stream"])
+    dm = model.tracks(members["phi1"], dropout_samples=0)["stream_distmod"].to_value(u.mag)
+    cost = np.abs(dm[:, None] - dm[None, :]).T @ p
+    assert curve.meta["distmod"] == pytest.approx(dm[np.argmin(cost)], abs=1e-9)
+    assert 12.0 < curve.meta["distmod"] < 17.0  # the mock's stream is at DM 14-15.5
+    like = model.mixtures[0].components[0].photometry
+    assert like.bands == ("gaia_g", "gaia_bp", "gaia_rp")
+    expected = expected_curve_rows(like) + curve.meta["distmod"]
+    got = np.stack([curve[band].to_value(u.mag) for band in like.bands], axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert curve.meta["extinction"] == {}
+    # extinction columns: their p-weighted median is added band by band
+    reddened = members.copy()
+    reddened["A_gaia_g"] = np.full(len(members), 0.3) * u.mag
+    curve_red = isochrone_curve(model, members=reddened)
+    np.testing.assert_allclose(curve_red["gaia_g"].value - curve["gaia_g"].value, 0.3, atol=1e-9)
+    np.testing.assert_allclose(curve_red["gaia_bp"].value, curve["gaia_bp"].value)
+
+
+def test_isochrone_curve_without_members_uses_the_weight_peak(joint_fit):
+    from streammix.plot import isochrone_curve
+
+    model, _ = joint_fit
+    tracks = model.tracks(dropout_samples=0)
+    peak = np.argmax(np.asarray(tracks["stream_weight"]))
+    curve = isochrone_curve(model)
+    assert curve.meta["distmod"] == pytest.approx(tracks["stream_distmod"][peak].to_value(u.mag))
+    with pytest.raises(InputError, match="cocoon"):
+        isochrone_curve(model, component="cocoon")
+    with pytest.raises(InputError, match="p_stream > 0"):
+        isochrone_curve(model, members=QTable({"phi1": [-50.0] * u.deg, "p_stream": [0.0]}))
+
+
+def test_cmd_figure_draws_the_isochrone(joint_fit, tmp_path):
+    from streammix.plot import isochrone_curve
+
+    model, members = joint_fit
+    curve = isochrone_curve(model, members=members)
+    fig = plot_cmd(members, ("gaia_bp", "gaia_rp"), "gaia_g", isochrone=curve)
+    ax = fig.axes[0]
+    label = f"isochrone, DM = {curve.meta['distmod']:.2f}"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [label]
+    lines = ax.get_lines()
+    assert len(lines) == len(np.unique(curve["run"]))  # separate runs are not joined
+    first = np.asarray(curve["run"]) == 0
+    np.testing.assert_allclose(lines[0].get_ydata(), curve["gaia_g"][first].value)
+    colour = (curve["gaia_bp"] - curve["gaia_rp"])[first].value
+    np.testing.assert_allclose(lines[0].get_xdata(), colour)
+    # the axes keep the stars' range (the isochrone reaches far fainter than the data)
+    assert max(ax.get_ylim()) < curve["gaia_g"].value.max()
+    paths = save_figures(members, model.tracks(), tmp_path, isochrone=curve)
+    assert [p.name for p in paths][-1] == "cmd.png"
+
+
+def test_plot_cmd_isochrone_needs_the_bands(members):
+    iso = QTable({"gaia_g": [18.0, 19.0], "gaia_bp": [18.3, 19.4]}, meta={"distmod": 14.0})
+    with pytest.raises(InputError, match="isochrone table: column 'gaia_rp'"):
+        plot_cmd(members, ("gaia_bp", "gaia_rp"), "gaia_g", isochrone=iso)
+
+
+def test_isochrone_curve_is_none_for_an_astrometry_only_model(tiny_mock):
+    from streammix.data import StarTable
+    from streammix.fit import FittedModel, build_mixture
+    from streammix.pipeline import mock_columns
+    from streammix.plot import isochrone_curve
+
+    stars_table, truth = tiny_mock
+    config = tiny_config(truth, photometry=False)
+    mixture = build_mixture(config, StarTable.from_table(stars_table, mock_columns()))
+    model = FittedModel(config, [mixture], None, np.ones(len(mixture.grid)))
+    assert mixture.components[0].photometry is None
+    assert isochrone_curve(model) is None
+
+
+def test_isochrone_curve_runs_are_split_where_the_mass_jumps():
+    """Three segments, the third not starting where the second ends (a gap in
+    mass): rows start0, start1, end1 | start2, end2 in two runs; DM from the weight peak."""
+    import torch
+    from types import SimpleNamespace
+
+    from streammix.plot import isochrone_curve
+
+    start = torch.tensor([[8.0, 9.0], [6.0, 6.8], [1.0, 0.5]])
+    delta = torch.tensor([[-2.0, -2.2], [-1.0, -1.3], [-0.5, -0.6]])
+    mass = torch.tensor([[0.5, 0.6], [0.6, 0.7], [0.8, 0.81]])
+    like = SimpleNamespace(bands=("g", "r"), start=start, delta=delta, mass_edges=mass)
+
+    def tracks(phi1=None, dropout_samples=None):
+        return QTable({"phi1": [-50.0, -40.0, -30.0] * u.deg, "s_weight": [0.1, 0.3, 0.2],
+                       "s_distmod": [14.0, 15.0, 16.0] * u.mag})  # fmt: skip
+
+    model = SimpleNamespace(
+        component_names=("s", "background"), tracks=tracks,
+        mixtures=[SimpleNamespace(components=[SimpleNamespace(name="s", photometry=like)])],
+    )  # fmt: skip
+    curve = isochrone_curve(model, component="s")
+    assert curve.meta["distmod"] == 15.0
+    np.testing.assert_allclose(curve["g"].value, [23.0, 21.0, 20.0, 16.0, 15.5], atol=1e-6)
+    np.testing.assert_allclose(curve["r"].value, [24.0, 21.8, 20.5, 15.5, 14.9], atol=1e-6)
+    np.testing.assert_allclose(curve["initial_mass"].value, [0.5, 0.6, 0.7, 0.8, 0.81], atol=1e-6)
+    assert curve["run"].tolist() == [0, 0, 0, 1, 1]
+    assert isochrone_curve(model, component="background") is None  # no photometry
