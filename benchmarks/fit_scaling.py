@@ -2,14 +2,18 @@
 
 Usage::
 
-    python benchmarks/fit_scaling.py --n 10000 100000 [--gd1] [--device cpu]
+    python benchmarks/fit_scaling.py --n 10000 100000 [--models astrometry joint] [--gd1] [--device cpu]
 
-For each N, a mock of N field stars (2% in the stream) is generated and fitted
-with the demo configuration (one ensemble member, so the time is that of one
-fit); the accuracy reached (ROC AUC, completeness and purity at p > 0.5) is
-printed beside each time. ``--gd1`` also fits the real GD-1 field in
-``$STREAMMIX_SHARED_DATA`` with ``configs/gd1_dr2.yaml``. Each N runs in its
-own process so peak memory is per fit. The last line is a JSON summary.
+For each N and model, a mock of N field stars (2% in the stream) is generated
+and fitted with the demo configuration (one ensemble member, so the time is
+that of one fit): ``astrometry`` uses phi2, parallax and proper motions,
+``joint`` adds the isochrone likelihood in Gaia G, BP, RP and the background's
+photometric flow. The accuracy reached (ROC AUC, completeness and purity at
+p > 0.5, distance-modulus track RMS where the stream is dense) is printed
+beside each time. ``--gd1`` also fits the real GD-1 field in
+``$STREAMMIX_SHARED_DATA`` with ``configs/gd1_dr2.yaml`` (astrometry) and
+``configs/gd1_dr2_photometry.yaml`` (joint). Each fit runs in its own process
+so peak memory is per fit. The last line is a JSON summary.
 """
 
 from __future__ import annotations
@@ -21,20 +25,20 @@ import time
 from _common import ROOT, SHARED, emit, machine, peak_rss_mb, run_child
 
 
-def one_mock(n: int, device: str) -> dict:
+def one_mock(n: int, device: str, joint: bool) -> dict:
     import numpy as np
 
     from streammix.data import StarTable
     from streammix.fit import fit
     from streammix.mock import MockConfig, generate_mock
-    from streammix.pipeline import demo_config, mock_columns, truth_metrics
+    from streammix.pipeline import demo_config, mock_columns, track_metrics, truth_metrics
 
     n_stream = max(50, int(0.02 * n))
     t0 = time.perf_counter()
     table, truth = generate_mock(MockConfig(n_stream=n_stream, n_background=n - n_stream), seed=0)
     stars = StarTable.from_table(table, mock_columns(["true_component"]))
     mock_seconds = time.perf_counter() - t0
-    config = demo_config(truth, ensemble=1)
+    config = demo_config(truth, ensemble=1, photometry=joint)
     data = config.model_dump(mode="json", exclude={"source"})
     data["fit"].update({"device": device, "workers": 1, "dropout_samples": 0})
     config = type(config).from_dict(data)
@@ -46,8 +50,10 @@ def one_mock(n: int, device: str) -> dict:
     members = model.membership(stars)
     score_seconds = time.perf_counter() - t0
     metrics = truth_metrics(np.asarray(members["p_stream"]), np.asarray(table["true_component"]) == "stream")
+    tracks = track_metrics(model, truth)
     return {
         "n": n,
+        "model": "joint" if joint else "astrometry",
         "mock_s": round(mock_seconds, 2),
         "fit_s": round(fit_seconds, 1),
         "background_s": round(model.summary["seconds"]["background"], 1),
@@ -59,17 +65,19 @@ def one_mock(n: int, device: str) -> dict:
         "auc": round(metrics["auc"], 5),
         "completeness": round(metrics["completeness"], 4),
         "purity": round(metrics["purity"], 4),
+        "distmod_rms": round(tracks["distmod_rms"], 3),
+        "phi2_rms": round(tracks["phi2_rms"], 3),
     }
 
 
-def one_gd1(device: str) -> dict:
+def one_gd1(device: str, joint: bool) -> dict:
     import os
 
     from streammix.config import Config
     from streammix.fit import fit
 
     os.environ.setdefault("STREAMMIX_SHARED_DATA", str(SHARED))
-    config = Config.from_yaml(ROOT / "configs" / "gd1_dr2.yaml")
+    config = Config.from_yaml(ROOT / "configs" / ("gd1_dr2_photometry.yaml" if joint else "gd1_dr2.yaml"))
     data = config.model_dump(mode="json", exclude={"source"})
     data["fit"].update({"device": device, "workers": 1})
     config = Config.from_dict(data)
@@ -78,6 +86,7 @@ def one_gd1(device: str) -> dict:
     return {
         "n": model.summary["n_stars"],
         "data": "gd1_dr2",
+        "model": "joint" if joint else "astrometry",
         "ensemble": len(model.mixtures),
         "fit_s": round(time.perf_counter() - t0, 1),
         "background_s": round(model.summary["seconds"]["background"], 1),
@@ -89,16 +98,19 @@ def one_gd1(device: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--models", nargs="*", choices=["astrometry", "joint"], default=["astrometry", "joint"])
     parser.add_argument("--gd1", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a child process: one fit, one JSON line
-        result = one_gd1(args.device) if args.one == "gd1" else one_mock(int(args.one), args.device)
+        what, model = args.one.split(":")
+        joint = model == "joint"
+        result = one_gd1(args.device, joint) if what == "gd1" else one_mock(int(what), args.device, joint)
         print(json.dumps(result))
         return
     runs = []
-    jobs = [str(n) for n in args.n] + (["gd1"] if args.gd1 else [])
+    jobs = [f"{n}:{m}" for n in args.n for m in args.models] + ([f"gd1:{m}" for m in args.models] if args.gd1 else [])
     for job in jobs:
         runs.append(run_child(__file__, "--one", job, "--device", args.device))
     emit({"benchmark": "fit_scaling", "machine": machine(), "runs": runs})

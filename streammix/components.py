@@ -288,7 +288,7 @@ class StreamComponent(nn.Module):
             var = (LN10_5 * plx * params["distmod_width"]) ** 2 + stars.parallax_err**2
             total = total + torch.where(stars.has_parallax, normal_logpdf(stars.parallax, plx, var), 0.0)
         if self.photometry is not None and photometry:
-            prepared = getattr(stars, "photometry", None)
+            prepared = stars.photometry_of() if getattr(stars, "photometry", None) is not None else None
             if prepared is not None:
                 total = total + self.photometry.log_prob_prepared(params["distmod"], params["distmod_width"], prepared)
             else:

@@ -55,6 +55,7 @@ class FlowConfig(_Section):
     layers: int = Field(2, ge=1)
     bins: int = Field(8, ge=2)
     epochs: int = Field(60, ge=1)
+    max_steps: int | None = Field(2000, ge=1, description="gradient steps in all, whatever the epochs (None: no limit)")
     batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -196,7 +197,13 @@ class FitConfig(_Section):
     steps: int = Field(1500, ge=1)
     learning_rate: float = Field(5e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    batch_size: int | None = Field(None, ge=1, description="None: full batch")
+    batch_size: int | None = Field(
+        16384,
+        ge=1,
+        description="training stars per step, drawn afresh each step (None: all of them). Fields smaller than "
+        "this are fitted full-batch; on larger ones a step costs the same whatever their size, and the noise "
+        "helps the fit out of a broad-stream local optimum that full-batch steps were seen to stay in",
+    )
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     eval_every: int = Field(25, ge=1)
     patience: int = Field(300, ge=1, description="steps without held-out improvement before stopping")

@@ -63,6 +63,9 @@ class FlowSettings:
         layers: Number of hidden layers of each conditioner.
         bins: Number of spline bins.
         epochs: Maximum number of passes over the training stars.
+        max_steps: Maximum number of gradient steps in all (None: no limit), so
+            a flow on a million stars costs a few passes rather than ``epochs``:
+            a small flow has learnt what it can long before.
         batch_size: Stars per gradient step.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -96,6 +99,7 @@ class FlowSettings:
     layers: int = 2
     bins: int = 8
     epochs: int = 100
+    max_steps: int | None = None
     batch_size: int = 4096
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
@@ -116,6 +120,9 @@ class FlowSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"flow setting {name!r}: {value!r} is not a positive integer")
+        steps = self.max_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise InputError(f"flow setting 'max_steps': {steps!r} is not a positive integer or None")
         min_stars = self.min_stars
         if isinstance(min_stars, bool) or not isinstance(min_stars, int) or min_stars < 2:
             raise InputError(f"flow setting 'min_stars': {self.min_stars!r} is not an integer >= 2")
@@ -419,7 +426,8 @@ def _train(
         optimizer, factor=0.5, patience=max(settings.patience // 3, 1)
     )
     n_train = len(train_idx)
-    best_loss, best_state, stale = math.inf, None, 0
+    best_loss, best_state, stale, steps = math.inf, None, 0, 0
+    max_steps = settings.max_steps if settings.max_steps is not None else math.inf
     bar = _progress_bar() if progress else None
     with bar if bar is not None else contextlib.nullcontext():
         task = None if bar is None else bar.add_task(label, total=settings.epochs, loss="", best="")
@@ -427,7 +435,10 @@ def _train(
             flow.train()
             permutation = torch.randperm(n_train, generator=generator).to(device)
             total = 0.0
+            seen = 0
             for start in range(0, n_train, settings.batch_size):
+                if steps >= max_steps:
+                    break
                 batch = permutation[start : start + settings.batch_size]
                 log_prob = flow.log_prob(x_train[batch], phi1_train[batch])
                 loss = -(w_train[batch] * log_prob).mean() / w_train_mean
@@ -436,7 +447,9 @@ def _train(
                 torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
-            train_loss = total / n_train
+                seen += len(batch)
+                steps += 1
+            train_loss = total / max(seen, 1)
             if n_valid > 0:
                 flow.eval()
                 with torch.no_grad():
@@ -452,7 +465,7 @@ def _train(
                     stale += 1
             if bar is not None:
                 bar.update(task, advance=1, loss=f"{train_loss:.4f}", best=f"{best_loss:.4f}")
-            if n_valid > 0 and stale >= settings.patience:
+            if (n_valid > 0 and stale >= settings.patience) or steps >= max_steps:
                 break
     if best_state is not None:
         flow.load_state_dict(best_state)

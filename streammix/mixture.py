@@ -63,6 +63,10 @@ class StarTensors:
 
     Built by :func:`prepare_stars`; ``background_logp`` holds the frozen
     background flows' log-density over each star's observed coordinates.
+    ``photometry`` holds the isochrone term's precomputed quantities and
+    ``photometry_rows`` the row of each star in it (None: star i is row i), so
+    a subset (a training split, a mini-batch) shares the prepared arrays
+    instead of copying them; :meth:`prepared_photometry` gathers them.
     """
 
     phi1: Tensor
@@ -85,18 +89,36 @@ class StarTensors:
     background_logp: Tensor
     uses_phi2: bool = True
     photometry: PreparedPhotometry | None = None
+    photometry_rows: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.phi1.shape[0])
 
     def subset(self, index: Tensor) -> StarTensors:
         """The stars at ``index`` (integer or boolean tensor)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "uses_phi2"}
+        skip = {"uses_phi2", "photometry", "photometry_rows"}
+        values = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name not in skip}
         if self.photometry is not None:
-            values["photometry"] = self.photometry.subset(index)
-        else:
-            values.pop("photometry")
-        return replace(self, **{k: (v[index] if isinstance(v, Tensor) else v) for k, v in values.items()})
+            if index.dtype == torch.bool:
+                index = torch.nonzero(index).squeeze(-1)
+            values["photometry_rows"] = index if self.photometry_rows is None else self.photometry_rows[index]
+        return replace(self, **values)
+
+    def photometry_of(self, index: Tensor | None = None) -> PreparedPhotometry | None:
+        """The prepared photometry of these stars (of the stars at ``index`` among them)."""
+        if self.photometry is None:
+            return None
+        rows = self.photometry_rows
+        if index is not None:
+            rows = index if rows is None else rows.index_select(0, index)
+        return self.photometry if rows is None else self.photometry.subset(rows)
+
+    def photometry_upper(self) -> Tensor | None:
+        """Per-star upper bound of the isochrone term (see :meth:`PhotometricLikelihood.prepare`)."""
+        if self.photometry is None:
+            return None
+        upper = self.photometry.upper
+        return upper if self.photometry_rows is None else upper.index_select(0, self.photometry_rows)
 
     def to(self, device: str | torch.device) -> StarTensors:
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "uses_phi2"}
@@ -333,9 +355,8 @@ class Mixture(nn.Module):
         gets the bound itself: its share, and the error on its total, is below
         e^-15 of the background's, and its gradient is zero either way.
         """
-        prepared = stars.photometry
         background = joint[:, -1].detach()
-        upper = prepared.upper.to(joint.dtype)
+        upper = stars.photometry_upper().to(joint.dtype)
         columns = list(joint.unbind(-1))
         for k, comp, params in photometric:
             needed = (joint[:, k].detach() + upper) >= background - SKIP_MARGIN
@@ -345,7 +366,7 @@ class Mixture(nn.Module):
                 part = comp.photometry.log_prob_prepared(
                     params["distmod"].index_select(0, index),
                     params["distmod_width"].index_select(0, index),
-                    prepared.subset(index),
+                    stars.photometry_of(index),
                 )
                 value = upper.index_put((index,), part)
             columns[k] = columns[k] + value

@@ -467,6 +467,90 @@ def _segment_integral(r_pr: Tensor, d_pr: Tensor, d_pd: Tensor) -> Tensor:
     return torch.where(short, midpoint, along)
 
 
+def _segment_terms(r_pr: Tensor, d_pr: Tensor, d_pd: Tensor, *, grad: bool):
+    r""":func:`_segment_integral` and, with ``grad``, its partial derivatives in
+    ``d_pr`` and ``d_pd`` (the one in ``r_pr`` is always -1/2), in closed form.
+
+    With :math:`\alpha = -d/\sqrt q`, :math:`\beta = (q - d)/\sqrt q` and
+    :math:`\Delta = \Phi(\beta) - \Phi(\alpha)`:
+    :math:`\partial_d = d/q + (\phi(\alpha) - \phi(\beta))/(\sqrt q\,\Delta)` and
+    :math:`\partial_q = -\tfrac12 d^2/q^2 - \tfrac1{2q} + (\phi(\beta)\,\partial_q\beta
+    - \phi(\alpha)\,\partial_q\alpha)/\Delta`; the ratios are formed in log space.
+    """
+    short = d_pd < 1e-10
+    q = torch.where(short, torch.ones_like(d_pd), d_pd)
+    root = torch.sqrt(q)
+    alpha = -d_pr / root
+    beta = root + alpha
+    log_delta = _log_diff_ndtr(alpha, beta)
+    value = -0.5 * (r_pr - d_pr * d_pr / q) + 0.5 * (LOG_2PI - torch.log(q)) + log_delta
+    value = torch.where(short, -0.5 * (r_pr - d_pr + 0.25 * d_pd), value)
+    if not grad:
+        return value, None, None
+    ratio_a = torch.exp(-0.5 * alpha * alpha - 0.5 * LOG_2PI - log_delta)  # phi(alpha) / Delta
+    ratio_b = torch.exp(-0.5 * beta * beta - 0.5 * LOG_2PI - log_delta)
+    inv_q = 1.0 / q
+    d_over_q = d_pr * inv_q
+    grad_d = d_over_q + (ratio_a - ratio_b) / root
+    half_root = 0.5 / root
+    grad_q = (
+        -0.5 * d_over_q * d_over_q
+        - 0.5 * inv_q
+        + ratio_b * (half_root * (1.0 + d_over_q))
+        - ratio_a * (half_root * d_over_q)
+    )
+    grad_d = torch.where(short, torch.full_like(grad_d, 0.5), grad_d)
+    grad_q = torch.where(short, torch.full_like(grad_q, -0.125), grad_q)
+    return value, grad_d, grad_q
+
+
+class _PairSum(torch.autograd.Function):
+    r"""Per star, :math:`\log \sum_k w_k \int_0^1 \dots\,dt` over its prepared
+    segments as a function of the distance modulus and its spread, with the
+    gradient computed in the same pass (closed form) instead of recorded for
+    autograd: about half the work and a fraction of the memory."""
+
+    @staticmethod
+    def forward(ctx, distmod, width, star, pair_distmod, coef, log_weight, precision, n):
+        need = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        a0, b0, c0, h = coef.unbind(-1)
+        s2 = width * width
+        shrink = 1.0 / (1.0 + s2 * precision)
+        safe_p = torch.where(precision > 0, precision, torch.ones_like(precision))
+        w = distmod.index_select(0, star) - pair_distmod
+        g = shrink.index_select(0, star)
+        p_e = precision.index_select(0, star)
+        gw = g * w
+        r_pr = a0 + p_e * gw * w
+        d_pr = b0 - h * gw
+        hh_p = h * h / safe_p.index_select(0, star)
+        d_pd = (c0 + g * hh_p).clamp_min(0.0)
+        value, grad_d, grad_q = _segment_terms(r_pr, d_pr, d_pd, grad=need)
+        value = value + log_weight
+        peak = torch.full((n,), -torch.inf, dtype=value.dtype, device=value.device)
+        peak = peak.scatter_reduce(0, star, value, reduce="amax", include_self=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        share = torch.exp(value - peak.index_select(0, star))
+        total = torch.zeros(n, dtype=value.dtype, device=value.device).index_add(0, star, share)
+        tiny = 1e-300 if value.dtype == torch.float64 else 1e-37
+        result = peak + torch.log(total.clamp_min(tiny))
+        if need:
+            share = share / total.clamp_min(tiny).index_select(0, star)  # softmax over the star's pairs
+            # d value / d distmod = -1/2 * 2 P g w + grad_d * (-g h)
+            d_dm = -(p_e * gw) - grad_d * (g * h)
+            # d value / d shrink, times d shrink / d width = -2 s P shrink^2
+            d_g = -0.5 * p_e * w * w - grad_d * (h * w) + grad_q * hh_p
+            g_dm = torch.zeros(n, dtype=value.dtype, device=value.device).index_add(0, star, share * d_dm)
+            g_shrink = torch.zeros(n, dtype=value.dtype, device=value.device).index_add(0, star, share * d_g)
+            ctx.save_for_backward(g_dm, g_shrink * (-2.0 * width * precision * shrink * shrink))
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        g_dm, g_width = ctx.saved_tensors
+        return grad_output * g_dm, grad_output * g_width, None, None, None, None, None, None
+
+
 @dataclass(frozen=True)
 class PreparedPhotometry:
     r"""What the isochrone likelihood needs of N stars, computed once by
@@ -837,24 +921,19 @@ class PhotometricLikelihood(nn.Module):
         """
         dtype = distmod.dtype
         n = distmod.shape[0]
-        star = prepared.star
         s2 = distmod_width * distmod_width
         precision = prepared.precision.to(dtype)
-        shrink = 1.0 / (1.0 + s2 * precision)  # (N,)
-        safe_p = torch.where(precision > 0, precision, torch.ones_like(precision))
-        a0, b0, c0, h = prepared.coef.to(dtype).unbind(-1)
-        w = distmod.index_select(0, star) - prepared.distmod.to(dtype)
-        shrink_e = shrink.index_select(0, star)
-        r_pr = a0 + (precision * shrink).index_select(0, star) * w * w
-        d_pr = b0 - shrink_e * h * w
-        d_pd = (c0 + (shrink / safe_p).index_select(0, star) * h * h).clamp_min(0.0)
-        value = prepared.log_weight.to(dtype) + _segment_integral(r_pr, d_pr, d_pd)
-        # log-sum-exp per star over its elements (deterministic index_add)
-        peak = torch.full((n,), -torch.inf, dtype=dtype, device=distmod.device)
-        peak = peak.scatter_reduce(0, star, value.detach(), reduce="amax", include_self=True)
-        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        total = torch.zeros(n, dtype=dtype, device=distmod.device).index_add(0, star, torch.exp(value - peak.index_select(0, star)))
-        logp = prepared.log_norm.to(dtype) - 0.5 * torch.log1p(s2 * precision) + peak + torch.log(total.clamp_min(1e-300 if dtype == torch.float64 else 1e-37))
+        pairs = _PairSum.apply(
+            distmod,
+            distmod_width,
+            prepared.star,
+            prepared.distmod.to(dtype),
+            prepared.coef.to(dtype),
+            prepared.log_weight.to(dtype),
+            precision,
+            n,
+        )
+        logp = prepared.log_norm.to(dtype) - 0.5 * torch.log1p(s2 * precision) + pairs
         if self.limit_index is not None:
             log_z = self.log_truncation(distmod + prepared.limit_shift.to(dtype), torch.sqrt(prepared.limit_var.to(dtype) + s2))
             logp = logp - torch.where(prepared.has_limit, log_z, 0.0)
