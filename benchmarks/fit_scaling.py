@@ -31,7 +31,7 @@ def one_mock(n: int, device: str, joint: bool) -> dict:
     from streammix.data import StarTable
     from streammix.fit import fit
     from streammix.mock import MockConfig, generate_mock
-    from streammix.pipeline import demo_config, mock_columns, track_metrics, truth_metrics
+    from streammix.pipeline import demo_config, mock_columns, purity_at_completeness, track_metrics, truth_metrics
 
     n_stream = max(50, int(0.02 * n))
     t0 = time.perf_counter()
@@ -51,6 +51,9 @@ def one_mock(n: int, device: str, joint: bool) -> dict:
     score_seconds = time.perf_counter() - t0
     metrics = truth_metrics(np.asarray(members["p_stream"]), np.asarray(table["true_component"]) == "stream")
     tracks = track_metrics(model, truth)
+    truth_member = np.asarray(table["true_component"]) == "stream"
+    at_equal = {f"purity_at_completeness_{c:.2f}": round(purity_at_completeness(members["p_stream"], truth_member, c)[0], 4)
+                for c in (0.9, 0.95)}
     return {
         "n": n,
         "model": "joint" if joint else "astrometry",
@@ -65,6 +68,9 @@ def one_mock(n: int, device: str, joint: bool) -> dict:
         "auc": round(metrics["auc"], 5),
         "completeness": round(metrics["completeness"], 4),
         "purity": round(metrics["purity"], 4),
+        **at_equal,
+        "calibration_max_error": round(metrics["calibration_max_error"], 3),
+        "calibration_max_z": round(metrics["calibration_max_z"], 2),
         "distmod_rms": round(tracks["distmod_rms"], 3),
         "phi2_rms": round(tracks["phi2_rms"], 3),
     }

@@ -633,6 +633,64 @@ def _mixture_from_state(config: Config, bounds: dict[str, dict[str, list[float]]
 # --- the whole fit --------------------------------------------------------------
 
 
+def run_fingerprint(config: Config, stars) -> str:
+    """A hash of everything a fit's checkpoints depend on: the config (less the
+    settings that only say where and how fast it runs), the package version and
+    the stars' identities, positions and values.
+
+    Example:
+        >>> import numpy as np
+        >>> from astropy.table import Table
+        >>> from streammix.data import StarTable
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}})
+        >>> stars = StarTable.from_table(Table({"source_id": [1, 2, 3], "phi1": [0.0, 1, 2], "phi2": [0.0, 0, 0]}))
+        >>> a = run_fingerprint(cfg, stars)
+        >>> a == run_fingerprint(cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"workers": 2})}), stars)
+        True
+        >>> a == run_fingerprint(cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": 10})}), stars)
+        False
+    """
+    import hashlib
+
+    from . import __version__
+
+    settings = config.model_dump(mode="json", exclude={"source"})
+    for key in ("workers", "device"):
+        settings["fit"].pop(key, None)
+    digest = hashlib.sha256(json.dumps([__version__, settings], sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(stars.source_id).tobytes())
+    for name in ("phi1", "phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2"):
+        digest.update(np.ascontiguousarray(getattr(stars, name), dtype=np.float64).tobytes())
+    for band in sorted(stars.mags):
+        digest.update(np.ascontiguousarray(stars.mags[band], dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def use_checkpoints(folder: Path, config: Config, stars) -> None:
+    """Make ``folder`` ready for this fit's checkpoints: kept when they were made
+    by the same config and stars (a resume), emptied with a warning otherwise,
+    so a changed config never resumes from another fit's state."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / "fingerprint.txt"
+    fingerprint = run_fingerprint(config, stars)
+    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+        return
+    stale = [p for p in folder.iterdir() if p != stamp]
+    if stale:
+        warnings.warn(
+            f"checkpoints in '{folder}' were made for another config or other stars; starting afresh",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        import shutil
+
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    tmp = stamp.with_suffix(".part")
+    tmp.write_text(fingerprint + "\n")
+    tmp.replace(stamp)
+
+
 def fit(
     config: Config,
     stars=None,
@@ -659,7 +717,7 @@ def fit(
         raise InputError(f"{config.source or 'config'}: {error}") from None
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_dir is not None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        use_checkpoints(checkpoint_dir, config, stars)
 
     # 1. background flows on off-stream stars, then frozen
     t0 = time.perf_counter()

@@ -246,6 +246,42 @@ def truth_metrics(p_stream: np.ndarray, is_member: np.ndarray, *, min_per_bin: i
             "calibration_max_error": worst, "calibration_max_z": worst_z}
 
 
+def purity_at_completeness(p_stream: np.ndarray, is_member: np.ndarray, completeness: float) -> tuple[float, float]:
+    """Purity of the highest-p stars that reach a given completeness, and the p
+    threshold that does it: compares two models at *equal* completeness.
+
+    Ties in p are kept together (the selection is ``p >= threshold``).
+
+    Arguments:
+        p_stream: Membership probabilities.
+        is_member: The truth.
+        completeness: The fraction of true members to recover, in (0, 1].
+
+    Returns:
+        ``(purity, threshold)``.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.1])
+        >>> truth = np.array([True, True, False, True, False, False])
+        >>> purity_at_completeness(p, truth, 2 / 3)
+        (1.0, 0.9)
+        >>> purity_at_completeness(p, truth, 1.0)
+        (0.75, 0.7)
+    """
+    p = np.asarray(p_stream, dtype=float)
+    truth = np.asarray(is_member, dtype=bool)
+    if not 0 < completeness <= 1:
+        raise InputError(f"completeness {completeness}: must be in (0, 1]")
+    n_true = int(truth.sum())
+    if n_true == 0:
+        raise InputError("is_member: no true member, completeness is undefined")
+    need = int(np.ceil(completeness * n_true - 1e-9))
+    threshold = float(np.sort(p[truth])[::-1][need - 1])
+    selected = p >= threshold
+    return float((selected & truth).sum() / selected.sum()), threshold
+
+
 def mock_config(n_stream: int | None = None, n_background: int | None = None):
     """The default :class:`~streammix.mock.MockConfig`, with the star counts a user overrides.
 

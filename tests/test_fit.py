@@ -242,3 +242,48 @@ def test_gd1_config_reads_the_real_field(shared_data, monkeypatch):
 
     priors = control_priors(config)
     assert any(p.parameter == "phi2" and p.component == "stream" for p in priors)  # from galstreams
+
+
+def test_purity_at_completeness_against_a_threshold_scan():
+    from streammix.pipeline import purity_at_completeness
+
+    rng = np.random.default_rng(4)
+    truth = rng.random(3000) < 0.1
+    p = np.clip(np.where(truth, rng.beta(5, 1, 3000), rng.beta(1, 8, 3000)), 0, 1).round(3)  # with ties
+    for level in (0.5, 0.9, 0.95, 1.0):
+        best = None
+        for t in np.unique(p):  # the highest threshold that still reaches the completeness
+            sel = p >= t
+            if (sel & truth).sum() >= level * truth.sum():
+                best = (float((sel & truth).sum() / sel.sum()), float(t))
+        assert purity_at_completeness(p, truth, level) == best
+
+
+def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
+    """A checkpoint folder left by a fit of another config is emptied (with a
+    warning), so the new fit equals a fresh one; the same config resumes."""
+    stars_table, truth = generate_mock(MockConfig(n_stream=100, n_background=1500), seed=2)
+    stars = StarTable.from_table(stars_table, mock_columns())
+
+    def config(steps):
+        data = small_config(truth, steps=steps, ensemble=1, warm_start_steps=20, dropout_samples=0).model_dump(
+            mode="json", exclude={"source"}
+        )
+        data["model"]["background"]["flow"].update({"epochs": 2, "hidden": 8, "transforms": 1})
+        return Config.from_dict(data)
+
+    folder = tmp_path / "checkpoints"
+    fit(config(30), stars, checkpoint_dir=folder)
+    assert (folder / "member0.pt").exists()
+    with pytest.warns(RuntimeWarning, match="another config"):
+        changed = fit(config(40), stars, checkpoint_dir=folder)
+    fresh = fit(config(40), stars)
+    assert changed.summary["members"][0]["steps"] == fresh.summary["members"][0]["steps"]
+    a, b = changed.membership(stars[:300]), fresh.membership(stars[:300])
+    np.testing.assert_allclose(np.asarray(a["p_stream"]), np.asarray(b["p_stream"]), atol=1e-6)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*another config")
+        again = fit(config(40), stars, checkpoint_dir=folder)  # same config: resumes, no warning
+    assert again.summary["members"][0]["steps"] == fresh.summary["members"][0]["steps"]
