@@ -69,11 +69,13 @@ class BackgroundFlows:
             fitted.append(BlockDensity.fit(tuple(names), values, stars.phi1[sel], settings, progress=progress))
         return cls(fitted)
 
-    def log_prob(self, stars) -> np.ndarray:
-        """Per-star log-density summed over blocks (observed coordinates only)."""
+    def log_prob(self, stars, *, exclude: Sequence[str] = ()) -> np.ndarray:
+        """Per-star log-density summed over blocks (observed coordinates only),
+        leaving out every block that models a coordinate in ``exclude``."""
         total = np.zeros(len(stars))
         for block in self.blocks:
-            total += block.log_prob(block_values(stars, block.names), stars.phi1)
+            if not set(block.names) & set(exclude):
+                total += block.log_prob(block_values(stars, block.names), stars.phi1)
         return total
 
     def save(self, folder: str | Path) -> None:

@@ -290,6 +290,7 @@ class FitResult:
     rollbacks: int
     seconds: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
+    astrometry_steps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -312,12 +313,13 @@ def train_mixture(
     checkpoint: Path | None = None,
     progress: bool = False,
     label: str = "fit",
+    steps: int | None = None,
 ) -> FitResult:
     """Maximise the posterior of one mixture; returns what happened.
 
     The objective per step is ``mean_i log L_i + log prior / N_train``: the
     same posterior as the sum over stars plus the log prior added once,
-    divided by the number of training stars.
+    divided by the number of training stars. ``steps`` overrides ``fit.steps``.
     """
     cfg = config.fit
     start_time = time.perf_counter()
@@ -328,10 +330,10 @@ def train_mixture(
         optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
             mixture.parameters(), lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
         )
-        total_steps = max(1, cfg.steps // 20)
+        total_steps = max(1, (cfg.steps if steps is None else steps) // 20)
     else:
         optimizer = torch.optim.AdamW(mixture.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-        total_steps = cfg.steps
+        total_steps = cfg.steps if steps is None else steps
     generator = torch.Generator(device="cpu").manual_seed(seed)
     state = {
         "step": 0,
@@ -737,6 +739,9 @@ def fit(
                 background.save(flows_file)
                 (flows_file / "done").touch()
         background_logp = background.log_prob(stars)
+    background_logp_astrometry = None
+    if background is not None and any(c.photometry for c in config.model.components) and config.model.bands:
+        background_logp_astrometry = background.log_prob(stars, exclude=config.model.bands)
     background_seconds = time.perf_counter() - t0
 
     # 2. the ensemble of mixtures
@@ -759,7 +764,9 @@ def fit(
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_fit_member, job, stars, background_logp) for job in jobs]
+            futures = [
+                pool.submit(_fit_member, job, stars, background_logp, None, background_logp_astrometry) for job in jobs
+            ]
             if progress:
                 from rich.progress import Progress
 
@@ -770,7 +777,7 @@ def fit(
                         bar.advance(task)
             outcomes = [future.result() for future in futures]
     else:
-        outcomes = [_fit_member(job, stars, background_logp, tensors) for job in jobs]
+        outcomes = [_fit_member(job, stars, background_logp, tensors, background_logp_astrometry) for job in jobs]
     for member, (state, result) in zip(members, outcomes):
         mixture = build_mixture(config, stars, photometry=shared).to(dtype=dtype, device=config.fit.device)
         mixture.load_state_dict(state)
@@ -816,9 +823,18 @@ class _MemberJob:
     photometry: Any = None
 
 
-def _fit_member(job: _MemberJob, stars, background_logp: np.ndarray, tensors: StarTensors | None = None):
+def _fit_member(
+    job: _MemberJob,
+    stars,
+    background_logp: np.ndarray,
+    tensors: StarTensors | None = None,
+    background_logp_astrometry: np.ndarray | None = None,
+):
     """Fit member ``job.member``: seed ``fit.seed + member``, its own held-out
-    split and (members after the first) a bootstrap resample of the rest."""
+    split and (members after the first) a bootstrap resample of the rest.
+
+    Joint models first fit ``fit.astrometry_steps`` steps on the astrometry
+    alone (against ``background_logp_astrometry``), then the whole model."""
     config = job.config
     if tensors is None:  # in a worker process
         torch.set_num_threads(job.threads)
@@ -838,17 +854,39 @@ def _fit_member(job: _MemberJob, stars, background_logp: np.ndarray, tensors: St
             dtype=getattr(torch, config.fit.dtype), device=device
         )
         warm_start(mixture, config, job.priors, config.fit.warm_start_steps)
+        train = tensors.subset(torch.as_tensor(train_index, device=device))
+        valid = tensors.subset(torch.as_tensor(valid_index, device=device))
+        label = f"member {job.member + 1}/{config.fit.ensemble}"
+        first = None
+        if background_logp_astrometry is not None and config.fit.astrometry_steps > 0:
+            astrometric = torch.as_tensor(background_logp_astrometry, dtype=tensors.background_logp.dtype, device=device)
+            first = train_mixture(
+                mixture,
+                train.astrometry_only(astrometric[torch.as_tensor(train_index, device=device)]),
+                valid.astrometry_only(astrometric[torch.as_tensor(valid_index, device=device)]),
+                job.priors,
+                config,
+                seed=seed,
+                checkpoint=job.checkpoint_dir / f"member{job.member}.astrometry.pt" if job.checkpoint_dir is not None else None,
+                progress=job.progress,
+                label=f"{label} astrometry",
+                steps=config.fit.astrometry_steps,
+            )
+            mixture.train()
         result = train_mixture(
             mixture,
-            tensors.subset(torch.as_tensor(train_index, device=device)),
-            tensors.subset(torch.as_tensor(valid_index, device=device)),
+            train,
+            valid,
             job.priors,
             config,
             seed=seed,
             checkpoint=job.checkpoint_dir / f"member{job.member}.pt" if job.checkpoint_dir is not None else None,
             progress=job.progress,
-            label=f"member {job.member + 1}/{config.fit.ensemble}",
+            label=label,
         )
+        if first is not None:
+            result.seconds += first.seconds
+            result.astrometry_steps = first.steps
     return mixture.state_dict(), result
 
 

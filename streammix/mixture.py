@@ -88,6 +88,7 @@ class StarTensors:
     has_mag: Tensor
     background_logp: Tensor
     uses_phi2: bool = True
+    use_photometry: bool = True
     photometry: PreparedPhotometry | None = None
     photometry_rows: Tensor | None = None
 
@@ -96,13 +97,18 @@ class StarTensors:
 
     def subset(self, index: Tensor) -> StarTensors:
         """The stars at ``index`` (integer or boolean tensor)."""
-        skip = {"uses_phi2", "photometry", "photometry_rows"}
+        skip = {"uses_phi2", "use_photometry", "photometry", "photometry_rows"}
         values = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name not in skip}
         if self.photometry is not None:
             if index.dtype == torch.bool:
                 index = torch.nonzero(index).squeeze(-1)
             values["photometry_rows"] = index if self.photometry_rows is None else self.photometry_rows[index]
         return replace(self, **values)
+
+    def astrometry_only(self, background_logp: Tensor) -> StarTensors:
+        """The same stars without their isochrone terms, against a background
+        density ``background_logp`` over the astrometric coordinates alone."""
+        return replace(self, use_photometry=False, background_logp=background_logp)
 
     def photometry_of(self, index: Tensor | None = None) -> PreparedPhotometry | None:
         """The prepared photometry of these stars (of the stars at ``index`` among them)."""
@@ -121,7 +127,7 @@ class StarTensors:
         return upper if self.photometry_rows is None else upper.index_select(0, self.photometry_rows)
 
     def to(self, device: str | torch.device) -> StarTensors:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "uses_phi2"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("uses_phi2", "use_photometry")}
         return replace(self, **{k: (v.to(device) if v is not None else None) for k, v in values.items()})
 
 
@@ -336,7 +342,9 @@ class Mixture(nn.Module):
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
             params = {p: values[(c, p)] for c, p in names if c == comp.name}
-            if getattr(comp, "photometry", None) is not None and stars.photometry is not None:
+            if getattr(comp, "photometry", None) is not None and not stars.use_photometry:
+                columns.append(comp.log_prob(params, stars, photometry=False))
+            elif getattr(comp, "photometry", None) is not None and stars.photometry is not None:
                 columns.append(comp.log_prob(params, stars, photometry=False))
                 photometric.append((k, comp, params))
             else:
