@@ -92,10 +92,19 @@ def _as_stars(model, stars):
     return StarTable.from_table(stars, columns)
 
 
+PHOTOMETRIC_CHUNK = 50_000  # stars per chunk when the isochrone terms are scored
+
+
 def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000) -> QTable:
     """One row per star: ``source_id``, ``phi1``, ``phi2``, ``p_<component>`` and its
-    ``_q05``/``_q50``/``_q95`` percentiles, plus the stars' kept columns."""
+    ``_q05``/``_q50``/``_q95`` percentiles, plus the stars' kept columns.
+
+    Stars are scored ``chunk_size`` at a time, at most ``PHOTOMETRIC_CHUNK`` for a
+    joint model (each star's prepared isochrone terms take ~3 kB), so memory
+    does not grow with the number of stars."""
     stars = _as_stars(model, stars)
+    if model.config.model.bands:
+        chunk_size = min(chunk_size, PHOTOMETRIC_CHUNK)
     names = model.component_names
     n = len(stars)
     reference = np.zeros((n, len(names)))
