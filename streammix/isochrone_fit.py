@@ -711,14 +711,18 @@ def isochrone_fit_from_model(
         raise InputError(f"component '{component}': the model has no distance-modulus track (needs parallax)")
     distmod = np.interp(table.phi1, grid, np.asarray(tracks[key].to_value("mag")))
     width = np.interp(table.phi1, grid, np.asarray(tracks[f"{key}_width"].to_value("mag")))
+    spread = config.model.isochrone.colour_spread
     no_errors = [b for b in bands if not np.any(table.mag_errs[b] > 0)]
-    if no_errors:
+    if no_errors and not spread > 0:
         raise InputError(
-            f"bands {no_errors}: no magnitude errors in the stars (columns <band>_err or columns.band_errors)"
+            f"bands {no_errors}: no magnitude errors in the stars (columns <band>_err or columns.band_errors) "
+            "and model.isochrone.colour_spread is 0"
         )
     mags = np.stack([table.mags[b] for b in bands], axis=1)
     errs = np.stack([table.mag_errs[b] for b in bands], axis=1)
-    errs = np.where(errs > 0, errs, np.nan)  # a band without an error cannot enter the likelihood
+    # a band without an error cannot enter the likelihood, unless the model's colour
+    # spread stands in for the errors (as the fit itself does)
+    errs = np.where(errs > 0, errs, 0.0 if spread > 0 else np.nan)
     extinction = np.stack([table.extinction.get(b, np.zeros(len(table))) for b in bands], axis=1)
     result = sample_isochrone(
         mags, errs, extinction, weights, distmod, width, config.model.isochrone, bands,

@@ -374,8 +374,8 @@ def photometry_tensors(mags, mag_err, extinction=None, *, dtype: torch.dtype = t
     if mag_err.shape != mags.shape or extinction.shape != mags.shape:
         raise InputError(f"mag_err/extinction: shapes {mag_err.shape}/{extinction.shape} differ from mags {mags.shape}")
     has = np.isfinite(mags) & np.isfinite(mag_err)
-    if np.any(has & ~(mag_err > 0)):
-        raise InputError("mag_err: observed bands need errors > 0")
+    if np.any(has & ~(mag_err >= 0)):
+        raise InputError("mag_err: observed bands need errors >= 0 (0 only with a colour spread)")
 
     def t(x):
         return torch.as_tensor(np.where(has, x, 0.0), dtype=dtype)
@@ -760,6 +760,11 @@ class PhotometricLikelihood(nn.Module):
         mags = stars.mags.to(dtype)
         err = stars.mag_err.to(dtype)
         ext = stars.extinction.to(dtype)
+        if not self.colour_spread > 0 and bool((has & ~(err > 0)).any()):
+            band = self.bands[int(torch.nonzero((has & ~(err > 0)).any(0))[0])]
+            raise InputError(
+                f"band '{band}': stars without a magnitude error; give the errors or model.isochrone.colour_spread > 0"
+            )
         n = has.shape[0]
         step = max(1, _CHUNK // max(1, self.n_nodes * len(self.bands)))
         grad = torch.is_grad_enabled() and (distmod.requires_grad or distmod_width.requires_grad)

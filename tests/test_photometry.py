@@ -465,3 +465,19 @@ def test_closed_form_gradient_matches_autograd(iso, mock_photometry):
 
     inputs = (dm[:8].detach().clone().requires_grad_(), s[:8].detach().clone().requires_grad_())
     assert torch.autograd.gradcheck(fused_few, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_zero_errors_are_allowed_only_with_a_colour_spread(iso):
+    """A catalogue without magnitude errors (the GD-1 PS1 file): a colour spread c
+    stands in for them, i.e. the same as errors of c / sqrt(2) and no spread."""
+    mags = np.array([[19.2, 18.6], [20.1, 19.4]])
+    dm, s = torch.full((2,), 14.6, dtype=torch.float64), torch.full((2,), 0.05, dtype=torch.float64)
+    spread = PhotometricLikelihood(iso, BANDS, n_nodes=80, colour_spread=0.07, dtype=torch.float64)
+    plain = PhotometricLikelihood(iso, BANDS, n_nodes=80, dtype=torch.float64)
+    a = spread.log_prob(dm, s, photometry_tensors(mags, np.zeros_like(mags)))
+    b = plain.log_prob(dm, s, photometry_tensors(mags, np.full_like(mags, 0.07 / np.sqrt(2))))
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    with pytest.raises(InputError, match="gaia_g"):
+        plain.log_prob(dm, s, photometry_tensors(mags, np.zeros_like(mags)))
+    with pytest.raises(InputError, match="mag_err"):
+        photometry_tensors(mags, -np.ones_like(mags))
