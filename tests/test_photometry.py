@@ -288,7 +288,7 @@ def test_bad_input_is_named(iso):
     with pytest.raises(InputError, match="bright limit"):
         PhotometricLikelihood(iso, BANDS, magnitude_limits={"gaia_g": (21, 20)})
     with pytest.raises(InputError, match="mag_err"):
-        photometry_tensors(np.array([[18.0, 17.0]]), np.array([[0.0, 0.1]]))
+        photometry_tensors(np.array([[18.0, 17.0]]), np.array([[-0.1, 0.1]]))
 
 
 # ----------------------------------------------------------------------------- real isochrone and stars
