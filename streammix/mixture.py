@@ -66,7 +66,7 @@ class StarTensors:
     ``photometry`` holds the isochrone term's precomputed quantities and
     ``photometry_rows`` the row of each star in it (None: star i is row i), so
     a subset (a training split, a mini-batch) shares the prepared arrays
-    instead of copying them; :meth:`prepared_photometry` gathers them.
+    instead of copying them; :meth:`photometry_of` gathers them.
     """
 
     phi1: Tensor

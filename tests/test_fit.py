@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from streammix.errors import InputError
 from streammix.fit import fit, load_stars
 from streammix.config import Config
 from streammix.data import StarTable
@@ -81,6 +82,7 @@ def test_joint_model_recovers_the_distance_track():
     data["fit"].update({"steps": 600, "dropout_samples": 0, "workers": 1})
     model = fit(Config.from_dict(data), stars)
     assert model.mixtures[0].components[0].photometry is not None
+    assert model.summary["members"][0]["astrometry_steps"] > 0  # the astrometry-only stage ran first
     members = model.membership(stars)
     is_member = np.asarray(stars_table["true_component"]) == "stream"
     metrics = truth_metrics(np.asarray(members["p_stream"]), is_member)
@@ -287,3 +289,11 @@ def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
         warnings.filterwarnings("error", message=".*another config")
         again = fit(config(40), stars, checkpoint_dir=folder)  # same config: resumes, no warning
     assert again.summary["members"][0]["steps"] == fresh.summary["members"][0]["steps"]
+
+
+def test_a_background_block_may_not_mix_bands_and_astrometry():
+    _, truth = generate_mock(MockConfig(n_stream=50, n_background=500), seed=1)
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["blocks"] = [["pm_phi1_cosphi2", "pm_phi2"], ["parallax", "gaia_g", "gaia_bp", "gaia_rp"]]
+    with pytest.raises(InputError, match=r"model.*mixes bands and astrometric coordinates"):
+        Config.from_dict(data)
