@@ -64,8 +64,9 @@ class FlowSettings:
         bins: Number of spline bins.
         epochs: Maximum number of passes over the training stars.
         max_steps: Maximum number of gradient steps in all (None: no limit), so
-            a flow on a million stars costs a few passes rather than ``epochs``:
-            a small flow has learnt what it can long before.
+            a flow on a million stars costs a bounded number of passes rather
+            than ``epochs``; too few leave a large field's flow too smooth
+            (the config's default, 6,000, was needed at 10^6 stars).
         batch_size: Stars per gradient step.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
