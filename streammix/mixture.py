@@ -342,11 +342,12 @@ class Mixture(nn.Module):
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
             params = {p: values[(c, p)] for c, p in names if c == comp.name}
-            if getattr(comp, "photometry", None) is not None and not stars.use_photometry:
+            prepared = stars.photometry is not None and stars.use_photometry
+            if getattr(comp, "photometry", None) is not None and (prepared or not stars.use_photometry):
+                # the isochrone term is added below, where it can matter (or not at all)
                 columns.append(comp.log_prob(params, stars, photometry=False))
-            elif getattr(comp, "photometry", None) is not None and stars.photometry is not None:
-                columns.append(comp.log_prob(params, stars, photometry=False))
-                photometric.append((k, comp, params))
+                if prepared:
+                    photometric.append((k, comp, params))
             else:
                 columns.append(comp.log_prob(params, stars))
         joint = log_w + torch.stack(columns, dim=-1)

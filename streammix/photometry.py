@@ -455,16 +455,7 @@ def _segment_integral(r_pr: Tensor, d_pr: Tensor, d_pd: Tensor) -> Tensor:
     r"""log of :math:`\int_0^1 \exp(-\tfrac12 (r - t d)^\top C^{-1} (r - t d))\,dt` from the three
     quadratic forms :math:`r^\top C^{-1} r`, :math:`d^\top C^{-1} r`, :math:`d^\top C^{-1} d`
     (midpoint rule for a segment of negligible length)."""
-    short = d_pd < 1e-10
-    q = torch.where(short, torch.ones_like(d_pd), d_pd)
-    root = torch.sqrt(q)
-    along = (
-        -0.5 * (r_pr - d_pr * d_pr / q)
-        + 0.5 * (LOG_2PI - torch.log(q))
-        + _log_diff_ndtr(-d_pr / root, (q - d_pr) / root)
-    )
-    midpoint = -0.5 * (r_pr - d_pr + 0.25 * d_pd)
-    return torch.where(short, midpoint, along)
+    return _segment_terms(r_pr, d_pr, d_pd, grad=False)[0]
 
 
 def _segment_terms(r_pr: Tensor, d_pr: Tensor, d_pd: Tensor, *, grad: bool):
