@@ -59,23 +59,57 @@ class BackgroundFlows:
         settings: FlowSettings,
         *,
         train: np.ndarray | None = None,
+        marginal_without: Sequence[str] = (),
         progress: bool = False,
     ) -> BackgroundFlows:
-        """Train one block density per block on the ``train`` stars (default: all)."""
+        """Train one block density per block on the ``train`` stars (default: all).
+
+        Arguments:
+            stars: The stars (a :class:`~streammix.data.StarTable`).
+            blocks: The coordinates of each block.
+            settings: Flow settings.
+            train: Boolean mask of the training stars (default: all).
+            marginal_without: Coordinates (e.g. the bands) that
+                :meth:`log_prob` may be asked to ``exclude``: a block that
+                models some of them together with other coordinates also
+                learns the marginal density of those others, for every pattern
+                of observed coordinates, so that the exclusion is a true
+                marginal rather than the loss of the whole block.
+            progress: Show progress bars.
+        """
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
+        without = set(marginal_without)
         fitted = []
         for names in blocks:
             values = block_values(stars, names)[sel]
-            fitted.append(BlockDensity.fit(tuple(names), values, stars.phi1[sel], settings, progress=progress))
+            names = tuple(names)
+            patterns: list[tuple[str, ...]] = []
+            if without & set(names) and not set(names) <= without:
+                for row in np.unique(np.isfinite(values), axis=0):
+                    kept = tuple(name for name, seen in zip(names, row) if seen and name not in without)
+                    if kept and kept not in patterns:
+                        patterns.append(kept)
+            fitted.append(BlockDensity.fit(names, values, stars.phi1[sel], settings, patterns=patterns, progress=progress))
         return cls(fitted)
 
     def log_prob(self, stars, *, exclude: Sequence[str] = ()) -> np.ndarray:
-        """Per-star log-density summed over blocks (observed coordinates only),
-        leaving out every block that models a coordinate in ``exclude``."""
+        """Per-star log-density summed over blocks (observed coordinates only).
+
+        Coordinates in ``exclude`` are left out: a block of excluded
+        coordinates only is skipped, and a block that mixes them with others
+        contributes the marginal density of the others (which :meth:`fit`
+        learns when told ``marginal_without``).
+        """
         total = np.zeros(len(stars))
+        excluded = set(exclude)
         for block in self.blocks:
-            if not set(block.names) & set(exclude):
-                total += block.log_prob(block_values(stars, block.names), stars.phi1)
+            if set(block.names) <= excluded:
+                continue
+            values = block_values(stars, block.names)
+            for j, name in enumerate(block.names):
+                if name in excluded:
+                    values[:, j] = np.nan
+            total += block.log_prob(values, stars.phi1)
         return total
 
     def save(self, folder: str | Path) -> None:

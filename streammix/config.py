@@ -190,12 +190,6 @@ class ModelConfig(_Section):
                 f"bands {missing}: no background block models them, so the background and the stream "
                 f"would describe different magnitudes (add a block such as {self.bands})"
             )
-        mixed = [block for block in self.background.blocks if set(block) & set(self.bands) and not set(block) <= set(self.bands)]
-        if mixed:
-            raise ValueError(
-                f"background block {mixed[0]} mixes bands and astrometric coordinates; model the bands in blocks "
-                "of their own"
-            )
         unknown = [b for b in self.isochrone.magnitude_limits if b not in self.bands]
         if unknown:
             raise ValueError(f"isochrone.magnitude_limits: bands {unknown} are not among the model's bands {self.bands}")
@@ -224,7 +218,7 @@ class FitConfig(_Section):
         500,
         ge=0,
         description="joint models: steps fitted on the astrometry alone (against the background's astrometric "
-        "blocks) before the isochrone terms join; they find the thin stream, which the joint fit then refines "
+        "marginal) before the isochrone terms join; they find the thin stream, which the joint fit then refines "
         "(from the start, the stream component was seen to absorb halo stars on the same isochrone)",
     )
     seed: int = 0

@@ -734,7 +734,11 @@ def fit(
         if flows_file is not None and (flows_file / "done").exists():
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks))
         else:
-            background = BackgroundFlows.fit(stars, bg_cfg.blocks, settings, train=offstream, progress=progress)
+            joint = any(c.photometry for c in config.model.components) and config.model.bands
+            background = BackgroundFlows.fit(
+                stars, bg_cfg.blocks, settings, train=offstream,
+                marginal_without=config.model.bands if joint else (), progress=progress,
+            )
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()

@@ -291,9 +291,31 @@ def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
     assert again.summary["members"][0]["steps"] == fresh.summary["members"][0]["steps"]
 
 
-def test_a_background_block_may_not_mix_bands_and_astrometry():
-    _, truth = generate_mock(MockConfig(n_stream=50, n_background=500), seed=1)
+def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
+    """A background block may model the astrometry and the bands together (so
+    the background's colour-magnitude density can depend on its proper motions
+    and parallax); the astrometry-only stage then uses the block's marginal
+    flows, which are the flows a block of the astrometry alone would learn."""
+    from streammix.background import BackgroundFlows
+    from streammix.flows import FlowSettings
+
+    table, truth = generate_mock(MockConfig(n_stream=50, n_background=1500, missing_astrometry_fraction=0.1), seed=1)
+    stars = StarTable.from_table(table, mock_columns())
     data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
-    data["model"]["background"]["blocks"] = [["pm_phi1_cosphi2", "pm_phi2"], ["parallax", "gaia_g", "gaia_bp", "gaia_rp"]]
-    with pytest.raises(InputError, match=r"model.*mixes bands and astrometric coordinates"):
-        Config.from_dict(data)
+    mixed = ["parallax", "pm_phi1_cosphi2", "pm_phi2", "gaia_g", "gaia_bp", "gaia_rp"]
+    data["model"]["background"]["blocks"] = [mixed]
+    Config.from_dict(data)  # accepted
+    settings = FlowSettings(transforms=1, hidden=8, epochs=2)
+    bands = ["gaia_g", "gaia_bp", "gaia_rp"]
+    joint = BackgroundFlows.fit(stars, [mixed], settings, marginal_without=bands)
+    alone = BackgroundFlows.fit(stars, [mixed[:3]], settings)
+    astrometric = joint.log_prob(stars, exclude=bands)
+    assert set(alone.blocks[0].flows) <= set(joint.blocks[0].flows)
+    np.testing.assert_allclose(astrometric, alone.log_prob(stars), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(joint.log_prob(stars), astrometric)  # the bands count when not excluded
+    no_astrometry = ~stars.observed["parallax"]  # 2-parameter solutions: the bands only
+    assert no_astrometry.any() and np.all(astrometric[no_astrometry] == 0)
+    assert np.all(joint.log_prob(stars)[no_astrometry] != 0)
+    without = BackgroundFlows.fit(stars, [mixed], settings)  # no marginals learnt: a clear error, not a silent 0
+    with pytest.raises(InputError, match=r"no flow for stars observing only \('parallax', 'pm_phi1_cosphi2', 'pm_phi2'\)"):
+        without.log_prob(stars, exclude=bands)
