@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from .components import BackgroundComponent, NetworkSettings, StreamComponent
 from .config import Config
 from .errors import InputError
 from .flows import FlowSettings
-from .mixture import ControlPrior, Mixture, StarTensors, check_priors, prepare_stars
+from .mixture import SKIP_MARGIN, ControlPrior, Mixture, StarTensors, check_priors, prepare_stars
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
 
@@ -196,17 +196,25 @@ def photometric_likelihood(config: Config):
     return likelihood_from_config(config.model.isochrone, config.model.bands, dtype=getattr(torch, config.fit.dtype))
 
 
-def config_tensors(config: Config, stars, background_logp: np.ndarray | None, *, mixture: Mixture | None = None) -> StarTensors:
+def photometric_terms(config: Config, mixture: Mixture):
+    """The isochrone likelihood the mixture's photometric components share and
+    the distance moduli they can take: ``(likelihood, (low, high))``, or
+    ``(None, None)`` for a model without one."""
+    users = [c for c in mixture.components if c.photometry is not None] if config.model.bands else []
+    if not users:
+        return None, None
+    ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
+    return users[0].photometry, (min(p.low for p in ranges), max(p.high for p in ranges))
+
+
+def config_tensors(
+    config: Config, stars, background_logp: np.ndarray | None, *, mixture: Mixture | None = None, photometry: bool = True
+) -> StarTensors:
     """The stars as tensors for ``config``'s model (grid, coordinates, bands, dtype, device),
-    the isochrone term's per-star quantities included."""
-    photometry, distmod_range = None, None
-    if config.model.bands:
-        template = mixture if mixture is not None else build_mixture(config, stars)
-        users = [c for c in template.components if c.photometry is not None]
-        if users:
-            photometry = users[0].photometry
-            ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
-            distmod_range = (min(p.low for p in ranges), max(p.high for p in ranges))
+    the isochrone term's per-star quantities included unless ``photometry`` is False."""
+    like, distmod_range = None, None
+    if config.model.bands and photometry:
+        like, distmod_range = photometric_terms(config, mixture if mixture is not None else build_mixture(config, stars))
     return prepare_stars(
         stars,
         phi1_range=config.field.phi1,
@@ -214,7 +222,7 @@ def config_tensors(config: Config, stars, background_logp: np.ndarray | None, *,
         coordinates=config.model.coordinates,
         bands=config.model.bands,
         background_logp=background_logp,
-        photometry=photometry,
+        photometry=like,
         distmod_range=distmod_range,
         dtype=getattr(torch, config.fit.dtype),
         device=config.fit.device,
@@ -535,11 +543,38 @@ class FittedModel:
     def converged(self) -> bool:
         return all(m["converged"] for m in self.summary.get("members", []))
 
-    def prepare(self, stars, background_logp: np.ndarray | None = None) -> StarTensors:
-        """Stars as tensors for this model (background log-density included)."""
+    def prepare(self, stars, background_logp: np.ndarray | None = None, *, prune: bool = False) -> StarTensors:
+        """Stars as tensors for this model (background log-density included).
+
+        With ``prune``, the isochrone term is prepared only for the stars where
+        some ensemble member could need it: those whose stream-like term, with
+        the isochrone term at a cheap upper bound, comes within
+        ``SKIP_MARGIN`` nats of the background's. The others (most of a
+        field) are left to that bound, as the mixture's skip rule would leave
+        them anyway; their probability of belonging to a photometric
+        component stays below e^-15. Only for the members' own networks:
+        MC-dropout draws move the tracks, so scoring with dropout does not prune.
+        """
         if background_logp is None:
             background_logp = self.background.log_prob(stars) if self.background is not None else None
-        return config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0])
+        if not prune:
+            return config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0])
+        tensors = config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0], photometry=False)
+        like, distmod_range = photometric_terms(self.config, self.mixtures[0])
+        if like is None:
+            return tensors
+        dtype = getattr(torch, self.config.fit.dtype)
+        bound = like.prepare(tensors, distmod_range, dtype=dtype, needed=torch.zeros(len(tensors), dtype=torch.bool))
+        astrometric = tensors.astrometry_only(tensors.background_logp)
+        needed = torch.zeros(len(tensors), dtype=torch.bool, device=tensors.phi1.device)
+        with torch.no_grad():
+            for mixture in self.mixtures:
+                mixture.eval()
+                joint = mixture.log_joint(astrometric)
+                for k, comp in enumerate(mixture.all_components):
+                    if getattr(comp, "photometry", None) is not None:
+                        needed |= joint[:, k] + bound.upper.to(joint.dtype) >= joint[:, -1] - SKIP_MARGIN
+        return replace(tensors, photometry=like.prepare(tensors, distmod_range, dtype=dtype, needed=needed))
 
     def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000) -> QTable:
         """Per-star membership probability of every component, with percentiles.

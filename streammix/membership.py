@@ -111,13 +111,15 @@ def membership_table(model, stars, *, dropout_samples: int | None = None, chunk_
     quant = np.zeros((len(QUANTILES), n, len(names)))
     generator_state = torch.get_rng_state()
     torch.manual_seed(model.config.fit.seed)
+    plan = list(_draws(model, dropout_samples))
+    prune = not any(dropout for _, dropout in plan)  # see FittedModel.prepare
     try:
         for start in range(0, n, chunk_size):
             chunk = stars[start : start + chunk_size]
-            tensors = model.prepare(chunk)
+            tensors = model.prepare(chunk, prune=prune)
             draws, point = [], []
             with torch.no_grad():
-                for i, dropout in _draws(model, dropout_samples):
+                for i, dropout in plan:
                     mixture = model.mixtures[i]
                     if dropout:
                         with mc_dropout(mixture):

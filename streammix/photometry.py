@@ -778,6 +778,7 @@ class PhotometricLikelihood(nn.Module):
         *,
         tolerance: float = 15.0,
         dtype: torch.dtype | None = None,
+        needed: Tensor | None = None,
     ) -> PreparedPhotometry:
         r"""Precompute what does not depend on the distance modulus or its spread.
 
@@ -801,6 +802,10 @@ class PhotometricLikelihood(nn.Module):
                 the upper bound ``upper`` (None: any).
             tolerance: log of the largest density dropped per star.
             dtype: The result's floating dtype (default: ``stars.mags``'s).
+            needed: Boolean mask (N,) of the stars whose segments are wanted
+                (None: all). The others keep no segment and a looser bound
+                ``upper`` (without the colour residual): for stars whose term
+                is known to be negligible, which then cost almost nothing.
 
         Returns:
             The prepared stars, for :meth:`log_prob_prepared`.
@@ -841,10 +846,12 @@ class PhotometricLikelihood(nn.Module):
         x = torch.where(has, mags - ext, torch.zeros_like(mags))
         safe_p = torch.where(precision > 0, precision, torch.ones_like(precision))
         threshold = -float(tolerance) - math.log(k)
-        pieces: dict[str, list[Tensor]] = {"star": [], "distmod": [], "coef": [], "log_weight": [], "best": []}
+        pieces: dict[str, list[Tensor]] = {"star": [], "distmod": [], "coef": [], "log_weight": []}
         step = max(1, _CHUNK // max(1, k * len(self.bands)))
-        for lo in range(0, n, step):
-            sl = slice(lo, lo + step)
+        rows = torch.arange(n, device=device) if needed is None else torch.nonzero(needed.to(device)).squeeze(-1)
+        best = torch.zeros(n, dtype=f64, device=device)
+        for lo in range(0, len(rows), step):
+            sl = rows[lo : lo + step]
             p = prec[sl]
             h = p @ delta.T  # (n, K)
             c0 = ((p @ (delta * delta).T) - h * h / safe_p[sl, None]).clamp_min(0.0)
@@ -856,9 +863,10 @@ class PhotometricLikelihood(nn.Module):
             t = torch.where(c0 > 0, b0 / torch.where(c0 > 0, c0, 1.0), 0.0).clamp(0.0, 1.0)
             colour_chi2 = (a0 - 2 * t * b0 + t * t * c0).clamp_min(0.0)
             keep = (log_norm[sl, None] + log_weight[None, :] - 0.5 * colour_chi2 >= threshold) & (n_obs[sl, None] > 0)
-            pieces["best"].append(colour_chi2.min(-1).values if k else torch.zeros(colour_chi2.shape[0], dtype=f64))
+            if k:
+                best[sl] = colour_chi2.min(-1).values
             row, col = torch.nonzero(keep, as_tuple=True)
-            pieces["star"].append(row + lo)
+            pieces["star"].append(sl[row])
             pieces["distmod"].append(distmod_k[row, col])
             pieces["coef"].append(torch.stack([a0[row, col], b0[row, col], c0[row, col], h[row, col]], -1))
             pieces["log_weight"].append(log_weight[col])
@@ -881,7 +889,7 @@ class PhotometricLikelihood(nn.Module):
 
         # log L <= log_norm - q_min / 2 (the weights sum to one, the spread only lowers the
         # normalisation and the along-(1,..,1) term), divided by the smallest truncation Z
-        upper = log_norm - 0.5 * cat("best", (0,)).to(f64)
+        upper = log_norm - 0.5 * best
         if self.limit_index is not None:
             lo_dm, hi_dm = (0.0, 40.0) if distmod_range is None else (float(v) for v in distmod_range)
             dm = torch.arange(lo_dm - 0.1, hi_dm + 0.1, 0.01, dtype=f64, device=device)

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from streammix.errors import InputError
 from streammix.fit import fit, load_stars
@@ -91,6 +92,14 @@ def test_joint_model_recovers_the_distance_track():
     dense = truth["linear_density"].value > 0.1 * truth["linear_density"].value.max()
     rms = np.sqrt(np.mean((tracks["stream_distmod"].value - truth["distmod"].value)[dense] ** 2))
     assert rms < 0.15
+    # scoring prepares the isochrone term only where it can matter: the same probabilities
+    # as preparing every star (to the skip rule's e^-15), from a fraction of the segments
+    full, pruned = model.prepare(stars), model.prepare(stars, prune=True)
+    with torch.no_grad():
+        p_full, p_pruned = (model.mixtures[0].membership(t)[:, 0].numpy() for t in (full, pruned))
+    np.testing.assert_allclose(p_pruned, p_full, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(members["p_stream"]), p_full, rtol=0, atol=1e-6)
+    assert pruned.photometry.star.numel() < 0.5 * full.photometry.star.numel()
 
 
 def test_membership_table_shape_and_percentiles(small_mock, fitted):
