@@ -141,7 +141,13 @@ class BackgroundConfig(_Section):
     """The background: flows on blocks of coordinates, and a phi2 density."""
 
     phi2: Literal["uniform", "exponential"] = "exponential"
-    blocks: list[list[str]] = [["parallax", "pm_phi1_cosphi2", "pm_phi2"]]
+    blocks: list[list[str]] = Field(
+        [["parallax", "pm_phi1_cosphi2", "pm_phi2"]],
+        description="coordinates of each background flow, a product over blocks. A block may mix bands and "
+        "astrometry (its density then links the colour-magnitude diagram to the proper motions and parallax); "
+        "a joint model's astrometry-only stage uses its astrometric marginal. On the default mock one block of "
+        "all six took 2.2 times as long to train as the two separate blocks and did not change the calibration",
+    )
     flow: FlowConfig = FlowConfig()
     offstream_phi2: float = Field(1.0, gt=0, description="deg from the prior track beyond which stars train the flows")
 
