@@ -396,8 +396,9 @@ def train_mixture(
         while state["step"] < total_steps and not state["done"]:
             step = state["step"]
             if not use_lbfgs:
+                warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
                 for group in optimizer.param_groups:
-                    group["lr"] = state["lr"] * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                    group["lr"] = warmup * state["lr"] * 0.5 * (1 + math.cos(math.pi * step / total_steps))
             if cfg.batch_size is not None and cfg.batch_size < n_train:
                 index = torch.randint(0, n_train, (cfg.batch_size,), generator=generator).to(train.phi1.device)
                 batch = train.subset(index)

@@ -328,3 +328,25 @@ def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
     without = BackgroundFlows.fit(stars, [mixed], settings)  # no marginals learnt: a clear error, not a silent 0
     with pytest.raises(InputError, match=r"no flow for stars observing only \('parallax', 'pm_phi1_cosphi2', 'pm_phi2'\)"):
         without.log_prob(stars, exclude=bands)
+
+
+def test_learning_rate_warms_up_at_the_start_of_each_stage(small_mock):
+    """AdamW's first step moves each weight by about the learning rate whatever its
+    gradient, so a stage starting from a fitted state warms up: with
+    ``warmup_steps = 100`` the first step moves the weights a hundred times less."""
+    from streammix.fit import build_mixture, config_tensors, control_priors, train_mixture
+
+    _, truth, stars = small_mock
+    moves = {}
+    for warmup in (0, 100):
+        config = small_config(truth, warmup_steps=warmup, eval_every=1)
+        torch.manual_seed(0)
+        mixture = build_mixture(config, stars)
+        before = torch.cat([p.detach().flatten().clone() for p in mixture.parameters()])
+        tensors = config_tensors(config, stars, None, mixture=mixture)
+        index = torch.arange(len(tensors))
+        train_mixture(mixture, tensors.subset(index[100:]), tensors.subset(index[:100]), control_priors(config), config, seed=0, steps=1)
+        after = torch.cat([p.detach().flatten() for p in mixture.parameters()])
+        moves[warmup] = float((after - before).abs().max())
+    assert moves[0] > 0
+    assert moves[100] == pytest.approx(moves[0] / 100, rel=0.05)

@@ -323,3 +323,20 @@ def test_max_steps_stops_after_that_many_gradient_steps():
     assert not torch.allclose(a, c)
     with pytest.raises(InputError, match="max_steps"):
         FlowSettings(max_steps=0)
+
+
+@pytest.mark.parametrize("backend", ["zuko", "nflows"])
+def test_short_softmax_changes_nothing_but_the_speed(backend):
+    # the flows compute their spline-bin softmax as exp / sum (flows._ShortSoftmax);
+    # the density must be that of the same network evaluated with torch's softmax
+    flow = ConditionalFlow(3, FlowSettings(backend=backend, transforms=2, hidden=16, bins=8), x_scale=[1.0, 2.0, 0.5])
+    torch.manual_seed(0)
+    for parameter in flow.parameters():  # not the identity-like initialisation: real bins
+        parameter.data.normal_(0, 0.5)
+    x, phi1 = torch.randn(300, 3), torch.randn(300)
+    z, context = (x - flow.x_loc) / flow.x_scale, flow._context(phi1)
+    with torch.no_grad():
+        plain = flow.net(context).log_prob(z) if backend == "zuko" else flow.net.log_prob(z, context=context)
+        fast = flow.log_prob(x, phi1) + torch.log(flow.x_scale).sum()
+    assert torch.allclose(fast, plain, atol=1e-4)
+    assert not torch.allclose(fast, torch.zeros_like(fast))
