@@ -15,7 +15,7 @@ import numpy as np
 
 from .flows import BlockDensity, FlowSettings
 
-__all__ = ["BackgroundFlows", "offstream_mask"]
+__all__ = ["BackgroundFlows", "block_errors", "block_values", "offstream_mask"]
 
 
 def offstream_mask(phi1: np.ndarray, phi2: np.ndarray, track_phi1: np.ndarray, track_phi2: np.ndarray, distance: float) -> np.ndarray:
@@ -60,6 +60,7 @@ class BackgroundFlows:
         *,
         train: np.ndarray | None = None,
         marginal_without: Sequence[str] = (),
+        errors: bool = False,
         progress: bool = False,
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
@@ -75,6 +76,11 @@ class BackgroundFlows:
                 learns the marginal density of those others, for every pattern
                 of observed coordinates, so that the exclusion is a true
                 marginal rather than the loss of the whole block.
+            errors: Condition the flows of blocks without bands on the log
+                measurement errors of their coordinates (see
+                :class:`~streammix.flows.BlockDensity`). Blocks with bands are
+                not: magnitude errors follow from the magnitudes, so a density
+                of magnitudes given their errors would be nearly degenerate.
             progress: Show progress bars.
         """
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
@@ -89,7 +95,13 @@ class BackgroundFlows:
                     kept = tuple(name for name, seen in zip(names, row) if seen and name not in without)
                     if kept and kept not in patterns:
                         patterns.append(kept)
-            fitted.append(BlockDensity.fit(names, values, stars.phi1[sel], settings, patterns=patterns, progress=progress))
+            conditioned = errors and not set(names) & set(stars.mags)
+            fitted.append(
+                BlockDensity.fit(
+                    names, values, stars.phi1[sel], settings, patterns=patterns, progress=progress,
+                    errors=block_errors(stars, names)[sel] if conditioned else None,
+                )
+            )
         return cls(fitted)
 
     def log_prob(self, stars, *, exclude: Sequence[str] = ()) -> np.ndarray:
@@ -109,7 +121,8 @@ class BackgroundFlows:
             for j, name in enumerate(block.names):
                 if name in excluded:
                     values[:, j] = np.nan
-            total += block.log_prob(values, stars.phi1)
+            errors = block_errors(stars, block.names) if block.errors else None
+            total += block.log_prob(values, stars.phi1, errors=errors)
         return total
 
     def save(self, folder: str | Path) -> None:
@@ -133,3 +146,13 @@ def block_values(stars, names: Sequence[str]) -> np.ndarray:
         columns.append(np.where(observed[name], values, np.nan))
     return np.stack(columns, axis=1)
 
+
+
+def block_errors(stars, names: Sequence[str]) -> np.ndarray:
+    """The ``(N, D)`` measurement errors of a block's coordinates (0 where a
+    catalogue gives none)."""
+    columns = []
+    for name in names:
+        errors = stars.mag_errs.get(name) if name in stars.mags else getattr(stars, f"{name}_err", None)
+        columns.append(np.zeros(len(stars)) if errors is None else np.asarray(errors, dtype=float))
+    return np.stack(columns, axis=1)

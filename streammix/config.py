@@ -149,6 +149,11 @@ class BackgroundConfig(_Section):
         "all six took 2.2 times as long to train as the two separate blocks and did not change the calibration",
     )
     flow: FlowConfig = FlowConfig()
+    error_context: bool = Field(
+        False,
+        description="condition the flows of blocks without bands on the log measurement errors of their "
+        "coordinates, p(x | phi1, ln err): a faint star's parallax is judged against stars measured as poorly",
+    )
     offstream_phi2: float = Field(1.0, gt=0, description="deg from the prior track beyond which stars train the flows")
 
 

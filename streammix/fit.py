@@ -773,7 +773,7 @@ def fit(
             joint = any(c.photometry for c in config.model.components) and config.model.bands
             background = BackgroundFlows.fit(
                 stars, bg_cfg.blocks, settings, train=offstream,
-                marginal_without=config.model.bands if joint else (), progress=progress,
+                marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context, progress=progress,
             )
             if flows_file is not None:
                 background.save(flows_file)

@@ -167,6 +167,9 @@ class ConditionalFlow(torch.nn.Module):
         x_scale: Scales of x, shape (D,), positive; default 1.
         phi1_loc: Offset of phi1.
         phi1_scale: Scale of phi1, positive.
+        context_low, context_high: Range of E extra context columns (e.g.
+            log errors) the flow is also conditioned on, shape (E,); values
+            are clamped to it and mapped to [-1, 1]. Default: none (E = 0).
 
     Example:
         >>> flow = ConditionalFlow(2, FlowSettings(transforms=1, hidden=8), x_scale=[1.0, 10.0])
@@ -181,6 +184,8 @@ class ConditionalFlow(torch.nn.Module):
     x_scale: Tensor
     phi1_loc: Tensor
     phi1_scale: Tensor
+    context_low: Tensor
+    context_high: Tensor
 
     def __init__(
         self,
@@ -191,6 +196,8 @@ class ConditionalFlow(torch.nn.Module):
         x_scale: Sequence[float] | np.ndarray | Tensor | None = None,
         phi1_loc: float = 0.0,
         phi1_scale: float = 1.0,
+        context_low: Sequence[float] | np.ndarray | Tensor = (),
+        context_high: Sequence[float] | np.ndarray | Tensor = (),
     ):
         super().__init__()
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
@@ -209,23 +216,38 @@ class ConditionalFlow(torch.nn.Module):
         self.register_buffer("x_scale", scale.clone())
         self.register_buffer("phi1_loc", torch.tensor(float(phi1_loc)))
         self.register_buffer("phi1_scale", torch.tensor(float(phi1_scale)))
-        self.net = _build_network(features, settings)
+        low = torch.as_tensor(context_low, dtype=torch.float32).reshape(-1)
+        high = torch.as_tensor(context_high, dtype=torch.float32).reshape(-1)
+        if low.shape != high.shape or not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+            raise InputError("flow 'context_low'/'context_high': must be finite and of one length")
+        self.register_buffer("context_low", low.clone())
+        self.register_buffer("context_high", torch.maximum(high, low + 1e-6))
+        self.extra_context = int(low.numel())
+        self.net = _build_network(features, settings, 1 + self.extra_context)
 
-    def _context(self, phi1: Tensor) -> Tensor:
-        return ((phi1 - self.phi1_loc) / self.phi1_scale).unsqueeze(-1)
+    def _context(self, phi1: Tensor, extra: Tensor | None = None) -> Tensor:
+        context = ((phi1 - self.phi1_loc) / self.phi1_scale).unsqueeze(-1)
+        if not self.extra_context:
+            return context
+        if extra is None or extra.shape != (len(phi1), self.extra_context):
+            raise InputError(f"flow: needs {self.extra_context} extra context columns per star")
+        low, high = self.context_low, self.context_high
+        scaled = 2 * (torch.minimum(torch.maximum(extra, low), high) - low) / (high - low) - 1
+        return torch.cat([context, scaled], dim=-1)
 
-    def log_prob(self, x: Tensor, phi1: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, phi1: Tensor, extra: Tensor | None = None) -> Tensor:
         r"""Log-density of x given phi1, in the units of x.
 
         Arguments:
             x: Coordinates, shape (N, D), all finite.
             phi1: Conditioning coordinate, shape (N,).
+            extra: The extra context, shape (N, E), for a flow that has one.
 
         Returns:
             ln p(x | phi1), shape (N,).
         """
         z = (x - self.x_loc) / self.x_scale
-        context = self._context(phi1)
+        context = self._context(phi1, extra)
         with _ShortSoftmax():
             if self.settings.backend == "zuko":
                 log_prob = self.net(context).log_prob(z)
@@ -233,16 +255,17 @@ class ConditionalFlow(torch.nn.Module):
                 log_prob = self.net.log_prob(z, context=context)
         return log_prob - torch.log(self.x_scale).sum()
 
-    def sample(self, phi1: Tensor) -> Tensor:
+    def sample(self, phi1: Tensor, extra: Tensor | None = None) -> Tensor:
         r"""Draw one x per phi1 (uses torch's global random generator).
 
         Arguments:
             phi1: Conditioning coordinate, shape (N,).
+            extra: The extra context, shape (N, E), for a flow that has one.
 
         Returns:
             Samples, shape (N, D), in the units of x.
         """
-        context = self._context(phi1)
+        context = self._context(phi1, extra)
         with _ShortSoftmax():
             if self.settings.backend == "zuko":
                 z = self.net(context).sample()
@@ -251,14 +274,14 @@ class ConditionalFlow(torch.nn.Module):
         return z * self.x_scale + self.x_loc
 
 
-def _build_network(features: int, settings: FlowSettings) -> torch.nn.Module:
+def _build_network(features: int, settings: FlowSettings, context: int = 1) -> torch.nn.Module:
     """The standardised flow: zuko NSF or an nflows MPRQ autoregressive flow."""
     if settings.backend == "zuko":
         import zuko
 
         return zuko.flows.NSF(
             features,
-            context=1,
+            context=context,
             transforms=settings.transforms,
             bins=settings.bins,
             hidden_features=[settings.hidden] * settings.layers,
@@ -282,7 +305,7 @@ def _build_network(features: int, settings: FlowSettings) -> torch.nn.Module:
             MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
                 features,
                 settings.hidden,
-                context_features=1,
+                context_features=context,
                 num_bins=settings.bins,
                 tails="linear",
                 tail_bound=_TAIL_BOUND,
@@ -358,6 +381,7 @@ def fit_flow(
     settings: FlowSettings = FlowSettings(),
     *,
     weights: np.ndarray | None = None,
+    context: np.ndarray | None = None,
     progress: bool = False,
     label: str = "flow",
 ) -> ConditionalFlow:
@@ -376,6 +400,8 @@ def fit_flow(
         phi1: Conditioning coordinate, shape (N,), finite.
         settings: Architecture and training settings.
         weights: Optional non-negative per-star weights, shape (N,).
+        context: Optional extra conditioning columns, shape (N, E), finite
+            (e.g. log errors): the flow is then p(x | phi1, context).
         progress: Show a rich progress bar with the losses.
         label: Name shown on the progress bar.
 
@@ -401,11 +427,14 @@ def fit_flow(
         raise InputError(f"{label}: values contain non-finite entries")
     if not np.all(np.isfinite(phi1)):
         raise InputError(f"{label}: phi1 contains non-finite entries")
+    extra = np.zeros((n, 0)) if context is None else np.asarray(context, dtype=float).reshape(n, -1)
+    if not np.all(np.isfinite(extra)):
+        raise InputError(f"{label}: the context contains non-finite entries")
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise InputError(f"{label}: weights must be {n} finite non-negative numbers, not all zero")
     with _threads(settings.threads):
-        return _train(x, phi1, w, settings, progress, label)
+        return _train(x, phi1, w, settings, progress, label, extra)
 
 
 def _train(
@@ -415,6 +444,7 @@ def _train(
     settings: FlowSettings,
     progress: bool,
     label: str,
+    extra: np.ndarray,
 ) -> ConditionalFlow:
     n, features = x.shape
     x_loc, x_scale = _weighted_moments(x, w)
@@ -432,6 +462,8 @@ def _train(
             x_scale=x_scale,
             phi1_loc=float(phi1_loc[0]),
             phi1_scale=phi1_scale_value,
+            context_low=extra.min(axis=0) if len(extra) else (),
+            context_high=extra.max(axis=0) if len(extra) else (),
         ).to(device)
     generator = torch.Generator().manual_seed(settings.seed)
 
@@ -445,10 +477,11 @@ def _train(
     def to_tensor(array: np.ndarray) -> Tensor:
         return torch.as_tensor(array, dtype=torch.float32, device=device)
 
-    x_t, phi1_t, w_t = to_tensor(x), to_tensor(phi1), to_tensor(w)
+    x_t, phi1_t, w_t, extra_t = to_tensor(x), to_tensor(phi1), to_tensor(w), to_tensor(extra)
     valid_idx_d, train_idx_d = valid_idx.to(device), train_idx.to(device)
     x_train, phi1_train, w_train = x_t[train_idx_d], phi1_t[train_idx_d], w_t[train_idx_d]
     x_valid, phi1_valid, w_valid = x_t[valid_idx_d], phi1_t[valid_idx_d], w_t[valid_idx_d]
+    extra_train, extra_valid = extra_t[train_idx_d], extra_t[valid_idx_d]
     if n_valid > 0 and float(w_valid.sum()) <= 0:
         w_valid = torch.ones_like(w_valid)
     w_train_mean = w_train.mean().clamp_min(1e-30)
@@ -475,7 +508,7 @@ def _train(
                 if steps >= max_steps:
                     break
                 batch = permutation[start : start + settings.batch_size]
-                log_prob = flow.log_prob(x_train[batch], phi1_train[batch])
+                log_prob = flow.log_prob(x_train[batch], phi1_train[batch], extra_train[batch])
                 loss = -(w_train[batch] * log_prob).mean() / w_train_mean
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -488,7 +521,7 @@ def _train(
             if n_valid > 0:
                 flow.eval()
                 with torch.no_grad():
-                    log_prob = flow.log_prob(x_valid, phi1_valid)
+                    log_prob = flow.log_prob(x_valid, phi1_valid, extra_valid)
                     valid_loss = float(-(w_valid * log_prob).sum() / w_valid.sum())
                 if not math.isfinite(valid_loss):
                     valid_loss = math.inf
@@ -539,11 +572,19 @@ class BlockDensity:
     coordinate of the block observed gets log-density 0 (the block is absent
     from every mixture component for that star).
 
+    With ``errors``, the flows are also conditioned on the log of the
+    measurement errors of those coordinates, p(x | phi1, ln err): a faint
+    star's parallax is then judged against the parallaxes of stars measured as
+    poorly, not against those of the whole field (whose spread is mostly that
+    of the bright, precise stars).
+
     Arguments:
         names: Names of the block's coordinates, in column order.
         flows: Flow of each pattern, keyed by the tuple of its observed names
             (in the order of ``names``).
         settings: Settings the flows were built with.
+        errors: The names whose log errors condition the flows (each flow uses
+            those of its pattern).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -562,9 +603,13 @@ class BlockDensity:
     names: tuple[str, ...]
     flows: dict[tuple[str, ...], ConditionalFlow]
     settings: FlowSettings = field(default_factory=FlowSettings)
+    errors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.names = tuple(str(name) for name in self.names)
+        self.errors = tuple(str(name) for name in self.errors)
+        if any(name not in self.names for name in self.errors):
+            raise InputError(f"block {self.names!r}: errors {self.errors!r} are not all among the names")
         if not self.names or len(set(self.names)) != len(self.names):
             raise InputError(f"block names {self.names!r}: must be non-empty and distinct")
         for pattern, flow in self.flows.items():
@@ -589,6 +634,7 @@ class BlockDensity:
         *,
         weights: np.ndarray | None = None,
         patterns: Iterable[Sequence[str]] = (),
+        errors: np.ndarray | None = None,
         progress: bool = False,
     ) -> BlockDensity:
         r"""Train one flow per pattern of observed coordinates present in ``values``.
@@ -608,6 +654,10 @@ class BlockDensity:
                 of being background), shape (N,).
             patterns: Extra patterns (tuples of names) to fit even if absent
                 from ``values``, to score other data later.
+            errors: Optional measurement errors, shape (N, D): the flows are
+                conditioned on the log errors of every coordinate whose
+                errors are positive for all the stars observing it (so a
+                column of zeros, e.g. absent errors, is left out).
             progress: Show a rich progress bar per flow.
 
         Returns:
@@ -640,6 +690,15 @@ class BlockDensity:
                     f"block {names!r}: weights have shape {weights.shape}, expected {phi1.shape}"
                 )
 
+        error_names: tuple[str, ...] = ()
+        if errors is not None:
+            errors = np.asarray(errors, dtype=float)
+            if errors.shape != values.shape:
+                raise InputError(f"block {names!r}: errors have shape {errors.shape}, expected {values.shape}")
+            with np.errstate(invalid="ignore"):
+                error_names = tuple(
+                    name for j, name in enumerate(names) if mask[:, j].any() and np.all(errors[mask[:, j], j] > 0)
+                )
         flows: dict[tuple[str, ...], ConditionalFlow] = {}
         # Full block first, then fewer coordinates.
         for code in sorted(codes, key=lambda c: (-bin(c).count("1"), c)):
@@ -657,14 +716,15 @@ class BlockDensity:
                 phi1[rows],
                 settings,
                 weights=None if weights is None else weights[rows],
+                context=_log_errors(errors, rows, columns, names, error_names),
                 progress=progress,
                 label=f"p({', '.join(pattern)} | phi1)",
             )
-        return cls(names, flows, settings)
+        return cls(names, flows, settings, error_names)
 
     # --------------------------------------------------------------- evaluation
     def log_prob(
-        self, values: np.ndarray, phi1: np.ndarray, *, chunk_size: int = 8192
+        self, values: np.ndarray, phi1: np.ndarray, *, errors: np.ndarray | None = None, chunk_size: int = 8192
     ) -> np.ndarray:
         r"""Log-density of each star's observed coordinates of the block given phi1.
 
@@ -672,6 +732,8 @@ class BlockDensity:
             values: Coordinates, shape (N, D) in the order of ``names``, NaN
                 where missing.
             phi1: Conditioning coordinate, shape (N,), finite.
+            errors: Measurement errors, shape (N, D); needed if the block was
+                fitted with errors.
             chunk_size: Stars evaluated at once (bounds the memory; 8,192 was the
                 fastest of 2,048 to 262,144 measured, the tensors staying in cache).
 
@@ -690,6 +752,13 @@ class BlockDensity:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise InputError(f"'chunk_size': {chunk_size!r} is not a positive integer")
         mask = np.isfinite(values)
+        if self.errors:
+            if errors is None or np.shape(errors) != values.shape:
+                raise InputError(
+                    f"block {self.names!r}: its flows are conditioned on the errors of {self.errors!r}; "
+                    f"give errors of shape {values.shape}"
+                )
+            errors = np.asarray(errors, dtype=float)
         codes = _patterns(mask)
         out = np.zeros(len(phi1), dtype=np.float64)
         groups = []
@@ -706,11 +775,17 @@ class BlockDensity:
             groups.append((self.flows[pattern], columns, np.flatnonzero(codes == code)))
         with _threads(self.settings.threads):
             for flow, columns, rows in groups:
-                out[rows] = _evaluate(flow, values[np.ix_(rows, columns)], phi1[rows], chunk_size)
+                extra = _log_errors(errors, rows, columns, self.names, self.errors)
+                out[rows] = _evaluate(flow, values[np.ix_(rows, columns)], phi1[rows], chunk_size, extra)
         return out
 
     def sample(
-        self, phi1: np.ndarray, *, pattern: Sequence[str] | None = None, seed: int | None = None
+        self,
+        phi1: np.ndarray,
+        *,
+        pattern: Sequence[str] | None = None,
+        seed: int | None = None,
+        errors: np.ndarray | None = None,
     ) -> np.ndarray:
         r"""Draw one star per phi1 from the flow of a pattern (default: the full block).
 
@@ -719,6 +794,8 @@ class BlockDensity:
             pattern: Names to sample (a fitted pattern); default all names.
             seed: Seed for reproducible draws; ``None`` uses torch's global
                 generator.
+            errors: Measurement errors of the pattern's coordinates, shape
+                (N, len(pattern)), for a block fitted with errors.
 
         Returns:
             float64 array (N, len(pattern)).
@@ -740,12 +817,19 @@ class BlockDensity:
             raise InputError("phi1: must be a finite 1-D array")
         device = flow.x_loc.device
         phi1_t = torch.as_tensor(phi1, dtype=torch.float32, device=device)
+        extra = None
+        if flow.extra_context:
+            if errors is None or np.shape(errors) != (len(phi1), len(pattern)):
+                raise InputError(f"block {self.names!r}: sampling needs errors of shape ({len(phi1)}, {len(pattern)})")
+            rows = np.arange(len(phi1))
+            extra = _log_errors(np.asarray(errors, dtype=float), rows, list(range(len(pattern))), pattern, self.errors)
+            extra = torch.as_tensor(extra, dtype=torch.float32, device=device)
         with torch.no_grad(), _threads(self.settings.threads):
             if seed is None:
-                draws = flow.sample(phi1_t)
+                draws = flow.sample(phi1_t, extra)
             else:
                 with _seeded(seed, device):
-                    draws = flow.sample(phi1_t)
+                    draws = flow.sample(phi1_t, extra)
         return draws.cpu().numpy().astype(np.float64)
 
     # -------------------------------------------------------------- persistence
@@ -757,10 +841,11 @@ class BlockDensity:
             >>> block = BlockDensity.fit(["x"], rng.normal(size=(100, 1)), rng.uniform(size=100),
             ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
             >>> sorted(block.state_dict())
-            ['flows', 'names', 'settings']
+            ['errors', 'flows', 'names', 'settings']
         """
         return {
             "names": list(self.names),
+            "errors": list(self.errors),
             "settings": asdict(self.settings),
             "flows": [
                 {
@@ -801,13 +886,16 @@ class BlockDensity:
             flows: dict[tuple[str, ...], ConditionalFlow] = {}
             for entry in state["flows"]:
                 pattern = tuple(entry["pattern"])
-                flow = ConditionalFlow(len(pattern), settings)
-                flow.load_state_dict(entry["state"])
+                weights = dict(entry["state"])
+                empty = torch.zeros(0)  # files written before flows took extra context
+                low, high = weights.setdefault("context_low", empty), weights.setdefault("context_high", empty)
+                flow = ConditionalFlow(len(pattern), settings, context_low=low, context_high=high)
+                flow.load_state_dict(weights)
                 flows[pattern] = flow.to(torch.device(settings.device)).eval()
         except (KeyError, TypeError, RuntimeError) as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise InputError(f"flow state: malformed ({message})") from None
-        return cls(names, flows, settings)
+        return cls(names, flows, settings, tuple(state.get("errors", ())))
 
     def save(self, path: str | os.PathLike) -> Path:
         r"""Write the block to ``path`` with :func:`torch.save` (plain data, no pickled classes).
@@ -879,8 +967,19 @@ def _check_values(
     return values, phi1
 
 
+def _log_errors(
+    errors: np.ndarray | None, rows: np.ndarray, columns: Sequence[int], names: Sequence[str], error_names: Sequence[str]
+) -> np.ndarray | None:
+    """The log errors of the ``error_names`` among ``columns`` for ``rows``
+    (None when there are none); errors of 0 or below are floored at 1e-6."""
+    chosen = [j for j in columns if names[j] in error_names]
+    if errors is None or not chosen:
+        return None
+    return np.log(np.maximum(errors[np.ix_(rows, chosen)], 1e-6))
+
+
 def _evaluate(
-    flow: ConditionalFlow, x: np.ndarray, phi1: np.ndarray, chunk_size: int
+    flow: ConditionalFlow, x: np.ndarray, phi1: np.ndarray, chunk_size: int, extra: np.ndarray | None = None
 ) -> np.ndarray:
     device = flow.x_loc.device
     out = np.empty(len(phi1), dtype=np.float64)
@@ -889,5 +988,6 @@ def _evaluate(
             stop = start + chunk_size
             x_t = torch.as_tensor(x[start:stop], dtype=torch.float32, device=device)
             phi1_t = torch.as_tensor(phi1[start:stop], dtype=torch.float32, device=device)
-            out[start:stop] = flow.log_prob(x_t, phi1_t).cpu().numpy()
+            extra_t = None if extra is None else torch.as_tensor(extra[start:stop], dtype=torch.float32, device=device)
+            out[start:stop] = flow.log_prob(x_t, phi1_t, extra_t).cpu().numpy()
     return out
