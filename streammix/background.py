@@ -84,21 +84,14 @@ class BackgroundFlows:
             progress: Show progress bars.
         """
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
-        without = set(marginal_without)
         fitted = []
         for names in blocks:
-            values = block_values(stars, names)[sel]
             names = tuple(names)
-            patterns: list[tuple[str, ...]] = []
-            if without & set(names) and not set(names) <= without:
-                for row in np.unique(np.isfinite(values), axis=0):
-                    kept = tuple(name for name, seen in zip(names, row) if seen and name not in without)
-                    if kept and kept not in patterns:
-                        patterns.append(kept)
             conditioned = errors and not set(names) & set(stars.mags)
             fitted.append(
                 BlockDensity.fit(
-                    names, values, stars.phi1[sel], settings, patterns=patterns, progress=progress,
+                    names, block_values(stars, names)[sel], stars.phi1[sel], settings,
+                    marginal_without=marginal_without, progress=progress,
                     errors=block_errors(stars, names)[sel] if conditioned else None,
                 )
             )
@@ -149,10 +142,6 @@ def block_values(stars, names: Sequence[str]) -> np.ndarray:
 
 
 def block_errors(stars, names: Sequence[str]) -> np.ndarray:
-    """The ``(N, D)`` measurement errors of a block's coordinates (0 where a
-    catalogue gives none)."""
-    columns = []
-    for name in names:
-        errors = stars.mag_errs.get(name) if name in stars.mags else getattr(stars, f"{name}_err", None)
-        columns.append(np.zeros(len(stars)) if errors is None else np.asarray(errors, dtype=float))
-    return np.stack(columns, axis=1)
+    """The ``(N, D)`` measurement errors of a block's astrometric coordinates
+    (zeros where a catalogue gives none)."""
+    return np.stack([getattr(stars, f"{name}_err") for name in names], axis=1)

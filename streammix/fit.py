@@ -28,7 +28,7 @@ from .components import BackgroundComponent, NetworkSettings, StreamComponent
 from .config import Config
 from .errors import InputError
 from .flows import FlowSettings
-from .mixture import SKIP_MARGIN, ControlPrior, Mixture, StarTensors, check_priors, prepare_stars
+from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
 
@@ -550,7 +550,7 @@ class FittedModel:
         With ``prune``, the isochrone term is prepared only for the stars where
         some ensemble member could need it: those whose stream-like term, with
         the isochrone term at a cheap upper bound, comes within
-        ``SKIP_MARGIN`` nats of the background's. The others (most of a
+        ``mixture.SKIP_MARGIN`` nats of the background's. The others (most of a
         field) are left to that bound, as the mixture's skip rule would leave
         them anyway; their probability of belonging to a photometric
         component stays below e^-15. Only for the members' own networks:
@@ -574,7 +574,7 @@ class FittedModel:
                 joint = mixture.log_joint(astrometric)
                 for k, comp in enumerate(mixture.all_components):
                     if getattr(comp, "photometry", None) is not None:
-                        needed |= joint[:, k] + bound.upper.to(joint.dtype) >= joint[:, -1] - SKIP_MARGIN
+                        needed |= photometry_needed(joint[:, k], bound.upper.to(joint.dtype), joint[:, -1])
         return replace(tensors, photometry=like.prepare(tensors, distmod_range, dtype=dtype, needed=needed))
 
     def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000) -> QTable:
@@ -758,6 +758,7 @@ def fit(
         use_checkpoints(checkpoint_dir, config, stars)
 
     # 1. background flows on off-stream stars, then frozen
+    joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
     t0 = time.perf_counter()
     bg_cfg = config.model.background
     background = None
@@ -770,7 +771,6 @@ def fit(
         if flows_file is not None and (flows_file / "done").exists():
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks))
         else:
-            joint = any(c.photometry for c in config.model.components) and config.model.bands
             background = BackgroundFlows.fit(
                 stars, bg_cfg.blocks, settings, train=offstream,
                 marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context, progress=progress,
@@ -780,7 +780,7 @@ def fit(
                 (flows_file / "done").touch()
         background_logp = background.log_prob(stars)
     background_logp_astrometry = None
-    if background is not None and any(c.photometry for c in config.model.components) and config.model.bands:
+    if background is not None and joint:
         background_logp_astrometry = background.log_prob(stars, exclude=config.model.bands)
     background_seconds = time.perf_counter() - t0
 

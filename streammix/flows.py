@@ -462,8 +462,8 @@ def _train(
             x_scale=x_scale,
             phi1_loc=float(phi1_loc[0]),
             phi1_scale=phi1_scale_value,
-            context_low=extra.min(axis=0) if len(extra) else (),
-            context_high=extra.max(axis=0) if len(extra) else (),
+            context_low=extra.min(axis=0),
+            context_high=extra.max(axis=0),
         ).to(device)
     generator = torch.Generator().manual_seed(settings.seed)
 
@@ -634,6 +634,7 @@ class BlockDensity:
         *,
         weights: np.ndarray | None = None,
         patterns: Iterable[Sequence[str]] = (),
+        marginal_without: Iterable[str] = (),
         errors: np.ndarray | None = None,
         progress: bool = False,
     ) -> BlockDensity:
@@ -654,6 +655,10 @@ class BlockDensity:
                 of being background), shape (N,).
             patterns: Extra patterns (tuples of names) to fit even if absent
                 from ``values``, to score other data later.
+            marginal_without: Names (e.g. the bands) whose values may later be
+                withheld: every observed pattern also gets the flow of its
+                other coordinates, so the block's density without them is the
+                true marginal.
             errors: Optional measurement errors, shape (N, D): the flows are
                 conditioned on the log errors of every coordinate whose
                 errors are positive for all the stars observing it (so a
@@ -675,6 +680,8 @@ class BlockDensity:
         values, phi1 = _check_values(names, values, phi1)
         mask = np.isfinite(values)
         codes = set(np.unique(_patterns(mask)).tolist()) - {0}
+        withheld = sum(1 << j for j, name in enumerate(names) if name in set(marginal_without))
+        codes |= {code & ~withheld for code in codes} - {0}
         for pattern in patterns:
             pattern = tuple(pattern)
             unknown = [name for name in pattern if name not in names]

@@ -237,6 +237,18 @@ def prepare_stars(
     return tensors
 
 
+def photometry_needed(stream: Tensor, upper: Tensor, background: Tensor) -> Tensor:
+    """The skip rule: the stars whose isochrone term can matter, those whose
+    stream-like log term ``stream`` (without it), plus its upper bound
+    ``upper``, comes within ``SKIP_MARGIN`` nats of the background's.
+
+    Example:
+        >>> photometry_needed(torch.tensor([-30.0, -10.0]), torch.tensor([5.0, 5.0]), torch.tensor([0.0, 0.0])).tolist()
+        [False, True]
+    """
+    return stream + upper >= background - SKIP_MARGIN
+
+
 class Mixture(nn.Module):
     r"""Components composed into a mixture with softmax weights over phi1.
 
@@ -368,7 +380,7 @@ class Mixture(nn.Module):
         upper = stars.photometry_upper().to(joint.dtype)
         columns = list(joint.unbind(-1))
         for k, comp, params in photometric:
-            needed = (joint[:, k].detach() + upper) >= background - SKIP_MARGIN
+            needed = photometry_needed(joint[:, k].detach(), upper, background)
             index = torch.nonzero(needed).squeeze(-1)
             value = upper
             if index.numel():
