@@ -61,6 +61,7 @@ class BackgroundFlows:
         train: np.ndarray | None = None,
         marginal_without: Sequence[str] = (),
         errors: bool = False,
+        limits: dict[str, tuple[float | None, float | None]] | None = None,
         progress: bool = False,
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
@@ -81,6 +82,10 @@ class BackgroundFlows:
                 :class:`~streammix.flows.BlockDensity`). Blocks with bands are
                 not: magnitude errors follow from the magnitudes, so a density
                 of magnitudes given their errors would be nearly degenerate.
+            limits: ``{name: (low, high)}`` hard limits the catalogue was cut
+                on (None for an open side); each block models its limited
+                coordinates inside them only (see
+                :class:`~streammix.flows.BlockDensity`).
             progress: Show progress bars.
         """
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
@@ -93,6 +98,7 @@ class BackgroundFlows:
                     names, block_values(stars, names)[sel], stars.phi1[sel], settings,
                     marginal_without=marginal_without, progress=progress,
                     errors=block_errors(stars, names)[sel] if conditioned else None,
+                    limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
                 )
             )
         return cls(fitted)

@@ -67,6 +67,13 @@ class FlowConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     patience: int = Field(10, ge=1)
+    averaging: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="decay per step of an exponential moving average of the flow's weights, which is what is "
+        "validated and kept (0: the last step's weights)",
+    )
 
 
 class ControlPointConfig(_Section):
@@ -155,6 +162,13 @@ class BackgroundConfig(_Section):
         "coordinates, p(x | phi1, ln err): a faint star's parallax is judged against stars measured as poorly",
     )
     offstream_phi2: float = Field(1.0, gt=0, description="deg from the prior track beyond which stars train the flows")
+    limits: dict[str, tuple[float | None, float | None]] = Field(
+        {},
+        description="hard limits the catalogue was cut on, {coordinate: [low, high]} (null for an open side), e.g. "
+        "{gaia_g: [null, 20.5]}: the flows model those coordinates inside the limits only, so their density does not "
+        "leak past the cut (a flow on raw G put 23 % too few stars in the last 0.1 mag of the default mock). Every "
+        "star must lie within them",
+    )
 
 
 class ModelConfig(_Section):
@@ -204,6 +218,11 @@ class ModelConfig(_Section):
         unknown = [b for b in self.isochrone.magnitude_limits if b not in self.bands]
         if unknown:
             raise ValueError(f"isochrone.magnitude_limits: bands {unknown} are not among the model's bands {self.bands}")
+        for name, (low, high) in self.background.limits.items():
+            if name not in modelled:
+                raise ValueError(f"background.limits: {name!r} is in no background block")
+            if low is not None and high is not None and not low < high:
+                raise ValueError(f"background.limits: {name!r} low {low} must be below high {high}")
         return self
 
 

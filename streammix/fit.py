@@ -773,7 +773,8 @@ def fit(
         else:
             background = BackgroundFlows.fit(
                 stars, bg_cfg.blocks, settings, train=offstream,
-                marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context, progress=progress,
+                marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
+                limits=bg_cfg.limits, progress=progress,
             )
             if flows_file is not None:
                 background.save(flows_file)
