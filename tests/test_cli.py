@@ -80,6 +80,9 @@ def test_fit_members_plot(small_field, tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+BLOCKS = [["parallax", "pm_phi1_cosphi2", "pm_phi2"], ["gaia_g", "gaia_bp", "gaia_rp"]]
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -89,6 +92,8 @@ def test_fit_members_plot(small_field, tmp_path):
         ({"data": {"path": "stars.fits", "columns": {"phi1": "PHI_ONE"}}}, "PHI_ONE"),
         ({"field": {"phi1": [10, -90], "phi2": [-5, 5]}}, "phi1"),
         ({"model": {"coordinates": ["phi2", "radial_velocity"]}}, "radial_velocity"),
+        ({"model": {"background": {"blocks": BLOCKS, "limits": {"phi2": [-5, 5]}}}}, "background.limits: 'phi2' is in no"),
+        ({"model": {"background": {"blocks": BLOCKS, "limits": {"parallax": [None, 0.1]}}}}, "column 'parallax':"),
     ],
 )
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(small_field, tmp_path, edit, message):
