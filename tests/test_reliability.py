@@ -67,6 +67,7 @@ def tiny_config(truth, steps: int = STEPS) -> dict:
     cfg["model"]["bands"] = []
     cfg["model"].pop("isochrone", None)  # (the default: unused without bands)
     cfg["model"]["background"]["blocks"] = [["parallax", "pm_phi1_cosphi2", "pm_phi2"]]
+    cfg["model"]["background"]["limits"] = {}  # (the demo's G cut: no bands here)
     cfg["model"]["background"]["flow"].update({"epochs": 2, "hidden": 8, "transforms": 1})
     cfg["model"]["grid_size"] = 32
     small = {"hidden": 8, "layers": 1, "dropout": 0.05}
