@@ -504,7 +504,7 @@ def _train(
     # Exponential moving average of the weights (settings.averaging): the flow
     # that is validated, kept and returned is the average, not the last step.
     decay = settings.averaging
-    params = [p for p in flow.parameters()]
+    params = list(flow.parameters())
     average = [p.detach().clone() for p in params] if decay > 0 else None
 
     @contextlib.contextmanager
@@ -545,7 +545,8 @@ def _train(
                 optimizer.step()
                 if average is not None:
                     with torch.no_grad():
-                        torch._foreach_lerp_(average, [p.detach() for p in params], 1.0 - decay)
+                        for a, p in zip(average, params):
+                            a.lerp_(p, 1.0 - decay)
                 total += float(loss.detach()) * len(batch)
                 seen += len(batch)
                 steps += 1
