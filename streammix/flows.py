@@ -1065,6 +1065,16 @@ def to_unbounded(x: np.ndarray, low: float | None, high: float | None) -> tuple[
         (array([-0.406,  6.908]), array([-0.406,  6.908]))
         >>> bool(np.allclose(from_unbounded(y, None, 20.5), [19.0, 20.5]))
         True
+
+        Every kind of interval: the inverse, and the Jacobian against a numerical derivative.
+
+        >>> x, h = np.array([0.2, 0.5, 0.9]), 1e-6
+        >>> kinds = [(0.0, 1.0), (0.0, None), (None, 1.0)]
+        >>> all(np.allclose(from_unbounded(to_unbounded(x, lo, hi)[0], lo, hi), x) for lo, hi in kinds)
+        True
+        >>> slope = lambda lo, hi: (to_unbounded(x + h, lo, hi)[0] - to_unbounded(x - h, lo, hi)[0]) / (2 * h)
+        >>> all(np.allclose(np.log(slope(lo, hi)), to_unbounded(x, lo, hi)[1], atol=1e-5) for lo, hi in kinds)
+        True
     """
     x = np.asarray(x, dtype=float)
     a = None if low is None else low - LIMIT_PAD
