@@ -62,6 +62,7 @@ class BackgroundFlows:
         marginal_without: Sequence[str] = (),
         errors: bool = False,
         limits: dict[str, tuple[float | None, float | None]] | None = None,
+        locus: Sequence[str] | None = None,
         progress: bool = False,
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
@@ -86,6 +87,9 @@ class BackgroundFlows:
                 on (None for an open side); each block models its limited
                 coordinates inside them only (see
                 :class:`~streammix.flows.BlockDensity`).
+            locus: Three bands ``(mag, blue, red)``: the block holding all
+                three models them in colour-locus coordinates
+                (:class:`~streammix.locus.ColourLocus`).
             progress: Show progress bars.
         """
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
@@ -99,6 +103,7 @@ class BackgroundFlows:
                     marginal_without=marginal_without, progress=progress,
                     errors=block_errors(stars, names)[sel] if conditioned else None,
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
+                    locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
                 )
             )
         return cls(fitted)

@@ -156,7 +156,8 @@ def demo_config(
     distance modulus), so the fit, not the prior, sets the tracks. With
     ``photometry`` the model is joint: Gaia G, BP, RP on the embedded isochrone
     at the mock's age and [Fe/H], truncated at the mock's G limit, and a
-    background flow on the three magnitudes that ends at that limit too.
+    background flow on the three magnitudes that ends at that limit too and
+    works in colour-locus coordinates (:class:`~streammix.locus.ColourLocus`).
     """
     from .mock import MockConfig
 
@@ -183,10 +184,12 @@ def demo_config(
             "feh": mock.feh,
             "magnitude_limits": {"gaia_g": [0.0, mock.g_limit]},
         }
-        # the mock is cut at observed G < g_limit: the magnitude flow ends there too
+        # the mock is cut at observed G < g_limit: the magnitude flow ends there too, and it
+        # resolves the thin G-BP-RP locus in colour-locus coordinates
         model["background"] = {
             "blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2"], list(MOCK_BANDS)],
             "limits": {"gaia_g": [None, mock.g_limit]},
+            "locus": list(MOCK_BANDS),
         }
     return Config.from_dict(
         {

@@ -94,6 +94,11 @@ BLOCKS = [["parallax", "pm_phi1_cosphi2", "pm_phi2"], ["gaia_g", "gaia_bp", "gai
         ({"model": {"coordinates": ["phi2", "radial_velocity"]}}, "radial_velocity"),
         ({"model": {"background": {"blocks": BLOCKS, "limits": {"phi2": [-5, 5]}}}}, "background.limits: 'phi2' is in no"),
         ({"model": {"background": {"blocks": BLOCKS, "limits": {"parallax": [None, 0.1]}}}}, "column 'parallax':"),
+        ({"model": {"background": {"blocks": BLOCKS, "locus": ["gaia_g", "gaia_bp"]}}}, "background.locus: ['gaia_g', 'gaia_bp'] must"),
+        ({"model": {"background": {"blocks": BLOCKS, "locus": ["gaia_g", "gaia_bp", "gaia_rp"],
+                                   "limits": {"gaia_rp": [None, 21]}}}}, "background.locus: its colour bands ['gaia_rp']"),
+        ({"model": {"background": {"blocks": [BLOCKS[0], ["gaia_g", "gaia_bp"], ["gaia_rp"]],
+                                   "locus": ["gaia_g", "gaia_bp", "gaia_rp"]}}}, "background.locus: no background block"),
     ],
 )
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(small_field, tmp_path, edit, message):
