@@ -157,7 +157,8 @@ def demo_config(
     ``photometry`` the model is joint: Gaia G, BP, RP on the embedded isochrone
     at the mock's age and [Fe/H], truncated at the mock's G limit, and a
     background flow on the three magnitudes that ends at that limit too and
-    works in colour-locus coordinates (:class:`~streammix.locus.ColourLocus`).
+    works in colour-locus coordinates (:class:`~streammix.locus.ColourLocus`),
+    and an astrometric background flow conditioned on the measurement errors.
     """
     from .mock import MockConfig
 
@@ -184,12 +185,16 @@ def demo_config(
             "feh": mock.feh,
             "magnitude_limits": {"gaia_g": [0.0, mock.g_limit]},
         }
-        # the mock is cut at observed G < g_limit: the magnitude flow ends there too, and it
-        # resolves the thin G-BP-RP locus in colour-locus coordinates
+        # The mock is cut at observed G < g_limit: the magnitude flow ends there too, and it
+        # resolves the thin G-BP-RP locus in colour-locus coordinates. The astrometric flow is
+        # conditioned on the errors, as the stream's likelihood is. With all three, an
+        # independent mock 8 times the size is calibrated to 0.05 in every bin of p
+        # (benchmarks/calibration.py; 0.071 without them).
         model["background"] = {
             "blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2"], list(MOCK_BANDS)],
             "limits": {"gaia_g": [None, mock.g_limit]},
             "locus": list(MOCK_BANDS),
+            "error_context": True,
         }
     return Config.from_dict(
         {
