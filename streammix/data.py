@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import astropy.units as u
 import numpy as np
 from astropy.table import QTable, Table
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
 
@@ -121,6 +121,11 @@ class ColumnMap(BaseModel):
         pm_phi2: Column of the proper motion across the stream.
         pm_phi2_err: Its uncertainty.
         pm_corr: Correlation coefficient of the two proper motions.
+        pm_err_per_parallax_err: For a catalogue without proper-motion errors:
+            each component's error is this factor times the star's parallax
+            error (mas/yr per mas; 0 where that is missing). Gaia DR2's median errors (Lindegren et al.
+            2018, A&A 616, A2) are 0.04/0.1/0.7 mas in parallax and
+            0.05/0.2/1.2 mas/yr in proper motion at G < 14/17/20, i.e. 1.25-2.0.
         bands: Canonical band name -> user magnitude column.
         band_errors: Canonical band name -> user magnitude-error column.
         extinction: Canonical band name -> user extinction column.
@@ -152,6 +157,7 @@ class ColumnMap(BaseModel):
     pm_phi2: str | None = "pm_phi2"
     pm_phi2_err: str | None = None
     pm_corr: str | None = None
+    pm_err_per_parallax_err: float | None = Field(None, gt=0)
     bands: dict[str, str] = {}
     band_errors: dict[str, str] = {}
     extinction: dict[str, str] = {}
@@ -693,6 +699,16 @@ def _build(table: Table, cmap: ColumnMap, *, name: str, explicit: Set[str]) -> S
         if outside:
             raise InputError(f"{label(column, 'pm_corr')}{where}: {outside} values outside [-1, 1]")
         arrays["pm_corr"] = corr
+    if cmap.pm_err_per_parallax_err is not None:
+        given = [key for key in ("pm_phi1_cosphi2_err", "pm_phi2_err") if arrays[key] is not None]
+        if given:
+            raise InputError(
+                f"columns.pm_err_per_parallax_err{where}: the table already gives {given}; use one or the other"
+            )
+        if arrays["parallax_err"] is None:
+            raise InputError(f"columns.pm_err_per_parallax_err{where}: needs parallax errors (columns.parallax_err)")
+        modelled = cmap.pm_err_per_parallax_err * np.where(np.isfinite(arrays["parallax_err"]), arrays["parallax_err"], 0.0)
+        arrays["pm_phi1_cosphi2_err"], arrays["pm_phi2_err"] = modelled, modelled.copy()
 
     mags: dict[str, np.ndarray] = {}
     mag_errs: dict[str, np.ndarray] = {}

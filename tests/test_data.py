@@ -280,6 +280,27 @@ def test_pm_cov_matches_errors_and_correlation() -> None:
     np.testing.assert_allclose(cov[:, 0, 1] / np.sqrt(cov[:, 0, 0] * cov[:, 1, 1]), stars.pm_corr)
 
 
+def test_pm_errors_modelled_from_parallax_errors() -> None:
+    """A catalogue without proper-motion errors (the GD-1 DR2 file): each
+    component's error is the factor times the parallax error, in mas/yr even
+    when the parallax error comes in another unit; giving both is an error."""
+    table = Table({"phi1": [0.0, 1.0, 2.0], "parallax": [0.1, 0.2, 0.3], "parallax_error": [100.0, 500.0, np.nan],
+                   "pm_phi1": [-7.0, -7.1, -7.2], "pm_phi2": [-1.0, -1.1, -1.2]})
+    table["parallax"].unit, table["parallax_error"].unit = u.mas, u.uas
+    stars = StarTable.from_table(table, ColumnMap(pm_err_per_parallax_err=1.7))
+    np.testing.assert_allclose(stars.pm_phi1_cosphi2_err, [0.17, 0.85, 0.0])
+    np.testing.assert_allclose(stars.pm_phi2_err, [0.17, 0.85, 0.0])
+    assert stars.observed["pm_phi2"].tolist() == [True, True, True]
+    table["pm_phi2_err"] = [0.1, 0.1, 0.1]
+    with pytest.raises(InputError, match=r"columns.pm_err_per_parallax_err.*already gives \['pm_phi2_err'\]"):
+        StarTable.from_table(table, ColumnMap(pm_err_per_parallax_err=1.7))
+    del table["pm_phi2_err"], table["parallax_error"]
+    with pytest.raises(InputError, match="columns.pm_err_per_parallax_err.*needs parallax errors"):
+        StarTable.from_table(table, ColumnMap(pm_err_per_parallax_err=1.7))
+    with pytest.raises(InputError, match="pm_err_per_parallax_err"):
+        ColumnMap.from_dict({"pm_err_per_parallax_err": -1.0}, source="data.columns")
+
+
 def test_arrays_are_read_only_and_defaults() -> None:
     stars = StarTable(phi1=np.array([1.0, 2.0]))
     with pytest.raises(ValueError):
