@@ -59,15 +59,12 @@ def tiny_config(truth, steps: int = STEPS) -> dict:
     """The demo's config made to fit the small mock in a couple of seconds:
     astrometry only, small flows and networks, two ensemble members, one
     process, a checkpoint every 10 steps."""
-    cfg = demo_config(truth, ensemble=2).model_dump(mode="json", exclude={"source"})
+    cfg = demo_config(truth, ensemble=2, photometry=False).model_dump(mode="json", exclude={"source"})
     columns = mock_columns().model_dump(exclude_unset=True)
     for key in ("bands", "band_errors", "extinction"):
         columns.pop(key, None)
     cfg["data"] = {"columns": columns}
-    cfg["model"]["bands"] = []
-    cfg["model"].pop("isochrone", None)  # (the default: unused without bands)
-    cfg["model"]["background"]["blocks"] = [["parallax", "pm_phi1_cosphi2", "pm_phi2"]]
-    cfg["model"]["background"]["limits"] = {}  # (the demo's G cut: no bands here)
+    assert cfg["model"]["bands"] == [] and cfg["model"]["background"]["blocks"] == [["parallax", "pm_phi1_cosphi2", "pm_phi2"]]
     cfg["model"]["background"]["flow"].update({"epochs": 2, "hidden": 8, "transforms": 1})
     cfg["model"]["grid_size"] = 32
     small = {"hidden": 8, "layers": 1, "dropout": 0.05}
