@@ -108,8 +108,10 @@ class BackgroundFlows:
             )
         return cls(fitted)
 
-    def log_prob(self, stars, *, exclude: Sequence[str] = ()) -> np.ndarray:
+    def log_prob(self, stars, *, exclude: Sequence[str] = (), threads: int | None = None) -> np.ndarray:
         """Per-star log-density summed over blocks (observed coordinates only).
+
+        ``threads``: CPU threads for the flows (default: each block's setting).
 
         Coordinates in ``exclude`` are left out: a block of excluded
         coordinates only is skipped, and a block that mixes them with others
@@ -126,7 +128,7 @@ class BackgroundFlows:
                 if name in excluded:
                     values[:, j] = np.nan
             errors = block_errors(stars, block.names) if block.errors else None
-            total += block.log_prob(values, stars.phi1, errors=errors)
+            total += block.log_prob(values, stars.phi1, errors=errors, threads=threads)
         return total
 
     def save(self, folder: str | Path) -> None:

@@ -544,7 +544,9 @@ class FittedModel:
     def converged(self) -> bool:
         return all(m["converged"] for m in self.summary.get("members", []))
 
-    def prepare(self, stars, background_logp: np.ndarray | None = None, *, prune: bool = False) -> StarTensors:
+    def prepare(
+        self, stars, background_logp: np.ndarray | None = None, *, prune: bool = False, threads: int | None = None
+    ) -> StarTensors:
         """Stars as tensors for this model (background log-density included).
 
         With ``prune``, the isochrone term is prepared only for the stars where
@@ -555,9 +557,10 @@ class FittedModel:
         them anyway; their probability of belonging to a photometric
         component stays below e^-15. Only for the members' own networks:
         MC-dropout draws move the tracks, so scoring with dropout does not prune.
+        ``threads``: CPU threads for the background flows (default: their setting).
         """
         if background_logp is None:
-            background_logp = self.background.log_prob(stars) if self.background is not None else None
+            background_logp = self.background.log_prob(stars, threads=threads) if self.background is not None else None
         if not prune:
             return config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0])
         tensors = config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0], photometry=False)
@@ -577,7 +580,9 @@ class FittedModel:
                         needed |= photometry_needed(joint[:, k], bound.upper.to(joint.dtype), joint[:, -1])
         return replace(tensors, photometry=like.prepare(tensors, distmod_range, dtype=dtype, needed=needed))
 
-    def membership(self, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000) -> QTable:
+    def membership(
+        self, stars, *, dropout_samples: int | None = None, chunk_size: int = 250_000, threads: int | None = None
+    ) -> QTable:
         """Per-star membership probability of every component, with percentiles.
 
         ``p_<component>`` is P_k = f_k p_k / sum_j f_j p_j (likelihoods only, no
@@ -585,11 +590,13 @@ class FittedModel:
         ``config.fit.seed``); ``p_<component>_q05/_q50/_q95`` are the
         5th/50th/95th percentiles over every ensemble member (other seeds,
         bootstrap resamples) and their MC-dropout draws. One row per input star;
-        ``source_id`` and kept columns are carried.
+        ``source_id`` and kept columns are carried. ``threads``: CPU threads
+        for the scoring, flows included (default: torch's setting, i.e. every
+        core unless ``OMP_NUM_THREADS`` says otherwise).
         """
         from .membership import membership_table
 
-        return membership_table(self, stars, dropout_samples=dropout_samples, chunk_size=chunk_size)
+        return membership_table(self, stars, dropout_samples=dropout_samples, chunk_size=chunk_size, threads=threads)
 
     def tracks(self, phi1=None, *, dropout_samples: int | None = None) -> QTable:
         """Weights, linear densities and every component's parameters on ``phi1``

@@ -512,3 +512,15 @@ def test_colour_locus_jacobian_matches_a_numerical_determinant():
         assert np.log(abs(np.linalg.det(jacobian))) == pytest.approx(expected, abs=1e-4)
     with pytest.raises(InputError, match="only 3 stars have all three values"):
         ColourLocus.fit(("g", "bp", "rp"), *values[:3].T)
+
+
+def test_scoring_with_more_threads_gives_the_same_density():
+    """``threads`` and the chunk size change how the flows are evaluated, not what they give."""
+    rng = np.random.default_rng(5)
+    values, phi1 = rng.normal(size=(3000, 2)), rng.uniform(size=3000)
+    block = BlockDensity.fit(["x", "y"], values, phi1, FlowSettings(transforms=1, hidden=8, epochs=1))
+    one = block.log_prob(values, phi1, threads=1, chunk_size=512)
+    np.testing.assert_allclose(block.log_prob(values, phi1, threads=2), one, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(block.log_prob(values, phi1), one, rtol=1e-6, atol=1e-6)
+    with pytest.raises(InputError, match="'threads': -1 is not an integer >= 0"):
+        block.log_prob(values, phi1, threads=-1)
