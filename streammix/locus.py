@@ -14,16 +14,19 @@ only 62 % of cases.
 
 .. math::
     m,\qquad c = \mathrm{blue} - \mathrm{red},\qquad
-    r = \frac{(m - \mathrm{red}) - f(c)}{s(m)},
+    r = k \,\mathrm{asinh}\Bigl(\frac{(m - \mathrm{red}) - f(c)}{k\, s(m)}\Bigr),
 
 where :math:`f` is the field's median colour-colour relation and :math:`s`
 the robust spread of the residual at magnitude :math:`m`, both fitted once on
 the training stars (monotone cubic interpolation between binned medians).
-The sheet becomes a band of width ~1 in :math:`r` at every magnitude. The
-map is a bijection for any :math:`f` and :math:`s > 0`, with
-:math:`|\partial(m, c, r)/\partial(m, \mathrm{blue}, \mathrm{red})| = 1/s(m)`,
-so densities transform exactly: :math:`\ln p(m, \mathrm{blue}, \mathrm{red})
-= \ln p(m, c, r) - \ln s(m)`.
+The sheet becomes a band of width ~1 in :math:`r` at every magnitude; the
+asinh (:math:`k` = ``OUTLIER_SCALE`` = 5) leaves it linear and only
+compresses stars far off the locus (bad colours, blends), so that a few
+hundred-sigma outliers do not inflate the flow's standardisation. The map is
+a bijection for any :math:`f` and :math:`s > 0`, with
+:math:`|\partial(m, c, r)/\partial(m, \mathrm{blue}, \mathrm{red})| =
+1 / (s(m) \sqrt{1 + (\rho/k)^2})`, :math:`\rho` the scaled residual, so
+densities transform exactly.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ __all__ = ["ColourLocus"]
 
 _MIN_STARS = 200  # stars with all three bands needed to fit the locus
 _MIN_SCALE = 1e-4  # mag: floor of the residual's spread
+OUTLIER_SCALE = 5.0
+"""Scaled residual beyond which :class:`ColourLocus` compresses logarithmically."""
 
 
 def _pchip(knots: np.ndarray, values: np.ndarray, x: np.ndarray, *, linear_ends: bool) -> np.ndarray:
@@ -149,18 +154,20 @@ class ColourLocus:
         return _pchip(self.mag_knots, self.log_scale_knots, mag, linear_ends=False)
 
     def transform(self, mag, blue, red) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        r"""``(mag, colour, residual, ln|Jacobian|)``; the last is :math:`-\ln s(m)`."""
+        """``(mag, colour, residual, ln|Jacobian|)``."""
         mag, blue, red = (np.asarray(v, dtype=float) for v in (mag, blue, red))
         colour = blue - red
         log_scale = self.log_scale(mag)
-        residual = (mag - red - _pchip(self.colour_knots, self.offset_knots, colour, linear_ends=True)) * np.exp(-log_scale)
-        return mag, colour, residual, -log_scale
+        scaled = (mag - red - _pchip(self.colour_knots, self.offset_knots, colour, linear_ends=True)) * np.exp(-log_scale)
+        residual = OUTLIER_SCALE * np.arcsinh(scaled / OUTLIER_SCALE)
+        return mag, colour, residual, -log_scale - 0.5 * np.log1p((scaled / OUTLIER_SCALE) ** 2)
 
     def inverse(self, mag, colour, residual) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(mag, blue, red)`` from the transformed coordinates."""
         mag, colour, residual = (np.asarray(v, dtype=float) for v in (mag, colour, residual))
         offset = _pchip(self.colour_knots, self.offset_knots, colour, linear_ends=True)
-        red = mag - offset - residual * np.exp(self.log_scale(mag))
+        scaled = OUTLIER_SCALE * np.sinh(residual / OUTLIER_SCALE)
+        red = mag - offset - scaled * np.exp(self.log_scale(mag))
         return mag, colour + red, red
 
     def state_dict(self) -> dict[str, Any]:
