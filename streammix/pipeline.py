@@ -187,9 +187,9 @@ def demo_config(
         }
         # The mock is cut at observed G < g_limit: the magnitude flow ends there too, and it
         # resolves the thin G-BP-RP locus in colour-locus coordinates. The astrometric flow is
-        # conditioned on the errors, as the stream's likelihood is. With all three, an
-        # independent mock 8 times the size is calibrated to 0.05 in every bin of p
-        # (benchmarks/calibration.py; 0.071 without them).
+        # conditioned on the errors, as the stream's likelihood is. The three cut the worst
+        # calibration bin on independent mocks 8 times the size from 0.07-0.13 to
+        # 0.05-0.08 (benchmarks/calibration.py, seeds 101-103).
         model["background"] = {
             "blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2"], list(MOCK_BANDS)],
             "limits": {"gaia_g": [None, mock.g_limit]},
