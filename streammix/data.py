@@ -123,9 +123,10 @@ class ColumnMap(BaseModel):
         pm_corr: Correlation coefficient of the two proper motions.
         pm_err_per_parallax_err: For a catalogue without proper-motion errors:
             each component's error is this factor times the star's parallax
-            error (mas/yr per mas; 0 where that is missing). Gaia DR2's median errors (Lindegren et al.
-            2018, A&A 616, A2) are 0.04/0.1/0.7 mas in parallax and
-            0.05/0.2/1.2 mas/yr in proper motion at G < 14/17/20, i.e. 1.25-2.0.
+            error (mas/yr per mas; 0 where that is missing). Gaia DR2's
+            median errors (Lindegren et al. 2018, A&A 616, A2) are
+            0.04/0.1/0.7 mas in parallax and 0.05/0.2/1.2 mas/yr in proper
+            motion at G < 14/17/20, i.e. 1.25-2.0.
         bands: Canonical band name -> user magnitude column.
         band_errors: Canonical band name -> user magnitude-error column.
         extinction: Canonical band name -> user extinction column.

@@ -767,9 +767,7 @@ class BlockDensity:
         if locus is not None:
             _check_locus(names, tuple(locus), limits)
             fitted_locus = ColourLocus.fit(tuple(locus), *(values[:, names.index(name)] for name in locus))
-        located, _ = _to_locus(names, values, fitted_locus)
-        values, _ = _unbound(names, values, limits, scales)
-        located = values if fitted_locus is None else _unbound(names, located, limits, scales)[0]
+        values, located, _, _ = _flow_inputs(names, values, limits, scales, fitted_locus)
         mask = np.isfinite(values)
         codes = set(np.unique(_patterns(mask)).tolist()) - {0}
         withheld = sum(1 << j for j, name in enumerate(names) if name in set(marginal_without))
@@ -865,9 +863,9 @@ class BlockDensity:
             chunk_size = 8192 * max(1, threads or torch.get_num_threads())
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise InputError(f"'chunk_size': {chunk_size!r} is not a positive integer")
-        located, locus_jacobian = _to_locus(self.names, values, self.locus)
-        values, log_jacobian = _unbound(self.names, values, self.limits, self.limit_scales)
-        located = values if self.locus is None else _unbound(self.names, located, self.limits, self.limit_scales)[0]
+        values, located, log_jacobian, locus_jacobian = _flow_inputs(
+            self.names, values, self.limits, self.limit_scales, self.locus
+        )
         mask = np.isfinite(values)
         if self.errors:
             if errors is None or np.shape(errors) != values.shape:
@@ -1268,19 +1266,32 @@ def _uses_locus(locus: ColourLocus | None, pattern: Sequence[str]) -> bool:
     return locus is not None and set(locus.names) <= set(pattern)
 
 
-def _to_locus(names: tuple[str, ...], values: np.ndarray, locus: ColourLocus | None) -> tuple[np.ndarray, np.ndarray]:
-    """Values with the locus's blue and red columns replaced by colour and
-    residual where all three are observed (unchanged elsewhere), and the
-    per-row log-Jacobian of that change (0 elsewhere)."""
-    log_jacobian = np.zeros(len(values))
+def _flow_inputs(
+    names: tuple[str, ...],
+    values: np.ndarray,
+    limits: dict[str, tuple[float | None, float | None]],
+    scales: dict[str, float],
+    locus: ColourLocus | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the flows see: ``(unbounded, located, log_jacobian, locus_jacobian)``.
+
+    ``unbounded`` has the limited coordinates through :func:`to_unbounded`
+    (``log_jacobian`` its per-row log-Jacobian); ``located`` is the same with
+    the locus's blue and red columns replaced by colour and residual where all
+    three bands are observed (``locus_jacobian`` the per-row log-Jacobian of
+    that, 0 elsewhere), for the patterns that observe the locus. The locus acts
+    on the raw magnitudes; its colour bands cannot be limited, and its
+    magnitude keeps its unbounded value."""
+    unbounded, log_jacobian = _unbound(names, values, limits, scales)
+    locus_jacobian = np.zeros(len(values))
     if locus is None:
-        return values, log_jacobian
+        return unbounded, unbounded, log_jacobian, locus_jacobian
     j_mag, j_blue, j_red = (names.index(name) for name in locus.names)
     full = np.isfinite(values[:, [j_mag, j_blue, j_red]]).all(axis=1)
-    located = values.copy()
-    _, colour, residual, log_jacobian[full] = locus.transform(values[full, j_mag], values[full, j_blue], values[full, j_red])
+    located = unbounded.copy()
+    _, colour, residual, locus_jacobian[full] = locus.transform(values[full, j_mag], values[full, j_blue], values[full, j_red])
     located[full, j_blue], located[full, j_red] = colour, residual
-    return located, log_jacobian
+    return unbounded, located, log_jacobian, locus_jacobian
 
 
 def _unbound(

@@ -122,10 +122,9 @@ def membership_table(
     try:
         for start in range(0, n, chunk_size):
             chunk = stars[start : start + chunk_size]
-            with _threads(threads):
-                tensors = model.prepare(chunk, prune=prune, threads=threads)
             draws, point = [], []
             with torch.no_grad(), _threads(threads):
+                tensors = model.prepare(chunk, prune=prune, threads=threads)
                 for i, dropout in plan:
                     mixture = model.mixtures[i]
                     if dropout:

@@ -67,6 +67,7 @@ astrometric likelihood).
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ _JUMP = 5e-12  # relative mass step below which two isochrone points are a jump 
 _SUBDIVIDE = 16  # PCHIP evaluations between tabulated points when measuring arc length
 _TABLE_SHARE = 0.5  # relative weight of the number of tabulated points in placing segment ends
 _CHUNK = 2_000_000  # star x segment elements per chunk
+_TRIM_BYTES = 256 * 2**20  # freed memory handed back to the OS every this many bytes copied
 
 
 # ----------------------------------------------------------------------------- mass functions
@@ -425,16 +427,23 @@ def _select(iso: Isochrone, phases) -> Isochrone:
 # ----------------------------------------------------------------------------- likelihood
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def _release_freed_memory() -> None:
     """Hand freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
 
     The pieces :func:`_concat` frees are a few MB each, below glibc's mmap
     threshold, so without this they stay resident and the process keeps
     both copies."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _concat(pieces: list[Tensor], empty_shape: tuple[int, ...], dtype: torch.dtype, device) -> Tensor:
@@ -445,6 +454,7 @@ def _concat(pieces: list[Tensor], empty_shape: tuple[int, ...], dtype: torch.dty
     if not pieces:
         return torch.zeros(empty_shape, dtype=dtype, device=device)
     out = torch.empty((sum(len(piece) for piece in pieces), *pieces[0].shape[1:]), dtype=dtype, device=device)
+    large = out.nbytes > _TRIM_BYTES  # small results (a scoring chunk) skip the trims
     start, copied = 0, 0
     pieces.reverse()
     while pieces:
@@ -453,10 +463,11 @@ def _concat(pieces: list[Tensor], empty_shape: tuple[int, ...], dtype: torch.dty
         start += len(piece)
         copied += piece.nbytes
         del piece
-        if copied > 256 * 2**20:
+        if large and copied > _TRIM_BYTES:
             _release_freed_memory()
             copied = 0
-    _release_freed_memory()
+    if large:
+        _release_freed_memory()
     return out
 
 
