@@ -45,6 +45,7 @@ from torch.overrides import TorchFunctionMode
 
 from .errors import InputError
 from .locus import ColourLocus
+from .nsf import nsf_log_prob, supports
 
 __all__ = ["BlockDensity", "ConditionalFlow", "FlowSettings", "fit_flow", "from_unbounded", "to_unbounded"]
 
@@ -232,6 +233,8 @@ class ConditionalFlow(torch.nn.Module):
         self.register_buffer("context_high", torch.maximum(high, low + 1e-6))
         self.extra_context = int(low.numel())
         self.net = _build_network(features, settings, 1 + self.extra_context)
+        # Without gradients (scoring, validation) a zuko NSF is evaluated by streammix.nsf.
+        self._fast = settings.backend == "zuko" and supports(self.net)
 
     def _context(self, phi1: Tensor, extra: Tensor | None = None) -> Tensor:
         context = ((phi1 - self.phi1_loc) / self.phi1_scale).unsqueeze(-1)
@@ -256,6 +259,8 @@ class ConditionalFlow(torch.nn.Module):
         """
         z = (x - self.x_loc) / self.x_scale
         context = self._context(phi1, extra)
+        if not torch.is_grad_enabled() and self._fast:
+            return nsf_log_prob(self.net, z, context) - torch.log(self.x_scale).sum()
         with _ShortSoftmax():
             if self.settings.backend == "zuko":
                 log_prob = self.net(context).log_prob(z)
