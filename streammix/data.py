@@ -29,6 +29,7 @@ first transformed into a stream frame with :func:`streammix.frames.gaia_to_strea
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import warnings
@@ -409,18 +410,19 @@ class StarTable:
         """Names of the photometric bands."""
         return tuple(self.mags)
 
-    @property
+    @functools.cached_property
     def observed(self) -> dict[str, np.ndarray]:
         """Coordinate name (the 4 astrometric, then each band) -> whether the star has it.
 
         A coordinate is observed when its value is finite and its uncertainty is
-        finite and non-negative.
+        finite and non-negative. Computed once (the table is immutable); the
+        arrays are read-only.
         """
         pairs = [(getattr(self, name), getattr(self, _ERROR_OF[name])) for name in ASTROMETRIC]
         pairs += [(self.mags[b], self.mag_errs[b]) for b in self.bands]
         names = (*ASTROMETRIC, *self.bands)
         return {
-            name: np.isfinite(value) & np.isfinite(error) & (error >= 0)
+            name: _frozen(np.isfinite(value) & np.isfinite(error) & (error >= 0))
             for name, (value, error) in zip(names, pairs, strict=True)
         }
 

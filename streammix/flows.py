@@ -599,7 +599,10 @@ def _progress_bar() -> Any:
 
 def _patterns(mask: np.ndarray) -> np.ndarray:
     """Integer code of each row's pattern of observed coordinates (bit j: column j)."""
-    return mask.astype(np.int64) @ (np.int64(1) << np.arange(mask.shape[1], dtype=np.int64))
+    codes = np.zeros(mask.shape[0], dtype=np.int64)
+    for j in range(mask.shape[1]):
+        codes[mask[:, j]] += 1 << j
+    return codes
 
 
 @dataclass
@@ -882,7 +885,8 @@ class BlockDensity:
         codes = _patterns(mask)
         out = np.zeros(len(phi1), dtype=np.float64)
         groups = []
-        for code in np.unique(codes):
+        counts = np.bincount(codes)
+        for code in np.flatnonzero(counts):
             if code == 0:
                 continue
             columns = [j for j in range(len(self.names)) if code >> j & 1]
@@ -892,7 +896,8 @@ class BlockDensity:
                     f"block {self.names!r}: no flow for stars observing only {pattern!r}; "
                     "refit with this pattern (BlockDensity.fit(..., patterns=...))"
                 )
-            rows = np.flatnonzero(codes == code)
+            # every star in one pattern (the usual case): no copies by row
+            rows = slice(None) if counts[code] == len(codes) else np.flatnonzero(codes == code)
             if _uses_locus(self.locus, pattern):
                 groups.append((self.flows[pattern], columns, rows, located))
                 log_jacobian[rows] += locus_jacobian[rows]
@@ -901,7 +906,7 @@ class BlockDensity:
         with _threads(threads):
             for flow, columns, rows, source in groups:
                 extra = _log_errors(errors, rows, columns, self.names, self.errors)
-                out[rows] = _evaluate(flow, source[np.ix_(rows, columns)], phi1[rows], chunk_size, extra)
+                out[rows] = _evaluate(flow, _take(source, rows, columns), phi1[rows], chunk_size, extra)
         return out + log_jacobian
 
     def sample(
@@ -1331,6 +1336,13 @@ def _unbound(
     return values, log_jacobian
 
 
+def _take(array: np.ndarray, rows: np.ndarray | slice, columns: Sequence[int]) -> np.ndarray:
+    """``array[rows][:, columns]``, without a copy where that takes every row and column."""
+    if isinstance(rows, slice):
+        return array if list(columns) == list(range(array.shape[1])) else array[:, columns]
+    return array[np.ix_(rows, columns)]
+
+
 def _log_errors(
     errors: np.ndarray | None, rows: np.ndarray, columns: Sequence[int], names: Sequence[str], error_names: Sequence[str]
 ) -> np.ndarray | None:
@@ -1339,7 +1351,7 @@ def _log_errors(
     chosen = [j for j in columns if names[j] in error_names]
     if errors is None or not chosen:
         return None
-    return np.log(np.maximum(errors[np.ix_(rows, chosen)], 1e-6))
+    return np.log(np.maximum(_take(errors, rows, chosen), 1e-6))
 
 
 def _evaluate(

@@ -137,7 +137,8 @@ def membership_table(
                         draws.append(p)
             stop = start + len(chunk)
             reference[start:stop] = point[0]
-            quant[:, start:stop] = np.quantile(np.stack(draws), QUANTILES, axis=0)
+            # one draw (one fit, no dropout) is its own percentiles
+            quant[:, start:stop] = draws[0] if len(draws) == 1 else np.quantile(np.stack(draws), QUANTILES, axis=0)
     finally:
         torch.set_rng_state(generator_state)
     table = QTable()
