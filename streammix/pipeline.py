@@ -158,7 +158,7 @@ def demo_config(
     at the mock's age and [Fe/H], truncated at the mock's G limit, and a
     background flow on the three magnitudes that ends at that limit too and
     works in colour-locus coordinates (:class:`~streammix.locus.ColourLocus`),
-    and an astrometric background flow conditioned on the measurement errors.
+    in one block with the parallax and proper motions (their joint density).
     """
     from .mock import MockConfig
 
@@ -185,16 +185,17 @@ def demo_config(
             "feh": mock.feh,
             "magnitude_limits": {"gaia_g": [0.0, mock.g_limit]},
         }
-        # The mock is cut at observed G < g_limit: the magnitude flow ends there too, and it
-        # resolves the thin G-BP-RP locus in colour-locus coordinates. The astrometric flow is
-        # conditioned on the errors, as the stream's likelihood is. The three cut the worst
-        # calibration bin on independent mocks 8 times the size from 0.07-0.13 to
-        # 0.05-0.08 (benchmarks/calibration.py, seeds 101-103).
+        # One background flow over astrometry and magnitudes together: a field star's
+        # distance sets both its parallax and proper motion and its magnitudes, so a product
+        # of an astrometric and a photometric density undercounts the distant background
+        # stars that look like the stream in both (membership log-odds 0.12-0.17 too high on
+        # independent mocks, benchmarks/calibration.py). The mock is cut at observed
+        # G < g_limit: the flow ends there too, and resolves the thin G-BP-RP locus in
+        # colour-locus coordinates.
         model["background"] = {
-            "blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2"], list(MOCK_BANDS)],
+            "blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2", *MOCK_BANDS]],
             "limits": {"gaia_g": [None, mock.g_limit]},
             "locus": list(MOCK_BANDS),
-            "error_context": True,
         }
     return Config.from_dict(
         {
