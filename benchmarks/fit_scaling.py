@@ -2,15 +2,18 @@
 
 Usage::
 
-    python benchmarks/fit_scaling.py --n 10000 100000 [--models astrometry joint] [--gd1] [--device cpu]
+    python benchmarks/fit_scaling.py --n 10000 100000 [--models astrometry joint] [--gd1] [--device cpu] [--workers 2]
 
 For each N and model, a mock of N field stars (2% in the stream) is generated
 and fitted with the demo configuration (one ensemble member, so the time is
 that of one fit): ``astrometry`` uses phi2, parallax and proper motions,
-``joint`` adds the isochrone likelihood in Gaia G, BP, RP and the background's
-photometric flow. The accuracy reached (ROC AUC, completeness and purity at
-p > 0.5, distance-modulus track RMS where the stream is dense) is printed
-beside each time. ``--gd1`` also fits the real GD-1 field in
+``joint`` adds the isochrone likelihood in Gaia G, BP, RP, with the demo's
+background (one flow over parallax, proper motions and the three magnitudes).
+``--workers`` processes (default: every core) train the background's flows at
+once; the JSON gives the main process's peak RSS and the largest worker's.
+The accuracy reached (ROC AUC, completeness and purity at p > 0.5,
+distance-modulus track RMS where the stream is dense) is printed beside each
+time. ``--gd1`` also fits the real GD-1 field in
 ``$STREAMMIX_SHARED_DATA`` with ``configs/gd1_dr2.yaml`` (astrometry) and
 ``configs/gd1_dr2_photometry.yaml`` (joint). Each fit runs in its own process
 so peak memory is per fit. The last line is a JSON summary.
@@ -20,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import time
 
 from _common import ROOT, SHARED, emit, machine, peak_rss_mb, run_child
 
 
-def one_mock(n: int, device: str, joint: bool) -> dict:
+def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
     import numpy as np
 
     from streammix.data import StarTable
@@ -40,7 +45,7 @@ def one_mock(n: int, device: str, joint: bool) -> dict:
     mock_seconds = time.perf_counter() - t0
     config = demo_config(truth, ensemble=1, photometry=joint)
     data = config.model_dump(mode="json", exclude={"source"})
-    data["fit"].update({"device": device, "workers": 1, "dropout_samples": 0})
+    data["fit"].update({"device": device, "workers": workers, "dropout_samples": 0})
     config = type(config).from_dict(data)
     t0 = time.perf_counter()
     model = fit(config, stars)
@@ -65,6 +70,9 @@ def one_mock(n: int, device: str, joint: bool) -> dict:
         "ms_per_step": round(1000 * member["seconds"] / max(member["steps"], 1), 1),
         "score_s": round(score_seconds, 2),
         "peak_rss_mb": round(peak_rss_mb()),
+        # worker processes (the background's flows with workers > 1): the largest one's peak
+        "peak_rss_mb_largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        "workers": workers,
         "auc": round(metrics["auc"], 5),
         "completeness": round(metrics["completeness"], 4),
         "purity": round(metrics["purity"], 4),
@@ -107,18 +115,22 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", choices=["astrometry", "joint"], default=["astrometry", "joint"])
     parser.add_argument("--gd1", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="processes for a mock fit (one member: they train the background's flows at once; default: every core)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a child process: one fit, one JSON line
         what, model = args.one.split(":")
         joint = model == "joint"
-        result = one_gd1(args.device, joint) if what == "gd1" else one_mock(int(what), args.device, joint)
+        result = one_gd1(args.device, joint) if what == "gd1" else one_mock(int(what), args.device, joint, args.workers)
         print(json.dumps(result))
         return
     runs = []
     jobs = [f"{n}:{m}" for n in args.n for m in args.models] + ([f"gd1:{m}" for m in args.models] if args.gd1 else [])
     for job in jobs:
-        runs.append(run_child(__file__, "--one", job, "--device", args.device))
+        runs.append(run_child(__file__, "--one", job, "--device", args.device, "--workers", str(args.workers)))
     emit({"benchmark": "fit_scaling", "machine": machine(), "runs": runs})
 
 

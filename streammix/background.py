@@ -64,6 +64,7 @@ class BackgroundFlows:
         limits: dict[str, tuple[float | None, float | None]] | None = None,
         locus: Sequence[str] | None = None,
         progress: bool = False,
+        workers: int = 1,
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
 
@@ -91,6 +92,8 @@ class BackgroundFlows:
                 three models them in colour-locus coordinates
                 (:class:`~streammix.locus.ColourLocus`).
             progress: Show progress bars.
+            workers: Processes that train a block's flows (one per pattern of
+                observed coordinates) at once (see :meth:`BlockDensity.fit`).
         """
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
         fitted = []
@@ -100,7 +103,7 @@ class BackgroundFlows:
             fitted.append(
                 BlockDensity.fit(
                     names, block_values(stars, names)[sel], stars.phi1[sel], settings,
-                    marginal_without=marginal_without, progress=progress,
+                    marginal_without=marginal_without, progress=progress, workers=workers,
                     errors=block_errors(stars, names)[sel] if conditioned else None,
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
                     locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,

@@ -287,8 +287,8 @@ class FitConfig(_Section):
     workers: int = Field(
         1,
         ge=1,
-        description="processes fitting ensemble members at once (CPU, spawned: a calling script "
-        "needs the `if __name__ == '__main__':` guard)",
+        description="processes fitting ensemble members, and a background block's flows, at once (CPU, "
+        "spawned: a calling script needs the `if __name__ == '__main__':` guard)",
     )
     dtype: Literal["float32", "float64"] = "float32"
     checkpoint_every: int = Field(100, ge=1)

@@ -781,7 +781,7 @@ def fit(
             background = BackgroundFlows.fit(
                 stars, bg_cfg.blocks, settings, train=offstream,
                 marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
-                limits=bg_cfg.limits, locus=bg_cfg.locus, progress=progress,
+                limits=bg_cfg.limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers,
             )
             if flows_file is not None:
                 background.save(flows_file)

@@ -584,6 +584,24 @@ def _train(
     return flow
 
 
+def _fit_in_processes(
+    jobs: dict[tuple[str, ...], dict[str, Any]], workers: int, progress: bool
+) -> dict[tuple[str, ...], ConditionalFlow]:
+    """:func:`fit_flow` of each job in ``workers`` spawned processes, largest first."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pattern: pool.submit(fit_flow, **job, progress=False) for pattern, job in jobs.items()}
+        if progress:
+            with _progress_bar() as bar:
+                task = bar.add_task(f"{len(jobs)} flows ({workers} processes)", total=len(jobs))
+                for future in futures.values():
+                    future.result()
+                    bar.advance(task)
+        return {pattern: future.result() for pattern, future in futures.items()}
+
+
 def _progress_bar() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -714,6 +732,7 @@ class BlockDensity:
         limits: dict[str, tuple[float | None, float | None]] | None = None,
         locus: Sequence[str] | None = None,
         progress: bool = False,
+        workers: int = 1,
     ) -> BlockDensity:
         r"""Train one flow per pattern of observed coordinates present in ``values``.
 
@@ -750,7 +769,12 @@ class BlockDensity:
                 the flows of patterns observing all three resolve through
                 :class:`~streammix.locus.ColourLocus` (fitted here); None for
                 raw coordinates.
-            progress: Show a rich progress bar per flow.
+            progress: Show a rich progress bar per flow (one bar for all with
+                ``workers`` > 1).
+            workers: Train up to this many patterns' flows at once, in spawned
+                processes (CPU only; each flow's seed is fixed, so the flows
+                are the same as one after the other). A block of six
+                coordinates with its marginals trains five flows.
 
         Returns:
             The fitted block, its flows in evaluation mode.
@@ -804,7 +828,9 @@ class BlockDensity:
                 error_names = tuple(
                     name for j, name in enumerate(names) if mask[:, j].any() and np.all(errors[mask[:, j], j] > 0)
                 )
-        flows: dict[tuple[str, ...], ConditionalFlow] = {}
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InputError(f"'workers': {workers!r} is not a positive integer")
+        jobs: dict[tuple[str, ...], dict[str, Any]] = {}
         # Full block first, then fewer coordinates.
         for code in sorted(codes, key=lambda c: (-bin(c).count("1"), c)):
             columns = [j for j in range(len(names)) if code >> j & 1]
@@ -817,15 +843,19 @@ class BlockDensity:
                     f"{count} stars (settings.min_stars = {settings.min_stars})"
                 )
             source = located if _uses_locus(fitted_locus, pattern) else values
-            flows[pattern] = fit_flow(
-                source[np.ix_(rows, columns)],
-                phi1[rows],
-                settings,
+            jobs[pattern] = dict(
+                x=source[np.ix_(rows, columns)],
+                phi1=phi1[rows],
+                settings=settings,
                 weights=None if weights is None else weights[rows],
                 context=_log_errors(errors, rows, columns, names, error_names),
-                progress=progress,
                 label=f"p({', '.join(pattern)} | phi1)",
             )
+        workers = min(workers, len(jobs)) if torch.device(settings.device).type == "cpu" else 1
+        if workers == 1:
+            flows = {pattern: fit_flow(**job, progress=progress) for pattern, job in jobs.items()}
+        else:
+            flows = _fit_in_processes(jobs, workers, progress)
         return cls(names, flows, settings, error_names, limits, scales, fitted_locus)
 
     # --------------------------------------------------------------- evaluation

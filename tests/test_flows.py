@@ -524,3 +524,18 @@ def test_scoring_with_more_threads_gives_the_same_density():
     np.testing.assert_allclose(block.log_prob(values, phi1), one, rtol=1e-6, atol=1e-6)
     with pytest.raises(InputError, match="'threads': -1 is not an integer >= 0"):
         block.log_prob(values, phi1, threads=-1)
+
+
+def test_flows_trained_in_processes_equal_those_trained_in_turn():
+    # each pattern's flow has its own fixed seed: two spawned processes give the same flows
+    x, phi1 = gaussian_draw(1500, seed=11)
+    x[:200, 2] = np.nan  # a second pattern, (parallax, pm_phi1_cosphi2)
+    settings = FlowSettings(**TINY)
+    serial = BlockDensity.fit(NAMES, x, phi1, settings)
+    parallel = BlockDensity.fit(NAMES, x, phi1, settings, workers=2)
+    assert list(parallel.flows) == list(serial.flows) and len(serial.flows) == 2
+    test, phi1_test = gaussian_draw(300, seed=12)
+    test[:50, 2] = np.nan
+    np.testing.assert_array_equal(parallel.log_prob(test, phi1_test), serial.log_prob(test, phi1_test))
+    with pytest.raises(InputError, match="'workers'"):
+        BlockDensity.fit(NAMES, x, phi1, settings, workers=0)
