@@ -594,8 +594,10 @@ def _fit_in_processes(
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pattern: pool.submit(fit_flow, **job, progress=False) for pattern, job in jobs.items()}
         if progress:
-            with _progress_bar() as bar:
-                task = bar.add_task(f"{len(jobs)} flows ({workers} processes)", total=len(jobs))
+            from rich.progress import Progress
+
+            with Progress() as bar:
+                task = bar.add_task(f"{len(jobs)} background flows ({workers} processes)", total=len(jobs))
                 for future in futures.values():
                     future.result()
                     bar.advance(task)

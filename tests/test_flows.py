@@ -532,7 +532,7 @@ def test_flows_trained_in_processes_equal_those_trained_in_turn():
     x[:200, 2] = np.nan  # a second pattern, (parallax, pm_phi1_cosphi2)
     settings = FlowSettings(**TINY)
     serial = BlockDensity.fit(NAMES, x, phi1, settings)
-    parallel = BlockDensity.fit(NAMES, x, phi1, settings, workers=2)
+    parallel = BlockDensity.fit(NAMES, x, phi1, settings, workers=2, progress=True)
     assert list(parallel.flows) == list(serial.flows) and len(serial.flows) == 2
     test, phi1_test = gaussian_draw(300, seed=12)
     test[:50, 2] = np.nan
