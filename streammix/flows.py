@@ -832,7 +832,7 @@ class BlockDensity:
                 )
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InputError(f"'workers': {workers!r} is not a positive integer")
-        jobs: dict[tuple[str, ...], dict[str, Any]] = {}
+        jobs: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, list[int]]] = {}
         # Full block first, then fewer coordinates.
         for code in sorted(codes, key=lambda c: (-bin(c).count("1"), c)):
             columns = [j for j in range(len(names)) if code >> j & 1]
@@ -845,7 +845,11 @@ class BlockDensity:
                     f"{count} stars (settings.min_stars = {settings.min_stars})"
                 )
             source = located if _uses_locus(fitted_locus, pattern) else values
-            jobs[pattern] = dict(
+            jobs[pattern] = (source, rows, columns)
+
+        def job(pattern: tuple[str, ...]) -> dict[str, Any]:  # a flow's training data, made when needed
+            source, rows, columns = jobs[pattern]
+            return dict(
                 x=source[np.ix_(rows, columns)],
                 phi1=phi1[rows],
                 settings=settings,
@@ -853,11 +857,12 @@ class BlockDensity:
                 context=_log_errors(errors, rows, columns, names, error_names),
                 label=f"p({', '.join(pattern)} | phi1)",
             )
+
         workers = min(workers, len(jobs)) if torch.device(settings.device).type == "cpu" else 1
         if workers == 1:
-            flows = {pattern: fit_flow(**job, progress=progress) for pattern, job in jobs.items()}
+            flows = {pattern: fit_flow(**job(pattern), progress=progress) for pattern in jobs}
         else:
-            flows = _fit_in_processes(jobs, workers, progress)
+            flows = _fit_in_processes({pattern: job(pattern) for pattern in jobs}, workers, progress)
         return cls(names, flows, settings, error_names, limits, scales, fitted_locus)
 
     # --------------------------------------------------------------- evaluation
