@@ -29,6 +29,7 @@ from .config import Config
 from .errors import InputError
 from .flows import FlowSettings
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
+from .parallel import map_spawned
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
 
@@ -808,22 +809,11 @@ def fit(
         for member in members
     ]
     if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_fit_member, job, stars, background_logp, None, background_logp_astrometry) for job in jobs
-            ]
-            if progress:
-                from rich.progress import Progress
-
-                with Progress(transient=True) as bar:
-                    task = bar.add_task(f"ensemble ({workers} processes)", total=len(futures))
-                    for future in as_completed(futures):
-                        future.result()
-                        bar.advance(task)
-            outcomes = [future.result() for future in futures]
+        calls = [
+            dict(job=job, stars=stars, background_logp=background_logp, background_logp_astrometry=background_logp_astrometry)
+            for job in jobs
+        ]
+        outcomes = map_spawned(_fit_member, calls, workers, label="ensemble", progress=progress)
     else:
         outcomes = [_fit_member(job, stars, background_logp, tensors, background_logp_astrometry) for job in jobs]
     for member, (state, result) in zip(members, outcomes):

@@ -46,6 +46,7 @@ from torch.overrides import TorchFunctionMode
 from .errors import InputError
 from .locus import ColourLocus
 from .nsf import nsf_log_prob, supports
+from .parallel import map_spawned
 
 __all__ = ["BlockDensity", "ConditionalFlow", "FlowSettings", "fit_flow", "from_unbounded", "to_unbounded"]
 
@@ -584,26 +585,6 @@ def _train(
     return flow
 
 
-def _fit_in_processes(
-    jobs: dict[tuple[str, ...], dict[str, Any]], workers: int, progress: bool
-) -> dict[tuple[str, ...], ConditionalFlow]:
-    """:func:`fit_flow` of each job in ``workers`` spawned processes, largest first."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pattern: pool.submit(fit_flow, **job, progress=False) for pattern, job in jobs.items()}
-        if progress:
-            from rich.progress import Progress
-
-            with Progress() as bar:
-                task = bar.add_task(f"{len(jobs)} background flows ({workers} processes)", total=len(jobs))
-                for future in futures.values():
-                    future.result()
-                    bar.advance(task)
-        return {pattern: future.result() for pattern, future in futures.items()}
-
-
 def _progress_bar() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -862,7 +843,8 @@ class BlockDensity:
         if workers == 1:
             flows = {pattern: fit_flow(**job(pattern), progress=progress) for pattern in jobs}
         else:
-            flows = _fit_in_processes({pattern: job(pattern) for pattern in jobs}, workers, progress)
+            fitted = map_spawned(fit_flow, [job(pattern) for pattern in jobs], workers, label="background flows", progress=progress)
+            flows = dict(zip(jobs, fitted))
         return cls(names, flows, settings, error_names, limits, scales, fitted_locus)
 
     # --------------------------------------------------------------- evaluation
