@@ -25,6 +25,13 @@ The generative model, in full:
   isotropic 100 km/s velocity dispersion about zero Galactocentric mean, so
   proper motions are the solar reflex ``-v_sun / (4.74 d)`` plus scatter; sky
   density ``exp(-0.006 (phi1 + 40) + 0.03 phi2)``.
+- **Spur** (optional, :attr:`MockConfig.n_spur` stars; none by default): a
+  second stream-like component beside the stream, like GD-1's spur (Price-Whelan
+  & Bonaca 2018): uniform in phi1 over :attr:`MockConfig.spur_phi1_range`,
+  centred ``spur_phi2_offset`` deg above the stream's phi2 track with a Gaussian
+  width ``spur_phi2_width``, and the stream's proper motions, distance and
+  isochrone at the same phi1. Its stars have ``true_component`` and
+  ``true_population`` ``"spur"``.
 - **Disc-like background** (thick disc): a younger, metal-richer isochrone
   (redder), density ``~ exp(-|z| / 0.9 kpc)`` with ``z = d sin b`` the height
   above the plane, so it follows the field's Galactic latitude, between
@@ -126,6 +133,10 @@ class MockConfig:
         age: Stream isochrone age (Gyr).
         feh: Stream isochrone [Fe/H].
         phases: Isochrone phases the stars are drawn from.
+        n_spur: Number of spur stars in the catalog (0: no spur).
+        spur_phi1_range: phi1 extent of the spur (deg).
+        spur_phi2_offset: Offset of the spur from the stream's phi2 track (deg).
+        spur_phi2_width: Gaussian width of the spur in phi2 (deg).
         gaps: One ``(phi1, sigma, depth)`` per gap (deg, deg, fraction removed
             at the centre) in the stream's linear density.
         halo_age, halo_feh: Isochrone of the halo-like background.
@@ -158,6 +169,10 @@ class MockConfig:
     feh: float = -1.5
     phases: tuple[str, ...] = ("MS", "SGB", "RGB", "CHEB")
     gaps: tuple[tuple[float, float, float], ...] = ((-40.0, 1.5, 0.9), (-20.0, 1.5, 0.9))
+    n_spur: int = 0
+    spur_phi1_range: tuple[float, float] = (-40.0, -25.0)
+    spur_phi2_offset: float = 1.0
+    spur_phi2_width: float = 0.15
     halo_age: float = 12.0
     halo_feh: float = -1.7
     halo_distance_range: tuple[float, float] = (5.0, 40.0)
@@ -174,11 +189,11 @@ class MockConfig:
         def bad(key: str, why: str) -> InputError:
             return InputError(f"mock config '{key}': {why}")
 
-        for key in ("n_stream", "n_background"):
+        for key in ("n_stream", "n_background", "n_spur"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise bad(key, f"{value!r} is not a non-negative integer")
-        for key in ("phi1_range", "phi2_range", "halo_distance_range", "disc_distance_range"):
+        for key in ("phi1_range", "phi2_range", "spur_phi1_range", "halo_distance_range", "disc_distance_range"):
             value = getattr(self, key)
             try:
                 lo, hi = (float(v) for v in value)
@@ -189,6 +204,13 @@ class MockConfig:
             if key.endswith("distance_range") and lo <= 0:
                 raise bad(key, f"{value!r} must be positive")
             object.__setattr__(self, key, (lo, hi))
+        (lo, hi), (spur_lo, spur_hi) = self.phi1_range, self.spur_phi1_range
+        if not lo <= spur_lo < spur_hi <= hi:
+            raise bad("spur_phi1_range", f"{self.spur_phi1_range!r} is not inside phi1_range {self.phi1_range!r}")
+        if not (np.isfinite(self.spur_phi2_width) and self.spur_phi2_width > 0):
+            raise bad("spur_phi2_width", f"{self.spur_phi2_width!r} is not a positive width")
+        if not np.isfinite(self.spur_phi2_offset):
+            raise bad("spur_phi2_offset", f"{self.spur_phi2_offset!r} is not a finite offset")
         if not 10.0 <= self.g_limit <= 22.0:
             raise bad("g_limit", f"{self.g_limit} is outside [10, 22] mag")
         for key in ("disc_fraction", "missing_astrometry_fraction", "missing_photometry_fraction"):
@@ -409,10 +431,11 @@ def _absolute(iso: Any, mass: np.ndarray) -> Stars:
     return {"abs_g": mags[:, 0], "abs_bp": mags[:, 1], "abs_rp": mags[:, 2]}
 
 
-def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig) -> Stars:
-    grid = np.linspace(*config.phi1_range, 20001)
+def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig, spur: bool = False) -> Stars:
+    """The stream's stars, or with ``spur`` the spur's (see the module docstring)."""
+    grid = np.linspace(*(config.spur_phi1_range if spur else config.phi1_range), 20001)
     shape = _stream_shape(grid, config)
-    density = shape["density"]
+    density = np.ones_like(grid) if spur else shape["density"]
     m_lo = _visible_mass_min(iso, config.g_limit + 0.1 - (shape["distmod"].min() - 5 * 0.05))
     if not np.isfinite(m_lo):
         raise InputError(f"mock config 'g_limit': {config.g_limit} leaves no visible stream star")
@@ -420,6 +443,9 @@ def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig) -
     def propose(n: int) -> Stars:
         phi1 = _inverse_cdf_sampler(grid, density, rng.uniform(size=n))
         t = _stream_shape(phi1, config)
+        if spur:
+            t["phi2"] = t["phi2"] + config.spur_phi2_offset
+            t["phi2_width"] = np.full_like(phi1, config.spur_phi2_width)
         mass = _kroupa_inverse_cdf(rng.uniform(size=n), m_lo, iso.mass_max)
         z = rng.standard_normal((4, n))
         stars = {
@@ -433,7 +459,7 @@ def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig) -
         }
         return _observe(rng, stars, config)
 
-    return _draw_until(config.n_stream, propose, "stream")
+    return _draw_until(config.n_spur if spur else config.n_stream, propose, "spur" if spur else "stream")
 
 
 def _halo_population(rng: np.random.Generator, iso: Any, n: int, config: MockConfig) -> Stars:
@@ -605,8 +631,12 @@ def generate_mock(config: MockConfig = MockConfig(), *, seed: int = 0) -> tuple[
     stream_iso = _isochrone(config.age, config.feh, config.phases)
     halo_iso = _isochrone(config.halo_age, config.halo_feh, config.phases)
     disc_iso = _isochrone(config.disc_age, config.disc_feh, config.phases)
+    # the spur draws from a sixth stream of the same SeedSequence: the first five,
+    # and so a mock without a spur, are what they were before the spur existed
+    rng_spur = np.random.default_rng(np.random.SeedSequence(seed).spawn(6)[5])
     parts = {
         "stream": _stream_population(rng_stream, stream_iso, config),
+        "spur": _stream_population(rng_spur, stream_iso, config, spur=True),
         "halo": _halo_population(rng_halo, halo_iso, n_halo, config),
         "disc": _disc_population(rng_disc, disc_iso, n_disc, config),
     }
@@ -637,7 +667,8 @@ def generate_mock(config: MockConfig = MockConfig(), *, seed: int = 0) -> tuple[
     for band in BANDS:
         stars[band] = np.asarray(columns.get(band, np.zeros(0)), float) * u.mag
         stars[band + "_err"] = np.asarray(columns.get(band + "_err", np.zeros(0)), float) * u.mag
-    stars["true_component"] = np.where(population == "stream", "stream", "background").astype("U10")
+    stream_like = (population == "stream") | (population == "spur")
+    stars["true_component"] = np.where(stream_like, population, "background").astype("U10")
     stars["true_population"] = population.astype("U6")
     stars["true_distmod"] = np.asarray(columns.get("true_distmod", np.zeros(0)), float) * u.mag
     stars["true_mass"] = np.asarray(columns.get("true_mass", np.zeros(0)), float) * u.M_sun

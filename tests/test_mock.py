@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import astropy.coordinates as coord
 import astropy.units as u
@@ -419,3 +420,38 @@ def test_write_other_formats(small_mock, tmp_path):
     np.testing.assert_array_equal(_values(back, "parallax"), _values(stars, "parallax"))
     assert list(back["true_population"]) == list(stars["true_population"])
     assert write_mock(stars, tracks, tmp_path / "plain")[0].suffix == ".fits"
+
+
+def test_a_spur_beside_the_stream():
+    """With ``n_spur`` the mock draws a second stream-like component: exactly
+    ``n_spur`` stars, uniform over ``spur_phi1_range``, ``spur_phi2_offset`` above
+    the stream's phi2 track with width ``spur_phi2_width`` and the stream's proper
+    motions; the stream's own stars are those of the same mock without a spur."""
+    config = MockConfig(n_stream=300, n_background=2000, n_spur=400)
+    stars, tracks = generate_mock(config, seed=5)
+    population = np.asarray(stars["true_population"])
+    spur = stars[population == "spur"]
+    assert len(spur) == 400 and set(spur["true_component"]) == {"spur"}
+    assert set(stars["true_component"]) == {"stream", "spur", "background"}
+    phi1 = _values(spur, "phi1")
+    lo, hi = config.spur_phi1_range
+    assert stats.kstest((phi1 - lo) / (hi - lo), "uniform").pvalue > 1e-3
+    across = _values(spur, "phi2") - _interp_track(spur, tracks, "phi2") - config.spur_phi2_offset
+    # mean and spread within 4 of their standard errors (0.15 / sqrt(400), 0.15 / sqrt(800))
+    assert abs(across.mean()) < 4 * 0.15 / 20 and abs(across.std() - 0.15) < 4 * 0.15 / np.sqrt(800)
+    for name in ("pm_phi1_cosphi2", "pm_phi2"):
+        residual = _values(spur, name) - _interp_track(spur, tracks, name)
+        residual = residual[np.isfinite(residual)]
+        assert abs(np.median(residual)) < 0.15, name  # the halo's are several mas/yr off
+    plain, _ = generate_mock(replace(config, n_spur=0), seed=5)
+    assert "spur" not in set(plain["true_population"])
+    for name in ("phi1", "phi2", "gaia_g", "true_mass"):  # (which stars miss astrometry depends on all of them)
+        np.testing.assert_array_equal(
+            np.sort(_values(plain, name)[np.asarray(plain["true_population"]) == "stream"]),
+            np.sort(_values(stars, name)[population == "stream"]),
+        )
+    with pytest.raises(InputError, match="spur_phi1_range") as info:
+        MockConfig(spur_phi1_range=(-100.0, -25.0))
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="spur_phi2_width"):
+        MockConfig(spur_phi2_width=0.0)
