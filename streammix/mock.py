@@ -320,12 +320,13 @@ def _inverse_cdf_sampler(grid: np.ndarray, density: np.ndarray, q: np.ndarray) -
     return np.interp(q * cdf[-1], cdf, grid)
 
 
-def _visible_mass_min(iso: Any, bright_limit: float) -> float:
-    """Largest mass below which no star is brighter than absolute G ``bright_limit``."""
+def _visible_mass_min(iso: Any, bright_limit: float, band: str = "gaia_g") -> float:
+    """Largest mass below which no star is brighter than absolute magnitude
+    ``bright_limit`` in ``band`` (shared with :mod:`streammix.inject`)."""
     fine = np.geomspace(iso.mass_min, iso.mass_max, 2000)
     masses = np.unique(np.concatenate([iso.initial_mass, fine]))
     masses = masses[(masses >= iso.mass_min) & (masses <= iso.mass_max)]
-    g = iso.absolute_mags(masses, ("gaia_g",))[:, 0]
+    g = iso.absolute_mags(masses, (band,))[:, 0]
     visible = np.flatnonzero(g < bright_limit)
     if visible.size == 0:
         return float("nan")

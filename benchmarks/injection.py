@@ -1,0 +1,298 @@
+"""Injection-recovery on the real GD-1 field: synthetic streams drawn into the Gaia DR2 catalog.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/injection.py [--quick] [--configs astrometry joint]
+        [--set model.background.error_context=true] [--out injection_output] [--label NAME]
+
+Each case draws a thin synthetic stream (:func:`streammix.inject.inject_stream`)
+into ``gd1_dr2/gd1_pm_box_dr2_ps1.fits``: phi2 tracks 2-4 deg away from GD-1
+(phi2 ~ 0), proper motions 0.5-3 mas/yr from GD-1's (-7.9, -0.6 mas/yr in this
+file), 100-1,000 stars, MIST PS1 isochrone (the joint config's) at distance
+modulus 14-15. The same injected catalog is then fitted with each shipped
+config (``configs/gd1_dr2.yaml``, astrometry only; ``configs/gd1_dr2_photometry.yaml``,
+joint) plus one stream-like component ``injected`` with the stream's bounds and
+loose control points at the injected tracks (phi2 +-0.5 deg, proper motions
++-1 mas/yr, distance modulus +-0.5 mag, every 10 deg), one ensemble member and
+one worker. ``p_injected`` is scored against the truth column with
+:func:`streammix.pipeline.truth_metrics`: ROC AUC, completeness and purity at
+p > 0.5, and calibration pooled over the injections at >= 1 mas/yr (and,
+separately, those closer in) in bins of p holding >= 50 stars, each with the
+binomial error of its member fraction. For the false members (real stars at
+p > 0.5) it records their magnitude, parallax error, missing photometry and
+proper-motion distance from the injected track, beside the same for the
+recovered members and for all real stars.
+
+Writes ``<out>/injection_<label>.json`` (every case, every config, the pooled
+calibration) and ``<out>/<label>/<case>_<config>.ecsv`` (the stars with
+p_injected > 0.05 or injected), and prints a markdown table. ``--set key=value``
+changes every config (dotted key, YAML value), e.g. to compare a model change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from _common import ROOT, SHARED, machine
+
+GD1_PM = (-7.9, -0.6)  # mas/yr, GD-1's reflex-corrected proper motion in this file
+CONFIGS = {"astrometry": ROOT / "configs" / "gd1_dr2.yaml", "joint": ROOT / "configs" / "gd1_dr2_photometry.yaml"}
+ISOCHRONE = "mist_v1.2_ps1_feh-1.35_12gyr.iso.cmd"
+BANDS = {"ps1_g": "g_mean_psf_mag", "ps1_i": "i_mean_psf_mag"}
+
+# (name, pm offset mas/yr, pm direction (d pm_phi1, d pm_phi2), phi2 track, n_stars, distmod)
+FLAT_UP = 3.0  # phi2 = +3 deg
+SLOPED_DOWN = {"coefficients": [-3.0, 0.04], "phi1_ref": -45.0}  # -3.8 .. -2.2 deg
+SLOPED_UP = {"coefficients": [2.5, 0.03], "phi1_ref": -45.0}  # 1.9 .. 3.1 deg
+CURVED_DOWN = {"coefficients": [-2.5, 0.0, -0.0025], "phi1_ref": -45.0}  # -3.5 .. -2.5 deg
+CASES = [
+    ("pm3_a", 3.0, (1.0, 0.0), FLAT_UP, 300, 14.5),
+    ("pm3_b", 3.0, (0.0, 1.0), SLOPED_DOWN, 1000, 14.5),
+    ("pm3_c", 3.0, (-0.6, 0.8), CURVED_DOWN, 100, 14.0),
+    ("pm2_a", 2.0, (1.0, 0.0), SLOPED_DOWN, 1000, 14.5),
+    ("pm2_b", 2.0, (0.6, 0.8), SLOPED_UP, 300, 14.5),
+    ("pm2_c", 2.0, (-1.0, 0.0), FLAT_UP, 300, 15.0),
+    ("pm1_a", 1.0, (1.0, 0.0), FLAT_UP, 300, 14.5),
+    ("pm1_b", 1.0, (0.0, -1.0), SLOPED_DOWN, 1000, 14.5),
+    ("pm1_c", 1.0, (0.6, -0.8), SLOPED_UP, 100, 15.0),
+    ("pm05_a", 0.5, (1.0, 0.0), FLAT_UP, 300, 14.5),
+    ("pm05_b", 0.5, (0.0, 1.0), SLOPED_DOWN, 1000, 14.5),
+]
+QUICK = ("pm3_a", "pm1_a")
+PHI1_RANGE = (-65.0, -25.0)
+
+
+def spec_of(case) -> dict:
+    """The injection spec of a case, as a dict."""
+    name, offset, (d1, d2), phi2, n, distmod = case
+    norm = float(np.hypot(d1, d2))
+    return {
+        "phi1_range": list(PHI1_RANGE),
+        "n_stars": n,
+        "phi2": phi2,
+        "phi2_width": 0.2,
+        "pm_phi1_cosphi2": GD1_PM[0] + offset * d1 / norm,
+        "pm_phi2": GD1_PM[1] + offset * d2 / norm,
+        "pm_phi1_cosphi2_width": 0.2,
+        "pm_phi2_width": 0.2,
+        "distmod": distmod,
+        "distmod_width": 0.05,
+        "isochrone": {"path": str(SHARED / "isochrones" / ISOCHRONE), "age": 12.0, "feh": -1.35},
+        "bands": BANDS,
+    }
+
+
+def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            sys.exit(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out.append((key.strip().split("."), yaml.safe_load(value)))
+    return out
+
+
+def config_with_injected(path: Path, spec, sets) -> "object":
+    """The shipped config plus the ``injected`` component, ensemble 1, one worker, ``--set`` applied."""
+    from streammix.config import Config
+    from streammix.inject import track_values
+
+    base = Config.from_yaml(path)
+    data = base.model_dump(mode="json", exclude={"source"})
+    stream = next(c for c in data["model"]["components"] if c["name"] == "stream")
+    points = []
+    for phi1 in np.arange(spec.phi1_range[0], spec.phi1_range[1] + 1e-9, 10.0):
+        for parameter, width in (("phi2", 0.5), ("pm_phi1_cosphi2", 1.0), ("pm_phi2", 1.0), ("distmod", 0.5)):
+            value = float(track_values(getattr(spec, parameter), np.array([phi1]))[0])
+            points.append({"parameter": parameter, "phi1": float(phi1), "value": value, "width": width})
+    data["model"]["components"].append(
+        {"name": "injected", "bounds": copy.deepcopy(stream["bounds"]), "control_points": points}
+    )
+    data["fit"].update({"ensemble": 1, "workers": 1, "dropout_samples": 0})
+    for keys, value in sets:
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return Config.from_dict(data, source=f"{path.name} + injected")
+
+
+def describe(mask: np.ndarray, table, p: np.ndarray, spec) -> dict:
+    """Magnitude, parallax error, missing photometry, pm distance from the injected track of ``mask`` stars."""
+    from streammix.inject import track_values
+
+    if not mask.any():
+        return {"n": 0}
+    g = np.asarray(table["g_mean_psf_mag"].filled(np.nan), float)[mask]
+    g[g > 1e19] = np.nan
+    plx_err = np.asarray(table["parallax_error"].filled(np.nan), float)[mask]
+    phi1 = np.asarray(table["phi1"].filled(np.nan), float)[mask]
+    d1 = np.asarray(table["pm_phi1"].filled(np.nan), float)[mask] - track_values(spec.pm_phi1_cosphi2, phi1)
+    d2 = np.asarray(table["pm_phi2"].filled(np.nan), float)[mask] - track_values(spec.pm_phi2, phi1)
+    dpm = np.hypot(d1, d2)
+    q = lambda x: [float(v) for v in np.nanpercentile(x, [16, 50, 84])] if np.isfinite(x).any() else None  # noqa: E731
+    return {
+        "n": int(mask.sum()),
+        "mean_p": float(p[mask].mean()),
+        "no_photometry_fraction": float(np.mean(~np.isfinite(g))),
+        "g_16_50_84": q(g),
+        "parallax_error_16_50_84": q(plx_err),
+        "pm_distance_16_50_84": q(dpm),
+        "pm_distance_over_error_16_50_84": q(dpm / (1.7 * plx_err)),
+        "parallax_over_error_16_50_84": q(np.asarray(table["parallax"].filled(np.nan), float)[mask] / plx_err),
+    }
+
+
+def pooled(results: list[dict], config: str, select) -> dict:
+    from streammix.pipeline import truth_metrics
+
+    p = [r["_p"][config] for r in results if select(r)]
+    t = [r["_truth"] for r in results if select(r)]
+    if not p:
+        return {}
+    m = truth_metrics(np.concatenate(p), np.concatenate(t), min_per_bin=50)
+    for b in m["calibration"]:
+        f = b["member_fraction"]
+        b["binomial_error"] = float(np.sqrt(max(f * (1 - f), 1.0 / b["n"]) / b["n"]))
+    m["cases"] = len(p)
+    return m
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"only cases {', '.join(QUICK)}")
+    parser.add_argument("--cases", nargs="*", help="case names to run (default all)")
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=ROOT / "injection_output")
+    parser.add_argument("--label", default="default")
+    parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from astropy.table import Table
+
+    from streammix.config import Config
+    from streammix.data import read_table
+    from streammix.fit import fit, load_stars
+    from streammix.inject import InjectionSpec, inject_stream
+    from streammix.pipeline import truth_metrics
+
+    catalog_path = SHARED / "gd1_dr2" / "gd1_pm_box_dr2_ps1.fits"
+    if not catalog_path.exists():
+        sys.exit(f"{catalog_path}: not found (set STREAMMIX_SHARED_DATA)")
+    catalog = read_table(catalog_path)
+    sets = parse_sets(args.sets)
+    cases = [c for c in CASES if (not args.quick or c[0] in QUICK) and (not args.cases or c[0] in args.cases)]
+    joint_config = Config.from_yaml(CONFIGS["joint"])  # its column map (bands) draws the injections
+    folder = args.out / args.label
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"injection_{args.label}.json"
+
+    results: list[dict] = []
+    started = time.perf_counter()
+    for index, case in enumerate(cases):
+        name, offset, _, _, n_stars, distmod = case
+        spec = InjectionSpec.from_dict(spec_of(case), source=f"case {name}")
+        table = inject_stream(catalog, spec, joint_config, seed=1000 + index + args.seed)
+        truth = np.asarray(table["injected"], bool)
+        result = {"case": name, "pm_offset": offset, "n_stars": n_stars, "distmod": distmod,
+                  "spec": spec.model_dump(mode="json"), "configs": {}, "_p": {}, "_truth": truth}  # fmt: skip
+        for config_name in args.configs:
+            config = config_with_injected(CONFIGS[config_name], spec, sets)
+            t0 = time.perf_counter()
+            stars = load_stars(config, table)
+            model = fit(config, stars)
+            members = model.membership(stars)
+            seconds = time.perf_counter() - t0
+            p = np.asarray(members["p_injected"], float)
+            metrics = truth_metrics(p, truth)
+            real_members = (~truth) & (p > 0.5)
+            metrics["false_members"] = describe(real_members, table, p, spec)
+            metrics["recovered_members"] = describe(truth & (p > 0.5), table, p, spec)
+            metrics["missed_members"] = describe(truth & (p <= 0.5), table, p, spec)
+            metrics["real_stars"] = describe(~truth, table, p, spec)
+            metrics["p_stream_of_injected_median"] = float(np.median(np.asarray(members["p_stream"])[truth]))
+            metrics["seconds"] = seconds
+            metrics["converged"] = model.summary.get("converged")
+            result["configs"][config_name] = metrics
+            result["_p"][config_name] = p
+            keep = truth | (p > 0.05)
+            rows = table[keep]
+            rows["p_injected"] = p[keep]
+            rows["p_stream"] = np.asarray(members["p_stream"], float)[keep]
+            rows.write(folder / f"{name}_{config_name}.ecsv", overwrite=True)
+            print(
+                f"{name} {config_name}: AUC {metrics['auc']:.4f} completeness {metrics['completeness']:.3f} "
+                f"purity {metrics['purity']:.3f} ({int(real_members.sum())} false) {seconds:.0f} s "
+                f"[{time.perf_counter() - started:.0f} s so far]",
+                flush=True,
+            )
+        results.append(result)
+        write(json_path, results, args, sets, started, final=False)
+    summary = write(json_path, results, args, sets, started, final=True)
+    print_table(summary)
+
+
+def write(path: Path, results: list[dict], args, sets, started: float, final: bool) -> dict:
+    from streammix.output import write_json
+
+    summary = {
+        "label": args.label,
+        "sets": [f"{'.'.join(k)}={v}" for k, v in sets],
+        "configs": args.configs,
+        "complete": final,
+        "seconds": time.perf_counter() - started,
+        "machine": machine(),
+        "git": os.popen(f"git -C {ROOT} rev-parse --short HEAD 2>/dev/null").read().strip(),
+        "cases": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
+        "pooled": {
+            config: {
+                "pm_offset_ge_1": pooled(results, config, lambda r: r["pm_offset"] >= 1.0),
+                "pm_offset_lt_1": pooled(results, config, lambda r: r["pm_offset"] < 1.0),
+            }
+            for config in args.configs
+        },
+    }
+    write_json(summary, path, overwrite=True)
+    return summary
+
+
+def print_table(summary: dict) -> None:
+    print(f"\n### injection-recovery, {summary['label']} {' '.join(summary['sets'])}\n")
+    print("| case | pm offset (mas/yr) | stars | distmod | config | AUC | completeness | purity | false members | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for case in summary["cases"]:
+        for config, m in case["configs"].items():
+            print(
+                f"| {case['case']} | {case['pm_offset']} | {case['n_stars']} | {case['distmod']} | {config} | "
+                f"{m['auc']:.4f} | {m['completeness']:.3f} | {m['purity']:.3f} | {m['false_members']['n']} | "
+                f"{m['seconds']:.0f} |"
+            )
+    for config, groups in summary["pooled"].items():
+        for group, m in groups.items():
+            if not m:
+                continue
+            print(f"\npooled calibration, {config}, {group} ({m['cases']} injections): AUC {m['auc']:.4f}, "
+                  f"completeness {m['completeness']:.3f}, purity {m['purity']:.3f}\n")
+            print("| p bin | stars | mean p | member fraction | binomial error | difference |")
+            print("|---|---|---|---|---|---|")
+            for b in m["calibration"]:
+                print(f"| {b['p_low']:.1f}-{b['p_high']:.1f} | {b['n']} | {b['mean_p']:.3f} | "
+                      f"{b['member_fraction']:.3f} | {b['binomial_error']:.3f} | "
+                      f"{b['member_fraction'] - b['mean_p']:+.3f} |")
+    print(json.dumps({"label": summary["label"], "seconds": round(summary["seconds"])}))
+
+
+if __name__ == "__main__":
+    main()
