@@ -72,6 +72,30 @@ def mock(
 
 
 @app.command()
+def inject(
+    catalog: Annotated[Path, typer.Argument(help="The real star table (any readable format).")],
+    config: Annotated[Path, typer.Option("--config", help="The stream's YAML configuration (columns, field, frame).")],
+    spec: Annotated[Path, typer.Option("--spec", help="YAML injection spec (see streammix.inject.InjectionSpec).")],
+    out: Annotated[Path, typer.Option("--out", help="Output star table (.fits, .ecsv, .parquet...).")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Draw a synthetic stream into a real catalog; the truth is the column `injected`."""
+    from .config import Config
+    from .data import read_table
+    from .inject import InjectionSpec, inject_stream
+    from .output import check_writable, table_format, write_table
+
+    check_writable(out, overwrite)
+    table_format(out)
+    cfg = Config.from_yaml(config)
+    injection = InjectionSpec.from_yaml(spec)
+    result = inject_stream(read_table(catalog), injection, cfg, seed=seed)
+    write_table(result, out, overwrite=overwrite)
+    console.print(f"wrote {len(result)} stars ({injection.n_stars} injected) to {out}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo_output"),
     seed: Annotated[int, typer.Option(help="Random seed of the mock and the fit.")] = 0,
