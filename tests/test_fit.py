@@ -144,8 +144,10 @@ def test_save_and_load_give_the_same_probabilities(tmp_path, small_mock, fitted)
 
 
 def test_a_killed_fit_resumes_to_the_same_result(tmp_path, small_mock):
-    """SIGKILL a real fit mid-way; rerunning with the same checkpoints ends where
-    an uninterrupted run with the same seed ends."""
+    """SIGKILL a real fit mid-way; rerunning with the same checkpoints takes only
+    the steps still to do (counted by a spy in the script), trains no flow again,
+    and ends where an uninterrupted run with the same seed ends. (The same result
+    alone would not show a resume: a fresh start ends there too.)"""
     stars_table, truth, stars = small_mock
     config = small_config(truth, steps=300, ensemble=1, checkpoint_every=20, patience=10_000)
     (tmp_path / "config.yaml").write_text(config.to_yaml())
@@ -159,10 +161,26 @@ def test_a_killed_fit_resumes_to_the_same_result(tmp_path, small_mock):
         from streammix.fit import fit
         from streammix.pipeline import mock_columns
         from astropy.table import QTable
+        import json, torch
+        from streammix.background import BackgroundFlows
+        counts = {{"mixture_steps": 0, "flows_trained": 0, "in_flows": False}}
+        adamw_step, fit_flows = torch.optim.AdamW.step, BackgroundFlows.fit.__func__
+        def counting_step(self, *args, **kwargs):
+            counts["mixture_steps"] += not counts["in_flows"]
+            return adamw_step(self, *args, **kwargs)
+        def counting_flows(cls, *args, **kwargs):
+            counts.update(flows_trained=counts["flows_trained"] + 1, in_flows=True)
+            try:
+                return fit_flows(cls, *args, **kwargs)
+            finally:
+                counts["in_flows"] = False
+        torch.optim.AdamW.step = counting_step
+        BackgroundFlows.fit = classmethod(counting_flows)
         cfg = Config.from_yaml({str(tmp_path / 'config.yaml')!r})
         stars = StarTable.from_table(QTable.read({str(stars_path)!r}), mock_columns())
         model = fit(cfg, stars, checkpoint_dir={str(tmp_path / 'ck')!r})
         np.save({str(tmp_path / 'p.npy')!r}, np.asarray(model.membership(stars, dropout_samples=0)["p_stream"]))
+        json.dump(counts, open({str(tmp_path / 'counts.json')!r}, "w"))
         """
     )
     env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -176,7 +194,13 @@ def test_a_killed_fit_resumes_to_the_same_result(tmp_path, small_mock):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert checkpoint.exists()
+    killed_at = torch.load(checkpoint, weights_only=False)["state"]["step"]
+    assert 0 < killed_at < 300
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=600)
+    import json
+
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    assert counts["flows_trained"] == 0 and counts["mixture_steps"] == 300 - killed_at, (counts, killed_at)
     resumed = np.load(tmp_path / "p.npy")
     model = fit(Config.from_yaml(tmp_path / "config.yaml"), stars)
     direct = np.asarray(model.membership(stars, dropout_samples=0)["p_stream"])
@@ -270,9 +294,10 @@ def test_purity_at_completeness_against_a_threshold_scan():
         assert purity_at_completeness(p, truth, level) == best
 
 
-def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
+def test_checkpoints_of_another_config_are_not_resumed(tmp_path, monkeypatch):
     """A checkpoint folder left by a fit of another config is emptied (with a
-    warning), so the new fit equals a fresh one; the same config resumes."""
+    warning), so the new fit equals a fresh one; the same config resumes (from
+    its finished checkpoint: no step taken, no flow trained)."""
     stars_table, truth = generate_mock(MockConfig(n_stream=100, n_background=1500), seed=2)
     stars = StarTable.from_table(stars_table, mock_columns())
 
@@ -294,10 +319,28 @@ def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
     np.testing.assert_allclose(np.asarray(a["p_stream"]), np.asarray(b["p_stream"]), atol=1e-6)
     import warnings
 
+    from streammix.background import BackgroundFlows
+
+    counts = {"steps": 0, "flows": 0}
+    adamw_step = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        counts["steps"] += 1
+        return adamw_step(self, *args, **kwargs)
+
+    def counting_flows(cls, *args, **kwargs):
+        counts["flows"] += 1
+        raise AssertionError("the flows were trained again")
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
+    monkeypatch.setattr(BackgroundFlows, "fit", classmethod(counting_flows))
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*another config")
         again = fit(config(40), stars, checkpoint_dir=folder)  # same config: resumes, no warning
+    assert counts == {"steps": 0, "flows": 0}
     assert again.summary["members"][0]["steps"] == fresh.summary["members"][0]["steps"]
+    b_again = again.membership(stars[:300])
+    np.testing.assert_allclose(np.asarray(b_again["p_stream"]), np.asarray(b["p_stream"]), atol=1e-6)
 
 
 def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
