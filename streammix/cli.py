@@ -157,7 +157,11 @@ def members(
         model = model / "model"
     fitted = load(model)
     columns = fitted.config.data.column_map()
-    stars = read_stars(data, columns, gaia_frame=fitted.config.data.gaia_frame, reflex_distance=fitted.config.data.reflex_distance)
+    stars = read_stars(data, columns, gaia_frame=fitted.config.data.gaia_frame, reflex_distance=fitted.config.data.reflex_distance,
+                       optional_bands=fitted.config.model.bands)
+    if stars.meta.get("unobserved_bands"):
+        absent = ", ".join(stars.meta["unobserved_bands"])
+        console.print(f"file '{data}' has no column for bands {absent}: unobserved, so its stars are scored without them", soft_wrap=True)
     check_plausible(stars, [*fitted.config.model.coordinates, *fitted.config.model.bands])
     table = fitted.membership(stars)
     write_table(table, out, overwrite=overwrite)
@@ -167,6 +171,12 @@ def members(
 @app.command()
 def plot(
     model: Annotated[Path, typer.Argument(help="A folder written by `streammix fit` or `streammix demo`.")],
+    residuals: Annotated[
+        bool, typer.Option("--residuals", help="Also the residuals of the data against the model in (phi1, phi2).")
+    ] = False,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Stars for --residuals (default: the config's data.path).")
+    ] = None,
 ) -> None:
     """Redraw the figures of a fitted model's folder (replacing those there)."""
     from astropy.table import QTable
@@ -184,9 +194,79 @@ def plot(
         from .fit import load
 
         isochrone = isochrone_curve(load(model / "model"), members=members)
+    if residuals:  # everything read and checked before any figure is replaced
+        from .fit import load, load_stars
+        from .data import read_stars
+
+        if not (model / "model" / "model.json").is_file():
+            raise InputError(f"folder '{model}': no fitted model in model/ (needed for --residuals)")
+        fitted = load(model / "model")
+        cfg = fitted.config
+        if data is None and cfg.data.path is None:
+            raise InputError(f"config of '{model}': data.path is not set; pass --data")
+        path = data if data is not None else Path(cfg.data.path)
+        stars = load_stars(cfg, read_stars(path, cfg.data.column_map(), gaia_frame=cfg.data.gaia_frame,
+                                           reflex_distance=cfg.data.reflex_distance))  # fmt: skip
     paths = save_figures(members, QTable.read(tracks_path), model / "figures", truth=truth, isochrone=isochrone, overwrite=True)
+    if residuals:
+        from .pipeline import write_residuals
+
+        summary = write_residuals(fitted, stars, model, overwrite=True)
+        paths += [model / "figures" / "residuals.png", model / "residuals.ecsv"]
+        console.print(
+            f"residuals of {summary['n_selected']} stars: largest excess {summary['max_significance']:.1f} sigma "
+            f"at phi1 {summary['max_at']['phi1']:.1f}, phi2 {summary['max_at']['phi2']:.2f} deg"
+        )
     for p in paths:
         console.print(f"wrote {p}")
+
+
+@app.command()
+def compare(
+    configs: Annotated[list[Path], typer.Argument(help="Two or more YAML configurations of the same stars.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: comparison.ecsv, heldout.ecsv, summary.json.")],
+    folds: Annotated[int, typer.Option("--folds", help="Folds K: each config is fitted K times on K-1 folds.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    ensemble: Annotated[int, typer.Option(help="Ensemble members per fit (1 is enough to rank models).")] = 1,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Rank models by held-out log-likelihood: the same K folds for every config, paired differences."""
+    from .compare import compare as compare_configs
+    from .config import Config
+    from .output import write_json, write_table
+    from .pipeline import output_folder
+
+    if out.exists() and not overwrite:
+        raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
+    loaded = [Config.from_yaml(path) for path in configs]
+    names = [c.name for c in loaded]
+    if len(set(names)) != len(names):  # the same name in two files: tell them apart by file
+        names = [path.stem for path in configs]
+    result = compare_configs(loaded, folds=folds, seed=seed, ensemble=ensemble, names=names, progress=not quiet)
+    table = result.summary()
+    with output_folder(out, overwrite) as tmp:
+        write_table(table, tmp / "comparison.ecsv")
+        write_table(result.per_star(), tmp / "heldout.ecsv")
+        write_json({"folds": folds, "seed": seed, "ensemble": ensemble, "rows": [dict(zip(table.colnames, row)) for row in table.iterrows()]}, tmp / "summary.json")
+    _print_comparison(table)
+    console.print(f"outputs in {out}/")
+
+
+def _print_comparison(table) -> None:
+    from rich.table import Table as RichTable
+
+    shown = RichTable(title=f"held-out log-likelihood, {table.meta['folds']} folds (nats)")
+    for name in ("config", "per star", "total", f"vs {table.meta['baseline']}, total"):
+        shown.add_column(name)
+    for row in table:
+        shown.add_row(
+            str(row["config"]),
+            f"{row['mean_loglike']:.4f} ± {row['mean_loglike_err']:.4f}",
+            f"{row['total_loglike']:.1f}",
+            f"{row['delta_total']:+.1f} ± {row['delta_total_err']:.1f}",
+        )
+    console.print(shown)
 
 
 @app.command("isochrone-fit")

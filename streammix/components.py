@@ -256,6 +256,17 @@ class StreamComponent(nn.Module):
     def parameter_specs(self) -> tuple[Parameter, ...]:
         return self.net.parameters_
 
+    def phi2_cdf(self, phi2: Tensor, params: dict[str, Tensor], phi2_err: Tensor) -> Tensor:
+        """P(observed phi2 < ``phi2``) under this component's phi2 density (the
+        truncated normal of :meth:`log_prob`), for residuals and predictions;
+        ``params`` and ``phi2_err`` broadcast against ``phi2``."""
+        low, high = self.phi2_range
+        sigma = _hypot(params["phi2_width"], phi2_err)
+        z_lo = torch.special.ndtr((low - params["phi2"]) / sigma)
+        z_hi = torch.special.ndtr((high - params["phi2"]) / sigma)
+        z = torch.special.ndtr((phi2.clamp(low, high) - params["phi2"]) / sigma)
+        return (z - z_lo) / (z_hi - z_lo).clamp_min(1e-30)
+
     def log_prob(self, params: dict[str, Tensor], stars, *, photometry: bool = True) -> Tensor:
         """Per-star log-likelihood of the observed coordinates, shape ``(N,)``
         (without the isochrone term if ``photometry`` is False)."""
@@ -356,6 +367,27 @@ class BackgroundComponent(nn.Module):
         if self.phi2_model == "uniform":
             return torch.full_like(phi2, -math.log(b - a))
         return exponential_logpdf(phi2, params["phi2_slope"], a, b)
+
+    def phi2_cdf(self, phi2: Tensor, params: dict[str, Tensor], phi2_err: Tensor | None = None) -> Tensor:
+        """P(phi2' < ``phi2``) under the background's phi2 density (``phi2_err`` is not used).
+
+        Example:
+            >>> import torch
+            >>> bg = BackgroundComponent((-5.0, 5.0), "exponential")
+            >>> cdf = bg.phi2_cdf(torch.tensor([-5.0, 0.0, 5.0]), {"phi2_slope": torch.tensor(0.3)})
+            >>> [round(v, 4) for v in cdf.tolist()]
+            [0.0, 0.1824, 1.0]
+        """
+        a, b = self.phi2_range
+        x = phi2.clamp(a, b)
+        if self.phi2_model == "uniform":
+            return (x - a) / (b - a)
+        slope = params["phi2_slope"]
+        # (exp(s (x - a)) - 1) / (exp(s (b - a)) - 1), the uniform's (x - a)/(b - a) as s -> 0
+        small = slope.abs() * (b - a) < 1e-4
+        safe = torch.where(small, torch.ones_like(slope), slope)
+        exact = torch.expm1(safe * (x - a)) / torch.expm1(safe * (b - a))
+        return torch.where(small, (x - a) / (b - a), exact)
 
     def log_prob(self, params: dict[str, Tensor], stars) -> Tensor:
         """Per-star log-likelihood of the observed coordinates, shape ``(N,)``."""

@@ -139,8 +139,10 @@ class ComponentConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value.isidentifier() or value == "background":
-            raise ValueError(f"'{value}' is not a usable component name (an identifier, not 'background')")
+        if not value.isidentifier() or value in ("background", "member"):
+            raise ValueError(
+                f"'{value}' is not a usable component name (an identifier, not 'background' or 'member')"
+            )
         return value
 
 
@@ -192,6 +194,11 @@ class ModelConfig(_Section):
     weights_network: NetworkConfig = NetworkConfig()
     initial_fraction: float = Field(0.02, gt=0, lt=0.5)
     background: BackgroundConfig = BackgroundConfig()
+    member_components: list[str] | None = Field(
+        None,
+        description="the components a member of the stream may belong to: p_member is the sum of their "
+        "probabilities (None: every stream-like component, e.g. stream + spur + cocoon)",
+    )
 
     @field_validator("coordinates")
     @classmethod
@@ -210,6 +217,10 @@ class ModelConfig(_Section):
             raise ValueError(f"component names must be unique, got {names}")
         if not names:
             raise ValueError("at least one stream-like component is needed")
+        if self.member_components is not None:
+            unknown = [c for c in self.member_components if c not in names]
+            if unknown or not self.member_components:
+                raise ValueError(f"member_components: {unknown or '[]'} must be among the components {names}")
         if len(self.bands) == 1:
             raise ValueError(f"bands {self.bands}: the isochrone likelihood needs two or more bands")
         if len(set(self.bands)) != len(self.bands):

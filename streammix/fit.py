@@ -236,6 +236,25 @@ def prior_track(priors: Sequence[ControlPrior], component: str, parameter: str =
     return np.array([p[0] for p in points]), np.array([p[1] for p in points])
 
 
+def offstream_stars(config: Config, priors: Sequence[ControlPrior], stars) -> np.ndarray:
+    """The stars that train the background flows: farther than
+    ``model.background.offstream_phi2`` from the phi2 prior track of every
+    stream-like component (within its ``phi1_range``), so that neither the
+    stream nor an off-track spur teaches the background its proper motions.
+    Components without phi2 control points exclude nothing; with none at all,
+    every star trains the flows."""
+    keep = np.ones(len(stars), dtype=bool)
+    for comp in config.model.components:
+        track_phi1, track_phi2 = prior_track(priors, comp.name, "phi2")
+        if not track_phi1.size:
+            continue
+        near = ~offstream_mask(stars.phi1, stars.phi2, track_phi1, track_phi2, config.model.background.offstream_phi2)
+        if comp.phi1_range is not None:
+            near &= (stars.phi1 >= comp.phi1_range[0]) & (stars.phi1 <= comp.phi1_range[1])
+        keep &= ~near
+    return keep
+
+
 def warm_start(mixture: Mixture, config: Config, priors: Sequence[ControlPrior], steps: int) -> None:
     """Fit each component's network to its prior track before the mixture fit.
 
@@ -772,8 +791,7 @@ def fit(
     background = None
     background_logp = np.zeros(len(stars))
     if bg_cfg.blocks:
-        track_phi1, track_phi2 = prior_track(priors, config.model.components[0].name, "phi2")
-        offstream = offstream_mask(stars.phi1, stars.phi2, track_phi1, track_phi2, bg_cfg.offstream_phi2)
+        offstream = offstream_stars(config, priors, stars)
         settings = FlowSettings(**bg_cfg.flow.model_dump(), seed=config.fit.seed, device=config.fit.device)
         flows_file = checkpoint_dir / "background" if checkpoint_dir is not None else None
         if flows_file is not None and (flows_file / "done").exists():

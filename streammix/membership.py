@@ -12,6 +12,12 @@ by default), from MC dropout (each dropout mask is one draw of the networks
 as functions of phi1): the 5th, 50th and 95th
 percentiles over all draws. (Averaging the members instead would pull every
 probability towards the middle and spoil the calibration.)
+
+A stream is often several components (stream, spur, cocoon, progenitor):
+``p_member`` is the probability of belonging to any of the model's member
+components (``model.member_components``; default every stream-like one), the
+sum of their P_k, and its percentiles are taken over the draws of that sum
+(not sums of the components' percentiles).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from torch import nn
 from .components import FunctionDropout
 from .flows import _threads
 
-__all__ = ["QUANTILES", "membership_table", "mc_dropout", "summarise_members", "tracks_table"]
+__all__ = ["QUANTILES", "member_components", "membership_table", "mc_dropout", "summarise_members", "tracks_table"]
 
 QUANTILES = (0.05, 0.50, 0.95)
 UNITS = {
@@ -93,6 +99,20 @@ def _as_stars(model, stars):
     return StarTable.from_table(stars, columns)
 
 
+def member_components(config, names) -> list[str]:
+    """The components whose probabilities add up to ``p_member``: the config's
+    ``model.member_components``, else every one of ``names`` but the background.
+
+    Example:
+        >>> from streammix.config import Config
+        >>> cfg = Config.from_dict({"field": {"phi1": [0, 1], "phi2": [0, 1]}})
+        >>> member_components(cfg, ("stream", "spur", "background"))
+        ['stream', 'spur']
+    """
+    chosen = config.model.member_components
+    return list(chosen) if chosen is not None else [n for n in names if n != "background"]
+
+
 PHOTOMETRIC_CHUNK = 50_000  # stars per chunk when the isochrone terms are scored
 
 
@@ -111,9 +131,11 @@ def membership_table(
     if model.config.model.bands:
         chunk_size = min(chunk_size, PHOTOMETRIC_CHUNK)
     names = model.component_names
+    group = [names.index(c) for c in member_components(model.config, names)]
     n = len(stars)
-    reference = np.zeros((n, len(names)))
-    quant = np.zeros((len(QUANTILES), n, len(names)))
+    # the components' probabilities, then p_member (the sum over the group) in the last column
+    reference = np.zeros((n, len(names) + 1))
+    quant = np.zeros((len(QUANTILES), n, len(names) + 1))
     generator_state = torch.get_rng_state()
     torch.manual_seed(model.config.fit.seed)
     plan = list(_draws(model, dropout_samples))
@@ -129,10 +151,10 @@ def membership_table(
                     mixture = model.mixtures[i]
                     if dropout:
                         with mc_dropout(mixture):
-                            draws.append(mixture.membership(tensors).cpu().numpy())
+                            draws.append(_with_member(mixture.membership(tensors).cpu().numpy(), group))
                     else:
                         mixture.eval()
-                        p = mixture.membership(tensors).cpu().numpy()
+                        p = _with_member(mixture.membership(tensors).cpu().numpy(), group)
                         point.append(p)
                         draws.append(p)
             stop = start + len(chunk)
@@ -145,7 +167,7 @@ def membership_table(
     table["source_id"] = stars.source_id
     table["phi1"] = stars.phi1 * u.deg
     table["phi2"] = stars.phi2 * u.deg
-    for k, name in enumerate(names):
+    for k, name in enumerate((*names, "member")):
         table[f"p_{name}"] = reference[:, k]
         for j, q in enumerate(QUANTILES):
             table[f"p_{name}_q{round(q * 100):02d}"] = quant[j, :, k]
@@ -155,12 +177,19 @@ def membership_table(
     table.meta.update(
         {
             "components": list(names),
+            "member_components": [names[k] for k in group],
             "ensemble": len(model.mixtures),
             "dropout_samples": model.config.fit.dropout_samples if dropout_samples is None else dropout_samples,
-            "description": "p_k = f_k p_k / sum_j f_j p_j (reference fit); _qNN: percentiles over ensemble and MC dropout",
+            "description": "p_k = f_k p_k / sum_j f_j p_j (reference fit); p_member: sum of p_k over member_components; "
+            "_qNN: percentiles over the draws (ensemble and MC dropout) of each",
         }
     )
     return table
+
+
+def _with_member(p: np.ndarray, group: list[int]) -> np.ndarray:
+    """The (N, K) probabilities with their sum over ``group`` appended as column K."""
+    return np.concatenate([p, p[:, group].sum(axis=1, keepdims=True).clip(0.0, 1.0)], axis=1)
 
 
 def tracks_table(model, phi1=None, *, dropout_samples: int | None = None) -> QTable:
@@ -221,12 +250,13 @@ def _unit_of(key: str):
     return u.dimensionless_unscaled
 
 
-def summarise_members(table: QTable, component: str = "stream", thresholds=(0.5, 0.8)) -> dict[str, int]:
-    """Number of stars with ``p_<component>`` above each threshold.
+def summarise_members(table: QTable, component: str = "member", thresholds=(0.5, 0.8)) -> dict[str, int]:
+    """Number of stars with ``p_<component>`` above each threshold (default
+    ``p_member``, the stream's components together).
 
     Example:
         >>> from astropy.table import QTable
-        >>> summarise_members(QTable({"p_stream": [0.1, 0.6, 0.9]}))
+        >>> summarise_members(QTable({"p_member": [0.1, 0.6, 0.9]}))
         {'p>0.5': 2, 'p>0.8': 1}
     """
     p = np.asarray(table[f"p_{component}"])

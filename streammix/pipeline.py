@@ -106,7 +106,9 @@ def fit_and_write(
         "name": config.name,
         "n_stars": len(stars),
         "components": list(model.component_names),
-        "members": summarise_members(members, model.component_names[0]),
+        "members": summarise_members(members),
+        "member_components": members.meta["member_components"],
+        "members_by_component": {c: summarise_members(members, c) for c in model.component_names[:-1]},
         "converged": model.summary["converged"],
         "seed": config.fit.seed,
         "ensemble": config.fit.ensemble,
@@ -117,7 +119,7 @@ def fit_and_write(
     if extra_summary:
         summary.update(extra_summary)
     if truth_member is not None:
-        summary["truth"] = truth_metrics(np.asarray(members[f"p_{model.component_names[0]}"]), truth_member)
+        summary["truth"] = truth_metrics(np.asarray(members["p_member"]), truth_member)
     if truth is not None:
         summary.setdefault("truth", {})["tracks"] = track_metrics(model, truth)
     with output_folder(out, overwrite) as tmp:
@@ -136,10 +138,39 @@ def fit_and_write(
                     shown[f"{prefix}{band}"] = values * u.mag
         isochrone = isochrone_curve(model, component=component, members=shown)
         save_figures(shown, tracks, tmp / "figures", component=component, truth=truth, isochrone=isochrone)
+        if "phi2" in config.model.coordinates:
+            summary["residuals"] = write_residuals(model, stars, tmp)
         summary["seconds"]["total"] = time.perf_counter() - started
         write_json(summary, tmp / "summary.json")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
+
+
+def write_residuals(model, stars, folder: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Write ``residuals.ecsv`` and ``figures/residuals.png`` (the stars whose
+    other coordinates favour the stream, observed against expected in
+    (phi1, phi2): :func:`streammix.residuals.position_residuals`) into
+    ``folder``; returns their summary (the largest excess and deficit of a bin)."""
+    from .output import atomic_path
+    from .plot import DPI, plot_position_residuals
+    from .residuals import position_residuals
+
+    residuals = position_residuals(model, stars)
+    write_table(residuals.to_table(), folder / "residuals.ecsv", overwrite=overwrite)
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "figures" / "residuals.png", overwrite) as tmp:
+        plot_position_residuals(residuals).savefig(tmp, format="png", dpi=DPI)
+    z = residuals.significance
+    worst = np.unravel_index(np.argmax(z), z.shape)
+    return {
+        "n_selected": residuals.n_selected,
+        "max_significance": float(z.max()),
+        "min_significance": float(z.min()),
+        "max_at": {
+            "phi1": float(0.5 * (residuals.phi1_edges[worst[0]] + residuals.phi1_edges[worst[0] + 1])),
+            "phi2": float(0.5 * (residuals.phi2_edges[worst[1]] + residuals.phi2_edges[worst[1] + 1])),
+        },
+    }
 
 
 MOCK_BANDS = ("gaia_g", "gaia_bp", "gaia_rp")

@@ -31,6 +31,7 @@ __all__ = [
     "isochrone_curve",
     "photometric_bands",
     "plot_cmd",
+    "plot_position_residuals",
     "plot_probability_histogram",
     "plot_sky",
     "plot_tracks",
@@ -361,6 +362,7 @@ def save_figures(
     isochrone: Table | None = None,
     overwrite: bool = False,
     formats: Sequence[str] = ("png",),
+    probability: str | None = None,
 ) -> list[Path]:
     r"""Write the standard diagnostic figures into ``folder``, atomically.
 
@@ -381,6 +383,9 @@ def save_figures(
             it has the CMD's three bands (else left out).
         overwrite: Replace existing files.
         formats: File formats (suffixes) understood by matplotlib, e.g. ``("png", "pdf")``.
+        probability: The probability the sky map, histogram and CMD show,
+            ``p_<probability>``; default ``p_member`` (the stream's components
+            together) when the table has it, else ``p_<component>``.
 
     Returns:
         The paths written.
@@ -405,25 +410,68 @@ def save_figures(
     paths = [folder / f"{name}.{fmt}" for name in names for fmt in formats]
     for path in paths:
         check_writable(path, overwrite)
-    _probability(members, component)  # a missing p_<component> is reported before any drawing
+    if probability is None:
+        probability = "member" if "p_member" in members.colnames else component
+    _probability(members, probability)  # a missing p_<probability> is reported before any drawing
     written = []
     for name in names:
         if name == "sky":
-            fig = plot_sky(members, component)
+            fig = plot_sky(members, probability)
         elif name == "tracks":
             fig = plot_tracks(tracks, members, component, truth=truth)
         elif name == "probability":
-            fig = plot_probability_histogram(members, component)
+            fig = plot_probability_histogram(members, probability)
         else:
             has_bands = isochrone is not None and set(bands) <= set(isochrone.colnames)
             iso = isochrone if has_bands else None
-            fig = plot_cmd(members, (bands[0], bands[1]), bands[2], component, isochrone=iso)
+            fig = plot_cmd(members, (bands[0], bands[1]), bands[2], probability, isochrone=iso)
         for fmt in formats:
             path = folder / f"{name}.{fmt}"
             with atomic_path(path, overwrite) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=DPI)
             written.append(path)
     return written
+
+
+def plot_position_residuals(residuals, *, limit: float = 5.0) -> Figure:
+    """Observed and expected counts of the stars whose other coordinates favour
+    the stream, and their residual in units of the counting error, in (phi1, phi2).
+
+    Arguments:
+        residuals: A :class:`~streammix.residuals.PositionResiduals`.
+        limit: The colour scale of the residual panel spans ``-limit .. limit`` sigma.
+
+    Example:
+        >>> import numpy as np
+        >>> from streammix.residuals import PositionResiduals
+        >>> r = PositionResiduals(np.linspace(-60, -20, 5), np.linspace(-2, 2, 9),
+        ...                       np.ones((4, 8)), np.ones((4, 8)), 0.5, 32)
+        >>> len(plot_position_residuals(r).axes)
+        6
+    """
+    fig = Figure(figsize=(7.0, 7.0), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True)
+    extent = (residuals.phi1_edges[0], residuals.phi1_edges[-1], residuals.phi2_edges[0], residuals.phi2_edges[-1])
+    top = max(float(residuals.observed.max()), float(residuals.expected.max()), 1.0)
+    panels = (
+        ("observed", residuals.observed, "magma", 0.0, top),
+        ("expected by the model", residuals.expected, "magma", 0.0, top),
+        ("(observed - expected) / sqrt(expected)", residuals.significance, "RdBu_r", -limit, limit),
+    )
+    for ax, (title, values, cmap, vmin, vmax) in zip(axes, panels):
+        image = ax.imshow(
+            values.T, origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+            interpolation="nearest",
+        )  # fmt: skip
+        fig.colorbar(image, ax=ax, label="stars" if vmin == 0 else r"$\sigma$")
+        ax.set_title(title, fontsize="small")
+        ax.set_ylabel(r"$\phi_2$ [deg]")
+    axes[-1].set_xlabel(r"$\phi_1$ [deg]")
+    fig.suptitle(
+        f"{residuals.n_selected} stars whose other coordinates give $P_\\mathrm{{member}} > {residuals.threshold:g}$",
+        fontsize="medium",
+    )
+    return fig
 
 
 def photometric_bands(members: Table) -> tuple[str, str, str] | None:

@@ -1,0 +1,220 @@
+"""Model comparison by held-out likelihood: K-fold cross-validation of configs.
+
+A mock drawn from the model's own family cannot show that a model is wrong for
+a real field; the held-out log-likelihood can. :func:`compare` splits the
+stars into the same ``K`` folds for every config (by source_id, whatever the
+row order), fits each config on ``K - 1`` folds (background flows included)
+and scores the held-out fold with the fitted mixture. Every star is held out
+once, so each config gets one held-out log-likelihood per star, and two
+configs are compared star by star: the paired difference has a far smaller
+error than the difference of the two means.
+
+Configs that model different bands (an astrometric and a joint model) are
+compared on what they share: a joint model is then scored on the astrometry
+alone (its components without their isochrone terms, against the background
+flows' astrometric marginal), i.e. on the same coordinates as the other.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from astropy.table import QTable, Table
+
+from .config import Config
+from .errors import InputError
+from .fit import config_tensors, fit, load_stars
+
+__all__ = ["ComparisonResult", "compare", "fold_labels"]
+
+
+def fold_labels(source_id: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """The fold (0 .. ``folds`` - 1) of each star: a seeded shuffle of the stars
+    ordered by ``source_id``, dealt round-robin, so the same stars land in the
+    same folds whatever their row order or the config.
+
+    Example:
+        >>> import numpy as np
+        >>> ids = np.arange(10, 0, -1)
+        >>> a = fold_labels(ids, 3, seed=1)
+        >>> b = fold_labels(ids[::-1], 3, seed=1)[::-1]
+        >>> bool((a == b).all()), np.bincount(a).tolist()
+        (True, [4, 3, 3])
+    """
+    if folds < 2:
+        raise InputError(f"folds: {folds}; held-out comparison needs at least 2")
+    source_id = np.asarray(source_id)
+    if len(np.unique(source_id)) != len(source_id):
+        raise InputError("column 'source_id': values repeat; folds are assigned by source_id")
+    order = np.argsort(source_id, kind="stable")
+    shuffled = np.random.default_rng(seed).permutation(len(source_id))
+    labels = np.empty(len(source_id), dtype=np.int64)
+    labels[order[shuffled]] = np.arange(len(source_id)) % folds
+    return labels
+
+
+@dataclass
+class ComparisonResult:
+    """Held-out log-likelihoods of several configs on the same stars.
+
+    Arguments:
+        names: The configs' names, in the order given.
+        source_id: The stars.
+        fold: Each star's fold.
+        log_likelihood: ``(n_configs, n_stars)`` held-out log-likelihood per star (nats).
+        scored_on: Per config, the coordinates and bands it was scored on.
+        seconds: Per config, the time of its ``K`` fits and scoring.
+    """
+
+    names: list[str]
+    source_id: np.ndarray
+    fold: np.ndarray
+    log_likelihood: np.ndarray
+    scored_on: list[list[str]]
+    seconds: list[float] = field(default_factory=list)
+
+    def summary(self, baseline: int = 0) -> QTable:
+        """One row per config: the mean held-out log-likelihood per star and its
+        standard error, the total, and the paired difference from config
+        ``baseline`` (per star and in total) with its standard error.
+
+        Example:
+            >>> import numpy as np
+            >>> r = ComparisonResult(["a", "b"], np.arange(4), np.array([0, 1, 0, 1]),
+            ...                      np.array([[-1.0, -2.0, -1.0, -2.0], [-0.5, -2.0, -0.5, -1.5]]), [["phi2"]] * 2)
+            >>> t = r.summary()
+            >>> [round(float(x), 3) for x in t["delta_total"]]
+            [0.0, 1.5]
+        """
+        ll = self.log_likelihood
+        n = ll.shape[1]
+        rows = []
+        for j, name in enumerate(self.names):
+            d = ll[j] - ll[baseline]
+            rows.append(
+                (
+                    name,
+                    n,
+                    float(ll[j].mean()),
+                    float(ll[j].std(ddof=1) / math.sqrt(n)),
+                    float(ll[j].sum()),
+                    float(d.mean()),
+                    float(d.std(ddof=1) / math.sqrt(n)) if j != baseline else 0.0,
+                    float(d.sum()),
+                    float(d.std(ddof=1) * math.sqrt(n)) if j != baseline else 0.0,
+                    " ".join(self.scored_on[j]),
+                    self.seconds[j] if j < len(self.seconds) else math.nan,
+                )
+            )
+        names = (
+            "config", "n_stars", "mean_loglike", "mean_loglike_err", "total_loglike",
+            "delta_mean", "delta_mean_err", "delta_total", "delta_total_err", "scored_on", "seconds",
+        )  # fmt: skip
+        table = QTable(rows=rows, names=names)
+        table.meta["baseline"] = self.names[baseline]
+        table.meta["folds"] = int(self.fold.max()) + 1
+        table.meta["description"] = (
+            "held-out log-likelihood per star (nats): each star scored by the fit that did not see it; "
+            "delta: paired difference from the baseline config, star by star"
+        )
+        return table
+
+    def per_star(self) -> Table:
+        """One row per star: ``source_id``, ``fold`` and ``loglike_<config>``."""
+        table = Table({"source_id": self.source_id, "fold": self.fold})
+        for name, values in zip(self.names, self.log_likelihood):
+            table[f"loglike_{name}"] = values
+        return table
+
+
+def compare(
+    configs: Sequence[Config],
+    stars=None,
+    *,
+    folds: int = 3,
+    seed: int = 0,
+    ensemble: int | None = 1,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> ComparisonResult:
+    """Fit each config on ``folds - 1`` folds of the same stars and score the held-out fold.
+
+    Arguments:
+        configs: The configs to compare (same stars, same coordinates).
+        stars: The stars (default: the first config's ``data.path``).
+        folds: The number of folds K.
+        seed: The seed of the fold assignment.
+        ensemble: Ensemble members per fit (None: each config's own); the
+            held-out likelihood of an ensemble is that of its mean density.
+        names: Names for the configs (default: their ``name``).
+        progress: Show progress bars.
+
+    Returns:
+        The held-out log-likelihood of every star under every config.
+    """
+    if not configs:
+        raise InputError("compare: no configs given")
+    names = list(names) if names is not None else [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise InputError(f"compare: config names {names} repeat; give each config its own name")
+    coordinates = [sorted(c.model.coordinates) for c in configs]
+    if any(c != coordinates[0] for c in coordinates):
+        raise InputError(
+            f"compare: the configs model different coordinates {coordinates}; held-out likelihoods "
+            "are comparable only over the same ones"
+        )
+    shared_bands = set(configs[0].model.bands)
+    for c in configs[1:]:
+        shared_bands &= set(c.model.bands)
+    if stars is None:
+        for c, name in zip(configs[1:], names[1:]):
+            if c.data.path != configs[0].data.path or c.data.columns != configs[0].data.columns:
+                raise InputError(
+                    f"compare: config {name!r} reads other stars or columns ({c.data.path}) than {names[0]!r}; "
+                    "held-out likelihoods are comparable only on the same stars"
+                )
+    stars = load_stars(configs[0], stars)
+    labels = fold_labels(stars.source_id, folds, seed)
+    log_likelihood = np.zeros((len(configs), len(stars)))
+    scored_on, seconds = [], []
+    for j, config in enumerate(configs):
+        started = time.perf_counter()
+        if ensemble is not None:
+            config = config.model_copy(update={"fit": config.fit.model_copy(update={"ensemble": ensemble})})
+        photometry = bool(config.model.bands) and set(config.model.bands) <= shared_bands
+        scored_on.append([*config.model.coordinates, *(config.model.bands if photometry else [])])
+        for k in range(folds):
+            held = labels == k
+            model = fit(config, stars[~held], progress=progress)
+            log_likelihood[j, held] = held_out_log_likelihood(model, stars[held], photometry=photometry)
+        seconds.append(time.perf_counter() - started)
+    return ComparisonResult(names, np.asarray(stars.source_id), labels, log_likelihood, scored_on, seconds)
+
+
+def held_out_log_likelihood(model, stars, *, photometry: bool = True) -> np.ndarray:
+    """Per-star log-likelihood of ``stars`` under a fitted model: the log of the
+    ensemble's mean density, log (1/M) sum_m sum_k f_k p_k. Without
+    ``photometry``, a joint model is scored on the astrometry alone (its
+    components without their isochrone terms, against the background's
+    astrometric marginal)."""
+    config = model.config
+    joint = bool(config.model.bands)
+    if joint and not photometry:
+        background_logp = model.background.log_prob(stars, exclude=config.model.bands) if model.background else None
+        tensors = config_tensors(config, stars, background_logp, mixture=model.mixtures[0], photometry=False)
+        tensors = tensors.astrometry_only(tensors.background_logp)
+    else:
+        tensors = model.prepare(stars)
+    with torch.no_grad():
+        members = []
+        for mixture in model.mixtures:
+            mixture.eval()
+            members.append(mixture.log_likelihood(tensors).double())
+        stacked = torch.stack(members)
+        value = torch.logsumexp(stacked, dim=0) - math.log(len(members))
+    return value.cpu().numpy()
