@@ -226,9 +226,10 @@ class InjectionSpec(BaseModel):
             first = error.errors()[0]
             loc = [str(k) for k in first["loc"]]
             # a Track is a union: name the key, not the union member that failed last
-            key = ".".join(k for k in loc if not k.startswith(("float", "list[", "PolynomialTrack"))) or "(top level)"
+            key = ".".join(k for k in loc if not k.startswith(("float", "list[", "PolynomialTrack")))
             more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-            raise InputError(f"{source}: {key}: {first['msg'].removeprefix('Value error, ')}{more}") from None
+            where = f"{key}: " if key else ""  # whole-spec checks name their key in the message
+            raise InputError(f"{source}: {where}{first['msg'].removeprefix('Value error, ')}{more}") from None
 
     @classmethod
     def from_yaml(cls, path: Any) -> InjectionSpec:
@@ -505,16 +506,17 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
             keep &= ~np.isfinite(v) | ((v >= limits[k, 0]) & (v <= limits[k, 1]))
         return {key: value[keep] for key, value in out.items()}
 
-    chunks, kept, batch = [], 0, max(256, 2 * spec.n_stars)
-    for _ in range(60):
-        if kept >= spec.n_stars:
-            break
+    # draw until n_stars pass; give up once 10^5 draws keep none or the acceptance seen so far
+    # would need more than 2 x 10^7 draws
+    chunks, kept, total, batch = [], 0, 0, max(256, 2 * spec.n_stars)
+    while kept < spec.n_stars:
         drawn = propose(batch)
-        got = drawn["phi1"].size
         chunks.append(drawn)
-        kept += got
-        rate = max(got / batch, 1e-3)
-        batch = int(min(max(1.3 * (spec.n_stars - kept) / rate + 256, 256), 5_000_000))
+        kept, total = kept + drawn["phi1"].size, total + batch
+        rate = kept / total
+        if (kept == 0 and total >= 100_000) or (rate > 0 and spec.n_stars / rate > 20_000_000):
+            break
+        batch = int(min(max(1.3 * (spec.n_stars - kept) / max(rate, 1e-3) + 256, 256), 2_000_000))
     if kept < spec.n_stars:
         raise InputError(
             f"injection spec: only {kept} of {spec.n_stars} injected stars pass the catalog's selection "
