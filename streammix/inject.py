@@ -30,6 +30,13 @@ catalog itself:
   errors where mapped, else ``spec.photometric_error`` (default: the config's
   ``isochrone.colour_spread / sqrt 2``, the scatter the model assumes).
   Observed = true + Gaussian error (the proper motions with their correlation).
+  The donor's error is one that passed the catalog's parallax and proper-motion
+  cuts, so a star whose true parallax (proper motion) lies inside the catalog's
+  range has its error drawn conditioned on the observed value staying inside
+  (a truncated Gaussian); rejecting instead would apply the cut twice and leave
+  the injected stars' errors smaller than the real ones at the same magnitude
+  (11 % at g = 21-22 in the GD-1 file). One whose true value lies outside is
+  drawn freely and kept only if it falls inside.
 - **Selection** (what the catalog itself shows, applied to the observed values,
   missing ones passing): phi1 and phi2 inside both the config's field and the
   catalog's own range; the observed ``donor_band`` magnitude (whether or not it
@@ -327,6 +334,31 @@ def _magnitude_proxy(mag: np.ndarray, plx_err: np.ndarray) -> np.ndarray:
     return out
 
 
+def _conditioned_normal(
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    scale: np.ndarray,
+    limits: np.ndarray | None,
+    inside_of: np.ndarray | None = None,
+) -> np.ndarray:
+    """Standard normal draws ``u``, conditioned on ``centre + scale u`` lying within
+    ``limits`` (N, 2) for the stars whose ``inside_of`` (default ``centre``) does;
+    unconditioned for the others (the selection then decides) and where ``scale`` is 0."""
+    from scipy.stats import truncnorm
+
+    u = rng.standard_normal(centre.size)
+    if limits is None:
+        return u
+    low, high = limits[:, 0], limits[:, 1]
+    ref = centre if inside_of is None else inside_of
+    cond = (ref >= low) & (ref <= high) & (scale > 0)
+    if cond.any():
+        a = (low[cond] - centre[cond]) / scale[cond]
+        b = (high[cond] - centre[cond]) / scale[cond]
+        u[cond] = truncnorm.rvs(a, b, random_state=rng)
+    return u
+
+
 # ----------------------------------------------------------------------------- injection
 
 
@@ -471,17 +503,24 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
             out["phi2_err"] = phi2_err
         plx_err = plx_err_real[donor]
         true_plx = 10.0 ** ((10.0 - distmod) / 5.0)
+        # the donor's error passed the catalog's cuts already: errors are drawn conditioned on them
+        which = np.clip(np.searchsorted(pm_edges, phi1, side="right") - 1, 0, _PM_BINS - 1)
+        limits = {key: value[which * value.shape[0] // _PM_BINS] for key, value in ranges.items()}
         if "parallax" in real:
             has_plx = np.isfinite(real["parallax"][donor])
-            out["parallax"] = np.where(has_plx, true_plx + np.nan_to_num(plx_err) * rng.standard_normal(n), np.nan)
+            scale = np.nan_to_num(plx_err)
+            u = _conditioned_normal(rng, true_plx, scale, limits["parallax"])
+            out["parallax"] = np.where(has_plx, true_plx + scale * u, np.nan)
         if "parallax_err" in real:
             out["parallax_err"] = plx_err
         err1 = real["pm_phi1_cosphi2_err"][donor] if "pm_phi1_cosphi2_err" in real else pm_factor * plx_err
         err2 = real["pm_phi2_err"][donor] if "pm_phi2_err" in real else pm_factor * plx_err
-        corr = np.nan_to_num(real["pm_corr"][donor]) if "pm_corr" in real else np.zeros(n)
-        u1, u2 = rng.standard_normal((2, n))
-        noise1 = np.nan_to_num(err1) * u1
-        noise2 = np.nan_to_num(err2) * (corr * u1 + np.sqrt(np.clip(1.0 - corr**2, 0.0, None)) * u2)
+        corr = np.clip(np.nan_to_num(real["pm_corr"][donor]), -0.999, 0.999) if "pm_corr" in real else np.zeros(n)
+        scale1, scale2 = np.nan_to_num(err1), np.nan_to_num(err2) * np.sqrt(1.0 - corr**2)
+        u1 = _conditioned_normal(rng, pm1, scale1, limits.get("pm_phi1_cosphi2"))
+        shift2 = np.nan_to_num(err2) * corr * u1
+        u2 = _conditioned_normal(rng, pm2 + shift2, scale2, limits.get("pm_phi2"), inside_of=pm2)
+        noise1, noise2 = scale1 * u1, shift2 + scale2 * u2
         for key, true, noise, err in (("pm_phi1_cosphi2", pm1, noise1, err1), ("pm_phi2", pm2, noise2, err2)):
             if key in real:
                 out[key] = np.where(np.isfinite(real[key][donor]), true + noise, np.nan)
@@ -499,11 +538,9 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         # the catalog's selection
         keep = (phi1 >= phi1_lo) & (phi1 <= phi1_hi) & (out["phi2"] >= phi2_lo) & (out["phi2"] <= phi2_hi)
         keep &= (out[f"observed_{donor_band}"] <= mag_hi) & (out[f"observed_{donor_band}"] >= mag_lo)
-        which = np.clip(np.searchsorted(pm_edges, phi1, side="right") - 1, 0, _PM_BINS - 1)
-        for key, limits in ranges.items():
-            k = which * limits.shape[0] // _PM_BINS
+        for key, (low, high) in ((k, v.T) for k, v in limits.items()):
             v = out[key]
-            keep &= ~np.isfinite(v) | ((v >= limits[k, 0]) & (v <= limits[k, 1]))
+            keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))
         return {key: value[keep] for key, value in out.items()}
 
     # draw until n_stars pass; give up once 10^5 draws keep none or the acceptance seen so far
