@@ -543,17 +543,18 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
             keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))
         return {key: value[keep] for key, value in out.items()}
 
-    # draw until n_stars pass; give up once 10^5 draws keep none or the acceptance seen so far
-    # would need more than 2 x 10^7 draws
+    # draw until n_stars pass; give up once 5 x 10^4 draws keep none or the acceptance seen so
+    # far would need more than 2 x 10^7 draws
     chunks, kept, total, batch = [], 0, 0, max(256, 2 * spec.n_stars)
     while kept < spec.n_stars:
         drawn = propose(batch)
         chunks.append(drawn)
         kept, total = kept + drawn["phi1"].size, total + batch
         rate = kept / total
-        if (kept == 0 and total >= 100_000) or (rate > 0 and spec.n_stars / rate > 20_000_000):
+        if (kept == 0 and total >= 50_000) or (rate > 0 and spec.n_stars / rate > 20_000_000):
             break
-        batch = int(min(max(1.3 * (spec.n_stars - kept) / max(rate, 1e-3) + 256, 256), 2_000_000))
+        grown = 1.3 * (spec.n_stars - kept) / rate + 256 if rate > 0 else 4 * batch
+        batch = int(min(max(grown, 256), 2_000_000))
     if kept < spec.n_stars:
         raise InputError(
             f"injection spec: only {kept} of {spec.n_stars} injected stars pass the catalog's selection "
