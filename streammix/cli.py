@@ -212,11 +212,14 @@ def plot(
         from .pipeline import write_residuals
 
         summary = write_residuals(fitted, stars, model, overwrite=True)
-        paths += [model / "figures" / "residuals.png", model / "residuals.ecsv"]
-        console.print(
-            f"residuals of {summary['n_selected']} stars: largest excess {summary['max_significance']:.1f} sigma "
-            f"at phi1 {summary['max_at']['phi1']:.1f}, phi2 {summary['max_at']['phi2']:.2f} deg"
-        )
+        for kind, suffix in (("position", ""), ("cmd", "_cmd")):
+            if kind in summary:
+                paths += [model / "figures" / f"residuals{suffix}.png", model / f"residuals{suffix}.ecsv"]
+                where = ", ".join(f"{k} {v:.2f}" for k, v in summary[kind]["max_at"].items())
+                console.print(
+                    f"{kind} residuals of {summary[kind]['n_selected']} stars: largest excess "
+                    f"{summary[kind]['max_significance']:.1f} sigma at {where}"
+                )
     for p in paths:
         console.print(f"wrote {p}")
 

@@ -147,30 +147,37 @@ def fit_and_write(
 
 
 def write_residuals(model, stars, folder: Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Write ``residuals.ecsv`` and ``figures/residuals.png`` (the stars whose
-    other coordinates favour the stream, observed against expected in
-    (phi1, phi2): :func:`streammix.residuals.position_residuals`) into
-    ``folder``; returns their summary (the largest excess and deficit of a bin)."""
+    """Write the residuals of the data against the model into ``folder``: in
+    (phi1, phi2) (:func:`streammix.residuals.position_residuals`,
+    ``residuals.ecsv``, ``figures/residuals.png``) and, for a joint model with
+    two bands, in the CMD (:func:`streammix.residuals.cmd_residuals`,
+    ``residuals_cmd.ecsv``, ``figures/residuals_cmd.png``); returns their
+    summaries (the largest excess and deficit of a bin, and where)."""
     from .output import atomic_path
-    from .plot import DPI, plot_position_residuals
-    from .residuals import position_residuals
+    from .plot import DPI, plot_residuals
+    from .residuals import cmd_residuals, position_residuals
 
-    residuals = position_residuals(model, stars)
-    write_table(residuals.to_table(), folder / "residuals.ecsv", overwrite=overwrite)
+    maps = {"": position_residuals(model, stars)}
+    if len(model.config.model.bands) == 2:
+        maps["_cmd"] = cmd_residuals(model, stars)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "figures" / "residuals.png", overwrite) as tmp:
-        plot_position_residuals(residuals).savefig(tmp, format="png", dpi=DPI)
-    z = residuals.significance
-    worst = np.unravel_index(np.argmax(z), z.shape)
-    return {
-        "n_selected": residuals.n_selected,
-        "max_significance": float(z.max()),
-        "min_significance": float(z.min()),
-        "max_at": {
-            "phi1": float(0.5 * (residuals.phi1_edges[worst[0]] + residuals.phi1_edges[worst[0] + 1])),
-            "phi2": float(0.5 * (residuals.phi2_edges[worst[1]] + residuals.phi2_edges[worst[1] + 1])),
-        },
-    }
+    summary: dict[str, Any] = {}
+    for suffix, residuals in maps.items():
+        write_table(residuals.to_table(), folder / f"residuals{suffix}.ecsv", overwrite=overwrite)
+        with atomic_path(folder / "figures" / f"residuals{suffix}.png", overwrite) as tmp:
+            plot_residuals(residuals).savefig(tmp, format="png", dpi=DPI)
+        z = residuals.significance
+        worst = np.unravel_index(np.argmax(z), z.shape)
+        summary["position" if not suffix else "cmd"] = {
+            "n_selected": residuals.n_selected,
+            "max_significance": float(z.max()),
+            "min_significance": float(z.min()),
+            "max_at": {
+                residuals.x_name: float(0.5 * (residuals.x_edges[worst[0]] + residuals.x_edges[worst[0] + 1])),
+                residuals.y_name: float(0.5 * (residuals.y_edges[worst[1]] + residuals.y_edges[worst[1] + 1])),
+            },
+        }
+    return summary
 
 
 MOCK_BANDS = ("gaia_g", "gaia_bp", "gaia_rp")

@@ -31,7 +31,7 @@ __all__ = [
     "isochrone_curve",
     "photometric_bands",
     "plot_cmd",
-    "plot_position_residuals",
+    "plot_residuals",
     "plot_probability_histogram",
     "plot_sky",
     "plot_tracks",
@@ -433,31 +433,35 @@ def save_figures(
     return written
 
 
-def plot_position_residuals(residuals, *, limit: float = 5.0) -> Figure:
+def plot_residuals(residuals, *, limit: float = 5.0) -> Figure:
     """Observed and expected counts of the stars whose other coordinates favour
-    the stream, and their residual in units of the counting error, in (phi1, phi2).
+    the stream, and their residual in units of the counting error: in
+    (phi1, phi2), or in the colour-magnitude diagram.
 
     Arguments:
-        residuals: A :class:`~streammix.residuals.PositionResiduals`.
+        residuals: A :class:`~streammix.residuals.Residuals`.
         limit: The colour scale of the residual panel spans ``-limit .. limit`` sigma.
 
     Example:
         >>> import numpy as np
-        >>> from streammix.residuals import PositionResiduals
-        >>> r = PositionResiduals(np.linspace(-60, -20, 5), np.linspace(-2, 2, 9),
-        ...                       np.ones((4, 8)), np.ones((4, 8)), 0.5, 32)
-        >>> len(plot_position_residuals(r).axes)
+        >>> from streammix.residuals import Residuals
+        >>> r = Residuals("phi1", "phi2", np.linspace(-60, -20, 5), np.linspace(-2, 2, 9),
+        ...               np.ones((4, 8)), np.ones((4, 8)), 0.5, 32)
+        >>> len(plot_residuals(r).axes)
         6
     """
-    fig = Figure(figsize=(7.0, 7.0), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
-    extent = (residuals.phi1_edges[0], residuals.phi1_edges[-1], residuals.phi2_edges[0], residuals.phi2_edges[-1])
+    sky = residuals.x_name == "phi1"
+    fig = Figure(figsize=(7.0, 7.0) if sky else (10.0, 4.5), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True) if sky else fig.subplots(1, 3, sharey=True)
+    extent = (residuals.x_edges[0], residuals.x_edges[-1], residuals.y_edges[0], residuals.y_edges[-1])
     top = max(float(residuals.observed.max()), float(residuals.expected.max()), 1.0)
     panels = (
         ("observed", residuals.observed, "magma", 0.0, top),
         ("expected by the model", residuals.expected, "magma", 0.0, top),
         ("(observed - expected) / sqrt(expected)", residuals.significance, "RdBu_r", -limit, limit),
     )
+    x_label = r"$\phi_1$ [deg]" if sky else f"{_band_label(residuals.x_name.split(' - ')[0])} - {_band_label(residuals.x_name.split(' - ')[1])} [mag]"
+    y_label = r"$\phi_2$ [deg]" if sky else f"{_band_label(residuals.y_name)} [mag]"
     for ax, (title, values, cmap, vmin, vmax) in zip(axes, panels):
         image = ax.imshow(
             values.T, origin="lower", extent=extent, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
@@ -465,10 +469,17 @@ def plot_position_residuals(residuals, *, limit: float = 5.0) -> Figure:
         )  # fmt: skip
         fig.colorbar(image, ax=ax, label="stars" if vmin == 0 else r"$\sigma$")
         ax.set_title(title, fontsize="small")
-        ax.set_ylabel(r"$\phi_2$ [deg]")
-    axes[-1].set_xlabel(r"$\phi_1$ [deg]")
+        if sky or ax is axes[0]:
+            ax.set_ylabel(y_label)
+        if not sky:
+            ax.set_xlabel(x_label)
+            if ax is axes[0]:
+                ax.invert_yaxis()
+    if sky:
+        axes[-1].set_xlabel(x_label)
+    what = "other coordinates" if sky else "astrometry"
     fig.suptitle(
-        f"{residuals.n_selected} stars whose other coordinates give $P_\\mathrm{{member}} > {residuals.threshold:g}$",
+        f"{residuals.n_selected} stars whose {what} give $P_\\mathrm{{member}} > {residuals.threshold:g}$",
         fontsize="medium",
     )
     return fig

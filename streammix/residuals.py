@@ -1,4 +1,4 @@
-"""Residuals of the data against a fitted model's prediction, in the sky.
+"""Residuals of the data against a fitted model's prediction, in the sky and the CMD.
 
 A structure the model lacks (a spur, a second stream) shows up as stars where
 the model predicts none. The check is a posterior-predictive one in
@@ -17,6 +17,12 @@ those other coordinates:
 The selection uses no phi2, so the prediction is exact for the selected stars
 under the model; the residual of a bin in units of its counting error is
 ``(observed - expected) / sqrt(expected)``.
+
+The same check in the colour-magnitude diagram (:func:`cmd_residuals`, joint
+models with two bands): the stars whose astrometry favours the stream, and
+where they lie in the CMD against the model's prediction given their phi1 and
+astrometry (the isochrone for the stream-like components, the background
+flows' density of the magnitudes given the astrometry for the background).
 """
 
 from __future__ import annotations
@@ -29,37 +35,44 @@ from astropy.table import Table
 
 from .errors import InputError
 
-__all__ = ["PositionResiduals", "position_residuals"]
+__all__ = ["Residuals", "cmd_residuals", "position_residuals"]
 
 
 @dataclass
-class PositionResiduals:
-    """Observed and predicted counts of the selected stars on a (phi1, phi2) grid.
+class Residuals:
+    """Observed and predicted counts of the selected stars on a 2-D grid.
 
     Arguments:
-        phi1_edges: Bin edges in phi1 (deg).
-        phi2_edges: Bin edges in phi2 (deg).
-        observed: Observed counts, shape ``(n_phi1, n_phi2)``.
+        x_name: The first axis, e.g. ``"phi1"`` or a colour ``"ps1_g - ps1_i"``.
+        y_name: The second axis, e.g. ``"phi2"`` or a band.
+        x_edges: Bin edges along x.
+        y_edges: Bin edges along y.
+        observed: Observed counts, shape ``(n_x, n_y)``.
         expected: The model's expected counts, same shape.
-        threshold: The membership probability (without phi2) above which stars were selected.
+        threshold: The membership probability (from the other coordinates) above
+            which stars were selected.
         n_selected: The number of selected stars.
+        unit: The unit of both axes (``"deg"`` or ``"mag"``).
 
     Example:
         >>> import numpy as np
-        >>> r = PositionResiduals(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0]),
-        ...                       np.array([[4.0], [16.0]]), np.array([[4.0], [4.0]]), 0.5, 20)
+        >>> r = Residuals("phi1", "phi2", np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0]),
+        ...               np.array([[4.0], [16.0]]), np.array([[4.0], [4.0]]), 0.5, 20)
         >>> r.significance[:, 0].tolist()
         [0.0, 6.0]
         >>> round(r.region_significance((1.0, 2.0), (0.0, 1.0)), 3)
         6.0
     """
 
-    phi1_edges: np.ndarray
-    phi2_edges: np.ndarray
+    x_name: str
+    y_name: str
+    x_edges: np.ndarray
+    y_edges: np.ndarray
     observed: np.ndarray
     expected: np.ndarray
     threshold: float
     n_selected: int
+    unit: str = "deg"
 
     @property
     def significance(self) -> np.ndarray:
@@ -67,42 +80,42 @@ class PositionResiduals:
         star, so empty bins of the model do not divide by zero)."""
         return (self.observed - self.expected) / np.sqrt(np.maximum(self.expected, 0.5))
 
-    def region_significance(self, phi1_range: tuple[float, float], phi2_range: tuple[float, float]) -> float:
+    def region_significance(self, x_range: tuple[float, float], y_range: tuple[float, float]) -> float:
         """The excess of the bins whose centres lie in a region, in units of its
         counting error: (sum observed - sum expected) / sqrt(sum expected)."""
-        c1 = 0.5 * (self.phi1_edges[1:] + self.phi1_edges[:-1])
-        c2 = 0.5 * (self.phi2_edges[1:] + self.phi2_edges[:-1])
-        inside = ((c1 >= phi1_range[0]) & (c1 <= phi1_range[1]))[:, None] & (
-            (c2 >= phi2_range[0]) & (c2 <= phi2_range[1])
+        c1 = 0.5 * (self.x_edges[1:] + self.x_edges[:-1])
+        c2 = 0.5 * (self.y_edges[1:] + self.y_edges[:-1])
+        inside = ((c1 >= x_range[0]) & (c1 <= x_range[1]))[:, None] & (
+            (c2 >= y_range[0]) & (c2 <= y_range[1])
         )[None, :]
         if not inside.any():
-            raise InputError(f"residual region phi1 {phi1_range}, phi2 {phi2_range}: no bin centre inside")
+            raise InputError(f"residual region {self.x_name} {x_range}, {self.y_name} {y_range}: no bin centre inside")
         o, e = self.observed[inside].sum(), self.expected[inside].sum()
         return float((o - e) / np.sqrt(max(e, 0.5)))
 
     def to_table(self) -> Table:
         """One row per bin: centres, observed, expected and significance."""
-        c1 = 0.5 * (self.phi1_edges[1:] + self.phi1_edges[:-1])
-        c2 = 0.5 * (self.phi2_edges[1:] + self.phi2_edges[:-1])
+        c1 = 0.5 * (self.x_edges[1:] + self.x_edges[:-1])
+        c2 = 0.5 * (self.y_edges[1:] + self.y_edges[:-1])
         g1, g2 = np.meshgrid(c1, c2, indexing="ij")
         table = Table(
             {
-                "phi1": g1.ravel(),
-                "phi2": g2.ravel(),
+                self.x_name: g1.ravel(),
+                self.y_name: g2.ravel(),
                 "observed": self.observed.ravel(),
                 "expected": self.expected.ravel(),
                 "significance": self.significance.ravel(),
             }
         )
-        table["phi1"].unit = table["phi2"].unit = "deg"
+        table[self.x_name].unit = table[self.y_name].unit = self.unit
         table.meta.update(
             {
                 "threshold": self.threshold,
                 "n_selected": self.n_selected,
-                "phi1_step": float(np.diff(self.phi1_edges)[0]),
-                "phi2_step": float(np.diff(self.phi2_edges)[0]),
-                "description": "stars whose membership probability without phi2 exceeds the threshold, "
-                "observed and expected per (phi1, phi2) bin; significance = (observed - expected) / sqrt(expected)",
+                "x_step": float(np.diff(self.x_edges)[0]),
+                "y_step": float(np.diff(self.y_edges)[0]),
+                "description": "the stars whose other coordinates give a membership probability above the "
+                "threshold, observed and expected per bin; significance = (observed - expected) / sqrt(expected)",
             }
         )
         return table
@@ -116,7 +129,7 @@ def position_residuals(
     phi1_step: float = 2.0,
     phi2_step: float = 0.25,
     components: list[str] | None = None,
-) -> PositionResiduals:
+) -> Residuals:
     """The (phi1, phi2) residuals of ``stars`` against a fitted model (its reference fit).
 
     Arguments:
@@ -132,19 +145,10 @@ def position_residuals(
     Returns:
         The observed and expected counts.
     """
-    from .membership import member_components
-
     config = model.config
     if "phi2" not in config.model.coordinates:
         raise InputError("residuals: the model does not use phi2, so it predicts no positions")
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"residuals: threshold {threshold} must lie between 0 and 1")
-    names = model.component_names
-    chosen = components if components is not None else member_components(config, names)
-    unknown = [c for c in chosen if c not in names or c == "background"]
-    if unknown:
-        raise InputError(f"residuals: components {unknown} are not stream-like components of the model {names[:-1]}")
-    group = [names.index(c) for c in chosen]
+    group = _group(model, threshold, components)
     mixture = model.mixtures[0].eval()
     tensors = model.prepare(stars)
     without_phi2 = replace(tensors, has_phi2=torch.zeros_like(tensors.has_phi2))
@@ -175,7 +179,135 @@ def position_residuals(
     np.add.at(expected, row, per_star)
     phi2_np = tensors.phi2.index_select(0, index).double().numpy()
     observed, _, _ = np.histogram2d(phi1_np, phi2_np, bins=[phi1_edges, phi2_edges])
-    return PositionResiduals(phi1_edges, phi2_edges, observed, expected, threshold, int(len(index)))
+    return Residuals("phi1", "phi2", phi1_edges, phi2_edges, observed, expected, threshold, int(len(index)))
+
+
+def _group(model, threshold: float, components: list[str] | None) -> list[int]:
+    """The indices of the selecting components, after checking the request."""
+    from .membership import member_components
+
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"residuals: threshold {threshold} must lie between 0 and 1")
+    names = model.component_names
+    chosen = components if components is not None else member_components(model.config, names)
+    unknown = [c for c in chosen if c not in names or c == "background"]
+    if unknown:
+        raise InputError(f"residuals: components {unknown} are not stream-like components of the model {names[:-1]}")
+    return [names.index(c) for c in chosen]
+
+
+def cmd_residuals(
+    model,
+    stars,
+    *,
+    threshold: float = 0.5,
+    colour_step: float = 0.1,
+    magnitude_step: float = 0.25,
+    subsample: int = 2,
+    components: list[str] | None = None,
+    chunk_size: int = 100_000,
+) -> Residuals:
+    """The colour-magnitude residuals of ``stars`` against a joint model with two bands.
+
+    The stars with both bands whose astrometry (phi2 included) gives a
+    membership probability above ``threshold`` are binned in (b1 - b2, b1);
+    each one's expected distribution over the bins is
+    sum_k r_k p_k(b1, b2 | phi1, astrometry), with r_k its astrometric share of
+    component k: the isochrone term at the component's distance modulus for the
+    stream-like ones, the background flows' density of the magnitudes given the
+    astrometry for the background. Each bin's density is averaged over
+    ``subsample`` x ``subsample`` points, and each star's expected distribution
+    is normalised over the grid (which spans the data).
+
+    Arguments:
+        model: A fitted joint :class:`~streammix.fit.FittedModel` with two bands.
+        stars: The stars (a :class:`~streammix.data.StarTable`).
+        threshold: The astrometric membership probability above which stars are selected.
+        colour_step: Bin width in colour (mag).
+        magnitude_step: Bin width in magnitude (mag).
+        subsample: Points per bin and axis at which the densities are evaluated.
+        components: The components whose probabilities select (default: the member components).
+        chunk_size: Grid evaluations per call of the flows and the isochrone term.
+    """
+    from dataclasses import replace as replace_stars
+
+    from .fit import config_tensors
+    from .photometry import photometry_tensors
+
+    config = model.config
+    bands = list(config.model.bands)
+    if len(bands) != 2:
+        raise InputError(f"CMD residuals: the model has bands {bands}; they need a joint model with exactly two")
+    group = _group(model, threshold, components)
+    mixture = model.mixtures[0].eval()
+    astrometric_logp = model.background.log_prob(stars, exclude=bands) if model.background is not None else None
+    tensors = config_tensors(config, stars, astrometric_logp, mixture=mixture, photometry=False)
+    tensors = tensors.astrometry_only(tensors.background_logp)
+    observed_both = stars.observed[bands[0]] & stars.observed[bands[1]]
+    with torch.no_grad():
+        share = torch.softmax(mixture.log_joint(tensors), dim=-1).double().numpy()
+    selected = np.nonzero((share[:, group].sum(-1) > threshold) & observed_both)[0]
+    b1_all, b2_all = stars.mags[bands[0]], stars.mags[bands[1]]
+    both = observed_both
+    colour_all, magnitude_all = b1_all[both] - b2_all[both], b1_all[both]
+    c_lo, c_hi = np.percentile(colour_all, [0.5, 99.5])
+    m_lo, m_hi = np.min(magnitude_all), np.max(magnitude_all)
+    colour_edges = _edges(np.floor(c_lo / colour_step) * colour_step, np.ceil(c_hi / colour_step) * colour_step, colour_step)
+    magnitude_edges = _edges(
+        np.floor(m_lo / magnitude_step) * magnitude_step, np.ceil(m_hi / magnitude_step) * magnitude_step, magnitude_step
+    )
+    # evaluation points: subsample x subsample per bin, and the bin each belongs to
+    fc = (np.arange(subsample) + 0.5) / subsample
+    cx = (colour_edges[:-1, None] + np.diff(colour_edges)[:, None] * fc).ravel()
+    my = (magnitude_edges[:-1, None] + np.diff(magnitude_edges)[:, None] * fc).ravel()
+    grid_c, grid_m = np.meshgrid(cx, my, indexing="ij")
+    grid_c, grid_m = grid_c.ravel(), grid_m.ravel()
+    n_points = grid_c.size
+    n_bins = (len(colour_edges) - 1, len(magnitude_edges) - 1)
+    point_bin = (np.arange(n_points) // (len(my) * subsample)) * n_bins[1] + (np.arange(n_points) % len(my)) // subsample
+    expected = np.zeros(n_bins[0] * n_bins[1])
+    dtype = mixture.grid.dtype
+    outputs = mixture.outputs_at(torch.as_tensor(stars.phi1[selected], dtype=dtype))
+    per_chunk = max(1, chunk_size // n_points)
+    for start in range(0, len(selected), per_chunk):
+        rows = selected[start : start + per_chunk]
+        repeat = np.repeat(rows, n_points)
+        fake = stars[repeat]
+        b1 = np.tile(grid_m, len(rows))
+        fake = replace_stars(
+            fake,
+            mags={bands[0]: b1, bands[1]: b1 - np.tile(grid_c, len(rows))},
+            mag_errs={b: fake.mag_errs[b] for b in bands},
+            extinction={b: fake.extinction[b] for b in bands if b in fake.extinction},
+            source_id=np.arange(len(repeat)),
+        )
+        density = np.zeros((len(rows), n_points))
+        if model.background is not None:
+            log_bg = model.background.log_prob(fake) - model.background.log_prob(fake, exclude=bands)
+            density += share[rows, -1, None] * np.exp(log_bg.reshape(len(rows), n_points))
+        photometric = photometry_tensors(
+            np.stack([fake.mags[b] for b in bands], axis=1),
+            np.stack([fake.mag_errs[b] for b in bands], axis=1),
+            np.stack([fake.extinction.get(b, np.zeros(len(repeat))) for b in bands], axis=1),
+            dtype=dtype,
+        )
+        for k, comp in enumerate(mixture.components):
+            if comp.photometry is None:
+                continue
+            at = slice(start, start + len(rows))
+            distmod = outputs[comp.name]["distmod"][at].repeat_interleave(n_points)
+            width = outputs[comp.name]["distmod_width"][at].repeat_interleave(n_points)
+            with torch.no_grad():
+                logp = comp.photometry.log_prob(distmod, width, photometric).double().numpy()
+            density += share[rows, k, None] * np.exp(logp.reshape(len(rows), n_points))
+        density /= np.maximum(density.sum(axis=1, keepdims=True), 1e-300)  # each star's distribution over the grid
+        np.add.at(expected, point_bin, density.sum(axis=0))
+    colour = b1_all[selected] - b2_all[selected]
+    observed, _, _ = np.histogram2d(colour, b1_all[selected], bins=[colour_edges, magnitude_edges])
+    return Residuals(
+        f"{bands[0]} - {bands[1]}", bands[0], colour_edges, magnitude_edges, observed,
+        expected.reshape(n_bins), threshold, int(len(selected)), unit="mag",
+    )  # fmt: skip
 
 
 def _edges(low: float, high: float, step: float) -> np.ndarray:

@@ -69,7 +69,7 @@ def test_a_missing_spur_stands_out_and_a_modelled_one_does_not(spurred, fits):
     assert excess > 8.0, excess
     assert without.significance.max() > 4.0
     # with one, the region is explained but for the spur's sharp ends, which the smooth
-    # weights round off (measured 3.1 sigma, against 11 without it), and no bin of the map
+    # weights round off (3.1 sigma measured for this mock and seed), and no bin of the map
     # is off by 4 sigma or more
     assert abs(with_spur.region_significance(*region)) < min(3.5, excess / 3), excess
     assert np.abs(with_spur.significance).max() < 4.0
