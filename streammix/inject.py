@@ -416,14 +416,15 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
 
     # the catalog's columns
     col = {
-        key: _column_of(catalog, getattr(cmap, key), key, required=key in ("phi1", "phi2"), key=f"data.columns.{key}")
+        key: _column_of(catalog, getattr(cmap, key), key, key=f"data.columns.{key}",
+                        required=key in ("phi1", "phi2") or (key in cmap.model_fields_set and getattr(cmap, key) is not None))
         for key in ("phi1", "phi2", "phi2_err", "parallax", "parallax_err", "pm_phi1_cosphi2",
                     "pm_phi1_cosphi2_err", "pm_phi2", "pm_phi2_err", "pm_corr")
     }  # fmt: skip
-    # keys that are explicitly unmapped (None) and only found under their canonical name stay unread
-    for key in ("phi2_err", "pm_phi1_cosphi2_err", "pm_phi2_err", "pm_corr"):
-        if getattr(cmap, key) is None and key not in cmap.model_fields_set:
-            col[key] = col[key] if col[key] == key else None
+    # a key set explicitly to None is not read (as in streammix.data)
+    for key in col:
+        if key in cmap.model_fields_set and getattr(cmap, key) is None:
+            col[key] = None
     band_err_col = {b: cmap.band_errors.get(b, f"{b}_err") for b in bands}
     band_err_col = {b: c for b, c in band_err_col.items() if c in catalog.colnames}
     real = {key: _floats(catalog, name, sentinels) for key, name in col.items() if name is not None}
@@ -561,7 +562,7 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
             f"(field, {donor_band} <= {mag_hi:.2f}, proper-motion and parallax ranges)"
         )
     stars = {key: np.concatenate([c[key] for c in chunks])[: spec.n_stars] for key in chunks[0]}
-    return _append(catalog, stars, col, bands, band_err_col, config, rng)
+    return _append(catalog, stars, col, bands, band_err_col, config)
 
 
 def _append(
@@ -571,7 +572,6 @@ def _append(
     bands: dict[str, str],
     band_err_col: dict[str, str],
     config: Config,
-    rng: np.random.Generator,
 ) -> Table:
     """The catalog with the injected ``stars`` appended (columns in the catalog's units)."""
     import astropy.units as u
@@ -618,7 +618,6 @@ def _append(
     for name in out.colnames:  # columns not written stay masked (the join would otherwise fill them)
         if name not in injected.colnames:
             injected[name] = MaskedColumn(np.zeros(n, dtype=out[name].dtype), mask=np.ones(n, bool), unit=out[name].unit)
-    del rng
     result = vstack([out, injected[out.colnames]], join_type="exact", metadata_conflicts="silent")
     result.meta = dict(catalog.meta)
     return result
