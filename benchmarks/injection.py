@@ -160,6 +160,52 @@ def pooled(results: list[dict], config: str, select) -> dict:
     return m
 
 
+def by_group(folder: Path, configs: list[str], cases: list[str], min_offset: float = 1.0) -> dict:
+    """Sum of p_injected against the number of injected stars, among the stars with
+    p_injected > 0.05 of every case at >= ``min_offset`` mas/yr, split by PS1 photometry
+    (present or not) and parallax error: where the probabilities are over- or under-confident."""
+    from astropy.table import Table
+
+    offsets = {c[0]: c[1] for c in CASES}
+    out: dict = {}
+    for config in configs:
+        rows = [Table.read(folder / f"{case}_{config}.ecsv") for case in cases
+                if offsets.get(case, 0) >= min_offset and (folder / f"{case}_{config}.ecsv").exists()]  # fmt: skip
+        if not rows:
+            continue
+        p = np.concatenate([np.asarray(r["p_injected"], float) for r in rows])
+        truth = np.concatenate([np.asarray(r["injected"], bool) for r in rows])
+        g = np.concatenate([np.asarray(np.ma.filled(np.ma.asarray(r["g_mean_psf_mag"], dtype=float), np.nan)) for r in rows])
+        err = np.concatenate([np.asarray(r["parallax_error"], float) for r in rows])
+        has = np.isfinite(g) & (g < 1e19)
+        groups = {}
+        for phot, phot_mask in (("ps1", has), ("no_ps1", ~has)):
+            for lo, hi in ((0, 0.3), (0.3, 0.8), (0.8, np.inf)):
+                for plo, phi in ((0.05, 0.5), (0.5, 1.01)):
+                    sel = phot_mask & (err >= lo) & (err < hi) & (p > plo) & (p <= phi)
+                    if sel.sum() == 0:
+                        continue
+                    expected = float(p[sel].sum())
+                    groups[f"{phot} plx_err {lo}-{hi} p {plo}-{min(phi, 1.0)}"] = {
+                        "n": int(sel.sum()), "sum_p": expected, "members": int(truth[sel].sum()),
+                        "excess": float(truth[sel].sum() - expected),
+                        "sd": float(np.sqrt(np.sum(p[sel] * (1 - p[sel])))),
+                    }  # fmt: skip
+        out[config] = groups
+    return out
+
+
+def print_groups(groups: dict) -> None:
+    for config, rows in groups.items():
+        print(f"\nwhere the probabilities miss, {config} (cases >= 1 mas/yr, stars with p > 0.05):\n")
+        print("| PS1 | parallax error (mas) | p range | stars | sum p | injected members | members - sum p (sd) |")
+        print("|---|---|---|---|---|---|---|")
+        for key, r in rows.items():
+            phot, _, err, _, prange = key.split(" ")
+            print(f"| {phot} | {err} | {prange} | {r['n']} | {r['sum_p']:.1f} | {r['members']} | "
+                  f"{r['excess']:+.1f} ({r['sd']:.1f}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"only cases {', '.join(QUICK)}")
@@ -169,7 +215,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "injection_output")
     parser.add_argument("--label", default="default")
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
+    parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
+    if args.summarise:
+        summary = json.loads((args.out / f"injection_{args.label}.json").read_text())
+        print_table(summary)
+        print_groups(by_group(args.out / args.label, summary["configs"], [c["case"] for c in summary["cases"]]))
+        return
 
     import torch
 
@@ -236,6 +288,7 @@ def main() -> None:
         write(json_path, results, args, sets, started, final=False)
     summary = write(json_path, results, args, sets, started, final=True)
     print_table(summary)
+    print_groups(by_group(folder, args.configs, [c[0] for c in cases]))
 
 
 def write(path: Path, results: list[dict], args, sets, started: float, final: bool) -> dict:
