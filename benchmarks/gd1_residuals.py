@@ -41,7 +41,7 @@ def main() -> None:
     from streammix.fit import fit, load_stars
     from streammix.output import write_table
     from streammix.plot import DPI, plot_residuals
-    from streammix.residuals import position_residuals
+    from streammix.residuals import cmd_residuals, position_residuals
 
     shipped = Config.from_yaml(args.config)
     data = shipped.model_dump(mode="json", exclude={"source"})
@@ -61,6 +61,19 @@ def main() -> None:
         plot_residuals(residuals).savefig(folder / "residuals.png", dpi=DPI)
         z = residuals.significance
         i, j = np.unravel_index(np.argmax(z), z.shape)
+        if len(config.model.bands) == 2:  # the joint model: the same check in the CMD
+            cmd = cmd_residuals(model, stars)
+            write_table(cmd.to_table(), folder / "residuals_cmd.ecsv", overwrite=True)
+            plot_residuals(cmd).savefig(folder / "residuals_cmd.png", dpi=DPI)
+            zc = cmd.significance
+            k, m = np.unravel_index(np.argmax(np.abs(zc)), zc.shape)
+            cmd_summary = {
+                "n_selected": cmd.n_selected,
+                "max_abs_bin_significance": float(np.abs(zc).max()),
+                "at": [float(cmd.x_edges[k:k + 2].mean()), float(cmd.y_edges[m:m + 2].mean())],
+                "bins_beyond_3_sigma": int(np.sum(np.abs(zc) > 3)),
+                "bins": int(zc.size),
+            }
         members = model.membership(stars)
         result = {
             "seconds": time.perf_counter() - started,
@@ -70,6 +83,8 @@ def main() -> None:
             "max_bin_at": [float(residuals.x_edges[i:i + 2].mean()), float(residuals.y_edges[j:j + 2].mean())],
             "p_member": {t: int(np.sum(np.asarray(members["p_member"]) > t)) for t in (0.5, 0.8)},
         }
+        if len(config.model.bands) == 2:
+            result["cmd"] = cmd_summary
         if "spur" in model.component_names:
             phi1 = np.arange(-36.0, -24.0, 2.0)
             tracks = model.tracks(phi1)
