@@ -28,6 +28,7 @@ first transformed into a stream frame with :func:`streammix.frames.gaia_to_strea
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import os
@@ -986,7 +987,9 @@ def read_table(path: str | os.PathLike, *, format: str | None = None) -> Table:
         raise InputError(f"file '{path}' is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", u.UnitsWarning)
+            # a library's warnings (astropy's VerifyWarning on a cut header, unit notes) never
+            # reach the user's terminal as extra lines; a truncation warning is our error
+            warnings.simplefilter("ignore")
             warnings.filterwarnings("error", message=".*[Tt]runcat")
             if format == "ascii.csv" and _starts_with(path, b"# %ECSV"):
                 format = "ascii.ecsv"
@@ -1103,6 +1106,7 @@ def read_stars(
     gaia_frame: StreamFrame | str | None = None,
     reflex_distance: Any = None,
     format: str | None = None,
+    optional_bands: Sequence[str] = (),
 ) -> StarTable:
     """Read a table file and validate it as stars (:func:`read_table`, then :meth:`StarTable.from_table`).
 
@@ -1113,6 +1117,9 @@ def read_stars(
             into this stream frame (:meth:`StarTable.from_gaia`).
         reflex_distance: Passed on to the Gaia transformation.
         format: The file's format, if its suffix does not tell.
+        optional_bands: Bands that may be absent from the file: a band whose
+            column is missing is unobserved (NaN) for every star, and listed in
+            ``meta["unobserved_bands"]`` (scoring then uses the other coordinates).
 
     Example:
         >>> import tempfile, pathlib
@@ -1125,8 +1132,26 @@ def read_stars(
     """
     table = read_table(path, format=format)
     name = f"file '{path}'"
+    absent: list[str] = []
+    if optional_bands:
+        cmap = columns if isinstance(columns, ColumnMap) else ColumnMap.from_dict(dict(columns) if columns else None)
+        absent = [b for b in optional_bands if b in cmap.bands and cmap.bands[b] not in table.colnames]
+        if absent:
+            def keep(mapping: Mapping[str, str]) -> dict[str, str]:
+                return {k: v for k, v in mapping.items() if k not in absent}
+
+            columns = cmap.model_copy(
+                update={"bands": keep(cmap.bands), "band_errors": keep(cmap.band_errors), "extinction": keep(cmap.extinction)}
+            )
     if gaia_frame is not None:
-        return StarTable.from_gaia(
+        stars = StarTable.from_gaia(
             table, gaia_frame, columns, reflex_distance=reflex_distance, name=name
         )
-    return StarTable.from_table(table, columns, name=name)
+    else:
+        stars = StarTable.from_table(table, columns, name=name)
+    if absent:
+        unobserved = {band: np.full(len(stars), np.nan) for band in absent}
+        stars = dataclasses.replace(
+            stars, mags={**stars.mags, **unobserved}, meta={**stars.meta, "unobserved_bands": absent}
+        )
+    return stars

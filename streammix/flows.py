@@ -489,7 +489,7 @@ def _train(
     valid_idx, train_idx = order[:n_valid], order[n_valid:]
 
     def to_tensor(array: np.ndarray) -> Tensor:
-        return torch.as_tensor(array, dtype=torch.float32, device=device)
+        return _float32_tensor(array, device)
 
     x_t, phi1_t, w_t, extra_t = to_tensor(x), to_tensor(phi1), to_tensor(w), to_tensor(extra)
     valid_idx_d, train_idx_d = valid_idx.to(device), train_idx.to(device)
@@ -965,14 +965,14 @@ class BlockDensity:
         if phi1.ndim != 1 or not np.all(np.isfinite(phi1)):
             raise InputError("phi1: must be a finite 1-D array")
         device = flow.x_loc.device
-        phi1_t = torch.as_tensor(phi1, dtype=torch.float32, device=device)
+        phi1_t = _float32_tensor(phi1, device)
         extra = None
         if flow.extra_context:
             if errors is None or np.shape(errors) != (len(phi1), len(pattern)):
                 raise InputError(f"block {self.names!r}: sampling needs errors of shape ({len(phi1)}, {len(pattern)})")
             rows = np.arange(len(phi1))
             extra = _log_errors(np.asarray(errors, dtype=float), rows, list(range(len(pattern))), pattern, self.errors)
-            extra = torch.as_tensor(extra, dtype=torch.float32, device=device)
+            extra = _float32_tensor(extra, device)
         with torch.no_grad(), _threads(self.settings.threads):
             if seed is None:
                 draws = flow.sample(phi1_t, extra)
@@ -1373,6 +1373,15 @@ def _log_errors(
     return np.log(np.maximum(_take(errors, rows, chosen), 1e-6))
 
 
+def _float32_tensor(array: np.ndarray, device: torch.device | str) -> Tensor:
+    """``array`` as a float32 tensor on ``device``; a read-only array (a memory-mapped
+    or astropy column) is copied, so torch never warns about non-writable memory."""
+    array = np.asarray(array, dtype=np.float32)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
+
+
 def _evaluate(
     flow: ConditionalFlow, x: np.ndarray, phi1: np.ndarray, chunk_size: int, extra: np.ndarray | None = None
 ) -> np.ndarray:
@@ -1381,8 +1390,8 @@ def _evaluate(
     with torch.no_grad():
         for start in range(0, len(phi1), chunk_size):
             stop = start + chunk_size
-            x_t = torch.as_tensor(x[start:stop], dtype=torch.float32, device=device)
-            phi1_t = torch.as_tensor(phi1[start:stop], dtype=torch.float32, device=device)
-            extra_t = None if extra is None else torch.as_tensor(extra[start:stop], dtype=torch.float32, device=device)
+            x_t = _float32_tensor(x[start:stop], device)
+            phi1_t = _float32_tensor(phi1[start:stop], device)
+            extra_t = None if extra is None else _float32_tensor(extra[start:stop], device)
             out[start:stop] = flow.log_prob(x_t, phi1_t, extra_t).cpu().numpy()
     return out

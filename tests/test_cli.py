@@ -20,9 +20,13 @@ def run(*args, cwd=None):
 def test_help_everywhere():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("mock", "demo", "fit", "members", "plot"):
+    for command in ("mock", "demo", "fit", "members", "plot", "catalogs", "isochrone-fit"):
         assert command in out.stdout
         assert run(command, "--help").returncode == 0
+    catalogs = run("catalogs", "--help")
+    for command in ("list", "info", "fetch", "load", "crossmatch"):
+        assert command in catalogs.stdout
+    assert "--max-size" in run("catalogs", "fetch", "--help").stdout
 
 
 def test_mock_writes_and_refuses_to_overwrite(tmp_path):
@@ -72,6 +76,31 @@ def test_fit_members_plot(small_field, tmp_path):
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(Table.read(scored)["p_stream"], members["p_stream"], atol=1e-6)
 
+    # a catalog without the model's bands: its photometry is unobserved, the stars are scored without it,
+    # exactly as stars whose band values are all missing (every band NaN but on row 0)
+    stars = Table.read(small_field / "stars.fits")
+    bands = [c for c in stars.colnames if c.startswith("gaia_")]
+    missing = stars.copy()
+    for column in bands:
+        missing[column] = np.where(np.arange(len(stars)) == 0, stars[column], np.nan)
+    missing.write(tmp_path / "missing_values.fits")
+    stars.remove_columns(bands)
+    stars.write(tmp_path / "no_bands.fits")
+    result = run("members", out, "--data", tmp_path / "no_bands.fits", "--out", tmp_path / "no_bands.ecsv")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "no column for bands" in line]
+    assert len(said) == 1 and "gaia_g, gaia_bp, gaia_rp" in said[0] and "Traceback" not in result.stderr
+    assert run("members", out, "--data", tmp_path / "missing_values.fits", "--out", tmp_path / "missing.ecsv").returncode == 0
+    without = Table.read(tmp_path / "no_bands.ecsv")["p_stream"]
+    np.testing.assert_allclose(without[1:], Table.read(tmp_path / "missing.ecsv")["p_stream"][1:], atol=1e-9)
+    assert np.max(np.abs(without - members["p_stream"])) > 0.1  # the photometry did matter
+
+    # the README's scoring from Python: no library warning (torch's "not writable") reaches the user
+    script = (f"from streammix.fit import load; from streammix.data import read_stars; m = load({str(out / 'model')!r}); "
+              f"m.membership(read_stars({str(small_field / 'stars.fits')!r}, m.config.data.column_map()))")
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[-2000:]
+
     (out / "figures" / "sky.png").unlink()
     assert run("plot", out).returncode == 0
     assert (out / "figures" / "sky.png").is_file()
@@ -114,6 +143,20 @@ def test_bad_config_exits_2_with_one_line_and_writes_nothing(small_field, tmp_pa
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cut", [100, 3000, 20000])
+def test_truncated_fits_is_one_line_without_library_warnings(small_field, tmp_path, cut):
+    """astropy warns about a cut header (VerifyWarning) before failing: only our line may show."""
+    (tmp_path / "stars.fits").write_bytes((small_field / "stars.fits").read_bytes()[:cut])
+    cfg = yaml.safe_load((small_field / "stream.yaml").read_text())
+    cfg["data"]["path"] = str(tmp_path / "stars.fits")
+    (tmp_path / "stream.yaml").write_text(yaml.safe_dump(cfg))
+    result = run("fit", tmp_path / "stream.yaml", "--out", tmp_path / "run", "--quiet")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: file '{tmp_path / 'stars.fits'}': cannot be read as fits")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_config_file_is_named(tmp_path):
