@@ -30,21 +30,28 @@ CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache fol
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds without data before an attempt fails.")]
 Retries = Annotated[int, typer.Option("--retries", help="Extra attempts after a transient failure.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+MaxSize = Annotated[str, typer.Option("--max-size", help="Largest download, per file and in all (e.g. 2GiB, 500MB).")]
+Selection = Annotated[Optional[str], typer.Option("--selection", help="A named cut of the catalog instead of its default (see `info`).")]
 
 
-def _fetch_options(timeout: float, retries: int, quiet: bool) -> dict:
-    return {"timeout": timeout, "retries": retries, "progress": not quiet}
+def _fetch_options(timeout: float, retries: int, quiet: bool, max_size: str = "2GiB") -> dict:
+    from .catalogs import parse_size
+
+    return {"timeout": timeout, "retries": retries, "progress": not quiet, "max_size": parse_size(max_size),
+            "report": typer.echo}
 
 
 @catalogs_app.command("list")
 def list_command() -> None:
-    """Every registered catalog with its service, DOI (data, else paper; - if none verified), arXiv id and status."""
+    """Every registered catalog: its record (Zenodo record or VizieR table), DOI (data, else paper;
+    - where none is known), arXiv id, verification status and membership cut."""
     from .catalogs import list_catalogs
 
-    rows = [("NAME", "KIND", "SERVICE", "DOI", "ARXIV", "VERIFIED", "STREAM")]
+    rows = [("NAME", "KIND", "SERVICE", "RECORD", "DOI", "ARXIV", "VERIFIED", "MEMBERSHIP")]
     for cat in list_catalogs():
         arxiv = str(cat.paper.get("arxiv") or "-")
-        rows.append((cat.name, cat.kind, cat.service, cat.doi or "-", arxiv, cat.verified, cat.stream))
+        record = cat.record or "-"
+        rows.append((cat.name, cat.kind, cat.service, record, cat.doi or "-", arxiv, cat.verified, cat.membership.describe()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
@@ -62,6 +69,9 @@ def info_command(name: Annotated[str, typer.Argument(help="Catalog name (see `li
         ("data DOI", cat.data_doi), ("service", cat.service), ("record", cat.record),
         ("files", ", ".join(f"{f.key} ({f.checksum or 'checksum from the service'})" for f in cat.files) or "all of the record / service"),
         ("columns", ", ".join(f"{k} <- {'|'.join(v) or '-'}" for k, v in cat.columns.items())),
+        ("membership", f"{cat.membership.kind}: {cat.membership.describe()}"),
+        ("selections", ", ".join(f"{k}: {v}" for k, v in cat.membership.selections.items())),
+        ("cut read in", cat.membership.source),
         ("licence", cat.licence), ("verified", cat.verified), ("notes", cat.notes), ("registry file", cat.path),
     ]
     for key, value in lines:
@@ -76,11 +86,12 @@ def fetch_command(
     timeout: Timeout = 30.0,
     retries: Retries = 3,
     quiet: Quiet = False,
+    max_size: MaxSize = "2GiB",
 ) -> None:
-    """Download a catalog into the cache, verifying every file's checksum."""
+    """Download a catalog into the cache, verifying every file's size and checksum."""
     from .catalogs import fetch
 
-    paths = fetch(name, cache=cache_dir, force=force, **_fetch_options(timeout, retries, quiet))
+    paths = fetch(name, cache=cache_dir, force=force, **_fetch_options(timeout, retries, quiet, max_size))
     if not paths:
         typer.echo(f"{name}: installed as a package, nothing to download")
     for path in paths:
@@ -97,13 +108,18 @@ def load_command(
     timeout: Timeout = 30.0,
     retries: Retries = 3,
     quiet: Quiet = False,
+    max_size: MaxSize = "2GiB",
+    selection: Selection = None,
 ) -> None:
     """Load a catalog in streammix's common schema (fetching it if needed)."""
     from .catalogs import load
 
-    table = load(name, cache=cache_dir, track=track, **_fetch_options(timeout, retries, quiet))
+    table = load(name, cache=cache_dir, track=track, selection=selection, **_fetch_options(timeout, retries, quiet, max_size))
     n_members = int(table["member_flag"].sum())
-    typer.echo(f"{name}: {len(table)} rows, {n_members} flagged members; columns: {', '.join(table.colnames)}")
+    typer.echo(f"{name}: {len(table)} rows, {n_members} members by {table.meta.get('membership')}; "
+               f"columns: {', '.join(table.colnames)}")
+    for column, how in (table.meta.get("summarised") or {}).items():
+        typer.echo(f"summarised '{column}': {how}")
     if out is not None:
         from .output import write_table
 
@@ -118,9 +134,12 @@ def crossmatch_command(
     radius: Annotated[float, typer.Option("--radius", help="Positional match radius, arcsec.")] = 1.0,
     frame: Annotated[Optional[str], typer.Option("--frame", help="Stream frame of phi1/phi2 when the members have no ra/dec (e.g. GD-1).")] = None,
     probability: Annotated[Optional[str], typer.Option("--probability", help="Our probability column (default p_member or p_<first component>).")] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Membership threshold.")] = 0.5,
+    threshold: Annotated[float, typer.Option("--threshold", help="Our membership threshold (the catalog keeps its own cut).")] = 0.5,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the matched pairs here.")] = None,
     summary_json: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    figure: Annotated[Optional[Path], typer.Option("--figure", help="Draw the agreement here (.png, .pdf).")] = None,
+    selection: Selection = None,
+    max_size: MaxSize = "2GiB",
     cache_dir: CacheDir = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     timeout: Timeout = 30.0,
@@ -130,16 +149,23 @@ def crossmatch_command(
     """Cross-match a members table with a catalog (source_id, then sky position) and report agreement."""
     import astropy.units as u
 
-    from .catalogs import crossmatch, load
+    from .catalogs import crossmatch, crossmatch_figure, load
     from .errors import InputError
+    from .output import check_writable
 
     if not members_file.is_file():
         raise InputError(f"file '{members_file}': not found")
-    table = load(name, cache=cache_dir, **_fetch_options(timeout, retries, quiet))
+    for path in (out, summary_json, figure):
+        if path is not None:
+            check_writable(path, overwrite)
+    table = load(name, cache=cache_dir, selection=selection, **_fetch_options(timeout, retries, quiet, max_size))
     matched, summary = crossmatch(table, members_file, radius=radius * u.arcsec, frame=frame,
                                   probability=probability, threshold=threshold)
     for key, value in summary.items():
         typer.echo(f"{key}: {round(value, 4) if isinstance(value, float) else value}")
+    if figure is not None:
+        crossmatch_figure(matched, summary, figure, overwrite=overwrite)
+        typer.echo(f"wrote {figure}")
     if out is not None:
         from .output import write_table
 

@@ -1,10 +1,11 @@
-"""Published catalogs: registry, downloads against a real local HTTP server, schema, cross-match.
+"""Published catalogs: registry, downloads against a real local HTTP server (hostile ones
+included), every entry's real file shape loaded into the common schema, cross-match.
 
-The server is a real ``http.server.ThreadingHTTPServer`` on 127.0.0.1 serving
-Zenodo-API-shaped record JSON and files (and a VizieR-shaped VOTable); the
-download code is pointed at it through STREAMMIX_ZENODO_URL / STREAMMIX_VIZIER_URL.
-Expected numbers come from the fixtures as built (and gala's GD-1 frame), never
-from streammix's own output.
+The server (tests/catalog_server.py) is a real ``http.server.ThreadingHTTPServer`` on
+127.0.0.1 serving Zenodo-API-shaped record JSON and files and VizieR-shaped VOTables;
+the download code is pointed at it through STREAMMIX_ZENODO_URL / STREAMMIX_VIZIER_URL.
+Expected numbers come from the fixtures as built (and gala's GD-1 frame, scipy's
+Spearman), never from streammix's own output.
 """
 
 from __future__ import annotations
@@ -12,146 +13,43 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
+import os
+import subprocess
+import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import astropy.units as u
 import numpy as np
 import pytest
 import yaml
 from astropy.table import MaskedColumn, QTable, Table
-from typer.testing import CliRunner
+from catalog_server import FIXTURES, CatalogServer, fixture, starkman_gd1_table
+from scipy.stats import spearmanr
 
-from streammix import catalogs
-from streammix.catalogs import crossmatch, fetch, get_catalog, list_catalogs, load
-from streammix.catalogs_cli import catalogs_app
+from streammix.catalogs import (
+    SCHEMA,
+    crossmatch,
+    crossmatch_figure,
+    evaluate_expression,
+    fetch,
+    get_catalog,
+    list_catalogs,
+    load,
+)
 from streammix.errors import InputError
 
-PACKAGED = Path(catalogs.__file__).parent / "resources" / "catalogs"
+PACKAGED = Path(__file__).resolve().parents[1] / "streammix" / "resources" / "catalogs"
 FAST = {"timeout": 1.0, "retries": 1, "backoff": 0.01}
-
-
-# ------------------------------------------------------------------ local server
-
-
-class _Server:
-    """Routes: path (with query) -> list of responses, served in turn (the last repeats)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, list[dict]] = {}
-        self.hits: dict[str, int] = {}
-        self.release = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                key = self.path
-                server.hits[key] = server.hits.get(key, 0) + 1
-                plan = server.routes.get(key)
-                if plan is None:
-                    self.send_error(404, "Not Found")
-                    return
-                step = plan[min(server.hits[key], len(plan)) - 1]
-                body = step.get("body", b"")
-                if step.get("status", 200) != 200:
-                    self.send_error(step["status"])
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", step.get("type", "application/octet-stream"))
-                self.send_header("Content-Length", str(step.get("length", len(body))))
-                self.end_headers()
-                send = body[: step["cut"]] if "cut" in step else body
-                self.wfile.write(send)
-                self.wfile.flush()
-                if step.get("stall"):
-                    server.release.wait(10)  # stall past the client's timeout
-                    return
-                if "cut" in step:
-                    self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def record(self, record: str, files: dict[str, bytes], *, checksums: dict[str, str] | None = None,
-               file_plans: dict[str, list[dict]] | None = None) -> None:
-        """A Zenodo-shaped record: /api/records/<id> plus one URL per file."""
-        entries = []
-        for key, data in files.items():
-            url = f"/files/{record}/{key}"
-            md5 = (checksums or {}).get(key) or hashlib.md5(data).hexdigest()
-            entries.append({"key": key, "size": len(data), "checksum": f"md5:{md5}", "links": {"self": self.url + url}})
-            self.routes[url] = (file_plans or {}).get(key) or [{"body": data}]
-        body = json.dumps({"id": int(record), "files": entries}).encode()
-        self.routes[f"/api/records/{record}"] = [{"body": body, "type": "application/json"}]
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture()
 def server(monkeypatch):
-    srv = _Server()
+    srv = CatalogServer()
     monkeypatch.setenv("STREAMMIX_ZENODO_URL", srv.url)
     monkeypatch.setenv("STREAMMIX_VIZIER_URL", srv.url)
     yield srv
     srv.close()
-
-
-# ------------------------------------------------------------------ fixtures: members and a catalog
-
-
-def _gd1_to_icrs(phi1, phi2):
-    """Independent transform: gala's Koposov et al. (2010) GD-1 frame."""
-    import gala.coordinates as gc
-    from astropy.coordinates import SkyCoord
-
-    c = SkyCoord(phi1=phi1 * u.deg, phi2=phi2 * u.deg, frame=gc.GD1Koposov10()).icrs
-    return c.ra.deg, c.dec.deg
-
-
-@pytest.fixture(scope="module")
-def demo_like():
-    """Members in the format the demo writes (source_id, phi1, phi2, p_stream; meta components),
-    from a small default-style mock, and a 'published' catalog of its true stream stars."""
-    from dataclasses import replace
-
-    from streammix.mock import MockConfig, generate_mock
-
-    stars, _ = generate_mock(replace(MockConfig(), n_stream=150, n_background=600), seed=3)
-    rng = np.random.default_rng(0)
-    truth = np.asarray(stars["true_component"]) == "stream"
-    p_ours = np.where(truth, rng.uniform(0.6, 1.0, len(stars)), rng.uniform(0.0, 0.3, len(stars)))
-    flip = rng.choice(len(stars), 20, replace=False)  # some disagreement
-    p_ours[flip] = 1.0 - p_ours[flip]
-    members = QTable({"source_id": stars["source_id"], "phi1": stars["phi1"], "phi2": stars["phi2"], "p_stream": p_ours,
-                      "p_background": 1 - p_ours})
-    members.meta["components"] = ["stream", "background"]
-
-    in_cat = np.flatnonzero(truth)[:120]  # published: 120 of the true stream stars
-    phi1 = np.asarray(members["phi1"].to_value(u.deg))[in_cat]
-    phi2 = np.asarray(members["phi2"].to_value(u.deg))[in_cat]
-    ra, dec = _gd1_to_icrs(phi1, phi2)
-    p_cat = np.round(rng.uniform(0.3, 1.0, len(in_cat)), 4)
-    no_id = np.zeros(len(in_cat), bool)
-    no_id[1::4] = True  # (not row 0: astropy's MRT writer then mis-sizes the column) a quarter published without source_id -> positional fallback
-    ids = np.asarray(members["source_id"], dtype=np.int64)[in_cat]
-    cat = Table({"source_id": MaskedColumn(ids, mask=no_id), "ra": np.round(ra, 8) * u.deg,
-                 "dec": np.round(dec, 8) * u.deg, "memb_prob": p_cat, "g0": np.round(rng.uniform(17, 21, len(in_cat)), 3)})
-    buf = io.StringIO()
-    cat.write(buf, format="ascii.mrt")
-    return {"members": members, "in_cat": in_cat, "p_cat": p_cat, "p_ours": p_ours, "no_id": no_id,
-            "ra": ra, "dec": dec, "mrt": buf.getvalue().encode()}
 
 
 def _registry(tmp_path: Path, entries: dict[str, dict]) -> Path:
@@ -162,41 +60,56 @@ def _registry(tmp_path: Path, entries: dict[str, dict]) -> Path:
     return folder
 
 
-def _zenodo_entry(record: str, files: list[dict] | None = None, **extra) -> dict:
+def _zenodo_entry(record: str | None, files: list[dict] | None = None, **extra) -> dict:
     entry = {"kind": "members", "source": {"service": "zenodo", "record": record}, "files": files or [],
              "columns": {"ra": "ra", "dec": "dec", "source_id": "source_id"}}
     entry.update(extra)
     return entry
 
 
-def _tavangar_like(tmp_path: Path, record: str) -> Path:
-    """The real tavangar2025_gd1 entry, pointed at a local record id."""
-    entry = yaml.safe_load((PACKAGED / "tavangar2025_gd1.yaml").read_text())
-    entry["source"]["record"] = record
+def _packaged(tmp_path: Path, name: str, record: str | None = None) -> Path:
+    """The packaged registry entry ``name`` in a registry folder of its own (record optionally replaced)."""
+    entry = yaml.safe_load((PACKAGED / f"{name}.yaml").read_text())
+    if record is not None:
+        entry["source"]["record"] = record
     folder = tmp_path / "registry"
     folder.mkdir(exist_ok=True)
-    (folder / "tavangar2025_gd1.yaml").write_text(yaml.safe_dump(entry))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(entry))
     return folder
+
+
+def _files_outside(root: Path, cache: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if cache not in p.parents and p != cache}
 
 
 # ------------------------------------------------------------------ registry
 
 
-def test_registry_has_the_required_catalogs_and_unverified_ids_are_null():
+def test_registry_has_every_catalog_with_identifiers_cuts_and_status():
     cats = {c.name: c for c in list_catalogs(PACKAGED)}
-    for name in ["starkman2023_gd1", "starkman2023_pal5", "ibata2021_streamfinder", "ibata2024_streamfinder",
-                 "pricewhelan2018_gd1", "tavangar2025_gd1", "galstreams"]:
-        assert name in cats
-    assert cats["ibata2021_streamfinder"].record == "J/ApJ/914/123/table1"
-    assert cats["ibata2024_streamfinder"].paper["doi"] == "10.3847/1538-4357/ad382d"
-    assert cats["tavangar2025_gd1"].data_doi == "10.5281/zenodo.15428120"
-    assert cats["pricewhelan2018_gd1"].paper["bibcode"] == "2018ApJ...863L..20P"
-    assert cats["galstreams"].kind == "tracks"
+    assert len(cats) >= 10
     for cat in cats.values():
-        assert cat.verified in ("true", "partial", "false") and cat.notes
+        assert cat.verified in ("true", "partial", "false") and cat.notes, cat.name
+        assert cat.service == "package" or cat.record, cat.name  # every downloadable entry names its record
         for f in cat.files:  # no checksum is invented: unknown ones are null
             assert f.checksum is None
-    assert cats["starkman2023_gd1"].record is None and cats["starkman2023_gd1"].verified == "false"
+    gd1 = cats["starkman2023_gd1"]
+    assert gd1.record == "10211410" and gd1.paper["doi"] == "10.3847/1538-4357/ad94f2" and gd1.data_doi is None
+    assert (gd1.membership.kind, gd1.membership.column[0], gd1.membership.threshold, gd1.membership.strict) == (
+        "probability", "stream (50%)", 0.8, True)
+    assert "10211409" in gd1.notes and "10903751" in gd1.notes  # the source's DOI discrepancy is recorded
+    assert cats["starkman2023_pal5"].columns["source_id"][0] == "source id"
+    pw18 = cats["pricewhelan2018_gd1"]
+    assert [f.key for f in pw18.files] == ["gd1-with-masks.fits"]  # never the whole record unasked
+    assert pw18.membership.expression == "pm_mask & gi_cmd_mask"
+    assert pw18.membership.selections["main_track"] == "pm_mask & gi_cmd_mask & stream_track_mask"
+    assert cats["ibata2021_streamfinder"].record == "J/ApJ/914/123/table1"
+    assert cats["ibata2021_streamfinder"].paper["doi"] == "10.3847/1538-4357/abfcc2"
+    assert "NOT verified" in cats["ibata2024_streamfinder"].notes
+    assert cats["galstreams"].paper["doi"] == "10.1093/mnras/stad321" and cats["galstreams"].kind == "tracks"
+    assert cats["ibata2017_pal5"].record == "J/ApJ/842/120"
+    assert cats["pricewhelan2019_pal5_rrl"].record == "J/AJ/158/223/table2"
+    assert cats["tavangar2025_gd1"].data_doi == "10.5281/zenodo.15428120"
 
 
 def test_unknown_catalog_lists_the_known_ones():
@@ -205,8 +118,9 @@ def test_unknown_catalog_lists_the_known_ones():
 
 
 def test_unverified_record_refuses_to_fetch(tmp_path):
-    with pytest.raises(InputError, match="starkman2023_gd1': no verified Zenodo record id"):
-        fetch("starkman2023_gd1", cache=tmp_path, registry=PACKAGED)
+    reg = _registry(tmp_path, {"unknown_record": _zenodo_entry(None)})
+    with pytest.raises(InputError, match="unknown_record': no verified Zenodo record id"):
+        fetch("unknown_record", cache=tmp_path / "cache", registry=reg)
 
 
 # ------------------------------------------------------------------ downloads: every failure case
@@ -217,8 +131,10 @@ def test_good_record_is_fetched_verified_and_then_used_offline(server, tmp_path)
             b"# - {name: ra, datatype: float64}\n# - {name: dec, datatype: float64}\nsource_id ra dec\n7 1.0 2.0\n")
     server.record("100", {"t.ecsv": data})
     reg = _registry(tmp_path, {"good": _zenodo_entry("100")})
-    paths = fetch("good", cache=tmp_path / "cache", registry=reg, **FAST)
+    lines = []
+    paths = fetch("good", cache=tmp_path / "cache", registry=reg, report=lines.append, **FAST)
     assert [p.name for p in paths] == ["t.ecsv"] and paths[0].read_bytes() == data
+    assert lines == [f"good: 1 file(s), {len(data)} B in all; --max-size 2.0 GiB"]  # said before downloading
     assert server.hits["/files/100/t.ecsv"] == 1
     server.close()  # offline from here on
     again = fetch("good", cache=tmp_path / "cache", registry=reg, **FAST)
@@ -290,45 +206,299 @@ def test_corrupted_cache_is_detected_and_fetched_again(server, tmp_path):
     assert path.read_bytes() == data and server.hits["/files/107/t.csv"] == 2
 
 
-# ------------------------------------------------------------------ load and cross-match
+# ------------------------------------------------------------------ hostile servers
 
 
-def test_load_of_the_tavangar_entry_served_locally_gives_the_common_schema(server, tmp_path, demo_like):
-    server.record("900", {"gd1_tbl_with_memb_prob.mrt": demo_like["mrt"]})
-    reg = _tavangar_like(tmp_path, "900")
-    table = load("tavangar2025_gd1", cache=tmp_path / "cache", registry=reg, **FAST)
-    assert table.colnames[:6] == list(catalogs.SCHEMA) and "g0" in table.colnames
-    n = len(demo_like["in_cat"])
-    assert len(table) == n and table["source_id"].dtype == np.int64 and table["ra"].unit == u.deg
-    np.testing.assert_array_equal(table["source_id"].mask, demo_like["no_id"])
-    np.testing.assert_allclose(table["p_member"], demo_like["p_cat"])
-    np.testing.assert_allclose(table["ra"].to_value(u.deg), demo_like["ra"], atol=1e-7)
-    np.testing.assert_array_equal(table["member_flag"], demo_like["p_cat"] >= 0.5)
-    assert set(table["catalog"]) == {"tavangar2025_gd1"}
+HOSTILE_NAMES = {
+    "../../x": "a path separator",
+    "ABSOLUTE": "a path separator",  # replaced by an absolute path under tmp_path, outside the cache
+    "sub/dir.ecsv": "a path separator",
+    "..\\..\\x": "a path separator",
+    "..": "a leading dot",
+    ".bashrc": "a leading dot",
+    "line\nbreak.ecsv": "control characters",
+    "bell\x07.ecsv": "control characters",
+    "": "empty or not text",
+    "x" * 300: "longer than 255 characters",
+}
 
 
-def test_crossmatch_of_demo_members_against_a_locally_served_catalog(server, tmp_path, demo_like):
-    server.record("901", {"gd1_tbl_with_memb_prob.mrt": demo_like["mrt"]})
-    reg = _tavangar_like(tmp_path, "901")
-    table = load("tavangar2025_gd1", cache=tmp_path / "cache", registry=reg, **FAST)
-    members_path = tmp_path / "members.ecsv"
-    demo_like["members"].write(members_path)
-    matched, summary = crossmatch(table, members_path, frame="GD-1")
+@pytest.mark.parametrize("name", list(HOSTILE_NAMES), ids=[repr(n[:12]) for n in HOSTILE_NAMES])
+def test_hostile_file_names_are_refused_and_nothing_lands_anywhere(server, tmp_path, name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    key = str(victim) if name == "ABSOLUTE" else name
+    url = f"{server.url}/files/666/evil"
+    server.routes["/files/666/evil"] = [{"body": b"pwned"}]
+    server.record_json("666", [{"key": key, "size": 5, "checksum": "md5:" + hashlib.md5(b"pwned").hexdigest(),
+                                "links": {"self": url}}])
+    reg = _registry(tmp_path, {"evil": _zenodo_entry("666")})
+    cache = tmp_path / "deep" / "cache"
+    before = _files_outside(tmp_path, cache)
+    with pytest.raises(InputError, match=rf"catalog 'evil': Zenodo record 666: file name .* refused \({HOSTILE_NAMES[name]}\)"):
+        fetch("evil", cache=cache, registry=reg, **FAST)
+    assert victim.read_text() == "precious"
+    assert _files_outside(tmp_path, cache) == before  # nothing written outside the cache
+    assert not cache.exists() or not any(cache.rglob("*"))  # and nothing in it
+    assert "/files/666/evil" not in server.hits  # refused before any download
 
-    in_cat, p_cat, p_ours, no_id = demo_like["in_cat"], demo_like["p_cat"], demo_like["p_ours"], demo_like["no_id"]
+
+def test_hostile_names_through_the_real_command_line(server, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    server.routes["/files/667/evil"] = [{"body": b"pwned"}]
+    server.record_json("667", [{"key": str(victim), "size": 5, "checksum": "md5:" + hashlib.md5(b"pwned").hexdigest(),
+                                "links": {"self": f"{server.url}/files/667/evil"}}])
+    reg = _registry(tmp_path, {"evil": _zenodo_entry("667")})
+    result = _cli("catalogs", "fetch", "evil", "--cache-dir", tmp_path / "cache", "--quiet", "--retries", "0",
+                  env={"STREAMMIX_CATALOGS": str(reg), "STREAMMIX_ZENODO_URL": server.url})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: catalog 'evil': Zenodo record 667: file name '{victim}' refused (a path separator); "
+        "a file must land inside the catalog's cache folder"]
+    assert victim.read_text() == "precious" and "/files/667/evil" not in server.hits
+
+
+def test_duplicate_names_are_refused(server, tmp_path):
+    entry = {"key": "t.ecsv", "size": 3, "checksum": "md5:" + hashlib.md5(b"abc").hexdigest(),
+             "links": {"self": f"{server.url}/files/668/t.ecsv"}}
+    server.record_json("668", [entry, dict(entry)])
+    reg = _registry(tmp_path, {"dup": _zenodo_entry("668")})
+    with pytest.raises(InputError, match="Zenodo record 668: file name 't.ecsv' listed twice; refused"):
+        fetch("dup", cache=tmp_path / "cache", registry=reg, **FAST)
+
+
+def test_an_existing_symlink_in_the_cache_is_replaced_not_followed(server, tmp_path):
+    target = tmp_path / "outside.txt"
+    target.write_text("precious")
+    server.record("669", {"t.ecsv": b"fresh data"})
+    reg = _registry(tmp_path, {"link": _zenodo_entry("669")})
+    folder = tmp_path / "cache" / "link"
+    folder.mkdir(parents=True)
+    (folder / "t.ecsv").symlink_to(target)
+    (path,) = fetch("link", cache=tmp_path / "cache", registry=reg, **FAST)
+    assert target.read_text() == "precious"
+    assert not path.is_symlink() and path.read_bytes() == b"fresh data"
+    # a cache whose file was swapped for a link later is not trusted either
+    path.unlink()
+    path.symlink_to(target)
+    fetch("link", cache=tmp_path / "cache", registry=reg, **FAST)
+    assert server.hits["/files/669/t.ecsv"] == 2 and not path.is_symlink() and target.read_text() == "precious"
+
+
+def test_a_symlinked_catalog_folder_is_refused(server, tmp_path):
+    server.record("670", {"t.ecsv": b"abc"})
+    reg = _registry(tmp_path, {"linked": _zenodo_entry("670")})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "linked").symlink_to(elsewhere)
+    with pytest.raises(InputError, match=r"cache folder '.*linked': a symbolic link; refused"):
+        fetch("linked", cache=tmp_path / "cache", registry=reg, **FAST)
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/t.ecsv"])
+def test_redirect_to_a_file_url_is_refused(server, tmp_path, target):
+    server.record("671", {"t.ecsv": b"abc"}, file_plans={"t.ecsv": [{"location": target}]})
+    reg = _registry(tmp_path, {"redir": _zenodo_entry("671")})
+    with pytest.raises(InputError, match=rf"files/671/t\.ecsv: redirected to '{target}'; refused \(only http and https\)"):
+        fetch("redir", cache=tmp_path / "cache", registry=reg, **FAST)
+    assert list((tmp_path / "cache" / "redir").iterdir()) == []
+    assert server.hits["/files/671/t.ecsv"] == 1  # refused, not retried
+
+
+def test_redirect_to_http_is_followed(server, tmp_path):
+    server.routes["/elsewhere/t.ecsv"] = [{"body": b"abc"}]
+    server.record("672", {"t.ecsv": b"abc"}, file_plans={"t.ecsv": [{"location": "/elsewhere/t.ecsv", "status": 307}]})
+    reg = _registry(tmp_path, {"moved": _zenodo_entry("672")})
+    (path,) = fetch("moved", cache=tmp_path / "cache", registry=reg, **FAST)
+    assert path.read_bytes() == b"abc" and server.hits["/elsewhere/t.ecsv"] == 1
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/t.ecsv", "javascript:alert(1)"])
+def test_a_record_with_a_non_http_url_is_refused(server, tmp_path, url):
+    server.record_json("673", [{"key": "t.ecsv", "size": 3, "checksum": "md5:" + "0" * 32, "links": {"self": url}}])
+    reg = _registry(tmp_path, {"scheme": _zenodo_entry("673")})
+    with pytest.raises(InputError, match=r"file 't\.ecsv': URL .* refused \(only http and https URLs\)"):
+        fetch("scheme", cache=tmp_path / "cache", registry=reg, **FAST)
+
+
+def test_a_body_that_never_ends_stops_at_its_declared_size(server, tmp_path):
+    server.record("674", {"t.ecsv": b"z" * 1000}, file_plans={"t.ecsv": [{"endless": True}]})
+    reg = _registry(tmp_path, {"endless": _zenodo_entry("674")})
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"file 't\.ecsv' from .*: body longer than its declared size \(1000 bytes\); refused"):
+        fetch("endless", cache=tmp_path / "cache", registry=reg, **FAST)
+    assert time.monotonic() - start < 5 and server.hits["/files/674/t.ecsv"] == 1  # not retried
+    assert list((tmp_path / "cache" / "endless").iterdir()) == []
+
+
+def test_a_body_that_never_ends_without_a_size_stops_at_max_size(server, tmp_path):
+    server.vizier("J/Endless/1", b"", plan=[{"endless": True}])
+    reg = _registry(tmp_path, {"viz": {"kind": "members", "source": {"service": "vizier", "table": "J/Endless/1"},
+                                       "columns": {"ra": "ra", "dec": "dec"}}})
+    with pytest.raises(InputError, match=r"J_Endless_1\.vot' from .*: larger than --max-size 1\.0 MiB; refused"):
+        fetch("viz", cache=tmp_path / "cache", registry=reg, max_size="1MiB", **FAST)
+    assert list((tmp_path / "cache" / "viz").iterdir()) == []
+
+
+def test_a_body_longer_than_declared_is_refused(server, tmp_path):
+    body = b"w" * 5000
+    server.record("675", {"a.ecsv": body, "b.ecsv": body}, sizes={"a.ecsv": 100, "b.ecsv": 100},
+                  file_plans={"b.ecsv": [{"body": body, "length": None}]})  # a announces 5000; b announces nothing
+    for key in ("a.ecsv", "b.ecsv"):
+        reg = _registry(tmp_path, {f"long_{key[0]}": _zenodo_entry("675", files=[{"key": key}])})
+        with pytest.raises(InputError, match=rf"file '{key}' from .*: body longer than its declared size \(100 bytes\)"):
+            fetch(f"long_{key[0]}", cache=tmp_path / "cache", registry=reg, **FAST)
+        assert list((tmp_path / "cache" / f"long_{key[0]}").iterdir()) == []
+
+
+def test_a_record_listing_10000_files_is_refused_before_any_download(server, tmp_path):
+    entries = [{"key": f"f{i}.ecsv", "size": 10, "checksum": "md5:" + "0" * 32,
+                "links": {"self": f"{server.url}/files/676/f{i}.ecsv"}} for i in range(10_000)]
+    server.record_json("676", entries)
+    reg = _registry(tmp_path, {"many": _zenodo_entry("676")})
+    with pytest.raises(InputError, match="Zenodo record 676: lists 10000 files, more than 1000; refused"):
+        fetch("many", cache=tmp_path / "cache", registry=reg, **FAST)
+    assert not any(k.startswith("/files/") for k in server.hits)
+
+
+def test_a_record_larger_than_max_size_is_refused_with_its_total_shown_first(server, tmp_path):
+    server.record("677", {"a.ecsv": b"a" * 600, "b.ecsv": b"b" * 600})
+    reg = _registry(tmp_path, {"big": _zenodo_entry("677")})
+    lines = []
+    with pytest.raises(InputError, match=r"'big': 2 file\(s\) of 1\.2 KiB in all, more than --max-size 1000 B; refused"):
+        fetch("big", cache=tmp_path / "cache", registry=reg, max_size=1000, report=lines.append, **FAST)
+    assert lines == ["big: 2 file(s), 1.2 KiB in all; --max-size 1000 B"]
+    assert not any(k.startswith("/files/") for k in server.hits)
+
+
+# ------------------------------------------------------------------ load: every entry's real shape
+
+
+def _serve(server: CatalogServer, tmp_path: Path, name: str, seed: int = 0) -> tuple[Path, dict]:
+    """Serve the fixture shaped like ``name``'s real file; returns its registry folder and the truth."""
+    key, data, truth = fixture(name, np.random.default_rng(seed))
+    cat = get_catalog(name, PACKAGED)
+    if cat.service == "zenodo":
+        server.record(cat.record, {key: data})
+    else:
+        server.vizier(cat.record, data)
+    return _packaged(tmp_path, name), truth
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_every_entry_loads_its_fixture_into_the_common_schema(server, tmp_path, name):
+    reg, truth = _serve(server, tmp_path, name)
+    table = load(name, cache=tmp_path / "cache", registry=reg, **FAST)
+    assert table.colnames[:6] == list(SCHEMA)
+    n = len(truth["ra"])
+    assert len(table) == n and set(table["catalog"]) == {name}
+    assert table["ra"].unit == u.deg and table["source_id"].dtype == np.int64
+    if truth["source_id"] is not None:
+        np.testing.assert_array_equal(table["source_id"], truth["source_id"])
+    np.testing.assert_allclose(table["ra"].to_value(u.deg), truth["ra"], atol=2e-6)  # sexagesimal: 0.001 s of time
+    np.testing.assert_allclose(table["dec"].to_value(u.deg), truth["dec"], atol=1e-5)
+    np.testing.assert_allclose(table["p_member"], truth["p"], atol=1e-12)
+    np.testing.assert_array_equal(table["member_flag"], truth["member"])
+
+
+def test_starkman_shape_spaces_skycoord_and_samples_summarised_not_dropped(server, tmp_path):
+    reg, truth = _serve(server, tmp_path, "starkman2023_gd1", seed=3)
+    table = load("starkman2023_gd1", cache=tmp_path / "cache", registry=reg, **FAST)
+    for column in ("coord.distance", "coord.pm_ra_cosdec", "coord.pm_dec", "stream (MLE)", "spur (95%)", "allstream (5%)",
+                   "stream.ln-weight_mean", "stream.ln-weight_q05", "stream.ln-weight_q95", "spur.ln-weight_q50"):
+        assert column in table.colnames, column
+    np.testing.assert_allclose(table["stream.ln-weight_mean"], truth["ln_weight_mean"], rtol=1e-12)
+    assert set(table.meta["summarised"]) == {"stream.ln-weight", "spur.ln-weight"}
+    assert "250 values per row" in table.meta["summarised"]["stream.ln-weight"]
+    assert table.meta["membership"] == "`stream (50%)` > 0.8"
+    # the paper's count adds the mean ln-weight: a named selection of the same file
+    counted = load("starkman2023_gd1", cache=tmp_path / "cache", registry=reg, selection="nstream_count")
+    np.testing.assert_array_equal(counted["member_flag"], (truth["p"] > 0.8) & (truth["ln_weight_mean"] > -6))
+    with pytest.raises(InputError, match="selection 'nope' unknown \\(known: nstream_count, table_select\\)"):
+        load("starkman2023_gd1", cache=tmp_path / "cache", registry=reg, selection="nope")
+
+
+def test_region_catalog_members_come_from_its_masks(server, tmp_path):
+    reg, truth = _serve(server, tmp_path, "pricewhelan2018_gd1", seed=4)
+    main = load("pricewhelan2018_gd1", cache=tmp_path / "cache", registry=reg, selection="main_track")
+    np.testing.assert_array_equal(main["member_flag"], truth["main_track"])
+    assert 0 < main["member_flag"].sum() < (truth["member"]).sum() < len(main)  # the masks really cut
+
+
+def test_membership_expressions_are_parsed_never_executed():
+    t = Table({"a": [1.0, 2.0, np.nan], "b": [True, False, True], "s (50%)": [[0.1, 0.9], [0.5, 0.7], [0.9, 0.9]]})
+    assert evaluate_expression("(a > 1.5) | ~b", t).tolist() == [False, True, False]  # NaN compares False
+    assert evaluate_expression("mean(`s (50%)`) >= 0.6", t).tolist() == [False, True, True]
+    for bad, message in (("__import__('os').system('true')", "is not allowed"), ("a.__class__", "is not allowed"),
+                         ("nope > 1", "column 'nope' not found"), ("a >", "not a valid expression"), ("a + 1", "not allowed"),
+                         ("a > 1.5 & b", "not true/false; put comparisons joined by & | in parentheses")):
+        with pytest.raises(InputError, match=message):
+            evaluate_expression(bad, t)
+
+
+def test_galstreams_tracks_load_without_download():
+    table = load("galstreams", track="GD-1", reference="pricewhelan2018", registry=PACKAGED)
+    assert table.meta["kind"] == "tracks" and len(table) > 10
+    assert table["source_id"].mask.all() and np.isnan(table["p_member"]).all()
+    # GD-1 spans roughly ra 130-220 deg, dec 20-65 deg
+    assert 100 < np.median(table["ra"].to_value(u.deg)) < 230 and 15 < np.median(table["dec"].to_value(u.deg)) < 70
+
+
+# ------------------------------------------------------------------ cross-match
+
+
+def _gd1_to_icrs(phi1, phi2):
+    """Independent transform: gala's Koposov et al. (2010) GD-1 frame."""
+    import gala.coordinates as gc
+    from astropy.coordinates import SkyCoord
+
+    c = SkyCoord(phi1=phi1 * u.deg, phi2=phi2 * u.deg, frame=gc.GD1Koposov10()).icrs
+    return c.ra.deg, c.dec.deg
+
+
+@pytest.fixture(scope="module")
+def gd1_fit_like():
+    """A GD-1 members table as `streammix fit` writes it (source_id, phi1, phi2, p_member),
+    and a Starkman-shaped 'published' catalog covering part of it, with probabilities that
+    straddle both cuts (ours 0.5, the paper's stream (50%) > 0.8)."""
+    rng = np.random.default_rng(11)
+    n = 400
+    phi1, phi2 = rng.uniform(-70, -20, n), rng.normal(0, 1.5, n)
+    p_ours = np.clip(rng.beta(0.4, 0.6, n), 0, 1)
+    members = QTable({"source_id": np.arange(10**17, 10**17 + n, dtype=np.int64), "phi1": phi1 * u.deg,
+                      "phi2": phi2 * u.deg, "p_member": p_ours})
+    in_cat = np.sort(rng.choice(n, 300, replace=False))
+    ra, dec = _gd1_to_icrs(phi1[in_cat], phi2[in_cat])
+    p_pub = np.clip(p_ours[in_cat] + rng.normal(0, 0.15, len(in_cat)), 0.001, 0.999)
+    p_pub[:3] = [0.7, 0.79, 0.81]  # between the cuts: members at 0.5, not at the paper's 0.8 (except 0.81)
+    table = starkman_gd1_table(np.asarray(members["source_id"])[in_cat], ra, dec, p_pub, rng, n_samples=20)
+    buf = io.StringIO()
+    table.write(buf, format="ascii.ecsv")
+    return {"members": members, "in_cat": in_cat, "p_ours": p_ours, "ecsv": buf.getvalue().encode(),
+            "p_cat": np.asarray(table["stream (50%)"])}
+
+
+def test_crossmatch_of_a_gd1_fit_against_starkman_at_the_papers_threshold(server, tmp_path, gd1_fit_like):
+    server.record("10211410", {"gd1_membership_likelhoods.ecsv": gd1_fit_like["ecsv"]})
+    catalog = load("starkman2023_gd1", cache=tmp_path / "cache", registry=_packaged(tmp_path, "starkman2023_gd1"), **FAST)
+    matched, summary = crossmatch(catalog, gd1_fit_like["members"], frame="GD-1")
+    in_cat, p_ours, p_cat = gd1_fit_like["in_cat"], gd1_fit_like["p_ours"], gd1_fit_like["p_cat"]
+    assert summary["n_matched"] == len(in_cat) == summary["n_matched_by_source_id"]
     order = np.argsort(matched["catalog_index"])
     np.testing.assert_array_equal(np.asarray(matched["member_index"])[order], in_cat)
-    assert summary["n_matched"] == len(in_cat)
-    assert summary["n_matched_by_position"] == int(no_id.sum())
-    assert summary["n_matched_by_source_id"] == int((~no_id).sum())
-    assert summary["n_members_table"] == len(p_ours) and summary["n_catalog"] == len(in_cat)
-    both = int(((p_ours[in_cat] >= 0.5) & (p_cat >= 0.5)).sum())
-    assert summary["n_both_members"] == both
-    assert summary["n_ours_members"] == int((p_ours >= 0.5).sum())
-    assert summary["fraction_catalog_recovered"] == pytest.approx(both / int((p_cat >= 0.5).sum()))
-    assert summary["classification_agreement"] == pytest.approx(np.mean((p_ours[in_cat] >= 0.5) == (p_cat >= 0.5)))
-    assert summary["correlation"] == pytest.approx(np.corrcoef(p_ours[in_cat], p_cat)[0, 1], abs=1e-9)
+    ours, theirs = p_ours[in_cat] >= 0.5, p_cat > 0.8  # each side's own cut
+    assert (p_cat[:3] > 0.5).all() and theirs[:3].tolist() == [False, False, True]
+    assert summary["confusion"] == {"both": int((ours & theirs).sum()), "ours_only": int((ours & ~theirs).sum()),
+                                    "catalog_only": int((~ours & theirs).sum()), "neither": int((~ours & ~theirs).sum())}
+    assert summary["n_catalog_members"] == int(theirs.sum()) and summary["catalog_cut"] == "`stream (50%)` > 0.8"
+    assert summary["overlap_of_catalog"] == 1.0
+    assert summary["rank_correlation"] == pytest.approx(spearmanr(p_ours[in_cat], p_cat).statistic, abs=1e-12)
     assert np.nanmax(matched["separation"].to_value(u.arcsec)) < 0.01  # gala and streammix frames agree
+    figure = crossmatch_figure(matched, summary, tmp_path / "agreement.png")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_crossmatch_position_fallback_respects_radius_conflicting_ids_and_one_to_one():
@@ -353,71 +523,47 @@ def test_crossmatch_needs_a_frame_for_phi_only_members():
         crossmatch(cat, ours)
 
 
-def test_vizier_votable_served_locally_loads_with_member_flags(server, tmp_path):
-    rows = Table({"Gaia": np.array([5, 6, 7], dtype=np.int64), "RAJ2000": [150.0, 151.0, 152.0] * u.deg,
-                  "DEJ2000": [10.0, 11.0, 12.0] * u.deg, "Stream": [8, 8, 3]})
-    buf = io.BytesIO()
-    rows.write(buf, format="votable")
-    path = "/viz-bin/votable?-source=J/ApJ/914/123/table1&-out.all=&-out.max=unlimited"
-    server.routes[path] = [{"status": 503}, {"body": buf.getvalue()}]
-    entry = yaml.safe_load((PACKAGED / "ibata2021_streamfinder.yaml").read_text())
-    reg = _registry(tmp_path, {"ibata2021_streamfinder": entry})
-    table = load("ibata2021_streamfinder", cache=tmp_path / "cache", registry=reg, **FAST)
-    assert table["source_id"].tolist() == [5, 6, 7] and table["member_flag"].all()
-    assert np.isnan(table["p_member"]).all() and table["Stream"].tolist() == [8, 8, 3]
-    assert server.hits[path] == 2
-    assert parse_qs(urlparse(path).query)["-source"] == ["J/ApJ/914/123/table1"]
+# ------------------------------------------------------------------ the real command line
 
 
-def test_galstreams_tracks_load_without_download():
-    table = load("galstreams", track="GD-1", reference="pricewhelan2018", registry=PACKAGED)
-    assert table.meta["kind"] == "tracks" and len(table) > 10
-    assert table["source_id"].mask.all() and np.isnan(table["p_member"]).all()
-    # GD-1 spans roughly ra 130-220 deg, dec 20-65 deg
-    assert 100 < np.median(table["ra"].to_value(u.deg)) < 230 and 15 < np.median(table["dec"].to_value(u.deg)) < 70
+def _cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "streammix", *map(str, args)], capture_output=True, text=True,
+                          env=full, timeout=300)
 
 
-# ------------------------------------------------------------------ CLI (mounted here as the lead will)
+def test_cli_list_shows_every_entry_with_identifiers_and_status():
+    result = _cli("catalogs", "list", env={"STREAMMIX_CATALOGS": str(PACKAGED)})
+    assert result.returncode == 0, result.stderr
+    cats = list_catalogs(PACKAGED)
+    assert len(cats) >= 10
+    for cat in cats:
+        line = next(line for line in result.stdout.splitlines() if line.startswith(cat.name + " "))
+        for value in (cat.record or "-", cat.doi or "-", cat.paper.get("arxiv") or "-", cat.verified, cat.membership.describe()):
+            assert value in line, (cat.name, value)
 
 
-def _cli():
-    import typer
-
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    app.add_typer(catalogs_app, name="catalogs")
-    return app
-
-
-def test_cli_list_shows_every_entry_with_its_doi():
-    result = CliRunner().invoke(_cli(), ["catalogs", "list"])
-    assert result.exit_code == 0, result.output
-    for cat in list_catalogs(PACKAGED):
-        line = next(line for line in result.output.splitlines() if line.startswith(cat.name + " "))
-        assert (cat.doi or "-") in line and (cat.paper.get("arxiv") or "-") in line
-
-
-def test_cli_fetch_load_crossmatch_against_local_server(server, tmp_path, demo_like, monkeypatch):
-    server.record("902", {"gd1_tbl_with_memb_prob.mrt": demo_like["mrt"]})
-    monkeypatch.setenv("STREAMMIX_CATALOGS", str(_tavangar_like(tmp_path, "902")))
-    cache = str(tmp_path / "cache")
-    runner = CliRunner()
-    fetched = runner.invoke(_cli(), ["catalogs", "fetch", "tavangar2025_gd1", "--cache-dir", cache, "--quiet"])
-    assert fetched.exit_code == 0, fetched.output
-    assert fetched.output.strip().endswith("gd1_tbl_with_memb_prob.mrt")
+def test_cli_fetch_load_crossmatch_against_local_server(server, tmp_path, gd1_fit_like):
+    server.record("10211410", {"gd1_membership_likelhoods.ecsv": gd1_fit_like["ecsv"]})
+    env = {"STREAMMIX_CATALOGS": str(_packaged(tmp_path, "starkman2023_gd1")), "STREAMMIX_ZENODO_URL": server.url}
+    cache = tmp_path / "cache"
+    fetched = _cli("catalogs", "fetch", "starkman2023_gd1", "--cache-dir", cache, "--quiet", env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout.splitlines()[0].startswith("starkman2023_gd1: 1 file(s), ")  # the size, before downloading
+    assert fetched.stdout.strip().endswith("gd1_membership_likelhoods.ecsv") and fetched.stderr == ""
     members_path = tmp_path / "members.ecsv"
-    demo_like["members"].write(members_path)
-    out = runner.invoke(_cli(), ["catalogs", "crossmatch", "tavangar2025_gd1", str(members_path), "--frame", "GD-1",
-                                 "--cache-dir", cache, "--quiet", "--json", str(tmp_path / "s.json")])
-    assert out.exit_code == 0, out.output
+    gd1_fit_like["members"].write(members_path)
+    out = _cli("catalogs", "crossmatch", "starkman2023_gd1", members_path, "--frame", "GD-1", "--cache-dir", cache,
+               "--quiet", "--json", tmp_path / "s.json", "--figure", tmp_path / "agreement.png", env=env)
+    assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["n_matched"] == len(demo_like["in_cat"]) and f"n_matched: {summary['n_matched']}" in out.output
-    unknown = runner.invoke(_cli(), ["catalogs", "info", "nope"])
-    assert isinstance(unknown.exception, InputError)
+    assert summary["n_matched"] == len(gd1_fit_like["in_cat"]) and f"n_matched: {summary['n_matched']}" in out.stdout
+    assert summary["catalog_cut"] == "`stream (50%)` > 0.8" and (tmp_path / "agreement.png").stat().st_size > 1000
+    for bad, message in ((("catalogs", "info", "nope"), "catalog 'nope': unknown"),
+                         (("catalogs", "fetch", "starkman2023_gd1", "--max-size", "lots"), "--max-size: 'lots' is not a size")):
+        result = _cli(*bad, env=env)
+        assert result.returncode == 2 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_packaged_registry_is_the_one_used_by_default(monkeypatch):
