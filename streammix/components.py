@@ -219,6 +219,10 @@ class StreamComponent(nn.Module):
         phi2_range: The field's phi2 limits (deg), for the truncation.
         settings: The network's size.
         phi1_range: Optional phi1 range outside which the weight is ~0.
+        photometry: The isochrone likelihood (None: no photometric term).
+        selection: The catalogue's cuts on observed parallax and proper motions
+            (:class:`~streammix.selection.SelectionCuts`): the density is
+            divided, star by star, by the probability of passing them.
 
     Example:
         >>> comp = StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -238,9 +242,11 @@ class StreamComponent(nn.Module):
         settings: NetworkSettings = NetworkSettings(),
         phi1_range: tuple[float, float] | None = None,
         photometry: nn.Module | None = None,
+        selection=None,
     ):
         super().__init__()
         self.name = name
+        self.selection = selection
         self.coordinates = tuple(coordinates)
         self.phi2_range = (float(phi2_range[0]), float(phi2_range[1]))
         self.phi1_range = phi1_range
@@ -255,6 +261,16 @@ class StreamComponent(nn.Module):
     @property
     def parameter_specs(self) -> tuple[Parameter, ...]:
         return self.net.parameters_
+
+    def _pm_selection(self, params: dict[str, Tensor], stars) -> Tensor:
+        """log P(a star of this component with these errors passes the proper-motion cut)."""
+        has = stars.has_pm1 & stars.has_pm2 & stars.has_selection
+        mean = torch.stack([params["pm_phi1_cosphi2"], params["pm_phi2"]], dim=-1)
+        cov = stars.pm_cov + torch.diag_embed(
+            torch.stack([params["pm_phi1_cosphi2_width"] ** 2, params["pm_phi2_width"] ** 2], dim=-1)
+        )
+        cut = self.selection.pm_log_probability(mean, cov, stars.selection_matrix, stars.selection_offset)
+        return torch.where(has, cut, 0.0)
 
     def phi2_cdf(self, phi2: Tensor, params: dict[str, Tensor], phi2_err: Tensor) -> Tensor:
         """P(observed phi2 < ``phi2``) under this component's phi2 density (the
@@ -298,6 +314,11 @@ class StreamComponent(nn.Module):
             plx = 10.0 ** ((10.0 - params["distmod"]) / 5.0)
             var = (LN10_5 * plx * params["distmod_width"]) ** 2 + stars.parallax_err**2
             total = total + torch.where(stars.has_parallax, normal_logpdf(stars.parallax, plx, var), 0.0)
+            if self.selection is not None and self.selection.parallax is not None:
+                cut = self.selection.parallax_log_probability(plx, torch.sqrt(var))
+                total = total - torch.where(stars.has_parallax, cut, 0.0)
+        if self.selection is not None and self.selection.pm_low is not None and len(pm_names) == 2:
+            total = total - self._pm_selection(params, stars)
         if self.photometry is not None and photometry:
             prepared = stars.photometry_of() if getattr(stars, "photometry", None) is not None else None
             if prepared is not None:

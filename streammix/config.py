@@ -29,6 +29,7 @@ __all__ = [
     "IsochroneConfig",
     "ModelConfig",
     "NetworkConfig",
+    "SelectionConfig",
 ]
 
 COORDINATES = ("phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2")
@@ -320,6 +321,35 @@ class FieldConfig(_Section):
         return self
 
 
+class SelectionConfig(_Section):
+    """The cuts on observed quantities the catalogue was selected on (see
+    :mod:`streammix.selection`): each stream-like component's density is then
+    normalised over them, star by star with its errors, as the background flows
+    (trained on the selected stars) already are. Needs the config's ``frame``."""
+
+    parallax: tuple[float | None, float | None] | None = Field(
+        None, description="observed parallax range (mas), null for an open side, e.g. [null, 1.0]"
+    )
+    pmra: tuple[float, float] | None = Field(None, description="observed pmra cos(dec) range (mas/yr), ICRS")
+    pmdec: tuple[float, float] | None = Field(None, description="observed pmdec range (mas/yr), ICRS")
+    reflex_distance: float | None = Field(
+        None,
+        gt=0,
+        description="kpc: the distance at which the catalogue's stream-frame proper motions were corrected for "
+        "the solar reflex (null: not corrected), so that its cuts in pmra, pmdec map onto them",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SelectionConfig:
+        for name in ("parallax", "pmra", "pmdec"):
+            value = getattr(self, name)
+            if value is not None and None not in value and not value[0] < value[1]:
+                raise ValueError(f"{name}: lower limit {value[0]} must be below upper limit {value[1]}")
+        if (self.pmra is None) != (self.pmdec is None):
+            raise ValueError("pmra and pmdec: give both cuts of the proper-motion box (or neither)")
+        return self
+
+
 class DataConfig(_Section):
     """Where the stars come from and how their columns are named."""
 
@@ -328,6 +358,7 @@ class DataConfig(_Section):
     gaia_frame: str | None = None
     reflex_distance: str | float | None = None
     cut_to_field: bool = False
+    selection: SelectionConfig | None = None
 
     def column_map(self):
         """The ``columns`` section as a validated :class:`~streammix.data.ColumnMap`
@@ -358,6 +389,13 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     fit: FitConfig = FitConfig()
     source: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _selection_needs_frame(self) -> Config:
+        selection = self.data.selection
+        if selection is not None and selection.pmra is not None and self.frame is None:
+            raise ValueError("data.selection: proper-motion cuts need the config's frame (e.g. frame: gd1)")
+        return self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:

@@ -175,6 +175,7 @@ def build_mixture(
                 settings=NetworkSettings(**comp.network.model_dump()),
                 phi1_range=comp.phi1_range,
                 photometry=photometry if comp.photometry else None,
+                selection=selection_cuts(config),
             )
         )
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
@@ -185,6 +186,21 @@ def build_mixture(
         grid_size=config.model.grid_size,
         weight_settings=NetworkSettings(**config.model.weights_network.model_dump()),
         initial_fraction=config.model.initial_fraction,
+    )
+
+
+def selection_cuts(config: Config):
+    """The catalogue's cuts (``data.selection``) as the stream-like components apply them, or None."""
+    from .selection import SelectionCuts
+
+    sel = config.data.selection
+    if sel is None:
+        return None
+    pm = sel.pmra is not None
+    return SelectionCuts(
+        parallax=sel.parallax if "parallax" in config.model.coordinates else None,
+        pm_low=(sel.pmra[0], sel.pmdec[0]) if pm else None,
+        pm_high=(sel.pmra[1], sel.pmdec[1]) if pm else None,
     )
 
 
@@ -227,7 +243,20 @@ def config_tensors(
         distmod_range=distmod_range,
         dtype=getattr(torch, config.fit.dtype),
         device=config.fit.device,
+        selection=_selection_transform(config, stars),
     )
+
+
+def _selection_transform(config: Config, stars):
+    """Per-star map from the model's proper motions to the catalogue's cut ones (None without pm cuts)."""
+    sel = config.data.selection
+    coordinates = config.model.coordinates
+    if sel is None or sel.pmra is None or not {"pm_phi1_cosphi2", "pm_phi2"} <= set(coordinates):
+        return None
+    from .frames import get_frame
+    from .selection import selection_transform
+
+    return selection_transform(get_frame(config.frame), stars.phi1, stars.phi2, sel.reflex_distance)
 
 
 def prior_track(priors: Sequence[ControlPrior], component: str, parameter: str = "phi2"):

@@ -91,6 +91,9 @@ class StarTensors:
     use_photometry: bool = True
     photometry: PreparedPhotometry | None = None
     photometry_rows: Tensor | None = None
+    selection_matrix: Tensor | None = None
+    selection_offset: Tensor | None = None
+    has_selection: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.phi1.shape[0])
@@ -98,7 +101,11 @@ class StarTensors:
     def subset(self, index: Tensor) -> StarTensors:
         """The stars at ``index`` (integer or boolean tensor)."""
         skip = {"uses_phi2", "use_photometry", "photometry", "photometry_rows"}
-        values = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name not in skip}
+        values = {
+            f.name: getattr(self, f.name)[index]
+            for f in fields(self)
+            if f.name not in skip and getattr(self, f.name) is not None
+        }
         if self.photometry is not None:
             if index.dtype == torch.bool:
                 index = torch.nonzero(index).squeeze(-1)
@@ -159,6 +166,7 @@ def prepare_stars(
     distmod_range: tuple[float, float] | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    selection: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> StarTensors:
     """Turn a :class:`~streammix.data.StarTable` into :class:`StarTensors`.
 
@@ -177,6 +185,8 @@ def prepare_stars(
         distmod_range: The distance moduli the model can take (for ``prepare``'s bound).
         dtype: Floating dtype of the tensors.
         device: Where the tensors live.
+        selection: Per-star ``(M, offset)`` mapping the model's proper motions to
+            those the catalogue was cut on (:func:`~streammix.selection.selection_transform`).
     """
     n = len(stars)
     observed = stars.observed
@@ -232,6 +242,15 @@ def prepare_stars(
         background_logp=t(background_logp),
         uses_phi2="phi2" in coordinates,
     )
+    if selection is not None:
+        matrix, offset = selection
+        usable = np.isfinite(matrix).all(axis=(1, 2)) & np.isfinite(offset).all(axis=1)
+        tensors = replace(
+            tensors,
+            selection_matrix=t(np.where(usable[:, None, None], matrix, np.eye(2))),
+            selection_offset=t(np.where(usable[:, None], offset, 0.0)),
+            has_selection=t(usable, torch.bool),
+        )
     if photometry is not None and len(bands):
         tensors = replace(tensors, photometry=photometry.prepare(tensors, distmod_range, dtype=dtype))
     return tensors

@@ -1,0 +1,121 @@
+"""The catalogue's selection: box probabilities against Monte Carlo, a stream-like
+component normalised over the cuts, the GD-1 file's cuts mapped exactly, and
+bad selection settings."""
+
+import numpy as np
+import pytest
+import torch
+
+from streammix.components import NetworkSettings, StreamComponent
+from streammix.config import Config
+from streammix.errors import InputError
+from streammix.selection import SelectionCuts, box_probability, selection_transform
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_box_probability_matches_monte_carlo(seed):
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(0, 1.5, 2)
+    a = rng.normal(0, 1, (2, 2))
+    cov = a @ a.T + 0.05 * np.eye(2)
+    low = rng.uniform(-3, 0, 2)
+    high = low + rng.uniform(0.5, 4, 2)
+    draws = rng.multivariate_normal(mean, cov, 400_000)
+    expected = np.mean(np.all((draws > low) & (draws < high), axis=1))
+    ours = box_probability(
+        torch.tensor(mean[None]), torch.tensor(cov[None]), torch.tensor(low), torch.tensor(high)
+    ).item()
+    assert ours == pytest.approx(expected, abs=4 * np.sqrt(expected * (1 - expected) / 400_000) + 1e-4)
+
+
+def test_open_box_sides_and_far_boxes():
+    mean, cov = torch.zeros(1, 2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)[None]
+    inf = float("inf")
+    half = box_probability(mean, cov, torch.tensor([-inf, -inf], dtype=torch.float64), torch.tensor([0.0, inf], dtype=torch.float64))
+    assert half.item() == pytest.approx(0.5, abs=1e-6)
+    far = box_probability(mean, cov, torch.tensor([20.0, 0.0], dtype=torch.float64), torch.tensor([30.0, 1.0], dtype=torch.float64))
+    assert far.item() == 0.0
+
+
+def test_a_component_is_normalised_over_the_selection():
+    """Integrated over the model's proper motions that pass the rotated, shifted
+    box (and parallaxes below the cut), the component's density is 1."""
+    from streammix.frames import get_frame
+
+    frame = get_frame("gd1")
+    matrix, offset = selection_transform(frame, np.array([-40.0]), np.array([0.5]), 8.0)
+    cuts = SelectionCuts(parallax=(None, 1.0), pm_low=(-7.0, -15.0), pm_high=(-2.0, -11.0))
+    comp = StreamComponent(
+        "stream", ["parallax", "pm_phi1_cosphi2", "pm_phi2"],
+        {"pm_phi1_cosphi2": (-20, 20), "pm_phi1_cosphi2_width": (0.01, 3), "pm_phi2": (-20, 20),
+         "pm_phi2_width": (0.01, 3), "distmod": (10, 20), "distmod_width": (0.01, 1)},
+        phi2_range=(-5, 5), settings=NetworkSettings(hidden=4), selection=cuts,
+    )  # fmt: skip
+    # a faint star: proper-motion errors of 1.5 mas/yr, parallax error 0.8 mas, at GD-1's proper motions
+    g1, g2 = np.meshgrid(np.linspace(-16, 4, 401), np.linspace(-12, 8, 401), indexing="ij")
+    pm = np.stack([g1.ravel(), g2.ravel()], 1)
+    icrs = pm @ matrix[0].T + offset[0]
+    inside = np.all((icrs > [-7.0, -15.0]) & (icrs < [-2.0, -11.0]), axis=1)
+    pm = pm[inside]
+    plx = np.linspace(-6.0, 1.0, 141)
+    n = len(pm) * len(plx)
+    stars = _tensors(np.repeat(pm, len(plx), 0), np.tile(plx, len(pm)), n, matrix[0], offset[0], pm_err=1.5, plx_err=0.8)
+    params = {"pm_phi1_cosphi2": torch.full((n,), -7.9, dtype=torch.float64), "pm_phi2": torch.full((n,), -0.6, dtype=torch.float64),
+              "pm_phi1_cosphi2_width": torch.full((n,), 0.1, dtype=torch.float64), "pm_phi2_width": torch.full((n,), 0.1, dtype=torch.float64),
+              "distmod": torch.full((n,), 14.5, dtype=torch.float64), "distmod_width": torch.full((n,), 0.1, dtype=torch.float64)}  # fmt: skip
+    density = comp.log_prob(params, stars).exp().numpy()
+    pm_cell = (20 / 400) ** 2
+    per_pm = np.trapezoid(density.reshape(len(pm), len(plx)), plx, axis=1)  # parallax integrated
+    assert per_pm.sum() * pm_cell == pytest.approx(1.0, abs=0.01)
+    # without the cuts much of it lies outside: the same star's density is lower
+    bounds = {p.name: (p.low, p.high) for p in comp.parameter_specs}
+    plain = StreamComponent("stream", ["parallax", "pm_phi1_cosphi2", "pm_phi2"], bounds, phi2_range=(-5, 5),
+                            settings=NetworkSettings(hidden=4))  # fmt: skip
+    assert np.all(plain.log_prob(params, stars).exp().numpy() < density)
+
+
+def _tensors(pm, plx, n, matrix, offset, *, pm_err, plx_err):
+    from types import SimpleNamespace
+
+    f = torch.float64
+    return SimpleNamespace(
+        phi1=torch.zeros(n, dtype=f), phi2=torch.zeros(n, dtype=f), phi2_err=torch.zeros(n, dtype=f),
+        has_phi2=torch.zeros(n, dtype=torch.bool), parallax=torch.tensor(plx, dtype=f),
+        parallax_err=torch.full((n,), plx_err, dtype=f), has_parallax=torch.ones(n, dtype=torch.bool),
+        pm=torch.tensor(pm, dtype=f), pm_cov=torch.diag_embed(torch.full((n, 2), pm_err**2, dtype=f)),
+        has_pm1=torch.ones(n, dtype=torch.bool), has_pm2=torch.ones(n, dtype=torch.bool),
+        selection_matrix=torch.tensor(matrix, dtype=f).expand(n, 2, 2),
+        selection_offset=torch.tensor(offset, dtype=f).expand(n, 2), has_selection=torch.ones(n, dtype=torch.bool),
+    )  # fmt: skip
+
+
+def test_the_gd1_files_cuts_map_onto_its_columns(shared_data):
+    """The GD-1 file's stream-frame proper motions were reflex-corrected at 8 kpc:
+    the selection transform takes them back to its own pmra, pmdec."""
+    from astropy.table import Table
+
+    from streammix.frames import get_frame
+
+    table = Table.read(shared_data / "gd1_dr2" / "gd1_pm_box_dr2_ps1.fits")
+    matrix, offset = selection_transform(get_frame("gd1"), np.asarray(table["phi1"]), np.asarray(table["phi2"]), 8.0)
+    pm = np.stack([table["pm_phi1"], table["pm_phi2"]], 1)
+    icrs = np.einsum("nij,nj->ni", matrix, pm) + offset
+    np.testing.assert_allclose(icrs[:, 0], table["pmra"], atol=1e-6)
+    np.testing.assert_allclose(icrs[:, 1], table["pmdec"], atol=1e-6)
+    # the file's own cuts
+    assert table["pmra"].min() > -7 and table["pmra"].max() < -2 and table["parallax"].max() < 1
+
+
+@pytest.mark.parametrize(
+    "selection, frame, message",
+    [
+        ({"pmra": [-7, -2]}, "gd1", "pmra and pmdec"),
+        ({"pmra": [-2, -7], "pmdec": [-15, -11]}, "gd1", "pmra: lower limit"),
+        ({"pmra": [-7, -2], "pmdec": [-15, -11]}, None, "need the config's frame"),
+        ({"parallax": [None, 1.0], "reflex_distance": -1}, None, "reflex_distance"),
+    ],
+)
+def test_bad_selection_settings_are_named(selection, frame, message):
+    data = {"field": {"phi1": [-70, -20], "phi2": [-5, 5]}, "data": {"selection": selection}, "frame": frame}
+    with pytest.raises(InputError, match=message):
+        Config.from_dict(data)
