@@ -49,7 +49,7 @@ def main() -> None:
     without = json.loads(json.dumps(data))
     without["model"]["components"] = [c for c in data["model"]["components"] if c["name"] != "spur"]
     stars = load_stars(shipped)
-    summary = {"machine": machine(), "config": str(args.config.relative_to(ROOT)), "region": SPUR_REGION, "variants": {}}
+    summary = {"machine": machine(), "config": str(args.config), "region": SPUR_REGION, "variants": {}}
     for name, settings in (("with_spur", data), ("without_spur", without)):
         started = time.perf_counter()
         config = Config.from_dict(settings)
