@@ -276,6 +276,7 @@ def _vizier(columns: dict, n: int, rng: np.random.Generator, *, decimal: bool = 
     if p:
         table["Prob"] = probability
     truth = {"source_id": ids if "id" in columns.values() else None, "ra": ra, "dec": dec,
+             "columns": [name for name, make in columns.items() if make != "id"],
              "p": probability if p else np.full(n, np.nan),
              "member": np.ones(n, bool) if member == "listed" else np.zeros(n, bool)}
     return _votable(table), truth

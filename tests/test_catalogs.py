@@ -398,6 +398,7 @@ def test_every_entry_loads_its_fixture_into_the_common_schema(server, tmp_path, 
     assert table["ra"].unit == u.deg and table["source_id"].dtype == np.int64
     if truth["source_id"] is not None:
         np.testing.assert_array_equal(table["source_id"], truth["source_id"])
+    assert set(truth.get("columns", ())) <= set(table.colnames)  # VizieR's own names kept ('[Fe/H]')
     np.testing.assert_allclose(table["ra"].to_value(u.deg), truth["ra"], atol=2e-6)  # sexagesimal: 0.001 s of time
     np.testing.assert_allclose(table["dec"].to_value(u.deg), truth["dec"], atol=1e-5)
     np.testing.assert_allclose(table["p_member"], truth["p"], atol=1e-12)
@@ -410,6 +411,7 @@ def test_starkman_shape_spaces_skycoord_and_samples_summarised_not_dropped(serve
     for column in ("coord.distance", "coord.pm_ra_cosdec", "coord.pm_dec", "stream (MLE)", "spur (95%)", "allstream (5%)",
                    "stream.ln-weight_mean", "stream.ln-weight_q05", "stream.ln-weight_q95", "spur.ln-weight_q50"):
         assert column in table.colnames, column
+    assert "coord.radial_velocity" not in table.colnames  # not in the file: not made up
     np.testing.assert_allclose(table["stream.ln-weight_mean"], truth["ln_weight_mean"], rtol=1e-12)
     assert set(table.meta["summarised"]) == {"stream.ln-weight", "spur.ln-weight"}
     assert "250 values per row" in table.meta["summarised"]["stream.ln-weight"]

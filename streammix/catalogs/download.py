@@ -585,10 +585,12 @@ def fetch(
             files.append({"key": f.key, "url": _check_url(f.url, f"catalog '{cat.name}'"), "checksum": f.checksum, "size": f.size})
     sizes = [f["size"] for f in files]
     total = sum(s for s in sizes if s is not None)
-    known = "" if all(s is not None for s in sizes) else " (sizes not all declared by the service)"
     if report is not None:
-        report(f"{cat.name}: {len(files)} file(s), {format_size(total) if total or not known else 'size unknown'} in all"
-               f"{known}; --max-size {format_size(max_size)}")
+        if all(s is not None for s in sizes):
+            said = f"{format_size(total)} in all"
+        else:
+            said = f"{format_size(total)} declared, the rest of unknown size" if total else "size not declared by the service"
+        report(f"{cat.name}: {len(files)} file(s), {said}; --max-size {format_size(max_size)}")
     if total > max_size:
         raise InputError(
             f"catalog '{cat.name}': {len(files)} file(s) of {format_size(total)} in all, more than --max-size "

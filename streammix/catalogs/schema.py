@@ -24,7 +24,13 @@ from typing import Any
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import Angle, SkyCoord
+from astropy.coordinates import (
+    Angle,
+    SkyCoord,
+    UnitSphericalCosLatDifferential,
+    UnitSphericalDifferential,
+    UnitSphericalRepresentation,
+)
 from astropy.table import MaskedColumn, QTable, Table
 
 from ..errors import InputError
@@ -59,10 +65,13 @@ def read_catalog_file(path: str | os.PathLike, format: str | None = None) -> Tab
     """
     path = Path(path)
     fmt = format or ("votable" if path.suffix == ".vot" else None)
+    options = {"format": fmt} if fmt else {}
+    if fmt == "votable":
+        options["use_names_over_ids"] = True  # VizieR's names ('[Fe/H]'), not its XML IDs ('__Fe_H_')
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Table.read(path, **({"format": fmt} if fmt else {}))
+            return Table.read(path, **options)
     except Exception as error:  # noqa: BLE001 - any reader failure is one line naming the file
         message = " ".join(str(error).split())[:160] or type(error).__name__
         raise InputError(f"file '{path}': cannot be read as a table ({type(error).__name__}: {message})") from None
@@ -96,13 +105,19 @@ def _flatten(table: Table) -> tuple[Table, dict[str, str]]:
         col = table[name]
         if isinstance(col, SkyCoord):
             icrs = col.icrs
-            for part in _SKYCOORD_PARTS:
+            motion = col.data.differentials.get("s")
+            stored = {"ra", "dec"}
+            if not isinstance(col.data, UnitSphericalRepresentation):
+                stored.add("distance")
+            if motion is not None:
+                stored |= {"pm_ra_cosdec", "pm_dec"}
+                if not isinstance(motion, (UnitSphericalCosLatDifferential, UnitSphericalDifferential)):
+                    stored.add("radial_velocity")  # else astropy's value is a made-up 0
+            for part in (p for p in _SKYCOORD_PARTS if p in stored):
                 try:
                     value = getattr(icrs, part)
                 except (AttributeError, TypeError, ValueError):
                     continue
-                if part == "distance" and getattr(value, "unit", None) == u.one:
-                    continue  # a unit-sphere coordinate has no distance
                 out[f"{name}.{part}"] = u.Quantity(value)
             continue
         shape = getattr(col, "shape", (len(table),))
