@@ -50,8 +50,9 @@ def list_command() -> None:
     rows = [("NAME", "KIND", "SERVICE", "RECORD", "DOI", "ARXIV", "VERIFIED", "MEMBERSHIP")]
     for cat in list_catalogs():
         arxiv = str(cat.paper.get("arxiv") or "-")
-        record = cat.record or "-"
-        rows.append((cat.name, cat.kind, cat.service, record, cat.doi or "-", arxiv, cat.verified, cat.membership.describe()))
+        record = (cat.record or "-") + ("" if cat.record_verified else " (unverified)")
+        cut = "none (tracks)" if cat.kind == "tracks" else cat.membership.describe()
+        rows.append((cat.name, cat.kind, cat.service, record, cat.doi or "-", arxiv, cat.verified, cut))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
@@ -66,7 +67,8 @@ def info_command(name: Annotated[str, typer.Argument(help="Catalog name (see `li
     lines = [
         ("name", cat.name), ("title", cat.title), ("stream", cat.stream), ("kind", cat.kind),
         ("paper", ", ".join(f"{k}: {v}" for k, v in cat.paper.items() if v is not None)),
-        ("data DOI", cat.data_doi), ("service", cat.service), ("record", cat.record),
+        ("data DOI", cat.data_doi), ("service", cat.service),
+        ("record", f"{cat.record}{'' if cat.record_verified else ' (unverified)'}" if cat.record else None),
         ("files", ", ".join(f"{f.key} ({f.checksum or 'checksum from the service'})" for f in cat.files) or "all of the record / service"),
         ("columns", ", ".join(f"{k} <- {'|'.join(v) or '-'}" for k, v in cat.columns.items())),
         ("membership", f"{cat.membership.kind}: {cat.membership.describe()}"),

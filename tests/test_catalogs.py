@@ -105,7 +105,8 @@ def test_registry_has_every_catalog_with_identifiers_cuts_and_status():
     assert pw18.membership.selections["main_track"] == "pm_mask & gi_cmd_mask & stream_track_mask"
     assert cats["ibata2021_streamfinder"].record == "J/ApJ/914/123/table1"
     assert cats["ibata2021_streamfinder"].paper["doi"] == "10.3847/1538-4357/abfcc2"
-    assert "NOT verified" in cats["ibata2024_streamfinder"].notes
+    assert "NOT verified" in cats["ibata2024_streamfinder"].notes and not cats["ibata2024_streamfinder"].record_verified
+    assert all(c.record_verified for c in cats.values() if c.name != "ibata2024_streamfinder")
     assert cats["galstreams"].paper["doi"] == "10.1093/mnras/stad321" and cats["galstreams"].kind == "tracks"
     assert cats["ibata2017_pal5"].record == "J/ApJ/842/120"
     assert cats["pricewhelan2019_pal5_rrl"].record == "J/AJ/158/223/table2"
@@ -541,8 +542,10 @@ def test_cli_list_shows_every_entry_with_identifiers_and_status():
     assert len(cats) >= 10
     for cat in cats:
         line = next(line for line in result.stdout.splitlines() if line.startswith(cat.name + " "))
-        for value in (cat.record or "-", cat.doi or "-", cat.paper.get("arxiv") or "-", cat.verified, cat.membership.describe()):
+        cut = "none (tracks)" if cat.kind == "tracks" else cat.membership.describe()
+        for value in (cat.record or "-", cat.doi or "-", cat.paper.get("arxiv") or "-", cat.verified, cut):
             assert value in line, (cat.name, value)
+        assert ("(unverified)" in line) == (not cat.record_verified)
 
 
 def test_cli_fetch_load_crossmatch_against_local_server(server, tmp_path, gd1_fit_like):

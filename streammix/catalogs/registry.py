@@ -119,6 +119,8 @@ class Catalog:
         verified: ``"true"``, ``"partial"`` or ``"false"``.
         notes: What was and was not verified, and where it was read.
         path: The YAML file.
+        record_verified: False where the record id itself could not be verified
+            (``source.record_verified: false``).
 
     Example:
         >>> cat = get_catalog("tavangar2025_gd1")
@@ -142,6 +144,7 @@ class Catalog:
     verified: str = "false"
     notes: str = ""
     path: Path | None = None
+    record_verified: bool = True
 
     @property
     def doi(self) -> str | None:
@@ -267,6 +270,7 @@ def _parse_catalog(path: Path) -> Catalog:
         verified=verified,
         notes=" ".join(str(raw.get("notes", "")).split()),
         path=path,
+        record_verified=bool(source.get("record_verified", True)),
     )
 
 
