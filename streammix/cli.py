@@ -207,7 +207,11 @@ def plot(
         path = data if data is not None else Path(cfg.data.path)
         stars = load_stars(cfg, read_stars(path, cfg.data.column_map(), gaia_frame=cfg.data.gaia_frame,
                                            reflex_distance=cfg.data.reflex_distance))  # fmt: skip
-    paths = save_figures(members, QTable.read(tracks_path), model / "figures", truth=truth, isochrone=isochrone, overwrite=True)
+    others = [c for c in members.meta.get("components", [])[1:] if c != "background"]
+    paths = save_figures(
+        members, QTable.read(tracks_path), model / "figures", truth=truth, isochrone=isochrone, overwrite=True,
+        other_components=others,
+    )  # fmt: skip
     if residuals:
         from .pipeline import write_residuals
 

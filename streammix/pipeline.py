@@ -137,7 +137,10 @@ def fit_and_write(
                 if f"{prefix}{band}" not in shown.colnames:
                     shown[f"{prefix}{band}"] = values * u.mag
         isochrone = isochrone_curve(model, component=component, members=shown)
-        save_figures(shown, tracks, tmp / "figures", component=component, truth=truth, isochrone=isochrone)
+        save_figures(
+            shown, tracks, tmp / "figures", component=component, truth=truth, isochrone=isochrone,
+            other_components=model.component_names[1:-1],
+        )  # fmt: skip
         if "phi2" in config.model.coordinates:
             summary["residuals"] = write_residuals(model, stars, tmp)
         summary["seconds"]["total"] = time.perf_counter() - started

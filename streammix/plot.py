@@ -363,6 +363,7 @@ def save_figures(
     overwrite: bool = False,
     formats: Sequence[str] = ("png",),
     probability: str | None = None,
+    other_components: Sequence[str] = (),
 ) -> list[Path]:
     r"""Write the standard diagnostic figures into ``folder``, atomically.
 
@@ -386,6 +387,8 @@ def save_figures(
         probability: The probability the sky map, histogram and CMD show,
             ``p_<probability>``; default ``p_member`` (the stream's components
             together) when the table has it, else ``p_<component>``.
+        other_components: Further stream-like components (a spur, a cocoon)
+            whose tracks get a figure each, ``tracks_<name>``.
 
     Returns:
         The paths written.
@@ -406,6 +409,7 @@ def save_figures(
     folder = Path(folder)
     bands = photometric_bands(members)
     names = ["sky", "tracks", "probability"] + (["cmd"] if bands else [])
+    names += [f"tracks_{name}" for name in other_components]
     formats = [str(fmt).lstrip(".").lower() for fmt in formats]
     paths = [folder / f"{name}.{fmt}" for name in names for fmt in formats]
     for path in paths:
@@ -419,6 +423,8 @@ def save_figures(
             fig = plot_sky(members, probability)
         elif name == "tracks":
             fig = plot_tracks(tracks, members, component, truth=truth)
+        elif name.startswith("tracks_"):
+            fig = plot_tracks(tracks, members, name.removeprefix("tracks_"))
         elif name == "probability":
             fig = plot_probability_histogram(members, probability)
         else:

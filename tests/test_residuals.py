@@ -78,7 +78,7 @@ def test_a_missing_spur_stands_out_and_a_modelled_one_does_not(spurred, fits):
     assert with_spur.expected.sum() == pytest.approx(with_spur.n_selected, rel=1e-4)
 
 
-def test_p_member_is_the_sum_over_the_streams_components(spurred, fits):
+def test_p_member_is_the_sum_over_the_streams_components(spurred, fits, tmp_path):
     table, _, stars, _ = spurred
     model = fits[True]
     members = model.membership(stars)
@@ -95,6 +95,11 @@ def test_p_member_is_the_sum_over_the_streams_components(spurred, fits):
     # the sum of two percentiles is not the percentile of the sum
     summed = np.asarray(members["p_stream_q95"]) + np.asarray(members["p_spur_q95"])
     assert np.all(np.asarray(members["p_member_q95"]) <= summed + 1e-6)
+    # the figures count p_member, and the spur's tracks get a figure of their own
+    from streammix.plot import save_figures
+
+    written = save_figures(members, model.tracks(), tmp_path / "figures", other_components=["spur"])
+    assert [p.name for p in written] == ["sky.png", "tracks.png", "probability.png", "tracks_spur.png"]
     truth = np.isin(np.asarray(table["true_component"]).astype(str), ["stream", "spur"])
     p = np.asarray(members["p_member"])
     assert np.mean(p[truth] > 0.5) > 0.8 and np.mean(truth[p > 0.5]) > 0.8
