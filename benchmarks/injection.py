@@ -61,6 +61,8 @@ CASES = [  # six cases x two configs: about 25 minutes on one core (joint fits ~
     ("pm05_a", 0.5, (1.0, 0.0), FLAT_UP, 300, 14.5),
 ]
 QUICK = ("pm1_a",)
+TRACK_NAMES = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "pm_phi1_cosphi2_width", "pm_phi2_width",
+               "distmod", "distmod_width")
 PHI1_RANGE = (-65.0, -25.0)
 
 
@@ -143,6 +145,26 @@ def describe(mask: np.ndarray, table, p: np.ndarray, spec) -> dict:
         "pm_distance_over_error_16_50_84": q(dpm / (1.7 * plx_err)),
         "parallax_over_error_16_50_84": q(np.asarray(table["parallax"].filled(np.nan), float)[mask] / plx_err),
     }
+
+
+def fitted_tracks(model, spec) -> dict:
+    """The fitted ``injected`` component's tracks against the spec, medians over nine phi1
+    inside the injected range (a width fitted wider than the spec's means the component
+    took in background stars, or the modelled errors are too small)."""
+    from streammix.inject import track_values
+
+    phi1 = np.linspace(spec.phi1_range[0] + 2.0, spec.phi1_range[1] - 2.0, 9)
+    tracks = model.tracks(phi1)
+    out = {}
+    for name in tracks.colnames:
+        parameter = name.removeprefix("injected_")
+        if name == parameter or parameter.endswith(("_q05", "_q95")) or parameter not in TRACK_NAMES:
+            continue
+        fitted = np.asarray(getattr(tracks[name], "value", tracks[name]), float)
+        truth = track_values(getattr(spec, parameter), phi1)
+        out[parameter] = {"fitted_median": float(np.median(fitted)), "spec_median": float(np.median(truth)),
+                          "median_abs_difference": float(np.median(np.abs(fitted - truth)))}  # fmt: skip
+    return out
 
 
 def pooled(results: list[dict], config: str, select) -> dict:
@@ -269,6 +291,7 @@ def main() -> None:
             metrics["missed_members"] = describe(truth & (p <= 0.5), table, p, spec)
             metrics["real_stars"] = describe(~truth, table, p, spec)
             metrics["p_stream_of_injected_median"] = float(np.median(np.asarray(members["p_stream"])[truth]))
+            metrics["fitted_tracks"] = fitted_tracks(model, spec)
             metrics["seconds"] = seconds
             metrics["converged"] = model.summary.get("converged")
             result["configs"][config_name] = metrics
@@ -317,14 +340,18 @@ def write(path: Path, results: list[dict], args, sets, started: float, final: bo
 
 def print_table(summary: dict) -> None:
     print(f"\n### injection-recovery, {summary['label']} {' '.join(summary['sets'])}\n")
-    print("| case | pm offset (mas/yr) | stars | distmod | config | AUC | completeness | purity | false members | s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | pm offset (mas/yr) | stars | distmod | config | AUC | completeness | purity | false members "
+          "| fitted widths phi2, pm1, pm2 (spec 0.2) | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in summary["cases"]:
         for config, m in case["configs"].items():
+            tracks = m.get("fitted_tracks", {})
+            widths = ", ".join(f"{tracks[k]['fitted_median']:.2f}" if k in tracks else "-"
+                               for k in ("phi2_width", "pm_phi1_cosphi2_width", "pm_phi2_width"))  # fmt: skip
             print(
                 f"| {case['case']} | {case['pm_offset']} | {case['n_stars']} | {case['distmod']} | {config} | "
                 f"{m['auc']:.4f} | {m['completeness']:.3f} | {m['purity']:.3f} | {m['false_members']['n']} | "
-                f"{m['seconds']:.0f} |"
+                f"{widths} | {m['seconds']:.0f} |"
             )
     for config, groups in summary["pooled"].items():
         for group, m in groups.items():
