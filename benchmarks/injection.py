@@ -269,10 +269,10 @@ def main() -> None:
 
     results: list[dict] = []
     started = time.perf_counter()
-    for index, case in enumerate(cases):
+    for case in cases:
         name, offset, _, _, n_stars, distmod = case
         spec = InjectionSpec.from_dict(spec_of(case), source=f"case {name}")
-        table = inject_stream(catalog, spec, joint_config, seed=1000 + index + args.seed)
+        table = inject_stream(catalog, spec, joint_config, seed=1000 + CASES.index(case) + args.seed)
         truth = np.asarray(table["injected"], bool)
         result = {"case": name, "pm_offset": offset, "n_stars": n_stars, "distmod": distmod,
                   "spec": spec.model_dump(mode="json"), "configs": {}, "_p": {}, "_truth": truth}  # fmt: skip
