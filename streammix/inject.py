@@ -44,7 +44,10 @@ catalog itself:
   99th percentile in that band) and at least the catalog's brightest; parallax
   within the catalog's range; and each proper motion within the range the
   catalog covers in the star's tenth of the catalog's phi1 range (a proper-motion
-  box is a slanted region in the stream frame, so a global range is too loose).
+  box is a slanted region in the stream frame, so a global range is too loose);
+  and, when the config declares them (``data.selection``), the catalog's own cuts
+  exactly: observed parallax range and the (pmra cos dec, pmdec) box mapped into
+  the stream frame (:func:`streammix.selection.selection_transform`).
   Stars are drawn until ``spec.n_stars`` pass: the count is after selection.
 
 Output: the catalog's rows, then the injected ones, with a boolean ``injected``
@@ -359,6 +362,29 @@ def _conditioned_normal(
     return u
 
 
+def _passes_declared_cuts(out: dict[str, np.ndarray], selection: Any, frame: str | None) -> np.ndarray:
+    """Which drawn stars pass the cuts the config declares in ``data.selection`` (observed
+    parallax range; the (pmra cos dec, pmdec) box, through the frame's local rotation and
+    the reflex correction). Missing values pass."""
+    keep = np.ones(out["phi1"].size, bool)
+    if selection.parallax is not None and "parallax" in out:
+        low = -np.inf if selection.parallax[0] is None else selection.parallax[0]
+        high = np.inf if selection.parallax[1] is None else selection.parallax[1]
+        v = out["parallax"]
+        keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))
+    if selection.pmra is not None and frame is not None and "pm_phi1_cosphi2" in out and "pm_phi2" in out:
+        from .frames import get_frame
+        from .selection import selection_transform
+
+        matrix, offset = selection_transform(get_frame(frame), out["phi1"], out["phi2"], selection.reflex_distance)
+        pm = np.stack([out["pm_phi1_cosphi2"], out["pm_phi2"]], axis=1)
+        pmra, pmdec = (np.einsum("nij,nj->ni", matrix, pm) + offset).T
+        inside = (pmra >= selection.pmra[0]) & (pmra <= selection.pmra[1])
+        inside &= (pmdec >= selection.pmdec[0]) & (pmdec <= selection.pmdec[1])
+        keep &= ~np.isfinite(pmra) | ~np.isfinite(pmdec) | inside
+    return keep
+
+
 # ----------------------------------------------------------------------------- injection
 
 
@@ -468,6 +494,7 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
     else:
         default_mag_err = iso_config.colour_spread / math.sqrt(2.0)
     pm_factor = cmap.pm_err_per_parallax_err or 0.0
+    selection = getattr(config.data, "selection", None)
 
     # masses that can be seen at all
     from .mock import _visible_mass_min
@@ -542,6 +569,8 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         for key, (low, high) in ((k, v.T) for k, v in limits.items()):
             v = out[key]
             keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))
+        if selection is not None:
+            keep &= _passes_declared_cuts(out, selection, config.frame)
         return {key: value[keep] for key, value in out.items()}
 
     # draw until n_stars pass; give up once 5 x 10^4 draws keep none or the acceptance seen so
