@@ -209,6 +209,24 @@ def test_selection_of_the_catalog_applies(gd1, injected):
     for column in ("pm_phi1", "pm_phi2"):
         real = floats(catalog[column])
         assert real.min() <= floats(injected[column])[truth].min() and floats(injected[column])[truth].max() <= real.max()
+    # the file's own cuts, which the config declares (data.selection): every injected star is in
+    # the (pmra, pmdec) box, as every real star is
+    from streammix.inject import _passes_declared_cuts
+
+    _, config = gd1
+    assert config.data.selection is not None and config.data.selection.pmra is not None
+
+    def values(table):
+        keys = {"phi1": "phi1", "phi2": "phi2", "parallax": "parallax", "pm_phi1_cosphi2": "pm_phi1", "pm_phi2": "pm_phi2"}
+        return {key: floats(table[column]) for key, column in keys.items()}
+
+    assert _passes_declared_cuts(values(catalog), config.data.selection, config.frame).all()
+    assert _passes_declared_cuts(values(injected[truth]), config.data.selection, config.frame).all()
+    # the box is tighter than the catalog's ranges: without it many injected stars would fall outside
+    loose = config.model_copy(update={"data": config.data.model_copy(update={"selection": None})})
+    unboxed = inject_stream(catalog, InjectionSpec.from_dict({**SPEC, "n_stars": 500}), loose, seed=7)
+    outside = ~_passes_declared_cuts(values(unboxed[np.asarray(unboxed["injected"], bool)]), config.data.selection, config.frame)
+    assert outside.mean() > 0.05
 
 
 def test_bad_inputs_name_the_problem(gd1):
