@@ -226,7 +226,7 @@ def test_selection_of_the_catalog_applies(gd1, injected):
     loose = config.model_copy(update={"data": config.data.model_copy(update={"selection": None})})
     unboxed = inject_stream(catalog, InjectionSpec.from_dict({**SPEC, "n_stars": 500}), loose, seed=7)
     outside = ~_passes_declared_cuts(values(unboxed[np.asarray(unboxed["injected"], bool)]), config.data.selection, config.frame)
-    assert outside.mean() > 0.05
+    assert outside.mean() > 0.17  # measured 0.25 of 500 (binomial sd 0.019)
 
 
 def test_bad_inputs_name_the_problem(gd1):
