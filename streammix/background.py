@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,9 +44,14 @@ class BackgroundFlows:
 
     Arguments:
         blocks: One :class:`~streammix.flows.BlockDensity` per block of coordinates.
+        view: How the flows see the stars, e.g. a
+            :class:`~streammix.selection.ObservedProperMotions` (anything with
+            ``apply(stars) -> stars`` that keeps the density, i.e. a map of unit
+            Jacobian); None: as they are.
     """
 
     blocks: list[BlockDensity]
+    view: Any = None
 
     @property
     def names(self) -> list[tuple[str, ...]]:
@@ -65,6 +71,7 @@ class BackgroundFlows:
         locus: Sequence[str] | None = None,
         progress: bool = False,
         workers: int = 1,
+        view: Any = None,
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
 
@@ -94,7 +101,10 @@ class BackgroundFlows:
             progress: Show progress bars.
             workers: Processes that train a block's flows (one per pattern of
                 observed coordinates) at once (see :meth:`BlockDensity.fit`).
+            view: How the flows see the stars (see the class); ``limits`` are in its coordinates.
         """
+        if view is not None:
+            stars = view.apply(stars)
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
         fitted = []
         for names in blocks:
@@ -109,7 +119,7 @@ class BackgroundFlows:
                     locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
                 )
             )
-        return cls(fitted)
+        return cls(fitted, view)
 
     def log_prob(self, stars, *, exclude: Sequence[str] = (), threads: int | None = None) -> np.ndarray:
         """Per-star log-density summed over blocks (observed coordinates only).
@@ -121,6 +131,8 @@ class BackgroundFlows:
         contributes the marginal density of the others (which :meth:`fit`
         learns when told ``marginal_without``).
         """
+        if self.view is not None:
+            stars = self.view.apply(stars)
         total = np.zeros(len(stars))
         excluded = set(exclude)
         for block in self.blocks:
@@ -141,9 +153,10 @@ class BackgroundFlows:
             block.save(folder / f"block{i}.pt")
 
     @classmethod
-    def load(cls, folder: str | Path, count: int) -> BackgroundFlows:
+    def load(cls, folder: str | Path, count: int, view: Any = None) -> BackgroundFlows:
+        """Read the blocks :meth:`save` wrote; ``view`` as the model was fitted with."""
         folder = Path(folder)
-        return cls([BlockDensity.load(folder / f"block{i}.pt") for i in range(count)])
+        return cls([BlockDensity.load(folder / f"block{i}.pt") for i in range(count)], view)
 
 
 def block_values(stars, names: Sequence[str]) -> np.ndarray:

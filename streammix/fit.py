@@ -247,6 +247,29 @@ def config_tensors(
     )
 
 
+def background_view(config: Config):
+    """How the background flows see the stars, and their hard limits: with a
+    proper-motion cut in ``data.selection``, the observed (pmra cos dec, pmdec)
+    in place of the stream-frame proper motions
+    (:class:`~streammix.selection.ObservedProperMotions`) and the cuts among
+    the limits, so the flows' density ends at the box as the data do; else the
+    stars as they are and ``model.background.limits``."""
+    from .selection import ObservedProperMotions
+
+    limits = dict(config.model.background.limits)
+    sel = config.data.selection
+    if sel is None:
+        return None, limits
+    modelled = {c for block in config.model.background.blocks for c in block}
+    if sel.parallax is not None and "parallax" in modelled:
+        limits.setdefault("parallax", tuple(sel.parallax))
+    view = None
+    if sel.pmra is not None and {"pm_phi1_cosphi2", "pm_phi2"} <= modelled:
+        view = ObservedProperMotions(config.frame, sel.reflex_distance)
+        limits.update({"pm_phi1_cosphi2": tuple(sel.pmra), "pm_phi2": tuple(sel.pmdec)})
+    return view, limits
+
+
 def _selection_transform(config: Config, stars):
     """Per-star map from the model's proper motions to the catalogue's cut ones (None without pm cuts)."""
     sel = config.data.selection
@@ -698,7 +721,10 @@ def load(folder: str | Path) -> FittedModel:
     if missing:
         raise InputError(f"model '{folder}': missing {', '.join(missing)} (an incomplete model folder)")
     config = Config.from_dict(yaml.safe_load(config_path.read_text()), source=f"config '{config_path}'")
-    background = BackgroundFlows.load(folder / "background", meta["background_blocks"]) if meta["background_blocks"] else None
+    view = background_view(config)[0]
+    background = (
+        BackgroundFlows.load(folder / "background", meta["background_blocks"], view) if meta["background_blocks"] else None
+    )
     mixtures = []
     shared = photometric_likelihood(config)
     for i in range(meta["members"]):
@@ -823,13 +849,14 @@ def fit(
         offstream = offstream_stars(config, priors, stars)
         settings = FlowSettings(**bg_cfg.flow.model_dump(), seed=config.fit.seed, device=config.fit.device)
         flows_file = checkpoint_dir / "background" if checkpoint_dir is not None else None
+        view, limits = background_view(config)
         if flows_file is not None and (flows_file / "done").exists():
-            background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks))
+            background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view)
         else:
             background = BackgroundFlows.fit(
                 stars, bg_cfg.blocks, settings, train=offstream,
                 marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
-                limits=bg_cfg.limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers,
+                limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
             )
             if flows_file is not None:
                 background.save(flows_file)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SelectionCuts", "box_probability", "interval_log_probability", "selection_transform"]
+__all__ = ["ObservedProperMotions", "SelectionCuts", "box_probability", "interval_log_probability", "selection_transform"]
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(32)
 
@@ -78,6 +78,54 @@ class SelectionCuts:
         low = torch.tensor(self.pm_low, dtype=mean.dtype, device=mean.device)
         high = torch.tensor(self.pm_high, dtype=mean.dtype, device=mean.device)
         return torch.log(box_probability(icrs_mean, icrs_cov, low, high).clamp_min(1e-30))
+
+
+@dataclass(frozen=True)
+class ObservedProperMotions:
+    """The stars as the background flows see them under a proper-motion cut: their
+    proper motions (and their covariance) as the catalogue's observed
+    (pmra cos dec, pmdec), in the ``pm_phi1_cosphi2`` and ``pm_phi2`` slots.
+
+    Arguments:
+        frame: The name of the model's stream frame (see :func:`streammix.frames.get_frame`).
+        reflex_distance: The catalogue's reflex-correction distance (kpc), or None.
+
+    Example:
+        >>> import numpy as np
+        >>> from streammix.data import StarTable
+        >>> stars = StarTable(phi1=np.array([-40.0]), phi2=np.array([0.0]),
+        ...                   pm_phi1_cosphi2=np.array([-7.9]), pm_phi2=np.array([-0.6]))
+        >>> seen = ObservedProperMotions("gd1", 8.0).apply(stars)
+        >>> [round(float(v), 2) for v in (seen.pm_phi1_cosphi2[0], seen.pm_phi2[0])]  # GD-1's pmra, pmdec: in the box
+        [-5.59, -12.95]
+    """
+
+    frame: str
+    reflex_distance: float | None = None
+
+    def apply(self, stars):
+        """The same stars with observed equatorial proper motions (where the transform is defined)."""
+        from dataclasses import replace
+
+        from .frames import get_frame
+
+        matrix, offset = selection_transform(get_frame(self.frame), stars.phi1, stars.phi2, self.reflex_distance)
+        usable = np.isfinite(matrix).all(axis=(1, 2)) & np.isfinite(offset).all(axis=1)
+        matrix = np.where(usable[:, None, None], matrix, np.eye(2))
+        offset = np.where(usable[:, None], offset, 0.0)
+        pm = np.stack([stars.pm_phi1_cosphi2, stars.pm_phi2], axis=1)
+        observed = np.einsum("nij,nj->ni", matrix, pm) + offset
+        cov = matrix @ np.nan_to_num(stars.pm_cov()) @ np.swapaxes(matrix, -1, -2)
+        err1, err2 = np.sqrt(cov[:, 0, 0]), np.sqrt(cov[:, 1, 1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.where(err1 * err2 > 0, cov[:, 0, 1] / (err1 * err2), 0.0)
+        return replace(
+            stars,
+            pm_phi1_cosphi2=observed[:, 0], pm_phi2=observed[:, 1],
+            pm_phi1_cosphi2_err=np.where(np.isfinite(stars.pm_phi1_cosphi2_err), err1, np.nan),
+            pm_phi2_err=np.where(np.isfinite(stars.pm_phi2_err), err2, np.nan),
+            pm_corr=corr,
+        )  # fmt: skip
 
 
 def selection_transform(frame, phi1: np.ndarray, phi2: np.ndarray, reflex_distance: float | None) -> tuple[np.ndarray, np.ndarray]:
