@@ -205,7 +205,7 @@ class MockConfig:
                 raise bad(key, f"{value!r} must be positive")
             object.__setattr__(self, key, (lo, hi))
         (lo, hi), (spur_lo, spur_hi) = self.phi1_range, self.spur_phi1_range
-        if not lo <= spur_lo < spur_hi <= hi:
+        if self.n_spur and not lo <= spur_lo < spur_hi <= hi:  # a mock without a spur may be any field
             raise bad("spur_phi1_range", f"{self.spur_phi1_range!r} is not inside phi1_range {self.phi1_range!r}")
         if not (np.isfinite(self.spur_phi2_width) and self.spur_phi2_width > 0):
             raise bad("spur_phi2_width", f"{self.spur_phi2_width!r} is not a positive width")

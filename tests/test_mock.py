@@ -451,7 +451,7 @@ def test_a_spur_beside_the_stream():
             np.sort(_values(stars, name)[population == "stream"]),
         )
     with pytest.raises(InputError, match="spur_phi1_range") as info:
-        MockConfig(spur_phi1_range=(-100.0, -25.0))
+        MockConfig(n_spur=10, spur_phi1_range=(-100.0, -25.0))
     assert "\n" not in str(info.value)
     with pytest.raises(InputError, match="spur_phi2_width"):
         MockConfig(spur_phi2_width=0.0)
