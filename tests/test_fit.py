@@ -272,7 +272,7 @@ def test_gd1_config_reads_the_real_field(shared_data, monkeypatch):
     config = Config.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "gd1_dr2.yaml")
     stars = load_stars(config)
     assert len(stars) == 13_976
-    assert [c.name for c in config.model.components] == ["stream", "cocoon"]
+    assert [c.name for c in config.model.components] == ["stream", "spur", "cocoon"]
     from streammix.fit import control_priors
 
     priors = control_priors(config)
