@@ -8,7 +8,8 @@ Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
 the spur, without the cocoon, with neither, with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec), smaller flows, flows conditioned on
-the measurement errors (astrometric), one background block for astrometry and
+the measurement errors (astrometric), mixture weights that depend on the parallax error (switched
+relative to the shipped config: ``error_weights``), one background block for astrometry and
 photometry together instead of two (joint). Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -45,6 +46,9 @@ def variants(base) -> dict:
     def error_context(d):
         d["model"]["background"]["error_context"] = True
 
+    def error_weights(d):  # weights that depend on the parallax error as well as phi1
+        d["model"]["error_weights"] = 0 if d["model"]["error_weights"] else 8
+
     def with_selection(d):  # the file's cuts (see the config's comment)
         d["data"]["selection"] = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
 
@@ -54,6 +58,7 @@ def variants(base) -> dict:
         "no_cocoon": changed(drop("cocoon")),
         "stream_only": changed(drop("spur", "cocoon")),
         "with_selection": changed(with_selection),
+        ("no_error_weights" if data["model"]["error_weights"] else "error_weights"): changed(error_weights),
     }
     if data["model"]["bands"]:
         bands = data["model"]["bands"]

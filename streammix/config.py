@@ -194,6 +194,15 @@ class ModelConfig(_Section):
     components: list[ComponentConfig] = [ComponentConfig(name="stream")]
     weights_network: NetworkConfig = NetworkConfig()
     initial_fraction: float = Field(0.02, gt=0, lt=0.5)
+    error_weights: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="knots of a per-component logit in the log parallax error added to the phi1 weights (0: off, "
+        "else at least 3): the stream's stars and the field's are measured differently well, and where the "
+        "magnitudes are not modelled (astrometry, stars without photometry) the error is a proxy of brightness "
+        "(streammix.error_weights)",
+    )
     background: BackgroundConfig = BackgroundConfig()
     member_components: list[str] | None = Field(
         None,
@@ -222,6 +231,10 @@ class ModelConfig(_Section):
             unknown = [c for c in self.member_components if c not in names]
             if unknown or not self.member_components:
                 raise ValueError(f"member_components: {unknown or '[]'} must be among the components {names}")
+        if self.error_weights and (self.error_weights < 3 or "parallax" not in self.coordinates):
+            raise ValueError(
+                f"error_weights {self.error_weights}: needs at least 3 knots and parallax among the coordinates (0: off)"
+            )
         if len(self.bands) == 1:
             raise ValueError(f"bands {self.bands}: the isochrone likelihood needs two or more bands")
         if len(set(self.bands)) != len(self.bands):

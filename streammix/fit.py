@@ -26,6 +26,7 @@ from astropy.table import QTable
 from .background import BackgroundFlows, offstream_mask
 from .components import BackgroundComponent, NetworkSettings, StreamComponent
 from .config import Config
+from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
 from .flows import FlowSettings
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
@@ -179,6 +180,12 @@ def build_mixture(
             )
         )
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
+    error_weights = None
+    if config.model.error_weights:
+        n_knots = config.model.error_weights
+        # the knots are buffers: a saved model's replace these placeholders when it is loaded
+        knots = np.linspace(-3.0, 1.0, n_knots) if stars is None else error_knots(stars.parallax_err, n_knots)
+        error_weights = ErrorWeights(knots, len(components))
     return Mixture(
         components,
         background,
@@ -186,6 +193,7 @@ def build_mixture(
         grid_size=config.model.grid_size,
         weight_settings=NetworkSettings(**config.model.weights_network.model_dump()),
         initial_fraction=config.model.initial_fraction,
+        error_weights=error_weights,
     )
 
 

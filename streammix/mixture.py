@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .components import BackgroundComponent, NetworkSettings, StreamComponent, mlp, normal_logpdf
+from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
 
 __all__ = ["ControlPrior", "Mixture", "StarTensors", "prepare_stars"]
@@ -28,6 +29,7 @@ __all__ = ["ControlPrior", "Mixture", "StarTensors", "prepare_stars"]
 ASTROMETRIC = ("phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2")
 OFF_RANGE_LOGIT = -30.0
 SKIP_MARGIN = 15.0  # nats below the background beyond which a photometric term is not computed
+ERROR_LOGIT_WIDTH = 3.0  # nats: the weak Gaussian prior on each knot of the error-dependent logits
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,10 @@ class Mixture(nn.Module):
     The weights come from a softmax over one logit per component (the
     background's logit is fixed at 0), so they always sum to one; a component
     with a ``phi1_range`` gets a logit of -30 outside it (weight ~1e-13).
+    With ``error_weights``, each stream-like logit also gets a term of the
+    star's parallax error (for stars whose magnitudes the model does not use);
+    the weights reported on the grid are then averaged over the training
+    stars' errors.
 
     Arguments:
         components: The stream-like components.
@@ -283,6 +289,8 @@ class Mixture(nn.Module):
         grid_size: Number of phi1 grid points the networks are evaluated on.
         weight_settings: Size of the weights network.
         initial_fraction: Initial weight of each stream-like component.
+        error_weights: Error-dependent logits of the stream-like components
+            (:class:`~streammix.error_weights.ErrorWeights`), or None.
 
     Example:
         >>> mix = Mixture([StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -303,8 +311,12 @@ class Mixture(nn.Module):
         grid_size: int = 256,
         weight_settings: NetworkSettings = NetworkSettings(),
         initial_fraction: float = 0.02,
+        error_weights: ErrorWeights | None = None,
     ):
         super().__init__()
+        if error_weights is not None and error_weights.values.shape[1] != len(components):
+            raise ValueError("error weights: one column per stream-like component is needed")
+        self.error_weights = error_weights
         names = [c.name for c in components] + [background.name]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
@@ -345,7 +357,14 @@ class Mixture(nn.Module):
                 lo, hi = comp.phi1_range
                 mask[:, k] = torch.where((phi1 < lo) | (phi1 > hi), OFF_RANGE_LOGIT, 0.0)
         logits = torch.cat([logits + mask, torch.zeros_like(logits[:, :1])], dim=-1)
-        out: dict[str, dict[str, Tensor] | Tensor] = {"log_weights": torch.log_softmax(logits, dim=-1)}
+        out: dict[str, dict[str, Tensor] | Tensor] = {"logits": logits}
+        if self.error_weights is None:
+            out["log_weights"] = torch.log_softmax(logits, dim=-1)
+        else:
+            reference = self.error_weights.reference_logits().to(logits.dtype)
+            reference = torch.cat([reference, torch.zeros_like(reference[:, :1])], dim=-1)
+            per_error = torch.log_softmax(logits.unsqueeze(1) + reference.unsqueeze(0), dim=-1)
+            out["log_weights"] = torch.logsumexp(per_error, dim=1) - math.log(reference.shape[0])
         out["weights"] = out["log_weights"].exp()
         for comp in self.all_components:
             out[comp.name] = comp.net(x) if comp.net is not None else {}
@@ -362,13 +381,16 @@ class Mixture(nn.Module):
         # gather; index_select's backward (index_add) is deterministic on the
         # CPU and several times faster than advanced indexing's scatter
         names = [(comp.name, p) for comp in self.all_components for p in grid[comp.name]]
-        table = torch.cat([grid["log_weights"], *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
+        first = grid["log_weights"] if self.error_weights is None else grid["logits"]
+        table = torch.cat([first, *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
         i = stars.grid_index
         at_stars = torch.lerp(
             table.index_select(0, i), table.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1)
         )
         n_comp = len(self.all_components)
         log_w = at_stars[:, :n_comp]
+        if self.error_weights is not None:
+            log_w = self._error_log_weights(log_w, stars)
         values = {key: at_stars[:, n_comp + j] for j, key in enumerate(names)}
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
@@ -385,6 +407,16 @@ class Mixture(nn.Module):
         if photometric:
             joint = self._add_photometry(joint, photometric, stars)
         return joint
+
+    def _error_log_weights(self, logits: Tensor, stars: StarTensors) -> Tensor:
+        """Log weights from the phi1 logits plus the error term, which applies to
+        stars with a parallax whose magnitudes the model does not use (those
+        with magnitudes have their brightness modelled by the isochrone)."""
+        eligible = stars.has_parallax
+        if stars.use_photometry and stars.photometry is not None and stars.has_mag.shape[1]:
+            eligible = eligible & ~stars.has_mag.any(dim=-1)
+        shift = self.error_weights.logits(stars.parallax_err) * eligible.unsqueeze(-1).to(logits.dtype)
+        return torch.log_softmax(logits + torch.cat([shift, torch.zeros_like(shift[:, :1])], dim=-1), dim=-1)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         """Add the isochrone term of the photometric components, computed only where
@@ -418,11 +450,15 @@ class Mixture(nn.Module):
 
     def log_prior(self, priors: Sequence[ControlPrior]) -> Tensor:
         """Sum of the normalised control-point log-densities (added once)."""
+        total = self.grid.new_zeros(())
+        if self.error_weights is not None:
+            width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=self.grid.dtype, device=self.grid.device)
+            logits = self.error_weights.reference_logits()
+            total = total + normal_logpdf(logits, torch.zeros_like(logits), width**2).sum()
         if not priors:
-            return self.grid.new_zeros(())
+            return total
         phi1 = torch.tensor([p.phi1 for p in priors], dtype=self.grid.dtype, device=self.grid.device)
         outputs = self.outputs_at(phi1)
-        total = self.grid.new_zeros(())
         for j, p in enumerate(priors):
             value = outputs[p.component][p.parameter][j]
             total = total + normal_logpdf(value, torch.tensor(p.value, dtype=value.dtype), torch.tensor(p.width**2, dtype=value.dtype))
