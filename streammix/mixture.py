@@ -347,16 +347,24 @@ class Mixture(nn.Module):
         lo, hi = self.phi1_range
         return (phi1 - lo) / (hi - lo) * 2.0 - 1.0
 
-    def outputs_at(self, phi1: Tensor) -> dict[str, dict[str, Tensor] | Tensor]:
-        """Weights and every component's parameters at ``phi1`` (no grid)."""
-        x = self.scale_phi1(phi1)
-        logits = self.weight_head(self.weight_body(x.unsqueeze(-1)))
-        mask = torch.zeros_like(logits)
+    def range_mask(self, phi1: Tensor) -> Tensor:
+        """The logit offsets of ``phi1_range``: -30 where a component is off its
+        range, else 0, shape ``(N, K)`` with the background's column (0) last."""
+        mask = phi1.new_zeros(len(phi1), len(self.components) + 1)
         for k, comp in enumerate(self.components):
             if comp.phi1_range is not None:
                 lo, hi = comp.phi1_range
                 mask[:, k] = torch.where((phi1 < lo) | (phi1 > hi), OFF_RANGE_LOGIT, 0.0)
-        logits = torch.cat([logits + mask, torch.zeros_like(logits[:, :1])], dim=-1)
+        return mask
+
+    def outputs_at(self, phi1: Tensor, masked: bool = True) -> dict[str, dict[str, Tensor] | Tensor]:
+        """Weights and every component's parameters at ``phi1`` (no grid);
+        ``masked=False``: the logits without the ``phi1_range`` offsets."""
+        x = self.scale_phi1(phi1)
+        logits = self.weight_head(self.weight_body(x.unsqueeze(-1)))
+        logits = torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=-1)
+        if masked:
+            logits = logits + self.range_mask(phi1)
         out: dict[str, dict[str, Tensor] | Tensor] = {"logits": logits}
         if self.error_weights is None:
             out["log_weights"] = torch.log_softmax(logits, dim=-1)
@@ -376,21 +384,26 @@ class Mixture(nn.Module):
 
     def log_joint(self, stars: StarTensors) -> Tensor:
         """log f_k(phi1) + log p_k(x | phi1) per star and component, shape ``(N, K)``."""
-        grid = self.grid_outputs()
+        # the weights' logits are interpolated without the phi1_range offsets, which
+        # are applied at each star's own phi1 (interpolated, a star within one grid
+        # step of a range's end lost most of its weight)
+        grid = self.outputs_at(self.grid, masked=False)
         # one (G, P) matrix of everything, interpolated to the stars in a single
         # gather; index_select's backward (index_add) is deterministic on the
         # CPU and several times faster than advanced indexing's scatter
         names = [(comp.name, p) for comp in self.all_components for p in grid[comp.name]]
-        first = grid["log_weights"] if self.error_weights is None else grid["logits"]
-        table = torch.cat([first, *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
+        table = torch.cat([grid["logits"], *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
         i = stars.grid_index
         at_stars = torch.lerp(
             table.index_select(0, i), table.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1)
         )
         n_comp = len(self.all_components)
-        log_w = at_stars[:, :n_comp]
+        logits = at_stars[:, :n_comp]
+        if any(comp.phi1_range is not None for comp in self.components):
+            logits = logits + self.range_mask(stars.phi1)
         if self.error_weights is not None:
-            log_w = self._error_log_weights(log_w, stars)
+            logits = logits + self._error_logits(stars)
+        log_w = torch.log_softmax(logits, dim=-1)
         values = {key: at_stars[:, n_comp + j] for j, key in enumerate(names)}
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
@@ -408,15 +421,16 @@ class Mixture(nn.Module):
             joint = self._add_photometry(joint, photometric, stars)
         return joint
 
-    def _error_log_weights(self, logits: Tensor, stars: StarTensors) -> Tensor:
-        """Log weights from the phi1 logits plus the error term, which applies to
-        stars with a parallax whose magnitudes the model does not use (those
-        with magnitudes have their brightness modelled by the isochrone)."""
+    def _error_logits(self, stars: StarTensors) -> Tensor:
+        """The error term of each star's logits, shape ``(N, K)`` (the background's
+        0). It applies to stars with a parallax whose magnitudes the model does
+        not use (those with magnitudes have their brightness modelled by the
+        isochrone)."""
         eligible = stars.has_parallax
         if stars.use_photometry and stars.photometry is not None and stars.has_mag.shape[1]:
             eligible = eligible & ~stars.has_mag.any(dim=-1)
-        shift = self.error_weights.logits(stars.parallax_err) * eligible.unsqueeze(-1).to(logits.dtype)
-        return torch.log_softmax(logits + torch.cat([shift, torch.zeros_like(shift[:, :1])], dim=-1), dim=-1)
+        shift = self.error_weights.logits(stars.parallax_err) * eligible.unsqueeze(-1).to(stars.parallax_err.dtype)
+        return torch.cat([shift, torch.zeros_like(shift[:, :1])], dim=-1)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         """Add the isochrone term of the photometric components, computed only where

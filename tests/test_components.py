@@ -187,6 +187,27 @@ def test_phi1_range_forces_weight_to_zero():
     assert w[0] < 1e-10 and w[2] < 1e-10 and w[1] > 1e-3
 
 
+def test_phi1_range_is_applied_at_each_stars_own_phi1():
+    """On a coarse grid, a star just inside a component's range keeps its full
+    weight and one just outside loses it (the range is not interpolated)."""
+    from streammix.mixture import grid_interpolation
+
+    torch.manual_seed(0)
+    ranged = StreamComponent("spur", COORDS, BOUNDS, (-5, 5), NetworkSettings(hidden=8), phi1_range=(-40, -30))
+    mix = Mixture([ranged], BackgroundComponent((-5, 5), "uniform"), (-90, 10), grid_size=16).double().eval()
+    torch.manual_seed(0)
+    free = StreamComponent("spur", COORDS, BOUNDS, (-5, 5), NetworkSettings(hidden=8))
+    unranged = Mixture([free], BackgroundComponent((-5, 5), "uniform"), (-90, 10), grid_size=16).double().eval()
+    unranged.load_state_dict(mix.state_dict())
+    stars = make_stars(5)
+    stars.phi1 = torch.tensor([-39.9, -35.0, -30.1, -40.1, -29.9], dtype=torch.float64)
+    idx, w = grid_interpolation(stars.phi1.numpy(), (-90, 10), 16)
+    stars.grid_index, stars.grid_weight = torch.as_tensor(idx), torch.as_tensor(w)
+    a, b = mix.log_joint(stars)[:, 0], unranged.log_joint(stars)[:, 0]
+    torch.testing.assert_close(a[:3], b[:3])
+    assert bool((a[3:] < b[3:] - 25).all())
+
+
 def test_grid_interpolation_matches_direct_evaluation():
     """Interpolating grid outputs to stars approximates evaluating at each phi1."""
     from streammix.mixture import grid_interpolation
