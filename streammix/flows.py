@@ -40,13 +40,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import zuko
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from .errors import InputError
 from .locus import ColourLocus
 from .nsf import nsf_log_prob, supports
-from .parallel import map_spawned
+from .output import atomic_path
+from .parallel import map_spawned, torch_threads
 
 __all__ = ["BlockDensity", "ConditionalFlow", "FlowSettings", "fit_flow", "from_unbounded", "to_unbounded"]
 
@@ -291,8 +294,6 @@ class ConditionalFlow(torch.nn.Module):
 def _build_network(features: int, settings: FlowSettings, context: int = 1) -> torch.nn.Module:
     """The standardised flow: zuko NSF or an nflows MPRQ autoregressive flow."""
     if settings.backend == "zuko":
-        import zuko
-
         return zuko.flows.NSF(
             features,
             context=context,
@@ -300,7 +301,7 @@ def _build_network(features: int, settings: FlowSettings, context: int = 1) -> t
             bins=settings.bins,
             hidden_features=[settings.hidden] * settings.layers,
         )
-    try:
+    try:  # local import: nflows is an optional extra (streammix[nflows])
         from nflows.distributions.normal import StandardNormal
         from nflows.flows.base import Flow
         from nflows.transforms.autoregressive import (
@@ -370,19 +371,6 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """Let torch use ``count`` CPU threads inside the block (0: leave as is)."""
-    previous = torch.get_num_threads()
-    if count > 0 and count != previous:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
 def _weighted_moments(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = np.average(x, axis=0, weights=weights)
     std = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weights))
@@ -447,7 +435,7 @@ def fit_flow(
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise InputError(f"{label}: weights must be {n} finite non-negative numbers, not all zero")
-    with _threads(settings.threads):
+    with torch_threads(settings.threads):
         return _train(x, phi1, w, settings, progress, label, extra)
 
 
@@ -586,8 +574,6 @@ def _train(
 
 
 def _progress_bar() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -922,7 +908,7 @@ class BlockDensity:
                 log_jacobian[rows] += locus_jacobian[rows]
             else:
                 groups.append((self.flows[pattern], columns, rows, values))
-        with _threads(threads):
+        with torch_threads(threads):
             for flow, columns, rows, source in groups:
                 extra = _log_errors(errors, rows, columns, self.names, self.errors)
                 out[rows] = _evaluate(flow, _take(source, rows, columns), phi1[rows], chunk_size, extra)
@@ -973,7 +959,7 @@ class BlockDensity:
             rows = np.arange(len(phi1))
             extra = _log_errors(np.asarray(errors, dtype=float), rows, list(range(len(pattern))), pattern, self.errors)
             extra = _float32_tensor(extra, device)
-        with torch.no_grad(), _threads(self.settings.threads):
+        with torch.no_grad(), torch_threads(self.settings.threads):
             if seed is None:
                 draws = flow.sample(phi1_t, extra)
             else:
@@ -1076,8 +1062,6 @@ class BlockDensity:
             The path written.
         """
         path = Path(path)
-        from .output import atomic_path
-
         with atomic_path(path, overwrite=True) as tmp:
             torch.save(self.state_dict(), tmp)
         return path

@@ -31,7 +31,7 @@ from astropy.table import QTable
 from torch import nn
 
 from .components import FunctionDropout
-from .flows import _threads
+from .parallel import torch_threads
 
 __all__ = ["QUANTILES", "member_components", "membership_table", "mc_dropout", "summarise_members", "tracks_table"]
 
@@ -145,7 +145,7 @@ def membership_table(
         for start in range(0, n, chunk_size):
             chunk = stars[start : start + chunk_size]
             draws, point = [], []
-            with torch.no_grad(), _threads(threads):
+            with torch.no_grad(), torch_threads(threads):
                 tensors = model.prepare(chunk, prune=prune, threads=threads)
                 for i, dropout in plan:
                     mixture = model.mixtures[i]

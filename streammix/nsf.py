@@ -25,6 +25,10 @@ from functools import partial
 
 import torch
 from torch import Tensor
+from zuko.distributions import DiagNormal
+from zuko.flows import ElementWiseTransform, MaskedAutoregressiveTransform
+from zuko.lazy import Flow, UnconditionalDistribution
+from zuko.transforms import MonotonicRQSTransform
 
 __all__ = ["nsf_log_prob", "supports"]
 
@@ -34,14 +38,6 @@ _BOUND = 5.0  # zuko's MonotonicRQSTransform default, which NSF does not change
 
 def _transforms(net: torch.nn.Module) -> list[torch.nn.Module] | None:
     """The lazy transforms of a zuko NSF with context, or None if it is not one."""
-    try:
-        from zuko.distributions import DiagNormal
-        from zuko.flows.autoregressive import MaskedAutoregressiveTransform
-        from zuko.flows.core import Flow, UnconditionalDistribution
-        from zuko.flows.gaussianization import ElementWiseTransform
-        from zuko.transforms import MonotonicRQSTransform
-    except ImportError:  # pragma: no cover - zuko is a dependency
-        return None
     if not isinstance(net, Flow):
         return None
     base = net.base

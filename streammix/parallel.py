@@ -1,4 +1,5 @@
-"""Independent fits in spawned worker processes (the ensemble members, a block's flows).
+"""Independent fits in spawned worker processes (the ensemble members, a block's flows),
+and torch's thread count for a block of work.
 
 Spawned rather than forked, so torch's threads and state start clean in each
 worker; a script that calls a fit with ``workers > 1`` needs the
@@ -7,10 +8,16 @@ worker; a script that calls a fit with ``workers > 1`` needs the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-__all__ = ["map_spawned"]
+import torch
+from rich.progress import Progress
+
+__all__ = ["map_spawned", "torch_threads"]
 
 
 def map_spawned(
@@ -35,17 +42,35 @@ def map_spawned(
         ...             label="shorten")
         ['a [...]', 'GD-1']
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(function, **call) for call in calls]
         if progress:
-            from rich.progress import Progress
-
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"{label} ({workers} processes)", total=len(futures))
                 for future in as_completed(futures):
                     future.result()
                     bar.advance(task)
         return [future.result() for future in futures]
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Let torch use ``count`` CPU threads inside the block (0: leave as is).
+
+    Example:
+        >>> import torch
+        >>> before = torch.get_num_threads()
+        >>> with torch_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    previous = torch.get_num_threads()
+    if count > 0 and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
