@@ -7,17 +7,10 @@ whose parameters are smooth functions of the coordinate along the stream.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-from .errors import InputError
-
-try:
-    __version__ = version("streammix")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
 from .config import Config
 from .data import ColumnMap, StarTable, read_stars
+from .errors import InputError
 from .fit import FittedModel, fit, load
+from .provenance import __version__
 
 __all__ = ["ColumnMap", "Config", "FittedModel", "InputError", "StarTable", "__version__", "fit", "load", "read_stars"]

@@ -7,16 +7,33 @@ written (``--debug`` shows the traceback instead).
 
 from __future__ import annotations
 
-import platform
 import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from astropy.table import QTable
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
 
+try:  # the click exception classes typer uses (vendored as ``typer._click`` in recent typer)
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - typer releases that depend on click
+    from click import exceptions as click_exceptions
+
+from .catalogs_cli import catalogs_app
+from .compare import compare as compare_configs
+from .config import Config
+from .data import check_plausible, read_stars, read_table
 from .errors import InputError
+from .fit import load, load_stars
+from .inject import InjectionSpec, inject_stream
+from .isochrone_fit import isochrone_fit_from_model
+from .mock import generate_mock, write_mock
+from .output import check_writable, table_format, write_json, write_table
+from .pipeline import fit_and_write, mock_config, output_folder, run_demo, write_residuals
 
 app = typer.Typer(
     help="Membership probabilities and smooth models of stellar streams.",
@@ -27,13 +44,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def _mount_subcommands() -> None:
-    from .catalogs_cli import catalogs_app
-
-    app.add_typer(catalogs_app, name="catalogs", help="Published membership catalogs: list, fetch, load, cross-match.")
-
-
-_mount_subcommands()
+app.add_typer(catalogs_app, name="catalogs", help="Published membership catalogs: list, fetch, load, cross-match.")
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -59,10 +70,6 @@ def mock(
     overwrite: Overwrite = False,
 ) -> None:
     """Generate the default mock field (GD-1-like stream in a structured background)."""
-    from .mock import generate_mock, write_mock
-    from .output import check_writable
-    from .pipeline import mock_config
-
     check_writable(out, overwrite)
     cfg = mock_config(n_stream, n_background)
     stars, tracks = generate_mock(cfg, seed=seed)
@@ -81,11 +88,6 @@ def inject(
     overwrite: Overwrite = False,
 ) -> None:
     """Draw a synthetic stream into a real catalog; the truth is the column `injected`."""
-    from .config import Config
-    from .data import read_table
-    from .inject import InjectionSpec, inject_stream
-    from .output import check_writable, table_format, write_table
-
     check_writable(out, overwrite)
     table_format(out)
     cfg = Config.from_yaml(config)
@@ -106,8 +108,6 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Generate the default mock, fit it and write members, tracks, figures and a summary."""
-    from .pipeline import run_demo
-
     summary = run_demo(
         out,
         seed=seed,
@@ -131,9 +131,6 @@ def fit(
     quiet: Quiet = False,
 ) -> None:
     """Fit a stream: writes the model, members.ecsv, tracks.ecsv, figures/ and summary.json."""
-    from .config import Config
-    from .pipeline import fit_and_write
-
     cfg = Config.from_yaml(config)
     summary = fit_and_write(cfg, out, overwrite=overwrite, progress=not quiet)
     _print_summary(summary, out)
@@ -147,10 +144,6 @@ def members(
     overwrite: Overwrite = False,
 ) -> None:
     """Score other stars with a fitted model."""
-    from .data import check_plausible, read_stars
-    from .fit import load
-    from .output import check_writable, table_format, write_table
-
     check_writable(out, overwrite)
     table_format(out)
     if (model / "model" / "model.json").is_file():  # the folder `streammix fit` wrote
@@ -179,8 +172,7 @@ def plot(
     ] = None,
 ) -> None:
     """Redraw the figures of a fitted model's folder (replacing those there)."""
-    from astropy.table import QTable
-
+    # local import: plot loads matplotlib (~0.7 s), which no other command needs
     from .plot import isochrone_curve, photometric_bands, save_figures
 
     members_path, tracks_path = model / "members.ecsv", model / "tracks.ecsv"
@@ -191,13 +183,8 @@ def plot(
     truth = QTable.read(truth_path) if truth_path.is_file() else None
     members, isochrone = QTable.read(members_path), None
     if photometric_bands(members) and (model / "model" / "model.json").is_file():  # the CMD gets the isochrone
-        from .fit import load
-
         isochrone = isochrone_curve(load(model / "model"), members=members)
     if residuals:  # everything read and checked before any figure is replaced
-        from .fit import load, load_stars
-        from .data import read_stars
-
         if not (model / "model" / "model.json").is_file():
             raise InputError(f"folder '{model}': no fitted model in model/ (needed for --residuals)")
         fitted = load(model / "model")
@@ -213,8 +200,6 @@ def plot(
         other_components=others,
     )  # fmt: skip
     if residuals:
-        from .pipeline import write_residuals
-
         summary = write_residuals(fitted, stars, model, overwrite=True)
         for kind, suffix in (("position", ""), ("cmd", "_cmd")):
             if kind in summary:
@@ -239,11 +224,6 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Rank models by held-out log-likelihood: the same K folds for every config, paired differences."""
-    from .compare import compare as compare_configs
-    from .config import Config
-    from .output import write_json, write_table
-    from .pipeline import output_folder
-
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
     loaded = [Config.from_yaml(path) for path in configs]
@@ -261,8 +241,6 @@ def compare(
 
 
 def _print_comparison(table) -> None:
-    from rich.table import Table as RichTable
-
     shown = RichTable(title=f"held-out log-likelihood, {table.meta['folds']} folds (nats)")
     for name in ("config", "per star", "total", f"vs {table.meta['baseline']}, total"):
         shown.add_column(name)
@@ -292,9 +270,6 @@ def isochrone_fit(
     quiet: Quiet = False,
 ) -> None:
     """Sample age, [Fe/H] and a DM offset (emcee) from a fitted model's weighted stars."""
-    from .isochrone_fit import isochrone_fit_from_model
-    from .pipeline import output_folder
-
     out = model / "isochrone" if out is None else out
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
@@ -318,29 +293,6 @@ def _print_summary(summary: dict, out: Path) -> None:
     console.print(f"outputs in {out}/")
 
 
-def versions() -> dict[str, str]:
-    """Versions of streammix and the libraries that shape its numbers."""
-    from importlib.metadata import version
-
-    names = ["streammix", "torch", "numpy", "astropy", "zuko", "scipy"]
-    out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except Exception:  # pragma: no cover - package absent
-            out[name] = "absent"
-    return out
-
-
-def _click_exceptions():
-    """The click exception classes typer uses (vendored as ``typer._click`` in recent typer)."""
-    try:
-        from typer._click import exceptions
-    except ImportError:  # pragma: no cover - typer releases that depend on click
-        from click import exceptions
-    return exceptions
-
-
 def main() -> None:
     """Entry point: run the app; bad input -> one line on stderr and exit code 2.
 
@@ -349,7 +301,6 @@ def main() -> None:
     one line naming the problem, without a traceback unless ``--debug``.
     """
     debug = "--debug" in sys.argv[1:]
-    click_exceptions = _click_exceptions()
     try:
         with warnings.catch_warnings():
             if not debug:
@@ -387,6 +338,4 @@ def main() -> None:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
-
     return escape(text)

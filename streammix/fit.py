@@ -9,8 +9,10 @@ from. The result is a :class:`FittedModel`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -22,15 +24,24 @@ import numpy as np
 import torch
 import yaml
 from astropy.table import QTable
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .background import BackgroundFlows, offstream_mask
 from .components import BackgroundComponent, NetworkSettings, StreamComponent
 from .config import Config
+from .data import StarTable, check_plausible, read_stars
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
 from .flows import FlowSettings
+from .frames import get_frame
+from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
+from .output import atomic_path
 from .parallel import map_spawned
+from .photometry import likelihood_from_config
+from .provenance import __version__
+from .selection import ObservedProperMotions, SelectionCuts, selection_transform
+from .tracks import galstreams_track
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
 
@@ -57,8 +68,6 @@ def load_stars(config: Config, stars=None):
     Stars outside the field raise :class:`InputError` unless
     ``config.data.cut_to_field`` is set, in which case they are dropped.
     """
-    from .data import StarTable, check_plausible, read_stars
-
     if stars is None:
         if config.data.path is None:
             raise InputError(f"{config.source or 'config'}: data.path: no data file given")
@@ -112,9 +121,6 @@ def control_priors(config: Config) -> list[ControlPrior]:
         for cp in comp.control_points:
             priors.append(ControlPrior(comp.name, cp.parameter, cp.phi1, cp.value, cp.width))
         if comp.galstreams is not None:
-            from .frames import get_frame
-            from .tracks import galstreams_track
-
             g = comp.galstreams
             frame = get_frame(config.frame) if config.frame else None
             track = galstreams_track(g.name, g.reference, frame)
@@ -199,8 +205,6 @@ def build_mixture(
 
 def selection_cuts(config: Config):
     """The catalogue's cuts (``data.selection``) as the stream-like components apply them, or None."""
-    from .selection import SelectionCuts
-
     sel = config.data.selection
     if sel is None:
         return None
@@ -216,8 +220,6 @@ def photometric_likelihood(config: Config):
     """The isochrone likelihood of ``config`` (None without ``model.bands``)."""
     if not config.model.bands:
         return None
-    from .photometry import likelihood_from_config
-
     return likelihood_from_config(config.model.isochrone, config.model.bands, dtype=getattr(torch, config.fit.dtype))
 
 
@@ -262,8 +264,6 @@ def background_view(config: Config):
     (:class:`~streammix.selection.ObservedProperMotions`) and the cuts among
     the limits, so the flows' density ends at the box as the data do; else the
     stars as they are and ``model.background.limits``."""
-    from .selection import ObservedProperMotions
-
     limits = dict(config.model.background.limits)
     sel = config.data.selection
     if sel is None:
@@ -284,9 +284,6 @@ def _selection_transform(config: Config, stars):
     coordinates = config.model.coordinates
     if sel is None or sel.pmra is None or not {"pm_phi1_cosphi2", "pm_phi2"} <= set(coordinates):
         return None
-    from .frames import get_frame
-    from .selection import selection_transform
-
     return selection_transform(get_frame(config.frame), stars.phi1, stars.phi2, sel.reflex_distance)
 
 
@@ -574,8 +571,6 @@ class _progress:
         return super().__new__(cls)
 
     def __init__(self, enabled: bool, label: str, total: int, start: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -674,21 +669,15 @@ class FittedModel:
         for the scoring, flows included (default: torch's setting, i.e. every
         core unless ``OMP_NUM_THREADS`` says otherwise).
         """
-        from .membership import membership_table
-
         return membership_table(self, stars, dropout_samples=dropout_samples, chunk_size=chunk_size, threads=threads)
 
     def tracks(self, phi1=None, *, dropout_samples: int | None = None) -> QTable:
         """Weights, linear densities and every component's parameters on ``phi1``
         (default: the model's grid), medians with 5th/95th percentiles."""
-        from .membership import tracks_table
-
         return tracks_table(self, phi1, dropout_samples=dropout_samples)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the model to ``folder`` (config, weights, flows, summary)."""
-        from .output import atomic_path
-
         folder = Path(folder)
         if (folder / "model.json").exists() and not overwrite:
             raise InputError(f"output '{folder}' already holds a fitted model; pass --overwrite to replace it")
@@ -778,10 +767,6 @@ def run_fingerprint(config: Config, stars) -> str:
         >>> a == run_fingerprint(cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": 10})}), stars)
         False
     """
-    import hashlib
-
-    from . import __version__
-
     settings = config.model_dump(mode="json", exclude={"source"})
     for key in ("workers", "device"):
         settings["fit"].pop(key, None)
@@ -810,8 +795,6 @@ def use_checkpoints(folder: Path, config: Config, stars) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
-        import shutil
-
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     tmp = stamp.with_suffix(".part")

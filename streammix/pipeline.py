@@ -10,17 +10,26 @@ removed after success.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import astropy.units as u
 import numpy as np
 
 from .config import Config
+from .data import ColumnMap, StarTable
 from .errors import InputError
-from .output import write_json, write_table
+from .fit import fit, load_stars
+from .membership import summarise_members
+from .mock import MockConfig, generate_mock
+from .output import atomic_path, partial_folder, write_json, write_table
+from .provenance import versions
+from .residuals import cmd_residuals, position_residuals
 
 __all__ = ["demo_config", "fit_and_write", "output_folder", "run_demo", "truth_metrics"]
 
@@ -40,8 +49,6 @@ def output_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
-    from .output import partial_folder
-
     tmp = partial_folder(out)  # (removes partial folders that killed runs left)
     try:
         yield tmp
@@ -84,11 +91,7 @@ def fit_and_write(
     :func:`truth_metrics` to the summary, and ``extra_tables`` (file name ->
     table) are written beside the rest.
     """
-    import astropy.units as u
-
-    from .cli import versions
-    from .fit import fit, load_stars
-    from .membership import summarise_members
+    # local import: plot loads matplotlib (~0.7 s), which importers of this module's helpers do not need
     from .plot import isochrone_curve, save_figures
 
     out = Path(out)
@@ -156,9 +159,7 @@ def write_residuals(model, stars, folder: Path, *, overwrite: bool = False) -> d
     two bands, in the CMD (:func:`streammix.residuals.cmd_residuals`,
     ``residuals_cmd.ecsv``, ``figures/residuals_cmd.png``); returns their
     summaries (the largest excess and deficit of a bin, and where)."""
-    from .output import atomic_path
-    from .plot import DPI, plot_residuals
-    from .residuals import cmd_residuals, position_residuals
+    from .plot import DPI, plot_residuals  # local import: matplotlib (~0.7 s), as in fit_and_write
 
     maps = {"": position_residuals(model, stars)}
     if len(model.config.model.bands) == 2:
@@ -201,8 +202,6 @@ def demo_config(
     works in colour-locus coordinates (:class:`~streammix.locus.ColourLocus`),
     in one block with the parallax and proper motions (their joint density).
     """
-    from .mock import MockConfig
-
     mock = MockConfig()
     phi1 = np.asarray(truth["phi1"].value if hasattr(truth["phi1"], "unit") else truth["phi1"])
     points = []
@@ -213,8 +212,6 @@ def demo_config(
             column = truth[name]
             values = np.asarray(getattr(column, "value", column))
             points.append({"parameter": name, "phi1": float(x), "value": float(np.interp(x, phi1, values)), "width": width})
-    import os
-
     fit_cfg: dict[str, Any] = {"seed": seed, "workers": os.cpu_count() or 1}
     if ensemble is not None:
         fit_cfg["ensemble"] = ensemble
@@ -272,7 +269,7 @@ def truth_metrics(p_stream: np.ndarray, is_member: np.ndarray, *, min_per_bin: i
     """
     p = np.asarray(p_stream, dtype=float)
     truth = np.asarray(is_member, dtype=bool)
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # local import: scipy.stats takes ~0.6 s to load
 
     ranks = rankdata(p)
     n_pos, n_neg = truth.sum(), (~truth).sum()
@@ -343,18 +340,12 @@ def mock_config(n_stream: int | None = None, n_background: int | None = None):
         >>> mock_config(n_stream=10).n_stream
         10
     """
-    from dataclasses import replace
-
-    from .mock import MockConfig
-
     overrides = {k: v for k, v in {"n_stream": n_stream, "n_background": n_background}.items() if v is not None}
     return replace(MockConfig(), **overrides)
 
 
 def mock_columns(keep=()) -> Any:
     """The column map of a mock table (canonical names, truth columns kept)."""
-    from .data import ColumnMap
-
     return ColumnMap(
         pm_phi1_cosphi2="pm_phi1_cosphi2",
         pm_phi1_cosphi2_err="pm_phi1_cosphi2_err",
@@ -402,9 +393,6 @@ def run_demo(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Generate the default mock, fit it, and write everything into ``out``."""
-    from .data import StarTable
-    from .mock import generate_mock
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
