@@ -15,7 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import astropy.units as u
 import typer
+
+from .catalogs import crossmatch, crossmatch_figure, fetch, get_catalog, list_catalogs, load, parse_size
+from .errors import InputError
+from .output import check_writable, write_json, write_table
 
 __all__ = ["catalogs_app"]
 
@@ -35,8 +40,6 @@ Selection = Annotated[Optional[str], typer.Option("--selection", help="A named c
 
 
 def _fetch_options(timeout: float, retries: int, quiet: bool, max_size: str = "2GiB") -> dict:
-    from .catalogs import parse_size
-
     return {"timeout": timeout, "retries": retries, "progress": not quiet, "max_size": parse_size(max_size),
             "report": typer.echo}
 
@@ -45,8 +48,6 @@ def _fetch_options(timeout: float, retries: int, quiet: bool, max_size: str = "2
 def list_command() -> None:
     """Every registered catalog: its record (Zenodo record or VizieR table), DOI (data, else paper;
     - where none is known), arXiv id, verification status and membership cut."""
-    from .catalogs import list_catalogs
-
     rows = [("NAME", "KIND", "SERVICE", "RECORD", "DOI", "ARXIV", "VERIFIED", "MEMBERSHIP")]
     for cat in list_catalogs():
         arxiv = str(cat.paper.get("arxiv") or "-")
@@ -61,8 +62,6 @@ def list_command() -> None:
 @catalogs_app.command("info")
 def info_command(name: Annotated[str, typer.Argument(help="Catalog name (see `list`).")]) -> None:
     """Everything the registry knows about one catalog."""
-    from .catalogs import get_catalog
-
     cat = get_catalog(name)
     lines = [
         ("name", cat.name), ("title", cat.title), ("stream", cat.stream), ("kind", cat.kind),
@@ -91,8 +90,6 @@ def fetch_command(
     max_size: MaxSize = "2GiB",
 ) -> None:
     """Download a catalog into the cache, verifying every file's size and checksum."""
-    from .catalogs import fetch
-
     paths = fetch(name, cache=cache_dir, force=force, **_fetch_options(timeout, retries, quiet, max_size))
     if not paths:
         typer.echo(f"{name}: installed as a package, nothing to download")
@@ -114,8 +111,6 @@ def load_command(
     selection: Selection = None,
 ) -> None:
     """Load a catalog in streammix's common schema (fetching it if needed)."""
-    from .catalogs import load
-
     table = load(name, cache=cache_dir, track=track, selection=selection, **_fetch_options(timeout, retries, quiet, max_size))
     n_members = int(table["member_flag"].sum())
     typer.echo(f"{name}: {len(table)} rows, {n_members} members by {table.meta.get('membership')}; "
@@ -123,8 +118,6 @@ def load_command(
     for column, how in (table.meta.get("summarised") or {}).items():
         typer.echo(f"summarised '{column}': {how}")
     if out is not None:
-        from .output import write_table
-
         write_table(table, out, overwrite=overwrite)
         typer.echo(f"wrote {out}")
 
@@ -149,12 +142,6 @@ def crossmatch_command(
     quiet: Quiet = False,
 ) -> None:
     """Cross-match a members table with a catalog (source_id, then sky position) and report agreement."""
-    import astropy.units as u
-
-    from .catalogs import crossmatch, crossmatch_figure, load
-    from .errors import InputError
-    from .output import check_writable
-
     if not members_file.is_file():
         raise InputError(f"file '{members_file}': not found")
     for path in (out, summary_json, figure):
@@ -169,12 +156,8 @@ def crossmatch_command(
         crossmatch_figure(matched, summary, figure, overwrite=overwrite)
         typer.echo(f"wrote {figure}")
     if out is not None:
-        from .output import write_table
-
         write_table(matched, out, overwrite=overwrite)
         typer.echo(f"wrote {out}")
     if summary_json is not None:
-        from .output import write_json
-
         write_json(summary, summary_json, overwrite=overwrite)
         typer.echo(f"wrote {summary_json}")

@@ -32,12 +32,11 @@ from .download import (
     VIZIER_URL_ENV,
     ZENODO_URL_ENV,
     cache_dir,
-    check_file_name,
     fetch,
     format_size,
     parse_size,
 )
-from .registry import REGISTRY_ENV, Catalog, CatalogFile, Membership, get_catalog, list_catalogs
+from .registry import REGISTRY_ENV, Catalog, CatalogFile, Membership, check_file_name, get_catalog, list_catalogs
 from .schema import SCHEMA, evaluate_expression, load, read_catalog_file, to_schema
 
 __all__ = [

@@ -12,7 +12,9 @@ from astropy.coordinates import SkyCoord, match_coordinates_sky
 from astropy.table import MaskedColumn, QTable, Table
 
 from ..errors import InputError
-from .schema import _degrees, _source_ids, _values, load
+from ..frames import StreamFrame, get_frame
+from ..output import atomic_path
+from .schema import _degrees, _source_ids, _values, load, read_catalog_file
 
 __all__ = ["compare_with_catalog", "crossmatch", "crossmatch_figure"]
 
@@ -37,8 +39,6 @@ def _member_coords(members: Table, frame: Any) -> tuple[np.ndarray, np.ndarray] 
     if "phi1" in members.colnames and "phi2" in members.colnames:
         if frame is None:
             raise InputError("members table: no ra/dec columns; pass frame= (e.g. 'GD-1') to convert phi1/phi2")
-        from ..frames import StreamFrame, get_frame
-
         stream_frame = frame if isinstance(frame, StreamFrame) else get_frame(str(frame))
         ra, dec = stream_frame.to_icrs(_degrees(members["phi1"]), _degrees(members["phi2"]))
         return np.atleast_1d(ra), np.atleast_1d(dec)
@@ -58,7 +58,7 @@ def _none_if_nan(x: float) -> float | None:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # local import: scipy.stats takes ~0.6 s to load
 
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return np.nan
@@ -121,8 +121,6 @@ def crossmatch(
         path = Path(members)
         if not path.is_file():
             raise InputError(f"file '{path}': not found")
-        from .schema import read_catalog_file
-
         members = QTable(read_catalog_file(path))
     for col in ("ra", "dec"):
         if col not in catalog.colnames:
@@ -260,9 +258,7 @@ def crossmatch_figure(matched: Table, summary: dict[str, Any], path: str | os.Pa
         >>> crossmatch_figure(matched, summary, pathlib.Path(tempfile.mkdtemp()) / "x.png").suffix
         '.png'
     """
-    from matplotlib.figure import Figure
-
-    from ..output import atomic_path
+    from matplotlib.figure import Figure  # local import: matplotlib takes ~0.7 s to load
 
     path = Path(path)
     p_ours = np.asarray(matched["p_ours"], dtype=float)

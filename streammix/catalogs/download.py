@@ -46,12 +46,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pooch
+from astropy.io.votable import parse_single_table
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
 from ..errors import InputError
-from .registry import Catalog, get_catalog
+from .registry import Catalog, check_file_name, get_catalog
 
 __all__ = [
     "CACHE_ENV",
@@ -60,7 +66,6 @@ __all__ = [
     "VIZIER_URL_ENV",
     "ZENODO_URL_ENV",
     "cache_dir",
-    "check_file_name",
     "fetch",
     "format_size",
     "parse_size",
@@ -129,43 +134,6 @@ def format_size(size: int | None) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def check_file_name(name: Any, where: str) -> str:
-    """``name`` if it is a plain file name, else :class:`~streammix.errors.InputError`.
-
-    Refused: anything but a non-empty string; a path separator (``/`` or
-    ``\\``), hence any absolute path or ``..`` component; a leading dot
-    (``.``, ``..``, hidden files, our temporary files); control characters;
-    more than 255 characters.
-
-    Arguments:
-        name: The name a registry or a server gave.
-        where: What gave it (for the message), e.g. ``"Zenodo record 123"``.
-
-    Example:
-        >>> check_file_name("members.ecsv", "record 1")
-        'members.ecsv'
-        >>> try:
-        ...     check_file_name("../../x", "Zenodo record 1")
-        ... except InputError as error:
-        ...     print(error)
-        Zenodo record 1: file name '../../x' refused (a path separator); a file must land inside the catalog's cache folder
-    """
-    if not isinstance(name, str) or not name:
-        why = "empty or not text"
-    elif "/" in name or "\\" in name or os.path.isabs(name):
-        why = "a path separator"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        why = "control characters"
-    elif name.startswith("."):
-        why = "a leading dot"
-    elif len(name) > 255:
-        why = "longer than 255 characters"
-    else:
-        return name
-    shown = repr(name if not isinstance(name, str) else name[:80])
-    raise InputError(f"{where}: file name {shown} refused ({why}); a file must land inside the catalog's cache folder")
-
-
 def _destination(folder: Path, name: str, where: str) -> Path:
     """The path of ``name`` in ``folder``, checked to lie directly inside it."""
     check_file_name(name, where)
@@ -205,8 +173,6 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env)
-    import pooch
-
     return Path(pooch.os_cache("streammix")) / "catalogs"
 
 
@@ -339,9 +305,6 @@ def _get_json(url: str, timeout: float, retries: int, backoff: float) -> Any:
 def _progress_bar(enabled: bool, label: str, total: int | None):
     if not enabled:
         return None
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     bar = Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    console=Console(stderr=True), transient=True)
     bar.start()
@@ -515,10 +478,6 @@ def _vizier_files(cat: Catalog) -> list[dict]:
 
 
 def _validate_votable(path: Path) -> None:
-    import warnings
-
-    from astropy.io.votable import parse_single_table
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

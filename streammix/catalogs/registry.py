@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import InputError
 
-__all__ = ["Catalog", "CatalogFile", "Membership", "get_catalog", "list_catalogs", "REGISTRY_ENV"]
+__all__ = ["Catalog", "CatalogFile", "Membership", "check_file_name", "get_catalog", "list_catalogs", "REGISTRY_ENV"]
 
 REGISTRY_ENV = "STREAMMIX_CATALOGS"
 SERVICES = ("zenodo", "vizier", "url", "package")
@@ -215,9 +215,44 @@ def _membership(raw: dict, columns: dict[str, tuple[str, ...]], where: str) -> M
     )
 
 
-def _parse_catalog(path: Path) -> Catalog:
-    from .download import check_file_name
+def check_file_name(name: Any, where: str) -> str:
+    """``name`` if it is a plain file name, else :class:`~streammix.errors.InputError`.
 
+    Refused: anything but a non-empty string; a path separator (``/`` or
+    ``\\``), hence any absolute path or ``..`` component; a leading dot
+    (``.``, ``..``, hidden files, our temporary files); control characters;
+    more than 255 characters.
+
+    Arguments:
+        name: The name a registry or a server gave.
+        where: What gave it (for the message), e.g. ``"Zenodo record 123"``.
+
+    Example:
+        >>> check_file_name("members.ecsv", "record 1")
+        'members.ecsv'
+        >>> try:
+        ...     check_file_name("../../x", "Zenodo record 1")
+        ... except InputError as error:
+        ...     print(error)
+        Zenodo record 1: file name '../../x' refused (a path separator); a file must land inside the catalog's cache folder
+    """
+    if not isinstance(name, str) or not name:
+        why = "empty or not text"
+    elif "/" in name or "\\" in name or os.path.isabs(name):
+        why = "a path separator"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        why = "control characters"
+    elif name.startswith("."):
+        why = "a leading dot"
+    elif len(name) > 255:
+        why = "longer than 255 characters"
+    else:
+        return name
+    shown = repr(name if not isinstance(name, str) else name[:80])
+    raise InputError(f"{where}: file name {shown} refused ({why}); a file must land inside the catalog's cache folder")
+
+
+def _parse_catalog(path: Path) -> Catalog:
     where = f"catalog file '{path}'"
     try:
         raw = yaml.safe_load(path.read_text())

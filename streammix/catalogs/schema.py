@@ -34,6 +34,7 @@ from astropy.coordinates import (
 from astropy.table import MaskedColumn, QTable, Table
 
 from ..errors import InputError
+from ..tracks import galstreams_track
 from .download import fetch
 from .registry import Catalog, get_catalog
 
@@ -415,8 +416,6 @@ def load(
 
 
 def _load_tracks(cat: Catalog, track: str | None, reference: str | None) -> QTable:
-    from ..tracks import galstreams_track
-
     if not track:
         raise InputError(f"catalog '{cat.name}': holds stream tracks, not members; name one with track= (e.g. 'GD-1')")
     found = galstreams_track(track, reference)
