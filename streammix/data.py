@@ -28,11 +28,13 @@ first transformed into a stream frame with :func:`streammix.frames.gaia_to_strea
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import difflib
 import functools
 import os
 import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -41,20 +43,23 @@ from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
 import numpy as np
+import tables
 from astropy.table import QTable, Table
+from astropy.table import meta as table_meta
+from astropy.table import serialize as table_serialize
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
+from .frames import StreamFrame, gaia_to_stream, get_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
-
-    from .frames import StreamFrame
 
 __all__ = [
     "ASTROMETRIC",
     "ColumnMap",
     "StarTable",
+    "canonical_unit",
     "check_plausible",
     "read_stars",
     "read_table",
@@ -195,7 +200,7 @@ class ColumnMap(BaseModel):
             if unknown:
                 raise ValueError(f"{key}: {unknown} not among the bands {sorted(self.bands)}")
         for name, text in self.units.items():
-            target = _canonical_unit(name, self.bands)
+            target = canonical_unit(name, self.bands)
             if target is None:
                 raise ValueError(f"units.{name}: not a canonical column name")
             try:
@@ -247,7 +252,9 @@ def _one_line(error: ValidationError, source: str) -> str:
     return "; ".join(parts)
 
 
-def _canonical_unit(name: str, bands: Mapping[str, str]) -> u.UnitBase | None:
+def canonical_unit(name: str, bands: Mapping[str, str]) -> u.UnitBase | None:
+    """The unit a canonical column ``name`` is stored in (magnitudes for the bands, their
+    errors and extinctions), or None for a column without one."""
     if name in _UNITS:
         return _UNITS[name]
     for band in bands:
@@ -545,8 +552,6 @@ class StarTable:
             >>> bool(stars.observed["pm_phi2"][0]), stars.pm_cov().shape
             (True, (1, 2, 2))
         """
-        from .frames import gaia_to_stream, get_frame
-
         cmap = columns if isinstance(columns, ColumnMap) else ColumnMap.from_dict(columns)
         raw = _as_table(table, name)
         if isinstance(frame, str):
@@ -582,10 +587,8 @@ class StarTable:
 def _as_table(table: Any, name: str) -> Table:
     if isinstance(table, Table):
         return table
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
+    # a DataFrame means pandas is loaded already; importing it only to ask would cost ~0.4 s
+    pd = sys.modules.get("pandas")
     if pd is not None and isinstance(table, pd.DataFrame):
         frame = table
         if any(level is not None for level in frame.index.names):
@@ -641,7 +644,7 @@ def _build(table: Table, cmap: ColumnMap, *, name: str, explicit: Set[str]) -> S
         return f"column '{column}'" if column == canonical else f"column '{column}' ({canonical})"
 
     def read(column: str, canonical: str) -> np.ndarray:
-        target = _canonical_unit(canonical, cmap.bands)
+        target = canonical_unit(canonical, cmap.bands)
         assert target is not None
         values = _numeric(table[column], label(column, canonical) + where)
         unit = _column_unit(table[column])
@@ -1020,8 +1023,6 @@ def _starts_with(path: Path, prefix: bytes) -> bool:
 
 def _check_csv_complete(path: Path) -> None:
     """InputError if a CSV file's last row has fewer fields than its header (a cut-off file)."""
-    import csv
-
     with open(path, "rb") as handle:
         head = handle.read(65536)
         handle.seek(max(0, path.stat().st_size - 65536))
@@ -1039,8 +1040,6 @@ def _check_csv_complete(path: Path) -> None:
 
 
 def _read_hdf5(path: Path, format: str) -> Table:
-    import tables
-
     with tables.open_file(str(path), mode="r") as h5:
         is_pandas = any("pandas_type" in group._v_attrs for group in h5.walk_groups())
         if format == "pandas.hdf5" or (format == "hdf5" and is_pandas):
@@ -1072,7 +1071,7 @@ def _read_hdf5(path: Path, format: str) -> Table:
                 )
             table.convert_bytestring_to_unicode()
             return table
-    import pandas as pd
+    import pandas as pd  # local import: pandas takes ~0.4 s to load, and only its HDF5 tables need it
 
     if not pandas_keys:
         raise InputError(f"file '{path}': no pandas table found in the HDF5 file")
@@ -1084,9 +1083,7 @@ def _read_hdf5(path: Path, format: str) -> Table:
 
 def _apply_serialized_meta(table: Table, lines: list[str]) -> None:
     """Apply astropy's serialized HDF5 header (units, descriptions, meta) to ``table``."""
-    from astropy.table import meta, serialize
-
-    header = meta.get_header_from_yaml(lines)
+    header = table_meta.get_header_from_yaml(lines)
     if "meta" in header:
         table.meta = header["meta"]
     columns = {item["name"]: item for item in header.get("datatype", [])}
@@ -1095,7 +1092,7 @@ def _apply_serialized_meta(table: Table, lines: list[str]) -> None:
             if attr in columns.get(column.name, {}):
                 setattr(column, attr, columns[column.name][attr])
     if "__serialized_columns__" in table.meta:
-        constructed = serialize._construct_mixins_from_columns(table)
+        constructed = table_serialize._construct_mixins_from_columns(table)
         table.__dict__.update(constructed.__dict__)
 
 

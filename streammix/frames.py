@@ -33,6 +33,7 @@ __all__ = [
     "StreamFrame",
     "gaia_to_stream",
     "get_frame",
+    "reflex_pm",
     "wrap_phi1",
 ]
 
@@ -485,7 +486,7 @@ def _column(table: Table, name: str, unit: u.UnitBase | None, default: float | N
     return values
 
 
-def _reflex_pm(
+def reflex_pm(
     ra: np.ndarray, dec: np.ndarray, distance_kpc: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Proper motion (mas/yr) that the solar motion imprints on a star at rest.
@@ -609,7 +610,7 @@ def gaia_to_stream(
 
     if reflex_distance is not None:
         distance = _reflex_distance_kpc(reflex_distance, parallax)
-        reflex_ra, reflex_dec = _reflex_pm(ra, dec, distance)
+        reflex_ra, reflex_dec = reflex_pm(ra, dec, distance)
         pmra = pmra - reflex_ra
         pmdec = pmdec - reflex_dec
 

@@ -85,14 +85,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import astropy.units as u
 import numpy as np
+import yaml
 from astropy.table import MaskedColumn, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import Config, IsochroneConfig
+from .config import Config, IsochroneConfig, resolve_data_path
+from .data import canonical_unit
 from .errors import InputError
+from .frames import get_frame
+from .mock import visible_mass_min
+from .photometry import isochrone_at, isochrone_source, mass_function_from_config, select_phases
+from .selection import selection_transform
 
 __all__ = ["InjectionSpec", "PolynomialTrack", "Track", "inject_stream", "track_values"]
 
@@ -253,12 +261,6 @@ class InjectionSpec(BaseModel):
             >>> InjectionSpec.from_yaml(p).distmod
             15.0
         """
-        from pathlib import Path
-
-        import yaml
-
-        from .config import resolve_data_path
-
         path = Path(path)
         if not path.is_file():
             raise InputError(f"injection spec '{path}': no such file")
@@ -299,9 +301,7 @@ def _column_of(table: Table, mapped: str | None, canonical: str, *, required: bo
 
 def _isochrone_mags(iso_config: IsochroneConfig, bands: list[str]):
     """The isochrone (modelled phases), its mass function, as the likelihood would use them."""
-    from .photometry import _select, isochrone_at, isochrone_source, mass_function_from_config
-
-    iso = _select(isochrone_at(isochrone_source(iso_config), iso_config.age, iso_config.feh), iso_config.phases)
+    iso = select_phases(isochrone_at(isochrone_source(iso_config), iso_config.age, iso_config.feh), iso_config.phases)
     missing = [b for b in bands if b not in iso.bands]
     if missing:
         raise InputError(f"injection spec: bands {missing} are not in the isochrone (it has {list(iso.bands)})")
@@ -347,7 +347,7 @@ def _conditioned_normal(
     """Standard normal draws ``u``, conditioned on ``centre + scale u`` lying within
     ``limits`` (N, 2) for the stars whose ``inside_of`` (default ``centre``) does;
     unconditioned for the others (the selection then decides) and where ``scale`` is 0."""
-    from scipy.stats import truncnorm
+    from scipy.stats import truncnorm  # local import: scipy.stats takes ~0.6 s to load
 
     u = rng.standard_normal(centre.size)
     if limits is None:
@@ -373,9 +373,6 @@ def _passes_declared_cuts(out: dict[str, np.ndarray], selection: Any, frame: str
         v = out["parallax"]
         keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))
     if selection.pmra is not None and frame is not None and "pm_phi1_cosphi2" in out and "pm_phi2" in out:
-        from .frames import get_frame
-        from .selection import selection_transform
-
         matrix, offset = selection_transform(get_frame(frame), out["phi1"], out["phi2"], selection.reflex_distance)
         pm = np.stack([out["pm_phi1_cosphi2"], out["pm_phi2"]], axis=1)
         pmra, pmdec = (np.einsum("nij,nj->ni", matrix, pm) + offset).T
@@ -497,12 +494,10 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
     selection = getattr(config.data, "selection", None)
 
     # masses that can be seen at all
-    from .mock import _visible_mass_min
-
     lo1, hi1 = spec.phi1_range
     grid = np.linspace(lo1, hi1, 401)
     dm_min = float(np.min(track_values(spec.distmod, grid) - 5.0 * track_values(spec.distmod_width, grid)))
-    m_lo = _visible_mass_min(iso, mag_hi + 0.5 - dm_min, band=donor_band)
+    m_lo = visible_mass_min(iso, mag_hi + 0.5 - dm_min, band=donor_band)
     if not np.isfinite(m_lo):
         raise InputError(f"injection spec: no star of the isochrone is brighter than {mag_hi:.2f} in {donor_band} at distmod {dm_min:.2f}")
     m_lo = max(m_lo, iso.mass_min)
@@ -603,10 +598,6 @@ def _append(
     config: Config,
 ) -> Table:
     """The catalog with the injected ``stars`` appended (columns in the catalog's units)."""
-    import astropy.units as u
-
-    from .data import _canonical_unit
-
     n = stars["phi1"].size
     injected = Table()
     written = {name: key for key, name in col.items() if name is not None and key in stars}
@@ -615,7 +606,7 @@ def _append(
     for name, key in written.items():
         values = stars[key]
         unit = getattr(catalog[name], "unit", None)
-        canonical = _canonical_unit(key, bands) if key not in bands else u.mag
+        canonical = canonical_unit(key, bands) if key not in bands else u.mag
         if unit is not None and canonical is not None and key != "pm_corr":
             values = (values * canonical).to_value(unit)
         injected[name] = MaskedColumn(values.astype(catalog[name].dtype if catalog[name].dtype.kind == "f" else float),
@@ -626,8 +617,6 @@ def _append(
         top = min(0, int(ids.min())) if ids.size and ids.dtype.kind in "iu" else 0
         injected[id_col] = (top - 1 - np.arange(n)).astype(np.int64)
     if config.frame is not None and "ra" in catalog.colnames and "dec" in catalog.colnames:
-        from .frames import get_frame
-
         ra, dec = get_frame(config.frame).to_icrs(stars["phi1"], stars["phi2"])
         for name, values in (("ra", ra), ("dec", dec)):
             unit = getattr(catalog[name], "unit", None)

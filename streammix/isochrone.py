@@ -46,6 +46,7 @@ __all__ = [
     "band_name",
     "default_grid",
     "default_isochrone",
+    "phase_names",
     "read_mist",
     "read_parsec",
 ]
@@ -172,7 +173,8 @@ def band_name(survey_band: str, *, system: str = "") -> str:
     raise InputError(f"band {survey_band!r}: not a known band (canonical: {', '.join(CANONICAL_BANDS)})")
 
 
-def _phase_names(phases: Iterable[str]) -> tuple[str, ...]:
+def phase_names(phases: Iterable[str]) -> tuple[str, ...]:
+    """The phase names that ``phases`` (names or groups, any case) stand for, in order, once each."""
     if isinstance(phases, str):
         phases = (phases,)
     names: list[str] = []
@@ -308,7 +310,7 @@ class Isochrone:
             >>> bool(np.all(ms.phase == PHASES["MS"])), ms.mass_max < iso.mass_max
             (True, True)
         """
-        names = _phase_names(phases)
+        names = phase_names(phases)
         keep = np.isin(self.phase, [PHASES[name] for name in names])
         if keep.sum() < 2:
             raise InputError(f"phases {list(names)}: fewer than 2 points in isochrone {self.source}")

@@ -61,8 +61,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
 
+from .config import IsochroneConfig
+from .data import StarTable, read_table
 from .errors import InputError
+from .fit import load
+from .isochrone import IsochroneGrid
+from .output import atomic_path, check_writable, write_json
+from .photometry import (
+    PhotometryTensors,
+    isochrone_at,
+    isochrone_source,
+    likelihood_from_config,
+    photometry_tensors,
+)
 
 __all__ = [
     "EXTINCTION_COEFFICIENTS",
@@ -224,8 +237,6 @@ class IsochroneFitResult:
             >>> [p.name for p in r.write(tempfile.mkdtemp(), figure=False)]
             ['chain.npz', 'summary.json']
         """
-        from .output import atomic_path, check_writable, write_json
-
         folder = Path(folder)
         targets = [folder / "chain.npz", folder / "summary.json"]
         targets += [folder / "figures" / "corner.png"] if figure else []
@@ -235,7 +246,7 @@ class IsochroneFitResult:
             np.savez(handle, chain=self.chain, log_prob=self.log_prob, names=np.array(self.names))
         write_json(self.summary(), targets[1], overwrite)
         if figure:
-            from .plot import DPI, plot_corner
+            from .plot import DPI, plot_corner  # local import: matplotlib takes ~0.7 s to load
 
             fig = plot_corner(self.chain, self.names)
             targets[2].parent.mkdir(parents=True, exist_ok=True)
@@ -379,17 +390,7 @@ def sample_isochrone(
         >>> result.names, result.fixed["age"], abs(result.summary()["parameters"]["distmod_offset"]["median"]) < 0.02
         (('distmod_offset',), 12.0, True)
     """
-    import emcee
-
-    from .config import IsochroneConfig
-    from .isochrone import IsochroneGrid
-    from .photometry import (
-        PhotometryTensors,
-        isochrone_at,
-        isochrone_source,
-        likelihood_from_config,
-        photometry_tensors,
-    )
+    import emcee  # local import: emcee loads scipy.stats (~0.7 s together), and only sampling needs it
 
     started = time.perf_counter()
     config = IsochroneConfig() if config is None else config
@@ -542,8 +543,6 @@ def sample_isochrone(
 
 def _find_start(log_posterior, names: list[str], bounds: dict, config) -> tuple[np.ndarray, np.ndarray]:
     """The posterior mode (coarse grid, then Nelder-Mead) and a per-parameter scale from its curvature."""
-    from scipy.optimize import minimize
-
     start = {name: 0.0 for name in names}
     if "age" in bounds:
         best = -math.inf
@@ -604,8 +603,6 @@ def _model_folders(model_dir: Path) -> tuple[Path, Path]:
 
 def _read_model_stars(config, stars, run_dir: Path, model_dir: Path, bands: Sequence[str]):
     """The stars to use: ``stars`` (StarTable, table or path), else data.path, else a stars.fits."""
-    from .data import StarTable, read_table
-
     columns = config.data.column_map()
     missing_bands = {b: b for b in bands if b not in columns.bands}
     if missing_bands:  # the model's bands, read from columns of the same name
@@ -678,8 +675,6 @@ def isochrone_fit_from_model(
         InputError: No model there, no bands, a band missing from the stars,
             an unknown component, no DM track, or no star with weight.
     """
-    from .fit import load
-
     model_dir = Path(model_dir)
     model_folder, run_dir = _model_folders(model_dir)
     model = load(model_folder)

@@ -31,6 +31,7 @@ from astropy.table import QTable
 from torch import nn
 
 from .components import FunctionDropout
+from .data import StarTable
 from .parallel import torch_threads
 
 __all__ = ["QUANTILES", "member_components", "membership_table", "mc_dropout", "summarise_members", "tracks_table"]
@@ -91,8 +92,6 @@ def _draws(model, dropout_samples: int | None) -> Iterator[tuple[int, bool]]:
 
 
 def _as_stars(model, stars):
-    from .data import StarTable
-
     if isinstance(stars, StarTable):
         return stars
     columns = model.config.data.column_map()

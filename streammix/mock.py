@@ -83,8 +83,10 @@ import numpy as np
 from astropy.table import QTable
 
 from .errors import InputError
+from .isochrone import default_isochrone
+from .output import check_writable, write_table
 
-__all__ = ["MockConfig", "generate_mock", "true_tracks", "write_mock"]
+__all__ = ["MockConfig", "generate_mock", "true_tracks", "visible_mass_min", "write_mock"]
 
 BANDS = ("gaia_g", "gaia_bp", "gaia_rp")
 Stars = dict[str, np.ndarray]  # one array per quantity, one entry per star
@@ -320,7 +322,7 @@ def _inverse_cdf_sampler(grid: np.ndarray, density: np.ndarray, q: np.ndarray) -
     return np.interp(q * cdf[-1], cdf, grid)
 
 
-def _visible_mass_min(iso: Any, bright_limit: float, band: str = "gaia_g") -> float:
+def visible_mass_min(iso: Any, bright_limit: float, band: str = "gaia_g") -> float:
     """Largest mass below which no star is brighter than absolute magnitude
     ``bright_limit`` in ``band`` (shared with :mod:`streammix.inject`)."""
     fine = np.geomspace(iso.mass_min, iso.mass_max, 2000)
@@ -437,7 +439,7 @@ def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig, s
     grid = np.linspace(*(config.spur_phi1_range if spur else config.phi1_range), 20001)
     shape = _stream_shape(grid, config)
     density = np.ones_like(grid) if spur else shape["density"]
-    m_lo = _visible_mass_min(iso, config.g_limit + 0.1 - (shape["distmod"].min() - 5 * 0.05))
+    m_lo = visible_mass_min(iso, config.g_limit + 0.1 - (shape["distmod"].min() - 5 * 0.05))
     if not np.isfinite(m_lo):
         raise InputError(f"mock config 'g_limit': {config.g_limit} leaves no visible stream star")
 
@@ -465,7 +467,7 @@ def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig, s
 
 def _halo_population(rng: np.random.Generator, iso: Any, n: int, config: MockConfig) -> Stars:
     dm_lo, dm_hi = (5.0 * np.log10(d * 100.0) for d in config.halo_distance_range)
-    m_lo = _visible_mass_min(iso, config.g_limit + 0.1 - dm_lo)
+    m_lo = visible_mass_min(iso, config.g_limit + 0.1 - dm_lo)
     if not np.isfinite(m_lo):
         raise InputError(f"mock config 'g_limit': {config.g_limit} leaves no visible halo star")
     grid1 = np.linspace(*config.phi1_range, 2001)
@@ -488,7 +490,7 @@ def _halo_population(rng: np.random.Generator, iso: Any, n: int, config: MockCon
 def _disc_population(rng: np.random.Generator, iso: Any, n: int, config: MockConfig) -> Stars:
     scale_height = 0.9  # kpc, thick disc
     d_lo, d_hi = config.disc_distance_range
-    m_lo = _visible_mass_min(iso, config.g_limit + 0.1 - 5.0 * np.log10(d_lo * 100.0))
+    m_lo = visible_mass_min(iso, config.g_limit + 0.1 - 5.0 * np.log10(d_lo * 100.0))
     if not np.isfinite(m_lo):
         raise InputError(f"mock config 'g_limit': {config.g_limit} leaves no visible disc star")
     p1, p2 = np.meshgrid(np.linspace(*config.phi1_range, 201), np.linspace(*config.phi2_range, 41))
@@ -517,8 +519,6 @@ def _disc_population(rng: np.random.Generator, iso: Any, n: int, config: MockCon
 
 
 def _isochrone(age: float, feh: float, phases: tuple[str, ...]) -> Any:
-    from .isochrone import default_isochrone
-
     return default_isochrone(age=age, feh=feh).select(phases)
 
 
@@ -725,8 +725,6 @@ def write_mock(
         >>> [p.name for p in write_mock(stars, tracks, out)]
         ['mock.fits', 'mock_tracks.ecsv']
     """
-    from .output import check_writable, write_table
-
     path = Path(path)
     if path.suffix == "":
         path = path.with_suffix(".fits")

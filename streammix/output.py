@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from astropy.table import Table
 
 from .errors import InputError
@@ -191,8 +192,6 @@ def write_json(data: dict[str, Any], path: str | os.PathLike, overwrite: bool = 
 
 
 def _json_default(value: Any) -> Any:
-    import numpy as np
-
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

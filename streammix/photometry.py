@@ -71,6 +71,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import InputError
-from .isochrone import PHASES, Isochrone, _phase_names
+from .isochrone import PHASES, Isochrone, IsochroneGrid, default_grid, phase_names, read_mist, read_parsec
 
 __all__ = [
     "DEFAULT_PHASES",
@@ -91,6 +92,7 @@ __all__ = [
     "Salpeter",
     "Tabulated",
     "photometry_tensors",
+    "select_phases",
 ]
 
 DEFAULT_PHASES: tuple[str, ...] = ("main_sequence", "giant_branch", "horizontal_branch")
@@ -415,11 +417,11 @@ def _segments(iso: Isochrone, bands: Sequence[str], n_nodes: int) -> tuple[np.nd
     return np.concatenate(edges)
 
 
-def _select(iso: Isochrone, phases) -> Isochrone:
+def select_phases(iso: Isochrone, phases) -> Isochrone:
     """The isochrone restricted to ``phases`` (None: :data:`DEFAULT_PHASES`, those present)."""
     if phases is None:
         present = {int(code) for code in np.unique(iso.phase)}
-        names = [name for name in _phase_names(DEFAULT_PHASES) if PHASES[name] in present]
+        names = [name for name in phase_names(DEFAULT_PHASES) if PHASES[name] in present]
         return iso.select(names)
     return iso.select(phases)
 
@@ -734,7 +736,7 @@ class PhotometricLikelihood(nn.Module):
         self.limit_error = None if limit_error is None else float(limit_error)
         self.limit_index, self.limits = self._limits(bands, magnitude_limits, limit_band)
 
-        selected = _select(isochrone, phases)
+        selected = select_phases(isochrone, phases)
         self.phases = tuple(sorted({int(code) for code in selected.phase}))
         ends = _segments(selected, bands, int(n_nodes))
         mags_low = selected.absolute_mags(ends[:, 0], bands)
@@ -1148,10 +1150,6 @@ def isochrone_source(config, *, base: str | None = None):
         >>> type(isochrone_source(IsochroneConfig())).__name__
         'IsochroneGrid'
     """
-    from pathlib import Path
-
-    from .isochrone import IsochroneGrid, default_grid, read_mist, read_parsec
-
     if config.path is None:
         return default_grid()
     path = Path(config.path)
@@ -1179,8 +1177,6 @@ def isochrone_at(source, age: float, feh: float) -> Isochrone:
         >>> isochrone_at(default_grid(), 11.0, -1.7).age
         11.0
     """
-    from .isochrone import IsochroneGrid
-
     if isinstance(source, IsochroneGrid):
         return source.interpolate(age, feh)
     distance = [abs(math.log10(iso.age / age)) / 0.1 + abs(iso.feh - feh) / 0.25 for iso in source]

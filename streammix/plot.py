@@ -22,6 +22,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import QTable, Table
 from matplotlib.figure import Figure
+from scipy.ndimage import gaussian_filter
 
 from .errors import InputError
 from .output import atomic_path, check_writable
@@ -767,8 +768,6 @@ def plot_corner(
         >>> len(fig.axes), fig.axes[2].get_xlabel()
         (4, 'age [Gyr]')
     """
-    from scipy.ndimage import gaussian_filter
-
     samples = np.asarray(chain, dtype=np.float64)
     names = [str(name) for name in names]
     if samples.ndim == 3:

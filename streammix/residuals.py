@@ -34,6 +34,9 @@ import torch
 from astropy.table import Table
 
 from .errors import InputError
+from .fit import config_tensors
+from .membership import member_components
+from .photometry import photometry_tensors
 
 __all__ = ["Residuals", "cmd_residuals", "position_residuals"]
 
@@ -184,8 +187,6 @@ def position_residuals(
 
 def _group(model, threshold: float, components: list[str] | None) -> list[int]:
     """The indices of the selecting components, after checking the request."""
-    from .membership import member_components
-
     if not 0.0 < threshold < 1.0:
         raise InputError(f"residuals: threshold {threshold} must lie between 0 and 1")
     names = model.component_names
@@ -229,11 +230,6 @@ def cmd_residuals(
         components: The components whose probabilities select (default: the member components).
         chunk_size: Grid evaluations per call of the flows and the isochrone term.
     """
-    from dataclasses import replace as replace_stars
-
-    from .fit import config_tensors
-    from .photometry import photometry_tensors
-
     config = model.config
     bands = list(config.model.bands)
     if len(bands) != 2:
@@ -274,7 +270,7 @@ def cmd_residuals(
         repeat = np.repeat(rows, n_points)
         fake = stars[repeat]
         b1 = np.tile(grid_m, len(rows))
-        fake = replace_stars(
+        fake = replace(
             fake,
             mags={bands[0]: b1, bands[1]: b1 - np.tile(grid_c, len(rows))},
             mag_errs={b: fake.mag_errs[b] for b in bands},

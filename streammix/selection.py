@@ -30,11 +30,13 @@ quadrature over one axis of the closed-form conditional over the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .frames import get_frame, reflex_pm
 
 __all__ = ["ObservedProperMotions", "SelectionCuts", "box_probability", "interval_log_probability", "selection_transform"]
 
@@ -105,10 +107,6 @@ class ObservedProperMotions:
 
     def apply(self, stars):
         """The same stars with observed equatorial proper motions (where the transform is defined)."""
-        from dataclasses import replace
-
-        from .frames import get_frame
-
         matrix, offset = selection_transform(get_frame(self.frame), stars.phi1, stars.phi2, self.reflex_distance)
         usable = np.isfinite(matrix).all(axis=(1, 2)) & np.isfinite(offset).all(axis=1)
         matrix = np.where(usable[:, None, None], matrix, np.eye(2))
@@ -148,14 +146,12 @@ def selection_transform(frame, phi1: np.ndarray, phi2: np.ndarray, reflex_distan
         >>> bool(np.allclose(m[0] @ m[0].T, np.eye(2))), offset.tolist()
         (True, [[0.0, 0.0]])
     """
-    from .frames import _reflex_pm
-
     ra, dec = frame.to_icrs(np.asarray(phi1, dtype=float), np.asarray(phi2, dtype=float))
     ra, dec = np.atleast_1d(ra), np.atleast_1d(dec)
     matrix = np.swapaxes(frame.local_rotation(ra, dec), -1, -2)  # a rotation: its inverse is its transpose
     offset = np.zeros((len(ra), 2))
     if reflex_distance is not None:
-        east, north = _reflex_pm(ra, dec, np.full(len(ra), float(reflex_distance)))
+        east, north = reflex_pm(ra, dec, np.full(len(ra), float(reflex_distance)))
         offset = np.stack([east, north], axis=1)
     return matrix, offset
 
