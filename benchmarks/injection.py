@@ -96,8 +96,17 @@ def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
     return out
 
 
-def config_with_injected(path: Path, spec, sets) -> "object":
-    """The shipped config plus the ``injected`` component, ensemble 1, one worker, ``--set`` applied."""
+ORACLE_WIDTH = 0.02  # control-point width of --oracle (deg, mas/yr, mag)
+
+
+def config_with_injected(path: Path, spec, sets, oracle: bool = False) -> "object":
+    """The shipped config plus the ``injected`` component, ensemble 1, one worker, ``--set`` applied.
+
+    ``oracle``: the injected component is held at the injected tracks and
+    widths by control points every 2 deg of width ``ORACLE_WIDTH``: what is
+    left to the fit is its weight, the background and GD-1's components, so
+    the memberships show what the data allow when the stream's model is right.
+    """
     from streammix.config import Config
     from streammix.inject import track_values
 
@@ -105,8 +114,12 @@ def config_with_injected(path: Path, spec, sets) -> "object":
     data = base.model_dump(mode="json", exclude={"source"})
     stream = next(c for c in data["model"]["components"] if c["name"] == "stream")
     points = []
-    for phi1 in np.arange(spec.phi1_range[0], spec.phi1_range[1] + 1e-9, 10.0):
-        for parameter, width in (("phi2", 0.5), ("pm_phi1_cosphi2", 1.0), ("pm_phi2", 1.0), ("distmod", 0.5)):
+    loose = (("phi2", 0.5), ("pm_phi1_cosphi2", 1.0), ("pm_phi2", 1.0), ("distmod", 0.5))
+    if oracle:
+        names = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "pm_phi1_cosphi2_width", "pm_phi2_width", "distmod")
+        loose = tuple((name, ORACLE_WIDTH) for name in names)
+    for phi1 in np.arange(spec.phi1_range[0], spec.phi1_range[1] + 1e-9, 2.0 if oracle else 10.0):
+        for parameter, width in loose:
             value = float(track_values(getattr(spec, parameter), np.array([phi1]))[0])
             points.append({"parameter": parameter, "phi1": float(phi1), "value": value, "width": width})
     data["model"]["components"].append(
@@ -236,6 +249,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=ROOT / "injection_output")
     parser.add_argument("--label", default="default")
+    parser.add_argument("--oracle", action="store_true",
+                        help="hold the injected component at the injected tracks and widths (what the data allow)")
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
     parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
@@ -277,7 +292,7 @@ def main() -> None:
         result = {"case": name, "pm_offset": offset, "n_stars": n_stars, "distmod": distmod,
                   "spec": spec.model_dump(mode="json"), "configs": {}, "_p": {}, "_truth": truth}  # fmt: skip
         for config_name in args.configs:
-            config = config_with_injected(CONFIGS[config_name], spec, sets)
+            config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle)
             t0 = time.perf_counter()
             stars = load_stars(config, table)
             model = fit(config, stars)
