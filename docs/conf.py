@@ -76,9 +76,14 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 
 # -- examples in the pages (``make docs`` runs them with ``sphinx-build -b doctest``)
-doctest_global_setup = """
+# only the pages' ``.. doctest::`` blocks: the docstrings' examples already run in
+# ``make test`` (pytest --doctest-modules), in their modules' namespaces
+doctest_test_doctest_blocks = ""
+doctest_global_setup = f"""
 import os
+from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+DOCS = Path({str(HERE)!r})  # the docs folder, for the pages' example files
 """
 
 # -- HTML ------------------------------------------------------------------

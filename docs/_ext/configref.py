@@ -8,7 +8,10 @@ entry in the class docstring's ``Arguments:`` section, else empty. Nothing is
 written by hand, so the page cannot drift from the code.
 
 Options:
-    ``:root:`` the dotted path of the top model (default ``streammix.config.Config``).
+    ``:root:`` the dotted path of the top model (default ``streammix.config.Config``);
+    ``:prefix:`` of the sections' labels (default ``config``); ``:depth:`` how many
+    levels of nested models get a section (default all; 1: the root's table alone,
+    without a heading); ``:title:`` of the root's section (default "Top level").
 """
 
 from __future__ import annotations
@@ -152,14 +155,16 @@ def class_summary(cls: type) -> str:
     return doc.strip()
 
 
-def sections(root: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
+def sections(root: type[BaseModel], depth: int | None = None) -> list[tuple[str, type[BaseModel]]]:
     """Every model reachable from ``root``, depth first, with the key path it first appears under."""
     found: list[tuple[str, type[BaseModel]]] = []
     seen: set[type] = set()
 
-    def visit(path: str, model: type[BaseModel]) -> None:
+    def visit(path: str, model: type[BaseModel], level: int) -> None:
         seen.add(model)
         found.append((path, model))
+        if depth is not None and level >= depth:
+            return
         for name, field in model.model_fields.items():
             if field.exclude:
                 continue
@@ -170,18 +175,18 @@ def sections(root: type[BaseModel]) -> list[tuple[str, type[BaseModel]]]:
             suffix = "[]" if typing.get_origin(field.annotation) is list else ""
             for sub in nested:
                 if sub not in seen:
-                    visit(f"{path}.{name}{suffix}".lstrip("."), sub)
+                    visit(f"{path}.{name}{suffix}".lstrip("."), sub, level + 1)
 
-    visit("", root)
+    visit("", root, 1)
     return found
 
 
-def reference_rst(root: type[BaseModel]) -> str:
-    found = sections(root)
-    anchors = {model: f"config-{model.__name__.lower()}" for _, model in found}
+def reference_rst(root: type[BaseModel], prefix: str = "config", depth: int | None = None, title: str = "Top level") -> str:
+    found = sections(root, depth)
+    anchors = {model: f"{prefix}-{model.__name__.lower()}" for _, model in found}
     lines: list[str] = []
     for path, model in found:
-        title = f"``{path}``" if path else "Top level"
+        title = f"``{path}``" if path else title
         lines += [f".. _{anchors[model]}:", "", title, "-" * max(len(title), 4), ""]
         summary = class_summary(model)
         if summary:
@@ -229,12 +234,21 @@ def reference_rst(root: type[BaseModel]) -> str:
 
 class ConfigReference(SphinxDirective):
     has_content = False
-    option_spec = {"root": directives.unchanged}
+    option_spec = {
+        "root": directives.unchanged,
+        "prefix": directives.unchanged,
+        "depth": directives.positive_int,
+        "title": directives.unchanged,
+    }
 
     def run(self):
         root = _import(self.options.get("root", "streammix.config.Config"))
         self.env.note_dependency(inspect.getsourcefile(root))
-        return self.parse_text_to_nodes(reference_rst(root), allow_section_headings=True)
+        depth = self.options.get("depth")
+        text = reference_rst(root, self.options.get("prefix", "config"), depth, self.options.get("title", "Top level"))
+        if depth == 1:  # one table: no section heading
+            text = ".. list-table::" + text.split(".. list-table::", 1)[1]
+        return self.parse_text_to_nodes(text, allow_section_headings=True)
 
 
 def _report(app, exception):
