@@ -29,20 +29,15 @@ def _sphinx(builder: str, source: Path, out: Path) -> subprocess.CompletedProces
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
+def test_docs_build_and_examples_run(tmp_path):
+    """One test, so that pytest-xdist does not build the site twice (~20 s each)."""
     pytest.importorskip("sphinx", reason="Sphinx is not installed (pip install -e '.[docs]')")
-    tmp = tmp_path_factory.mktemp("docs")
-    shutil.copytree(DOCS, tmp / "docs", ignore=shutil.ignore_patterns("_build", "generated"))
-    (tmp / "configs").symlink_to(ROOT / "configs")  # the pages include ../configs/*.yaml
-    out = tmp / "out"
-    result = _sphinx("html", tmp / "docs", out)
+    shutil.copytree(DOCS, tmp_path / "docs", ignore=shutil.ignore_patterns("_build", "generated"))
+    (tmp_path / "configs").symlink_to(ROOT / "configs")  # the pages include ../configs/*.yaml
+    out = tmp_path / "out"
+    result = _sphinx("html", tmp_path / "docs", out)
     assert result.returncode == 0, f"sphinx-build -W -b html failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    return out
-
-
-def test_html_builds_without_warnings(built):
-    html = built / "html"
+    html = out / "html"
     for page in ("index", "installation", "tutorial", "model", "catalogs", "configuration", "cli", "api"):
         assert (html / f"{page}.html").is_file(), page
     # the API reference has a page per module, streammix.fit included (the package's
@@ -52,11 +47,10 @@ def test_html_builds_without_warnings(built):
     config = (html / "configuration.html").read_text()
     assert "model.components[].control_points[]" in config and "ColumnMap" in config
 
-
-def test_page_examples_run(built):
-    result = _sphinx("doctest", built.parent / "docs", built)
+    # the pages' examples (.. doctest::), on the environment the html build pickled
+    result = _sphinx("doctest", tmp_path / "docs", out)
     assert result.returncode == 0, f"sphinx-build -b doctest failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
-    assert "0 failures in tests" in (built / "doctest" / "output.txt").read_text()
+    assert "0 failures in tests" in (out / "doctest" / "output.txt").read_text()
 
 
 def _shown_commands() -> list[tuple[str, list[str]]]:
