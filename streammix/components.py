@@ -343,7 +343,7 @@ class BackgroundComponent(nn.Module):
         phi2_range: The field's phi2 limits (deg).
         phi2_model: ``"uniform"`` or ``"exponential"``.
         settings: The slope network's size (exponential only).
-        slope_bound: Bound on |slope| in 1/deg.
+        slope_bound: Bound on ``|slope|`` in 1/deg.
 
     Example:
         >>> import torch

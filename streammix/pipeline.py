@@ -254,7 +254,7 @@ def truth_metrics(p_stream: np.ndarray, is_member: np.ndarray, *, min_per_bin: i
     ``member_fraction_sd``, the spread of that fraction expected from counting
     alone if p were exact (sqrt(sum p (1 - p)) / n: about 0.06 for 50 stars at
     p ~ 0.5), and ``z``, the difference in units of it; ``calibration_max_z``
-    is the largest |z|. A bin of a few dozen stars can miss by more than 0.05
+    is the largest ``|z|``. A bin of a few dozen stars can miss by more than 0.05
     by chance, so read ``calibration_max_error`` with ``calibration_max_z``.
 
     Example:
