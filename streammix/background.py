@@ -72,6 +72,7 @@ class BackgroundFlows:
         progress: bool = False,
         workers: int = 1,
         view: Any = None,
+        phi2_context: bool = False,
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
 
@@ -102,6 +103,11 @@ class BackgroundFlows:
             workers: Processes that train a block's flows (one per pattern of
                 observed coordinates) at once (see :meth:`BlockDensity.fit`).
             view: How the flows see the stars (see the class); ``limits`` are in its coordinates.
+            phi2_context: Condition every block's flows on phi2 as well as phi1,
+                p(x | phi1, phi2): a field's proper motions and parallaxes
+                change across the stream (on the GD-1 field the median
+                pm_phi2 of the off-stream stars changes by ~1 mas/yr over
+                its 11 deg of phi2), which flows of phi1 alone average out.
         """
         if view is not None:
             stars = view.apply(stars)
@@ -117,6 +123,7 @@ class BackgroundFlows:
                     errors=block_errors(stars, names)[sel] if conditioned else None,
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
                     locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
+                    phi2=stars.phi2[sel] if phi2_context else None,
                 )
             )
         return cls(fitted, view)
@@ -143,7 +150,8 @@ class BackgroundFlows:
                 if name in excluded:
                     values[:, j] = np.nan
             errors = block_errors(stars, block.names) if block.errors else None
-            total += block.log_prob(values, stars.phi1, errors=errors, threads=threads)
+            phi2 = stars.phi2 if block.phi2_context else None
+            total += block.log_prob(values, stars.phi1, errors=errors, threads=threads, phi2=phi2)
         return total
 
     def save(self, folder: str | Path) -> None:

@@ -78,7 +78,7 @@ class FlowConfig(_Section):
 
 
 class ControlPointConfig(_Section):
-    """"The ``parameter`` track passes within ``width`` of ``value`` at ``phi1``"."""
+    """The ``parameter`` track passes within ``width`` of ``value`` at ``phi1``."""
 
     parameter: str
     phi1: float
@@ -165,6 +165,12 @@ class BackgroundConfig(_Section):
         False,
         description="condition the flows of blocks without bands on the log measurement errors of their "
         "coordinates, p(x | phi1, ln err): a faint star's parallax is judged against stars measured as poorly",
+    )
+    phi2_context: bool = Field(
+        False,
+        description="condition every block's flows on phi2 as well as phi1, p(x | phi1, phi2): a field's proper "
+        "motions and parallaxes change across the stream (on the GD-1 field the median pm_phi2 of off-stream stars "
+        "changes by about 1 mas/yr over 11 deg of phi2), which flows of phi1 alone average out",
     )
     offstream_phi2: float = Field(1.0, gt=0, description="deg from the prior track beyond which stars train the flows")
     limits: dict[str, tuple[float | None, float | None]] = Field(

@@ -848,6 +848,7 @@ def fit(
                 stars, bg_cfg.blocks, settings, train=offstream,
                 marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
                 limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
+                phi2_context=bg_cfg.phi2_context,
             )
             if flows_file is not None:
                 background.save(flows_file)

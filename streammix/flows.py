@@ -638,6 +638,9 @@ class BlockDensity:
             :func:`to_unbounded`; 1 where not given).
         locus: The colour-locus coordinates of patterns observing its three
             names, or None.
+        phi2_context: Whether the flows are also conditioned on phi2 (the
+            last extra context column); :meth:`log_prob` then needs each
+            star's phi2.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -660,6 +663,7 @@ class BlockDensity:
     limits: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     limit_scales: dict[str, float] = field(default_factory=dict)
     locus: ColourLocus | None = None
+    phi2_context: bool = False
 
     def __post_init__(self) -> None:
         self.names = tuple(str(name) for name in self.names)
@@ -702,6 +706,7 @@ class BlockDensity:
         locus: Sequence[str] | None = None,
         progress: bool = False,
         workers: int = 1,
+        phi2: np.ndarray | None = None,
     ) -> BlockDensity:
         r"""Train one flow per pattern of observed coordinates present in ``values``.
 
@@ -799,6 +804,7 @@ class BlockDensity:
                 )
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InputError(f"'workers': {workers!r} is not a positive integer")
+        phi2 = _check_phi2(names, phi2, len(phi1))
         jobs: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, list[int]]] = {}
         # Full block first, then fewer coordinates.
         for code in sorted(codes, key=lambda c: (-bin(c).count("1"), c)):
@@ -821,8 +827,8 @@ class BlockDensity:
                 phi1=phi1[rows],
                 settings=settings,
                 weights=None if weights is None else weights[rows],
-                context=_log_errors(errors, rows, columns, names, error_names),
-                label=f"p({', '.join(pattern)} | phi1)",
+                context=_context(errors, rows, columns, names, error_names, phi2),
+                label=f"p({', '.join(pattern)} | phi1{', phi2' if phi2 is not None else ''})",
             )
 
         workers = min(workers, len(jobs)) if torch.device(settings.device).type == "cpu" else 1
@@ -831,7 +837,7 @@ class BlockDensity:
         else:
             fitted = map_spawned(fit_flow, [job(pattern) for pattern in jobs], workers, label="background flows", progress=progress)
             flows = dict(zip(jobs, fitted))
-        return cls(names, flows, settings, error_names, limits, scales, fitted_locus)
+        return cls(names, flows, settings, error_names, limits, scales, fitted_locus, phi2 is not None)
 
     # --------------------------------------------------------------- evaluation
     def log_prob(
@@ -842,6 +848,7 @@ class BlockDensity:
         errors: np.ndarray | None = None,
         chunk_size: int | None = None,
         threads: int | None = None,
+        phi2: np.ndarray | None = None,
     ) -> np.ndarray:
         r"""Log-density of each star's observed coordinates of the block given phi1.
 
@@ -851,6 +858,8 @@ class BlockDensity:
             phi1: Conditioning coordinate, shape (N,), finite.
             errors: Measurement errors, shape (N, D); needed if the block was
                 fitted with errors.
+            phi2: Each star's phi2 (deg), shape (N,); needed if the block was
+                fitted with ``phi2`` (its flows are conditioned on it).
             chunk_size: Stars evaluated at once (bounds the memory). Default
                 8,192 per thread: with one thread 8,192 was the fastest of
                 2,048 to 262,144 measured (the tensors stay in cache); with two,
@@ -887,6 +896,7 @@ class BlockDensity:
                     f"give errors of shape {values.shape}"
                 )
             errors = np.asarray(errors, dtype=float)
+        phi2 = _check_phi2(self.names, phi2, len(phi1), needed=self.phi2_context)
         codes = _patterns(mask)
         out = np.zeros(len(phi1), dtype=np.float64)
         groups = []
@@ -910,7 +920,7 @@ class BlockDensity:
                 groups.append((self.flows[pattern], columns, rows, values))
         with torch_threads(threads):
             for flow, columns, rows, source in groups:
-                extra = _log_errors(errors, rows, columns, self.names, self.errors)
+                extra = _context(errors, rows, columns, self.names, self.errors, phi2)
                 out[rows] = _evaluate(flow, _take(source, rows, columns), phi1[rows], chunk_size, extra)
         return out + log_jacobian
 
@@ -921,6 +931,7 @@ class BlockDensity:
         pattern: Sequence[str] | None = None,
         seed: int | None = None,
         errors: np.ndarray | None = None,
+        phi2: np.ndarray | None = None,
     ) -> np.ndarray:
         r"""Draw one star per phi1 from the flow of a pattern (default: the full block).
 
@@ -931,6 +942,7 @@ class BlockDensity:
                 generator.
             errors: Measurement errors of the pattern's coordinates, shape
                 (N, len(pattern)), for a block fitted with errors.
+            phi2: phi2 (deg) of each draw, shape (N,), for a block fitted with ``phi2``.
 
         Returns:
             float64 array (N, len(pattern)).
@@ -953,11 +965,14 @@ class BlockDensity:
         device = flow.x_loc.device
         phi1_t = _float32_tensor(phi1, device)
         extra = None
+        phi2 = _check_phi2(self.names, phi2, len(phi1), needed=self.phi2_context)
         if flow.extra_context:
-            if errors is None or np.shape(errors) != (len(phi1), len(pattern)):
+            conditioned = [name for name in pattern if name in self.errors]
+            if conditioned and (errors is None or np.shape(errors) != (len(phi1), len(pattern))):
                 raise InputError(f"block {self.names!r}: sampling needs errors of shape ({len(phi1)}, {len(pattern)})")
             rows = np.arange(len(phi1))
-            extra = _log_errors(np.asarray(errors, dtype=float), rows, list(range(len(pattern))), pattern, self.errors)
+            given = None if errors is None else np.asarray(errors, dtype=float)
+            extra = _context(given, rows, list(range(len(pattern))), pattern, self.errors, phi2)
             extra = _float32_tensor(extra, device)
         with torch.no_grad(), torch_threads(self.settings.threads):
             if seed is None:
@@ -983,7 +998,7 @@ class BlockDensity:
             >>> block = BlockDensity.fit(["x"], rng.normal(size=(100, 1)), rng.uniform(size=100),
             ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
             >>> sorted(block.state_dict())
-            ['errors', 'flows', 'limit_scales', 'limits', 'locus', 'names', 'settings']
+            ['errors', 'flows', 'limit_scales', 'limits', 'locus', 'names', 'phi2_context', 'settings']
         """
         return {
             "names": list(self.names),
@@ -991,6 +1006,7 @@ class BlockDensity:
             "limits": {name: list(bounds) for name, bounds in self.limits.items()},
             "limit_scales": dict(self.limit_scales),
             "locus": None if self.locus is None else self.locus.state_dict(),
+            "phi2_context": bool(self.phi2_context),
             "settings": asdict(self.settings),
             "flows": [
                 {
@@ -1050,6 +1066,7 @@ class BlockDensity:
         return cls(
             names, flows, settings, tuple(state.get("errors", ())), limits, dict(state.get("limit_scales", {})),
             None if locus is None else ColourLocus.from_state_dict(locus),
+            bool(state.get("phi2_context", False)),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -1355,6 +1372,38 @@ def _log_errors(
     if errors is None or not chosen:
         return None
     return np.log(np.maximum(_take(errors, rows, chosen), 1e-6))
+
+
+def _context(
+    errors: np.ndarray | None,
+    rows: np.ndarray,
+    columns: Sequence[int],
+    names: Sequence[str],
+    error_names: Sequence[str],
+    phi2: np.ndarray | None,
+) -> np.ndarray | None:
+    """The extra context of a flow for ``rows``: the log errors (:func:`_log_errors`)
+    then, for a block conditioned on it, phi2; None when there is neither."""
+    log_errors = _log_errors(errors, rows, columns, names, error_names)
+    if phi2 is None:
+        return log_errors
+    column = phi2[rows].reshape(-1, 1)
+    return column if log_errors is None else np.concatenate([log_errors, column], axis=1)
+
+
+def _check_phi2(names: Sequence[str], phi2: np.ndarray | None, n: int, needed: bool | None = None) -> np.ndarray | None:
+    """``phi2`` as a finite float array of ``n`` values, or None. ``needed``:
+    whether the block was fitted with it (None while fitting: optional)."""
+    if needed is False:
+        return None
+    if phi2 is None:
+        if needed:
+            raise InputError(f"block {tuple(names)!r}: its flows are conditioned on phi2; give each star's phi2")
+        return None
+    phi2 = np.asarray(phi2, dtype=float).reshape(-1)
+    if phi2.shape != (n,) or not np.all(np.isfinite(phi2)):
+        raise InputError(f"block {tuple(names)!r}: phi2 must be finite, one value per star ({n})")
+    return phi2
 
 
 def _float32_tensor(array: np.ndarray, device: torch.device | str) -> Tensor:
