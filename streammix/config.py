@@ -42,20 +42,24 @@ class _Section(BaseModel):
 class NetworkConfig(_Section):
     """Size of one mixture density network."""
 
-    hidden: int = Field(64, ge=1)
-    layers: int = Field(3, ge=1)
+    hidden: int = Field(64, ge=1, description="width of each hidden (tanh) layer")
+    layers: int = Field(3, ge=1, description="number of hidden layers")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="MC dropout; > 0 widens the fitted widths")
 
 
 class FlowConfig(_Section):
     """Settings of the background's conditional normalizing flows."""
 
-    backend: Literal["zuko", "nflows"] = "zuko"
-    transforms: int = Field(3, ge=1)
-    hidden: int = Field(32, ge=1)
-    layers: int = Field(2, ge=1)
-    bins: int = Field(8, ge=2)
-    epochs: int = Field(60, ge=1)
+    backend: Literal["zuko", "nflows"] = Field(
+        "zuko",
+        description="the flow library: zuko (neural spline flows) or nflows (masked autoregressive rational-quadratic "
+        "splines; needs the optional nflows package)",
+    )
+    transforms: int = Field(3, ge=1, description="spline transforms in each flow")
+    hidden: int = Field(32, ge=1, description="width of the hidden layers of each transform's conditioner network")
+    layers: int = Field(2, ge=1, description="hidden layers of each transform's conditioner network")
+    bins: int = Field(8, ge=2, description="spline bins of each transform")
+    epochs: int = Field(60, ge=1, description="most passes over the training stars (see also max_steps and patience)")
     max_steps: int | None = Field(
         6000,
         ge=1,
@@ -63,11 +67,25 @@ class FlowConfig(_Section):
         "400,000 training stars reach it. On 10^6 stars a cap of 2,000 left the photometric flow too smooth and the "
         "joint fit lost the stream; 6,000 recovered it",
     )
-    batch_size: int = Field(4096, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(10, ge=1)
+    batch_size: int = Field(4096, ge=1, description="training stars per gradient step")
+    learning_rate: float = Field(
+        3e-3,
+        gt=0,
+        description="AdamW learning rate, halved whenever the held-out loss stalls for about a third of patience "
+        "epochs",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    validation_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="fraction of the training stars held out to keep the best epoch's weights and stop early",
+    )
+    patience: int = Field(
+        10,
+        ge=1,
+        description="epochs without improvement of the held-out loss before training stops (the best weights are kept)",
+    )
     averaging: float = Field(
         0.0,
         ge=0,
@@ -80,20 +98,35 @@ class FlowConfig(_Section):
 class ControlPointConfig(_Section):
     """The ``parameter`` track passes within ``width`` of ``value`` at ``phi1``."""
 
-    parameter: str
-    phi1: float
-    value: float
-    width: float = Field(gt=0)
+    parameter: str = Field(
+        description="the component's parameter: phi2, pm_phi1_cosphi2, pm_phi2, distmod or a width such as phi2_width "
+        "(one the model has; checked when the fit starts)",
+    )
+    phi1: float = Field(description="where along the stream (deg)")
+    value: float = Field(description="the value expected there, in the parameter's unit (deg, mas/yr, mag)")
+    width: float = Field(gt=0, description="standard deviation of the Gaussian prior, in the parameter's unit")
 
 
 class GalstreamsPrior(_Section):
     """Control points read off a galstreams track."""
 
-    name: str
-    reference: str | None = None
-    parameters: list[str] = ["phi2"]
+    name: str = Field(description="the stream's name in galstreams (case and punctuation ignored: gd1 finds GD-1)")
+    reference: str | None = Field(
+        None,
+        description="which of its tracks, e.g. pricewhelan2018 (null: the one galstreams switches on, else the most "
+        "recent)",
+    )
+    parameters: list[str] = Field(
+        ["phi2"],
+        description="the track's quantities made into control points, among phi2, pm_phi1_cosphi2, pm_phi2 and distmod "
+        "(points where the track has none are skipped)",
+    )
     spacing: float = Field(10.0, gt=0, description="deg between control points")
-    widths: dict[str, float] = {"phi2": 0.5, "pm_phi1_cosphi2": 1.0, "pm_phi2": 1.0, "distmod": 0.3}
+    widths: dict[str, float] = Field(
+        {"phi2": 0.5, "pm_phi1_cosphi2": 1.0, "pm_phi2": 1.0, "distmod": 0.3},
+        description="width of each parameter's control points, in its unit (deg, mas/yr, mag); every one of parameters "
+        "needs one",
+    )
 
 
 class IsochroneConfig(_Section):
@@ -104,19 +137,58 @@ class IsochroneConfig(_Section):
     which the isochrone closest to ``age`` and ``feh`` is taken.
     """
 
-    path: str | None = None
-    format: Literal["auto", "mist", "parsec"] = "auto"
+    path: str | None = Field(
+        None,
+        description="a MIST (.iso.cmd) or PARSEC isochrone file, relative to the config file's folder (null: the "
+        "embedded PARSEC v1.2S grid, 6.9-15.8 Gyr and [Fe/H] -2.19 to -0.45)",
+    )
+    format: Literal["auto", "mist", "parsec"] = Field(
+        "auto",
+        description="the file's format (auto: mist if its name ends in .cmd or contains mist, else parsec)",
+    )
     age: float = Field(12.0, gt=0, description="Gyr")
-    feh: float = -1.5
-    mass_function: Literal["kroupa", "salpeter", "power_law", "tabulated"] = "kroupa"
+    feh: float = Field(-1.5, description="metallicity [Fe/H] (dex)")
+    mass_function: Literal["kroupa", "salpeter", "power_law", "tabulated"] = Field(
+        "kroupa",
+        description="initial mass function weighting the isochrone: kroupa, salpeter, power_law (of power_law_slope) "
+        "or tabulated (from mass_function_table)",
+    )
     power_law_slope: float = Field(2.35, description="alpha of dN/dm ~ m^-alpha (power_law)")
     mass_function_table: str | None = Field(None, description="file of mass and dN/dm columns (tabulated)")
-    phases: list[str] | None = None
-    magnitude_limits: dict[str, tuple[float, float]] = {}
-    limit_band: str | None = None
-    limit_error: float | None = Field(None, ge=0)
-    colour_spread: float = Field(0.0, ge=0)
-    nodes: int = Field(200, ge=2)
+    phases: list[str] | None = Field(
+        None,
+        description="evolutionary phases modelled: names (MS, SGB, RGB, CHEB...) or groups (main_sequence, "
+        "giant_branch, horizontal_branch, asymptotic_giant_branch) (null: the main sequence, giant and horizontal "
+        "branches the isochrone has)",
+    )
+    magnitude_limits: dict[str, tuple[float, float]] = Field(
+        {},
+        description="apparent magnitude limits of the catalogue, {band: [bright, faint]} (mag): the likelihood is "
+        "normalised within those of limit_band (empty: no truncation)",
+    )
+    limit_band: str | None = Field(
+        None,
+        description="the band of magnitude_limits whose limits truncate the likelihood, needed when it lists several "
+        "(the others are not used) (null: its only band)",
+    )
+    limit_error: float | None = Field(
+        None,
+        ge=0,
+        description="photometric error (mag) assumed at the magnitude limits (null: each star's own error in "
+        "limit_band)",
+    )
+    colour_spread: float = Field(
+        0.0,
+        ge=0,
+        description="intrinsic colour spread of the stream's stars (mag): each band gets an extra variance of "
+        "colour_spread^2 / 2 (0: none)",
+    )
+    nodes: int = Field(
+        200,
+        ge=2,
+        description="segments of the isochrone in the quadrature over initial mass (those of zero mass-function weight "
+        "are dropped); more is more exact and slower",
+    )
 
     @model_validator(mode="after")
     def _table(self) -> IsochroneConfig:
@@ -128,14 +200,39 @@ class IsochroneConfig(_Section):
 class ComponentConfig(_Section):
     """A stream-like component (stream, spur, cocoon...)."""
 
-    name: str
+    name: str = Field(
+        description="the component's name, an identifier other than background and member; it names its output columns "
+        "(p_<name>...) and tracks",
+    )
     photometry: bool = Field(True, description="use the isochrone likelihood when the model has bands")
-    phi1_range: tuple[float, float] | None = None
-    bounds: dict[str, tuple[float, float]] = {}
-    network: NetworkConfig = NetworkConfig()
-    control_points: list[ControlPointConfig] = []
-    galstreams: GalstreamsPrior | None = None
-    init: dict[str, float] = {}
+    phi1_range: tuple[float, float] | None = Field(
+        None,
+        description="[low, high] (deg) outside which the component's weight is about zero (null: the whole field)",
+    )
+    bounds: dict[str, tuple[float, float]] = Field(
+        {},
+        description="{parameter: [low, high]} in the parameter's unit (deg, mas/yr, mag), replacing the defaults: phi2 "
+        "the field's, proper motions the data's 0.5-99.5 percentiles widened, widths 0.01-1, distmod 10-20, "
+        "distmod_width 0.005-0.3",
+    )
+    network: NetworkConfig = Field(
+        NetworkConfig(),
+        description="size of the network giving the component's parameters as functions of phi1",
+    )
+    control_points: list[ControlPointConfig] = Field(
+        [],
+        description="Gaussian priors on the component's tracks; those on phi2 also keep the stars near the track out "
+        "of the background flows' training",
+    )
+    galstreams: GalstreamsPrior | None = Field(
+        None,
+        description="control points read off a galstreams track (null: none)",
+    )
+    init: dict[str, float] = Field(
+        {},
+        description="{parameter: value}, in its unit: constant warm-start targets of parameters without control points "
+        "(defaults: phi2_width 0.2 deg, proper-motion widths 0.3 mas/yr, distmod_width 0.1 mag)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -150,7 +247,11 @@ class ComponentConfig(_Section):
 class BackgroundConfig(_Section):
     """The background: flows on blocks of coordinates, and a phi2 density."""
 
-    phi2: Literal["uniform", "exponential"] = "exponential"
+    phi2: Literal["uniform", "exponential"] = Field(
+        "exponential",
+        description="the background's density in phi2 over the field: uniform, or exponential with a slope (at most 1 "
+        "per deg) that varies with phi1",
+    )
     blocks: list[list[str]] = Field(
         [["parallax", "pm_phi1_cosphi2", "pm_phi2"]],
         description="coordinates of each background flow, a product over blocks. A block may mix bands and "
@@ -160,7 +261,7 @@ class BackgroundConfig(_Section):
         "twice as long to train as the two separate blocks and removed a 0.12-0.17 overestimate of the "
         "membership log-odds that the product of the two left (benchmarks/calibration.py)",
     )
-    flow: FlowConfig = FlowConfig()
+    flow: FlowConfig = Field(FlowConfig(), description="settings of the background's conditional normalizing flows")
     error_context: bool = Field(
         False,
         description="condition the flows of blocks without bands on the log measurement errors of their "
@@ -193,13 +294,40 @@ class BackgroundConfig(_Section):
 class ModelConfig(_Section):
     """The mixture."""
 
-    coordinates: list[str] = list(COORDINATES)
-    bands: list[str] = []
-    isochrone: IsochroneConfig = IsochroneConfig()
-    grid_size: int = Field(256, ge=8)
-    components: list[ComponentConfig] = [ComponentConfig(name="stream")]
-    weights_network: NetworkConfig = NetworkConfig()
-    initial_fraction: float = Field(0.02, gt=0, lt=0.5)
+    coordinates: list[str] = Field(
+        list(COORDINATES),
+        description="the observed coordinates modelled as functions of phi1, among phi2, parallax, pm_phi1_cosphi2 and "
+        "pm_phi2",
+    )
+    bands: list[str] = Field(
+        [],
+        description="canonical bands of the isochrone likelihood, e.g. [gaia_g, gaia_bp, gaia_rp]: two or more, each "
+        "in a background block (empty: no photometry)",
+    )
+    isochrone: IsochroneConfig = Field(
+        IsochroneConfig(),
+        description="the stream's isochrone and its photometric likelihood (used with bands)",
+    )
+    grid_size: int = Field(
+        256,
+        ge=8,
+        description="points of the phi1 grid over the field on which the networks are evaluated, interpolated linearly "
+        "to each star",
+    )
+    components: list[ComponentConfig] = Field(
+        [ComponentConfig(name="stream")],
+        description="the stream-like components (stream, spur, cocoon...), each with its own tracks and weight",
+    )
+    weights_network: NetworkConfig = Field(
+        NetworkConfig(),
+        description="size of the network giving the components' weights as functions of phi1",
+    )
+    initial_fraction: float = Field(
+        0.02,
+        gt=0,
+        lt=0.5,
+        description="starting weight of each stream-like component at every phi1 (the background has the rest)",
+    )
     error_weights: int = Field(
         0,
         ge=0,
@@ -209,7 +337,10 @@ class ModelConfig(_Section):
         "magnitudes are not modelled (astrometry, stars without photometry) the error is a proxy of brightness "
         "(streammix.error_weights)",
     )
-    background: BackgroundConfig = BackgroundConfig()
+    background: BackgroundConfig = Field(
+        BackgroundConfig(),
+        description="the background: flows on blocks of coordinates, and a phi2 density",
+    )
     member_components: list[str] | None = Field(
         None,
         description="the components a member of the stream may belong to: p_member is the sum of their "
@@ -281,10 +412,24 @@ class ModelConfig(_Section):
 class FitConfig(_Section):
     """How the mixture is fitted."""
 
-    optimizer: Literal["adamw", "lbfgs"] = "adamw"
-    steps: int = Field(1500, ge=1)
-    learning_rate: float = Field(5e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "lbfgs"] = Field(
+        "adamw",
+        description="adamw (with warm-up and cosine decay) or lbfgs (strong-Wolfe line search, up to 20 iterations in "
+        "each of steps / 20 steps; learning_rate, weight_decay and warmup_steps do not apply)",
+    )
+    steps: int = Field(
+        1500,
+        ge=1,
+        description="most optimizer steps of each member's fit (after astrometry_steps in a joint model); it stops "
+        "earlier after patience steps without held-out improvement",
+    )
+    learning_rate: float = Field(
+        5e-3,
+        gt=0,
+        description="AdamW peak learning rate, decaying to zero along a cosine over each stage's steps (halved after a "
+        "step with a non-finite loss)",
+    )
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     batch_size: int | None = Field(
         16384,
         ge=1,
@@ -292,10 +437,25 @@ class FitConfig(_Section):
         "this are fitted full-batch; on larger ones a step costs the same whatever their size, and the noise "
         "helps the fit out of a broad-stream local optimum that full-batch steps were seen to stay in",
     )
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
-    eval_every: int = Field(25, ge=1)
+    validation_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="fraction of the stars each member holds out at random, to keep its best step and stop early",
+    )
+    eval_every: int = Field(
+        25,
+        ge=1,
+        description="steps between evaluations of the held-out loss, which keep the best state and count towards "
+        "patience",
+    )
     patience: int = Field(300, ge=1, description="steps without held-out improvement before stopping")
-    warm_start_steps: int = Field(300, ge=0)
+    warm_start_steps: int = Field(
+        300,
+        ge=0,
+        description="Adam steps that first pull each component's networks to its control-point tracks and init values "
+        "(0: none)",
+    )
     warmup_steps: int = Field(
         100,
         ge=0,
@@ -310,26 +470,62 @@ class FitConfig(_Section):
         "marginal) before the isochrone terms join; they find the thin stream, which the joint fit then refines "
         "(from the start, the stream component was seen to absorb halo stars on the same isochrone)",
     )
-    seed: int = 0
-    ensemble: int = Field(4, ge=1)
-    bootstrap: bool = True
-    dropout_samples: int = Field(16, ge=0)
-    device: str = "cpu"
+    seed: int = Field(
+        0,
+        description="random seed: member k uses seed + k (split, resample, initialisation, batches); it also seeds the "
+        "background flows",
+    )
+    ensemble: int = Field(
+        4,
+        ge=1,
+        description="mixtures fitted, with different seeds and splits; the membership and track percentiles are over "
+        "them",
+    )
+    bootstrap: bool = Field(
+        True,
+        description="members after the first train on a bootstrap resample of their training stars (false: only the "
+        "seed and split differ)",
+    )
+    dropout_samples: int = Field(
+        16,
+        ge=0,
+        description="MC-dropout draws per member added to the membership and track percentiles (none when no network "
+        "has dropout)",
+    )
+    device: str = Field(
+        "cpu",
+        description="torch device of the mixtures and the background flows, cpu or e.g. cuda (off the CPU the members "
+        "are fitted one at a time)",
+    )
     workers: int = Field(
         1,
         ge=1,
         description="processes fitting ensemble members, and a background block's flows, at once (CPU, "
         "spawned: a calling script needs the `if __name__ == '__main__':` guard)",
     )
-    dtype: Literal["float32", "float64"] = "float32"
-    checkpoint_every: int = Field(100, ge=1)
+    dtype: Literal["float32", "float64"] = Field(
+        "float32",
+        description="floating-point precision of the mixtures (the background flows train in float32)",
+    )
+    checkpoint_every: int = Field(
+        100,
+        ge=1,
+        description="steps between checkpoints of each member's fit, when it has a checkpoint folder (the fit "
+        "command's), from which a rerun resumes",
+    )
 
 
 class FieldConfig(_Section):
     """The field's limits in the stream frame (deg)."""
 
-    phi1: tuple[float, float]
-    phi2: tuple[float, float]
+    phi1: tuple[float, float] = Field(
+        description="[low, high] along the stream (deg): the range of the networks' phi1 grid; stars outside it are an "
+        "error unless data.cut_to_field",
+    )
+    phi2: tuple[float, float] = Field(
+        description="[low, high] across the stream (deg): the phi2 densities are truncated to it, and it is the phi2 "
+        "tracks' default bounds; stars outside it are an error unless data.cut_to_field",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> FieldConfig:
@@ -372,12 +568,35 @@ class SelectionConfig(_Section):
 class DataConfig(_Section):
     """Where the stars come from and how their columns are named."""
 
-    path: str | None = None
-    columns: dict[str, Any] = {}
-    gaia_frame: str | None = None
-    reflex_distance: str | float | None = None
-    cut_to_field: bool = False
-    selection: SelectionConfig | None = None
+    path: str | None = Field(
+        None,
+        description="the stars' table (FITS, ECSV, CSV, Parquet, VOTable or HDF5), relative to the config file's "
+        "folder, $STREAMMIX_SHARED_DATA and ~ expanded (null: none; the stars must then be passed in)",
+    )
+    columns: dict[str, Any] = Field(
+        {},
+        description="which of the file's columns hold each quantity, band, error and unit (empty: the default names)",
+    )
+    gaia_frame: str | None = Field(
+        None,
+        description="built-in stream frame (gd1 or pal5) into which a raw Gaia archive file (ra, dec, parallax, pmra, "
+        "pmdec and their errors) is transformed (null: the file is in the stream frame already)",
+    )
+    reflex_distance: str | float | None = Field(
+        None,
+        description="with gaia_frame, remove the solar reflex motion from the proper motions: 'parallax' puts each "
+        "star at the distance 1/parallax (its proper motions missing where parallax is not positive) (null: observed "
+        "proper motions; ignored without gaia_frame). A number passes validation but is rejected when the file is read",
+    )
+    cut_to_field: bool = Field(
+        False,
+        description="drop the stars outside the field's phi1 and phi2 limits (false: such stars are an error); stars "
+        "without phi2 are kept",
+    )
+    selection: SelectionConfig | None = Field(
+        None,
+        description="the cuts on observed quantities the catalogue was selected on (null: none)",
+    )
 
     def column_map(self):
         """The ``columns`` section as a validated :class:`~streammix.data.ColumnMap`
@@ -401,13 +620,22 @@ class Config(_Section):
         config: fitt: Extra inputs are not permitted
     """
 
-    name: str = "stream"
-    data: DataConfig = DataConfig()
-    frame: str | None = None
-    field: FieldConfig
-    model: ModelConfig = ModelConfig()
-    fit: FitConfig = FitConfig()
-    source: str | None = Field(None, exclude=True)
+    name: str = Field("stream", description="the stream's name, recorded in the fit's summary")
+    data: DataConfig = Field(DataConfig(), description="where the stars come from and how their columns are named")
+    frame: str | None = Field(
+        None,
+        description="built-in stream frame of the stars' phi1 and phi2 (gd1 or pal5, any spelling), used by the "
+        "proper-motion cuts of data.selection, by galstreams priors and by injection (null: none; a galstreams track "
+        "then comes in its stream's default frame)",
+    )
+    field: FieldConfig = Field(description="the field's limits in the stream frame (deg)")
+    model: ModelConfig = Field(ModelConfig(), description="the mixture")
+    fit: FitConfig = Field(FitConfig(), description="how the mixture is fitted")
+    source: str | None = Field(
+        None,
+        exclude=True,
+        description="where the config was read from, for error messages (not written out)",
+    )
 
     @model_validator(mode="after")
     def _selection_needs_frame(self) -> Config:
