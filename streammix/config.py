@@ -133,8 +133,9 @@ class IsochroneConfig(_Section):
     """The stream's isochrone and how its photometric likelihood is computed.
 
     ``path`` None takes the embedded PARSEC grid (:func:`streammix.isochrone.default_grid`)
-    at ``age`` and ``feh``; otherwise a MIST (``.iso.cmd``) or PARSEC file, from
-    which the isochrone closest to ``age`` and ``feh`` is taken.
+    at ``age`` and ``feh``; otherwise a MIST (``.iso.cmd``) or PARSEC file: one
+    holding an (age, [Fe/H]) grid of four or more isochrones is interpolated to
+    ``age`` and ``feh``, any other gives the isochrone closest to them.
     """
 
     path: str | None = Field(
@@ -368,6 +369,11 @@ class ModelConfig(_Section):
             unknown = [c for c in self.member_components if c not in names]
             if unknown or not self.member_components:
                 raise ValueError(f"member_components: {unknown or '[]'} must be among the components {names}")
+        if self.initial_fraction * len(names) >= 1:
+            raise ValueError(
+                f"initial_fraction {self.initial_fraction}: the {len(names)} stream-like components would start with "
+                "all the weight (the fraction times the number of components must be below 1)"
+            )
         if self.error_weights and (self.error_weights < 3 or "parallax" not in self.coordinates):
             raise ValueError(
                 f"error_weights {self.error_weights}: needs at least 3 knots and parallax among the coordinates (0: off)"
@@ -586,7 +592,7 @@ class DataConfig(_Section):
         None,
         description="with gaia_frame, remove the solar reflex motion from the proper motions: 'parallax' puts each "
         "star at the distance 1/parallax (its proper motions missing where parallax is not positive) (null: observed "
-        "proper motions; ignored without gaia_frame). A number passes validation but is rejected when the file is read",
+        "proper motions; ignored without gaia_frame); a number puts every star at that distance in kpc",
     )
     cut_to_field: bool = Field(
         False,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+import astropy.units as u
 from astropy.table import QTable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -76,7 +77,12 @@ def load_stars(config: Config, stars=None):
             config.data.path,
             columns,
             gaia_frame=config.data.gaia_frame,
-            reflex_distance=config.data.reflex_distance,
+            # a number is a distance in kpc (as in data.selection)
+            reflex_distance=(
+                config.data.reflex_distance * u.kpc
+                if isinstance(config.data.reflex_distance, (int, float))
+                else config.data.reflex_distance
+            ),
         )
     elif not isinstance(stars, StarTable):
         columns = config.data.column_map()

@@ -117,3 +117,10 @@ def test_a_fit_learns_that_the_mock_stream_has_few_precise_stars_and_saves_it(tm
     a = model.membership(stars[:300], dropout_samples=0)
     b = again.membership(stars[:300], dropout_samples=0)
     np.testing.assert_allclose(a["p_stream"], b["p_stream"], atol=1e-6)
+
+
+def test_initial_fractions_that_leave_the_background_nothing_are_refused():
+    components = [{"name": name} for name in ("stream", "spur", "cocoon")]
+    with pytest.raises(ValidationError, match="initial_fraction 0.4: the 3 stream-like components"):
+        ModelConfig(initial_fraction=0.4, components=components)
+    assert ModelConfig(initial_fraction=0.3, components=components).initial_fraction == 0.3
