@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data import ColumnMap
 from .errors import InputError
 
 __all__ = [
@@ -607,8 +608,6 @@ class DataConfig(_Section):
     def column_map(self):
         """The ``columns`` section as a validated :class:`~streammix.data.ColumnMap`
         (errors name ``data.columns.<key>``)."""
-        from .data import ColumnMap
-
         return ColumnMap.from_dict(self.columns or None, source="data.columns")
 
 
