@@ -8,8 +8,8 @@ Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
 the spur, without the cocoon, with neither, with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec), smaller flows, flows conditioned on
-the measurement errors (astrometric), mixture weights that depend on the parallax error (switched
-relative to the shipped config: ``error_weights``), one background block for astrometry and
+the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
+(each of these three switched relative to the shipped config), one background block for astrometry and
 photometry together instead of two (joint). Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -43,8 +43,11 @@ def variants(base) -> dict:
     def flow(**settings):
         return lambda d: d["model"]["background"]["flow"].update(settings)
 
-    def error_context(d):
-        d["model"]["background"]["error_context"] = True
+    def toggle_background(key):  # a background setting switched from its shipped value
+        return lambda d: d["model"]["background"].update({key: not d["model"]["background"][key]})
+
+    def toggled(key):  # the variant's name says what it changes
+        return ("no_" if data["model"]["background"][key] else "") + key
 
     def error_weights(d):  # weights that depend on the parallax error as well as phi1
         d["model"]["error_weights"] = 0 if d["model"]["error_weights"] else 8
@@ -59,6 +62,8 @@ def variants(base) -> dict:
         "stream_only": changed(drop("spur", "cocoon")),
         "with_selection": changed(with_selection),
         ("no_error_weights" if data["model"]["error_weights"] else "error_weights"): changed(error_weights),
+        toggled("error_context"): changed(toggle_background("error_context")),
+        toggled("phi2_context"): changed(toggle_background("phi2_context")),
     }
     if data["model"]["bands"]:
         bands = data["model"]["bands"]
@@ -69,7 +74,6 @@ def variants(base) -> dict:
         out["one_block"] = changed(one_block)
         del out["stream_only"]  # the joint fits take minutes each: the one-change variants only
     else:
-        out["error_context"] = changed(error_context)
         out["small_flows"] = changed(flow(hidden=32, transforms=2))
     return out
 
