@@ -463,7 +463,8 @@ class Mixture(nn.Module):
         return torch.logsumexp(self.log_joint(stars), dim=-1)
 
     def log_prior(self, priors: Sequence[ControlPrior]) -> Tensor:
-        """Sum of the normalised control-point log-densities (added once)."""
+        """Sum of the normalised control-point log-densities (added once), plus,
+        with error weights, a weak N(0, 3^2) prior on their logit at each knot."""
         total = self.grid.new_zeros(())
         if self.error_weights is not None:
             width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=self.grid.dtype, device=self.grid.device)
