@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .flows import BlockDensity, FlowSettings
 
 __all__ = ["BackgroundFlows", "block_errors", "block_values", "offstream_mask"]
@@ -123,7 +124,7 @@ class BackgroundFlows:
                     errors=block_errors(stars, names)[sel] if conditioned else None,
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
                     locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
-                    phi2=stars.phi2[sel] if phi2_context else None,
+                    phi2=_phi2_of(stars)[sel] if phi2_context else None,
                 )
             )
         return cls(fitted, view)
@@ -150,7 +151,7 @@ class BackgroundFlows:
                 if name in excluded:
                     values[:, j] = np.nan
             errors = block_errors(stars, block.names) if block.errors else None
-            phi2 = stars.phi2 if block.phi2_context else None
+            phi2 = _phi2_of(stars) if block.phi2_context else None
             total += block.log_prob(values, stars.phi1, errors=errors, threads=threads, phi2=phi2)
         return total
 
@@ -182,3 +183,15 @@ def block_errors(stars, names: Sequence[str]) -> np.ndarray:
     """The ``(N, D)`` measurement errors of a block's astrometric coordinates
     (zeros where a catalogue gives none)."""
     return np.stack([getattr(stars, f"{name}_err") for name in names], axis=1)
+
+
+def _phi2_of(stars) -> np.ndarray:
+    """The stars' phi2 for flows conditioned on it; a star without one is refused."""
+    phi2 = np.asarray(stars.phi2, dtype=float)
+    missing = int(np.count_nonzero(~np.isfinite(phi2)))
+    if missing:
+        raise InputError(
+            f"phi2: {missing} stars have none, and the background flows are conditioned on it "
+            "(model.background.phi2_context); drop those stars or switch it off"
+        )
+    return phi2

@@ -575,3 +575,19 @@ def test_flows_trained_in_processes_equal_those_trained_in_turn():
     np.testing.assert_array_equal(parallel.log_prob(test, phi1_test), serial.log_prob(test, phi1_test))
     with pytest.raises(InputError, match="'workers'"):
         BlockDensity.fit(NAMES, x, phi1, settings, workers=0)
+
+
+def test_flows_conditioned_on_phi2_refuse_stars_without_one():
+    from streammix.background import BackgroundFlows
+    from streammix.data import StarTable
+
+    rng = np.random.default_rng(7)
+    n = 400
+    columns = dict(phi1=rng.uniform(-1, 1, n), phi2=rng.uniform(-3, 3, n), parallax=rng.normal(0.3, 0.2, n),
+                   parallax_err=np.full(n, 0.1))
+    settings = FlowSettings(transforms=1, hidden=8, epochs=1, seed=0)
+    flows = BackgroundFlows.fit(StarTable(**columns), [["parallax"]], settings, phi2_context=True)
+    assert flows.log_prob(StarTable(**columns)).shape == (n,)
+    columns["phi2"][3] = np.nan
+    with pytest.raises(InputError, match="phi2: 1 stars have none.*phi2_context"):
+        flows.log_prob(StarTable(**columns))
