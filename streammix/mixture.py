@@ -392,18 +392,24 @@ class Mixture(nn.Module):
         # gather; index_select's backward (index_add) is deterministic on the
         # CPU and several times faster than advanced indexing's scatter
         names = [(comp.name, p) for comp in self.all_components for p in grid[comp.name]]
-        table = torch.cat([grid["logits"], *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
+        # per-star terms (a phi1_range, error weights) need the logits at each star and
+        # a softmax there; without them the grid's log-weights are interpolated directly
+        ranged = any(comp.phi1_range is not None for comp in self.components)
+        per_star = ranged or self.error_weights is not None
+        first = grid["logits"] if per_star else grid["log_weights"]
+        table = torch.cat([first, *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
         i = stars.grid_index
         at_stars = torch.lerp(
             table.index_select(0, i), table.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1)
         )
         n_comp = len(self.all_components)
-        logits = at_stars[:, :n_comp]
-        if any(comp.phi1_range is not None for comp in self.components):
-            logits = logits + self.range_mask(stars.phi1)
-        if self.error_weights is not None:
-            logits = logits + self._error_logits(stars)
-        log_w = torch.log_softmax(logits, dim=-1)
+        log_w = at_stars[:, :n_comp]
+        if per_star:
+            if ranged:
+                log_w = log_w + self.range_mask(stars.phi1)
+            if self.error_weights is not None:
+                log_w = log_w + self._error_logits(stars)
+            log_w = torch.log_softmax(log_w, dim=-1)
         values = {key: at_stars[:, n_comp + j] for j, key in enumerate(names)}
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
