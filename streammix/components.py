@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .densities import exponential_logpdf, normal_logpdf, proper_motion_logpdf
+from .profiles import CrossTrackProfile, Gaussian
+
 __all__ = [
     "BackgroundComponent",
     "FunctionDropout",
@@ -28,7 +31,6 @@ __all__ = [
 ]
 
 LN10_5 = math.log(10.0) / 5.0
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -171,16 +173,20 @@ class ParameterNet(nn.Module):
         return {p.name: p.constrain(raw[..., i]) for i, p in enumerate(self.parameters_)}
 
 
-def stream_parameters(coordinates: Sequence[str], bounds: dict[str, tuple[float, float]]) -> list[Parameter]:
+def stream_parameters(
+    coordinates: Sequence[str], bounds: dict[str, tuple[float, float]], profile: CrossTrackProfile = Gaussian()
+) -> list[Parameter]:
     """The parameters a stream-like component needs for ``coordinates``.
 
-    ``phi2`` needs a track and a width; each proper motion a track and an
-    intrinsic dispersion; parallax and photometry both need the distance-modulus
-    track and its spread.
+    ``phi2`` needs a track, a width and the cross-track profile's shape
+    parameters; each proper motion a track and an intrinsic dispersion;
+    parallax and photometry both need the distance-modulus track and its spread.
 
     Arguments:
         coordinates: Observed coordinates the model uses.
         bounds: ``(low, high)`` per parameter name, in physical units.
+        profile: The cross-track profile (its shape parameters' units come
+            from it; their bounds from ``bounds`` like the others').
 
     Example:
         >>> [p.name for p in stream_parameters(["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)})]
@@ -188,7 +194,7 @@ def stream_parameters(coordinates: Sequence[str], bounds: dict[str, tuple[float,
     """
     names: list[tuple[str, str]] = []
     if "phi2" in coordinates:
-        names += [("phi2", "deg"), ("phi2_width", "deg")]
+        names += [("phi2", "deg"), ("phi2_width", "deg")] + [(p.name, p.unit) for p in profile.parameters]
     for pm in ("pm_phi1_cosphi2", "pm_phi2"):
         if pm in coordinates:
             names += [(pm, "mas/yr"), (f"{pm}_width", "mas/yr")]
@@ -205,7 +211,8 @@ class StreamComponent(nn.Module):
 
     Per star, with parameters interpolated at its phi1:
 
-    - phi2 ~ Normal(phi2, phi2_width² + err²) truncated to the field's phi2 range;
+    - phi2 ~ the cross-track profile (default Gaussian: Normal(phi2,
+      phi2_width² + err²)) truncated to the field's phi2 range;
     - proper motions ~ 2-D Normal(mean, diag(width²) + C_obs) with the observed
       covariance including the correlation; a star with one proper motion uses
       the 1-D marginal;
@@ -223,6 +230,7 @@ class StreamComponent(nn.Module):
         selection: The catalogue's cuts on observed parallax and proper motions
             (:class:`~streammix.selection.SelectionCuts`): the density is
             divided, star by star, by the probability of passing them.
+        profile: The cross-track profile (:mod:`streammix.profiles`); default Gaussian.
 
     Example:
         >>> comp = StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -243,15 +251,17 @@ class StreamComponent(nn.Module):
         phi1_range: tuple[float, float] | None = None,
         photometry: nn.Module | None = None,
         selection=None,
+        profile: CrossTrackProfile = Gaussian(),
     ):
         super().__init__()
         self.name = name
+        self.profile = profile
         self.selection = selection
         self.coordinates = tuple(coordinates)
         self.phi2_range = (float(phi2_range[0]), float(phi2_range[1]))
         self.phi1_range = phi1_range
         uses = self.coordinates + (("photometry",) if photometry is not None else ())
-        self.net = ParameterNet(stream_parameters(uses, bounds), settings)
+        self.net = ParameterNet(stream_parameters(uses, bounds, profile), settings)
         self.photometry = photometry
 
     @property
@@ -273,15 +283,10 @@ class StreamComponent(nn.Module):
         return torch.where(has, cut, 0.0)
 
     def phi2_cdf(self, phi2: Tensor, params: dict[str, Tensor], phi2_err: Tensor) -> Tensor:
-        """P(observed phi2 < ``phi2``) under this component's phi2 density (the
-        truncated normal of :meth:`log_prob`), for residuals and predictions;
+        """P(observed phi2 < ``phi2``) under this component's phi2 density (its
+        profile, truncated as in :meth:`log_prob`), for residuals and predictions;
         ``params`` and ``phi2_err`` broadcast against ``phi2``."""
-        low, high = self.phi2_range
-        sigma = _hypot(params["phi2_width"], phi2_err)
-        z_lo = torch.special.ndtr((low - params["phi2"]) / sigma)
-        z_hi = torch.special.ndtr((high - params["phi2"]) / sigma)
-        z = torch.special.ndtr((phi2.clamp(low, high) - params["phi2"]) / sigma)
-        return (z - z_lo) / (z_hi - z_lo).clamp_min(1e-30)
+        return self.profile.cdf(phi2, phi2_err, params, self.phi2_range)
 
     def log_prob(self, params: dict[str, Tensor], stars, *, photometry: bool = True) -> Tensor:
         """Per-star log-likelihood of the observed coordinates, shape ``(N,)``
@@ -290,9 +295,7 @@ class StreamComponent(nn.Module):
         if "phi2" in self.coordinates:
             total = total + torch.where(
                 stars.has_phi2,
-                truncated_normal_logpdf(
-                    stars.phi2, params["phi2"], _hypot(params["phi2_width"], stars.phi2_err), *self.phi2_range
-                ),
+                self.profile.log_prob(stars.phi2, stars.phi2_err, params, self.phi2_range),
                 0.0,
             )
         pm_names = [c for c in ("pm_phi1_cosphi2", "pm_phi2") if c in self.coordinates]
@@ -416,81 +419,3 @@ class BackgroundComponent(nn.Module):
         if stars.uses_phi2:
             logp = logp + torch.where(stars.has_phi2, self.phi2_logpdf(stars.phi2, params), 0.0)
         return logp
-
-
-# --- densities (plain tensor functions) -------------------------------------
-
-
-def _hypot(a: Tensor, b: Tensor) -> Tensor:
-    return torch.sqrt(a * a + b * b)
-
-
-def normal_logpdf(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-    """log N(x | mean, var), elementwise.
-
-    Example:
-        >>> import torch
-        >>> round(normal_logpdf(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(1.0)).item(), 6)
-        -0.918939
-    """
-    return -0.5 * (LOG_2PI + torch.log(var) + (x - mean) ** 2 / var)
-
-
-def truncated_normal_logpdf(x: Tensor, mean: Tensor, sigma: Tensor, low: float, high: float) -> Tensor:
-    """log of a normal density truncated to ``[low, high]``, elementwise.
-
-    Example:
-        >>> import torch
-        >>> from scipy.stats import truncnorm
-        >>> x, m, s = torch.tensor(0.3), torch.tensor(0.5), torch.tensor(0.4)
-        >>> ours = truncated_normal_logpdf(x, m, s, -1.0, 1.0).item()
-        >>> ref = truncnorm.logpdf(0.3, (-1 - 0.5) / 0.4, (1 - 0.5) / 0.4, 0.5, 0.4)
-        >>> bool(abs(ours - ref) < 1e-6)
-        True
-    """
-    z_hi = (high - mean) / sigma
-    z_lo = (low - mean) / sigma
-    norm = torch.special.ndtr(z_hi) - torch.special.ndtr(z_lo)
-    return normal_logpdf(x, mean, sigma * sigma) - torch.log(norm.clamp_min(1e-30))
-
-
-def exponential_logpdf(x: Tensor, slope: Tensor, low: float, high: float) -> Tensor:
-    """log of exp(slope·x) normalised on ``[low, high]`` (uniform as slope -> 0).
-
-    Example:
-        >>> import torch
-        >>> import numpy as np
-        >>> x = torch.linspace(-2, 3, 20001, dtype=torch.float64)
-        >>> p = exponential_logpdf(x, torch.tensor(0.7, dtype=torch.float64), -2.0, 3.0).exp()
-        >>> round(float(np.trapezoid(p.numpy(), x.numpy())), 6)
-        1.0
-    """
-    width = high - low
-    # log ∫ exp(s x) dx over [low, high] = s*low + log((exp(s*width) - 1)/s), stable near s=0
-    sw = slope * width
-    small = sw.abs() < 1e-4
-    safe = torch.where(small, torch.ones_like(sw), sw)
-    log_ratio = torch.where(small, sw / 2, torch.log(torch.expm1(safe) / safe))
-    log_norm = slope * low + math.log(width) + log_ratio
-    return slope * x - log_norm
-
-
-def proper_motion_logpdf(stars, mu1: Tensor, mu2: Tensor, width1: Tensor, width2: Tensor) -> Tensor:
-    """2-D Gaussian of the observed proper motions with intrinsic + observed covariance.
-
-    Stars with both proper motions use the 2-D density (closed-form 2x2 inverse,
-    correlation included); stars with one use its 1-D marginal; stars with
-    neither contribute 0.
-    """
-    c11 = width1**2 + stars.pm_cov[:, 0, 0]
-    c22 = width2**2 + stars.pm_cov[:, 1, 1]
-    c12 = stars.pm_cov[:, 0, 1]
-    d1 = stars.pm[:, 0] - mu1
-    d2 = stars.pm[:, 1] - mu2
-    det = (c11 * c22 - c12 * c12).clamp_min(1e-30)
-    maha = (c22 * d1 * d1 - 2 * c12 * d1 * d2 + c11 * d2 * d2) / det
-    both = -0.5 * (2 * LOG_2PI + torch.log(det) + maha)
-    only1 = normal_logpdf(stars.pm[:, 0], mu1, c11)
-    only2 = normal_logpdf(stars.pm[:, 1], mu2, c22)
-    h1, h2 = stars.has_pm1, stars.has_pm2
-    return torch.where(h1 & h2, both, torch.where(h1, only1, torch.where(h2, only2, 0.0)))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .data import ColumnMap
 from .errors import InputError
+from .profiles import PROFILES
 
 __all__ = [
     "BackgroundConfig",
@@ -207,6 +208,12 @@ class ComponentConfig(_Section):
         "(p_<name>...) and tracks",
     )
     photometry: bool = Field(True, description="use the isochrone likelihood when the model has bands")
+    profile: str = Field(
+        "gaussian",
+        description="the density across the track (streammix.profiles): gaussian; student_t (power-law wings, "
+        "fitted phi2_dof); core_wings (a core and wider Gaussian wings, fitted phi2_wing_fraction and "
+        "phi2_wing_ratio). Its shape parameters take bounds and init like the others",
+    )
     phi1_range: tuple[float, float] | None = Field(
         None,
         description="[low, high] (deg) outside which the component's weight is about zero (null: the whole field)",
@@ -235,6 +242,13 @@ class ComponentConfig(_Section):
         description="{parameter: value}, in its unit: constant warm-start targets of parameters without control points "
         "(defaults: phi2_width 0.2 deg, proper-motion widths 0.3 mas/yr, distmod_width 0.1 mag)",
     )
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown cross-track profile {value!r}; choose from {', '.join(sorted(PROFILES))}")
+        return value
 
     @field_validator("name")
     @classmethod

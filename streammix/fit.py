@@ -40,6 +40,7 @@ from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometr
 from .output import atomic_path
 from .parallel import map_spawned
 from .photometry import likelihood_from_config
+from .profiles import get_profile
 from .provenance import __version__
 from .selection import ObservedProperMotions, SelectionCuts, selection_transform
 from .tracks import galstreams_track
@@ -144,8 +145,9 @@ def control_priors(config: Config) -> list[ControlPrior]:
 
 
 def parameter_bounds(config: Config, component, stars) -> dict[str, tuple[float, float]]:
-    """Bounds per parameter: the config's, else defaults from the field and the data."""
+    """Bounds per parameter: the config's, else defaults from the field, the data and the profile."""
     bounds: dict[str, tuple[float, float]] = dict(DEFAULT_WIDTH_BOUNDS)
+    bounds.update({p.name: (p.low, p.high) for p in get_profile(component.profile).parameters})
     bounds["phi2"] = tuple(config.field.phi2)
     for pm in ("pm_phi1_cosphi2", "pm_phi2"):
         values = getattr(stars, pm)
@@ -189,6 +191,7 @@ def build_mixture(
                 phi1_range=comp.phi1_range,
                 photometry=photometry if comp.photometry else None,
                 selection=selection_cuts(config),
+                profile=get_profile(comp.profile),
             )
         )
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
@@ -330,14 +333,15 @@ def warm_start(mixture: Mixture, config: Config, priors: Sequence[ControlPrior],
     grid = mixture.grid.detach().cpu().numpy()
     targets: list[tuple[torch.nn.Module, int, torch.Tensor]] = []
     for comp_cfg, comp in zip(config.model.components, mixture.components):
+        defaults = DEFAULT_INIT | {p.name: p.init for p in comp.profile.parameters}
         for i, spec in enumerate(comp.parameter_specs):
             x, y = prior_track(priors, comp.name, spec.name)
             if x.size:
                 values = np.interp(grid, x, y)
             elif spec.name in comp_cfg.init:
                 values = np.full_like(grid, comp_cfg.init[spec.name])
-            elif spec.name in DEFAULT_INIT:
-                values = np.full_like(grid, DEFAULT_INIT[spec.name])
+            elif spec.name in defaults:
+                values = np.full_like(grid, defaults[spec.name])
             else:
                 continue
             values = np.clip(values, spec.low, spec.high)

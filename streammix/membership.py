@@ -230,11 +230,14 @@ def tracks_table(model, phi1=None, *, dropout_samples: int | None = None) -> QTa
                             samples.setdefault(f"{name}_parallax", []).append(plx)
     finally:
         torch.set_rng_state(generator_state)
+    declared = {  # the units the parameters declare (a profile's shape parameters among them)
+        f"{comp.name}_{spec.name}": u.Unit(spec.unit) for comp in mixture0.components for spec in comp.parameter_specs
+    }
     table = QTable()
     table["phi1"] = phi1 * u.deg
     for key, values in samples.items():
         q05, q50, q95 = np.quantile(np.stack(values), QUANTILES, axis=0)
-        unit = _unit_of(key)
+        unit = declared.get(key) or _unit_of(key)
         table[key] = q50 * unit
         table[f"{key}_q05"] = q05 * unit
         table[f"{key}_q95"] = q95 * unit

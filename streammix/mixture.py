@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .components import BackgroundComponent, NetworkSettings, StreamComponent, mlp, normal_logpdf
+from .components import BackgroundComponent, NetworkSettings, StreamComponent, mlp
+from .densities import normal_logpdf
 from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
 

@@ -11,7 +11,8 @@ The generative model, in full:
 
 - **Stream** (GD-1-like; ``x = (phi1 + 40 deg) / 50 deg``). Track
   ``phi2 = 0.3 + 0.2 x - 1.0 x^2`` deg, width ``0.2 + 0.1 sin(pi x)`` deg
-  (0.1-0.3). Proper motions ``pm_phi1_cosphi2 = -13.1 + 0.35 x + 5.5 x^2`` and
+  (0.1-0.3), Gaussian across the track unless :attr:`MockConfig.stream_profile`
+  names another profile (e.g. a Student-t for heavy wings). Proper motions ``pm_phi1_cosphi2 = -13.1 + 0.35 x + 5.5 x^2`` and
   ``pm_phi2 = -2.5 + 0.8 x - 0.2 x^2`` mas/yr (shapes of the Ibata et al. 2024
   GD-1 track in galstreams), intrinsic dispersions 0.25 and 0.2 mas/yr. Distance
   modulus ``14.45 - 0.35 x + 0.4 x^2`` (7.5-11 kpc) with a 0.05 mag spread per
@@ -85,6 +86,7 @@ from astropy.table import QTable
 from .errors import InputError
 from .isochrone import default_isochrone
 from .output import check_writable, write_table
+from .profiles import PROFILES
 
 __all__ = ["MockConfig", "generate_mock", "true_tracks", "visible_mass_min", "write_mock"]
 
@@ -139,6 +141,12 @@ class MockConfig:
         spur_phi1_range: phi1 extent of the spur (deg).
         spur_phi2_offset: Offset of the spur from the stream's phi2 track (deg).
         spur_phi2_width: Gaussian width of the spur in phi2 (deg).
+        stream_profile: The stream's cross-track profile, a name in
+            :data:`streammix.profiles.PROFILES` (``"gaussian"``, ``"student_t"``...);
+            its scale is the stream's ``phi2_width`` track.
+        stream_profile_parameters: The profile's shape parameters, constant
+            along the stream, e.g. ``{"phi2_dof": 2.5}``; those left out take
+            the profile's defaults.
         gaps: One ``(phi1, sigma, depth)`` per gap (deg, deg, fraction removed
             at the centre) in the stream's linear density.
         halo_age, halo_feh: Isochrone of the halo-like background.
@@ -175,6 +183,8 @@ class MockConfig:
     spur_phi1_range: tuple[float, float] = (-40.0, -25.0)
     spur_phi2_offset: float = 1.0
     spur_phi2_width: float = 0.15
+    stream_profile: str = "gaussian"
+    stream_profile_parameters: dict[str, float] = dataclasses.field(default_factory=dict)
     halo_age: float = 12.0
     halo_feh: float = -1.7
     halo_distance_range: tuple[float, float] = (5.0, 40.0)
@@ -213,6 +223,19 @@ class MockConfig:
             raise bad("spur_phi2_width", f"{self.spur_phi2_width!r} is not a positive width")
         if not np.isfinite(self.spur_phi2_offset):
             raise bad("spur_phi2_offset", f"{self.spur_phi2_offset!r} is not a finite offset")
+        if self.stream_profile not in PROFILES:
+            raise bad("stream_profile", f"{self.stream_profile!r} is not one of {', '.join(sorted(PROFILES))}")
+        shape = {p.name: p for p in PROFILES[self.stream_profile].parameters}
+        try:
+            given = {str(k): float(v) for k, v in dict(self.stream_profile_parameters).items()}
+        except (TypeError, ValueError):
+            raise bad("stream_profile_parameters", "expected {parameter: number}") from None
+        for name, value in given.items():
+            if name not in shape:
+                raise bad("stream_profile_parameters", f"{name!r} is not a parameter of the {self.stream_profile} profile")
+            if not shape[name].low <= value <= shape[name].high:
+                raise bad("stream_profile_parameters", f"{name} {value} is outside [{shape[name].low}, {shape[name].high}]")
+        object.__setattr__(self, "stream_profile_parameters", {n: given.get(n, p.init) for n, p in shape.items()})
         if not 10.0 <= self.g_limit <= 22.0:
             raise bad("g_limit", f"{self.g_limit} is outside [10, 22] mag")
         for key in ("disc_fraction", "missing_astrometry_fraction", "missing_photometry_fraction"):
@@ -438,6 +461,7 @@ def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig, s
     """The stream's stars, or with ``spur`` the spur's (see the module docstring)."""
     grid = np.linspace(*(config.spur_phi1_range if spur else config.phi1_range), 20001)
     shape = _stream_shape(grid, config)
+    profile = PROFILES[config.stream_profile]()
     density = np.ones_like(grid) if spur else shape["density"]
     m_lo = visible_mass_min(iso, config.g_limit + 0.1 - (shape["distmod"].min() - 5 * 0.05))
     if not np.isfinite(m_lo):
@@ -451,9 +475,10 @@ def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig, s
             t["phi2_width"] = np.full_like(phi1, config.spur_phi2_width)
         mass = _kroupa_inverse_cdf(rng.uniform(size=n), m_lo, iso.mass_max)
         z = rng.standard_normal((4, n))
+        across = z[0] if spur else profile.standard_draws(z[0], config.stream_profile_parameters, rng)
         stars = {
             "phi1": phi1,
-            "phi2": t["phi2"] + t["phi2_width"] * z[0],
+            "phi2": t["phi2"] + t["phi2_width"] * across,
             "pm1": t["pm_phi1_cosphi2"] + t["pm_phi1_cosphi2_width"] * z[1],
             "pm2": t["pm_phi2"] + t["pm_phi2_width"] * z[2],
             "distmod": t["distmod"] + t["distmod_width"] * z[3],

@@ -12,10 +12,8 @@ from streammix.components import (
     NetworkSettings,
     Parameter,
     StreamComponent,
-    exponential_logpdf,
-    proper_motion_logpdf,
-    truncated_normal_logpdf,
 )
+from streammix.densities import exponential_logpdf, proper_motion_logpdf, truncated_normal_logpdf
 from streammix.mixture import ControlPrior, Mixture, StarTensors
 
 
