@@ -100,6 +100,7 @@ from .errors import InputError
 from .frames import get_frame
 from .mock import visible_mass_min
 from .photometry import isochrone_at, isochrone_source, mass_function_from_config, select_phases
+from .profiles import PROFILES
 from .selection import selection_transform
 
 __all__ = ["InjectionSpec", "PolynomialTrack", "Track", "inject_stream", "track_values"]
@@ -165,7 +166,11 @@ class InjectionSpec(BaseModel):
         phi1_range: The stream's extent (deg); phi1 is uniform inside it.
         n_stars: Number of injected stars *after* the catalog's selection.
         phi2: Track of phi2 (deg).
-        phi2_width: Intrinsic Gaussian width in phi2 (deg).
+        phi2_width: Intrinsic width in phi2 (deg): the scale of ``profile``.
+        profile: The cross-track profile, a name in :data:`streammix.profiles.PROFILES`
+            (default ``"gaussian"``; e.g. ``"student_t"`` for heavy wings).
+        profile_parameters: Its shape parameters, constant along the stream
+            (e.g. ``{"phi2_dof": 2.5}``); those left out take the profile's defaults.
         pm_phi1_cosphi2: Track of the proper motion along the stream (mas/yr),
             in the catalog's convention (e.g. reflex-corrected if its columns are).
         pm_phi2: Track of the proper motion across it (mas/yr).
@@ -201,6 +206,8 @@ class InjectionSpec(BaseModel):
     n_stars: int = Field(gt=0, le=10_000_000)
     phi2: Track
     phi2_width: Track = 0.2
+    profile: str = "gaussian"
+    profile_parameters: dict[str, float] = {}
     pm_phi1_cosphi2: Track
     pm_phi2: Track
     pm_phi1_cosphi2_width: Track = 0.2
@@ -222,6 +229,14 @@ class InjectionSpec(BaseModel):
         for name in ("phi2_width", "pm_phi1_cosphi2_width", "pm_phi2_width", "distmod_width"):
             if np.any(track_values(getattr(self, name), grid) < 0):
                 raise ValueError(f"{name}: must not be negative over phi1_range")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile: {self.profile!r} is not one of {', '.join(sorted(PROFILES))}")
+        shape = {p.name: p for p in PROFILES[self.profile].parameters}
+        for name, value in self.profile_parameters.items():
+            if name not in shape:
+                raise ValueError(f"profile_parameters: {name!r} is not a parameter of the {self.profile} profile")
+            if not shape[name].low <= value <= shape[name].high:
+                raise ValueError(f"profile_parameters: {name} {value} is outside [{shape[name].low}, {shape[name].high}]")
         if self.bands is not None and self.donor_band is not None and self.donor_band not in self.bands:
             raise ValueError(f"donor_band: '{self.donor_band}' is not among the bands {sorted(self.bands)}")
         return self
@@ -502,10 +517,14 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         raise InputError(f"injection spec: no star of the isochrone is brighter than {mag_hi:.2f} in {donor_band} at distmod {dm_min:.2f}")
     m_lo = max(m_lo, iso.mass_min)
 
+    profile = PROFILES[spec.profile]()
+    shape = {p.name: spec.profile_parameters.get(p.name, p.init) for p in profile.parameters}
+
     def propose(n: int) -> dict[str, np.ndarray]:
         phi1 = rng.uniform(lo1, hi1, n)
         z = rng.standard_normal((4, n))
-        true_phi2 = track_values(spec.phi2, phi1) + track_values(spec.phi2_width, phi1) * z[0]
+        across = profile.standard_draws(z[0], shape, rng)
+        true_phi2 = track_values(spec.phi2, phi1) + track_values(spec.phi2_width, phi1) * across
         pm1 = track_values(spec.pm_phi1_cosphi2, phi1) + track_values(spec.pm_phi1_cosphi2_width, phi1) * z[1]
         pm2 = track_values(spec.pm_phi2, phi1) + track_values(spec.pm_phi2_width, phi1) * z[2]
         distmod = track_values(spec.distmod, phi1) + track_values(spec.distmod_width, phi1) * z[3]

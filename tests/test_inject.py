@@ -233,6 +233,19 @@ def test_selection_of_the_catalog_applies(gd1, injected):
     assert outside.mean() > 0.17  # measured 0.25 of 500 (binomial sd 0.019)
 
 
+def test_a_heavy_tailed_profile_is_drawn_with_its_own_wings(gd1):
+    """A Student-t (dof 2) injection: its phi2 offsets follow the profile's CDF, not the Gaussian's."""
+    from scipy import stats
+
+    catalog, config = gd1
+    spec = InjectionSpec.from_dict({**SPEC, "profile": "student_t", "profile_parameters": {"phi2_dof": 2.0}})
+    inj = inject_stream(catalog, spec, config, seed=3)
+    inj = inj[np.asarray(inj["injected"], bool)]
+    offsets = (floats(inj["true_phi2"]) - track_values(spec.phi2, floats(inj["phi1"]))) / 0.2
+    assert stats.kstest(offsets, stats.t(2.0).cdf).pvalue > 0.01
+    assert stats.kstest(offsets, stats.norm.cdf).pvalue < 1e-6
+
+
 def test_bad_inputs_name_the_problem(gd1):
     catalog, config = gd1
     spec = InjectionSpec.from_dict(SPEC)
@@ -247,6 +260,10 @@ def test_bad_inputs_name_the_problem(gd1):
         InjectionSpec.from_dict({**SPEC, "phi2_width": [[-65, 0.1], [-25, -0.1]]})
     with pytest.raises(InputError, match="injection spec: pm_phi2: "):
         InjectionSpec.from_dict({**SPEC, "pm_phi2": "fast"})
+    with pytest.raises(InputError, match="injection spec: profile: 'plummer' is not one of core_wings, gaussian"):
+        InjectionSpec.from_dict({**SPEC, "profile": "plummer"})
+    with pytest.raises(InputError, match="profile_parameters: 'phi2_dof' is not a parameter of the gaussian profile"):
+        InjectionSpec.from_dict({**SPEC, "profile_parameters": {"phi2_dof": 3.0}})
 
 
 def _cli(*args):

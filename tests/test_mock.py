@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import replace
 
@@ -131,6 +132,20 @@ def test_stream_follows_track_with_its_width(default_mock):
     # the track curves by about a degree
     phi2 = _values(tracks, "phi2")
     assert 0.8 < phi2.max() - phi2.min() < 2.0
+
+
+def test_stream_can_have_heavy_wings():
+    """With a Student-t profile the stream's offsets from its track, in units of its width, are t-distributed."""
+    config = MockConfig(n_stream=3000, n_background=100, stream_profile="student_t",
+                        stream_profile_parameters={"phi2_dof": 2.0}, phi2_range=(-20.0, 20.0))
+    stars, tracks = generate_mock(config, seed=4)
+    s = _masks(stars)["stream"]
+    resid = (_values(stars, "phi2")[s] - _interp_track(stars, tracks, "phi2")[s]) / _interp_track(
+        stars, tracks, "phi2_width"
+    )[s]
+    assert stats.kstest(resid, stats.t(2.0).cdf).pvalue > 0.01
+    assert stats.kstest(resid, stats.norm.cdf).pvalue < 1e-6
+    assert json.loads(config.to_json())["stream_profile_parameters"] == {"phi2_dof": 2.0}
 
 
 def test_linear_density_has_gaps_and_matches_counts(default_mock):
@@ -361,6 +376,9 @@ def test_proper_motions_of_solar_reflex_match_astropy_and_gala():
         ({"disc_fraction": 1.5}, "disc_fraction"),
         ({"gaps": ((-40.0, 0.0, 0.5),)}, "gaps"),
         ({"halo_distance_range": (0.0, 40.0)}, "halo_distance_range"),
+        ({"stream_profile": "plummer"}, "stream_profile"),
+        ({"stream_profile": "student_t", "stream_profile_parameters": {"phi2_dof": 0.5}}, "stream_profile_parameters"),
+        ({"stream_profile_parameters": {"phi2_dof": 3.0}}, "stream_profile_parameters"),
     ],
 )
 def test_bad_config_raises_one_line(kwargs, key):
