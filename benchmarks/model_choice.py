@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/model_choice.py [--folds 3] [--only astrometry|joint] [--out FILE.json]
+    python benchmarks/model_choice.py [--folds 3] [--only astrometry|joint] [--variants NAME ...] [--out FILE.json]
 
 Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
@@ -10,7 +10,9 @@ the spur, without the cocoon, with neither, with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec), smaller flows, flows conditioned on
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and
-photometry together instead of two (joint). Every variant is fitted on the same K-1 folds of the
+photometry together instead of two (joint), the stream's cross-track profile a Student-t or a core
+with wings instead of a Gaussian (``stream_student_t``, ``stream_core_wings``). ``--variants`` runs
+the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
 compared with each other on the astrometry both model (the joint one scored
@@ -55,8 +57,13 @@ def variants(base) -> dict:
     def with_selection(d):  # the file's cuts (see the config's comment)
         d["data"]["selection"] = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
 
+    def stream_profile(name):
+        return lambda d: next(c for c in d["model"]["components"] if c["name"] == "stream").update(profile=name)
+
     out = {
         "shipped": data,
+        "stream_student_t": changed(stream_profile("student_t")),
+        "stream_core_wings": changed(stream_profile("core_wings")),
         "no_spur": changed(drop("spur")),
         "no_cocoon": changed(drop("cocoon")),
         "stream_only": changed(drop("spur", "cocoon")),
@@ -98,6 +105,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["astrometry", "joint", "versus"], default=None)
+    parser.add_argument("--variants", nargs="+", default=None, help="only the shipped config and these variants")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON summary here")
     args = parser.parse_args()
 
@@ -114,6 +122,12 @@ def main() -> None:
         "joint": {k: Config.from_dict(v) for k, v in variants(joint).items()},
         "versus": {"astrometry": astrometry, "joint": joint},
     }
+    if args.variants is not None:
+        for group in ("astrometry", "joint"):
+            unknown = set(args.variants) - set(groups[group])
+            if unknown and args.only == group:
+                parser.error(f"unknown variants {sorted(unknown)} of {group}; choose from {sorted(groups[group])}")
+            groups[group] = {k: v for k, v in groups[group].items() if k == "shipped" or k in args.variants}
     summary = {"machine": machine(), "folds": args.folds, "seed": args.seed, "groups": {}}
     for group, configs in groups.items():
         if args.only is not None and group != args.only:
