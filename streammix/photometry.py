@@ -90,8 +90,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import torch
+from astropy.table import QTable
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -797,6 +799,67 @@ class PhotometricLikelihood(nn.Module):
     def n_nodes(self) -> int:
         """The number of quadrature segments K."""
         return int(self.log_weight.shape[0])
+
+    def curve(self, distmod: float = 0.0, extinction: dict[str, float] | None = None) -> QTable:
+        r"""The isochrone this likelihood integrates along, in apparent magnitudes.
+
+        Rows are the quadrature segments' ends in order: each segment's start,
+        plus the end of the last segment of each continuous run. Runs (column
+        ``run``) are the pieces that are not to be joined: a new one starts
+        where a segment does not begin at the mass where the previous one ends
+        (a magnitude jump, a gap between selected phases).
+
+        Arguments:
+            distmod: Distance modulus added to every band (mag).
+            extinction: Extinction added band by band, ``{band: A}`` (mag); bands
+                not named get none.
+
+        Returns:
+            A table with one column per band of the likelihood (apparent mag),
+            ``initial_mass`` [Msun] and ``run`` (int), with ``meta["distmod"]``
+            and ``meta["extinction"]``.
+
+        Raises:
+            InputError: ``extinction`` names a band the likelihood does not have.
+
+        Example:
+            >>> import numpy as np
+            >>> from streammix.isochrone import default_isochrone
+            >>> like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_rp"], n_nodes=50)
+            >>> curve = like.curve(14.5, {"gaia_g": 0.1})
+            >>> curve.colnames, bool(np.all(np.diff(curve["initial_mass"].value) > 0))
+            (['gaia_g', 'gaia_rp', 'initial_mass', 'run'], True)
+            >>> round(float(curve["gaia_g"][0].value - like.curve()["gaia_g"][0].value), 4)
+            14.6
+        """
+        extinction = dict(extinction or {})
+        unknown = [band for band in extinction if band not in self.bands]
+        if unknown:
+            raise InputError(
+                f"extinction: bands {unknown} are not among the likelihood's bands"
+                f" {list(self.bands)}"
+            )
+        start = self.start.detach().cpu().double().numpy()  # (K, B) absolute mags
+        end = start + self.delta.detach().cpu().double().numpy()
+        mass = self.mass_edges.detach().cpu().double().numpy()  # (K, 2)
+        is_last = np.append(mass[1:, 0] != mass[:-1, 1], True)  # the segment ends a continuous run
+        n_rows = len(start) + int(is_last.sum())
+        at_start = np.arange(len(start)) + np.concatenate([[0], np.cumsum(is_last)[:-1]])
+        at_end = at_start[is_last] + 1
+        mags = np.empty((n_rows, start.shape[1]))
+        mags[at_start], mags[at_end] = start, end[is_last]
+        row_mass = np.empty(n_rows)
+        row_mass[at_start], row_mass[at_end] = mass[:, 0], mass[is_last, 1]
+        run = np.empty(n_rows, dtype=int)
+        run[at_start] = np.concatenate([[0], np.cumsum(is_last)[:-1]])
+        run[at_end] = run[at_start[is_last]]
+        table = QTable()
+        for b, band in enumerate(self.bands):
+            table[band] = (mags[:, b] + distmod + extinction.get(band, 0.0)) * u.mag
+        table["initial_mass"] = row_mass * u.Msun
+        table["run"] = run
+        table.meta.update({"distmod": float(distmod), "extinction": extinction})
+        return table
 
     def log_prob(self, distmod: Tensor, distmod_width: Tensor, stars) -> Tensor:
         r"""Per-star log-density of the observed magnitudes: the reference

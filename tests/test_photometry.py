@@ -523,3 +523,42 @@ def test_zero_errors_are_allowed_only_with_a_colour_spread(iso):
     with pytest.raises(InputError, match="mag_err"):
         photometry_tensors(mags, -np.ones_like(mags))
 
+
+# ----------------------------------------------------------------------------- the curve for plots
+
+
+def test_curve_is_the_segment_ends_split_where_the_mass_jumps():
+    """A hand-made isochrone with a magnitude jump at (nearly) equal mass: the curve's rows
+    are each segment's start plus each run's last end (a plain loop over the segments),
+    in two runs, shifted by DM and the extinction."""
+    from streammix.isochrone import Isochrone
+
+    mass = np.array([0.5, 0.6, 0.7, 0.7 * (1 + 1e-12), 0.75, 0.8])
+    mags = {"gaia_g": np.array([8.0, 6.0, 5.0, 1.0, 0.8, 0.5]),
+            "gaia_rp": np.array([7.0, 5.3, 4.4, 0.2, 0.1, -0.1])}  # fmt: skip
+    jump = Isochrone(initial_mass=mass, phase=np.zeros(6, dtype=int), mags=mags, age=12.0, feh=-1.5,
+                     source="jump")  # fmt: skip
+    like = PhotometricLikelihood(jump, BANDS, n_nodes=12, dtype=F64)
+    curve = like.curve(14.5, {"gaia_rp": 0.2})
+    start, delta, edges = like.start.numpy(), like.delta.numpy(), like.mass_edges.numpy()
+    rows, row_mass, run, current = [], [], [], 0
+    for k in range(like.n_nodes):
+        rows.append(start[k])
+        row_mass.append(edges[k, 0])
+        run.append(current)
+        if k == like.n_nodes - 1 or edges[k + 1, 0] != edges[k, 1]:
+            rows.append(start[k] + delta[k])
+            row_mass.append(edges[k, 1])
+            run.append(current)
+            current += 1
+    expected = np.array(rows) + 14.5 + np.array([0.0, 0.2])
+    got = np.stack([curve[b].to_value("mag") for b in BANDS], axis=1)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(curve["initial_mass"].to_value("Msun"), row_mass, rtol=0, atol=0)
+    assert curve["run"].tolist() == run and current == 2
+    assert len(curve) == like.n_nodes + 2
+    jump_row = int(np.argmax(np.asarray(curve["run"]) == 1))
+    assert curve["gaia_g"][jump_row - 1].value - curve["gaia_g"][jump_row].value == pytest.approx(4.0)
+    assert curve.meta == {"distmod": 14.5, "extinction": {"gaia_rp": 0.2}}
+    with pytest.raises(InputError, match="ps1_g"):
+        like.curve(14.5, {"ps1_g": 0.1})
