@@ -807,7 +807,7 @@ class PhotometricLikelihood(nn.Module):
         plus the end of the last segment of each continuous run. Runs (column
         ``run``) are the pieces that are not to be joined: a new one starts
         where a segment does not begin at the mass where the previous one ends
-        (a magnitude jump, a gap between selected phases).
+        (a magnitude jump at nearly equal mass, or a segment of zero weight left out).
 
         Arguments:
             distmod: Distance modulus added to every band (mag).
