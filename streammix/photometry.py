@@ -62,6 +62,23 @@ not normalised.
 
 Stars with no band observed get log-likelihood 0 (they keep only their
 astrometric likelihood).
+
+**Reference and fast path.** :meth:`PhotometricLikelihood.log_prob` is the
+reference: the formulas above as written, every segment for every star, the
+truncation summed over the segments; it is the model's definition, tested
+against independent computations (a dense covariance with scipy, a Monte
+Carlo of the generative process, brute-force mass integrals), and exact to
+rounding in float64. The fits use the fast path, :meth:`~PhotometricLikelihood.prepare`
+once and then :meth:`~PhotometricLikelihood.log_prob_prepared`, tested against
+the reference only. It differs in two ways, both bounded:
+
+- it drops the segments that cannot matter (their bound below
+  :math:`e^{-\rm tolerance}/K`): the density is off by less than
+  :math:`e^{-\rm tolerance}` per star (measured in log p: < 1e-8);
+- it reads the truncation :math:`Z` from a table of the same function
+  (:meth:`~PhotometricLikelihood.log_truncation`, the one definition of
+  :math:`Z` for both paths): :math:`Z` within 1e-3, log p within 2.5e-3
+  (measured: 2.1e-3) and its derivative in DM within 0.1 (measured 0.05).
 """
 
 from __future__ import annotations
@@ -73,8 +90,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import torch
+from astropy.table import QTable
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -781,8 +800,72 @@ class PhotometricLikelihood(nn.Module):
         """The number of quadrature segments K."""
         return int(self.log_weight.shape[0])
 
+    def curve(self, distmod: float = 0.0, extinction: dict[str, float] | None = None) -> QTable:
+        r"""The isochrone this likelihood integrates along, in apparent magnitudes.
+
+        Rows are the quadrature segments' ends in order: each segment's start,
+        plus the end of the last segment of each continuous run. Runs (column
+        ``run``) are the pieces that are not to be joined: a new one starts
+        where a segment does not begin at the mass where the previous one ends
+        (a magnitude jump at nearly equal mass, or a segment of zero weight left out).
+
+        Arguments:
+            distmod: Distance modulus added to every band (mag).
+            extinction: Extinction added band by band, ``{band: A}`` (mag); bands
+                not named get none.
+
+        Returns:
+            A table with one column per band of the likelihood (apparent mag),
+            ``initial_mass`` [Msun] and ``run`` (int), with ``meta["distmod"]``
+            and ``meta["extinction"]``.
+
+        Raises:
+            InputError: ``extinction`` names a band the likelihood does not have.
+
+        Example:
+            >>> import numpy as np
+            >>> from streammix.isochrone import default_isochrone
+            >>> like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_rp"], n_nodes=50)
+            >>> curve = like.curve(14.5, {"gaia_g": 0.1})
+            >>> curve.colnames, bool(np.all(np.diff(curve["initial_mass"].value) > 0))
+            (['gaia_g', 'gaia_rp', 'initial_mass', 'run'], True)
+            >>> round(float(curve["gaia_g"][0].value - like.curve()["gaia_g"][0].value), 4)
+            14.6
+        """
+        extinction = dict(extinction or {})
+        unknown = [band for band in extinction if band not in self.bands]
+        if unknown:
+            raise InputError(
+                f"extinction: bands {unknown} are not among the likelihood's bands"
+                f" {list(self.bands)}"
+            )
+        start = self.start.detach().cpu().double().numpy()  # (K, B) absolute mags
+        end = start + self.delta.detach().cpu().double().numpy()
+        mass = self.mass_edges.detach().cpu().double().numpy()  # (K, 2)
+        is_last = np.append(mass[1:, 0] != mass[:-1, 1], True)  # the segment ends a continuous run
+        n_rows = len(start) + int(is_last.sum())
+        at_start = np.arange(len(start)) + np.concatenate([[0], np.cumsum(is_last)[:-1]])
+        at_end = at_start[is_last] + 1
+        mags = np.empty((n_rows, start.shape[1]))
+        mags[at_start], mags[at_end] = start, end[is_last]
+        row_mass = np.empty(n_rows)
+        row_mass[at_start], row_mass[at_end] = mass[:, 0], mass[is_last, 1]
+        run = np.empty(n_rows, dtype=int)
+        run[at_start] = np.concatenate([[0], np.cumsum(is_last)[:-1]])
+        run[at_end] = run[at_start[is_last]]
+        table = QTable()
+        for b, band in enumerate(self.bands):
+            table[band] = (mags[:, b] + distmod + extinction.get(band, 0.0)) * u.mag
+        table["initial_mass"] = row_mass * u.Msun
+        table["run"] = run
+        table.meta.update({"distmod": float(distmod), "extinction": extinction})
+        return table
+
     def log_prob(self, distmod: Tensor, distmod_width: Tensor, stars) -> Tensor:
-        r"""Per-star log-density of the observed magnitudes.
+        r"""Per-star log-density of the observed magnitudes: the reference
+        likelihood (module docstring), every segment for every star and the
+        truncation summed over the segments. Stars are taken in chunks
+        (checkpointed when a gradient is wanted), which changes no value.
 
         Arguments:
             distmod: Distance modulus at each star's phi1, (N,).
@@ -978,8 +1061,10 @@ class PhotometricLikelihood(nn.Module):
         )
 
     def log_prob_prepared(self, distmod: Tensor, distmod_width: Tensor, prepared: PreparedPhotometry) -> Tensor:
-        r"""Per-star log-density from :meth:`prepare`'s result: :meth:`log_prob`
-        up to the dropped segments and the truncation table.
+        r"""Per-star log-density from :meth:`prepare`'s result, the fast path:
+        :meth:`log_prob` up to the dropped segments and the truncation table
+        (module docstring, **Reference and fast path**), with a closed-form
+        gradient in ``distmod`` and ``distmod_width``.
 
         Arguments:
             distmod: Distance modulus at each star's phi1, (N,).
@@ -988,6 +1073,18 @@ class PhotometricLikelihood(nn.Module):
 
         Returns:
             log p, (N,); 0 for stars with no band observed.
+
+        Example:
+            >>> import numpy as np, torch
+            >>> from streammix.isochrone import default_isochrone
+            >>> like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_rp"], n_nodes=100,
+            ...                              magnitude_limits={"gaia_g": (12.0, 20.5)}, dtype=torch.float64)
+            >>> mags = default_isochrone().absolute_mags(np.array([0.6, 0.75]), like.bands) + 14.7
+            >>> stars = photometry_tensors(mags, np.full((2, 2), 0.02))
+            >>> dm, s = torch.full((2,), 14.7).double(), torch.full((2,), 0.1).double()
+            >>> fast = like.log_prob_prepared(dm, s, like.prepare(stars, (14.0, 15.5)))
+            >>> bool((fast - like.log_prob(dm, s, stars)).abs().max() < 2.5e-3)
+            True
         """
         dtype = distmod.dtype
         n = distmod.shape[0]
@@ -1011,10 +1108,19 @@ class PhotometricLikelihood(nn.Module):
     _TABLE_STEP = 0.02  # mag, step of the truncation table
     _TABLE_SIGMA = (1e-3, 1.0, 32)  # log-spaced error grid of the truncation table
 
+    def _luminosity_cdf(self, x: Tensor, sigma: Tensor) -> Tensor:
+        r"""The cumulative luminosity function of the limit band, summed over the
+        segments: :math:`G(x, \sigma) = \sum_k w_k \int_0^1 \Phi((x - a_k - t d_k)/\sigma)\,dt`
+        (``x`` and ``sigma`` broadcast; O(K) per value)."""
+        j = self.limit_index
+        start = self.start[:, j].to(device=x.device, dtype=x.dtype)
+        delta = self.delta[:, j].to(device=x.device, dtype=x.dtype)
+        weight = torch.exp(self.log_weight.to(device=x.device, dtype=x.dtype))
+        sigma = sigma.clamp_min(1e-12)[..., None]
+        return (weight * _mean_ndtr((x[..., None] - start) / sigma, delta / sigma)).sum(-1)
+
     def _truncation_table(self) -> tuple[Tensor, float, float]:
-        r"""The cumulative luminosity function :math:`G(x, \sigma) = \sum_k w_k \int_0^1
-        \Phi((x - a_k - t d_k)/\sigma)\,dt` of the limit band on a grid of (x, log sigma),
-        built once: :math:`Z = G(u - \mathrm{DM}', \sigma) - G(l - \mathrm{DM}', \sigma)`."""
+        """:meth:`_luminosity_cdf` on a grid of (x, log sigma), float64 on the CPU, built once."""
         table = getattr(self, "_cdf_table", None)
         if table is not None:
             return table
@@ -1022,23 +1128,20 @@ class PhotometricLikelihood(nn.Module):
         f64 = torch.float64
         start = self.start[:, j].to(f64).cpu()
         delta = self.delta[:, j].to(f64).cpu()
-        weight = torch.exp(self.log_weight.to(f64).cpu())
         sig_lo, sig_hi, n_sig = self._TABLE_SIGMA
         lo = float(torch.minimum(start, start + delta).min()) - 6.0 * sig_hi
         hi = float(torch.maximum(start, start + delta).max()) + 6.0 * sig_hi
         x = lo + self._TABLE_STEP * torch.arange(int(math.ceil((hi - lo) / self._TABLE_STEP)) + 1, dtype=f64)
         log_sigma = torch.linspace(math.log(sig_lo), math.log(sig_hi), n_sig, dtype=f64)
-        sigma = torch.exp(log_sigma)[None, :, None]
-        rows = []
-        for chunk in x.split(max(1, _CHUNK // (n_sig * start.numel()))):
-            alpha = (chunk[:, None, None] - start[None, None, :]) / sigma
-            rows.append((weight * _mean_ndtr(alpha, delta[None, None, :] / sigma)).sum(-1))
+        sigma = torch.exp(log_sigma)[None, :]
+        step = max(1, _CHUNK // (n_sig * start.numel()))
+        rows = [self._luminosity_cdf(chunk[:, None], sigma) for chunk in x.split(step)]
         table = (torch.cat(rows).clamp(0.0, 1.0).to(self.start.device), lo, float(log_sigma[0]))
         self._cdf_table = table
         return table
 
     def _cdf(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """Bilinear lookup of the cumulative luminosity function (clamped at the table's ends)."""
+        """Bilinear lookup of :meth:`_luminosity_cdf` in its table (clamped at the table's ends)."""
         table, lo, log_sig_lo = self._truncation_table()
         table = table.to(device=x.device, dtype=x.dtype)
         n_x, n_sig = table.shape
@@ -1055,28 +1158,47 @@ class PhotometricLikelihood(nn.Module):
 
         return torch.lerp(torch.lerp(at(0, 0), at(0, 1), wk), torch.lerp(at(1, 0), at(1, 1), wk), wi)
 
-    def log_truncation(self, distmod: Tensor, sigma: Tensor) -> Tensor:
+    def log_truncation(self, distmod: Tensor, sigma: Tensor, *, exact: bool = False) -> Tensor:
         r"""log Z, the probability that a member's magnitude in the limit band
-        falls inside the limits, for an apparent shift ``distmod`` (distance
-        modulus plus extinction) and a total error ``sigma``, from a table of
-        the cumulative luminosity function built once (steps of 0.02 mag and 32
-        log-spaced errors from 0.001 to 1 mag, clamped at the ends).
+        falls inside the limits (module docstring, **Truncation**), for an
+        apparent shift ``distmod`` (distance modulus plus extinction) and a total
+        error ``sigma``: :math:`Z = G(u - \mathrm{DM}', \sigma) - G(l - \mathrm{DM}', \sigma)`
+        with :math:`G` the cumulative luminosity function of the limit band.
+        The one definition of the truncation, for both paths: the reference
+        (:meth:`log_prob`) sums :math:`G` over the segments (``exact``), the
+        fast path (:meth:`log_prob_prepared`, :meth:`prepare`) reads it from a
+        table built once (steps of 0.02 mag and 32 log-spaced errors from 0.001
+        to 1 mag, bilinear, clamped at the ends): Z within 1e-3 of the sum for
+        errors inside the table's range (measured: at most 7.4e-4, at errors
+        near 1 mag or 1 mmag; ``tests/test_photometry.py`` bounds it).
+
+        Arguments:
+            distmod: The shift, distance modulus plus the limit band's extinction (mag), (N,).
+            sigma: The total error at the limit (mag), (N,).
+            exact: Sum over the segments (O(K) per value) instead of reading the table.
+
+        Returns:
+            log Z, (N,); 0 everywhere without magnitude limits.
 
         Example:
             >>> import torch
             >>> from streammix.isochrone import default_isochrone
             >>> like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_rp"], n_nodes=100,
             ...                              magnitude_limits={"gaia_g": (-10.0, 20.5)})
-            >>> z = like.log_truncation(torch.tensor([5.0, 14.5, 30.0]), torch.tensor([0.05, 0.05, 0.05])).exp()
+            >>> shift, sigma = torch.tensor([5.0, 14.5, 30.0]), torch.tensor([0.05, 0.05, 0.05])
+            >>> z = like.log_truncation(shift, sigma).exp()
             >>> [round(v, 3) for v in z.tolist()][0], bool(0 < z[1] < 1), round(z[2].item(), 3)
             (1.0, True, 0.0)
+            >>> bool(abs(like.log_truncation(shift, sigma, exact=True).exp()[1] - z[1]) < 1e-3)
+            True
         """
         if self.limit_index is None:
             return torch.zeros_like(distmod)
+        cdf = self._luminosity_cdf if exact else self._cdf
         bright, faint = self.limits
-        z = torch.ones_like(distmod) if not math.isfinite(faint) else self._cdf(faint - distmod, sigma)
+        z = torch.ones_like(distmod) if not math.isfinite(faint) else cdf(faint - distmod, sigma)
         if math.isfinite(bright):
-            z = z - self._cdf(bright - distmod, sigma)
+            z = z - cdf(bright - distmod, sigma)
         return torch.log(z.clamp_min(1e-300 if distmod.dtype == torch.float64 else 1e-37))
 
     def _log_prob(self, distmod, width, mags, err, ext, has) -> Tensor:
@@ -1109,21 +1231,10 @@ class PhotometricLikelihood(nn.Module):
 
         if self.limit_index is not None:
             j = self.limit_index
-            bright, faint = self.limits
-            has_j = has[:, j]
             err_j = err[:, j] if self.limit_error is None else torch.full_like(err[:, j], self.limit_error)
-            sigma = torch.sqrt(err_j**2 + 0.5 * self.colour_spread**2 + s2).clamp_min(1e-12)
-            mu = start[None, :, j] + (distmod + ext[:, j])[:, None]  # (n, K) apparent segment starts
-            beta = delta[None, :, j] / sigma[:, None]
-            inside = torch.zeros_like(mu)
-            if math.isfinite(faint):
-                inside = inside + _mean_ndtr((faint - mu) / sigma[:, None], beta)
-            else:
-                inside = inside + 1.0
-            if math.isfinite(bright):
-                inside = inside - _mean_ndtr((bright - mu) / sigma[:, None], beta)
-            z = (torch.exp(log_weight)[None, :] * inside.clamp_min(0.0)).sum(-1)
-            logp = logp - torch.where(has_j, torch.log(z.clamp_min(1e-300 if dtype == torch.float64 else 1e-37)), 0.0)
+            sigma = torch.sqrt(err_j**2 + 0.5 * self.colour_spread**2 + s2)
+            log_z = self.log_truncation(distmod + ext[:, j], sigma, exact=True)
+            logp = logp - torch.where(has[:, j], log_z, 0.0)
         return torch.where(n_obs > 0, logp, torch.zeros_like(logp))
 
 

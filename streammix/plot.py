@@ -517,10 +517,9 @@ def isochrone_curve(
 ) -> QTable | None:
     r"""A fitted component's isochrone in apparent magnitudes at a reference distance modulus.
 
-    The curve is the component's isochrone likelihood
-    (:class:`~streammix.photometry.PhotometricLikelihood`): its segment starts
-    ``start`` (K, B) in absolute magnitudes, plus the end of the last segment
-    of each continuous run, shifted by one distance modulus. That reference DM
+    The curve is the component's isochrone likelihood's
+    (:meth:`~streammix.photometry.PhotometricLikelihood.curve`): the ends of
+    its quadrature segments, shifted by one distance modulus. That reference DM
     is, with ``members``, the ``p_<component>``-weighted median of the fitted
     DM track (ensemble median, no dropout draws) at the members' phi1;
     without, the DM track where the component's weight track peaks on the
@@ -600,30 +599,9 @@ def isochrone_curve(
         weight = _column(track, f"{component}_weight", None, "tracks")
         distmod = float(_column(track, column, u.mag, "tracks")[int(np.nanargmax(weight))])
 
-    start = photometry.start.detach().cpu().double().numpy()  # (K, B) absolute mags
-    end = start + photometry.delta.detach().cpu().double().numpy()
-    mass = photometry.mass_edges.detach().cpu().double().numpy()  # (K, 2)
-    is_last = np.append(mass[1:, 0] != mass[:-1, 1], True)  # the segment ends a continuous run
-    n_rows = len(start) + int(is_last.sum())
-    at_start = np.arange(len(start)) + np.concatenate([[0], np.cumsum(is_last)[:-1]])
-    at_end = at_start[is_last] + 1
-    mags = np.empty((n_rows, start.shape[1]))
-    mags[at_start], mags[at_end] = start, end[is_last]
-    row_mass = np.empty(n_rows)
-    row_mass[at_start], row_mass[at_end] = mass[:, 0], mass[is_last, 1]
-    run = np.empty(n_rows, dtype=int)
-    run[at_start] = np.concatenate([[0], np.cumsum(is_last)[:-1]])
-    run[at_end] = run[at_start[is_last]]
-
-    table = QTable()
-    for b, band in enumerate(photometry.bands):
-        table[band] = (mags[:, b] + distmod + extinction.get(band, 0.0)) * u.mag
-    table["initial_mass"] = row_mass * u.Msun
-    table["run"] = run
+    table = photometry.curve(distmod, extinction)
     table.meta.update(
         {
-            "distmod": distmod,
-            "extinction": extinction,
             "component": component,
             "description": "the fitted likelihood's isochrone: absolute mags + distmod (+ A)",
         }

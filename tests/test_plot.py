@@ -389,19 +389,6 @@ def joint_fit(tiny_mock):
     return model, model.membership(stars)
 
 
-def expected_curve_rows(like) -> np.ndarray:
-    """Segment starts in order, plus each continuous run's final end, by a plain loop."""
-    start = like.start.double().numpy()
-    end = start + like.delta.double().numpy()
-    mass = like.mass_edges.double().numpy()
-    rows = []
-    for k in range(len(start)):
-        rows.append(start[k])
-        if k == len(start) - 1 or mass[k + 1, 0] != mass[k, 1]:
-            rows.append(end[k])
-    return np.array(rows)
-
-
 def test_isochrone_curve_is_the_likelihood_at_the_weighted_median_distmod(joint_fit):
     from streammix.plot import isochrone_curve
 
@@ -416,9 +403,9 @@ def test_isochrone_curve_is_the_likelihood_at_the_weighted_median_distmod(joint_
     assert 12.0 < curve.meta["distmod"] < 17.0  # the mock's stream is at DM 14-15.5
     like = model.mixtures[0].components[0].photometry
     assert like.bands == ("gaia_g", "gaia_bp", "gaia_rp")
-    expected = expected_curve_rows(like) + curve.meta["distmod"]
-    got = np.stack([curve[band].to_value(u.mag) for band in like.bands], axis=1)
-    np.testing.assert_allclose(got, expected, atol=1e-9)
+    expected = like.curve(curve.meta["distmod"])
+    for name in (*like.bands, "initial_mass", "run"):
+        np.testing.assert_array_equal(curve[name], expected[name])
     assert curve.meta["extinction"] == {}
     # extinction columns: their p-weighted median is added band by band
     reddened = members.copy()
@@ -483,18 +470,16 @@ def test_isochrone_curve_is_none_for_an_astrometry_only_model(tiny_mock):
     assert isochrone_curve(model) is None
 
 
-def test_isochrone_curve_runs_are_split_where_the_mass_jumps():
-    """Three segments, the third not starting where the second ends (a gap in
-    mass): rows start0, start1, end1 | start2, end2 in two runs; DM from the weight peak."""
-    import torch
+def test_isochrone_curve_is_the_likelihood_curve_at_the_weight_peak():
+    """A stand-in model around a real likelihood: DM from the weight peak, rows from
+    PhotometricLikelihood.curve (its own test checks the rows and runs)."""
     from types import SimpleNamespace
 
+    from streammix.isochrone import default_isochrone
+    from streammix.photometry import PhotometricLikelihood
     from streammix.plot import isochrone_curve
 
-    start = torch.tensor([[8.0, 9.0], [6.0, 6.8], [1.0, 0.5]])
-    delta = torch.tensor([[-2.0, -2.2], [-1.0, -1.3], [-0.5, -0.6]])
-    mass = torch.tensor([[0.5, 0.6], [0.6, 0.7], [0.8, 0.81]])
-    like = SimpleNamespace(bands=("g", "r"), start=start, delta=delta, mass_edges=mass)
+    like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_rp"], n_nodes=40)
 
     def tracks(phi1=None, dropout_samples=None):
         return QTable({"phi1": [-50.0, -40.0, -30.0] * u.deg, "s_weight": [0.1, 0.3, 0.2],
@@ -505,9 +490,9 @@ def test_isochrone_curve_runs_are_split_where_the_mass_jumps():
         mixtures=[SimpleNamespace(components=[SimpleNamespace(name="s", photometry=like)])],
     )  # fmt: skip
     curve = isochrone_curve(model, component="s")
-    assert curve.meta["distmod"] == 15.0
-    np.testing.assert_allclose(curve["g"].value, [23.0, 21.0, 20.0, 16.0, 15.5], atol=1e-6)
-    np.testing.assert_allclose(curve["r"].value, [24.0, 21.8, 20.5, 15.5, 14.9], atol=1e-6)
-    np.testing.assert_allclose(curve["initial_mass"].value, [0.5, 0.6, 0.7, 0.8, 0.81], atol=1e-6)
-    assert curve["run"].tolist() == [0, 0, 0, 1, 1]
+    expected = like.curve(15.0)
+    assert curve.meta["distmod"] == 15.0 and curve.meta["component"] == "s" and curve.meta["extinction"] == {}
+    assert curve.colnames == expected.colnames
+    for name in expected.colnames:
+        np.testing.assert_array_equal(curve[name], expected[name])
     assert isochrone_curve(model, component="background") is None  # no photometry
