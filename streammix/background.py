@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .flows import BlockDensity, FlowSettings
+from .config import FlowConfig
+from .flows import BlockDensity
 
 __all__ = ["BackgroundFlows", "block_errors", "block_values", "offstream_mask"]
 
@@ -63,7 +64,7 @@ class BackgroundFlows:
         cls,
         stars,
         blocks: Sequence[Sequence[str]],
-        settings: FlowSettings,
+        settings: FlowConfig,
         *,
         train: np.ndarray | None = None,
         marginal_without: Sequence[str] = (),
@@ -74,13 +75,15 @@ class BackgroundFlows:
         workers: int = 1,
         view: Any = None,
         phi2_context: bool = False,
+        seed: int = 0,
+        device: str = "cpu",
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
 
         Arguments:
             stars: The stars (a :class:`~streammix.data.StarTable`).
             blocks: The coordinates of each block.
-            settings: Flow settings.
+            settings: Architecture and training settings of the flows.
             train: Boolean mask of the training stars (default: all).
             marginal_without: Coordinates (e.g. the bands) that
                 :meth:`log_prob` may be asked to ``exclude``: a block that
@@ -109,6 +112,8 @@ class BackgroundFlows:
                 change across the stream (on the GD-1 field the median
                 pm_phi2 of the off-stream stars changes by ~1 mas/yr over
                 its 11 deg of phi2), which flows of phi1 alone average out.
+            seed: Seed of every flow's training.
+            device: Torch device to train on, ``"cpu"`` or e.g. ``"cuda"``.
         """
         if view is not None:
             stars = view.apply(stars)
@@ -125,6 +130,7 @@ class BackgroundFlows:
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
                     locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
                     phi2=_phi2_of(stars)[sel] if phi2_context else None,
+                    seed=seed, device=device,
                 )
             )
         return cls(fitted, view)
@@ -132,7 +138,8 @@ class BackgroundFlows:
     def log_prob(self, stars, *, exclude: Sequence[str] = (), threads: int | None = None) -> np.ndarray:
         """Per-star log-density summed over blocks (observed coordinates only).
 
-        ``threads``: CPU threads for the flows (default: each block's setting).
+        ``threads``: CPU threads for the flows (default:
+        :data:`~streammix.flows.DEFAULT_THREADS`).
 
         Coordinates in ``exclude`` are left out: a block of excluded
         coordinates only is skipped, and a block that mixes them with others
@@ -162,10 +169,10 @@ class BackgroundFlows:
             block.save(folder / f"block{i}.pt")
 
     @classmethod
-    def load(cls, folder: str | Path, count: int, view: Any = None) -> BackgroundFlows:
-        """Read the blocks :meth:`save` wrote; ``view`` as the model was fitted with."""
+    def load(cls, folder: str | Path, count: int, view: Any = None, *, device: str = "cpu") -> BackgroundFlows:
+        """Read the blocks :meth:`save` wrote onto torch ``device``; ``view`` as the model was fitted with."""
         folder = Path(folder)
-        return cls([BlockDensity.load(folder / f"block{i}.pt") for i in range(count)], view)
+        return cls([BlockDensity.load(folder / f"block{i}.pt", device=device) for i in range(count)], view)
 
 
 def block_values(stars, names: Sequence[str]) -> np.ndarray:

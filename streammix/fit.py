@@ -33,7 +33,6 @@ from .config import Config
 from .data import StarTable, check_plausible, read_stars
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
-from .flows import FlowSettings
 from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
@@ -726,7 +725,9 @@ def load(folder: str | Path) -> FittedModel:
     config = Config.from_dict(yaml.safe_load(config_path.read_text()), source=f"config '{config_path}'")
     view = background_view(config)[0]
     background = (
-        BackgroundFlows.load(folder / "background", meta["background_blocks"], view) if meta["background_blocks"] else None
+        BackgroundFlows.load(folder / "background", meta["background_blocks"], view, device=config.fit.device)
+        if meta["background_blocks"]
+        else None
     )
     mixtures = []
     shared = photometric_likelihood(config)
@@ -844,17 +845,16 @@ def fit(
     background_logp = np.zeros(len(stars))
     if bg_cfg.blocks:
         offstream = offstream_stars(config, priors, stars)
-        settings = FlowSettings(**bg_cfg.flow.model_dump(), seed=config.fit.seed, device=config.fit.device)
         flows_file = checkpoint_dir / "background" if checkpoint_dir is not None else None
         view, limits = background_view(config)
         if flows_file is not None and (flows_file / "done").exists():
-            background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view)
+            background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
             background = BackgroundFlows.fit(
-                stars, bg_cfg.blocks, settings, train=offstream,
+                stars, bg_cfg.blocks, bg_cfg.flow, train=offstream,
                 marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
                 limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
-                phi2_context=bg_cfg.phi2_context,
+                phi2_context=bg_cfg.phi2_context, seed=config.fit.seed, device=config.fit.device,
             )
             if flows_file is not None:
                 background.save(flows_file)

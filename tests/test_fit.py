@@ -13,7 +13,7 @@ import torch
 
 from streammix.errors import InputError
 from streammix.fit import fit, load_stars
-from streammix.config import Config
+from streammix.config import Config, FlowConfig
 from streammix.data import StarTable
 from streammix.mock import MockConfig, generate_mock
 from streammix.pipeline import demo_config, mock_columns, truth_metrics
@@ -349,7 +349,6 @@ def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
     and parallax); the astrometry-only stage then uses the block's marginal
     flows, which are the flows a block of the astrometry alone would learn."""
     from streammix.background import BackgroundFlows
-    from streammix.flows import FlowSettings
 
     table, truth = generate_mock(MockConfig(n_stream=50, n_background=1500, missing_astrometry_fraction=0.1), seed=1)
     stars = StarTable.from_table(table, mock_columns())
@@ -357,7 +356,7 @@ def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
     mixed = ["parallax", "pm_phi1_cosphi2", "pm_phi2", "gaia_g", "gaia_bp", "gaia_rp"]
     data["model"]["background"]["blocks"] = [mixed]
     Config.from_dict(data)  # accepted
-    settings = FlowSettings(transforms=1, hidden=8, epochs=2)
+    settings = FlowConfig(transforms=1, hidden=8, epochs=2)
     bands = ["gaia_g", "gaia_bp", "gaia_rp"]
     joint = BackgroundFlows.fit(stars, [mixed], settings, marginal_without=bands)
     alone = BackgroundFlows.fit(stars, [mixed[:3]], settings)
