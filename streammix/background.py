@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .config import FlowConfig
+from .config import Config, FlowConfig
 from .flows import BlockDensity
+from .selection import ObservedProperMotions
 
-__all__ = ["BackgroundFlows", "block_errors", "block_values", "offstream_mask"]
+__all__ = ["BackgroundFlows", "background_view", "block_errors", "block_values", "offstream_mask"]
 
 
 def offstream_mask(phi1: np.ndarray, phi2: np.ndarray, track_phi1: np.ndarray, track_phi2: np.ndarray, distance: float) -> np.ndarray:
@@ -173,6 +174,43 @@ class BackgroundFlows:
         """Read the blocks :meth:`save` wrote onto torch ``device``; ``view`` as the model was fitted with."""
         folder = Path(folder)
         return cls([BlockDensity.load(folder / f"block{i}.pt", device=device) for i in range(count)], view)
+
+
+def background_view(
+    config: Config,
+) -> tuple[ObservedProperMotions | None, dict[str, tuple[float | None, float | None]]]:
+    """How the background flows see the stars, and their hard limits.
+
+    With a proper-motion cut in ``data.selection``, the flows see the observed
+    (pmra cos dec, pmdec) in place of the stream-frame proper motions
+    (:class:`~streammix.selection.ObservedProperMotions`) and the cuts are
+    among the limits, so the flows' density ends at the box as the data do;
+    else they see the stars as they are, with ``model.background.limits``.
+
+    Arguments:
+        config: The stream's configuration.
+
+    Returns:
+        ``(view, limits)``: the view (None: the stars as they are) and
+        ``{name: (low, high)}``.
+
+    Example:
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}})
+        >>> background_view(cfg)
+        (None, {})
+    """
+    limits = dict(config.model.background.limits)
+    sel = config.data.selection
+    if sel is None:
+        return None, limits
+    modelled = {c for block in config.model.background.blocks for c in block}
+    if sel.parallax is not None and "parallax" in modelled:
+        limits.setdefault("parallax", tuple(sel.parallax))
+    view = None
+    if sel.pmra is not None and {"pm_phi1_cosphi2", "pm_phi2"} <= modelled:
+        view = ObservedProperMotions(config.frame, sel.reflex_distance)
+        limits.update({"pm_phi1_cosphi2": tuple(sel.pmra), "pm_phi2": tuple(sel.pmdec)})
+    return view, limits
 
 
 def block_values(stars, names: Sequence[str]) -> np.ndarray:

@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 import astropy.units as u
 from astropy.table import QTable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .background import BackgroundFlows, offstream_mask
+from .background import BackgroundFlows, background_view, offstream_mask
 from .components import BackgroundComponent, NetworkSettings, StreamComponent
 from .config import Config
 from .data import StarTable, check_plausible, read_stars
@@ -36,11 +35,11 @@ from .errors import InputError
 from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
-from .output import atomic_path
+from .model_io import SavedModel, mixture_bounds, read_model, write_model
 from .parallel import map_spawned
 from .photometry import likelihood_from_config
 from .provenance import __version__
-from .selection import ObservedProperMotions, SelectionCuts, selection_transform
+from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
@@ -260,27 +259,6 @@ def config_tensors(
         device=config.fit.device,
         selection=_selection_transform(config, stars),
     )
-
-
-def background_view(config: Config):
-    """How the background flows see the stars, and their hard limits: with a
-    proper-motion cut in ``data.selection``, the observed (pmra cos dec, pmdec)
-    in place of the stream-frame proper motions
-    (:class:`~streammix.selection.ObservedProperMotions`) and the cuts among
-    the limits, so the flows' density ends at the box as the data do; else the
-    stars as they are and ``model.background.limits``."""
-    limits = dict(config.model.background.limits)
-    sel = config.data.selection
-    if sel is None:
-        return None, limits
-    modelled = {c for block in config.model.background.blocks for c in block}
-    if sel.parallax is not None and "parallax" in modelled:
-        limits.setdefault("parallax", tuple(sel.parallax))
-    view = None
-    if sel.pmra is not None and {"pm_phi1_cosphi2", "pm_phi2"} <= modelled:
-        view = ObservedProperMotions(config.frame, sel.reflex_distance)
-        limits.update({"pm_phi1_cosphi2": tuple(sel.pmra), "pm_phi2": tuple(sel.pmdec)})
-    return view, limits
 
 
 def _selection_transform(config: Config, stars):
@@ -682,76 +660,48 @@ class FittedModel:
         return tracks_table(self, phi1, dropout_samples=dropout_samples)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write the model to ``folder`` (config, weights, flows, summary)."""
-        folder = Path(folder)
-        if (folder / "model.json").exists() and not overwrite:
-            raise InputError(f"output '{folder}' already holds a fitted model; pass --overwrite to replace it")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, mixture in enumerate(self.mixtures):
-            with atomic_path(folder / f"member{i}.pt", overwrite=True) as tmp:
-                torch.save(mixture.state_dict(), tmp)
-        if self.background is not None:
-            self.background.save(folder / "background")
-        with atomic_path(folder / "config.yaml", overwrite=True) as tmp:
-            tmp.write_text(self.config.to_yaml())
-        meta = {
-            "format": 1,
-            "members": len(self.mixtures),
-            "background_blocks": len(self.background.blocks) if self.background is not None else 0,
-            "phi1_density": [float(x) for x in self.phi1_density],
-            "bounds": mixture_bounds(self.mixtures[0]),
-            "summary": self.summary,
-        }
-        with atomic_path(folder / "model.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(meta, indent=1, default=float))
-        return folder
+        """Write the model to ``folder`` (config, weights, flows, summary; see
+        :mod:`streammix.model_io`); :func:`load` reads it back.
+
+        Arguments:
+            folder: The folder; created if needed.
+            overwrite: Replace a model already in ``folder``.
+
+        Returns:
+            The folder.
+        """
+        members = [mixture.state_dict() for mixture in self.mixtures]
+        saved = SavedModel(
+            self.config, members, mixture_bounds(self.mixtures[0]), self.background, self.phi1_density, self.summary
+        )
+        return write_model(folder, saved, overwrite=overwrite)
 
 
 def load(folder: str | Path) -> FittedModel:
-    """Read a model written by :meth:`FittedModel.save`."""
-    folder = Path(folder)
-    meta_path = folder / "model.json"
-    if not meta_path.is_file():
-        raise InputError(f"model '{folder}': no model.json (not a fitted-model folder)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-        raise InputError(f"model '{meta_path}': not valid JSON") from None
-    config_path = folder / "config.yaml"
-    needed = [config_path, *(folder / f"member{i}.pt" for i in range(meta.get("members", 0)))]
-    missing = [p.name for p in needed if not p.is_file()]
-    if missing:
-        raise InputError(f"model '{folder}': missing {', '.join(missing)} (an incomplete model folder)")
-    config = Config.from_dict(yaml.safe_load(config_path.read_text()), source=f"config '{config_path}'")
-    view = background_view(config)[0]
-    background = (
-        BackgroundFlows.load(folder / "background", meta["background_blocks"], view, device=config.fit.device)
-        if meta["background_blocks"]
-        else None
-    )
-    mixtures = []
+    """Read a model written by :meth:`FittedModel.save`.
+
+    Arguments:
+        folder: The model's folder.
+
+    Returns:
+        The model, its tensors on the config's ``fit.device``.
+    """
+    saved = read_model(folder)
+    config = saved.config
     shared = photometric_likelihood(config)
-    for i in range(meta["members"]):
-        state = torch.load(folder / f"member{i}.pt", map_location=config.fit.device, weights_only=True)
-        mixtures.append(_mixture_from_state(config, meta["bounds"], state, shared))
-    return FittedModel(config, mixtures, background, np.asarray(meta["phi1_density"]), meta["summary"])
-
-
-def mixture_bounds(mixture: Mixture) -> dict[str, dict[str, list[float]]]:
-    """Every stream-like component's parameter bounds, to rebuild the mixture."""
-    return {c.name: {p.name: [p.low, p.high] for p in c.parameter_specs} for c in mixture.components}
+    mixtures = []
+    for state in saved.members:
+        mixture = build_mixture(config, bounds=saved.bounds, photometry=shared)
+        mixture = mixture.to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
+        mixture.load_state_dict(state)
+        mixture.eval()
+        mixtures.append(mixture)
+    return FittedModel(config, mixtures, saved.background, saved.phi1_density, saved.summary)
 
 
 def _photometry_of(mixture: Mixture):
     """The isochrone likelihood a mixture's components share (None without one)."""
     return next((c.photometry for c in mixture.components if c.photometry is not None), None)
-
-
-def _mixture_from_state(config: Config, bounds: dict[str, dict[str, list[float]]], state, photometry=None) -> Mixture:
-    mixture = build_mixture(config, bounds=bounds, photometry=photometry).to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
-    mixture.load_state_dict(state)
-    mixture.eval()
-    return mixture
 
 
 # --- the whole fit --------------------------------------------------------------
