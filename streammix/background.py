@@ -7,6 +7,7 @@ log-density over its observed coordinates is a constant computed once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .config import Config, FlowConfig
 from .flows import BlockDensity
 from .selection import ObservedProperMotions
 
-__all__ = ["BackgroundFlows", "background_view", "block_errors", "block_values", "offstream_mask"]
+__all__ = ["BackgroundFlows", "background_view", "block_errors", "block_values", "check_background", "offstream_mask"]
 
 
 def offstream_mask(phi1: np.ndarray, phi2: np.ndarray, track_phi1: np.ndarray, track_phi2: np.ndarray, distance: float) -> np.ndarray:
@@ -170,9 +171,20 @@ class BackgroundFlows:
             block.save(folder / f"block{i}.pt")
 
     @classmethod
-    def load(cls, folder: str | Path, count: int, view: Any = None, *, device: str = "cpu") -> BackgroundFlows:
-        """Read the blocks :meth:`save` wrote onto torch ``device``; ``view`` as the model was fitted with."""
+    def load(cls, folder: str | Path, count: int | None = None, view: Any = None, *, device: str = "cpu") -> BackgroundFlows:
+        """Read the blocks :meth:`save` wrote onto torch ``device``.
+
+        Arguments:
+            folder: The folder :meth:`save` wrote.
+            count: The number of blocks (None: every ``block<i>.pt`` there, from 0 on).
+            view: How the flows see the stars, as they were fitted with (see the class).
+            device: Torch device to load onto.
+        """
         folder = Path(folder)
+        if count is None:
+            count = 0
+            while (folder / f"block{count}.pt").is_file():
+                count += 1
         return cls([BlockDensity.load(folder / f"block{i}.pt", device=device) for i in range(count)], view)
 
 
@@ -211,6 +223,73 @@ def background_view(
         view = ObservedProperMotions(config.frame, sel.reflex_distance)
         limits.update({"pm_phi1_cosphi2": tuple(sel.pmra), "pm_phi2": tuple(sel.pmdec)})
     return view, limits
+
+
+def check_background(background: BackgroundFlows, config: Config) -> None:
+    """Check that trained background flows are those ``config`` describes.
+
+    The blocks and their coordinates, the flow settings
+    (``model.background.flow``), the contexts (``phi2_context``, and no
+    error context unless ``error_context``), the colour locus, the limits and
+    the view of the stars (:func:`background_view`) must all agree; the stars
+    the flows were trained on are not checked.
+
+    Arguments:
+        background: The flows, e.g. those of a saved model.
+        config: The stream's configuration.
+
+    Raises:
+        InputError: One line naming the first setting that differs.
+
+    Example:
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]},
+        ...                         "model": {"background": {"blocks": [["parallax"]]}}})
+        >>> check_background(BackgroundFlows([]), cfg)
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: config: model.background.blocks: [['parallax']], but the given background has []
+    """
+    source = config.source or "config"
+    bg_cfg = config.model.background
+    expected = [tuple(block) for block in bg_cfg.blocks]
+    if background.names != expected:
+        given = [list(names) for names in background.names]
+        raise InputError(
+            f"{source}: model.background.blocks: {[list(names) for names in expected]}, but the given background has {given}"
+        )
+    view, limits = background_view(config)
+    if (view is None) != (background.view is None):
+        raise InputError(
+            f"{source}: data.selection: the flows of this config see the proper motions "
+            f"{'as observed' if view is not None else 'in the stream frame'}, the given background's do not"
+        )
+    for names, block in zip(expected, background.blocks):
+        label = f"the given background's block {list(names)}"
+        for key in FlowConfig.model_fields:
+            wanted, trained = getattr(bg_cfg.flow, key), getattr(block.settings, key)
+            if wanted != trained:
+                raise InputError(f"{source}: model.background.flow.{key}: {wanted!r}, but {label} was trained with {trained!r}")
+        if block.phi2_context != bg_cfg.phi2_context:
+            raise InputError(f"{source}: model.background.phi2_context: {bg_cfg.phi2_context}, but not in {label}")
+        if block.errors and not bg_cfg.error_context:
+            raise InputError(f"{source}: model.background.error_context: false, but {label} is conditioned on errors")
+        locus = tuple(bg_cfg.locus) if bg_cfg.locus is not None and set(bg_cfg.locus) <= set(names) else None
+        if locus != (tuple(block.locus.names) if block.locus is not None else None):
+            raise InputError(f"{source}: model.background.locus: {bg_cfg.locus}, which {label} does not model as such")
+        for name in names:
+            wanted_limits = _open_sides(limits.get(name))
+            if wanted_limits != _open_sides(block.limits.get(name)):
+                raise InputError(
+                    f"{source}: model.background.limits: {name} within {wanted_limits}, "
+                    f"but {label} has {_open_sides(block.limits.get(name))}"
+                )
+
+
+def _open_sides(bounds) -> tuple[float | None, float | None]:
+    """Limits as ``(low, high)`` floats, None (no limit, or an infinite one) for an open side."""
+    if bounds is None:
+        return (None, None)
+    return tuple(None if v is None or not math.isfinite(float(v)) else float(v) for v in bounds)
 
 
 def block_values(stars, names: Sequence[str]) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Fitting: background flows first, then an ensemble of mixtures.
 
-:func:`fit` pre-trains the background flows on off-stream stars, freezes them,
-and fits ``config.fit.ensemble`` mixtures (different seeds and, optionally,
+:func:`fit` pre-trains the background flows on off-stream stars
+(:func:`fit_background`), or takes flows trained already, freezes them, and
+fits ``config.fit.ensemble`` mixtures (different seeds and, optionally,
 bootstrap resamples of the stars) with AdamW (or L-BFGS), early stopping on
 held-out stars, deterministic seeds and checkpoints that a killed run resumes
-from. The result is a :class:`FittedModel`.
+from. The result is a :class:`FittedModel`, saved in the folder format of
+:mod:`streammix.model_io`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import astropy.units as u
 from astropy.table import QTable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .background import BackgroundFlows, background_view, offstream_mask
+from .background import BackgroundFlows, background_view, check_background, offstream_mask
 from .components import BackgroundComponent, NetworkSettings, StreamComponent
 from .config import Config
 from .data import StarTable, check_plausible, read_stars
@@ -42,7 +44,7 @@ from .provenance import __version__
 from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
 
-__all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
+__all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "fit_background", "load", "load_stars"]
 
 # A stream-like component is thin and cold: its widths are bounded so that it
 # cannot turn into a second background (a cocoon or a wide spur sets its own).
@@ -707,10 +709,11 @@ def _photometry_of(mixture: Mixture):
 # --- the whole fit --------------------------------------------------------------
 
 
-def run_fingerprint(config: Config, stars) -> str:
+def run_fingerprint(config: Config, stars, background: BackgroundFlows | None = None) -> str:
     """A hash of everything a fit's checkpoints depend on: the config (less the
-    settings that only say where and how fast it runs), the package version and
-    the stars' identities, positions and values.
+    settings that only say where and how fast it runs), the package version,
+    the stars' identities, positions and values, and the weights of the
+    background flows when they were given to :func:`fit`.
 
     Example:
         >>> import numpy as np
@@ -733,16 +736,20 @@ def run_fingerprint(config: Config, stars) -> str:
         digest.update(np.ascontiguousarray(getattr(stars, name), dtype=np.float64).tobytes())
     for band in sorted(stars.mags):
         digest.update(np.ascontiguousarray(stars.mags[band], dtype=np.float64).tobytes())
+    for block in background.blocks if background is not None else ():
+        for flow in block.flows.values():
+            for tensor in flow.state_dict().values():
+                digest.update(tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
-def use_checkpoints(folder: Path, config: Config, stars) -> None:
+def use_checkpoints(folder: Path, config: Config, stars, background: BackgroundFlows | None = None) -> None:
     """Make ``folder`` ready for this fit's checkpoints: kept when they were made
     by the same config and stars (a resume), emptied with a warning otherwise,
     so a changed config never resumes from another fit's state."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = folder / "fingerprint.txt"
-    fingerprint = run_fingerprint(config, stars)
+    fingerprint = run_fingerprint(config, stars, background)
     if stamp.exists() and stamp.read_text().strip() == fingerprint:
         return
     stale = [p for p in folder.iterdir() if p != stamp]
@@ -759,10 +766,50 @@ def use_checkpoints(folder: Path, config: Config, stars) -> None:
     tmp.replace(stamp)
 
 
+def fit_background(config: Config, stars=None, *, progress: bool = False) -> BackgroundFlows:
+    """Train the background flows a config describes on its off-stream stars
+    (:func:`offstream_stars`), as :func:`fit` does first.
+
+    Arguments:
+        config: The stream description; it must have ``model.background.blocks``.
+        stars: A :class:`~streammix.data.StarTable` or table; default: read ``config.data.path``.
+        progress: Show progress bars.
+
+    Returns:
+        The trained flows, to give :func:`fit` as ``background`` (or to save).
+
+    Example:
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]},
+        ...                         "model": {"background": {"blocks": []}}})
+        >>> fit_background(cfg)
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: config: model.background.blocks: none, so there are no flows to train
+    """
+    if not config.model.background.blocks:
+        raise InputError(f"{config.source or 'config'}: model.background.blocks: none, so there are no flows to train")
+    stars = load_stars(config, stars)
+    return _train_background(config, stars, offstream_stars(config, control_priors(config), stars), progress)
+
+
+def _train_background(config: Config, stars, offstream: np.ndarray, progress: bool) -> BackgroundFlows:
+    """The background flows of ``config`` trained on the ``offstream`` stars."""
+    bg_cfg = config.model.background
+    joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
+    view, limits = background_view(config)
+    return BackgroundFlows.fit(
+        stars, bg_cfg.blocks, bg_cfg.flow, train=offstream,
+        marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
+        limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
+        phi2_context=bg_cfg.phi2_context, seed=config.fit.seed, device=config.fit.device,
+    )
+
+
 def fit(
     config: Config,
     stars=None,
     *,
+    background: BackgroundFlows | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
 ) -> FittedModel:
@@ -771,8 +818,17 @@ def fit(
     Arguments:
         config: The stream description.
         stars: A :class:`~streammix.data.StarTable` or table; default: read ``config.data.path``.
+        background: Background flows trained already (:func:`fit_background`,
+            or the ``background`` of a fitted model), used as they are
+            instead of training new ones; they must be those the config
+            describes (:func:`~streammix.background.check_background`), and
+            are the same as the config would train only if they were trained
+            on the same stars with the same ``fit.seed``.
         checkpoint_dir: Where checkpoints go; a rerun with the same folder resumes.
         progress: Show progress bars.
+
+    Returns:
+        The fitted model.
     """
     started = time.perf_counter()
     stars = load_stars(config, stars)
@@ -783,32 +839,31 @@ def fit(
         check_priors(template, priors)
     except ValueError as error:
         raise InputError(f"{config.source or 'config'}: {error}") from None
+    if background is not None:
+        check_background(background, config)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_dir is not None:
-        use_checkpoints(checkpoint_dir, config, stars)
+        use_checkpoints(checkpoint_dir, config, stars, background)
 
-    # 1. background flows on off-stream stars, then frozen
+    # 1. background flows on off-stream stars (unless given), then frozen
     joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
     t0 = time.perf_counter()
     bg_cfg = config.model.background
-    background = None
     background_logp = np.zeros(len(stars))
-    if bg_cfg.blocks:
+    n_offstream = None
+    if background is None and bg_cfg.blocks:
         offstream = offstream_stars(config, priors, stars)
+        n_offstream = int(np.sum(offstream))
         flows_file = checkpoint_dir / "background" if checkpoint_dir is not None else None
-        view, limits = background_view(config)
         if flows_file is not None and (flows_file / "done").exists():
+            view = background_view(config)[0]
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
-            background = BackgroundFlows.fit(
-                stars, bg_cfg.blocks, bg_cfg.flow, train=offstream,
-                marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
-                limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
-                phi2_context=bg_cfg.phi2_context, seed=config.fit.seed, device=config.fit.device,
-            )
+            background = _train_background(config, stars, offstream, progress)
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()
+    if background is not None:
         background_logp = background.log_prob(stars)
     background_logp_astrometry = None
     if background is not None and joint:
@@ -856,7 +911,7 @@ def fit(
     summary = {
         "name": config.name,
         "n_stars": n,
-        "n_offstream": int(np.sum(offstream)) if bg_cfg.blocks else None,
+        "n_offstream": n_offstream,
         "seconds": {
             "background": background_seconds,
             "mixtures": [r.seconds for r in results],

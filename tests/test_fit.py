@@ -143,6 +143,28 @@ def test_save_and_load_give_the_same_probabilities(tmp_path, small_mock, fitted)
         streammix.load(tmp_path / "model")
 
 
+def test_given_background_flows_must_match_the_config(small_mock, fitted):
+    from streammix.fit import fit_background
+
+    _, truth, stars = small_mock
+    config = small_config(truth)
+    np.testing.assert_array_equal(
+        fit_background(config, stars).log_prob(stars[:500]), fitted.background.log_prob(stars[:500])
+    )
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["flow"]["epochs"] = 30
+    with pytest.raises(InputError, match=r"model.background.flow.epochs: 30, but the given background's block \['parallax'"):
+        fit(Config.from_dict(data), stars, background=fitted.background)
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["blocks"] = [["parallax", "pm_phi1_cosphi2"]]
+    with pytest.raises(InputError, match=r"model.background.blocks: \[\['parallax', 'pm_phi1_cosphi2'\]\], but the given"):
+        fit(Config.from_dict(data), stars, background=fitted.background)
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["phi2_context"] = True
+    with pytest.raises(InputError, match="model.background.phi2_context: True, but not in the given background's"):
+        fit(Config.from_dict(data), stars, background=fitted.background)
+
+
 def test_a_killed_fit_resumes_to_the_same_result(tmp_path, small_mock):
     """SIGKILL a real fit mid-way; rerunning with the same checkpoints takes only
     the steps still to do (counted by a spy in the script), trains no flow again,
