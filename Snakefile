@@ -1,5 +1,5 @@
-# The reproducible pipeline of streammix: data -> stream frame and masks -> fit
-# (background flows, then the mixture ensemble) -> membership catalogs -> tracks
+# The reproducible pipeline of streammix: data -> stream frame and masks ->
+# background flows -> fit (the mixture ensemble) -> membership catalogs -> tracks
 # -> figures -> numbers and tables -> the article (src/tex/ms.tex -> paper/ms.pdf).
 #
 #   snakemake --cores 2                                # every stream of config/pipeline.yaml
@@ -14,9 +14,9 @@
 #   paper/ms.pdf                  the article (paper/build/ holds the LaTeX run)
 #
 # One stream = one file config/streams/<name>.yaml (see src/scripts/streamcfg.py).
-# The background flows are trained inside the fit rule: streammix.fit.fit trains
-# them and the mixtures in one call, and exposes no public way to hand it flows
-# trained elsewhere (only its private checkpoint layout), so they share a rule.
+# The background flows have a rule of their own (`streammix flows`), which the
+# fit rule hands to `streammix fit --background`: a change that leaves the flows
+# as they are (the mixtures' settings) refits the mixtures only.
 
 import shutil
 import sys
@@ -160,11 +160,29 @@ rule prepare:
         " --out-dir results/{wildcards.stream}/prepared --device {params.device}"
 
 
-rule fit:
-    """Background flows, then the ensemble of mixtures (streammix fit): model, members, tracks, figures."""
+rule flows:
+    """The background flows, trained on the off-stream stars (streammix flows)."""
     input:
         config="results/{stream}/prepared/config.yaml",
         stars="results/{stream}/prepared/stars.fits",
+    output:
+        directory("results/{stream}/flows"),
+    log:
+        "results/{stream}/logs/flows.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "{STREAMMIX} flows {input.config} --out {output} --overwrite --quiet > {log} 2>&1"
+
+
+rule fit:
+    """The ensemble of mixtures on the frozen flows (streammix fit --background): model, members, tracks, figures."""
+    input:
+        config="results/{stream}/prepared/config.yaml",
+        stars="results/{stream}/prepared/stars.fits",
+        flows="results/{stream}/flows",
     output:
         directory("results/{stream}/fit"),
     log:
@@ -174,7 +192,7 @@ rule fit:
         mem_mb=8000,
         runtime=240,
     shell:
-        "{STREAMMIX} fit {input.config} --out {output} --overwrite --quiet > {log} 2>&1"
+        "{STREAMMIX} fit {input.config} --out {output} --background {input.flows} --overwrite --quiet > {log} 2>&1"
 
 
 # A photometric (isochrone) fit slots in here once `streammix isochrone-fit DIR`

@@ -7,6 +7,7 @@ log-density over its observed coordinates is a constant computed once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .flows import BlockDensity, FlowSettings
+from .config import Config, FlowConfig
+from .flows import BlockDensity
+from .selection import ObservedProperMotions
 
-__all__ = ["BackgroundFlows", "block_errors", "block_values", "offstream_mask"]
+__all__ = ["BackgroundFlows", "background_view", "block_errors", "block_values", "check_background", "offstream_mask"]
 
 
 def offstream_mask(phi1: np.ndarray, phi2: np.ndarray, track_phi1: np.ndarray, track_phi2: np.ndarray, distance: float) -> np.ndarray:
@@ -63,7 +66,7 @@ class BackgroundFlows:
         cls,
         stars,
         blocks: Sequence[Sequence[str]],
-        settings: FlowSettings,
+        settings: FlowConfig,
         *,
         train: np.ndarray | None = None,
         marginal_without: Sequence[str] = (),
@@ -74,13 +77,15 @@ class BackgroundFlows:
         workers: int = 1,
         view: Any = None,
         phi2_context: bool = False,
+        seed: int = 0,
+        device: str = "cpu",
     ) -> BackgroundFlows:
         """Train one block density per block on the ``train`` stars (default: all).
 
         Arguments:
             stars: The stars (a :class:`~streammix.data.StarTable`).
             blocks: The coordinates of each block.
-            settings: Flow settings.
+            settings: Architecture and training settings of the flows.
             train: Boolean mask of the training stars (default: all).
             marginal_without: Coordinates (e.g. the bands) that
                 :meth:`log_prob` may be asked to ``exclude``: a block that
@@ -109,6 +114,8 @@ class BackgroundFlows:
                 change across the stream (on the GD-1 field the median
                 pm_phi2 of the off-stream stars changes by ~1 mas/yr over
                 its 11 deg of phi2), which flows of phi1 alone average out.
+            seed: Seed of every flow's training.
+            device: Torch device to train on, ``"cpu"`` or e.g. ``"cuda"``.
         """
         if view is not None:
             stars = view.apply(stars)
@@ -125,6 +132,7 @@ class BackgroundFlows:
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
                     locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
                     phi2=_phi2_of(stars)[sel] if phi2_context else None,
+                    seed=seed, device=device,
                 )
             )
         return cls(fitted, view)
@@ -132,7 +140,8 @@ class BackgroundFlows:
     def log_prob(self, stars, *, exclude: Sequence[str] = (), threads: int | None = None) -> np.ndarray:
         """Per-star log-density summed over blocks (observed coordinates only).
 
-        ``threads``: CPU threads for the flows (default: each block's setting).
+        ``threads``: CPU threads for the flows (default:
+        :data:`~streammix.flows.DEFAULT_THREADS`).
 
         Coordinates in ``exclude`` are left out: a block of excluded
         coordinates only is skipped, and a block that mixes them with others
@@ -162,10 +171,125 @@ class BackgroundFlows:
             block.save(folder / f"block{i}.pt")
 
     @classmethod
-    def load(cls, folder: str | Path, count: int, view: Any = None) -> BackgroundFlows:
-        """Read the blocks :meth:`save` wrote; ``view`` as the model was fitted with."""
+    def load(cls, folder: str | Path, count: int | None = None, view: Any = None, *, device: str = "cpu") -> BackgroundFlows:
+        """Read the blocks :meth:`save` wrote onto torch ``device``.
+
+        Arguments:
+            folder: The folder :meth:`save` wrote.
+            count: The number of blocks (None: every ``block<i>.pt`` there, from 0 on).
+            view: How the flows see the stars, as they were fitted with (see the class).
+            device: Torch device to load onto.
+        """
         folder = Path(folder)
-        return cls([BlockDensity.load(folder / f"block{i}.pt") for i in range(count)], view)
+        if count is None:
+            count = 0
+            while (folder / f"block{count}.pt").is_file():
+                count += 1
+        return cls([BlockDensity.load(folder / f"block{i}.pt", device=device) for i in range(count)], view)
+
+
+def background_view(
+    config: Config,
+) -> tuple[ObservedProperMotions | None, dict[str, tuple[float | None, float | None]]]:
+    """How the background flows see the stars, and their hard limits.
+
+    With a proper-motion cut in ``data.selection``, the flows see the observed
+    (pmra cos dec, pmdec) in place of the stream-frame proper motions
+    (:class:`~streammix.selection.ObservedProperMotions`) and the cuts are
+    among the limits, so the flows' density ends at the box as the data do;
+    else they see the stars as they are, with ``model.background.limits``.
+
+    Arguments:
+        config: The stream's configuration.
+
+    Returns:
+        ``(view, limits)``: the view (None: the stars as they are) and
+        ``{name: (low, high)}``.
+
+    Example:
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}})
+        >>> background_view(cfg)
+        (None, {})
+    """
+    limits = dict(config.model.background.limits)
+    sel = config.data.selection
+    if sel is None:
+        return None, limits
+    modelled = {c for block in config.model.background.blocks for c in block}
+    if sel.parallax is not None and "parallax" in modelled:
+        limits.setdefault("parallax", tuple(sel.parallax))
+    view = None
+    if sel.pmra is not None and {"pm_phi1_cosphi2", "pm_phi2"} <= modelled:
+        view = ObservedProperMotions(config.frame, sel.reflex_distance)
+        limits.update({"pm_phi1_cosphi2": tuple(sel.pmra), "pm_phi2": tuple(sel.pmdec)})
+    return view, limits
+
+
+def check_background(background: BackgroundFlows, config: Config) -> None:
+    """Check that trained background flows are those ``config`` describes.
+
+    The blocks and their coordinates, the flow settings
+    (``model.background.flow``), the contexts (``phi2_context``, and no
+    error context unless ``error_context``), the colour locus, the limits and
+    the view of the stars (:func:`background_view`) must all agree; the stars
+    the flows were trained on are not checked.
+
+    Arguments:
+        background: The flows, e.g. those of a saved model.
+        config: The stream's configuration.
+
+    Raises:
+        InputError: One line naming the first setting that differs.
+
+    Example:
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]},
+        ...                         "model": {"background": {"blocks": [["parallax"]]}}})
+        >>> check_background(BackgroundFlows([]), cfg)
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: config: model.background.blocks: [['parallax']], but the given background has []
+    """
+    source = config.source or "config"
+    bg_cfg = config.model.background
+    expected = [tuple(block) for block in bg_cfg.blocks]
+    if background.names != expected:
+        given = [list(names) for names in background.names]
+        raise InputError(
+            f"{source}: model.background.blocks: {[list(names) for names in expected]}, but the given background has {given}"
+        )
+    view, limits = background_view(config)
+    if (view is None) != (background.view is None):
+        raise InputError(
+            f"{source}: data.selection: the flows of this config see the proper motions "
+            f"{'as observed' if view is not None else 'in the stream frame'}, the given background's do not"
+        )
+    for names, block in zip(expected, background.blocks):
+        label = f"the given background's block {list(names)}"
+        for key in FlowConfig.model_fields:
+            wanted, trained = getattr(bg_cfg.flow, key), getattr(block.settings, key)
+            if wanted != trained:
+                raise InputError(f"{source}: model.background.flow.{key}: {wanted!r}, but {label} was trained with {trained!r}")
+        if block.phi2_context != bg_cfg.phi2_context:
+            raise InputError(f"{source}: model.background.phi2_context: {bg_cfg.phi2_context}, but not in {label}")
+        if block.errors and not bg_cfg.error_context:
+            raise InputError(f"{source}: model.background.error_context: false, but {label} is conditioned on errors")
+        locus = tuple(bg_cfg.locus) if bg_cfg.locus is not None and set(bg_cfg.locus) <= set(names) else None
+        if locus != (tuple(block.locus.names) if block.locus is not None else None):
+            raise InputError(f"{source}: model.background.locus: {bg_cfg.locus}, which {label} does not model as such")
+        for name in names:
+            wanted_limits = _open_sides(limits.get(name))
+            if wanted_limits != _open_sides(block.limits.get(name)):
+                raise InputError(
+                    f"{source}: model.background.limits: {name} within {wanted_limits}, "
+                    f"but {label} has {_open_sides(block.limits.get(name))}"
+                )
+
+
+def _open_sides(bounds) -> tuple[float | None, float | None]:
+    """Limits as ``(low, high)`` floats, None (no limit, or an infinite one) for an open side."""
+    if bounds is None:
+        return (None, None)
+    return tuple(None if v is None or not math.isfinite(float(v)) else float(v) for v in bounds)
 
 
 def block_values(stars, names: Sequence[str]) -> np.ndarray:

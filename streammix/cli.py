@@ -33,7 +33,15 @@ from .inject import InjectionSpec, inject_stream
 from .isochrone_fit import isochrone_fit_from_model
 from .mock import generate_mock, write_mock
 from .output import check_writable, table_format, write_json, write_table
-from .pipeline import fit_and_write, mock_config, output_folder, run_demo, write_residuals
+from .pipeline import (
+    fit_and_write,
+    mock_config,
+    output_folder,
+    read_background,
+    run_demo,
+    write_background,
+    write_residuals,
+)
 
 app = typer.Typer(
     help="Membership probabilities and smooth models of stellar streams.",
@@ -127,13 +135,35 @@ def demo(
 def fit(
     config: Annotated[Path, typer.Argument(help="The stream's YAML configuration.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    background: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--background",
+            help="Use the background flows saved in this folder (by `streammix flows`, or a `streammix fit` output) "
+            "instead of training them; they must match the config.",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Fit a stream: writes the model, members.ecsv, tracks.ecsv, figures/ and summary.json."""
     cfg = Config.from_yaml(config)
-    summary = fit_and_write(cfg, out, overwrite=overwrite, progress=not quiet)
+    flows = read_background(background, cfg) if background is not None else None
+    summary = fit_and_write(cfg, out, background=flows, overwrite=overwrite, progress=not quiet)
     _print_summary(summary, out)
+
+
+@app.command()
+def flows(
+    config: Annotated[Path, typer.Argument(help="The stream's YAML configuration.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (block<i>.pt and config.yaml).")],
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a stream's background flows alone, for `streammix fit CONFIG --background OUT`."""
+    cfg = Config.from_yaml(config)
+    trained = write_background(cfg, out, overwrite=overwrite, progress=not quiet)
+    console.print(f"wrote {len(trained.blocks)} background flow blocks to {out}")
 
 
 @app.command()

@@ -79,9 +79,10 @@ class FlowConfig(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     validation_fraction: float = Field(
         0.1,
-        gt=0,
+        ge=0,
         lt=1,
-        description="fraction of the training stars held out to keep the best epoch's weights and stop early",
+        description="fraction of the training stars held out to keep the best epoch's weights and stop early (0: "
+        "none; training runs all its epochs and keeps the last weights)",
     )
     patience: int = Field(
         10,

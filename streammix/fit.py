@@ -1,10 +1,12 @@
 """Fitting: background flows first, then an ensemble of mixtures.
 
-:func:`fit` pre-trains the background flows on off-stream stars, freezes them,
-and fits ``config.fit.ensemble`` mixtures (different seeds and, optionally,
+:func:`fit` pre-trains the background flows on off-stream stars
+(:func:`fit_background`), or takes flows trained already, freezes them, and
+fits ``config.fit.ensemble`` mixtures (different seeds and, optionally,
 bootstrap resamples of the stars) with AdamW (or L-BFGS), early stopping on
 held-out stars, deterministic seeds and checkpoints that a killed run resumes
-from. The result is a :class:`FittedModel`.
+from. The result is a :class:`FittedModel`, saved in the folder format of
+:mod:`streammix.model_io`.
 """
 
 from __future__ import annotations
@@ -22,30 +24,28 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 import astropy.units as u
 from astropy.table import QTable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .background import BackgroundFlows, offstream_mask
+from .background import BackgroundFlows, background_view, check_background, offstream_mask
 from .components import BackgroundComponent, NetworkSettings, StreamComponent
 from .config import Config
 from .data import StarTable, check_plausible, read_stars
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
-from .flows import FlowSettings
 from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
-from .output import atomic_path
+from .model_io import SavedModel, mixture_bounds, read_model, write_model
 from .parallel import map_spawned
 from .photometry import likelihood_from_config
 from .profiles import get_profile
 from .provenance import __version__
-from .selection import ObservedProperMotions, SelectionCuts, selection_transform
+from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
 
-__all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "load", "load_stars"]
+__all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "fit_background", "load", "load_stars"]
 
 # A stream-like component is thin and cold: its widths are bounded so that it
 # cannot turn into a second background (a cocoon or a wide spur sets its own).
@@ -264,27 +264,6 @@ def config_tensors(
         device=config.fit.device,
         selection=_selection_transform(config, stars),
     )
-
-
-def background_view(config: Config):
-    """How the background flows see the stars, and their hard limits: with a
-    proper-motion cut in ``data.selection``, the observed (pmra cos dec, pmdec)
-    in place of the stream-frame proper motions
-    (:class:`~streammix.selection.ObservedProperMotions`) and the cuts among
-    the limits, so the flows' density ends at the box as the data do; else the
-    stars as they are and ``model.background.limits``."""
-    limits = dict(config.model.background.limits)
-    sel = config.data.selection
-    if sel is None:
-        return None, limits
-    modelled = {c for block in config.model.background.blocks for c in block}
-    if sel.parallax is not None and "parallax" in modelled:
-        limits.setdefault("parallax", tuple(sel.parallax))
-    view = None
-    if sel.pmra is not None and {"pm_phi1_cosphi2", "pm_phi2"} <= modelled:
-        view = ObservedProperMotions(config.frame, sel.reflex_distance)
-        limits.update({"pm_phi1_cosphi2": tuple(sel.pmra), "pm_phi2": tuple(sel.pmdec)})
-    return view, limits
 
 
 def _selection_transform(config: Config, stars):
@@ -687,62 +666,43 @@ class FittedModel:
         return tracks_table(self, phi1, dropout_samples=dropout_samples)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write the model to ``folder`` (config, weights, flows, summary)."""
-        folder = Path(folder)
-        if (folder / "model.json").exists() and not overwrite:
-            raise InputError(f"output '{folder}' already holds a fitted model; pass --overwrite to replace it")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, mixture in enumerate(self.mixtures):
-            with atomic_path(folder / f"member{i}.pt", overwrite=True) as tmp:
-                torch.save(mixture.state_dict(), tmp)
-        if self.background is not None:
-            self.background.save(folder / "background")
-        with atomic_path(folder / "config.yaml", overwrite=True) as tmp:
-            tmp.write_text(self.config.to_yaml())
-        meta = {
-            "format": 1,
-            "members": len(self.mixtures),
-            "background_blocks": len(self.background.blocks) if self.background is not None else 0,
-            "phi1_density": [float(x) for x in self.phi1_density],
-            "bounds": mixture_bounds(self.mixtures[0]),
-            "summary": self.summary,
-        }
-        with atomic_path(folder / "model.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(meta, indent=1, default=float))
-        return folder
+        """Write the model to ``folder`` (config, weights, flows, summary; see
+        :mod:`streammix.model_io`); :func:`load` reads it back.
+
+        Arguments:
+            folder: The folder; created if needed.
+            overwrite: Replace a model already in ``folder``.
+
+        Returns:
+            The folder.
+        """
+        members = [mixture.state_dict() for mixture in self.mixtures]
+        saved = SavedModel(
+            self.config, members, mixture_bounds(self.mixtures[0]), self.background, self.phi1_density, self.summary
+        )
+        return write_model(folder, saved, overwrite=overwrite)
 
 
 def load(folder: str | Path) -> FittedModel:
-    """Read a model written by :meth:`FittedModel.save`."""
-    folder = Path(folder)
-    meta_path = folder / "model.json"
-    if not meta_path.is_file():
-        raise InputError(f"model '{folder}': no model.json (not a fitted-model folder)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-        raise InputError(f"model '{meta_path}': not valid JSON") from None
-    config_path = folder / "config.yaml"
-    needed = [config_path, *(folder / f"member{i}.pt" for i in range(meta.get("members", 0)))]
-    missing = [p.name for p in needed if not p.is_file()]
-    if missing:
-        raise InputError(f"model '{folder}': missing {', '.join(missing)} (an incomplete model folder)")
-    config = Config.from_dict(yaml.safe_load(config_path.read_text()), source=f"config '{config_path}'")
-    view = background_view(config)[0]
-    background = (
-        BackgroundFlows.load(folder / "background", meta["background_blocks"], view) if meta["background_blocks"] else None
-    )
-    mixtures = []
+    """Read a model written by :meth:`FittedModel.save`.
+
+    Arguments:
+        folder: The model's folder.
+
+    Returns:
+        The model, its tensors on the config's ``fit.device``.
+    """
+    saved = read_model(folder)
+    config = saved.config
     shared = photometric_likelihood(config)
-    for i in range(meta["members"]):
-        state = torch.load(folder / f"member{i}.pt", map_location=config.fit.device, weights_only=True)
-        mixtures.append(_mixture_from_state(config, meta["bounds"], state, shared))
-    return FittedModel(config, mixtures, background, np.asarray(meta["phi1_density"]), meta["summary"])
-
-
-def mixture_bounds(mixture: Mixture) -> dict[str, dict[str, list[float]]]:
-    """Every stream-like component's parameter bounds, to rebuild the mixture."""
-    return {c.name: {p.name: [p.low, p.high] for p in c.parameter_specs} for c in mixture.components}
+    mixtures = []
+    for state in saved.members:
+        mixture = build_mixture(config, bounds=saved.bounds, photometry=shared)
+        mixture = mixture.to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
+        mixture.load_state_dict(state)
+        mixture.eval()
+        mixtures.append(mixture)
+    return FittedModel(config, mixtures, saved.background, saved.phi1_density, saved.summary)
 
 
 def _photometry_of(mixture: Mixture):
@@ -750,20 +710,14 @@ def _photometry_of(mixture: Mixture):
     return next((c.photometry for c in mixture.components if c.photometry is not None), None)
 
 
-def _mixture_from_state(config: Config, bounds: dict[str, dict[str, list[float]]], state, photometry=None) -> Mixture:
-    mixture = build_mixture(config, bounds=bounds, photometry=photometry).to(dtype=getattr(torch, config.fit.dtype), device=config.fit.device)
-    mixture.load_state_dict(state)
-    mixture.eval()
-    return mixture
-
-
 # --- the whole fit --------------------------------------------------------------
 
 
-def run_fingerprint(config: Config, stars) -> str:
+def run_fingerprint(config: Config, stars, background: BackgroundFlows | None = None) -> str:
     """A hash of everything a fit's checkpoints depend on: the config (less the
-    settings that only say where and how fast it runs), the package version and
-    the stars' identities, positions and values.
+    settings that only say where and how fast it runs), the package version,
+    the stars' identities, positions and values, and the weights of the
+    background flows when they were given to :func:`fit`.
 
     Example:
         >>> import numpy as np
@@ -786,16 +740,20 @@ def run_fingerprint(config: Config, stars) -> str:
         digest.update(np.ascontiguousarray(getattr(stars, name), dtype=np.float64).tobytes())
     for band in sorted(stars.mags):
         digest.update(np.ascontiguousarray(stars.mags[band], dtype=np.float64).tobytes())
+    for block in background.blocks if background is not None else ():
+        for flow in block.flows.values():
+            for tensor in flow.state_dict().values():
+                digest.update(tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
-def use_checkpoints(folder: Path, config: Config, stars) -> None:
+def use_checkpoints(folder: Path, config: Config, stars, background: BackgroundFlows | None = None) -> None:
     """Make ``folder`` ready for this fit's checkpoints: kept when they were made
     by the same config and stars (a resume), emptied with a warning otherwise,
     so a changed config never resumes from another fit's state."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = folder / "fingerprint.txt"
-    fingerprint = run_fingerprint(config, stars)
+    fingerprint = run_fingerprint(config, stars, background)
     if stamp.exists() and stamp.read_text().strip() == fingerprint:
         return
     stale = [p for p in folder.iterdir() if p != stamp]
@@ -812,10 +770,50 @@ def use_checkpoints(folder: Path, config: Config, stars) -> None:
     tmp.replace(stamp)
 
 
+def fit_background(config: Config, stars=None, *, progress: bool = False) -> BackgroundFlows:
+    """Train the background flows a config describes on its off-stream stars
+    (:func:`offstream_stars`), as :func:`fit` does first.
+
+    Arguments:
+        config: The stream description; it must have ``model.background.blocks``.
+        stars: A :class:`~streammix.data.StarTable` or table; default: read ``config.data.path``.
+        progress: Show progress bars.
+
+    Returns:
+        The trained flows, to give :func:`fit` as ``background`` (or to save).
+
+    Example:
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]},
+        ...                         "model": {"background": {"blocks": []}}})
+        >>> fit_background(cfg)
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: config: model.background.blocks: none, so there are no flows to train
+    """
+    if not config.model.background.blocks:
+        raise InputError(f"{config.source or 'config'}: model.background.blocks: none, so there are no flows to train")
+    stars = load_stars(config, stars)
+    return _train_background(config, stars, offstream_stars(config, control_priors(config), stars), progress)
+
+
+def _train_background(config: Config, stars, offstream: np.ndarray, progress: bool) -> BackgroundFlows:
+    """The background flows of ``config`` trained on the ``offstream`` stars."""
+    bg_cfg = config.model.background
+    joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
+    view, limits = background_view(config)
+    return BackgroundFlows.fit(
+        stars, bg_cfg.blocks, bg_cfg.flow, train=offstream,
+        marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
+        limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
+        phi2_context=bg_cfg.phi2_context, seed=config.fit.seed, device=config.fit.device,
+    )
+
+
 def fit(
     config: Config,
     stars=None,
     *,
+    background: BackgroundFlows | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
 ) -> FittedModel:
@@ -824,8 +822,17 @@ def fit(
     Arguments:
         config: The stream description.
         stars: A :class:`~streammix.data.StarTable` or table; default: read ``config.data.path``.
+        background: Background flows trained already (:func:`fit_background`,
+            or the ``background`` of a fitted model), used as they are
+            instead of training new ones; they must be those the config
+            describes (:func:`~streammix.background.check_background`), and
+            are the same as the config would train only if they were trained
+            on the same stars with the same ``fit.seed``.
         checkpoint_dir: Where checkpoints go; a rerun with the same folder resumes.
         progress: Show progress bars.
+
+    Returns:
+        The fitted model.
     """
     started = time.perf_counter()
     stars = load_stars(config, stars)
@@ -836,33 +843,31 @@ def fit(
         check_priors(template, priors)
     except ValueError as error:
         raise InputError(f"{config.source or 'config'}: {error}") from None
+    if background is not None:
+        check_background(background, config)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_dir is not None:
-        use_checkpoints(checkpoint_dir, config, stars)
+        use_checkpoints(checkpoint_dir, config, stars, background)
 
-    # 1. background flows on off-stream stars, then frozen
+    # 1. background flows on off-stream stars (unless given), then frozen
     joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
     t0 = time.perf_counter()
     bg_cfg = config.model.background
-    background = None
     background_logp = np.zeros(len(stars))
-    if bg_cfg.blocks:
+    n_offstream = None
+    if background is None and bg_cfg.blocks:
         offstream = offstream_stars(config, priors, stars)
-        settings = FlowSettings(**bg_cfg.flow.model_dump(), seed=config.fit.seed, device=config.fit.device)
+        n_offstream = int(np.sum(offstream))
         flows_file = checkpoint_dir / "background" if checkpoint_dir is not None else None
-        view, limits = background_view(config)
         if flows_file is not None and (flows_file / "done").exists():
-            background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view)
+            view = background_view(config)[0]
+            background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
-            background = BackgroundFlows.fit(
-                stars, bg_cfg.blocks, settings, train=offstream,
-                marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
-                limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
-                phi2_context=bg_cfg.phi2_context,
-            )
+            background = _train_background(config, stars, offstream, progress)
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()
+    if background is not None:
         background_logp = background.log_prob(stars)
     background_logp_astrometry = None
     if background is not None and joint:
@@ -910,7 +915,7 @@ def fit(
     summary = {
         "name": config.name,
         "n_stars": n,
-        "n_offstream": int(np.sum(offstream)) if bg_cfg.blocks else None,
+        "n_offstream": n_offstream,
         "seconds": {
             "background": background_seconds,
             "mixtures": [r.seconds for r in results],

@@ -6,8 +6,10 @@ pm_phi2 | phi1) and p(colour, magnitude | phi1). Each block is learnt once from
 off-stream stars and then frozen: the mixture only needs every star's
 background log-density.
 
-- :class:`FlowSettings` holds the architecture and training settings (a
-  configuration section: plain ints, floats and strings).
+- :class:`~streammix.config.FlowConfig` (the configuration's
+  ``model.background.flow`` section) holds the architecture and training
+  settings; the seed, the torch device and the CPU threads are arguments of
+  the functions that train and evaluate.
 - :class:`ConditionalFlow` is one neural spline flow p(x | phi1) for a
   D-dimensional block, built with zuko (default) or nflows. It standardises x
   and phi1 with constants learnt from the training data and includes the
@@ -23,8 +25,8 @@ background log-density.
 
 Conventions: NaN marks a missing value; infinite values are an error. Inputs of
 :class:`BlockDensity` are numpy arrays in the units of the data; outputs are
-float64 numpy arrays. Training and evaluation run on ``settings.device``
-("cpu" by default, "cuda" where available).
+float64 numpy arrays. Training runs on the ``device`` it is given ("cpu" by
+default, "cuda" where available), evaluation where the flows are.
 """
 
 from __future__ import annotations
@@ -34,133 +36,52 @@ import copy
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import zuko
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .config import FlowConfig
 from .errors import InputError
 from .locus import ColourLocus
 from .nsf import nsf_log_prob, supports
 from .output import atomic_path
 from .parallel import map_spawned, torch_threads
 
-__all__ = ["BlockDensity", "ConditionalFlow", "FlowSettings", "fit_flow", "from_unbounded", "to_unbounded"]
+__all__ = [
+    "DEFAULT_THREADS",
+    "MIN_STARS",
+    "BlockDensity",
+    "ConditionalFlow",
+    "fit_flow",
+    "from_unbounded",
+    "to_unbounded",
+]
 
 _BACKENDS = ("zuko", "nflows")
 _TAIL_BOUND = 5.0  # splines act on [-5, 5] in standardised units; identity outside
 
 
-@dataclass(frozen=True)
-class FlowSettings:
-    r"""Architecture and training settings of the background flows.
+DEFAULT_THREADS = 1
+"""CPU threads torch may use while a flow trains or is evaluated, unless told
+otherwise (set for the call and restored afterwards; 0 keeps torch's setting).
+One is deliberate: these small networks gain little from more threads, and when
+cores are shared with other processes multi-threaded training was measured 20
+times slower."""
 
-    Arguments:
-        backend: ``"zuko"`` (default; :class:`zuko.flows.NSF`) or ``"nflows"``
-            (masked piecewise rational-quadratic autoregressive transforms with
-            linear tails).
-        transforms: Number of spline transforms.
-        hidden: Width of the hidden layers of each transform's conditioner.
-        layers: Number of hidden layers of each conditioner.
-        bins: Number of spline bins.
-        epochs: Maximum number of passes over the training stars.
-        max_steps: Maximum number of gradient steps in all (None: no limit), so
-            a flow on a million stars costs a bounded number of passes rather
-            than ``epochs``; too few leave a large field's flow too smooth
-            (the config's default, 6,000, was needed at 10^6 stars).
-        batch_size: Stars per gradient step.
-        learning_rate: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        validation_fraction: Fraction of the stars held out for early stopping,
-            in [0, 1); 0 trains for ``epochs`` and keeps the last weights.
-        patience: Epochs without improvement of the held-out loss before
-            training stops; the best weights are restored.
-        averaging: Decay per step of an exponential moving average of the
-            weights, in [0, 1); 0 keeps the weights of the last step. The
-            average is what is validated and returned: it smooths the
-            step-to-step noise of stochastic gradients out of the density.
-        seed: Seed of the weight initialisation, the split and the batches.
-        device: Torch device, ``"cpu"`` or e.g. ``"cuda"``.
-        min_stars: Fewest training stars a flow may be fitted on; see
-            :meth:`BlockDensity.fit`.
-        threads: CPU threads torch may use while training or evaluating
-            (set for the call and restored afterwards); 0 keeps torch's
-            setting. The default, 1, is deliberate: these small networks gain
-            little from more threads, and when cores are shared with other
-            processes multi-threaded training was measured 20 times slower.
+MIN_STARS = 50
+"""Fewest training stars a flow may be fitted on (see :meth:`BlockDensity.fit`)."""
 
-    Example:
-        >>> FlowSettings(epochs=50).epochs
-        50
-        >>> FlowSettings(backend="tensorflow")
-        Traceback (most recent call last):
-        ...
-        streammix.errors.InputError: flow setting 'backend': 'tensorflow' is not one of
-        'zuko', 'nflows'
-    """
-
-    backend: str = "zuko"
-    transforms: int = 4
-    hidden: int = 64
-    layers: int = 2
-    bins: int = 8
-    epochs: int = 100
-    max_steps: int | None = None
-    batch_size: int = 4096
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    validation_fraction: float = 0.1
-    patience: int = 15
-    averaging: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
-    min_stars: int = 50
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        if self.backend not in _BACKENDS:
-            raise InputError(
-                f"flow setting 'backend': {self.backend!r} is not one of "
-                + ", ".join(repr(b) for b in _BACKENDS)
-            )
-        for name in ("transforms", "hidden", "layers", "epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"flow setting {name!r}: {value!r} is not a positive integer")
-        steps = self.max_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise InputError(f"flow setting 'max_steps': {steps!r} is not a positive integer or None")
-        min_stars = self.min_stars
-        if isinstance(min_stars, bool) or not isinstance(min_stars, int) or min_stars < 2:
-            raise InputError(f"flow setting 'min_stars': {self.min_stars!r} is not an integer >= 2")
-        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 2:
-            raise InputError(f"flow setting 'bins': {self.bins!r} is not an integer >= 2")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise InputError(f"flow setting 'threads': {self.threads!r} is not an integer >= 0")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise InputError(f"flow setting 'seed': {self.seed!r} is not an integer")
-        if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
-            raise InputError(f"flow setting 'learning_rate': {self.learning_rate!r} is not > 0")
-        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
-            raise InputError(f"flow setting 'weight_decay': {self.weight_decay!r} is not >= 0")
-        fraction = self.validation_fraction
-        if not (isinstance(fraction, int | float) and 0 <= fraction < 1):
-            raise InputError(
-                f"flow setting 'validation_fraction': {self.validation_fraction!r} is not in [0, 1)"
-            )
-        if not (isinstance(self.averaging, int | float) and 0 <= self.averaging < 1):
-            raise InputError(f"flow setting 'averaging': {self.averaging!r} is not in [0, 1)")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError):
-            message = f"flow setting 'device': {self.device!r} is not a torch device"
-            raise InputError(message) from None
+# Flow files written while the flows had settings of their own (not the config's FlowConfig) also hold
+# these run settings; loading ignores them.
+_RUN_SETTINGS = ("seed", "device", "min_stars", "threads")
 
 
 class ConditionalFlow(torch.nn.Module):
@@ -185,7 +106,7 @@ class ConditionalFlow(torch.nn.Module):
             are clamped to it and mapped to [-1, 1]. Default: none (E = 0).
 
     Example:
-        >>> flow = ConditionalFlow(2, FlowSettings(transforms=1, hidden=8), x_scale=[1.0, 10.0])
+        >>> flow = ConditionalFlow(2, FlowConfig(transforms=1, hidden=8), x_scale=[1.0, 10.0])
         >>> x, phi1 = torch.zeros(5, 2), torch.linspace(-1.0, 1.0, 5)
         >>> flow.log_prob(x, phi1).shape
         torch.Size([5])
@@ -203,7 +124,7 @@ class ConditionalFlow(torch.nn.Module):
     def __init__(
         self,
         features: int,
-        settings: FlowSettings = FlowSettings(),
+        settings: FlowConfig = FlowConfig(),
         *,
         x_loc: Sequence[float] | np.ndarray | Tensor | None = None,
         x_scale: Sequence[float] | np.ndarray | Tensor | None = None,
@@ -291,7 +212,7 @@ class ConditionalFlow(torch.nn.Module):
         return z * self.x_scale + self.x_loc
 
 
-def _build_network(features: int, settings: FlowSettings, context: int = 1) -> torch.nn.Module:
+def _build_network(features: int, settings: FlowConfig, context: int = 1) -> torch.nn.Module:
     """The standardised flow: zuko NSF or an nflows MPRQ autoregressive flow."""
     if settings.backend == "zuko":
         return zuko.flows.NSF(
@@ -380,10 +301,13 @@ def _weighted_moments(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, n
 def fit_flow(
     x: np.ndarray,
     phi1: np.ndarray,
-    settings: FlowSettings = FlowSettings(),
+    settings: FlowConfig = FlowConfig(),
     *,
     weights: np.ndarray | None = None,
     context: np.ndarray | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    threads: int = DEFAULT_THREADS,
     progress: bool = False,
     label: str = "flow",
 ) -> ConditionalFlow:
@@ -394,8 +318,8 @@ def fit_flow(
     log-density with AdamW; a random ``validation_fraction`` of the stars is
     held out, training stops after ``patience`` epochs without improvement of
     their loss and the best weights are restored. Everything random (weights,
-    split, batches) is seeded with ``settings.seed`` without changing torch's
-    global random state.
+    split, batches) is seeded with ``seed`` without changing torch's global
+    random state.
 
     Arguments:
         x: Coordinates, shape (N, D), all finite.
@@ -404,17 +328,20 @@ def fit_flow(
         weights: Optional non-negative per-star weights, shape (N,).
         context: Optional extra conditioning columns, shape (N, E), finite
             (e.g. log errors): the flow is then p(x | phi1, context).
+        seed: Seed of the weight initialisation, the split and the batches.
+        device: Torch device to train on, ``"cpu"`` or e.g. ``"cuda"``.
+        threads: CPU threads torch may use meanwhile (see :data:`DEFAULT_THREADS`).
         progress: Show a rich progress bar with the losses.
         label: Name shown on the progress bar.
 
     Returns:
-        The trained flow on ``settings.device``, in evaluation mode.
+        The trained flow on ``device``, in evaluation mode.
 
     Example:
         >>> rng = np.random.default_rng(1)
         >>> phi1 = rng.uniform(-1, 1, 500)
         >>> x = (phi1 + rng.normal(0, 0.1, 500))[:, None]
-        >>> flow = fit_flow(x, phi1, FlowSettings(transforms=1, hidden=8, epochs=2))
+        >>> flow = fit_flow(x, phi1, FlowConfig(transforms=1, hidden=8, epochs=2))
         >>> flow.features
         1
     """
@@ -435,15 +362,30 @@ def fit_flow(
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise InputError(f"{label}: weights must be {n} finite non-negative numbers, not all zero")
-    with torch_threads(settings.threads):
-        return _train(x, phi1, w, settings, progress, label, extra)
+    device = _check_run(seed, device, threads)
+    with torch_threads(threads):
+        return _train(x, phi1, w, settings, seed, device, progress, label, extra)
+
+
+def _check_run(seed: int, device: str | torch.device, threads: int) -> torch.device:
+    """The torch device, after checking the seed, the device and the threads of a training run."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"flow 'seed': {seed!r} is not an integer")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise InputError(f"flow 'threads': {threads!r} is not an integer >= 0")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"flow 'device': {device!r} is not a torch device") from None
 
 
 def _train(
     x: np.ndarray,
     phi1: np.ndarray,
     w: np.ndarray,
-    settings: FlowSettings,
+    settings: FlowConfig,
+    seed: int,
+    device: torch.device,
     progress: bool,
     label: str,
     extra: np.ndarray,
@@ -455,8 +397,7 @@ def _train(
     phi1_loc, phi1_scale = _weighted_moments(phi1[:, None], w)
     phi1_scale_value = float(phi1_scale[0]) if phi1_scale[0] > 0 else 1.0
 
-    device = torch.device(settings.device)
-    with _seeded(settings.seed, device):
+    with _seeded(seed, device):
         flow = ConditionalFlow(
             features,
             settings,
@@ -467,7 +408,7 @@ def _train(
             context_low=extra.min(axis=0),
             context_high=extra.max(axis=0),
         ).to(device)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(seed)
 
     # Held-out split.
     order = torch.randperm(n, generator=generator)
@@ -648,7 +589,7 @@ class BlockDensity:
         >>> values = rng.normal([0.5, -3.0], [0.2, 1.0], (400, 2))
         >>> values[:100, 0] = np.nan  # parallax missing for a quarter of the stars
         >>> block = BlockDensity.fit(("parallax", "pm_phi2"), values, phi1,
-        ...                          FlowSettings(transforms=1, hidden=8, epochs=2))
+        ...                          FlowConfig(transforms=1, hidden=8, epochs=2))
         >>> sorted(block.flows)
         [('parallax', 'pm_phi2'), ('pm_phi2',)]
         >>> block.log_prob(np.array([[0.5, -3.0], [np.nan, -3.0], [np.nan, np.nan]]),
@@ -658,7 +599,7 @@ class BlockDensity:
 
     names: tuple[str, ...]
     flows: dict[tuple[str, ...], ConditionalFlow]
-    settings: FlowSettings = field(default_factory=FlowSettings)
+    settings: FlowConfig = field(default_factory=FlowConfig)
     errors: tuple[str, ...] = ()
     limits: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     limit_scales: dict[str, float] = field(default_factory=dict)
@@ -696,7 +637,7 @@ class BlockDensity:
         names: Sequence[str],
         values: np.ndarray,
         phi1: np.ndarray,
-        settings: FlowSettings = FlowSettings(),
+        settings: FlowConfig = FlowConfig(),
         *,
         weights: np.ndarray | None = None,
         patterns: Iterable[Sequence[str]] = (),
@@ -707,12 +648,16 @@ class BlockDensity:
         progress: bool = False,
         workers: int = 1,
         phi2: np.ndarray | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        threads: int = DEFAULT_THREADS,
+        min_stars: int = MIN_STARS,
     ) -> BlockDensity:
         r"""Train one flow per pattern of observed coordinates present in ``values``.
 
         The flow of a pattern is trained on the columns of that pattern for all
         stars observing at least those columns. A pattern whose coordinates are
-        observed together for fewer than ``settings.min_stars`` stars cannot
+        observed together for fewer than ``min_stars`` stars cannot
         be learnt and raises :class:`InputError` (drop those values, or merge
         the block differently).
 
@@ -749,15 +694,21 @@ class BlockDensity:
                 processes (CPU only; each flow's seed is fixed, so the flows
                 are the same as one after the other). A block of six
                 coordinates with its marginals trains five flows.
+            phi2: Each star's phi2, shape (N,), finite: the flows are then also
+                conditioned on it (the last extra context column).
+            seed: Seed of every flow's training (see :func:`fit_flow`).
+            device: Torch device to train on, ``"cpu"`` or e.g. ``"cuda"``.
+            threads: CPU threads torch may use per flow (see :data:`DEFAULT_THREADS`).
+            min_stars: Fewest stars a pattern's flow may be trained on (at least 2).
 
         Returns:
-            The fitted block, its flows in evaluation mode.
+            The fitted block, its flows in evaluation mode on ``device``.
 
         Example:
             >>> rng = np.random.default_rng(0)
             >>> phi1 = rng.uniform(0, 1, 300)
             >>> block = BlockDensity.fit(["g"], rng.normal(size=(300, 1)), phi1,
-            ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
+            ...                          FlowConfig(transforms=1, hidden=8, epochs=1))
             >>> list(block.flows)
             [('g',)]
         """
@@ -804,6 +755,9 @@ class BlockDensity:
                 )
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise InputError(f"'workers': {workers!r} is not a positive integer")
+        if isinstance(min_stars, bool) or not isinstance(min_stars, int) or min_stars < 2:
+            raise InputError(f"'min_stars': {min_stars!r} is not an integer >= 2")
+        device = _check_run(seed, device, threads)
         phi2 = _check_phi2(names, phi2, len(phi1))
         jobs: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, list[int]]] = {}
         # Full block first, then fewer coordinates.
@@ -812,10 +766,10 @@ class BlockDensity:
             pattern = tuple(names[j] for j in columns)
             rows = np.all(mask[:, columns], axis=1)
             count = int(rows.sum())
-            if count < settings.min_stars:
+            if count < min_stars:
                 raise InputError(
                     f"block {names!r}: coordinates {pattern!r} are observed together for only "
-                    f"{count} stars (settings.min_stars = {settings.min_stars})"
+                    f"{count} stars (min_stars = {min_stars})"
                 )
             source = located if _uses_locus(fitted_locus, pattern) else values
             jobs[pattern] = (source, rows, columns)
@@ -826,12 +780,15 @@ class BlockDensity:
                 x=source[np.ix_(rows, columns)],
                 phi1=phi1[rows],
                 settings=settings,
+                seed=seed,
+                device=device,
+                threads=threads,
                 weights=None if weights is None else weights[rows],
                 context=_context(errors, rows, columns, names, error_names, phi2),
                 label=f"p({', '.join(pattern)} | phi1{', phi2' if phi2 is not None else ''})",
             )
 
-        workers = min(workers, len(jobs)) if torch.device(settings.device).type == "cpu" else 1
+        workers = min(workers, len(jobs)) if device.type == "cpu" else 1
         if workers == 1:
             flows = {pattern: fit_flow(**job(pattern), progress=progress) for pattern in jobs}
         else:
@@ -864,7 +821,7 @@ class BlockDensity:
                 8,192 per thread: with one thread 8,192 was the fastest of
                 2,048 to 262,144 measured (the tensors stay in cache); with two,
                 16,384-32,768 scored 1.9 times as fast as one thread.
-            threads: CPU threads for the evaluation; default ``settings.threads``.
+            threads: CPU threads for the evaluation; default :data:`DEFAULT_THREADS`.
 
         Returns:
             float64 array (N,): ln p(observed coordinates | phi1), in the units
@@ -873,12 +830,12 @@ class BlockDensity:
         Example:
             >>> rng = np.random.default_rng(0)
             >>> block = BlockDensity.fit(["x"], rng.normal(size=(200, 1)), rng.uniform(size=200),
-            ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
+            ...                          FlowConfig(transforms=1, hidden=8, epochs=1))
             >>> block.log_prob(np.array([[np.nan]]), np.array([0.5]))
             array([0.])
         """
         values, phi1 = _check_values(self.names, values, phi1)
-        threads = self.settings.threads if threads is None else threads
+        threads = DEFAULT_THREADS if threads is None else threads
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise InputError(f"'threads': {threads!r} is not an integer >= 0")
         if chunk_size is None:
@@ -951,7 +908,7 @@ class BlockDensity:
             >>> rng = np.random.default_rng(0)
             >>> block = BlockDensity.fit(["x", "y"], rng.normal(size=(200, 2)),
             ...                          rng.uniform(size=200),
-            ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
+            ...                          FlowConfig(transforms=1, hidden=8, epochs=1))
             >>> block.sample(np.zeros(4), seed=1).shape
             (4, 2)
         """
@@ -974,7 +931,7 @@ class BlockDensity:
             given = None if errors is None else np.asarray(errors, dtype=float)
             extra = _context(given, rows, list(range(len(pattern))), pattern, self.errors, phi2)
             extra = _float32_tensor(extra, device)
-        with torch.no_grad(), torch_threads(self.settings.threads):
+        with torch.no_grad(), torch_threads(DEFAULT_THREADS):
             if seed is None:
                 draws = flow.sample(phi1_t, extra)
             else:
@@ -996,7 +953,7 @@ class BlockDensity:
         Example:
             >>> rng = np.random.default_rng(0)
             >>> block = BlockDensity.fit(["x"], rng.normal(size=(100, 1)), rng.uniform(size=100),
-            ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
+            ...                          FlowConfig(transforms=1, hidden=8, epochs=1))
             >>> sorted(block.state_dict())
             ['errors', 'flows', 'limit_scales', 'limits', 'locus', 'names', 'phi2_context', 'settings']
         """
@@ -1007,7 +964,7 @@ class BlockDensity:
             "limit_scales": dict(self.limit_scales),
             "locus": None if self.locus is None else self.locus.state_dict(),
             "phi2_context": bool(self.phi2_context),
-            "settings": asdict(self.settings),
+            "settings": self.settings.model_dump(),
             "flows": [
                 {
                     "pattern": list(pattern),
@@ -1018,17 +975,17 @@ class BlockDensity:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], *, device: str | None = None) -> BlockDensity:
+    def from_state_dict(cls, state: dict[str, Any], *, device: str | torch.device = "cpu") -> BlockDensity:
         r"""Rebuild a block from :meth:`state_dict`.
 
         Arguments:
             state: Output of :meth:`state_dict`.
-            device: Torch device to load onto; default ``settings.device``.
+            device: Torch device to load onto.
 
         Example:
             >>> rng = np.random.default_rng(0)
             >>> block = BlockDensity.fit(["x"], rng.normal(size=(100, 1)), rng.uniform(size=100),
-            ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
+            ...                          FlowConfig(transforms=1, hidden=8, epochs=1))
             >>> copy = BlockDensity.from_state_dict(block.state_dict())
             >>> x, phi1 = np.array([[0.3]]), np.array([0.5])
             >>> bool(copy.log_prob(x, phi1)[0] == block.log_prob(x, phi1)[0])
@@ -1036,14 +993,15 @@ class BlockDensity:
         """
         try:
             names = tuple(state["names"])
-            known = {f.name for f in fields(FlowSettings)}
-            settings_dict = dict(state["settings"])
-            unknown = sorted(set(settings_dict) - known)
-            if unknown:
-                raise InputError(f"flow state: unknown settings {unknown}")
-            settings = FlowSettings(**settings_dict)
-            if device is not None:
-                settings = FlowSettings(**{**asdict(settings), "device": device})
+            # files written before the settings were a FlowConfig also hold the run's
+            settings_dict = {k: v for k, v in dict(state["settings"]).items() if k not in _RUN_SETTINGS}
+            try:
+                settings = FlowConfig(**settings_dict)
+            except ValidationError as error:
+                first = error.errors()[0]
+                key = ".".join(str(k) for k in first["loc"])
+                raise InputError(f"flow state: settings.{key}: {first['msg']}") from None
+            device = torch.device(device)
             flows: dict[tuple[str, ...], ConditionalFlow] = {}
             for entry in state["flows"]:
                 pattern = tuple(entry["pattern"])
@@ -1052,7 +1010,7 @@ class BlockDensity:
                 low, high = weights.setdefault("context_low", empty), weights.setdefault("context_high", empty)
                 flow = ConditionalFlow(len(pattern), settings, context_low=low, context_high=high)
                 flow.load_state_dict(weights)
-                flows[pattern] = flow.to(torch.device(settings.device)).eval()
+                flows[pattern] = flow.to(device).eval()
         except (KeyError, TypeError, RuntimeError) as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise InputError(f"flow state: malformed ({message})") from None
@@ -1084,18 +1042,18 @@ class BlockDensity:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | None = None) -> BlockDensity:
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> BlockDensity:
         r"""Read a block written by :meth:`save` (``weights_only`` loading: no code runs).
 
         Arguments:
             path: File written by :meth:`save`.
-            device: Torch device to load onto; default the saved ``settings.device``.
+            device: Torch device to load onto.
 
         Example:
             >>> import tempfile, pathlib
             >>> rng = np.random.default_rng(0)
             >>> block = BlockDensity.fit(["x"], rng.normal(size=(100, 1)), rng.uniform(size=100),
-            ...                          FlowSettings(transforms=1, hidden=8, epochs=1))
+            ...                          FlowConfig(transforms=1, hidden=8, epochs=1))
             >>> path = block.save(pathlib.Path(tempfile.mkdtemp()) / "background.pt")
             >>> BlockDensity.load(path).names
             ('x',)

@@ -21,17 +21,26 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 
+from .background import BackgroundFlows, background_view, check_background
 from .config import Config
 from .data import ColumnMap, StarTable
 from .errors import InputError
-from .fit import fit, load_stars
+from .fit import fit, fit_background, load_stars
 from .membership import summarise_members
 from .mock import MockConfig, generate_mock
 from .output import atomic_path, partial_folder, write_json, write_table
 from .provenance import versions
 from .residuals import cmd_residuals, position_residuals
 
-__all__ = ["demo_config", "fit_and_write", "output_folder", "run_demo", "truth_metrics"]
+__all__ = [
+    "demo_config",
+    "fit_and_write",
+    "output_folder",
+    "read_background",
+    "run_demo",
+    "truth_metrics",
+    "write_background",
+]
 
 
 @contextlib.contextmanager
@@ -76,6 +85,7 @@ def fit_and_write(
     out: str | Path,
     *,
     stars=None,
+    background: BackgroundFlows | None = None,
     overwrite: bool = False,
     progress: bool = False,
     truth=None,
@@ -86,6 +96,7 @@ def fit_and_write(
     """Fit ``config`` and write the model, ``members.ecsv``, ``tracks.ecsv``,
     ``figures/`` and ``summary.json`` into ``out``; returns the summary.
 
+    ``background``: flows trained already (see :func:`streammix.fit.fit`).
     With a mock: ``truth`` (true tracks) is written as ``stars_tracks.ecsv`` and
     drawn in the figures, ``truth_member`` (true membership per star) adds
     :func:`truth_metrics` to the summary, and ``extra_tables`` (file name ->
@@ -100,7 +111,7 @@ def fit_and_write(
     started = time.perf_counter()
     stars = load_stars(config, stars)
     checkpoints = checkpoint_folder(out)
-    model = fit(config, stars, checkpoint_dir=checkpoints, progress=progress)
+    model = fit(config, stars, background=background, checkpoint_dir=checkpoints, progress=progress)
     t0 = time.perf_counter()
     members = model.membership(stars)
     tracks = model.tracks()
@@ -380,6 +391,64 @@ def track_metrics(model, truth, component: str | None = None, min_density: float
             diff = np.asarray(fitted[key].value) - np.asarray(getattr(truth[name], "value", truth[name]))
             out[f"{name}_rms"] = float(np.sqrt(np.mean(diff[dense] ** 2)))
     return out
+
+
+def write_background(
+    config: Config, out: str | Path, *, stars=None, overwrite: bool = False, progress: bool = False
+) -> BackgroundFlows:
+    """Train the background flows of ``config`` (:func:`streammix.fit.fit_background`)
+    and write them, with the config, into the folder ``out``.
+
+    Arguments:
+        config: The stream description.
+        out: The output folder (``block<i>.pt`` and ``config.yaml``).
+        stars: The stars; default: read ``config.data.path``.
+        overwrite: Replace ``out`` if it exists.
+        progress: Show progress bars.
+
+    Returns:
+        The trained flows.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"output '{out}' already exists; pass --overwrite to replace it")
+    background = fit_background(config, stars, progress=progress)
+    with output_folder(out, overwrite) as tmp:
+        background.save(tmp)
+        (tmp / "config.yaml").write_text(config.to_yaml())
+    return background
+
+
+def read_background(path: str | Path, config: Config) -> BackgroundFlows:
+    """The background flows saved in ``path``, checked against ``config``
+    (:func:`~streammix.background.check_background`).
+
+    Arguments:
+        path: A folder written by :func:`write_background` (``streammix
+            flows``), a fitted model's folder, or a folder written by
+            :func:`fit_and_write` (``streammix fit``).
+        config: The configuration the flows are for.
+
+    Returns:
+        The flows, on the config's ``fit.device``.
+
+    Example:
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}})
+        >>> read_background("no/such/folder", cfg)
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: background 'no/such/folder': no background flows (block0.pt) in it, its background/ or its model/background/
+    """
+    path = Path(path)
+    for folder in (path, path / "background", path / "model" / "background"):
+        if (folder / "block0.pt").is_file():
+            view = background_view(config)[0]
+            background = BackgroundFlows.load(folder, view=view, device=config.fit.device)
+            check_background(background, config)
+            return background
+    raise InputError(
+        f"background '{path}': no background flows (block0.pt) in it, its background/ or its model/background/"
+    )
 
 
 def run_demo(

@@ -109,6 +109,39 @@ def test_fit_members_plot(small_field, tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+def test_flows_then_fit_with_those_flows(small_field, tmp_path):
+    """`streammix flows` trains the flows `streammix fit` would; `fit --background` uses saved
+    flows (of `flows`, or of a fit's output) instead of training, with the same probabilities."""
+    from streammix.config import Config
+    from streammix.data import read_stars
+    from streammix.pipeline import read_background
+
+    config = small_field / "stream.yaml"
+    first = tmp_path / "first"
+    assert run("flows", config, "--out", tmp_path / "flows", "--quiet").returncode == 0
+    assert (tmp_path / "flows" / "block0.pt").is_file() and (tmp_path / "flows" / "config.yaml").is_file()
+    assert run("fit", config, "--out", first, "--quiet").returncode == 0
+    cfg = Config.from_yaml(config)
+    stars = read_stars(small_field / "stars.fits", cfg.data.column_map())
+    trained, fitted = read_background(tmp_path / "flows", cfg), read_background(first, cfg)
+    np.testing.assert_array_equal(trained.log_prob(stars), fitted.log_prob(stars))
+
+    again = tmp_path / "again"
+    result = run("fit", config, "--out", again, "--background", tmp_path / "flows", "--quiet")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(
+        Table.read(again / "members.ecsv")["p_stream"], Table.read(first / "members.ecsv")["p_stream"], atol=1e-6
+    )
+
+    other = yaml.safe_load(config.read_text())
+    other["model"]["background"]["flow"]["hidden"] = 8
+    (small_field / "other.yaml").write_text(yaml.safe_dump(other))
+    result = run("fit", small_field / "other.yaml", "--out", tmp_path / "other", "--background", first, "--quiet")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "model.background.flow.hidden: 8, but the given background's block" in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
 BLOCKS = [["parallax", "pm_phi1_cosphi2", "pm_phi2"], ["gaia_g", "gaia_bp", "gaia_rp"]]
 
 

@@ -13,7 +13,7 @@ import torch
 
 from streammix.errors import InputError
 from streammix.fit import fit, load_stars
-from streammix.config import Config
+from streammix.config import Config, FlowConfig
 from streammix.data import StarTable
 from streammix.mock import MockConfig, generate_mock
 from streammix.pipeline import demo_config, mock_columns, truth_metrics
@@ -159,6 +159,28 @@ def test_a_component_with_another_profile_fits_saves_and_loads(tmp_path, small_m
     a = model.membership(stars[:300], dropout_samples=0)
     b = again.membership(stars[:300], dropout_samples=0)
     np.testing.assert_allclose(a["p_stream"], b["p_stream"], atol=1e-6)
+
+
+def test_given_background_flows_must_match_the_config(small_mock, fitted):
+    from streammix.fit import fit_background
+
+    _, truth, stars = small_mock
+    config = small_config(truth)
+    np.testing.assert_array_equal(
+        fit_background(config, stars).log_prob(stars[:500]), fitted.background.log_prob(stars[:500])
+    )
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["flow"]["epochs"] = 30
+    with pytest.raises(InputError, match=r"model.background.flow.epochs: 30, but the given background's block \['parallax'"):
+        fit(Config.from_dict(data), stars, background=fitted.background)
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["blocks"] = [["parallax", "pm_phi1_cosphi2"]]
+    with pytest.raises(InputError, match=r"model.background.blocks: \[\['parallax', 'pm_phi1_cosphi2'\]\], but the given"):
+        fit(Config.from_dict(data), stars, background=fitted.background)
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["phi2_context"] = True
+    with pytest.raises(InputError, match="model.background.phi2_context: True, but not in the given background's"):
+        fit(Config.from_dict(data), stars, background=fitted.background)
 
 
 def test_a_killed_fit_resumes_to_the_same_result(tmp_path, small_mock):
@@ -367,7 +389,6 @@ def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
     and parallax); the astrometry-only stage then uses the block's marginal
     flows, which are the flows a block of the astrometry alone would learn."""
     from streammix.background import BackgroundFlows
-    from streammix.flows import FlowSettings
 
     table, truth = generate_mock(MockConfig(n_stream=50, n_background=1500, missing_astrometry_fraction=0.1), seed=1)
     stars = StarTable.from_table(table, mock_columns())
@@ -375,7 +396,7 @@ def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
     mixed = ["parallax", "pm_phi1_cosphi2", "pm_phi2", "gaia_g", "gaia_bp", "gaia_rp"]
     data["model"]["background"]["blocks"] = [mixed]
     Config.from_dict(data)  # accepted
-    settings = FlowSettings(transforms=1, hidden=8, epochs=2)
+    settings = FlowConfig(transforms=1, hidden=8, epochs=2)
     bands = ["gaia_g", "gaia_bp", "gaia_rp"]
     joint = BackgroundFlows.fit(stars, [mixed], settings, marginal_without=bands)
     alone = BackgroundFlows.fit(stars, [mixed[:3]], settings)

@@ -13,8 +13,11 @@ import torch
 from scipy import stats
 from scipy.stats import multivariate_normal
 
+from pydantic import ValidationError
+
+from streammix.config import FlowConfig
 from streammix.errors import InputError
-from streammix.flows import BlockDensity, ConditionalFlow, FlowSettings, fit_flow
+from streammix.flows import BlockDensity, ConditionalFlow, fit_flow
 
 BACKENDS = ["zuko", "nflows"]
 TINY = dict(transforms=2, hidden=16, layers=1, bins=6, epochs=4, batch_size=512)
@@ -52,7 +55,7 @@ def gaussian_block(request) -> tuple[BlockDensity, list[int]]:
     x, phi1 = gaussian_draw(4000, seed=0)
     x = x[:, columns]
     x[np.random.default_rng(1).random(len(x)) < 0.3, 0] = np.nan
-    settings = FlowSettings(backend=request.param, **SMALL)
+    settings = FlowConfig(backend=request.param, **SMALL)
     block = BlockDensity.fit(("parallax", "pm_phi2"), x, phi1, settings)
     return block, columns
 
@@ -155,7 +158,7 @@ def test_every_flow_integrates_to_one(backend):
     ], axis=1)
     x[:400, 0] = np.nan
     x[400:600, 1:] = np.nan
-    block = BlockDensity.fit(NAMES, x, phi1, FlowSettings(backend=backend, **TINY))
+    block = BlockDensity.fit(NAMES, x, phi1, FlowConfig(backend=backend, **TINY))
     assert {len(p) for p in block.flows} == {1, 2, 3}
     points = {1: 1001, 2: 161, 3: 41}  # spacing 0.4 scale in 3-D: ample for trapezoids
     for pattern in block.flows:
@@ -169,7 +172,7 @@ def test_standardisation_jacobian(backend):
     # The standardised problem is the same for x and 1000 x, so the densities differ by
     # exactly the Jacobian D log 1000 (up to float32 round-off in training).
     x, phi1 = gaussian_draw(800, seed=12)
-    settings = FlowSettings(backend=backend, **TINY)
+    settings = FlowConfig(backend=backend, **TINY)
     flow = fit_flow(x, phi1, settings)
     flow_scaled = fit_flow(1000.0 * x, phi1, settings)
     test_x, test_phi1 = gaussian_draw(50, seed=13)
@@ -183,21 +186,21 @@ def test_standardisation_jacobian(backend):
 def test_known_density_of_an_untrained_flow():
     # With a freshly built zuko NSF the spline parameters are not trained, but the
     # flow must still be an exact density: compare a 1-D trapezoid with 1.
-    flow = ConditionalFlow(1, FlowSettings(**TINY), x_loc=[5.0], x_scale=[0.01], phi1_loc=3.0)
-    block = BlockDensity(("g",), {("g",): flow}, FlowSettings(**TINY))
+    flow = ConditionalFlow(1, FlowConfig(**TINY), x_loc=[5.0], x_scale=[0.01], phi1_loc=3.0)
+    block = BlockDensity(("g",), {("g",): flow}, FlowConfig(**TINY))
     assert _grid_integral(block, ("g",), 0.0, 4001) == pytest.approx(1.0, abs=0.005)
 
 
 def test_determinism_and_global_rng_untouched():
     x, phi1 = gaussian_draw(600, seed=14)
     x[:100, 0] = np.nan
-    settings = FlowSettings(**TINY, seed=3)
+    settings = FlowConfig(**TINY)
     state, threads = torch.get_rng_state(), torch.get_num_threads()
-    first = BlockDensity.fit(NAMES, x, phi1, settings)
+    first = BlockDensity.fit(NAMES, x, phi1, settings, seed=3)
     assert torch.equal(state, torch.get_rng_state())
     assert torch.get_num_threads() == threads
-    second = BlockDensity.fit(NAMES, x, phi1, settings)
-    other = BlockDensity.fit(NAMES, x, phi1, FlowSettings(**TINY, seed=4))
+    second = BlockDensity.fit(NAMES, x, phi1, settings, seed=3)
+    other = BlockDensity.fit(NAMES, x, phi1, settings, seed=4)
     test_x, test_phi1 = gaussian_draw(100, seed=15)
     expected = first.log_prob(test_x, test_phi1)
     np.testing.assert_array_equal(second.log_prob(test_x, test_phi1), expected)
@@ -208,7 +211,7 @@ def test_determinism_and_global_rng_untouched():
 def test_save_load_round_trip(backend, tmp_path):
     x, phi1 = gaussian_draw(600, seed=16)
     x[:100, 0] = np.nan
-    block = BlockDensity.fit(NAMES, x, phi1, FlowSettings(backend=backend, **TINY))
+    block = BlockDensity.fit(NAMES, x, phi1, FlowConfig(backend=backend, **TINY))
     path = block.save(tmp_path / "background.pt")
     loaded = BlockDensity.load(path)
     assert loaded.names == block.names and loaded.settings == block.settings
@@ -223,41 +226,47 @@ def test_save_load_round_trip(backend, tmp_path):
 def test_rare_and_unknown_patterns():
     x, phi1 = gaussian_draw(600, seed=18)
     x[:10, 1:] = np.nan  # 10 stars with parallax alone: their flow learns from all 600
-    block = BlockDensity.fit(NAMES[:2], x[:, :2], phi1, FlowSettings(**TINY))
+    block = BlockDensity.fit(NAMES[:2], x[:, :2], phi1, FlowConfig(**TINY))
     assert set(block.flows) == {("parallax", "pm_phi1_cosphi2"), ("parallax",)}
     # A pattern never fitted cannot be scored silently with another one.
     with pytest.raises(InputError, match="pm_phi1_cosphi2"):
         block.log_prob(np.array([[np.nan, -5.0]]), np.array([-40.0]))
     # ... unless it is asked for at fit time.
     block = BlockDensity.fit(
-        NAMES[:2], x[:, :2], phi1, FlowSettings(**TINY), patterns=[("pm_phi1_cosphi2",)]
+        NAMES[:2], x[:, :2], phi1, FlowConfig(**TINY), patterns=[("pm_phi1_cosphi2",)]
     )
     assert np.isfinite(block.log_prob(np.array([[np.nan, -5.0]]), np.array([-40.0]))[0])
     # Coordinates observed together too rarely cannot be learnt.
     y, _ = gaussian_draw(600, seed=18)
     y[20:, 0] = np.nan
     with pytest.raises(InputError, match="only 20 stars"):
-        BlockDensity.fit(NAMES, y, phi1, FlowSettings(**TINY))
+        BlockDensity.fit(NAMES, y, phi1, FlowConfig(**TINY))
 
 
 def test_bad_input_raises_input_error(tmp_path):
-    with pytest.raises(InputError, match="'backend'"):
-        FlowSettings(backend="torchflows")
-    with pytest.raises(InputError, match="'epochs'"):
-        FlowSettings(epochs=0)
-    with pytest.raises(InputError, match="'validation_fraction'"):
-        FlowSettings(validation_fraction=1.0)
+    with pytest.raises(ValidationError, match="backend"):
+        FlowConfig(backend="torchflows")
+    with pytest.raises(ValidationError, match="epochs"):
+        FlowConfig(epochs=0)
+    with pytest.raises(ValidationError, match="validation_fraction"):
+        FlowConfig(validation_fraction=1.0)
     x, phi1 = gaussian_draw(100, seed=19)
+    with pytest.raises(InputError, match="'seed': 1.5 is not an integer"):
+        BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY), seed=1.5)
+    with pytest.raises(InputError, match="'device': 'gpu0' is not a torch device"):
+        BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY), device="gpu0")
+    with pytest.raises(InputError, match="'min_stars': 1 is not an integer >= 2"):
+        BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY), min_stars=1)
     with pytest.raises(InputError, match=r"expected \(N, 2\)"):
-        BlockDensity.fit(NAMES[:2], x, phi1, FlowSettings(**TINY))
+        BlockDensity.fit(NAMES[:2], x, phi1, FlowConfig(**TINY))
     bad_phi1 = phi1.copy()
     bad_phi1[3] = np.nan
     with pytest.raises(InputError, match="phi1: 1 non-finite"):
-        BlockDensity.fit(NAMES, x, bad_phi1, FlowSettings(**TINY))
+        BlockDensity.fit(NAMES, x, bad_phi1, FlowConfig(**TINY))
     bad_x = x.copy()
     bad_x[5, 2] = np.inf
     with pytest.raises(InputError, match="column 'pm_phi2'"):
-        BlockDensity.fit(NAMES, bad_x, phi1, FlowSettings(**TINY))
+        BlockDensity.fit(NAMES, bad_x, phi1, FlowConfig(**TINY))
     with pytest.raises(InputError, match="does not exist"):
         BlockDensity.load(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("not a model")
@@ -276,7 +285,7 @@ def test_real_field_beats_a_gaussian(shared_data):
     order = np.random.default_rng(0).permutation(len(table))
     train, test = order[:4000], order[4000:6000]
     block = BlockDensity.fit(("parallax", "pm_phi1", "pm_phi2"), x[train], phi1[train],
-                             FlowSettings(**SMALL))
+                             FlowConfig(**SMALL))
     gaussian = multivariate_normal(x[train].mean(0), np.cov(x[train].T))
     gain = block.log_prob(x[test], phi1[test]).mean() - gaussian.logpdf(x[test]).mean()
     assert gain > 0.3
@@ -288,7 +297,7 @@ def test_weights_select_the_training_stars():
     x = np.concatenate([rng.normal(0.0, 1.0, 1500), rng.normal(8.0, 0.5, 1500)])[:, None]
     phi1 = rng.uniform(-1.0, 1.0, 3000)
     weights = np.r_[np.ones(1500), np.zeros(1500)]
-    settings = FlowSettings(transforms=2, hidden=16, batch_size=256, epochs=20)
+    settings = FlowConfig(transforms=2, hidden=16, batch_size=256, epochs=20)
     block = BlockDensity.fit(["g"], x, phi1, settings, weights=weights, progress=True)
     fresh = rng.normal(0.0, 1.0, 4000)
     diff = block.log_prob(fresh[:, None], rng.uniform(-1.0, 1.0, 4000)) - (
@@ -301,7 +310,7 @@ def test_weights_select_the_training_stars():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(tmp_path):
     x, phi1 = gaussian_draw(600, seed=21)
-    block = BlockDensity.fit(NAMES, x, phi1, FlowSettings(**TINY, device="cuda"))
+    block = BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY), device="cuda")
     assert block.flows[NAMES].x_loc.device.type == "cuda"
     on_cpu = BlockDensity.load(block.save(tmp_path / "cuda.pt"), device="cpu")
     np.testing.assert_allclose(block.log_prob(x, phi1), on_cpu.log_prob(x, phi1), atol=1e-4)
@@ -313,24 +322,24 @@ def test_max_steps_stops_after_that_many_gradient_steps():
     rng = np.random.default_rng(3)
     phi1 = rng.uniform(-1, 1, 400)
     x = np.stack([phi1 + rng.normal(0, 0.2, 400), rng.normal(0, 1, 400)], axis=1)
-    common = dict(transforms=1, hidden=8, batch_size=120, patience=50, seed=1)
-    capped = fit_flow(x, phi1, FlowSettings(epochs=100, max_steps=6, **common))
-    two_epochs = fit_flow(x, phi1, FlowSettings(epochs=2, **common))
-    three_epochs = fit_flow(x, phi1, FlowSettings(epochs=3, **common))
+    common = dict(transforms=1, hidden=8, batch_size=120, patience=50)
+    capped = fit_flow(x, phi1, FlowConfig(epochs=100, max_steps=6, **common), seed=1)
+    two_epochs = fit_flow(x, phi1, FlowConfig(epochs=2, max_steps=None, **common), seed=1)
+    three_epochs = fit_flow(x, phi1, FlowConfig(epochs=3, max_steps=None, **common), seed=1)
     probe = torch.as_tensor(x[:50], dtype=torch.float32), torch.as_tensor(phi1[:50], dtype=torch.float32)
     with torch.no_grad():
         a, b, c = (flow.log_prob(*probe) for flow in (capped, two_epochs, three_epochs))
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
-    with pytest.raises(InputError, match="max_steps"):
-        FlowSettings(max_steps=0)
+    with pytest.raises(ValidationError, match="max_steps"):
+        FlowConfig(max_steps=0)
 
 
 @pytest.mark.parametrize("backend", ["zuko", "nflows"])
 def test_short_softmax_changes_nothing_but_the_speed(backend):
     # the flows compute their spline-bin softmax as exp / sum (flows._ShortSoftmax);
     # the density must be that of the same network evaluated with torch's softmax
-    flow = ConditionalFlow(3, FlowSettings(backend=backend, transforms=2, hidden=16, bins=8), x_scale=[1.0, 2.0, 0.5])
+    flow = ConditionalFlow(3, FlowConfig(backend=backend, transforms=2, hidden=16, bins=8), x_scale=[1.0, 2.0, 0.5])
     torch.manual_seed(0)
     for parameter in flow.parameters():  # not the identity-like initialisation: real bins
         parameter.data.normal_(0, 0.5)
@@ -357,7 +366,7 @@ def test_errors_condition_the_flow_on_how_well_each_star_is_measured(tmp_path):
     x = rng.normal(0, err)[:, None]
     errors = np.stack([err], axis=1)
     train, test = slice(0, 5000), slice(5000, None)
-    settings = FlowSettings(transforms=2, hidden=32, epochs=30, batch_size=256, patience=10, seed=0)
+    settings = FlowConfig(transforms=2, hidden=32, epochs=30, batch_size=256, patience=10)
     conditioned = BlockDensity.fit(["parallax"], x[train], phi1[train], settings, errors=errors[train])
     plain = BlockDensity.fit(["parallax"], x[train], phi1[train], settings)
     assert conditioned.errors == ("parallax",) and plain.errors == ()
@@ -389,7 +398,7 @@ def test_phi2_conditions_the_flow_on_where_across_the_stream_a_star_is(tmp_path)
     err = np.exp(rng.uniform(np.log(0.05), np.log(0.5), n))
     x = rng.normal(0.3 * phi2, np.hypot(0.3, err))[:, None]
     train, test = slice(0, 5000), slice(5000, None)
-    settings = FlowSettings(transforms=2, hidden=32, epochs=30, batch_size=256, patience=10, seed=0)
+    settings = FlowConfig(transforms=2, hidden=32, epochs=30, batch_size=256, patience=10)
     conditioned = BlockDensity.fit(["pm_phi2"], x[train], phi1[train], settings, phi2=phi2[train],
                                    errors=err[train, None])
     plain = BlockDensity.fit(["pm_phi2"], x[train], phi1[train], settings)
@@ -424,7 +433,7 @@ def test_limits_keep_the_density_inside_a_magnitude_cut(tmp_path):
     phi1 = rng.uniform(-1, 1, n)
     u = rng.uniform(size=n)  # inverse CDF of p(G) ~ exp(slope G) on [15, cut]
     g = np.log(np.exp(slope * 15.0) + u * (np.exp(slope * cut) - np.exp(slope * 15.0))) / slope
-    settings = FlowSettings(transforms=2, hidden=32, epochs=40, batch_size=256, patience=10, seed=0)
+    settings = FlowConfig(transforms=2, hidden=32, epochs=40, batch_size=256, patience=10)
     limited = BlockDensity.fit(["gaia_g"], g[:, None], phi1, settings, limits={"gaia_g": (None, cut)})
     plain = BlockDensity.fit(["gaia_g"], g[:, None], phi1, settings)
 
@@ -458,19 +467,19 @@ def test_averaging_returns_the_moving_average_of_the_weights():
 
     rng = np.random.default_rng(2)
     x, phi1 = rng.normal(size=(300, 2)), rng.uniform(size=300)
-    base = dict(transforms=1, hidden=8, batch_size=512, validation_fraction=0.0, learning_rate=1e-2, seed=4)
+    base = dict(transforms=1, hidden=8, batch_size=512, validation_fraction=0.0, learning_rate=1e-2)
     with _seeded(4, torch.device("cpu")):
-        initial = ConditionalFlow(2, FlowSettings(**base))
-    steps = [fit_flow(x, phi1, FlowSettings(epochs=k, **base)) for k in range(1, 5)]
-    averaged = fit_flow(x, phi1, FlowSettings(epochs=4, averaging=0.7, **base))
+        initial = ConditionalFlow(2, FlowConfig(**base))
+    steps = [fit_flow(x, phi1, FlowConfig(epochs=k, **base), seed=4) for k in range(1, 5)]
+    averaged = fit_flow(x, phi1, FlowConfig(epochs=4, averaging=0.7, **base), seed=4)
     for name, value in averaged.named_parameters():
         expected = dict(initial.named_parameters())[name].detach().clone()
         for flow in steps:
             expected += 0.3 * (dict(flow.named_parameters())[name].detach() - expected)
         torch.testing.assert_close(value.detach(), expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(dict(averaged.named_parameters())[name], dict(steps[-1].named_parameters())[name])
-    with pytest.raises(InputError, match="'averaging': 1.0 is not in"):
-        FlowSettings(averaging=1.0)
+    with pytest.raises(ValidationError, match="averaging"):
+        FlowConfig(averaging=1.0)
 
 
 def _locus_stars(rng, n):
@@ -496,7 +505,7 @@ def test_colour_locus_resolves_a_thin_locus_and_keeps_the_density_normalised(tmp
     names = ("gaia_g", "gaia_bp", "gaia_rp")
     values, _ = _locus_stars(rng, 12000)
     phi1 = rng.uniform(-1, 1, len(values))
-    settings = FlowSettings(transforms=2, hidden=32, epochs=30, batch_size=512, patience=5, seed=0)
+    settings = FlowConfig(transforms=2, hidden=32, epochs=30, batch_size=512, patience=5)
     limits = {"gaia_g": (14.0, 20.0)}
     located = BlockDensity.fit(names, values, phi1, settings, limits=limits, locus=names, patterns=[("gaia_g",)])
     raw = BlockDensity.fit(names, values, phi1, settings, limits=limits)
@@ -554,7 +563,7 @@ def test_scoring_with_more_threads_gives_the_same_density():
     """``threads`` and the chunk size change how the flows are evaluated, not what they give."""
     rng = np.random.default_rng(5)
     values, phi1 = rng.normal(size=(3000, 2)), rng.uniform(size=3000)
-    block = BlockDensity.fit(["x", "y"], values, phi1, FlowSettings(transforms=1, hidden=8, epochs=1))
+    block = BlockDensity.fit(["x", "y"], values, phi1, FlowConfig(transforms=1, hidden=8, epochs=1))
     one = block.log_prob(values, phi1, threads=1, chunk_size=512)
     np.testing.assert_allclose(block.log_prob(values, phi1, threads=2), one, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(block.log_prob(values, phi1), one, rtol=1e-6, atol=1e-6)
@@ -566,7 +575,7 @@ def test_flows_trained_in_processes_equal_those_trained_in_turn():
     # each pattern's flow has its own fixed seed: two spawned processes give the same flows
     x, phi1 = gaussian_draw(1500, seed=11)
     x[:200, 2] = np.nan  # a second pattern, (parallax, pm_phi1_cosphi2)
-    settings = FlowSettings(**TINY)
+    settings = FlowConfig(**TINY)
     serial = BlockDensity.fit(NAMES, x, phi1, settings)
     parallel = BlockDensity.fit(NAMES, x, phi1, settings, workers=2, progress=True)
     assert list(parallel.flows) == list(serial.flows) and len(serial.flows) == 2
@@ -585,7 +594,7 @@ def test_flows_conditioned_on_phi2_refuse_stars_without_one():
     n = 400
     columns = dict(phi1=rng.uniform(-1, 1, n), phi2=rng.uniform(-3, 3, n), parallax=rng.normal(0.3, 0.2, n),
                    parallax_err=np.full(n, 0.1))
-    settings = FlowSettings(transforms=1, hidden=8, epochs=1, seed=0)
+    settings = FlowConfig(transforms=1, hidden=8, epochs=1)
     flows = BackgroundFlows.fit(StarTable(**columns), [["parallax"]], settings, phi2_context=True)
     assert flows.log_prob(StarTable(**columns)).shape == (n,)
     columns["phi2"][3] = np.nan

@@ -11,7 +11,8 @@ import pytest
 import torch
 import zuko
 
-from streammix.flows import ConditionalFlow, FlowSettings
+from streammix.config import FlowConfig
+from streammix.flows import ConditionalFlow
 from streammix.nsf import _parameters, _spline, _transforms, nsf_log_prob, supports
 
 
@@ -89,7 +90,7 @@ def test_supports_only_what_it_evaluates():
 
 
 def test_conditional_flow_uses_it_without_gradients_only():
-    flow = ConditionalFlow(3, FlowSettings(transforms=2, hidden=16, bins=6), x_scale=[0.5, 2.0, 1.0], context_low=[-1.0], context_high=[1.0])
+    flow = ConditionalFlow(3, FlowConfig(transforms=2, hidden=16, bins=6), x_scale=[0.5, 2.0, 1.0], context_low=[-1.0], context_high=[1.0])
     x, phi1, extra = torch.randn(500, 3), torch.randn(500), torch.rand(500, 1)
     with_grad = flow.log_prob(x, phi1, extra)
     assert with_grad.requires_grad
