@@ -100,7 +100,7 @@ from .errors import InputError
 from .frames import get_frame
 from .mock import visible_mass_min
 from .photometry import isochrone_at, isochrone_source, mass_function_from_config, select_phases
-from .profiles import PROFILES
+from .profiles import PROFILES, shape_values
 from .selection import selection_transform
 
 __all__ = ["InjectionSpec", "PolynomialTrack", "Track", "inject_stream", "track_values"]
@@ -231,12 +231,10 @@ class InjectionSpec(BaseModel):
                 raise ValueError(f"{name}: must not be negative over phi1_range")
         if self.profile not in PROFILES:
             raise ValueError(f"profile: {self.profile!r} is not one of {', '.join(sorted(PROFILES))}")
-        shape = {p.name: p for p in PROFILES[self.profile].parameters}
-        for name, value in self.profile_parameters.items():
-            if name not in shape:
-                raise ValueError(f"profile_parameters: {name!r} is not a parameter of the {self.profile} profile")
-            if not shape[name].low <= value <= shape[name].high:
-                raise ValueError(f"profile_parameters: {name} {value} is outside [{shape[name].low}, {shape[name].high}]")
+        try:
+            shape_values(self.profile, self.profile_parameters)
+        except ValueError as error:
+            raise ValueError(f"profile_parameters: {error}") from None
         if self.bands is not None and self.donor_band is not None and self.donor_band not in self.bands:
             raise ValueError(f"donor_band: '{self.donor_band}' is not among the bands {sorted(self.bands)}")
         return self
@@ -518,7 +516,7 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
     m_lo = max(m_lo, iso.mass_min)
 
     profile = PROFILES[spec.profile]()
-    shape = {p.name: spec.profile_parameters.get(p.name, p.init) for p in profile.parameters}
+    shape = shape_values(spec.profile, spec.profile_parameters)
 
     def propose(n: int) -> dict[str, np.ndarray]:
         phi1 = rng.uniform(lo1, hi1, n)

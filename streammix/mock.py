@@ -86,7 +86,7 @@ from astropy.table import QTable
 from .errors import InputError
 from .isochrone import default_isochrone
 from .output import check_writable, write_table
-from .profiles import PROFILES
+from .profiles import PROFILES, shape_values
 
 __all__ = ["MockConfig", "generate_mock", "true_tracks", "visible_mass_min", "write_mock"]
 
@@ -225,17 +225,15 @@ class MockConfig:
             raise bad("spur_phi2_offset", f"{self.spur_phi2_offset!r} is not a finite offset")
         if self.stream_profile not in PROFILES:
             raise bad("stream_profile", f"{self.stream_profile!r} is not one of {', '.join(sorted(PROFILES))}")
-        shape = {p.name: p for p in PROFILES[self.stream_profile].parameters}
         try:
             given = {str(k): float(v) for k, v in dict(self.stream_profile_parameters).items()}
         except (TypeError, ValueError):
             raise bad("stream_profile_parameters", "expected {parameter: number}") from None
-        for name, value in given.items():
-            if name not in shape:
-                raise bad("stream_profile_parameters", f"{name!r} is not a parameter of the {self.stream_profile} profile")
-            if not shape[name].low <= value <= shape[name].high:
-                raise bad("stream_profile_parameters", f"{name} {value} is outside [{shape[name].low}, {shape[name].high}]")
-        object.__setattr__(self, "stream_profile_parameters", {n: given.get(n, p.init) for n, p in shape.items()})
+        try:
+            shape = shape_values(self.stream_profile, given)
+        except ValueError as error:
+            raise bad("stream_profile_parameters", str(error)) from None
+        object.__setattr__(self, "stream_profile_parameters", shape)
         if not 10.0 <= self.g_limit <= 22.0:
             raise bad("g_limit", f"{self.g_limit} is outside [10, 22] mag")
         for key in ("disc_fraction", "missing_astrometry_fraction", "missing_photometry_fraction"):
