@@ -263,6 +263,32 @@ class StreamComponent(nn.Module):
         uses = self.coordinates + (("photometry",) if photometry is not None else ())
         self.net = ParameterNet(stream_parameters(uses, bounds, profile), settings)
         self.photometry = photometry
+        self.selection_grid: tuple[Tensor, Tensor] | None = None
+
+    def attach_selection_grid(self, matrix: Tensor, offset: Tensor) -> None:
+        """The catalogue's proper-motion cut on the mixture's phi1 grid,
+        ``pm_icrs = matrix @ pm_model + offset`` (shapes ``(G, 2, 2)``, ``(G, 2)``),
+        for :meth:`selection_log_prior`."""
+        self.register_buffer("selection_matrix", matrix, persistent=False)
+        self.register_buffer("selection_offset", offset, persistent=False)
+        self.selection_grid = (matrix, offset)
+
+    def selection_log_prior(self, params: dict[str, Tensor]) -> Tensor:
+        r"""A prior that the component's stars lie inside the catalogue's proper-motion cut.
+
+        :math:`\sum_g \ln P(\text{an error-free star of the component at } \phi_{1,g}
+        \text{ passes the cut})` over the phi1 grid (``params`` on the grid). A
+        component normalised over the cut (``selection``) could otherwise sit
+        outside the box, where divided by its tiny probability of passing it
+        its density becomes a spike at the box's edge; a component inside the
+        box pays nothing. Zero without a proper-motion cut.
+        """
+        if self.selection is None or self.selection.pm_low is None or self.selection_grid is None:
+            return params["pm_phi1_cosphi2"].new_zeros(()) if "pm_phi1_cosphi2" in params else torch.zeros(())
+        mean = torch.stack([params["pm_phi1_cosphi2"], params["pm_phi2"]], dim=-1)
+        cov = torch.diag_embed(torch.stack([params["pm_phi1_cosphi2_width"] ** 2, params["pm_phi2_width"] ** 2], dim=-1))
+        matrix, offset = self.selection_matrix, self.selection_offset
+        return self.selection.pm_log_probability(mean, cov, matrix.to(mean.dtype), offset.to(mean.dtype)).sum()
 
     @property
     def parameter_names(self) -> tuple[str, ...]:

@@ -194,6 +194,14 @@ def build_mixture(
                 profile=get_profile(comp.profile),
             )
         )
+    if _has_pm_cut(config):
+        # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
+        grid = np.linspace(*config.field.phi1, config.model.grid_size)
+        matrix, offset = selection_transform(
+            get_frame(config.frame), grid, np.full_like(grid, 0.5 * sum(config.field.phi2)), config.data.selection.reflex_distance
+        )
+        for component in components:
+            component.attach_selection_grid(torch.as_tensor(matrix), torch.as_tensor(offset))
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
     error_weights = None
     if config.model.error_weights:
@@ -268,11 +276,15 @@ def config_tensors(
 
 def _selection_transform(config: Config, stars):
     """Per-star map from the model's proper motions to the catalogue's cut ones (None without pm cuts)."""
-    sel = config.data.selection
-    coordinates = config.model.coordinates
-    if sel is None or sel.pmra is None or not {"pm_phi1_cosphi2", "pm_phi2"} <= set(coordinates):
+    if not _has_pm_cut(config):
         return None
-    return selection_transform(get_frame(config.frame), stars.phi1, stars.phi2, sel.reflex_distance)
+    return selection_transform(get_frame(config.frame), stars.phi1, stars.phi2, config.data.selection.reflex_distance)
+
+
+def _has_pm_cut(config: Config) -> bool:
+    """Whether the catalogue was cut on proper motions that the model has both of."""
+    sel = config.data.selection
+    return sel is not None and sel.pmra is not None and {"pm_phi1_cosphi2", "pm_phi2"} <= set(config.model.coordinates)
 
 
 def prior_track(priors: Sequence[ControlPrior], component: str, parameter: str = "phi2"):

@@ -471,8 +471,14 @@ class Mixture(nn.Module):
 
     def log_prior(self, priors: Sequence[ControlPrior]) -> Tensor:
         """Sum of the normalised control-point log-densities (added once), plus,
-        with error weights, a weak N(0, 3^2) prior on their logit at each knot."""
+        with error weights, a weak N(0, 3^2) prior on their logit at each knot,
+        plus, for components normalised over a proper-motion cut, their
+        :meth:`~streammix.components.StreamComponent.selection_log_prior`."""
         total = self.grid.new_zeros(())
+        cut = [c for c in self.components if c.selection_grid is not None]
+        if cut:
+            grid = self.outputs_at(self.grid, masked=False)
+            total = total + sum(c.selection_log_prior(grid[c.name]) for c in cut)
         if self.error_weights is not None:
             width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=self.grid.dtype, device=self.grid.device)
             logits = self.error_weights.reference_logits()
