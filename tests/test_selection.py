@@ -2,6 +2,8 @@
 component normalised over the cuts, the GD-1 file's cuts mapped exactly, and
 bad selection settings."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,35 @@ def test_bad_selection_settings_are_named(selection, frame, message):
     data = {"field": {"phi1": [-70, -20], "phi2": [-5, 5]}, "data": {"selection": selection}, "frame": frame}
     with pytest.raises(InputError, match=message):
         Config.from_dict(data)
+
+
+def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
+    """An error-free star of a component inside the box passes the cut (prior ~0); one whose
+    track sits 3 mas/yr outside does not (a large negative prior), and the fit config's
+    mixture attaches the cut on its grid."""
+    from streammix.fit import build_mixture, load_stars
+
+    cuts = SelectionCuts(pm_low=(-7.0, -15.0), pm_high=(-2.0, -11.0))
+    bounds = {"pm_phi1_cosphi2": (-20, 20), "pm_phi2": (-20, 20),
+              "pm_phi1_cosphi2_width": (0.01, 2), "pm_phi2_width": (0.01, 2)}
+    comp = StreamComponent("stream", ["pm_phi1_cosphi2", "pm_phi2"], bounds, phi2_range=(-5, 5),
+                           settings=NetworkSettings(hidden=4), selection=cuts)
+    grid = 5
+    comp.attach_selection_grid(torch.eye(2).expand(grid, 2, 2).clone(), torch.zeros(grid, 2))
+
+    def prior(pmra, pmdec, width=0.2):
+        full = lambda v: torch.full((grid,), float(v))  # noqa: E731
+        return comp.selection_log_prior({"pm_phi1_cosphi2": full(pmra), "pm_phi2": full(pmdec),
+                                         "pm_phi1_cosphi2_width": full(width), "pm_phi2_width": full(width)}).item()
+
+    assert prior(-4.5, -13.0) > -1e-6
+    assert prior(-4.5, -11.0) == pytest.approx(grid * np.log(0.5), abs=1e-3)  # on an edge: half passes
+    assert prior(-4.5, -8.0) < -100
+
+    data = Config.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "gd1_dr2.yaml").model_dump(
+        mode="json", exclude={"source"})
+    data["data"]["selection"] = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
+    config = Config.from_dict(data)
+    mixture = build_mixture(config, load_stars(config))
+    assert all(c.selection_grid is not None and c.selection_matrix.shape == (data["model"]["grid_size"], 2, 2)
+               for c in mixture.components)
