@@ -562,7 +562,10 @@ class SelectionConfig(_Section):
     """The cuts on observed quantities the catalogue was selected on (see
     :mod:`streammix.selection`): each stream-like component's density is then
     normalised over them, star by star with its errors, as the background flows
-    (trained on the selected stars) already are. Needs the config's ``frame``."""
+    (trained on the selected stars) already are, and a prior keeps each
+    component's proper-motion track inside the box (an error-free star of it
+    must pass the cut, :meth:`~streammix.components.StreamComponent.selection_log_prior`).
+    Needs the config's ``frame``."""
 
     parallax: tuple[float | None, float | None] | None = Field(
         None, description="observed parallax range (mas), null for an open side, e.g. [null, 1.0]"
