@@ -32,6 +32,7 @@ __all__ = [
     "StreamTrack",
     "distance_to_distmod",
     "galstreams_track",
+    "galstreams_widths",
     "list_galstreams_tracks",
 ]
 
@@ -377,3 +378,40 @@ def galstreams_track(
         distance=distance,
         frame=frame,
     )
+
+
+def galstreams_widths(name: str, reference: str) -> dict[str, float]:
+    """The widths galstreams' summary gives a track: its phi2 width (deg) and proper-motion
+    widths (mas/yr), where finite and positive.
+
+    Arguments:
+        name: Stream name as galstreams spells it (e.g. a :class:`StreamTrack`'s).
+        reference: The track's reference.
+
+    Returns:
+        ``{"phi2": ..., "pm_phi1_cosphi2": ..., "pm_phi2": ...}``, leaving out what
+        the summary lacks (empty when there is no summary).
+
+    Example:
+        >>> widths = galstreams_widths("GD-1", "pricewhelan2018")
+        >>> sorted(widths), round(widths["phi2"], 2)
+        (['phi2', 'pm_phi1_cosphi2', 'pm_phi2'], 0.67)
+    """
+    path = _track_files().get((name, reference))
+    if path is None:
+        raise InputError(f"stream '{name}', reference '{reference}': no galstreams track")
+    summary = path.with_name(path.name[: -len(".ecsv")] + ".summary.ecsv")
+    if not summary.exists():
+        return {}
+    row = Table.read(summary, format="ascii.ecsv")[0]
+    out = {}
+    for key in ("phi2", "pm_phi1_cosphi2", "pm_phi2"):
+        column = f"width_{key}"
+        if column in row.colnames:
+            try:
+                value = float(row[column])
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value) and value > 0:
+                out[key] = value
+    return out
