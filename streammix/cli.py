@@ -32,6 +32,7 @@ from .fit import load, load_stars
 from .inject import InjectionSpec, inject_stream
 from .isochrone_fit import isochrone_fit_from_model
 from .mock import generate_mock, write_mock
+from .query import query_summary, run_query
 from .new_stream import GC_AGE, GC_FEH, NewStreamOptions, list_streams, new_config
 from .output import atomic_path, check_writable, table_format, write_json, write_table
 from .pipeline import (
@@ -114,6 +115,18 @@ def new(
     with atomic_path(out, overwrite) as tmp:
         tmp.write_text(text)
     console.print(f"wrote {out}")
+
+
+@app.command("query")
+def query(
+    config: Annotated[Path, typer.Argument(help="A config with data.query (e.g. from `streammix new`).")],
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run the config's Gaia DR3 query (needs network) in resumable chunks; write data.path."""
+    cfg = Config.from_yaml(config)
+    path = run_query(cfg, progress=not quiet, overwrite=overwrite, report=None if quiet else console.print)
+    console.print(f"wrote {query_summary(path)['stars']} stars to {path}")
 
 
 @app.command()

@@ -200,7 +200,7 @@ def new_config(name: str, options: NewStreamOptions = NewStreamOptions()) -> str
         "pm_phi1_cosphi2_width": [0.02, 2.0],
         "pm_phi2_width": [0.02, 2.0],
     }
-    parallax_max = None
+    parallax_max = 1.0  # without a distance: most streams lie beyond 5 kpc
     if has["distmod"]:
         distmod = np.asarray(distance_to_distmod(track.distance))
         bounds["distmod"] = [round(float(np.nanmin(distmod)) - 1.0, 1), round(float(np.nanmax(distmod)) + 1.0, 1)]
@@ -266,7 +266,7 @@ data:
   query:
     chunk: {5.0 if span < 120 else 10.0}
     g_max: {g_max}
-    # the stream's parallax at its nearest, doubled (at least 1 mas); distant stars all pass
+    # the stream's parallax at its nearest, doubled, at least 1 mas (1 mas without a distance)
     parallax_max: {_flow(parallax_max)}
 {pm_note}    pm_margin: {_flow(pm_margin)}
     galstreams: {_flow(track_id)}
