@@ -26,12 +26,12 @@ from .config import Config
 from .errors import InputError
 from .frames import StreamFrame, get_frame
 from .tracks import (
-    _key,
-    _switched_on,
     distance_to_distmod,
+    galstreams_default_tracks,
     galstreams_track,
     galstreams_widths,
     list_galstreams_tracks,
+    stream_key,
 )
 
 __all__ = ["GC_AGE", "GC_FEH", "NewStreamOptions", "closest_streams", "list_streams", "new_config"]
@@ -81,7 +81,7 @@ def list_streams() -> list[tuple[str, str, bool]]:
         >>> ("GD-1", "pricewhelan2018", False) in list_streams()
         True
     """
-    on = _switched_on()
+    on = galstreams_default_tracks()
     return [(name, ref, (name, ref) in on) for name, ref in list_galstreams_tracks()]
 
 
@@ -99,14 +99,14 @@ def closest_streams(name: str, n: int = 5) -> list[str]:
     names = sorted({stream for stream, _ in list_galstreams_tracks()}, key=str.lower)
     by_key = {}
     for stream in names:
-        by_key.setdefault(_key(stream), stream)
-    keys = difflib.get_close_matches(_key(name), list(by_key), n=n, cutoff=0.0)
+        by_key.setdefault(stream_key(stream), stream)
+    keys = difflib.get_close_matches(stream_key(name), list(by_key), n=n, cutoff=0.0)
     return [by_key[k] for k in keys]
 
 
 def _check_name(name: str) -> None:
-    keys = {_key(stream) for stream, _ in list_galstreams_tracks()}
-    if _key(name) not in keys:
+    keys = {stream_key(stream) for stream, _ in list_galstreams_tracks()}
+    if stream_key(name) not in keys:
         raise InputError(f"stream '{name}': not in galstreams; closest: {', '.join(closest_streams(name))}")
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 from astropy.table import QTable, Table, vstack
+from rich.progress import Progress
 
 from .config import Config
 from .errors import InputError
@@ -234,7 +235,7 @@ def stream_table(table: Table, frame: StreamFrame) -> QTable:
 
 def _session(timeout: float, max_bytes: int) -> Any:
     """A requests session with a timeout on every request and a cap on the bytes read."""
-    import requests
+    import requests  # with pyvo, only when a query runs (the command line need not load them)
 
     class Session(requests.Session):
         def request(self, *args: Any, **kwargs: Any) -> Any:
@@ -257,7 +258,7 @@ def _session(timeout: float, max_bytes: int) -> Any:
 
 
 def _fetch(url: str, chunk: QueryChunk, maxrec: int, timeout: float) -> Table:
-    import pyvo
+    import pyvo  # only when a query runs: the command line need not load it
 
     session = _session(timeout, MAX_BYTES_PER_ROW * maxrec + 1_000_000)
     try:
@@ -314,8 +315,6 @@ def run_query(
     folder.mkdir(parents=True, exist_ok=True)
     field_lo2, field_hi2 = config.field.phi2
     say = report or (lambda line: None)
-
-    from rich.progress import Progress
 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("Gaia query", total=len(chunks))

@@ -31,9 +31,11 @@ __all__ = [
     "ControlPoint",
     "StreamTrack",
     "distance_to_distmod",
+    "galstreams_default_tracks",
     "galstreams_track",
     "galstreams_widths",
     "list_galstreams_tracks",
+    "stream_key",
 ]
 
 CONTROL_PARAMETERS = ("phi2", "pm_phi1_cosphi2", "pm_phi2", "distmod")
@@ -271,6 +273,26 @@ def _switched_on() -> set[tuple[str, str]]:
         }
     except Exception:  # noqa: BLE001 - the log only refines the default
         return set()
+
+
+def stream_key(name: str) -> str:
+    """How galstreams names are compared: lower case, letters and digits only.
+
+    Example:
+        >>> stream_key("GD-1") == stream_key("gd 1")
+        True
+    """
+    return _key(name)
+
+
+def galstreams_default_tracks() -> set[tuple[str, str]]:
+    """The (stream name, reference) pairs galstreams' master log switches on (its defaults).
+
+    Example:
+        >>> ("GD-1", "ibata2021") in galstreams_default_tracks()
+        True
+    """
+    return _switched_on()
 
 
 def _year(reference: str) -> int:
