@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
-from .config import Config
+from .config import Config, GaiaQueryConfig
 from .errors import InputError
 from .frames import StreamFrame, get_frame
 from .tracks import (
@@ -57,7 +57,8 @@ class NewStreamOptions:
         feh: Isochrone [Fe/H] (default :data:`GC_FEH`).
         phi1_margin: deg added to each end of the track's phi1 span.
         phi2_margin: deg added either side of the track's phi2 span.
-        g_max: Faint limit of the query and of the isochrone likelihood (Gaia G, mag).
+        g_max: Faint limit of the query and of the isochrone likelihood (Gaia G, mag;
+            default :class:`~streammix.config.GaiaQueryConfig`'s).
         data_path: The stars' file (None: ``<name>_gaia_dr3.fits`` beside the config).
 
     Example:
@@ -70,7 +71,7 @@ class NewStreamOptions:
     feh: float = GC_FEH
     phi1_margin: float = 2.0
     phi2_margin: float = 3.0
-    g_max: float = 20.5
+    g_max: float = GaiaQueryConfig.model_fields["g_max"].default
     data_path: str | None = None
 
 
