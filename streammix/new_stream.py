@@ -56,7 +56,8 @@ class NewStreamOptions:
         age: Isochrone age, Gyr (default :data:`GC_AGE`).
         feh: Isochrone [Fe/H] (default :data:`GC_FEH`).
         phi1_margin: deg added to each end of the track's phi1 span.
-        phi2_margin: deg added either side of the track's phi2 span.
+        phi2_margin: deg added either side of the track's phi2 span (at least
+            four of the track's stated phi2 widths).
         g_max: Faint limit of the query and of the isochrone likelihood (Gaia G, mag;
             default :class:`~streammix.config.GaiaQueryConfig`'s).
         data_path: The stars' file (None: ``<name>_gaia_dr3.fits`` beside the config).
@@ -169,11 +170,12 @@ def new_config(name: str, options: NewStreamOptions = NewStreamOptions()) -> str
     frame_spec = _frame_spec(track.name, track.frame)
     phi1, phi2 = np.asarray(track.phi1), np.asarray(track.phi2)
     lo1, hi1 = _round_out(max(phi1.min() - options.phi1_margin, -180.0), min(phi1.max() + options.phi1_margin, 180.0))
-    lo2, hi2 = _round_out(
-        max(np.nanmin(phi2) - options.phi2_margin, -89.0), min(np.nanmax(phi2) + options.phi2_margin, 89.0)
-    )
+    stated = galstreams_widths(track.name, track.reference)
+    # either side of the track: the margin asked for, or four of the track's stated widths if wider
+    margin2 = max(options.phi2_margin, 4.0 * stated.get("phi2", 0.0))
+    lo2, hi2 = _round_out(max(np.nanmin(phi2) - margin2, -89.0), min(np.nanmax(phi2) + margin2, 89.0))
     span = phi1.max() - phi1.min()
-    spacing = float(max(1.0, round(span / 10.0)))
+    spacing = float(min(10.0, max(1.0, round(span / 10.0))))  # about ten points, at most 10 deg apart
 
     has = {
         "phi2": bool(np.isfinite(phi2).any()),
@@ -185,7 +187,6 @@ def new_config(name: str, options: NewStreamOptions = NewStreamOptions()) -> str
     placeholder = has["distmod"] and bool(np.allclose(track.distance[np.isfinite(track.distance)], 1.0, atol=1e-6))
     if placeholder:
         has["distmod"] = False
-    stated = galstreams_widths(track.name, track.reference)
     widths = {}
     for key, present in has.items():
         if not present:
@@ -240,7 +241,7 @@ def new_config(name: str, options: NewStreamOptions = NewStreamOptions()) -> str
         "widths: galstreams' stated track widths (floored at 0.2 deg, 0.5 mas/yr)"
         if stated
         else "widths: defaults (galstreams states none for this track)"
-    )
+    ) + ("\n      # and 0.3 mag in distmod (galstreams states no distance width)" if has["distmod"] else "")
     pm_note = (
         f"    # the proper motions within +-{pm_margin} mas/yr of the track's at each chunk's middle\n"
         if pm_margin
@@ -272,7 +273,7 @@ data:
 {pm_note}    pm_margin: {_flow(pm_margin)}
     galstreams: {_flow(track_id)}
 {frame_note}{frame_text}field:
-  # the track's span plus {options.phi1_margin} deg at each end, and {options.phi2_margin} deg either side
+  # the track's span plus {options.phi1_margin} deg at each end, and {margin2:.3g} deg either side
   phi1: {_flow([lo1, hi1])}
   phi2: {_flow([lo2, hi2])}
 model:
