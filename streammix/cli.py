@@ -32,7 +32,9 @@ from .fit import load, load_stars
 from .inject import InjectionSpec, inject_stream
 from .isochrone_fit import isochrone_fit_from_model
 from .mock import generate_mock, write_mock
-from .output import check_writable, table_format, write_json, write_table
+from .query import query_summary, run_query
+from .new_stream import GC_AGE, GC_FEH, NewStreamOptions, list_streams, new_config
+from .output import atomic_path, check_writable, table_format, write_json, write_table
 from .pipeline import (
     fit_and_write,
     mock_config,
@@ -84,6 +86,47 @@ def mock(
     write_mock(stars, tracks, out, overwrite=overwrite)
     n_members = int((stars["true_component"] == "stream").sum())
     console.print(f"wrote {len(stars)} stars ({n_members} in the stream) to {out}")
+
+
+@app.command("new")
+def new(
+    name: Annotated[Optional[str], typer.Argument(help="The stream's galstreams name (see --list).")] = None,
+    track: Annotated[Optional[str], typer.Option("--track", help="The galstreams track's reference (default: galstreams' own).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the config here (default: standard output).")] = None,
+    age: Annotated[float, typer.Option(help="Isochrone age, Gyr (globular-cluster default).")] = GC_AGE,
+    feh: Annotated[float, typer.Option(help="Isochrone [Fe/H] (globular-cluster default).")] = GC_FEH,
+    data: Annotated[Optional[str], typer.Option("--data", help="The stars' file in the config (default <name>_gaia_dr3.fits).")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the galstreams streams and their references.")] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """A complete, commented config for any galstreams stream (then `streammix query` it)."""
+    if list_:
+        for stream, reference, on in list_streams():
+            typer.echo(f"{stream}  {reference}{'  (default)' if on else ''}")
+        return
+    if name is None:
+        raise InputError("new: give a stream's name (see 'streammix new --list')")
+    if out is not None:
+        check_writable(out, overwrite)
+    text = new_config(name, NewStreamOptions(reference=track, age=age, feh=feh, data_path=data))
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    with atomic_path(out, overwrite) as tmp:
+        tmp.write_text(text)
+    console.print(f"wrote {out}")
+
+
+@app.command("query")
+def query(
+    config: Annotated[Path, typer.Argument(help="A config with data.query (e.g. from `streammix new`).")],
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run the config's Gaia DR3 query (needs network) in resumable chunks; write data.path."""
+    cfg = Config.from_yaml(config)
+    path = run_query(cfg, progress=not quiet, overwrite=overwrite, report=None if quiet else console.print)
+    console.print(f"wrote {query_summary(path)['stars']} stars to {path}")
 
 
 @app.command()

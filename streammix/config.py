@@ -26,7 +26,9 @@ __all__ = [
     "DataConfig",
     "FieldConfig",
     "FitConfig",
+    "FrameConfig",
     "FlowConfig",
+    "GaiaQueryConfig",
     "GalstreamsPrior",
     "IsochroneConfig",
     "ModelConfig",
@@ -96,6 +98,29 @@ class FlowConfig(_Section):
         description="decay per step of an exponential moving average of the flow's weights, which is what is "
         "validated and kept (0: the last step's weights)",
     )
+
+
+class FrameConfig(_Section):
+    """A stream frame given by its great circle: the pole and the point where phi1 = 0
+    (:func:`streammix.frames.great_circle_frame`), for streams without a built-in frame.
+
+    Example:
+        >>> FrameConfig(name="toy", pole=(0.0, 90.0), origin=(30.0, 0.0)).origin
+        (30.0, 0.0)
+    """
+
+    name: str = Field("great circle", description="the frame's name (the stream's), recorded with its tables")
+    pole: tuple[float, float] = Field(description="[ra, dec] (deg, ICRS) of the great circle's pole, where phi2 = +90")
+    origin: tuple[float, float] = Field(
+        description="[ra, dec] (deg, ICRS) of the point that fixes phi1 = 0, projected onto the great circle"
+    )
+
+    @model_validator(mode="after")
+    def _on_sky(self) -> FrameConfig:
+        for key in ("pole", "origin"):
+            if not -90.0 <= getattr(self, key)[1] <= 90.0:
+                raise ValueError(f"{key}: dec {getattr(self, key)[1]} is not within [-90, 90]")
+        return self
 
 
 class ControlPointConfig(_Section):
@@ -590,6 +615,55 @@ class SelectionConfig(_Section):
         return self
 
 
+class GaiaQueryConfig(_Section):
+    """The Gaia archive query that makes ``data.path`` (``streammix query``; needs network).
+
+    The config's field, in its ``frame``, is cut into chunks along phi1; each
+    chunk is one synchronous ADQL query of ``table`` inside a sky polygon around
+    it, with the cuts below, transformed into the stream frame.
+
+    Example:
+        >>> GaiaQueryConfig().table, GaiaQueryConfig().chunk
+        ('gaiadr3.gaia_source', 5.0)
+    """
+
+    url: str = Field(
+        "https://gea.esac.esa.int/tap-server/tap",
+        description="base URL of the TAP service (ESA's Gaia archive; its /sync endpoint runs each chunk)",
+    )
+    table: str = Field("gaiadr3.gaia_source", description="the archive table queried (gaia_source column names)")
+    chunk: float = Field(5.0, gt=0, le=30, description="deg of phi1 per query chunk")
+    margin: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        description="deg by which each chunk's sky polygon is widened; stars outside the field are cut after the "
+        "transform",
+    )
+    g_max: float = Field(20.5, description="faint limit: phot_g_mean_mag < g_max (mag)")
+    parallax_max: float | None = Field(
+        1.0,
+        description="parallax - 3 parallax_error < parallax_max (mas), which keeps distant stars (null: no cut)",
+    )
+    pm_margin: float | None = Field(
+        None,
+        gt=0,
+        description="mas/yr: keep stars whose (pmra, pmdec) lie within this box half-width of the track's proper "
+        "motion at the chunk's middle (needs galstreams with proper motions; null: no proper-motion cut)",
+    )
+    galstreams: str | None = Field(
+        None,
+        description="'Name' or 'Name/reference' of the galstreams track whose proper motions centre pm_margin's boxes",
+    )
+    maxrec: int = Field(
+        3_000_000,
+        ge=1,
+        description="most rows a chunk may return; a chunk that reaches it is an error (use smaller chunks)",
+    )
+    timeout: float = Field(600.0, gt=0, description="seconds one chunk's request may take")
+    retries: int = Field(2, ge=0, description="extra attempts of a chunk after a failed request")
+
+
 class DataConfig(_Section):
     """Where the stars come from and how their columns are named."""
 
@@ -622,6 +696,10 @@ class DataConfig(_Section):
         None,
         description="the cuts on observed quantities the catalogue was selected on (null: none)",
     )
+    query: GaiaQueryConfig | None = Field(
+        None,
+        description="the Gaia archive query that writes path (streammix query; null: the file is made otherwise)",
+    )
 
     def column_map(self):
         """The ``columns`` section as a validated :class:`~streammix.data.ColumnMap`
@@ -645,9 +723,10 @@ class Config(_Section):
 
     name: str = Field("stream", description="the stream's name, recorded in the fit's summary")
     data: DataConfig = Field(DataConfig(), description="where the stars come from and how their columns are named")
-    frame: str | None = Field(
+    frame: str | FrameConfig | None = Field(
         None,
-        description="built-in stream frame of the stars' phi1 and phi2 (gd1 or pal5, any spelling), used by the "
+        description="stream frame of the stars' phi1 and phi2: a built-in one (gd1 or pal5, any spelling) or a "
+        "great circle {name, pole: [ra, dec], origin: [ra, dec]} (deg), used by the "
         "proper-motion cuts of data.selection, by galstreams priors and by injection (null: none; a galstreams track "
         "then comes in its stream's default frame)",
     )

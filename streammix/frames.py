@@ -16,6 +16,7 @@ Built-in frames: :data:`GD1` (Koposov et al. 2010) and :data:`PAL5`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "StreamFrame",
     "gaia_to_stream",
     "get_frame",
+    "great_circle_frame",
     "reflex_pm",
     "wrap_phi1",
 ]
@@ -440,21 +442,70 @@ def _frame_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def get_frame(name: str) -> StreamFrame:
-    """Built-in stream frame by name (case and punctuation are ignored).
+def _pair(spec: Any, key: str) -> Any:
+    if isinstance(spec, Mapping):
+        return spec.get(key)
+    return getattr(spec, key, None)
+
+
+def great_circle_frame(pole: Any, origin: Any, name: str = "") -> StreamFrame:
+    """The frame of a great circle given by its pole and the point where phi1 = 0.
+
+    The frame a config's ``frame: {pole: [ra, dec], origin: [ra, dec]}`` names
+    (as ``gala.coordinates.GreatCircleICRSFrame.from_pole_ra0``-style frames
+    are given): phi2 = +90 deg at ``pole``, phi1 = 0 at ``origin`` projected
+    onto the circle.
+
+    Arguments:
+        pole: (ra, dec) of the pole, deg.
+        origin: (ra, dec) of the point that fixes phi1 = 0, deg.
+        name: Name of the frame.
+
+    Example:
+        >>> frame = great_circle_frame([0.0, 90.0], [30.0, 10.0], "toy")
+        >>> [round(float(v), 6) for v in frame.to_stream(40.0, 20.0)]
+        [10.0, 20.0]
+    """
+    values = []
+    for what, pair in (("pole", pole), ("origin", origin)):
+        try:
+            ra, dec = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise InputError(f"frame {what}: expected [ra, dec] in deg, got {pair!r}") from None
+        if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
+            raise InputError(f"frame {what}: [ra, dec] = [{ra}, {dec}] is not a sky position")
+        values.append(SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs"))
+    return StreamFrame.from_pole(values[0], values[1], name=name)
+
+
+def get_frame(name: Any) -> StreamFrame:
+    """Built-in stream frame by name (case and punctuation ignored), or a great-circle frame.
 
     Arguments:
         name: "GD-1" (Koposov et al. 2010) or "Pal 5" (Price-Whelan et al. 2019),
-            in any spelling such as "gd1" or "pal5".
+            in any spelling such as "gd1" or "pal5"; or a great circle, anything
+            with ``pole`` and ``origin`` ([ra, dec] in deg) as keys or attributes
+            (a config's ``frame: {name: ..., pole: ..., origin: ...}``, see
+            :func:`great_circle_frame`).
 
     Example:
         >>> get_frame("gd1") is GD1, get_frame("Pal 5") is PAL5
         (True, True)
+        >>> get_frame({"name": "toy", "pole": [0, 90], "origin": [30, 0]}).name
+        'toy'
     """
+    if isinstance(name, StreamFrame):
+        return name
+    if not isinstance(name, str) and _pair(name, "pole") is not None:
+        label = _pair(name, "name")
+        return great_circle_frame(_pair(name, "pole"), _pair(name, "origin"), str(label or "great circle"))
     frame = _BUILT_IN.get(_frame_key(str(name)))
     if frame is None:
         known = ", ".join(f.name for f in _BUILT_IN.values())
-        raise InputError(f"frame '{name}': unknown; built-in frames are {known}")
+        raise InputError(
+            f"frame '{name}': unknown; built-in frames are {known} (or give a great circle: "
+            "{pole: [ra, dec], origin: [ra, dec]})"
+        )
     return frame
 
 

@@ -31,8 +31,11 @@ __all__ = [
     "ControlPoint",
     "StreamTrack",
     "distance_to_distmod",
+    "galstreams_default_tracks",
     "galstreams_track",
+    "galstreams_widths",
     "list_galstreams_tracks",
+    "stream_key",
 ]
 
 CONTROL_PARAMETERS = ("phi2", "pm_phi1_cosphi2", "pm_phi2", "distmod")
@@ -272,6 +275,26 @@ def _switched_on() -> set[tuple[str, str]]:
         return set()
 
 
+def stream_key(name: str) -> str:
+    """How galstreams names are compared: lower case, letters and digits only.
+
+    Example:
+        >>> stream_key("GD-1") == stream_key("gd 1")
+        True
+    """
+    return _key(name)
+
+
+def galstreams_default_tracks() -> set[tuple[str, str]]:
+    """The (stream name, reference) pairs galstreams' master log switches on (its defaults).
+
+    Example:
+        >>> ("GD-1", "ibata2021") in galstreams_default_tracks()
+        True
+    """
+    return _switched_on()
+
+
 def _year(reference: str) -> int:
     years = re.findall(r"(\d{4})", reference)
     return int(years[-1]) if years else 0
@@ -377,3 +400,41 @@ def galstreams_track(
         distance=distance,
         frame=frame,
     )
+
+
+def galstreams_widths(name: str, reference: str) -> dict[str, float]:
+    """The widths galstreams' summary gives a track: its phi2 width (deg) and proper-motion
+    widths (mas/yr), where finite and positive.
+
+    Arguments:
+        name: Stream name as galstreams spells it (e.g. a :class:`StreamTrack`'s).
+        reference: The track's reference.
+
+    Returns:
+        ``{"phi2": ..., "pm_phi1_cosphi2": ..., "pm_phi2": ...}``, leaving out what
+        the summary lacks (empty when there is no summary).
+
+    Example:
+        >>> widths = galstreams_widths("GD-1", "pricewhelan2018")
+        >>> sorted(widths), round(widths["phi2"], 2)
+        (['phi2', 'pm_phi1_cosphi2', 'pm_phi2'], 0.67)
+    """
+    path = _track_files().get((name, reference))
+    if path is None:
+        raise InputError(f"stream '{name}', reference '{reference}': no galstreams track")
+    summary = path.with_name(path.name[: -len(".ecsv")] + ".summary.ecsv")
+    if not summary.exists():
+        return {}
+    # its columns are plain numbers: read as CSV, skipping the ECSV header (twice as fast)
+    row = Table.read(summary, format="ascii.csv", comment="#")[0]
+    out = {}
+    for key in ("phi2", "pm_phi1_cosphi2", "pm_phi2"):
+        column = f"width_{key}"
+        if column in row.colnames:
+            try:
+                value = float(row[column])
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value) and value > 0:
+                out[key] = value
+    return out
