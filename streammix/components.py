@@ -263,7 +263,13 @@ class StreamComponent(nn.Module):
         uses = self.coordinates + (("photometry",) if photometry is not None else ())
         self.net = ParameterNet(stream_parameters(uses, bounds, profile), settings)
         self.photometry = photometry
-        self.selection_grid: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def selection_grid(self) -> tuple[Tensor, Tensor] | None:
+        """The proper-motion cut on the phi1 grid (see :meth:`attach_selection_grid`), or None."""
+        if not hasattr(self, "selection_matrix"):
+            return None
+        return self.selection_matrix, self.selection_offset
 
     def attach_selection_grid(self, matrix: Tensor, offset: Tensor) -> None:
         """The catalogue's proper-motion cut on the mixture's phi1 grid,
@@ -271,7 +277,6 @@ class StreamComponent(nn.Module):
         for :meth:`selection_log_prior`."""
         self.register_buffer("selection_matrix", matrix, persistent=False)
         self.register_buffer("selection_offset", offset, persistent=False)
-        self.selection_grid = (matrix, offset)
 
     def selection_log_prior(self, params: dict[str, Tensor]) -> Tensor:
         r"""A prior that the component's stars lie inside the catalogue's proper-motion cut.
@@ -284,10 +289,10 @@ class StreamComponent(nn.Module):
         box pays nothing. Zero without a proper-motion cut.
         """
         if self.selection is None or self.selection.pm_low is None or self.selection_grid is None:
-            return params["pm_phi1_cosphi2"].new_zeros(()) if "pm_phi1_cosphi2" in params else torch.zeros(())
+            return next(self.net.parameters()).new_zeros(())
         mean = torch.stack([params["pm_phi1_cosphi2"], params["pm_phi2"]], dim=-1)
         cov = torch.diag_embed(torch.stack([params["pm_phi1_cosphi2_width"] ** 2, params["pm_phi2_width"] ** 2], dim=-1))
-        matrix, offset = self.selection_matrix, self.selection_offset
+        matrix, offset = self.selection_grid
         return self.selection.pm_log_probability(mean, cov, matrix.to(mean.dtype), offset.to(mean.dtype)).sum()
 
     @property
