@@ -2,7 +2,7 @@
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/selection.py [--folds 3] [--out FILE.json]
+    OMP_NUM_THREADS=1 python benchmarks/selection.py [--folds 3] [--only NAME ...] [--no-members] [--out FILE.json]
 
 Compares, on the same folds of the 13,976 stars of ``gd1_dr2/gd1_pm_box_dr2_ps1.fits``
 (:func:`streammix.compare.compare`, one ensemble member per fit):
@@ -18,7 +18,9 @@ Compares, on the same folds of the 13,976 stars of ``gd1_dr2/gd1_pm_box_dr2_ps1.
 For each it prints the held-out log-likelihood per star (mean, standard error,
 per fold, the largest single star's: a degenerate density shows there), the
 paired difference from ``shipped``, and, from one fit on all the stars, the
-``p_<component>`` and ``p_member`` counts at 0.5 and 0.8.
+``p_<component>`` and ``p_member`` counts at 0.5 and 0.8 (``--no-members``: not).
+``--only`` keeps the named configs. Run with ``PYTHONPATH`` on a git worktree of
+an older commit to measure its code (e.g. before the selection prior).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def variants(base: dict) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", choices=["shipped", "cuts", "cuts_field"], default=None)
+    parser.add_argument("--no-members", action="store_true", help="skip the fits on all the stars")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     import os
@@ -63,10 +67,11 @@ def main() -> None:
     from streammix.fit import fit, load_stars
 
     base = Config.from_yaml(ROOT / "configs" / "gd1_dr2.yaml").model_dump(mode="json", exclude={"source"})
-    configs = {name: Config.from_dict(data) for name, data in variants(base).items()}
+    configs = {name: Config.from_dict(data) for name, data in variants(base).items()
+               if args.only is None or name in args.only}
     result = compare(list(configs.values()), folds=args.folds, names=list(configs))
     summary = {"machine": machine(), "folds": args.folds, "configs": {}}
-    print("| config | held-out log L per star | difference from shipped (paired) | per fold | largest star |")
+    print("| config | held-out log L per star | difference from the first config (paired) | per fold | largest star |")
     print("|---|---|---|---|---|")
     for j, row in enumerate(result.summary()):
         ll = result.log_likelihood[j]
@@ -79,7 +84,7 @@ def main() -> None:
         print(f"| {row['config']} | {row['mean_loglike']:.4f} ± {row['mean_loglike_err']:.4f} | "
               f"{row['delta_total']:+.1f} ± {row['delta_total_err']:.1f} | "
               f"{', '.join(f'{v:.3f}' for v in folds)} | {ll.max():+.2f} |", flush=True)
-    for name, config in configs.items():
+    for name, config in ({} if args.no_members else configs).items():
         one = Config.from_dict({**config.model_dump(mode="json", exclude={"source"}),
                                 "fit": {**config.fit.model_dump(mode="json"), "ensemble": 1}})
         stars = load_stars(one)
