@@ -269,6 +269,21 @@ class ComponentConfig(_Section):
         "(defaults: phi2_width 0.2 deg, proper-motion widths 0.3 mas/yr, distmod_width 0.1 mag)",
     )
 
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in value.items():
+            if not low < high:
+                raise ValueError(f"{name}: lower bound {low} must be below upper bound {high}")
+        return value
+
+    @field_validator("phi1_range")
+    @classmethod
+    def _phi1_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"lower limit {value[0]} must be below upper limit {value[1]}")
+        return value
+
     @field_validator("profile")
     @classmethod
     def _profile(cls, value: str) -> str:

@@ -103,3 +103,10 @@ def test_a_config_chooses_a_profile_by_name_and_refuses_unknown_ones():
         ComponentConfig(name="stream", profile="plummer")
     with pytest.raises(ValueError, match="unknown cross-track profile"):
         get_profile("plummer")
+
+
+def test_inverted_bounds_and_ranges_are_named():
+    with pytest.raises(ValueError, match="phi2_dof: lower bound 5.0 must be below upper bound 2.0"):
+        ComponentConfig(name="stream", profile="student_t", bounds={"phi2_dof": (5.0, 2.0)})
+    with pytest.raises(ValueError, match="lower limit -20.0 must be below upper limit -30.0"):
+        ComponentConfig(name="stream", phi1_range=(-20.0, -30.0))
