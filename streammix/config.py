@@ -233,7 +233,12 @@ class ComponentConfig(_Section):
         description="the component's name, an identifier other than background and member; it names its output columns "
         "(p_<name>...) and tracks",
     )
-    photometry: bool = Field(True, description="use the isochrone likelihood when the model has bands")
+    photometry: bool = Field(
+        True,
+        description="use the isochrone likelihood when the model has bands; false: the component's magnitudes "
+        "follow the background's colour-magnitude density given the astrometry (a population with the field's "
+        "photometry, e.g. a wide kinematic population outside p_member)",
+    )
     profile: str = Field(
         "gaussian",
         description="the density across the track (streammix.profiles): gaussian; student_t (power-law wings, "

@@ -252,13 +252,27 @@ def photometric_terms(config: Config, mixture: Mixture):
 
 
 def config_tensors(
-    config: Config, stars, background_logp: np.ndarray | None, *, mixture: Mixture | None = None, photometry: bool = True
+    config: Config,
+    stars,
+    background_logp: np.ndarray | None,
+    *,
+    mixture: Mixture | None = None,
+    photometry: bool = True,
+    background_logp_astrometry: np.ndarray | None = None,
 ) -> StarTensors:
     """The stars as tensors for ``config``'s model (grid, coordinates, bands, dtype, device),
-    the isochrone term's per-star quantities included unless ``photometry`` is False."""
+    the isochrone term's per-star quantities included unless ``photometry`` is False.
+
+    ``background_logp_astrometry``: the background's log-density of the astrometry
+    alone; with bands in the model and a component without an isochrone, the
+    difference from ``background_logp`` is that component's photometric density
+    (:func:`needs_background_bands`)."""
     like, distmod_range = None, None
     if config.model.bands and photometry:
         like, distmod_range = photometric_terms(config, mixture if mixture is not None else build_mixture(config, stars))
+    bands_logp = None
+    if background_logp is not None and background_logp_astrometry is not None and needs_background_bands(config):
+        bands_logp = np.asarray(background_logp) - np.asarray(background_logp_astrometry)
     return prepare_stars(
         stars,
         phi1_range=config.field.phi1,
@@ -271,6 +285,17 @@ def config_tensors(
         dtype=getattr(torch, config.fit.dtype),
         device=config.fit.device,
         selection=_selection_transform(config, stars),
+        background_bands_logp=bands_logp,
+    )
+
+
+def needs_background_bands(config: Config) -> bool:
+    """Whether a component of ``config``'s model with bands has no isochrone
+    (``photometry: false``): its magnitudes then follow the background's
+    colour-magnitude density given the astrometry, so that every component is a
+    density over the same coordinates."""
+    return bool(config.model.bands) and bool(config.model.background.blocks) and any(
+        not c.photometry for c in config.model.components
     )
 
 
@@ -637,9 +662,17 @@ class FittedModel:
         """
         if background_logp is None:
             background_logp = self.background.log_prob(stars, threads=threads) if self.background is not None else None
+        astrometric = None
+        if self.background is not None and needs_background_bands(self.config):
+            astrometric = self.background.log_prob(stars, exclude=self.config.model.bands, threads=threads)
         if not prune:
-            return config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0])
-        tensors = config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0], photometry=False)
+            return config_tensors(
+                self.config, stars, background_logp, mixture=self.mixtures[0], background_logp_astrometry=astrometric
+            )
+        tensors = config_tensors(
+            self.config, stars, background_logp, mixture=self.mixtures[0], photometry=False,
+            background_logp_astrometry=astrometric,
+        )  # fmt: skip
         like, distmod_range = photometric_terms(self.config, self.mixtures[0])
         if like is None:
             return tensors
@@ -812,6 +845,7 @@ def _train_background(config: Config, stars, offstream: np.ndarray, progress: bo
     """The background flows of ``config`` trained on the ``offstream`` stars."""
     bg_cfg = config.model.background
     joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
+    joint = joint or needs_background_bands(config)  # the astrometric marginal is needed either way
     view, limits = background_view(config)
     return BackgroundFlows.fit(
         stars, bg_cfg.blocks, bg_cfg.flow, train=offstream,
@@ -882,13 +916,15 @@ def fit(
     if background is not None:
         background_logp = background.log_prob(stars)
     background_logp_astrometry = None
-    if background is not None and joint:
+    if background is not None and (joint or needs_background_bands(config)):
         background_logp_astrometry = background.log_prob(stars, exclude=config.model.bands)
     background_seconds = time.perf_counter() - t0
 
     # 2. the ensemble of mixtures
     dtype = getattr(torch, config.fit.dtype)
-    tensors = config_tensors(config, stars, background_logp, mixture=template)
+    tensors = config_tensors(
+        config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
+    )
     n = len(stars)
     mixtures: list[Mixture] = []
     results: list[FitResult] = []
@@ -969,7 +1005,10 @@ def _fit_member(
     config = job.config
     if tensors is None:  # in a worker process
         torch.set_num_threads(job.threads)
-        tensors = config_tensors(config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry))
+        tensors = config_tensors(
+            config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry),
+            background_logp_astrometry=background_logp_astrometry,
+        )  # fmt: skip
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)
@@ -989,7 +1028,8 @@ def _fit_member(
         valid = tensors.subset(torch.as_tensor(valid_index, device=device))
         label = f"member {job.member + 1}/{config.fit.ensemble}"
         first = None
-        if background_logp_astrometry is not None and config.fit.astrometry_steps > 0:
+        isochrones = any(c.photometry for c in config.model.components)
+        if background_logp_astrometry is not None and isochrones and config.fit.astrometry_steps > 0:
             astrometric = torch.as_tensor(background_logp_astrometry, dtype=tensors.background_logp.dtype, device=device)
             first = train_mixture(
                 mixture,

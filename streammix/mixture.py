@@ -65,7 +65,10 @@ class StarTensors:
     """Stars as tensors, ready for the likelihood (missing values zeroed, with masks).
 
     Built by :func:`prepare_stars`; ``background_logp`` holds the frozen
-    background flows' log-density over each star's observed coordinates.
+    background flows' log-density over each star's observed coordinates, and
+    ``background_bands_logp`` (None: not needed) that of its magnitudes given
+    its astrometry, the photometric density of components that have no
+    isochrone of their own.
     ``photometry`` holds the isochrone term's precomputed quantities and
     ``photometry_rows`` the row of each star in it (None: star i is row i), so
     a subset (a training split, a mini-batch) shares the prepared arrays
@@ -97,6 +100,7 @@ class StarTensors:
     selection_matrix: Tensor | None = None
     selection_offset: Tensor | None = None
     has_selection: Tensor | None = None
+    background_bands_logp: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.phi1.shape[0])
@@ -170,6 +174,7 @@ def prepare_stars(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     selection: tuple[np.ndarray, np.ndarray] | None = None,
+    background_bands_logp: np.ndarray | None = None,
 ) -> StarTensors:
     """Turn a :class:`~streammix.data.StarTable` into :class:`StarTensors`.
 
@@ -190,6 +195,9 @@ def prepare_stars(
         device: Where the tensors live.
         selection: Per-star ``(M, offset)`` mapping the model's proper motions to
             those the catalogue was cut on (:func:`~streammix.selection.selection_transform`).
+        background_bands_logp: Per-star log-density of the background's magnitudes
+            given the astrometry (the photometric density of components without
+            an isochrone in a model with bands; None: no such component).
     """
     n = len(stars)
     observed = stars.observed
@@ -244,6 +252,7 @@ def prepare_stars(
         has_mag=t(has_mag, torch.bool),
         background_logp=t(background_logp),
         uses_phi2="phi2" in coordinates,
+        background_bands_logp=None if background_bands_logp is None else t(background_bands_logp),
     )
     if selection is not None:
         matrix, offset = selection
@@ -422,7 +431,11 @@ class Mixture(nn.Module):
                 if prepared:
                     photometric.append((k, comp, params))
             else:
-                columns.append(comp.log_prob(params, stars))
+                column = comp.log_prob(params, stars)
+                if comp is not self.background and stars.use_photometry and stars.background_bands_logp is not None:
+                    # a component without an isochrone has the field's colour-magnitude diagram
+                    column = column + stars.background_bands_logp
+                columns.append(column)
         joint = log_w + torch.stack(columns, dim=-1)
         if photometric:
             joint = self._add_photometry(joint, photometric, stars)
