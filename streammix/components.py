@@ -319,7 +319,7 @@ def draw_stream(
         >>> round(float(draws["phi2"].std()), 2)
         0.3
     """
-    n = len(next(iter(params.values())))
+    n = max(np.size(value) for value in params.values())
     z = rng.standard_normal((4, n))
     out: dict[str, np.ndarray] = {}
     if "phi2" in params:
