@@ -64,7 +64,15 @@ BLOCK_KINDS: MappingProxyType[str, type[_Section]] = _kinds(FlowBlockConfig, Gau
 
 
 def _kind_union(registry: Mapping[str, type[_Section]], what: str, before=None) -> Any:
-    """A pydantic union over ``registry``'s classes chosen by ``kind`` (a missing one: the first)."""
+    """A pydantic union over ``registry``'s classes chosen by ``kind`` (a missing one: the first).
+
+    Example:
+        >>> from pydantic import TypeAdapter
+        >>> entry = TypeAdapter(_kind_union(BLOCK_KINDS, "background block", _block_from_list))
+        >>> entry.validate_python(["parallax"]).kind, entry.validate_python({"kind": "gaussian_mixture",
+        ...                                                                  "coordinates": ["x"]}).kind
+        ('flow', 'gaussian_mixture')
+    """
     default = next(iter(registry))
 
     def kind_of(value: Any) -> str:
@@ -74,7 +82,7 @@ def _kind_union(registry: Mapping[str, type[_Section]], what: str, before=None) 
         if before is not None:
             value = before(value)
         kind = kind_of(value)
-        if kind not in registry:
+        if not isinstance(kind, str) or kind not in registry:
             raise ValueError(f"kind {kind!r}: not a {what} kind; choose from {', '.join(registry)}")
         return value
 
