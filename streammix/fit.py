@@ -29,7 +29,7 @@ from astropy.table import QTable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .background import BackgroundFlows, background_view, check_background, offstream_mask
-from .components import BackgroundComponent, NetworkSettings, StreamComponent
+from .components import BackgroundComponent, NetworkSettings
 from .config import Config
 from .data import StarTable, check_plausible, read_stars
 from .error_weights import ErrorWeights, error_knots
@@ -40,24 +40,13 @@ from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometr
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
 from .parallel import map_spawned
 from .photometry import likelihood_from_config
-from .profiles import get_profile
 from .provenance import __version__
 from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "fit_background", "load", "load_stars"]
 
-# A stream-like component is thin and cold: its widths are bounded so that it
-# cannot turn into a second background (a cocoon or a wide spur sets its own).
-DEFAULT_WIDTH_BOUNDS = {
-    "phi2_width": (0.01, 1.0),
-    "pm_phi1_cosphi2_width": (0.01, 1.0),
-    "pm_phi2_width": (0.01, 1.0),
-    "distmod": (10.0, 20.0),
-    "distmod_width": (0.005, 0.3),
-}
 MAX_CONSECUTIVE_ROLLBACKS = 8
-DEFAULT_INIT = {"phi2_width": 0.2, "pm_phi1_cosphi2_width": 0.3, "pm_phi2_width": 0.3, "distmod_width": 0.1}
 
 
 # --- data ---------------------------------------------------------------------
@@ -145,19 +134,8 @@ def control_priors(config: Config) -> list[ControlPrior]:
 
 
 def parameter_bounds(config: Config, component, stars) -> dict[str, tuple[float, float]]:
-    """Bounds per parameter: the config's, else defaults from the field, the data and the profile."""
-    bounds: dict[str, tuple[float, float]] = dict(DEFAULT_WIDTH_BOUNDS)
-    bounds.update({p.name: (p.low, p.high) for p in get_profile(component.profile).parameters})
-    bounds["phi2"] = tuple(config.field.phi2)
-    for pm in ("pm_phi1_cosphi2", "pm_phi2"):
-        values = getattr(stars, pm)
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            lo, hi = np.percentile(finite, [0.5, 99.5])
-            pad = 0.05 * (hi - lo) + 0.1
-            bounds[pm] = (float(lo - pad), float(hi + pad))
-        else:
-            bounds[pm] = (-30.0, 30.0)
+    """Bounds per parameter: the config's, else its kind's defaults from the field, the data and the profile."""
+    bounds = component.default_bounds(tuple(config.field.phi2), stars)
     bounds.update({k: tuple(v) for k, v in component.bounds.items()})
     return bounds
 
@@ -167,7 +145,9 @@ def build_mixture(
 ) -> Mixture:
     """A fresh (untrained) mixture for ``config``.
 
-    Parameter bounds come from ``bounds`` (per component, as saved by
+    Each entry of ``model.components`` builds its component (its kind's
+    settings class, :data:`streammix.config.COMPONENT_KINDS`). Parameter
+    bounds come from ``bounds`` (per component, as saved by
     :func:`mixture_bounds`) or else from the config with defaults from ``stars``.
     ``photometry``: an isochrone likelihood of this config to share (its tables
     are built once); default: a new one.
@@ -182,17 +162,7 @@ def build_mixture(
         else:
             comp_bounds = parameter_bounds(config, comp, stars)
         components.append(
-            StreamComponent(
-                comp.name,
-                coords,
-                comp_bounds,
-                phi2_range=config.field.phi2,
-                settings=NetworkSettings(**comp.network.model_dump()),
-                phi1_range=comp.phi1_range,
-                photometry=photometry if comp.photometry else None,
-                selection=selection_cuts(config),
-                profile=get_profile(comp.profile),
-            )
+            comp.build(coords, comp_bounds, tuple(config.field.phi2), photometry=photometry, selection=selection_cuts(config))
         )
     if _has_pm_cut(config):
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
@@ -201,7 +171,8 @@ def build_mixture(
             get_frame(config.frame), grid, np.full_like(grid, 0.5 * sum(config.field.phi2)), config.data.selection.reflex_distance
         )
         for component in components:
-            component.attach_selection_grid(torch.as_tensor(matrix), torch.as_tensor(offset))
+            if hasattr(component, "attach_selection_grid"):
+                component.attach_selection_grid(torch.as_tensor(matrix), torch.as_tensor(offset))
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
     error_weights = None
     if config.model.error_weights:
@@ -244,7 +215,7 @@ def photometric_terms(config: Config, mixture: Mixture):
     """The isochrone likelihood the mixture's photometric components share and
     the distance moduli they can take: ``(likelihood, (low, high))``, or
     ``(None, None)`` for a model without one."""
-    users = [c for c in mixture.components if c.photometry is not None] if config.model.bands else []
+    users = [c for c in mixture.components if getattr(c, "photometry", None) is not None] if config.model.bands else []
     if not users:
         return None, None
     ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
@@ -349,15 +320,14 @@ def warm_start(mixture: Mixture, config: Config, priors: Sequence[ControlPrior],
     grid = mixture.grid.detach().cpu().numpy()
     targets: list[tuple[torch.nn.Module, int, torch.Tensor]] = []
     for comp_cfg, comp in zip(config.model.components, mixture.components):
-        defaults = DEFAULT_INIT | {p.name: p.init for p in comp.profile.parameters}
         for i, spec in enumerate(comp.parameter_specs):
             x, y = prior_track(priors, comp.name, spec.name)
             if x.size:
                 values = np.interp(grid, x, y)
             elif spec.name in comp_cfg.init:
                 values = np.full_like(grid, comp_cfg.init[spec.name])
-            elif spec.name in defaults:
-                values = np.full_like(grid, defaults[spec.name])
+            elif spec.default is not None:
+                values = np.full_like(grid, spec.default)
             else:
                 continue
             values = np.clip(values, spec.low, spec.high)
@@ -752,7 +722,7 @@ def load(folder: str | Path) -> FittedModel:
 
 def _photometry_of(mixture: Mixture):
     """The isochrone likelihood a mixture's components share (None without one)."""
-    return next((c.photometry for c in mixture.components if c.photometry is not None), None)
+    return next((c.photometry for c in mixture.components if getattr(c, "photometry", None) is not None), None)
 
 
 # --- the whole fit --------------------------------------------------------------
@@ -786,9 +756,8 @@ def run_fingerprint(config: Config, stars, background: BackgroundFlows | None = 
     for band in sorted(stars.mags):
         digest.update(np.ascontiguousarray(stars.mags[band], dtype=np.float64).tobytes())
     for block in background.blocks if background is not None else ():
-        for flow in block.flows.values():
-            for tensor in flow.state_dict().values():
-                digest.update(tensor.detach().cpu().numpy().tobytes())
+        for tensor in block.tensors():
+            digest.update(tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .components import BackgroundComponent, NetworkSettings, StreamComponent, mlp
+from .components import BackgroundComponent, Component, NetworkSettings, StreamComponent, mlp
 from .densities import normal_logpdf
 from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
@@ -292,7 +292,8 @@ class Mixture(nn.Module):
     stars' errors.
 
     Arguments:
-        components: The stream-like components.
+        components: The stream-like components (anything with the
+            :class:`~streammix.components.Component` interface).
         background: The background component.
         phi1_range: The phi1 range of the field (deg); the networks see phi1
             scaled to [-1, 1] over it.
@@ -315,7 +316,7 @@ class Mixture(nn.Module):
 
     def __init__(
         self,
-        components: Sequence[StreamComponent],
+        components: Sequence[Component],
         background: BackgroundComponent,
         phi1_range: tuple[float, float],
         grid_size: int = 256,
@@ -488,7 +489,7 @@ class Mixture(nn.Module):
         plus, for components normalised over a proper-motion cut, their
         :meth:`~streammix.components.StreamComponent.selection_log_prior`."""
         total = self.grid.new_zeros(())
-        cut = [c for c in self.components if c.selection_grid is not None]
+        cut = [c for c in self.components if getattr(c, "selection_grid", None) is not None]
         if cut:
             grid = self.outputs_at(self.grid, masked=False)
             total = total + sum(c.selection_log_prior(grid[c.name]) for c in cut)
