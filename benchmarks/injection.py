@@ -30,7 +30,8 @@ p_injected > 0.05 or injected), and prints a markdown table. ``--set key=value``
 changes every config (dotted key, YAML value), e.g. to compare a model change; ``data.*``
 values (e.g. ``data.selection``) also apply to the draw, so the injected stars are cut as
 the catalogue's were. ``--add-component`` adds a component (a YAML mapping, e.g. a wide
-``field`` population) to every config, outside ``p_member``.
+``field`` population) to every config, outside ``p_member``; ``--injected-dispersion``
+gives the injected component a velocity-dispersion prior (:mod:`streammix.dispersion`).
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
 ORACLE_WIDTH = 0.02  # control-point width of --oracle (deg, mas/yr, mag)
 
 
-def config_with_injected(path: Path, spec, sets, oracle: bool = False, extra: list[dict] = ()) -> "object":
+def config_with_injected(
+    path: Path, spec, sets, oracle: bool = False, extra: list[dict] = (), dispersion: dict | None = None
+) -> "object":
     """The shipped config plus the ``injected`` component, ensemble 1, one worker, ``--set`` applied.
 
     ``oracle``: the injected component is held at the injected tracks and
@@ -129,9 +132,10 @@ def config_with_injected(path: Path, spec, sets, oracle: bool = False, extra: li
     if extra:  # components outside p_member, before the injected one
         data["model"]["member_components"] = [c["name"] for c in data["model"]["components"]]
         data["model"]["components"].extend(copy.deepcopy(list(extra)))
-    data["model"]["components"].append(
-        {"name": "injected", "bounds": copy.deepcopy(stream["bounds"]), "control_points": points}
-    )
+    injected = {"name": "injected", "bounds": copy.deepcopy(stream["bounds"]), "control_points": points}
+    if dispersion is not None:
+        injected["velocity_dispersion"] = dict(dispersion)
+    data["model"]["components"].append(injected)
     data["fit"].update({"ensemble": 1, "workers": 1, "dropout_samples": 0})
     apply_sets(data, sets)
     return Config.from_dict(data, source=f"{path.name} + injected")
@@ -262,6 +266,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--add-component", dest="extra", action="append", default=[], metavar="YAML",
                         help="a further component (a YAML mapping) in every config, outside p_member")
+    parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml.safe_load, default=None, metavar="YAML",
+                        help="the injected component's velocity-dispersion prior, e.g. '{median: 3.0, dex: 0.4}'")
     parser.add_argument("--out", type=Path, default=ROOT / "injection_output")
     parser.add_argument("--label", default="default")
     parser.add_argument("--oracle", action="store_true",
@@ -311,7 +317,8 @@ def main() -> None:
                   "spec": spec.model_dump(mode="json"), "configs": {}, "_p": {}, "_truth": truth}  # fmt: skip
         for config_name in args.configs:
             config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle,
-                                          extra=[yaml.safe_load(item) for item in args.extra])
+                                          extra=[yaml.safe_load(item) for item in args.extra],
+                                          dispersion=args.dispersion)
             t0 = time.perf_counter()
             stars = load_stars(config, table)
             model = fit(config, stars)
@@ -356,6 +363,7 @@ def write(path: Path, results: list[dict], args, sets, started: float, final: bo
         "sets": [f"{'.'.join(k)}={v}" for k, v in sets],
         "configs": args.configs,
         "added_components": args.extra,
+        "injected_dispersion": args.dispersion,
         "complete": final,
         "seconds": time.perf_counter() - started,
         "machine": machine(),

@@ -30,6 +30,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from .densities import exponential_logpdf, normal_logpdf, proper_motion_logpdf
+from .dispersion import VelocityDispersionConfig, VelocityDispersionPrior
 from .profiles import PROFILES, CrossTrackProfile, Gaussian, get_profile
 from .settings import ControlPointConfig, GalstreamsPrior, NetworkConfig, Section
 
@@ -392,6 +393,7 @@ class StreamComponent(nn.Module):
         uses = self.coordinates + (("photometry",) if photometry is not None else ())
         self.net = ParameterNet(stream_parameters(uses, bounds, profile, defaults), settings)
         self.photometry = photometry
+        self.dispersion_prior: VelocityDispersionPrior | None = None  # set by build_mixture (training only)
 
     @property
     def selection_grid(self) -> tuple[Tensor, Tensor] | None:
@@ -677,6 +679,12 @@ class ComponentConfig(Section):
         {},
         description="{parameter: value}, in its unit: constant warm-start targets of parameters without control points "
         "(defaults: phi2_width 0.2 deg, proper-motion widths 0.3 mas/yr, distmod_width 0.1 mag)",
+    )
+    velocity_dispersion: VelocityDispersionConfig | None = Field(
+        None,
+        description="a log-normal prior on the component's velocity dispersion in km/s, {median, dex, spacing}, "
+        "applied to its proper-motion widths through its own distance (streammix.dispersion): keeps a sparse "
+        "stream's widths from running to their lower bound. Needs a distance (parallax or bands). null: none",
     )
 
     @field_validator("bounds")

@@ -164,6 +164,15 @@ def build_mixture(
         components.append(
             comp.build(coords, comp_bounds, tuple(config.field.phi2), photometry=photometry, selection=selection_cuts(config))
         )
+    for comp, component in zip(config.model.components, components):
+        dispersion = getattr(comp, "velocity_dispersion", None)
+        if dispersion is not None:
+            if "distmod" not in component.parameter_names or not {"pm_phi1_cosphi2", "pm_phi2"} & set(coords):
+                raise InputError(
+                    f"model.components: {comp.name}: velocity_dispersion needs proper motions and a distance "
+                    "(parallax among model.coordinates, or bands with photometry)"
+                )
+            component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
     if _has_pm_cut(config):
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
         grid = np.linspace(*config.field.phi1, config.model.grid_size)

@@ -487,7 +487,8 @@ class Mixture(nn.Module):
         """Sum of the normalised control-point log-densities (added once), plus,
         with error weights, a weak N(0, 3^2) prior on their logit at each knot,
         plus, for components normalised over a proper-motion cut, their
-        :meth:`~streammix.components.StreamComponent.selection_log_prior`."""
+        :meth:`~streammix.components.StreamComponent.selection_log_prior`, plus
+        their velocity-dispersion priors (:mod:`streammix.dispersion`)."""
         total = self.grid.new_zeros(())
         cut = [c for c in self.components if getattr(c, "selection_grid", None) is not None]
         if cut:
@@ -497,6 +498,11 @@ class Mixture(nn.Module):
             width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=self.grid.dtype, device=self.grid.device)
             logits = self.error_weights.reference_logits()
             total = total + normal_logpdf(logits, torch.zeros_like(logits), width**2).sum()
+        for comp in self.components:
+            dispersion = getattr(comp, "dispersion_prior", None)
+            if dispersion is not None:
+                at = torch.tensor(dispersion.phi1, dtype=self.grid.dtype, device=self.grid.device)
+                total = total + dispersion.log_prob(self.outputs_at(at, masked=False)[comp.name])
         if not priors:
             return total
         phi1 = torch.tensor([p.phi1 for p in priors], dtype=self.grid.dtype, device=self.grid.device)
