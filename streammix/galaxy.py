@@ -60,6 +60,7 @@ from typing import Any
 
 import astropy.units as u
 import numpy as np
+from astropy.coordinates import ICRS, CartesianRepresentation, Galactic, Galactocentric, galactocentric_frame_defaults
 
 from .errors import InputError
 from .frames import StreamFrame
@@ -182,14 +183,6 @@ class GalaxyModel:
 def _galactic_affine() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(A, offset, v_sun, G): Galactocentric = A @ heliocentric Galactic + offset (kpc);
     the Sun's Galactocentric velocity (km/s); G takes ICRS unit vectors to Galactic ones."""
-    from astropy.coordinates import (
-        ICRS,
-        CartesianRepresentation,
-        Galactic,
-        Galactocentric,
-        galactocentric_frame_defaults,
-    )
-
     parameters = galactocentric_frame_defaults.get_from_registry("v4.0")["parameters"]
     frame = Galactocentric(**parameters)
     points = np.vstack([np.zeros(3), np.eye(3)]).T  # origin and the three unit vectors

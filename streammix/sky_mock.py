@@ -30,7 +30,7 @@ field: a Poisson number with the Galaxy model's expectation times
 same distribution.
 
 Errors and selection: the Gaia DR3-like errors of :mod:`streammix.mock` (its
-``_observe``: the median errors of Gaia Collaboration, Vallenari et al. 2023,
+``observe``: the median errors of Gaia Collaboration, Vallenari et al. 2023,
 against G); observed G below the config's query ``g_max``, phi2 inside the
 field, and the query's cuts: ``parallax - 3 parallax_err < parallax_max`` and,
 with ``pm_margin``, both proper motions within ``pm_margin`` of the track's at
@@ -60,8 +60,8 @@ from .errors import InputError
 from .frames import get_frame
 from .galaxy import GalaxyModel, along_track_velocity, draw_field_stars, proper_motions
 from .isochrone import default_isochrone
-from .mock import BANDS, K_KMS, MockConfig, _apply_missing, _draw_until, _kroupa_inverse_cdf, _observe
-from .mock import _visible_fraction, visible_mass_min
+from .mock import BANDS, K_KMS, MockConfig, apply_missing, draw_until, kroupa_inverse_cdf, observe
+from .mock import visible_fraction, visible_mass_min
 from .new_stream import NewStreamOptions, new_config
 from .tracks import StreamTrack, galstreams_track, galstreams_widths
 
@@ -134,7 +134,7 @@ def stream_model(config: Config) -> StreamModel:
     Example:
         >>> model = stream_model(Config.from_dict(yaml.safe_load(new_config("Jhelum"))))
         >>> model.has_pm, round(model.phi2_width, 2)
-        (True, 0.2)
+        (True, 0.55)
     """
     prior = config.model.components[0].galstreams if config.model.components else None
     if prior is None or config.frame is None:
@@ -190,7 +190,7 @@ def _stream_stars(rng: np.random.Generator, model: StreamModel, settings: MockCo
         t = model.at(phi1)
         distmod = t["distmod"] + DISTMOD_WIDTH * rng.standard_normal(size)
         sigma_pm = VELOCITY_DISPERSION / (K_KMS * t["distance"])
-        mass = _kroupa_inverse_cdf(rng.uniform(size=size), m_lo, iso.mass_max)
+        mass = kroupa_inverse_cdf(rng.uniform(size=size), m_lo, iso.mass_max)
         mags = iso.absolute_mags(mass, BANDS)
         stars = {
             "phi1": phi1, "phi2": t["phi2"] + model.phi2_width * rng.standard_normal(size),
@@ -198,9 +198,9 @@ def _stream_stars(rng: np.random.Generator, model: StreamModel, settings: MockCo
             "pm2": t["pm2"] + sigma_pm * rng.standard_normal(size),
             "distmod": distmod, "mass": mass, "abs_g": mags[:, 0], "abs_bp": mags[:, 1], "abs_rp": mags[:, 2],
         }  # fmt: skip
-        return _pm_cut(_observe(rng, stars, settings), model, margin)
+        return _pm_cut(observe(rng, stars, settings), model, margin)
 
-    return _draw_until(n, propose, "stream")
+    return draw_until(n, propose, "stream")
 
 
 def _background_stars(
@@ -217,7 +217,7 @@ def _background_stars(
         parts = []
         for code, name in enumerate(_POPULATIONS):
             sel = population == name
-            part = _pm_cut(_observe(rng, {k: v[sel] for k, v in raw.items()}, settings), model, margin)
+            part = _pm_cut(observe(rng, {k: v[sel] for k, v in raw.items()}, settings), model, margin)
             parts.append(part | {"code": np.full(part["phi1"].size, float(code))})
         kept = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return kept, expected
@@ -304,7 +304,7 @@ def sky_mock(
     columns = {k: np.concatenate([p[k] for p, _ in parts]) for k in keys}
     population = np.concatenate([np.broadcast_to(np.asarray(pop, "U6"), p["phi1"].shape) for p, pop in parts]) if parts else np.array([], "U6")
     if population.size:
-        _apply_missing(rng_missing, columns, settings)
+        apply_missing(rng_missing, columns, settings)
         order = rng_order.permutation(population.size)
         columns = {k: v[order] for k, v in columns.items()}
         population = population[order]
@@ -342,7 +342,7 @@ def _tracks(config: Config, model: StreamModel, settings: MockConfig, n_stream: 
     t = model.at(grid)
     inside = (grid >= model.phi1_range[0]) & (grid <= model.phi1_range[1])
     width = np.full(grid.shape, DISTMOD_WIDTH)
-    rate = inside * _visible_fraction(settings, t["distmod"], width)
+    rate = inside * visible_fraction(settings, t["distmod"], width)
     norm = np.trapezoid(rate, grid)
     density = n_stream * rate / norm if norm > 0 else np.zeros_like(grid)
     sigma_pm = VELOCITY_DISPERSION / (K_KMS * t["distance"])
