@@ -171,3 +171,21 @@ def test_cli_mock_stream_writes_and_a_bad_name_is_one_line_exit_2(tmp_path):
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "closest: Pal5" in lines[0], bad.stderr
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_poisson_background_varies_with_the_field():
+    """Without n_background the background is a Poisson draw of the model's expectation
+    (times background_scale) before the query's cuts: NGC2298's field (|b| ~ 17 deg) holds
+    several times the stars per deg^2 of AAU-AliqaUma's (|b| ~ 69 deg), and the cuts keep a
+    part of the drawn stars."""
+    density = {}
+    for name in ("NGC2298", "AAU-AliqaUma"):
+        config = Config.from_dict(yaml.safe_load(new_config(name)))
+        stars, _ = sky_mock(config, n_stream=0, background_scale=0.002, seed=5)
+        (lo1, hi1), (lo2, hi2) = config.field.phi1, config.field.phi2
+        area = np.degrees(np.radians(hi1 - lo1)) * np.degrees(np.sin(np.radians(hi2)) - np.sin(np.radians(lo2)))
+        expected = stars.meta["expected_background"]
+        assert 0 < len(stars) < 0.002 * expected + 4 * np.sqrt(0.002 * expected)
+        assert set(stars["true_population"]) == {"thin", "thick", "halo"}
+        density[name] = expected / area
+    assert density["NGC2298"] > 3 * density["AAU-AliqaUma"]
