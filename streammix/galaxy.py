@@ -376,7 +376,8 @@ def draw_field_stars(
 ) -> Stars:
     """True stars of the Galaxy model in a box of a stream frame, brighter than about ``g_limit``.
 
-    The field is split into cells (about 1 deg by 0.5 deg) and each line of sight
+    The field is split into cells (about 1 deg by 0.5 deg; at most 120 by 40 cells,
+    so larger where the field is longer than 120 deg or wider than 20 deg) and each line of sight
     into 500 logarithmic distance bins; a star lands in a cell, a distance and a
     population with probability proportional to the expected number of visible
     stars there (density x volume x the fraction of the population's IMF brighter
@@ -404,8 +405,8 @@ def draw_field_stars(
     (lo1, hi1), (lo2, hi2) = (tuple(float(v) for v in r) for r in (phi1_range, phi2_range))
     if not (lo1 < hi1 and lo2 < hi2):
         raise InputError(f"field: {phi1_range!r}, {phi2_range!r} are not increasing ranges")
-    n1 = int(np.clip(np.ceil(hi1 - lo1), 4, 360))
-    n2 = int(np.clip(np.ceil(2.0 * (hi2 - lo2)), 4, 120))
+    n1 = int(np.clip(np.ceil(hi1 - lo1), 4, 120))
+    n2 = int(np.clip(np.ceil(2.0 * (hi2 - lo2)), 4, 40))
     e1 = np.linspace(lo1, hi1, n1 + 1)
     s2 = np.linspace(*np.sin(np.deg2rad([lo2, hi2])), n2 + 1)
     c1, cs2 = 0.5 * (e1[1:] + e1[:-1]), 0.5 * (s2[1:] + s2[:-1])
