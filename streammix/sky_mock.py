@@ -85,6 +85,11 @@ class StreamModel:
         phi1_range: The stream's extent (deg).
         phi2_width: Gaussian sigma across the track (deg).
         has_distance, has_pm: Whether the track gives them (else the defaults).
+
+    Example:
+        >>> model = stream_model(Config.from_dict(yaml.safe_load(new_config("Pal5"))))
+        >>> model.has_distance, model.has_pm
+        (True, True)
     """
 
     track: StreamTrack
