@@ -759,3 +759,12 @@ def write_mock(
     write_table(stars, path, overwrite=overwrite)
     write_table(tracks, tracks_path, overwrite=overwrite)
     return path, tracks_path
+
+
+# The error model, the selection and the samplers above under public names, for
+# streammix.sky_mock (mocks of any galstreams stream); the same objects, not copies.
+observe = _observe
+apply_missing = _apply_missing
+draw_until = _draw_until
+kroupa_inverse_cdf = _kroupa_inverse_cdf
+visible_fraction = _visible_fraction
