@@ -268,6 +268,9 @@ def main() -> None:
                         help="a further component (a YAML mapping) in every config, outside p_member")
     parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml.safe_load, default=None, metavar="YAML",
                         help="the injected component's velocity-dispersion prior, e.g. '{median: 3.0, dex: 0.4}'")
+    parser.add_argument("--score", choices=["", "_q50"], default="",
+                        help="the column scored: p_injected (the reference member; default) or p_injected_q50 "
+                        "(the median over the ensemble's members: with --set fit.ensemble=4)")
     parser.add_argument("--out", type=Path, default=ROOT / "injection_output")
     parser.add_argument("--label", default="default")
     parser.add_argument("--oracle", action="store_true",
@@ -324,7 +327,7 @@ def main() -> None:
             model = fit(config, stars)
             members = model.membership(stars)
             seconds = time.perf_counter() - t0
-            p = np.asarray(members["p_injected"], float)
+            p = np.asarray(members[f"p_injected{args.score}"], float)
             metrics = truth_metrics(p, truth)
             real_members = (~truth) & (p > 0.5)
             metrics["false_members"] = describe(real_members, table, p, spec)
@@ -364,6 +367,7 @@ def write(path: Path, results: list[dict], args, sets, started: float, final: bo
         "configs": args.configs,
         "added_components": args.extra,
         "injected_dispersion": args.dispersion,
+        "scored": f"p_injected{args.score}",
         "complete": final,
         "seconds": time.perf_counter() - started,
         "machine": machine(),
