@@ -44,15 +44,17 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, SHARED, machine
 
-#: The rules compared: (k, weighted), with patience and tolerance from the config.
-RULES: dict[str, tuple[float, bool]] = {
-    "plain": (0.0, False),  # the default: any fall of the mean by more than 1e-6
-    "all1": (1.0, False),
-    "all2": (2.0, False),  # branch h3-train's rule
-    "members0": (0.0, True),
-    "members1": (1.0, True),
-    "members2": (2.0, True),
-    "members3": (3.0, True),
+#: The rules compared: (k, weighted, cooldown steps), with patience and tolerance from the config.
+RULES: dict[str, tuple[float, bool, int]] = {
+    "plain": (0.0, False, 0),  # the default: any fall of the mean by more than 1e-6
+    "all1": (1.0, False, 0),
+    "all2": (2.0, False, 0),  # branch h3-train's rule
+    "members0": (0.0, True, 0),
+    "members1": (1.0, True, 0),
+    "members2": (2.0, True, 0),
+    "members3": (3.0, True, 0),
+    "all2_cool250": (2.0, False, 250),
+    "members2_cool250": (2.0, True, 250),
 }
 TRACKS = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "distmod")
 
@@ -73,6 +75,14 @@ def _with_fit(config, **update):
     return config.model_copy(update={"fit": config.fit.model_copy(update=update)})
 
 
+def _small(config):
+    """A smoke test's settings: few steps and flow epochs."""
+    config = _with_fit(config, steps=100, astrometry_steps=50, patience=25)
+    flow = config.model.background.flow.model_copy(update={"epochs": 2})
+    background = config.model.background.model_copy(update={"flow": flow})
+    return config.model_copy(update={"model": config.model.model_copy(update={"background": background})})
+
+
 def _column(table, name) -> np.ndarray:
     return np.asarray(getattr(table[name], "value", table[name]), dtype=float)
 
@@ -89,9 +99,8 @@ def record(out: Path, seed: int, small: bool = False) -> None:
 
     stars, truth, is_member, config = _demo(seed, small)
     config = _with_fit(config, ensemble=1, workers=1, patience=1_000_000)
-    if small:  # a smoke test of the script
-        config = _with_fit(config, steps=100, astrometry_steps=50)
-        config = config.model_copy(update={"model": config.model.model_copy(update={"background": config.model.background.model_copy(update={"flow": config.model.background.flow.model_copy(update={"epochs": 2})})})})
+    if small:
+        config = _small(config)
     n = len(stars)
     order = np.random.default_rng(config.fit.seed).permutation(n)  # the split of fit._fit_member, member 0
     n_valid = max(1, int(round(config.fit.validation_fraction * n)))
@@ -151,7 +160,9 @@ def replay(out: Path, patience: int, eval_every: int = 25) -> None:
         rows = [r for r in records if r["stage"] == stage]
         full = {"steps": rows[-1]["at"], **_accuracy(min(rows, key=lambda r: r["evaluation"].value))}
         replays = {"full length (lowest held-out loss)": full}
-        for name, (k, weighted) in RULES.items():
+        for name, (k, weighted, cooldown) in RULES.items():
+            if cooldown:
+                continue  # a cooldown changes the trajectory: real fits only
             rule = EarlyStopping(patience, "steps", k=k, tolerance=STOPPING_TOLERANCE, weighted=weighted)
             kept, stop = rows[0], rows[-1]["at"]
             for r in rows:
@@ -177,8 +188,8 @@ def _accuracy(row: dict) -> dict:
 
 
 def _rule_config(config, rule: str):
-    k, weighted = RULES[rule]
-    return _with_fit(config, stopping_k=k, stopping_weighted=weighted)
+    k, weighted, cooldown = RULES[rule]
+    return _with_fit(config, stopping_k=k, stopping_weighted=weighted, cooldown_steps=cooldown)
 
 
 def _members(model) -> list[dict]:
@@ -186,14 +197,18 @@ def _members(model) -> list[dict]:
             for m in model.summary["members"]]
 
 
-def demo(out: Path, rules: list[str], seed: int, scale: int) -> None:
-    """Each rule's demo fit (4 members, shared flows) against the truth and the independent mock."""
+def demo(out: Path, rules: list[str], seed: int, scale: int, ensemble: int | None, small: bool = False) -> None:
+    """Each rule's demo fit (shared flows) against the truth and the independent mock."""
     from streammix.data import StarTable
     from streammix.fit import fit, fit_background
     from streammix.mock import MockConfig, generate_mock
     from streammix.pipeline import mock_columns, track_metrics, truth_metrics
 
-    stars, truth, is_member, config = _demo(seed)
+    stars, truth, is_member, config = _demo(seed, small)
+    if small:
+        config = _small(config)
+    if ensemble is not None:
+        config = _with_fit(config, ensemble=ensemble)
     start = time.perf_counter()
     background = fit_background(config, stars)
     flow_seconds = time.perf_counter() - start
@@ -201,7 +216,7 @@ def demo(out: Path, rules: list[str], seed: int, scale: int) -> None:
     big, _ = generate_mock(replace(base, n_stream=scale * base.n_stream, n_background=scale * base.n_background), seed=101)
     big_stars = StarTable.from_table(big, mock_columns(["true_component"]))
     big_member = np.asarray(big["true_component"]) == "stream"
-    result: dict = {"machine": machine(), "flow_seconds": flow_seconds, "rules": {}}
+    result: dict = {"machine": machine(), "ensemble": config.fit.ensemble, "flow_seconds": flow_seconds, "rules": {}}
     for rule in rules:
         start = time.perf_counter()
         model = fit(_rule_config(config, rule), stars, background=background)
@@ -269,8 +284,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("stopping_output"))
     parser.add_argument("--patience", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ensemble", type=int, default=None, help="demo: members (default: the demo's)")
     parser.add_argument("--scale", type=int, default=8, help="the independent mock's size over the demo's")
-    parser.add_argument("--small", action="store_true", help="record: a small mock and few steps (a smoke test)")
+    parser.add_argument("--small", action="store_true", help="record, demo: a small mock and few steps (a smoke test)")
     parser.add_argument("--rule", action="append", choices=sorted(RULES), help="rules to fit with (demo, gd1)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +295,7 @@ def main() -> None:
     elif args.what == "replay":
         replay(args.out, args.patience)
     elif args.what == "demo":
-        demo(args.out, args.rule or ["plain", "members2"], args.seed, args.scale)
+        demo(args.out, args.rule or ["plain", "members2"], args.seed, 1 if args.small else args.scale, args.ensemble, args.small)
     else:
         gd1(args.out, args.rule or ["plain", "members2"])
 

@@ -442,12 +442,12 @@ def train_mixture(
     resume: TrainingState | None = None
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=mixture.grid.device, weights_only=False)
-        if isinstance(saved.get("state"), TrainingState):  # else made before the shared loop: start afresh
+        if isinstance(saved["state"].get("training"), TrainingState):  # else made before the shared loop: start afresh
             mixture.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             generator.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
-            resume = saved["state"]
+            resume = saved["state"]["training"]
 
     def objective(batch: StarTensors) -> torch.Tensor:
         ll = mixture.log_likelihood(batch).mean()
@@ -457,8 +457,9 @@ def train_mixture(
         lr = cfg.learning_rate * 0.5**state.rollbacks
         if not use_lbfgs:
             warmup = min(1.0, (state.at + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+            cosine = 0.5 * (1 + math.cos(math.pi * state.at / total_steps))
             for group in optimizer.param_groups:
-                group["lr"] = warmup * lr * 0.5 * (1 + math.cos(math.pi * state.at / total_steps))
+                group["lr"] = warmup * lr * cosine * state.cooldown_factor()
         if cfg.batch_size is not None and cfg.batch_size < n_train:
             index = torch.randint(0, n_train, (cfg.batch_size,), generator=generator).to(train.phi1.device)
             batch = train.subset(index)
@@ -513,7 +514,8 @@ def train_mixture(
             "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "state": state,
+            # "step" and "done" for whoever watches a run (also read by the tests), the loop's state to resume
+            "state": {"step": state.at, "done": state.done, "training": state},
         }
         tmp = checkpoint.with_suffix(".part")
         torch.save(payload, tmp)
@@ -532,6 +534,7 @@ def train_mixture(
         max_rollbacks=MAX_CONSECUTIVE_ROLLBACKS,
         checkpoint=save_checkpoint if checkpoint is not None else None,
         checkpoint_every=cfg.checkpoint_every,
+        cooldown=0 if use_lbfgs else cfg.cooldown_steps,
         resume=resume,
         progress=label if progress else None,
     )

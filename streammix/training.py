@@ -193,6 +193,9 @@ class TrainingState:
         train_loss: The latest training loss.
         done: Whether training has ended.
         stopped_because: Why it ended (empty while it runs).
+        cooldown_from: Where a cooldown began (None: none).
+        cooldown_steps: Its length.
+        cooldown_reason: Why it began.
     """
 
     stopping: EarlyStopping
@@ -204,6 +207,22 @@ class TrainingState:
     train_loss: float = math.nan
     done: bool = False
     stopped_because: str = ""
+    cooldown_from: int | None = None
+    cooldown_steps: int = 0
+    cooldown_reason: str = ""
+
+    def cooldown_factor(self) -> float:
+        """The factor on the learning rate of the step ``at``: 1, or in a cooldown of
+        C steps from s, 0.5 (1 + cos(pi (at - s) / C)), which falls to 0 at its end.
+
+        Example:
+            >>> state = TrainingState(EarlyStopping(10), at=150, cooldown_from=100, cooldown_steps=100)
+            >>> round(state.cooldown_factor(), 6)
+            0.5
+        """
+        if self.cooldown_from is None:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (self.at - self.cooldown_from) / self.cooldown_steps)))
 
     @property
     def gave_up(self) -> bool:
@@ -225,6 +244,7 @@ def train(
     max_rollbacks: int = 8,
     checkpoint: Callable[[TrainingState], None] | None = None,
     checkpoint_every: int | None = None,
+    cooldown: int = 0,
     resume: TrainingState | None = None,
     progress: str | None = None,
     transient: bool = True,
@@ -257,6 +277,11 @@ def train(
         checkpoint: Called with the state every ``checkpoint_every`` steps and
             once at the end (the caller saves it with its model and optimizer).
         checkpoint_every: Steps between checkpoints (None: only at the end).
+        cooldown: With it, when ``stopping`` is exhausted more than
+            ``cooldown`` steps before ``total``, training goes on for
+            ``cooldown`` steps while ``step`` lowers its learning rate to 0
+            by :meth:`TrainingState.cooldown_factor`, then stops: a state
+            wandering at a high learning rate is not where to stop.
         resume: A state from a checkpoint to go on from.
         progress: A label to show a progress bar with, or None.
         transient: Remove the progress bar at the end.
@@ -308,9 +333,16 @@ def train(
                     last_good = snapshot()
                 if stopping.update(evaluation, state.at):
                     state.best = last_good if last_good is not None else snapshot()
-                if stopping.exhausted(state.at):
-                    state.stopped_because = stopping.reason(state.at)
-                    state.done = True
+                if state.cooldown_from is None and stopping.exhausted(state.at):
+                    if cooldown > 0 and total - state.at > cooldown:
+                        state.cooldown_from, state.cooldown_steps = state.at, cooldown
+                        state.cooldown_reason = stopping.reason(state.at)
+                    else:
+                        state.stopped_because = stopping.reason(state.at)
+                        state.done = True
+            if state.cooldown_from is not None and state.at >= state.cooldown_from + state.cooldown_steps:
+                state.stopped_because = f"{state.cooldown_reason}, then a cooldown of {state.cooldown_steps} {stopping.unit}"
+                state.done = True
             if not state.done and budget is not None and (reason := budget()) is not None:
                 state.stopped_because, state.done = reason, True
             if checkpoint is not None and checkpoint_every and state.at % checkpoint_every == 0:
