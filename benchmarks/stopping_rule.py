@@ -55,6 +55,8 @@ RULES: dict[str, tuple[float, bool, int]] = {
     "members3": (3.0, True, 0),
     "all2_cool250": (2.0, False, 250),
     "members2_cool250": (2.0, True, 250),
+    "plain_cool250": (0.0, False, 250),
+    "full": (0.0, False, 0),  # patience longer than the fit: every step (the "full-length fit")
 }
 TRACKS = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "distmod")
 
@@ -161,7 +163,7 @@ def replay(out: Path, patience: int, eval_every: int = 25) -> None:
         full = {"steps": rows[-1]["at"], **_accuracy(min(rows, key=lambda r: r["evaluation"].value))}
         replays = {"full length (lowest held-out loss)": full}
         for name, (k, weighted, cooldown) in RULES.items():
-            if cooldown:
+            if cooldown or name == "full":
                 continue  # a cooldown changes the trajectory: real fits only
             rule = EarlyStopping(patience, "steps", k=k, tolerance=STOPPING_TOLERANCE, weighted=weighted)
             kept, stop = rows[0], rows[-1]["at"]
@@ -189,7 +191,8 @@ def _accuracy(row: dict) -> dict:
 
 def _rule_config(config, rule: str):
     k, weighted, cooldown = RULES[rule]
-    return _with_fit(config, stopping_k=k, stopping_weighted=weighted, cooldown_steps=cooldown)
+    patience = 1_000_000 if rule == "full" else config.fit.patience
+    return _with_fit(config, stopping_k=k, stopping_weighted=weighted, cooldown_steps=cooldown, patience=patience)
 
 
 def _members(model) -> list[dict]:

@@ -204,3 +204,23 @@ def test_checkpoint_resume_gives_the_same_run():
     assert resumed.at == whole.at == 20
     assert resumed.history == whole.history
     assert resumed_model.x == pytest.approx(4.0 * 0.8**20)
+
+
+def test_a_cooldown_lowers_the_rate_to_zero_before_stopping():
+    """Patience runs out at step 6 (flat from the first evaluation); the loop goes on
+    for a cooldown of 6 steps with the step's factor falling from 1 towards 0, then stops."""
+    factors: list[float] = []
+
+    def step(state: TrainingState) -> float:
+        factors.append(state.cooldown_factor())
+        return 1.0
+
+    flat = lambda: Evaluation.of(np.full(3, 2.0))  # noqa: E731
+    state = train(step, flat, lambda: 0, lambda _: None, total=100, stopping=EarlyStopping(patience=5), cooldown=6)
+    assert state.at == 12 and state.cooldown_from == 6
+    assert state.stopped_because == "no held-out improvement for 5 steps, then a cooldown of 6 steps"
+    assert factors[:7] == [1.0] * 7 and factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 6)))
+    assert all(a > b for a, b in zip(factors[6:], factors[7:]))
+    # no cooldown when fewer steps than it are left: the fit stops as before
+    late = train(step, flat, lambda: 0, lambda _: None, total=10, stopping=EarlyStopping(patience=5), cooldown=6)
+    assert late.at == 6 and late.cooldown_from is None
