@@ -200,7 +200,9 @@ def _members(model) -> list[dict]:
             for m in model.summary["members"]]
 
 
-def demo(out: Path, rules: list[str], seed: int, scale: int, ensemble: int | None, small: bool = False) -> None:
+def demo(
+    out: Path, rules: list[str], seed: int, scale: int, ensemble: int | None, small: bool = False, fit_seed: int | None = None
+) -> None:
     """Each rule's demo fit (shared flows) against the truth and the independent mock."""
     from streammix.data import StarTable
     from streammix.fit import fit, fit_background
@@ -212,6 +214,8 @@ def demo(out: Path, rules: list[str], seed: int, scale: int, ensemble: int | Non
         config = _small(config)
     if ensemble is not None:
         config = _with_fit(config, ensemble=ensemble)
+    if fit_seed is not None:  # another fit of the same mock: how much the figures vary from fit to fit
+        config = _with_fit(config, seed=fit_seed)
     start = time.perf_counter()
     background = fit_background(config, stars)
     flow_seconds = time.perf_counter() - start
@@ -219,7 +223,7 @@ def demo(out: Path, rules: list[str], seed: int, scale: int, ensemble: int | Non
     big, _ = generate_mock(replace(base, n_stream=scale * base.n_stream, n_background=scale * base.n_background), seed=101)
     big_stars = StarTable.from_table(big, mock_columns(["true_component"]))
     big_member = np.asarray(big["true_component"]) == "stream"
-    result: dict = {"machine": machine(), "ensemble": config.fit.ensemble, "flow_seconds": flow_seconds, "rules": {}}
+    result: dict = {"machine": machine(), "ensemble": config.fit.ensemble, "fit_seed": config.fit.seed, "flow_seconds": flow_seconds, "rules": {}}
     for rule in rules:
         start = time.perf_counter()
         model = fit(_rule_config(config, rule), stars, background=background)
@@ -236,7 +240,7 @@ def demo(out: Path, rules: list[str], seed: int, scale: int, ensemble: int | Non
             "p_member": {"above_0.5": int((p > 0.5).sum()), "above_0.8": int((p > 0.8).sum())},
         }
         result["rules"][rule] = row
-        np.save(out / f"demo_p_{rule}.npy", p)
+        np.save(out / f"demo_p_{rule}_seed{config.fit.seed}.npy", p)
         print(rule, json.dumps(row), flush=True)
     print(json.dumps(result))
 
@@ -287,6 +291,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("stopping_output"))
     parser.add_argument("--patience", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit-seed", type=int, default=None, help="demo: the fits' seed (default: the mock's)")
     parser.add_argument("--ensemble", type=int, default=None, help="demo: members (default: the demo's)")
     parser.add_argument("--scale", type=int, default=8, help="the independent mock's size over the demo's")
     parser.add_argument("--small", action="store_true", help="record, demo: a small mock and few steps (a smoke test)")
@@ -298,7 +303,7 @@ def main() -> None:
     elif args.what == "replay":
         replay(args.out, args.patience)
     elif args.what == "demo":
-        demo(args.out, args.rule or ["plain", "members2"], args.seed, 1 if args.small else args.scale, args.ensemble, args.small)
+        demo(args.out, args.rule or ["plain", "members2"], args.seed, 1 if args.small else args.scale, args.ensemble, args.small, args.fit_seed)
     else:
         gd1(args.out, args.rule or ["plain", "members2"])
 
