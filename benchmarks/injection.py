@@ -3,7 +3,8 @@
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/injection.py [--quick] [--configs astrometry joint]
-        [--set model.background.error_context=true] [--out injection_output] [--label NAME]
+        [--set model.background.error_context=true] [--add-component YAML] [--out injection_output]
+        [--label NAME]
 
 Each case draws a thin synthetic stream (:func:`streammix.inject.inject_stream`)
 into ``gd1_dr2/gd1_pm_box_dr2_ps1.fits``: phi2 tracks 2-4 deg away from GD-1
@@ -26,7 +27,11 @@ recovered members and for all real stars.
 Writes ``<out>/injection_<label>.json`` (every case, every config, the pooled
 calibration) and ``<out>/<label>/<case>_<config>.ecsv`` (the stars with
 p_injected > 0.05 or injected), and prints a markdown table. ``--set key=value``
-changes every config (dotted key, YAML value), e.g. to compare a model change.
+changes every config (dotted key, YAML value), e.g. to compare a model change; ``data.*``
+values (e.g. ``data.selection``) also apply to the draw, so the injected stars are cut as
+the catalogue's were. ``--add-component`` adds a component (a YAML mapping, e.g. a wide
+``field`` population) to every config, outside ``p_member``; ``--injected-dispersion``
+gives the injected component a velocity-dispersion prior (:mod:`streammix.dispersion`).
 """
 
 from __future__ import annotations
@@ -99,7 +104,9 @@ def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
 ORACLE_WIDTH = 0.02  # control-point width of --oracle (deg, mas/yr, mag)
 
 
-def config_with_injected(path: Path, spec, sets, oracle: bool = False) -> "object":
+def config_with_injected(
+    path: Path, spec, sets, oracle: bool = False, extra: list[dict] = (), dispersion: dict | None = None
+) -> "object":
     """The shipped config plus the ``injected`` component, ensemble 1, one worker, ``--set`` applied.
 
     ``oracle``: the injected component is held at the injected tracks and
@@ -122,16 +129,26 @@ def config_with_injected(path: Path, spec, sets, oracle: bool = False) -> "objec
         for parameter, width in loose:
             value = float(track_values(getattr(spec, parameter), np.array([phi1]))[0])
             points.append({"parameter": parameter, "phi1": float(phi1), "value": value, "width": width})
-    data["model"]["components"].append(
-        {"name": "injected", "bounds": copy.deepcopy(stream["bounds"]), "control_points": points}
-    )
+    if extra:  # components outside p_member, before the injected one
+        data["model"]["member_components"] = [c["name"] for c in data["model"]["components"]]
+        data["model"]["components"].extend(copy.deepcopy(list(extra)))
+    injected = {"name": "injected", "bounds": copy.deepcopy(stream["bounds"]), "control_points": points}
+    if dispersion is not None:
+        injected["velocity_dispersion"] = dict(dispersion)
+    data["model"]["components"].append(injected)
     data["fit"].update({"ensemble": 1, "workers": 1, "dropout_samples": 0})
+    apply_sets(data, sets)
+    return Config.from_dict(data, source=f"{path.name} + injected")
+
+
+def apply_sets(data: dict, sets) -> dict:
+    """``data`` (a config as a dict) with the ``--set`` values written in, in place."""
     for keys, value in sets:
         node = data
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
-    return Config.from_dict(data, source=f"{path.name} + injected")
+    return data
 
 
 def describe(mask: np.ndarray, table, p: np.ndarray, spec) -> dict:
@@ -247,6 +264,10 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", help="case names to run (default all)")
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--add-component", dest="extra", action="append", default=[], metavar="YAML",
+                        help="a further component (a YAML mapping) in every config, outside p_member")
+    parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml.safe_load, default=None, metavar="YAML",
+                        help="the injected component's velocity-dispersion prior, e.g. '{median: 3.0, dex: 0.4}'")
     parser.add_argument("--out", type=Path, default=ROOT / "injection_output")
     parser.add_argument("--label", default="default")
     parser.add_argument("--oracle", action="store_true",
@@ -277,7 +298,10 @@ def main() -> None:
     catalog = read_table(catalog_path)
     sets = parse_sets(args.sets)
     cases = [c for c in CASES if (not args.quick or c[0] in QUICK) and (not args.cases or c[0] in args.cases)]
-    joint_config = Config.from_yaml(CONFIGS["joint"])  # its column map (bands) draws the injections
+    # the joint config's column map (bands) draws the injections, with the --set values of the data
+    # section (a declared selection then cuts the injected stars as the catalogue's were cut)
+    joint = Config.from_yaml(CONFIGS["joint"]).model_dump(mode="json", exclude={"source"})
+    joint_config = Config.from_dict(apply_sets(joint, [(k, v) for k, v in sets if k[0] == "data"]))
     folder = args.out / args.label
     folder.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"injection_{args.label}.json"
@@ -292,7 +316,9 @@ def main() -> None:
         result = {"case": name, "pm_offset": offset, "n_stars": n_stars, "distmod": distmod,
                   "spec": spec.model_dump(mode="json"), "configs": {}, "_p": {}, "_truth": truth}  # fmt: skip
         for config_name in args.configs:
-            config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle)
+            config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle,
+                                          extra=[yaml.safe_load(item) for item in args.extra],
+                                          dispersion=args.dispersion)
             t0 = time.perf_counter()
             stars = load_stars(config, table)
             model = fit(config, stars)
@@ -336,6 +362,8 @@ def write(path: Path, results: list[dict], args, sets, started: float, final: bo
         "label": args.label,
         "sets": [f"{'.'.join(k)}={v}" for k, v in sets],
         "configs": args.configs,
+        "added_components": args.extra,
+        "injected_dispersion": args.dispersion,
         "complete": final,
         "seconds": time.perf_counter() - started,
         "machine": machine(),

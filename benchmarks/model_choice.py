@@ -11,7 +11,9 @@ the spur, without the cocoon, with neither, with the catalogue's cuts declared
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and
 photometry together instead of two (joint), the stream's cross-track profile a Student-t or a core
-with wings instead of a Gaussian (``stream_student_t``, ``stream_core_wings``). ``--variants`` runs
+with wings instead of a Gaussian (``stream_student_t``, ``stream_core_wings``), velocity-dispersion
+priors from the literature on the stream, spur (2.4 km/s) and cocoon (6.1 km/s), 0.2 dex
+(``dispersion_prior``). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -60,8 +62,15 @@ def variants(base) -> dict:
     def stream_profile(name):
         return lambda d: next(c for c in d["model"]["components"] if c["name"] == "stream").update(profile=name)
 
+    def dispersion_prior(d):  # GD-1's velocity dispersions from the literature (streammix.dispersion)
+        for component in d["model"]["components"]:
+            median = {"stream": 2.4, "spur": 2.4, "cocoon": 6.1}.get(component["name"])
+            if median is not None:
+                component["velocity_dispersion"] = {"median": median, "dex": 0.2}
+
     out = {
         "shipped": data,
+        "dispersion_prior": changed(dispersion_prior),
         "stream_student_t": changed(stream_profile("student_t")),
         "stream_core_wings": changed(stream_profile("core_wings")),
         "no_spur": changed(drop("spur")),

@@ -15,12 +15,21 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import BlockModel, FlowBlockConfig
+from .config import BLOCK_KINDS, Config, FlowConfig
 from .errors import InputError
-from .config import Config, FlowConfig
-from .flows import BlockDensity
+from .flows import read_state
 from .selection import ObservedProperMotions
 
-__all__ = ["BackgroundFlows", "background_view", "block_errors", "block_values", "check_background", "offstream_mask"]
+__all__ = [
+    "BackgroundFlows",
+    "background_view",
+    "block_errors",
+    "block_values",
+    "check_background",
+    "load_block",
+    "offstream_mask",
+]
 
 
 def offstream_mask(phi1: np.ndarray, phi2: np.ndarray, track_phi1: np.ndarray, track_phi2: np.ndarray, distance: float) -> np.ndarray:
@@ -47,14 +56,16 @@ class BackgroundFlows:
     """The background density: a product over blocks of conditional flows.
 
     Arguments:
-        blocks: One :class:`~streammix.flows.BlockDensity` per block of coordinates.
+        blocks: One density per block of coordinates (a
+            :class:`~streammix.blocks.BlockModel`: a
+            :class:`~streammix.flows.BlockDensity` for ``kind: flow``...).
         view: How the flows see the stars, e.g. a
             :class:`~streammix.selection.ObservedProperMotions` (anything with
             ``apply(stars) -> stars`` that keeps the density, i.e. a map of unit
             Jacobian); None: as they are.
     """
 
-    blocks: list[BlockDensity]
+    blocks: list[BlockModel]
     view: Any = None
 
     @property
@@ -65,7 +76,7 @@ class BackgroundFlows:
     def fit(
         cls,
         stars,
-        blocks: Sequence[Sequence[str]],
+        blocks: Sequence[Any],
         settings: FlowConfig,
         *,
         train: np.ndarray | None = None,
@@ -84,8 +95,12 @@ class BackgroundFlows:
 
         Arguments:
             stars: The stars (a :class:`~streammix.data.StarTable`).
-            blocks: The coordinates of each block.
-            settings: Architecture and training settings of the flows.
+            blocks: Each block's settings (an entry of
+                ``model.background.blocks``, e.g. a
+                :class:`~streammix.blocks.FlowBlockConfig`), or just its
+                coordinates (a flow block).
+            settings: Architecture and training settings of the flows, for
+                the blocks without their own.
             train: Boolean mask of the training stars (default: all).
             marginal_without: Coordinates (e.g. the bands) that
                 :meth:`log_prob` may be asked to ``exclude``: a block that
@@ -121,12 +136,14 @@ class BackgroundFlows:
             stars = view.apply(stars)
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
         fitted = []
-        for names in blocks:
-            names = tuple(names)
+        for block in blocks:
+            if not hasattr(block, "train"):
+                block = FlowBlockConfig(coordinates=list(block))
+            names = tuple(block.coordinates)
             conditioned = errors and not set(names) & set(stars.mags)
             fitted.append(
-                BlockDensity.fit(
-                    names, block_values(stars, names)[sel], stars.phi1[sel], settings,
+                block.train(
+                    block_values(stars, names)[sel], stars.phi1[sel], settings,
                     marginal_without=marginal_without, progress=progress, workers=workers,
                     errors=block_errors(stars, names)[sel] if conditioned else None,
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
@@ -185,7 +202,33 @@ class BackgroundFlows:
             count = 0
             while (folder / f"block{count}.pt").is_file():
                 count += 1
-        return cls([BlockDensity.load(folder / f"block{i}.pt", device=device) for i in range(count)], view)
+        return cls([load_block(folder / f"block{i}.pt", device=device) for i in range(count)], view)
+
+
+def load_block(path: str | Path, *, device: str = "cpu") -> BlockModel:
+    """Read one block :meth:`BackgroundFlows.save` wrote, of whichever kind its
+    state records (a file without a kind, written before blocks had kinds, is a
+    flow block).
+
+    Arguments:
+        path: The block's file.
+        device: Torch device to load onto.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> path = Path(tempfile.mkdtemp()) / "block0.pt"
+        >>> torch.save({"kind": "spline_forest", "names": ["x"]}, path)
+        >>> load_block(path)
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: flow file '...block0.pt': block kind 'spline_forest' is not one of flow, gaussian_mixture
+    """
+    state = read_state(path)
+    kind = state.get("kind", "flow")
+    if kind not in BLOCK_KINDS:
+        raise InputError(f"flow file '{path}': block kind {kind!r} is not one of {', '.join(BLOCK_KINDS)}")
+    return BLOCK_KINDS[kind].density_from_state(state, device=device)
 
 
 def background_view(
@@ -215,7 +258,7 @@ def background_view(
     sel = config.data.selection
     if sel is None:
         return None, limits
-    modelled = {c for block in config.model.background.blocks for c in block}
+    modelled = {c for block in config.model.background.blocks for c in block.coordinates}
     if sel.parallax is not None and "parallax" in modelled:
         limits.setdefault("parallax", tuple(sel.parallax))
     view = None
@@ -251,7 +294,7 @@ def check_background(background: BackgroundFlows, config: Config) -> None:
     """
     source = config.source or "config"
     bg_cfg = config.model.background
-    expected = [tuple(block) for block in bg_cfg.blocks]
+    expected = [tuple(block.coordinates) for block in bg_cfg.blocks]
     if background.names != expected:
         given = [list(names) for names in background.names]
         raise InputError(
@@ -263,12 +306,17 @@ def check_background(background: BackgroundFlows, config: Config) -> None:
             f"{source}: data.selection: the flows of this config see the proper motions "
             f"{'as observed' if view is not None else 'in the stream frame'}, the given background's do not"
         )
-    for names, block in zip(expected, background.blocks):
+    for i, (names, block_cfg, block) in enumerate(zip(expected, bg_cfg.blocks, background.blocks)):
         label = f"the given background's block {list(names)}"
+        kind = getattr(block, "kind", "flow")
+        if kind != block_cfg.kind:
+            raise InputError(f"{source}: model.background.blocks.{i}.kind: {block_cfg.kind!r}, but {label} is a {kind} block")
+        own = getattr(block_cfg, "flow", None) is not None
         for key in FlowConfig.model_fields:
-            wanted, trained = getattr(bg_cfg.flow, key), getattr(block.settings, key)
+            wanted, trained = getattr(block_cfg.settings(bg_cfg.flow), key), getattr(block.settings, key)
             if wanted != trained:
-                raise InputError(f"{source}: model.background.flow.{key}: {wanted!r}, but {label} was trained with {trained!r}")
+                where = f"blocks.{i}.flow" if own else "flow"
+                raise InputError(f"{source}: model.background.{where}.{key}: {wanted!r}, but {label} was trained with {trained!r}")
         if block.phi2_context != bg_cfg.phi2_context:
             raise InputError(f"{source}: model.background.phi2_context: {bg_cfg.phi2_context}, but not in {label}")
         if block.errors and not bg_cfg.error_context:

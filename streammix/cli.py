@@ -77,12 +77,20 @@ def mock(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     n_stream: Annotated[Optional[int], typer.Option("--n-stream", help="Stream stars (default 2000).")] = None,
     n_background: Annotated[Optional[int], typer.Option("--n-background", help="Field stars (default 100000).")] = None,
+    stream: Annotated[Optional[str], typer.Option("--stream", help="A galstreams stream: its track in a Galaxy-model background, on `streammix new STREAM`'s field.")] = None,
+    track: Annotated[Optional[str], typer.Option("--track", help="With --stream: the galstreams track's reference.")] = None,
+    background_scale: Annotated[float, typer.Option("--background-scale", help="With --stream and no --n-background: the fraction of the Galaxy model's field stars drawn.")] = 1.0,
     overwrite: Overwrite = False,
 ) -> None:
-    """Generate the default mock field (GD-1-like stream in a structured background)."""
+    """Generate the default mock field (GD-1-like stream in a structured background), or --stream NAME's."""
     check_writable(out, overwrite)
-    cfg = mock_config(n_stream, n_background)
-    stars, tracks = generate_mock(cfg, seed=seed)
+    if stream is not None:
+        from .sky_mock import mock_for_stream  # local: only --stream needs it
+
+        stars, tracks, _ = mock_for_stream(stream, reference=track, n_stream=n_stream, n_background=n_background,
+                                           background_scale=background_scale, seed=seed)  # fmt: skip
+    else:
+        stars, tracks = generate_mock(mock_config(n_stream, n_background), seed=seed)
     write_mock(stars, tracks, out, overwrite=overwrite)
     n_members = int((stars["true_component"] == "stream").sum())
     console.print(f"wrote {len(stars)} stars ({n_members} in the stream) to {out}")

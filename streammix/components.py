@@ -6,31 +6,62 @@ physical units), a :class:`ParameterNet` maps the scaled phi1 to all of them,
 and the component turns those parameters into a per-star log-likelihood for the
 coordinates each star has observed. A coordinate missing for a star is left out
 of every component's likelihood for that star (see :mod:`streammix.mixture`).
+
+What the mixture needs of a component is :class:`Component`; a config chooses
+a component's type by its ``kind:`` (:data:`streammix.config.COMPONENT_KINDS`),
+whose settings class (:class:`ComponentConfig` for ``kind: stream``) builds it.
+A new kind is one file holding a settings class with a ``kind`` and a
+``build`` method (and the component, if it is not a :class:`StreamComponent`),
+one line in that registry and one entry in ``tests/test_components.py``; see
+:mod:`streammix.field_population` and the documentation's "Add your own
+component".
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from .densities import exponential_logpdf, normal_logpdf, proper_motion_logpdf
-from .profiles import CrossTrackProfile, Gaussian
+from .dispersion import VelocityDispersionConfig, VelocityDispersionPrior
+from .profiles import PROFILES, CrossTrackProfile, Gaussian, get_profile
+from .settings import ControlPointConfig, GalstreamsPrior, NetworkConfig, Section
 
 __all__ = [
+    "DEFAULT_INIT",
+    "DEFAULT_WIDTH_BOUNDS",
     "BackgroundComponent",
+    "Component",
+    "ComponentConfig",
     "FunctionDropout",
     "NetworkSettings",
     "Parameter",
     "ParameterNet",
     "StreamComponent",
+    "draw_stream",
     "stream_parameters",
 ]
 
 LN10_5 = math.log(10.0) / 5.0
+
+# A stream-like component is thin and cold: its widths are bounded so that it
+# cannot turn into a second background (a cocoon or a wide spur sets its own).
+DEFAULT_WIDTH_BOUNDS = {
+    "phi2_width": (0.01, 1.0),
+    "pm_phi1_cosphi2_width": (0.01, 1.0),
+    "pm_phi2_width": (0.01, 1.0),
+    "distmod": (10.0, 20.0),
+    "distmod_width": (0.005, 0.3),
+}
+#: Warm-start values of a stream's widths (a config's ``init`` replaces them).
+DEFAULT_INIT = {"phi2_width": 0.2, "pm_phi1_cosphi2_width": 0.3, "pm_phi2_width": 0.3, "distmod_width": 0.1}
 
 
 @dataclass(frozen=True)
@@ -45,10 +76,12 @@ class Parameter:
         low: Lower bound, in ``unit``.
         high: Upper bound, in ``unit``.
         unit: The physical unit (astropy unit string).
+        default: The warm-start value of a parameter without control points or
+            a config's ``init`` (None: not pulled anywhere by the warm start).
 
     Example:
         >>> import torch
-        >>> p = Parameter("phi2_width", 0.05, 1.0, "deg")
+        >>> p = Parameter("phi2_width", 0.05, 1.0, "deg", default=0.2)
         >>> p.constrain(torch.tensor([0.0])).item()
         0.525
         >>> round(p.constrain(p.unconstrain(torch.tensor([0.2]))).item(), 6)
@@ -59,6 +92,7 @@ class Parameter:
     low: float
     high: float
     unit: str = ""
+    default: float | None = None
 
     def __post_init__(self) -> None:
         if not self.high > self.low:
@@ -174,7 +208,10 @@ class ParameterNet(nn.Module):
 
 
 def stream_parameters(
-    coordinates: Sequence[str], bounds: dict[str, tuple[float, float]], profile: CrossTrackProfile = Gaussian()
+    coordinates: Sequence[str],
+    bounds: dict[str, tuple[float, float]],
+    profile: CrossTrackProfile = Gaussian(),
+    defaults: Mapping[str, float] | None = None,
 ) -> list[Parameter]:
     """The parameters a stream-like component needs for ``coordinates``.
 
@@ -187,11 +224,15 @@ def stream_parameters(
         bounds: ``(low, high)`` per parameter name, in physical units.
         profile: The cross-track profile (its shape parameters' units come
             from it; their bounds from ``bounds`` like the others').
+        defaults: Warm-start values by name (default: :data:`DEFAULT_INIT` and
+            the profile's ``init``).
 
     Example:
-        >>> [p.name for p in stream_parameters(["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)})]
-        ['phi2', 'phi2_width']
+        >>> [(p.name, p.default) for p in stream_parameters(["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)})]
+        [('phi2', None), ('phi2_width', 0.2)]
     """
+    if defaults is None:
+        defaults = DEFAULT_INIT | {p.name: p.init for p in profile.parameters}
     names: list[tuple[str, str]] = []
     if "phi2" in coordinates:
         names += [("phi2", "deg"), ("phi2_width", "deg")] + [(p.name, p.unit) for p in profile.parameters]
@@ -203,7 +244,94 @@ def stream_parameters(
     missing = [n for n, _ in names if n not in bounds]
     if missing:
         raise ValueError(f"no bounds given for parameter(s) {', '.join(missing)}")
-    return [Parameter(n, *map(float, bounds[n]), unit=u) for n, u in names]
+    return [Parameter(n, *map(float, bounds[n]), unit=u, default=defaults.get(n)) for n, u in names]
+
+
+@runtime_checkable
+class Component(Protocol):
+    """What the mixture needs of a component (:class:`StreamComponent` is one).
+
+    A component is a :class:`torch.nn.Module` whose ``net`` (a
+    :class:`ParameterNet`, or None for a component without parameters) maps
+    the scaled phi1 to its parameters; the mixture evaluates it on its phi1
+    grid and interpolates the values to the stars.
+
+    Attributes:
+        name: The component's name (its output columns are ``p_<name>``...).
+        kind: Its kind in a config (``"stream"``, ``"field"``...).
+        phi1_range: ``(low, high)`` (deg) outside which its weight is ~0, or None.
+        net: The network giving its parameters, or None.
+        parameter_specs: The parameters it declares (name, bounds, unit, default).
+
+    Example:
+        >>> comp = StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
+        ...                        phi2_range=(-5, 5), settings=NetworkSettings(hidden=8))
+        >>> isinstance(comp, Component)
+        True
+    """
+
+    name: str
+    kind: str
+    phi1_range: tuple[float, float] | None
+    net: ParameterNet | None
+
+    @property
+    def parameter_specs(self) -> tuple[Parameter, ...]: ...
+
+    def log_prob(self, params: dict[str, Tensor], stars) -> Tensor:
+        """Per-star log-likelihood of the observed coordinates, shape ``(N,)``,
+        with ``params`` (name -> ``(N,)`` tensor) at each star's phi1."""
+        ...
+
+    def sample(self, phi1: np.ndarray, params: Mapping[str, np.ndarray] | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """True (error-free) values of stars of the component at ``phi1``, with
+        ``params`` at those phi1 (None: its network's)."""
+        ...
+
+
+def draw_stream(
+    profile: CrossTrackProfile, params: Mapping[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    r"""True values of stream-like stars: the cross-track profile about the phi2
+    track, Gaussian proper motions and distance moduli about theirs.
+
+    One draw of ``rng.standard_normal((4, n))`` (phi2, the two proper motions,
+    the distance modulus) and then the profile's own draws
+    (:meth:`~streammix.profiles.CrossTrackProfile.standard_draws`): the order
+    the mock and the injections have always drawn in, so they draw through it
+    star for star as before.
+
+    Arguments:
+        profile: The cross-track profile.
+        params: ``phi2``, ``phi2_width``, the profile's shape parameters,
+            ``pm_phi1_cosphi2`` / ``pm_phi2`` and their ``_width``, ``distmod``
+            and ``distmod_width``, arrays of the stars' length (a missing pair
+            is not drawn).
+        rng: The random generator.
+
+    Returns:
+        ``phi2``, ``pm_phi1_cosphi2``, ``pm_phi2``, ``distmod`` and ``parallax``
+        (mas, from ``distmod``), those whose parameters were given.
+
+    Example:
+        >>> rng = np.random.default_rng(1)
+        >>> n = 20000
+        >>> draws = draw_stream(Gaussian(), {"phi2": np.zeros(n), "phi2_width": np.full(n, 0.3)}, rng)
+        >>> round(float(draws["phi2"].std()), 2)
+        0.3
+    """
+    n = max(np.size(value) for value in params.values())
+    z = rng.standard_normal((4, n))
+    out: dict[str, np.ndarray] = {}
+    if "phi2" in params:
+        out["phi2"] = params["phi2"] + params["phi2_width"] * profile.standard_draws(z[0], params, rng)
+    for i, pm in enumerate(("pm_phi1_cosphi2", "pm_phi2"), start=1):
+        if pm in params:
+            out[pm] = params[pm] + params[f"{pm}_width"] * z[i]
+    if "distmod" in params:
+        out["distmod"] = params["distmod"] + params["distmod_width"] * z[3]
+        out["parallax"] = 10.0 ** ((10.0 - out["distmod"]) / 5.0)
+    return out
 
 
 class StreamComponent(nn.Module):
@@ -231,6 +359,7 @@ class StreamComponent(nn.Module):
             (:class:`~streammix.selection.SelectionCuts`): the density is
             divided, star by star, by the probability of passing them.
         profile: The cross-track profile (:mod:`streammix.profiles`); default Gaussian.
+        defaults: Warm-start values of its parameters (see :func:`stream_parameters`).
 
     Example:
         >>> comp = StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -252,6 +381,7 @@ class StreamComponent(nn.Module):
         photometry: nn.Module | None = None,
         selection=None,
         profile: CrossTrackProfile = Gaussian(),
+        defaults: Mapping[str, float] | None = None,
     ):
         super().__init__()
         self.name = name
@@ -261,8 +391,9 @@ class StreamComponent(nn.Module):
         self.phi2_range = (float(phi2_range[0]), float(phi2_range[1]))
         self.phi1_range = phi1_range
         uses = self.coordinates + (("photometry",) if photometry is not None else ())
-        self.net = ParameterNet(stream_parameters(uses, bounds, profile), settings)
+        self.net = ParameterNet(stream_parameters(uses, bounds, profile, defaults), settings)
         self.photometry = photometry
+        self.dispersion_prior: VelocityDispersionPrior | None = None  # set by build_mixture (training only)
 
     @property
     def selection_grid(self) -> tuple[Tensor, Tensor] | None:
@@ -318,6 +449,31 @@ class StreamComponent(nn.Module):
         profile, truncated as in :meth:`log_prob`), for residuals and predictions;
         ``params`` and ``phi2_err`` broadcast against ``phi2``."""
         return self.profile.cdf(phi2, phi2_err, params, self.phi2_range)
+
+    def sample(
+        self, phi1: np.ndarray, params: Mapping[str, np.ndarray] | None, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """True (error-free) values of stars of this component at ``phi1``
+        (:func:`draw_stream`), with ``params`` at those phi1, or the network's
+        (the mixture's phi1 scaling is not known here: ``params`` None needs
+        ``phi1`` already scaled to [-1, 1]).
+
+        Example:
+            >>> comp = StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
+            ...                        phi2_range=(-5, 5), settings=NetworkSettings(hidden=8))
+            >>> draws = comp.sample(np.zeros(3), {"phi2": np.ones(3), "phi2_width": np.full(3, 0.1)},
+            ...                     np.random.default_rng(0))
+            >>> sorted(draws), draws["phi2"].shape
+            (['phi2'], (3,))
+        """
+        phi1 = np.asarray(phi1, dtype=float)
+        if params is None:
+            with torch.no_grad():
+                first = next(self.net.parameters())
+                values = self.net(torch.as_tensor(phi1, dtype=first.dtype, device=first.device))
+            params = {k: v.cpu().numpy().astype(float) for k, v in values.items()}
+        params = {k: np.broadcast_to(np.asarray(v, dtype=float), phi1.shape) for k, v in params.items()}
+        return draw_stream(self.profile, params, rng)
 
     def log_prob(self, params: dict[str, Tensor], stars, *, photometry: bool = True) -> Tensor:
         """Per-star log-likelihood of the observed coordinates, shape ``(N,)``
@@ -450,3 +606,180 @@ class BackgroundComponent(nn.Module):
         if stars.uses_phi2:
             logp = logp + torch.where(stars.has_phi2, self.phi2_logpdf(stars.phi2, params), 0.0)
         return logp
+
+
+class ComponentConfig(Section):
+    """A stream-like component (stream, spur, cocoon...): ``kind: stream``, the default.
+
+    The settings class of a component kind: its ``kind`` names it in a config,
+    :meth:`default_bounds` and :meth:`build` make the component, and
+    :attr:`member` says whether its stars count as the stream's by default
+    (``model.member_components``). Another kind subclasses it (e.g.
+    :class:`~streammix.field_population.FieldComponentConfig`) or writes its
+    own with the same fields and methods.
+
+    Example:
+        >>> cfg = ComponentConfig(name="stream")
+        >>> cfg.kind, cfg.member
+        ('stream', True)
+        >>> cfg.default_bounds((-5.0, 5.0), None)["phi2_width"]
+        (0.01, 1.0)
+    """
+
+    #: Whether the component's stars are members of the stream unless
+    #: ``model.member_components`` says otherwise.
+    member: ClassVar[bool] = True
+
+    kind: Literal["stream"] = Field(
+        "stream",
+        description="the component's kind (streammix.config.COMPONENT_KINDS): stream, a thin cold stream-like "
+        "population (the default); field, a wide kinematically distinct population without a track prior, not "
+        "counted in p_member",
+    )
+
+    name: str = Field(
+        description="the component's name, an identifier other than background and member; it names its output columns "
+        "(p_<name>...) and tracks",
+    )
+    photometry: bool = Field(
+        True,
+        description="use the isochrone likelihood when the model has bands; false: the component's magnitudes "
+        "follow the background's colour-magnitude density given the astrometry",
+    )
+    profile: str = Field(
+        "gaussian",
+        description="the density across the track (streammix.profiles): gaussian; student_t (power-law wings, "
+        "fitted phi2_dof); core_wings (a core and wider Gaussian wings, fitted phi2_wing_fraction and "
+        "phi2_wing_ratio). Its shape parameters take bounds and init like the others",
+    )
+    phi1_range: tuple[float, float] | None = Field(
+        None,
+        description="[low, high] (deg) outside which the component's weight is about zero (null: the whole field)",
+    )
+    bounds: dict[str, tuple[float, float]] = Field(
+        {},
+        description="{parameter: [low, high]} in the parameter's unit (deg, mas/yr, mag), replacing the defaults: phi2 "
+        "the field's, proper motions the data's 0.5-99.5 percentiles widened, widths 0.01-1, distmod 10-20, "
+        "distmod_width 0.005-0.3",
+    )
+    network: NetworkConfig = Field(
+        NetworkConfig(),
+        description="size of the network giving the component's parameters as functions of phi1",
+    )
+    control_points: list[ControlPointConfig] = Field(
+        [],
+        description="Gaussian priors on the component's tracks; those on phi2 also keep the stars near the track out "
+        "of the background flows' training",
+    )
+    galstreams: GalstreamsPrior | None = Field(
+        None,
+        description="control points read off a galstreams track (null: none)",
+    )
+    init: dict[str, float] = Field(
+        {},
+        description="{parameter: value}, in its unit: constant warm-start targets of parameters without control points "
+        "(defaults: phi2_width 0.2 deg, proper-motion widths 0.3 mas/yr, distmod_width 0.1 mag)",
+    )
+    velocity_dispersion: VelocityDispersionConfig | None = Field(
+        None,
+        description="a log-normal prior on the component's velocity dispersion in km/s, {median, dex, spacing}, "
+        "applied to its proper-motion widths through its own distance (streammix.dispersion): keeps a sparse "
+        "stream's widths from running to their lower bound. Needs a distance (parallax or bands). null: none",
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in value.items():
+            if not low < high:
+                raise ValueError(f"{name}: lower bound {low} must be below upper bound {high}")
+        return value
+
+    @field_validator("phi1_range")
+    @classmethod
+    def _phi1_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"lower limit {value[0]} must be below upper limit {value[1]}")
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown cross-track profile {value!r}; choose from {', '.join(sorted(PROFILES))}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.isidentifier() or value in ("background", "member"):
+            raise ValueError(
+                f"'{value}' is not a usable component name (an identifier, not 'background' or 'member')"
+            )
+        return value
+
+    def default_bounds(self, phi2_range: tuple[float, float], stars) -> dict[str, tuple[float, float]]:
+        """Bounds of every parameter this kind may have, before the config's ``bounds``:
+        phi2 the field's, proper motions the data's 0.5-99.5 percentiles widened
+        (±30 mas/yr without data), widths and distance modulus
+        :data:`DEFAULT_WIDTH_BOUNDS`, the profile's shape parameters its own.
+
+        Arguments:
+            phi2_range: The field's phi2 limits (deg).
+            stars: The stars (a :class:`~streammix.data.StarTable`), or None.
+        """
+        bounds: dict[str, tuple[float, float]] = dict(DEFAULT_WIDTH_BOUNDS)
+        bounds.update({p.name: (p.low, p.high) for p in get_profile(self.profile).parameters})
+        bounds["phi2"] = tuple(phi2_range)
+        for pm in ("pm_phi1_cosphi2", "pm_phi2"):
+            values = getattr(stars, pm) if stars is not None else np.array([])
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                lo, hi = np.percentile(finite, [0.5, 99.5])
+                pad = 0.05 * (hi - lo) + 0.1
+                bounds[pm] = (float(lo - pad), float(hi + pad))
+            else:
+                bounds[pm] = (-30.0, 30.0)
+        return bounds
+
+    def default_init(self) -> dict[str, float]:
+        """Warm-start values of the parameters without control points or ``init``:
+        :data:`DEFAULT_INIT` and the profile's."""
+        return DEFAULT_INIT | {p.name: p.init for p in get_profile(self.profile).parameters}
+
+    def build(
+        self,
+        coordinates: Sequence[str],
+        bounds: dict[str, tuple[float, float]],
+        phi2_range: tuple[float, float],
+        *,
+        photometry: nn.Module | None = None,
+        selection: Any = None,
+    ) -> StreamComponent:
+        """The component these settings describe (untrained).
+
+        Arguments:
+            coordinates: The model's observed coordinates.
+            bounds: Every parameter's ``(low, high)``.
+            phi2_range: The field's phi2 limits (deg).
+            photometry: The model's isochrone likelihood (used if ``self.photometry``).
+            selection: The catalogue's cuts (:class:`~streammix.selection.SelectionCuts`) or None.
+
+        Example:
+            >>> cfg = ComponentConfig(name="spur", network={"hidden": 8})
+            >>> comp = cfg.build(["phi2"], cfg.default_bounds((-5.0, 5.0), None), (-5.0, 5.0))
+            >>> comp.kind, comp.parameter_names
+            ('stream', ('phi2', 'phi2_width'))
+        """
+        return StreamComponent(
+            self.name,
+            coordinates,
+            bounds,
+            phi2_range=phi2_range,
+            settings=NetworkSettings(**self.network.model_dump()),
+            phi1_range=self.phi1_range,
+            photometry=photometry if self.photometry else None,
+            selection=selection,
+            profile=get_profile(self.profile),
+            defaults=self.default_init(),
+        )

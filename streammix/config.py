@@ -8,18 +8,29 @@ wrong type is reported as one line naming the key, e.g.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from .blocks import FlowBlockConfig
+from .components import ComponentConfig
 from .data import ColumnMap
 from .errors import InputError
-from .profiles import PROFILES
+from .field_population import FieldComponentConfig
+from .gaussian_mixture import GaussianMixtureBlockConfig
+from .settings import ControlPointConfig, FlowConfig, GalstreamsPrior, NetworkConfig
+from .settings import Section as _Section
 
 __all__ = [
+    "BLOCK_KINDS",
+    "COMPONENT_KINDS",
     "BackgroundConfig",
+    "BlockEntry",
+    "ComponentEntry",
     "ComponentConfig",
     "Config",
     "ControlPointConfig",
@@ -39,65 +50,57 @@ __all__ = [
 COORDINATES = ("phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _kinds(*classes: type[_Section]) -> MappingProxyType[str, type[_Section]]:
+    return MappingProxyType({cls.model_fields["kind"].default: cls for cls in classes})
 
 
-class NetworkConfig(_Section):
-    """Size of one mixture density network."""
+#: The component kinds: ``kind:`` in ``model.components`` -> its settings class,
+#: which builds the component. The first is the default of an entry without ``kind``.
+COMPONENT_KINDS: MappingProxyType[str, type[_Section]] = _kinds(ComponentConfig, FieldComponentConfig)
 
-    hidden: int = Field(64, ge=1, description="width of each hidden (tanh) layer")
-    layers: int = Field(3, ge=1, description="number of hidden layers")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="MC dropout; > 0 widens the fitted widths")
+#: The background block kinds: ``kind:`` in ``model.background.blocks`` -> its settings
+#: class, which trains the block's density and reads it back. The first is the default.
+BLOCK_KINDS: MappingProxyType[str, type[_Section]] = _kinds(FlowBlockConfig, GaussianMixtureBlockConfig)
 
 
-class FlowConfig(_Section):
-    """Settings of the background's conditional normalizing flows."""
+def _kind_union(registry: Mapping[str, type[_Section]], what: str, before=None) -> Any:
+    """A pydantic union over ``registry``'s classes chosen by ``kind`` (a missing one: the first).
 
-    backend: Literal["zuko", "nflows"] = Field(
-        "zuko",
-        description="the flow library: zuko (neural spline flows) or nflows (masked autoregressive rational-quadratic "
-        "splines; needs the optional nflows package)",
-    )
-    transforms: int = Field(3, ge=1, description="spline transforms in each flow")
-    hidden: int = Field(32, ge=1, description="width of the hidden layers of each transform's conditioner network")
-    layers: int = Field(2, ge=1, description="hidden layers of each transform's conditioner network")
-    bins: int = Field(8, ge=2, description="spline bins of each transform")
-    epochs: int = Field(60, ge=1, description="most passes over the training stars (see also max_steps and patience)")
-    max_steps: int | None = Field(
-        6000,
-        ge=1,
-        description="gradient steps in all, whatever the epochs (None: no limit); only fields of more than about "
-        "400,000 training stars reach it. On 10^6 stars a cap of 2,000 left the photometric flow too smooth and the "
-        "joint fit lost the stream; 6,000 recovered it",
-    )
-    batch_size: int = Field(4096, ge=1, description="training stars per gradient step")
-    learning_rate: float = Field(
-        3e-3,
-        gt=0,
-        description="AdamW learning rate, halved whenever the held-out loss stalls for about a third of patience "
-        "epochs",
-    )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    validation_fraction: float = Field(
-        0.1,
-        ge=0,
-        lt=1,
-        description="fraction of the training stars held out to keep the best epoch's weights and stop early (0: "
-        "none; training runs all its epochs and keeps the last weights)",
-    )
-    patience: int = Field(
-        10,
-        ge=1,
-        description="epochs without improvement of the held-out loss before training stops (the best weights are kept)",
-    )
-    averaging: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="decay per step of an exponential moving average of the flow's weights, which is what is "
-        "validated and kept (0: the last step's weights)",
-    )
+    Example:
+        >>> from pydantic import TypeAdapter
+        >>> entry = TypeAdapter(_kind_union(BLOCK_KINDS, "background block", _block_from_list))
+        >>> entry.validate_python(["parallax"]).kind, entry.validate_python({"kind": "gaussian_mixture",
+        ...                                                                  "coordinates": ["x"]}).kind
+        ('flow', 'gaussian_mixture')
+    """
+    default = next(iter(registry))
+
+    def kind_of(value: Any) -> str:
+        return value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", default)
+
+    def known(value: Any) -> Any:
+        if before is not None:
+            value = before(value)
+        kind = kind_of(value)
+        if not isinstance(kind, str) or kind not in registry:
+            raise ValueError(f"kind {kind!r}: not a {what} kind; choose from {', '.join(registry)}")
+        return value
+
+    members = tuple(Annotated[cls, Tag(kind)] for kind, cls in registry.items())
+    return Annotated[Annotated[Union[members], Discriminator(kind_of)], BeforeValidator(known)]  # noqa: UP007
+
+
+def _block_from_list(value: Any) -> Any:
+    """A block given as a list of coordinates (the form before blocks had kinds) is a flow block."""
+    if isinstance(value, (list, tuple)):
+        return {"kind": "flow", "coordinates": list(value)}
+    return value
+
+
+#: One entry of ``model.components``: the settings of one of :data:`COMPONENT_KINDS`.
+ComponentEntry = _kind_union(COMPONENT_KINDS, "component")
+#: One entry of ``model.background.blocks``: the settings of one of :data:`BLOCK_KINDS`.
+BlockEntry = _kind_union(BLOCK_KINDS, "background block", _block_from_list)
 
 
 class FrameConfig(_Section):
@@ -121,40 +124,6 @@ class FrameConfig(_Section):
             if not -90.0 <= getattr(self, key)[1] <= 90.0:
                 raise ValueError(f"{key}: dec {getattr(self, key)[1]} is not within [-90, 90]")
         return self
-
-
-class ControlPointConfig(_Section):
-    """The ``parameter`` track passes within ``width`` of ``value`` at ``phi1``."""
-
-    parameter: str = Field(
-        description="the component's parameter: phi2, pm_phi1_cosphi2, pm_phi2, distmod or a width such as phi2_width "
-        "(one the model has; checked when the fit starts)",
-    )
-    phi1: float = Field(description="where along the stream (deg)")
-    value: float = Field(description="the value expected there, in the parameter's unit (deg, mas/yr, mag)")
-    width: float = Field(gt=0, description="standard deviation of the Gaussian prior, in the parameter's unit")
-
-
-class GalstreamsPrior(_Section):
-    """Control points read off a galstreams track."""
-
-    name: str = Field(description="the stream's name in galstreams (case and punctuation ignored: gd1 finds GD-1)")
-    reference: str | None = Field(
-        None,
-        description="which of its tracks, e.g. pricewhelan2018 (null: the one galstreams switches on, else the most "
-        "recent)",
-    )
-    parameters: list[str] = Field(
-        ["phi2"],
-        description="the track's quantities made into control points, among phi2, pm_phi1_cosphi2, pm_phi2 and distmod "
-        "(points where the track has none are skipped)",
-    )
-    spacing: float = Field(10.0, gt=0, description="deg between control points")
-    widths: dict[str, float] = Field(
-        {"phi2": 0.5, "pm_phi1_cosphi2": 1.0, "pm_phi2": 1.0, "distmod": 0.3},
-        description="width of each parameter's control points, in its unit (deg, mas/yr, mag); every one of parameters "
-        "needs one",
-    )
 
 
 class IsochroneConfig(_Section):
@@ -226,81 +195,6 @@ class IsochroneConfig(_Section):
         return self
 
 
-class ComponentConfig(_Section):
-    """A stream-like component (stream, spur, cocoon...)."""
-
-    name: str = Field(
-        description="the component's name, an identifier other than background and member; it names its output columns "
-        "(p_<name>...) and tracks",
-    )
-    photometry: bool = Field(True, description="use the isochrone likelihood when the model has bands")
-    profile: str = Field(
-        "gaussian",
-        description="the density across the track (streammix.profiles): gaussian; student_t (power-law wings, "
-        "fitted phi2_dof); core_wings (a core and wider Gaussian wings, fitted phi2_wing_fraction and "
-        "phi2_wing_ratio). Its shape parameters take bounds and init like the others",
-    )
-    phi1_range: tuple[float, float] | None = Field(
-        None,
-        description="[low, high] (deg) outside which the component's weight is about zero (null: the whole field)",
-    )
-    bounds: dict[str, tuple[float, float]] = Field(
-        {},
-        description="{parameter: [low, high]} in the parameter's unit (deg, mas/yr, mag), replacing the defaults: phi2 "
-        "the field's, proper motions the data's 0.5-99.5 percentiles widened, widths 0.01-1, distmod 10-20, "
-        "distmod_width 0.005-0.3",
-    )
-    network: NetworkConfig = Field(
-        NetworkConfig(),
-        description="size of the network giving the component's parameters as functions of phi1",
-    )
-    control_points: list[ControlPointConfig] = Field(
-        [],
-        description="Gaussian priors on the component's tracks; those on phi2 also keep the stars near the track out "
-        "of the background flows' training",
-    )
-    galstreams: GalstreamsPrior | None = Field(
-        None,
-        description="control points read off a galstreams track (null: none)",
-    )
-    init: dict[str, float] = Field(
-        {},
-        description="{parameter: value}, in its unit: constant warm-start targets of parameters without control points "
-        "(defaults: phi2_width 0.2 deg, proper-motion widths 0.3 mas/yr, distmod_width 0.1 mag)",
-    )
-
-    @field_validator("bounds")
-    @classmethod
-    def _bounds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        for name, (low, high) in value.items():
-            if not low < high:
-                raise ValueError(f"{name}: lower bound {low} must be below upper bound {high}")
-        return value
-
-    @field_validator("phi1_range")
-    @classmethod
-    def _phi1_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not value[0] < value[1]:
-            raise ValueError(f"lower limit {value[0]} must be below upper limit {value[1]}")
-        return value
-
-    @field_validator("profile")
-    @classmethod
-    def _profile(cls, value: str) -> str:
-        if value not in PROFILES:
-            raise ValueError(f"unknown cross-track profile {value!r}; choose from {', '.join(sorted(PROFILES))}")
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value.isidentifier() or value in ("background", "member"):
-            raise ValueError(
-                f"'{value}' is not a usable component name (an identifier, not 'background' or 'member')"
-            )
-        return value
-
-
 class BackgroundConfig(_Section):
     """The background: flows on blocks of coordinates, and a phi2 density."""
 
@@ -309,16 +203,22 @@ class BackgroundConfig(_Section):
         description="the background's density in phi2 over the field: uniform, or exponential with a slope (at most 1 "
         "per deg) that varies with phi1",
     )
-    blocks: list[list[str]] = Field(
-        [["parallax", "pm_phi1_cosphi2", "pm_phi2"]],
-        description="coordinates of each background flow, a product over blocks. A block may mix bands and "
+    blocks: list[BlockEntry] = Field(
+        [FlowBlockConfig(coordinates=["parallax", "pm_phi1_cosphi2", "pm_phi2"])],
+        description="the background's blocks, a product of densities over blocks of coordinates: each "
+        "{kind, coordinates, flow} (kind flow, the default: conditional normalizing flows; gaussian_mixture: a "
+        "conditional Gaussian mixture; flow: settings replacing the shared ones below for this block), or just "
+        "the list of coordinates of a flow block. A block may mix bands and "
         "astrometry (its density then links the colour-magnitude diagram to the proper motions and parallax); "
         "a joint model's astrometry-only stage uses its astrometric marginal. A field star's distance sets both "
         "its astrometry and its magnitudes: on the default mock one block of all six (the demo's) took about "
         "twice as long to train as the two separate blocks and removed a 0.12-0.17 overestimate of the "
         "membership log-odds that the product of the two left (benchmarks/calibration.py)",
     )
-    flow: FlowConfig = Field(FlowConfig(), description="settings of the background's conditional normalizing flows")
+    flow: FlowConfig = Field(
+        FlowConfig(), description="settings of the background's conditional normalizing flows (a block's own flow "
+        "replaces them for that block)"
+    )
     error_context: bool = Field(
         False,
         description="condition the flows of blocks without bands on the log measurement errors of their "
@@ -371,9 +271,10 @@ class ModelConfig(_Section):
         description="points of the phi1 grid over the field on which the networks are evaluated, interpolated linearly "
         "to each star",
     )
-    components: list[ComponentConfig] = Field(
+    components: list[ComponentEntry] = Field(
         [ComponentConfig(name="stream")],
-        description="the stream-like components (stream, spur, cocoon...), each with its own tracks and weight",
+        description="the stream-like components (stream, spur, cocoon...), each with its own tracks and weight; "
+        "kind (default stream) chooses its type among streammix.config.COMPONENT_KINDS",
     )
     weights_network: NetworkConfig = Field(
         NetworkConfig(),
@@ -401,7 +302,8 @@ class ModelConfig(_Section):
     member_components: list[str] | None = Field(
         None,
         description="the components a member of the stream may belong to: p_member is the sum of their "
-        "probabilities (None: every stream-like component, e.g. stream + spur + cocoon)",
+        "probabilities (None: every component whose kind is a member kind, e.g. stream + spur + cocoon of kind "
+        "stream, not one of kind field)",
     )
 
     @field_validator("coordinates")
@@ -439,10 +341,12 @@ class ModelConfig(_Section):
         if len(set(self.bands)) != len(self.bands):
             raise ValueError(f"bands {self.bands}: a band is listed twice")
         for block in self.background.blocks:
-            extra = [c for c in block if c not in self.coordinates and c not in self.bands]
+            extra = [c for c in block.coordinates if c not in self.coordinates and c not in self.bands]
             if extra:
-                raise ValueError(f"background block {block} uses {extra}, not among the model's coordinates or bands")
-        modelled = {c for block in self.background.blocks for c in block}
+                raise ValueError(
+                    f"background block {block.coordinates} uses {extra}, not among the model's coordinates or bands"
+                )
+        modelled = {c for block in self.background.blocks for c in block.coordinates}
         missing = [b for b in self.bands if b not in modelled]
         if missing:
             raise ValueError(
@@ -457,14 +361,21 @@ class ModelConfig(_Section):
                 raise ValueError(f"background.limits: {name!r} is in no background block")
             if low is not None and high is not None and not low < high:
                 raise ValueError(f"background.limits: {name!r} low {low} must be below high {high}")
+        for i, block in enumerate(self.background.blocks):
+            limited = [c for c in block.coordinates if c in self.background.limits]
+            if limited and not block.limits_allowed:
+                raise ValueError(
+                    f"background.blocks.{i}: a {block.kind} block cannot honour limits, and background.limits has "
+                    f"{limited} (model them in a flow block)"
+                )
         locus = self.background.locus
         if locus is not None:
             if len(locus) != 3 or len(set(locus)) != 3:
                 raise ValueError(f"background.locus: {locus} must be three distinct bands [magnitude, blue, red]")
             if any(b not in self.bands for b in locus):
                 raise ValueError(f"background.locus: {locus} are not all among the model's bands {self.bands}")
-            if not any(set(locus) <= set(block) for block in self.background.blocks):
-                raise ValueError(f"background.locus: no background block holds all of {locus}")
+            if not any(set(locus) <= set(block.coordinates) for block in self.background.blocks if block.locus_allowed):
+                raise ValueError(f"background.locus: no background block that takes a locus (kind flow) holds all of {locus}")
             limited = [b for b in locus[1:] if b in self.background.limits]
             if limited:
                 raise ValueError(f"background.locus: its colour bands {limited} cannot have limits (only its magnitude)")
@@ -776,6 +687,16 @@ class Config(_Section):
         selection = self.data.selection
         if selection is not None and selection.pmra is not None and self.frame is None:
             raise ValueError("data.selection: proper-motion cuts need the config's frame (e.g. frame: gd1)")
+        if selection is not None:
+            cut = {"parallax"} if selection.parallax is not None else set()
+            cut |= {"pm_phi1_cosphi2", "pm_phi2"} if selection.pmra is not None else set()
+            for i, block in enumerate(self.model.background.blocks):
+                limited = sorted(cut & set(block.coordinates))
+                if limited and not block.limits_allowed:
+                    raise ValueError(
+                        f"model.background.blocks.{i}: a {block.kind} block cannot honour data.selection's cuts on "
+                        f"{limited} (model them in a flow block)"
+                    )
         return self
 
     @classmethod
@@ -787,7 +708,7 @@ class Config(_Section):
             return cls.model_validate({**data, "source": source if source != "config" else None})
         except ValidationError as error:
             first = error.errors()[0]
-            key = ".".join(str(k) for k in first["loc"]) or "(top level)"
+            key = ".".join(str(k) for k in _without_tags(first["loc"])) or "(top level)"
             more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
             message = first["msg"].removeprefix("Value error, ")
             raise InputError(f"{source}: {key}: {message}{more}") from None
@@ -819,6 +740,24 @@ class Config(_Section):
     def to_yaml(self) -> str:
         """The configuration as YAML (round-trips through :meth:`from_dict`)."""
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"source"}), sort_keys=False)
+
+
+def _without_tags(loc: tuple) -> list:
+    """An error's location without the kind tags pydantic inserts after a
+    component's or block's index (``model.components.0.stream.bounds`` ->
+    ``model.components.0.bounds``).
+
+    Example:
+        >>> _without_tags(("model", "components", 0, "stream", "bounds"))
+        ['model', 'components', 0, 'bounds']
+    """
+    kinds = {"components": COMPONENT_KINDS, "blocks": BLOCK_KINDS}
+    out: list = []
+    for key in loc:
+        if len(out) >= 2 and isinstance(out[-1], int) and out[-2] in kinds and key in kinds[out[-2]]:
+            continue
+        out.append(key)
+    return out
 
 
 def resolve_data_path(value: str, base: Path) -> Path:

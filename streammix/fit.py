@@ -28,7 +28,7 @@ import astropy.units as u
 from astropy.table import QTable
 
 from .background import BackgroundFlows, background_view, check_background, offstream_mask
-from .components import BackgroundComponent, NetworkSettings, StreamComponent
+from .components import BackgroundComponent, NetworkSettings
 from .config import Config
 from .data import StarTable, check_plausible, read_stars
 from .error_weights import ErrorWeights, error_knots
@@ -39,7 +39,6 @@ from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometr
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
 from .parallel import map_spawned
 from .photometry import likelihood_from_config
-from .profiles import get_profile
 from .provenance import __version__
 from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
@@ -48,19 +47,9 @@ from .training import train as run_training
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "fit_background", "load", "load_stars"]
 
-# A stream-like component is thin and cold: its widths are bounded so that it
-# cannot turn into a second background (a cocoon or a wide spur sets its own).
-DEFAULT_WIDTH_BOUNDS = {
-    "phi2_width": (0.01, 1.0),
-    "pm_phi1_cosphi2_width": (0.01, 1.0),
-    "pm_phi2_width": (0.01, 1.0),
-    "distmod": (10.0, 20.0),
-    "distmod_width": (0.005, 0.3),
-}
 MAX_CONSECUTIVE_ROLLBACKS = 8
 #: The least fall of a mixture's mean held-out loss (nats per star) that counts as an improvement.
 STOPPING_TOLERANCE = 1e-6
-DEFAULT_INIT = {"phi2_width": 0.2, "pm_phi1_cosphi2_width": 0.3, "pm_phi2_width": 0.3, "distmod_width": 0.1}
 
 
 # --- data ---------------------------------------------------------------------
@@ -148,19 +137,8 @@ def control_priors(config: Config) -> list[ControlPrior]:
 
 
 def parameter_bounds(config: Config, component, stars) -> dict[str, tuple[float, float]]:
-    """Bounds per parameter: the config's, else defaults from the field, the data and the profile."""
-    bounds: dict[str, tuple[float, float]] = dict(DEFAULT_WIDTH_BOUNDS)
-    bounds.update({p.name: (p.low, p.high) for p in get_profile(component.profile).parameters})
-    bounds["phi2"] = tuple(config.field.phi2)
-    for pm in ("pm_phi1_cosphi2", "pm_phi2"):
-        values = getattr(stars, pm)
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            lo, hi = np.percentile(finite, [0.5, 99.5])
-            pad = 0.05 * (hi - lo) + 0.1
-            bounds[pm] = (float(lo - pad), float(hi + pad))
-        else:
-            bounds[pm] = (-30.0, 30.0)
+    """Bounds per parameter: the config's, else its kind's defaults from the field, the data and the profile."""
+    bounds = component.default_bounds(tuple(config.field.phi2), stars)
     bounds.update({k: tuple(v) for k, v in component.bounds.items()})
     return bounds
 
@@ -170,7 +148,9 @@ def build_mixture(
 ) -> Mixture:
     """A fresh (untrained) mixture for ``config``.
 
-    Parameter bounds come from ``bounds`` (per component, as saved by
+    Each entry of ``model.components`` builds its component (its kind's
+    settings class, :data:`streammix.config.COMPONENT_KINDS`). Parameter
+    bounds come from ``bounds`` (per component, as saved by
     :func:`mixture_bounds`) or else from the config with defaults from ``stars``.
     ``photometry``: an isochrone likelihood of this config to share (its tables
     are built once); default: a new one.
@@ -185,18 +165,17 @@ def build_mixture(
         else:
             comp_bounds = parameter_bounds(config, comp, stars)
         components.append(
-            StreamComponent(
-                comp.name,
-                coords,
-                comp_bounds,
-                phi2_range=config.field.phi2,
-                settings=NetworkSettings(**comp.network.model_dump()),
-                phi1_range=comp.phi1_range,
-                photometry=photometry if comp.photometry else None,
-                selection=selection_cuts(config),
-                profile=get_profile(comp.profile),
-            )
+            comp.build(coords, comp_bounds, tuple(config.field.phi2), photometry=photometry, selection=selection_cuts(config))
         )
+    for comp, component in zip(config.model.components, components):
+        dispersion = getattr(comp, "velocity_dispersion", None)
+        if dispersion is not None:
+            if "distmod" not in component.parameter_names or not {"pm_phi1_cosphi2", "pm_phi2"} & set(coords):
+                raise InputError(
+                    f"model.components: {comp.name}: velocity_dispersion needs proper motions and a distance "
+                    "(parallax among model.coordinates, or bands with photometry)"
+                )
+            component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
     if _has_pm_cut(config):
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
         grid = np.linspace(*config.field.phi1, config.model.grid_size)
@@ -204,7 +183,8 @@ def build_mixture(
             get_frame(config.frame), grid, np.full_like(grid, 0.5 * sum(config.field.phi2)), config.data.selection.reflex_distance
         )
         for component in components:
-            component.attach_selection_grid(torch.as_tensor(matrix), torch.as_tensor(offset))
+            if hasattr(component, "attach_selection_grid"):
+                component.attach_selection_grid(torch.as_tensor(matrix), torch.as_tensor(offset))
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
     error_weights = None
     if config.model.error_weights:
@@ -247,7 +227,7 @@ def photometric_terms(config: Config, mixture: Mixture):
     """The isochrone likelihood the mixture's photometric components share and
     the distance moduli they can take: ``(likelihood, (low, high))``, or
     ``(None, None)`` for a model without one."""
-    users = [c for c in mixture.components if c.photometry is not None] if config.model.bands else []
+    users = [c for c in mixture.components if getattr(c, "photometry", None) is not None] if config.model.bands else []
     if not users:
         return None, None
     ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
@@ -255,13 +235,27 @@ def photometric_terms(config: Config, mixture: Mixture):
 
 
 def config_tensors(
-    config: Config, stars, background_logp: np.ndarray | None, *, mixture: Mixture | None = None, photometry: bool = True
+    config: Config,
+    stars,
+    background_logp: np.ndarray | None,
+    *,
+    mixture: Mixture | None = None,
+    photometry: bool = True,
+    background_logp_astrometry: np.ndarray | None = None,
 ) -> StarTensors:
     """The stars as tensors for ``config``'s model (grid, coordinates, bands, dtype, device),
-    the isochrone term's per-star quantities included unless ``photometry`` is False."""
+    the isochrone term's per-star quantities included unless ``photometry`` is False.
+
+    ``background_logp_astrometry``: the background's log-density of the astrometry
+    alone; with bands in the model and a component without an isochrone, the
+    difference from ``background_logp`` is that component's photometric density
+    (:func:`needs_background_bands`)."""
     like, distmod_range = None, None
     if config.model.bands and photometry:
         like, distmod_range = photometric_terms(config, mixture if mixture is not None else build_mixture(config, stars))
+    bands_logp = None
+    if background_logp is not None and background_logp_astrometry is not None and needs_background_bands(config):
+        bands_logp = np.asarray(background_logp) - np.asarray(background_logp_astrometry)
     return prepare_stars(
         stars,
         phi1_range=config.field.phi1,
@@ -274,6 +268,17 @@ def config_tensors(
         dtype=getattr(torch, config.fit.dtype),
         device=config.fit.device,
         selection=_selection_transform(config, stars),
+        background_bands_logp=bands_logp,
+    )
+
+
+def needs_background_bands(config: Config) -> bool:
+    """Whether a component of ``config``'s model with bands has no isochrone
+    (``photometry: false``): its magnitudes then follow the background's
+    colour-magnitude density given the astrometry, so that every component is a
+    density over the same coordinates."""
+    return bool(config.model.bands) and bool(config.model.background.blocks) and any(
+        not c.photometry for c in config.model.components
     )
 
 
@@ -327,15 +332,14 @@ def warm_start(mixture: Mixture, config: Config, priors: Sequence[ControlPrior],
     grid = mixture.grid.detach().cpu().numpy()
     targets: list[tuple[torch.nn.Module, int, torch.Tensor]] = []
     for comp_cfg, comp in zip(config.model.components, mixture.components):
-        defaults = DEFAULT_INIT | {p.name: p.init for p in comp.profile.parameters}
         for i, spec in enumerate(comp.parameter_specs):
             x, y = prior_track(priors, comp.name, spec.name)
             if x.size:
                 values = np.interp(grid, x, y)
             elif spec.name in comp_cfg.init:
                 values = np.full_like(grid, comp_cfg.init[spec.name])
-            elif spec.name in defaults:
-                values = np.full_like(grid, defaults[spec.name])
+            elif spec.default is not None:
+                values = np.full_like(grid, spec.default)
             else:
                 continue
             values = np.clip(values, spec.low, spec.high)
@@ -611,9 +615,17 @@ class FittedModel:
         """
         if background_logp is None:
             background_logp = self.background.log_prob(stars, threads=threads) if self.background is not None else None
+        astrometric = None
+        if self.background is not None and needs_background_bands(self.config):
+            astrometric = self.background.log_prob(stars, exclude=self.config.model.bands, threads=threads)
         if not prune:
-            return config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0])
-        tensors = config_tensors(self.config, stars, background_logp, mixture=self.mixtures[0], photometry=False)
+            return config_tensors(
+                self.config, stars, background_logp, mixture=self.mixtures[0], background_logp_astrometry=astrometric
+            )
+        tensors = config_tensors(
+            self.config, stars, background_logp, mixture=self.mixtures[0], photometry=False,
+            background_logp_astrometry=astrometric,
+        )  # fmt: skip
         like, distmod_range = photometric_terms(self.config, self.mixtures[0])
         if like is None:
             return tensors
@@ -693,7 +705,7 @@ def load(folder: str | Path) -> FittedModel:
 
 def _photometry_of(mixture: Mixture):
     """The isochrone likelihood a mixture's components share (None without one)."""
-    return next((c.photometry for c in mixture.components if c.photometry is not None), None)
+    return next((c.photometry for c in mixture.components if getattr(c, "photometry", None) is not None), None)
 
 
 # --- the whole fit --------------------------------------------------------------
@@ -727,9 +739,8 @@ def run_fingerprint(config: Config, stars, background: BackgroundFlows | None = 
     for band in sorted(stars.mags):
         digest.update(np.ascontiguousarray(stars.mags[band], dtype=np.float64).tobytes())
     for block in background.blocks if background is not None else ():
-        for flow in block.flows.values():
-            for tensor in flow.state_dict().values():
-                digest.update(tensor.detach().cpu().numpy().tobytes())
+        for tensor in block.tensors():
+            digest.update(tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -786,6 +797,7 @@ def _train_background(config: Config, stars, offstream: np.ndarray, progress: bo
     """The background flows of ``config`` trained on the ``offstream`` stars."""
     bg_cfg = config.model.background
     joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
+    joint = joint or needs_background_bands(config)  # the astrometric marginal is needed either way
     view, limits = background_view(config)
     return BackgroundFlows.fit(
         stars, bg_cfg.blocks, bg_cfg.flow, train=offstream,
@@ -858,13 +870,15 @@ def fit(
     if background is not None:
         background_logp = background.log_prob(stars)
     background_logp_astrometry = None
-    if background is not None and joint:
+    if background is not None and (joint or needs_background_bands(config)):
         background_logp_astrometry = background.log_prob(stars, exclude=config.model.bands)
     background_seconds = time.perf_counter() - t0
 
     # 2. the ensemble of mixtures
     dtype = getattr(torch, config.fit.dtype)
-    tensors = config_tensors(config, stars, background_logp, mixture=template)
+    tensors = config_tensors(
+        config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
+    )
     n = len(stars)
     mixtures: list[Mixture] = []
     results: list[FitResult] = []
@@ -919,9 +933,12 @@ def fit(
 
 
 def _flow_stops(background: BackgroundFlows) -> dict[str, str]:
-    """Why each background flow's training stopped, keyed by its observed coordinates."""
+    """Why each background flow's training stopped, keyed by its observed coordinates
+    (blocks without flows, e.g. a Gaussian mixture, have none)."""
     return {
-        " ".join(pattern): flow.stopped_because for block in background.blocks for pattern, flow in block.flows.items()
+        " ".join(pattern): getattr(flow, "stopped_because", "")
+        for block in background.blocks
+        for pattern, flow in getattr(block, "flows", {}).items()
     }
 
 
@@ -953,7 +970,10 @@ def _fit_member(
     config = job.config
     if tensors is None:  # in a worker process
         torch.set_num_threads(job.threads)
-        tensors = config_tensors(config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry))
+        tensors = config_tensors(
+            config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry),
+            background_logp_astrometry=background_logp_astrometry,
+        )  # fmt: skip
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)
@@ -973,7 +993,8 @@ def _fit_member(
         valid = tensors.subset(torch.as_tensor(valid_index, device=device))
         label = f"member {job.member + 1}/{config.fit.ensemble}"
         first = None
-        if background_logp_astrometry is not None and config.fit.astrometry_steps > 0:
+        isochrones = any(c.photometry for c in config.model.components)
+        if background_logp_astrometry is not None and isochrones and config.fit.astrometry_steps > 0:
             astrometric = torch.as_tensor(background_logp_astrometry, dtype=tensors.background_logp.dtype, device=device)
             first = train_mixture(
                 mixture,

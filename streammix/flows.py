@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from .config import FlowConfig
+from .settings import FlowConfig
 from .errors import InputError
 from .locus import ColourLocus
 from .nsf import nsf_log_prob, supports
@@ -63,6 +63,7 @@ __all__ = [
     "ConditionalFlow",
     "fit_flow",
     "from_unbounded",
+    "read_state",
     "to_unbounded",
 ]
 
@@ -600,6 +601,9 @@ class BlockDensity:
         (3,)
     """
 
+    #: The block's kind in a config (``model.background.blocks``) and in its saved state.
+    kind = "flow"
+
     names: tuple[str, ...]
     flows: dict[tuple[str, ...], ConditionalFlow]
     settings: FlowConfig = field(default_factory=FlowConfig)
@@ -958,9 +962,10 @@ class BlockDensity:
             >>> block = BlockDensity.fit(["x"], rng.normal(size=(100, 1)), rng.uniform(size=100),
             ...                          FlowConfig(transforms=1, hidden=8, epochs=1))
             >>> sorted(block.state_dict())
-            ['errors', 'flows', 'limit_scales', 'limits', 'locus', 'names', 'phi2_context', 'settings']
+            ['errors', 'flows', 'kind', 'limit_scales', 'limits', 'locus', 'names', 'phi2_context', 'settings']
         """
         return {
+            "kind": self.kind,
             "names": list(self.names),
             "errors": list(self.errors),
             "limits": {name: list(bounds) for name, bounds in self.limits.items()},
@@ -976,6 +981,11 @@ class BlockDensity:
                 for pattern, flow in self.flows.items()
             ],
         }
+
+    def tensors(self) -> Iterator[Tensor]:
+        """Every weight of the block's flows, in a fixed order (for fingerprints)."""
+        for flow in self.flows.values():
+            yield from flow.state_dict().values()
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], *, device: str | torch.device = "cpu") -> BlockDensity:
@@ -1061,17 +1071,32 @@ class BlockDensity:
             >>> BlockDensity.load(path).names
             ('x',)
         """
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"flow file '{path}': does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is bad input
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise InputError(f"flow file '{path}': cannot be read ({message})") from None
-        if not isinstance(state, dict):
-            raise InputError(f"flow file '{path}': is not a saved BlockDensity")
-        return cls.from_state_dict(state, device=device)
+        return cls.from_state_dict(read_state(path), device=device)
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The state a background block's :meth:`~BlockDensity.save` wrote (``weights_only``: no code runs).
+
+    Arguments:
+        path: The file.
+
+    Example:
+        >>> read_state("no/such/block.pt")
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: flow file 'no/such/block.pt': does not exist
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"flow file '{path}': does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is bad input
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"flow file '{path}': cannot be read ({message})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"flow file '{path}': is not a saved background block")
+    return state
 
 
 def _check_values(

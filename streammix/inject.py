@@ -94,6 +94,7 @@ import yaml
 from astropy.table import MaskedColumn, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .components import draw_stream
 from .config import Config, IsochroneConfig, resolve_data_path
 from .data import canonical_unit
 from .errors import InputError
@@ -520,12 +521,14 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
 
     def propose(n: int) -> dict[str, np.ndarray]:
         phi1 = rng.uniform(lo1, hi1, n)
-        z = rng.standard_normal((4, n))
-        across = profile.standard_draws(z[0], shape, rng)
-        true_phi2 = track_values(spec.phi2, phi1) + track_values(spec.phi2_width, phi1) * across
-        pm1 = track_values(spec.pm_phi1_cosphi2, phi1) + track_values(spec.pm_phi1_cosphi2_width, phi1) * z[1]
-        pm2 = track_values(spec.pm_phi2, phi1) + track_values(spec.pm_phi2_width, phi1) * z[2]
-        distmod = track_values(spec.distmod, phi1) + track_values(spec.distmod_width, phi1) * z[3]
+        # the stream-like component's own draw (streammix.components.draw_stream)
+        tracks = {
+            name: track_values(getattr(spec, name), phi1)
+            for name in ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi1_cosphi2_width", "pm_phi2",
+                         "pm_phi2_width", "distmod", "distmod_width")
+        }  # fmt: skip
+        true = draw_stream(profile, {**tracks, **shape}, rng)
+        true_phi2, pm1, pm2, distmod = (true[k] for k in ("phi2", "pm_phi1_cosphi2", "pm_phi2", "distmod"))
         mass = _draw_masses(rng, mass_function, m_lo, iso.mass_max, n)
         mags = iso.absolute_mags(mass, list(bands)) + distmod[:, None]
         # donors among the nearest in magnitude

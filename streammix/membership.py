@@ -100,16 +100,24 @@ def _as_stars(model, stars):
 
 def member_components(config, names) -> list[str]:
     """The components whose probabilities add up to ``p_member``: the config's
-    ``model.member_components``, else every one of ``names`` but the background.
+    ``model.member_components``, else every one of ``names`` but the background
+    and the components whose kind is not a member kind (``kind: field``).
 
     Example:
         >>> from streammix.config import Config
         >>> cfg = Config.from_dict({"field": {"phi1": [0, 1], "phi2": [0, 1]}})
         >>> member_components(cfg, ("stream", "spur", "background"))
         ['stream', 'spur']
+        >>> cfg = Config.from_dict({"field": {"phi1": [0, 1], "phi2": [0, 1]}, "model": {"components": [
+        ...     {"name": "stream"}, {"kind": "field", "name": "halo"}]}})
+        >>> member_components(cfg, ("stream", "halo", "background"))
+        ['stream']
     """
     chosen = config.model.member_components
-    return list(chosen) if chosen is not None else [n for n in names if n != "background"]
+    if chosen is not None:
+        return list(chosen)
+    outside = {c.name for c in config.model.components if not c.member}
+    return [n for n in names if n != "background" and n not in outside]
 
 
 PHOTOMETRIC_CHUNK = 50_000  # stars per chunk when the isochrone terms are scored

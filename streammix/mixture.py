@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .components import BackgroundComponent, NetworkSettings, StreamComponent, mlp
+from .components import BackgroundComponent, Component, NetworkSettings, StreamComponent, mlp
 from .densities import normal_logpdf
 from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
@@ -65,7 +65,10 @@ class StarTensors:
     """Stars as tensors, ready for the likelihood (missing values zeroed, with masks).
 
     Built by :func:`prepare_stars`; ``background_logp`` holds the frozen
-    background flows' log-density over each star's observed coordinates.
+    background flows' log-density over each star's observed coordinates, and
+    ``background_bands_logp`` (None: not needed) that of its magnitudes given
+    its astrometry, the photometric density of components that have no
+    isochrone of their own.
     ``photometry`` holds the isochrone term's precomputed quantities and
     ``photometry_rows`` the row of each star in it (None: star i is row i), so
     a subset (a training split, a mini-batch) shares the prepared arrays
@@ -97,6 +100,7 @@ class StarTensors:
     selection_matrix: Tensor | None = None
     selection_offset: Tensor | None = None
     has_selection: Tensor | None = None
+    background_bands_logp: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.phi1.shape[0])
@@ -170,6 +174,7 @@ def prepare_stars(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     selection: tuple[np.ndarray, np.ndarray] | None = None,
+    background_bands_logp: np.ndarray | None = None,
 ) -> StarTensors:
     """Turn a :class:`~streammix.data.StarTable` into :class:`StarTensors`.
 
@@ -190,6 +195,9 @@ def prepare_stars(
         device: Where the tensors live.
         selection: Per-star ``(M, offset)`` mapping the model's proper motions to
             those the catalogue was cut on (:func:`~streammix.selection.selection_transform`).
+        background_bands_logp: Per-star log-density of the background's magnitudes
+            given the astrometry (the photometric density of components without
+            an isochrone in a model with bands; None: no such component).
     """
     n = len(stars)
     observed = stars.observed
@@ -244,6 +252,7 @@ def prepare_stars(
         has_mag=t(has_mag, torch.bool),
         background_logp=t(background_logp),
         uses_phi2="phi2" in coordinates,
+        background_bands_logp=None if background_bands_logp is None else t(background_bands_logp),
     )
     if selection is not None:
         matrix, offset = selection
@@ -283,7 +292,8 @@ class Mixture(nn.Module):
     stars' errors.
 
     Arguments:
-        components: The stream-like components.
+        components: The stream-like components (anything with the
+            :class:`~streammix.components.Component` interface).
         background: The background component.
         phi1_range: The phi1 range of the field (deg); the networks see phi1
             scaled to [-1, 1] over it.
@@ -306,7 +316,7 @@ class Mixture(nn.Module):
 
     def __init__(
         self,
-        components: Sequence[StreamComponent],
+        components: Sequence[Component],
         background: BackgroundComponent,
         phi1_range: tuple[float, float],
         grid_size: int = 256,
@@ -422,7 +432,11 @@ class Mixture(nn.Module):
                 if prepared:
                     photometric.append((k, comp, params))
             else:
-                columns.append(comp.log_prob(params, stars))
+                column = comp.log_prob(params, stars)
+                if comp is not self.background and stars.use_photometry and stars.background_bands_logp is not None:
+                    # a component without an isochrone has the field's colour-magnitude diagram
+                    column = column + stars.background_bands_logp
+                columns.append(column)
         joint = log_w + torch.stack(columns, dim=-1)
         if photometric:
             joint = self._add_photometry(joint, photometric, stars)
@@ -473,9 +487,10 @@ class Mixture(nn.Module):
         """Sum of the normalised control-point log-densities (added once), plus,
         with error weights, a weak N(0, 3^2) prior on their logit at each knot,
         plus, for components normalised over a proper-motion cut, their
-        :meth:`~streammix.components.StreamComponent.selection_log_prior`."""
+        :meth:`~streammix.components.StreamComponent.selection_log_prior`, plus
+        their velocity-dispersion priors (:mod:`streammix.dispersion`)."""
         total = self.grid.new_zeros(())
-        cut = [c for c in self.components if c.selection_grid is not None]
+        cut = [c for c in self.components if getattr(c, "selection_grid", None) is not None]
         if cut:
             grid = self.outputs_at(self.grid, masked=False)
             total = total + sum(c.selection_log_prior(grid[c.name]) for c in cut)
@@ -483,6 +498,11 @@ class Mixture(nn.Module):
             width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=self.grid.dtype, device=self.grid.device)
             logits = self.error_weights.reference_logits()
             total = total + normal_logpdf(logits, torch.zeros_like(logits), width**2).sum()
+        for comp in self.components:
+            dispersion = getattr(comp, "dispersion_prior", None)
+            if dispersion is not None:
+                at = torch.tensor(dispersion.phi1, dtype=self.grid.dtype, device=self.grid.device)
+                total = total + dispersion.log_prob(self.outputs_at(at, masked=False)[comp.name])
         if not priors:
             return total
         phi1 = torch.tensor([p.phi1 for p in priors], dtype=self.grid.dtype, device=self.grid.device)

@@ -86,7 +86,8 @@ from astropy.table import QTable
 from .errors import InputError
 from .isochrone import default_isochrone
 from .output import check_writable, write_table
-from .profiles import PROFILES, shape_values
+from .components import draw_stream
+from .profiles import PROFILES, Gaussian, shape_values
 
 __all__ = ["MockConfig", "generate_mock", "true_tracks", "visible_mass_min", "write_mock"]
 
@@ -472,14 +473,15 @@ def _stream_population(rng: np.random.Generator, iso: Any, config: MockConfig, s
             t["phi2"] = t["phi2"] + config.spur_phi2_offset
             t["phi2_width"] = np.full_like(phi1, config.spur_phi2_width)
         mass = _kroupa_inverse_cdf(rng.uniform(size=n), m_lo, iso.mass_max)
-        z = rng.standard_normal((4, n))
-        across = z[0] if spur else profile.standard_draws(z[0], config.stream_profile_parameters, rng)
+        # the stream-like component's own draw (the spur's profile is Gaussian)
+        shape = {} if spur else dict(config.stream_profile_parameters)
+        true = draw_stream(Gaussian() if spur else profile, {**t, **shape}, rng)
         stars = {
             "phi1": phi1,
-            "phi2": t["phi2"] + t["phi2_width"] * across,
-            "pm1": t["pm_phi1_cosphi2"] + t["pm_phi1_cosphi2_width"] * z[1],
-            "pm2": t["pm_phi2"] + t["pm_phi2_width"] * z[2],
-            "distmod": t["distmod"] + t["distmod_width"] * z[3],
+            "phi2": true["phi2"],
+            "pm1": true["pm_phi1_cosphi2"],
+            "pm2": true["pm_phi2"],
+            "distmod": true["distmod"],
             "mass": mass,
             **_absolute(iso, mass),
         }
@@ -757,3 +759,12 @@ def write_mock(
     write_table(stars, path, overwrite=overwrite)
     write_table(tracks, tracks_path, overwrite=overwrite)
     return path, tracks_path
+
+
+# The error model, the selection and the samplers above under public names, for
+# streammix.sky_mock (mocks of any galstreams stream); the same objects, not copies.
+observe = _observe
+apply_missing = _apply_missing
+draw_until = _draw_until
+kroupa_inverse_cdf = _kroupa_inverse_cdf
+visible_fraction = _visible_fraction

@@ -5,11 +5,15 @@ A fitted model is a folder holding
 - ``config.yaml``: the configuration it was fitted with;
 - ``member<i>.pt``: the state dict of each ensemble member's mixture
   (:func:`torch.save`, plain tensors);
-- ``background/block<j>.pt``: each block of the background flows
-  (:meth:`~streammix.background.BackgroundFlows.save`), when the model has any;
+- ``background/block<j>.pt``: each block of the background
+  (:meth:`~streammix.background.BackgroundFlows.save`), when the model has any,
+  holding its ``kind`` (``flow``, ``gaussian_mixture``...), its settings and
+  its tensors; a file without a kind (written before blocks had kinds) is a
+  flow block;
 - ``model.json``: the format version, the number of members and of background
-  blocks, the stars per degree on the phi1 grid, every stream-like
-  component's parameter bounds (:func:`mixture_bounds`) and the fit's summary.
+  blocks, each block's kind and coordinates, the stars per degree on the phi1
+  grid, every stream-like component's parameter bounds (:func:`mixture_bounds`)
+  and the fit's summary.
 
 :func:`write_model` writes such a folder from a :class:`SavedModel`, and
 :func:`read_model` reads one back. Rebuilding the mixtures from their state
@@ -125,6 +129,10 @@ def write_model(folder: str | Path, saved: SavedModel, *, overwrite: bool = Fals
         "format": FORMAT,
         "members": len(saved.members),
         "background_blocks": len(saved.background.blocks) if saved.background is not None else 0,
+        "blocks": [
+            {"kind": getattr(block, "kind", "flow"), "coordinates": list(block.names)}
+            for block in (saved.background.blocks if saved.background is not None else ())
+        ],
         "phi1_density": [float(x) for x in saved.phi1_density],
         "bounds": saved.bounds,
         "summary": saved.summary,
@@ -169,6 +177,10 @@ def read_model(folder: str | Path) -> SavedModel:
     if meta["background_blocks"]:
         view = background_view(config)[0]
         background = BackgroundFlows.load(folder / "background", meta["background_blocks"], view, device=device)
+        recorded = [entry["kind"] for entry in meta.get("blocks", [])]  # absent in folders written before kinds
+        found = [getattr(block, "kind", "flow") for block in background.blocks]
+        if recorded and recorded != found:
+            raise InputError(f"model '{folder}': model.json records blocks of kinds {recorded}, the files hold {found}")
     members = [
         torch.load(folder / f"member{i}.pt", map_location=device, weights_only=True) for i in range(meta["members"])
     ]

@@ -233,3 +233,73 @@ def test_parameter_bounds_hold_for_any_raw_value():
     p = Parameter("phi2_width", 0.05, 1.0)
     values = p.constrain(torch.linspace(-1e3, 1e3, 1001))
     assert values.min() >= 0.05 and values.max() <= 1.0
+
+
+# --- component kinds ------------------------------------------------------------
+
+# One entry per kind of streammix.config.COMPONENT_KINDS: its config entry, and
+# whether its stars are members of the stream by default.
+KINDS = [
+    ({"kind": "stream", "name": "stream"}, True),
+    ({"kind": "field", "name": "halo"}, False),
+]
+
+
+def test_every_component_kind_is_tested():
+    from streammix.config import COMPONENT_KINDS
+
+    assert sorted(entry["kind"] for entry, _ in KINDS) == sorted(COMPONENT_KINDS)
+
+
+@pytest.mark.parametrize("entry, member", KINDS, ids=[e["kind"] for e, _ in KINDS])
+def test_component_kind_builds_scores_and_draws_what_it_scores(entry, member):
+    """Each kind builds from its config entry into a Component whose draws
+    follow its own log_prob: phi2 by a KS test against its phi2 CDF, the proper
+    motions and distance modulus by their moments."""
+    from streammix.components import Component
+    from streammix.config import Config
+    from streammix.fit import build_mixture
+    from streammix.membership import member_components
+
+    cfg = Config.from_dict({"field": {"phi1": [-90, 10], "phi2": [-5, 5]},
+                            "model": {"components": [{**entry, "network": {"hidden": 8}}]}})
+    assert cfg.model.components[0].kind == entry["kind"]
+    assert member_components(cfg, (entry["name"], "background")) == ([entry["name"]] if member else [])
+    comp = build_mixture(cfg).components[0]
+    assert isinstance(comp, Component) and comp.kind == entry["kind"]
+    stars = make_stars(50)
+    params = {k: v[:50] for k, v in random_params(50).items()}
+    assert torch.isfinite(comp.log_prob(params, stars)).all()
+
+    n = 20000
+    fixed = {"phi2": 0.3, "phi2_width": 0.4, "pm_phi1_cosphi2": -6.0, "pm_phi1_cosphi2_width": 0.5,
+             "pm_phi2": -1.0, "pm_phi2_width": 0.2, "distmod": 14.5, "distmod_width": 0.1}
+    draws = comp.sample(np.zeros(n), {k: np.full(n, v) for k, v in fixed.items()}, np.random.default_rng(5))
+    inside = draws["phi2"][(draws["phi2"] > -5) & (draws["phi2"] < 5)]
+    t = {k: torch.tensor(v) for k, v in fixed.items()}
+    cdf = lambda x: comp.phi2_cdf(torch.as_tensor(x), t, torch.zeros(len(x))).numpy()  # noqa: E731
+    assert stats.kstest(inside, cdf).pvalue > 1e-3
+    for name in ("pm_phi1_cosphi2", "pm_phi2", "distmod"):
+        assert draws[name].mean() == pytest.approx(fixed[name], abs=4 * fixed[f"{name}_width"] / math.sqrt(n))
+        assert draws[name].std() == pytest.approx(fixed[f"{name}_width"], rel=0.03)
+    np.testing.assert_allclose(draws["parallax"], 10 ** ((10 - draws["distmod"]) / 5))
+
+
+def test_field_kind_has_broad_bounds_and_no_photometry_by_default():
+    from streammix.config import Config
+
+    cfg = Config.from_dict({"field": {"phi1": [-90, 10], "phi2": [-5, 5]},
+                            "model": {"components": [{"name": "stream"}, {"kind": "field", "name": "halo"}]}})
+    stream, field = cfg.model.components
+    assert field.photometry is False and stream.photometry is True
+    wide, thin = field.default_bounds((-5.0, 5.0), None), stream.default_bounds((-5.0, 5.0), None)
+    assert wide["phi2_width"] == (0.1, 10.0) and wide["pm_phi2_width"][1] > thin["pm_phi2_width"][1]
+    # the saved config round-trips the kind
+    again = Config.from_dict(yaml_round_trip(cfg))
+    assert [c.kind for c in again.model.components] == ["stream", "field"]
+
+
+def yaml_round_trip(cfg):
+    import yaml
+
+    return yaml.safe_load(cfg.to_yaml())

@@ -1,5 +1,6 @@
 """Fitting end to end on a small mock: recovery, save/load, resume after SIGKILL."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -432,6 +433,45 @@ def test_learning_rate_warms_up_at_the_start_of_each_stage(small_mock):
         moves[warmup] = float((after - before).abs().max())
     assert moves[0] > 0
     assert moves[100] == pytest.approx(moves[0] / 100, rel=0.05)
+
+
+@pytest.mark.filterwarnings("ignore:ensemble member 0:RuntimeWarning")  # 20 steps: the terms, not the fit
+def test_a_component_without_an_isochrone_takes_the_backgrounds_magnitudes():
+    """In a model with bands, a component with ``photometry: false`` is a density
+    over the same coordinates as the others: its magnitudes follow the
+    background's colour-magnitude density given the astrometry, so its column of
+    the joint likelihood differs from the astrometric one by exactly that term,
+    and a star without magnitudes is unaffected."""
+    from streammix.fit import needs_background_bands
+
+    table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=5)
+    stars = StarTable.from_table(table, mock_columns())
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    wide = {"name": "wide", "photometry": False,
+            "bounds": {"phi2_width": [2.0, 10.0], "pm_phi1_cosphi2_width": [0.5, 3.0], "pm_phi2_width": [0.5, 3.0]}}
+    data["model"]["components"].append(wide)
+    data["model"]["member_components"] = ["stream"]
+    data["model"]["background"]["flow"].update({"epochs": 3, "hidden": 8, "transforms": 1})
+    data["fit"].update({"steps": 20, "warm_start_steps": 0, "astrometry_steps": 10, "dropout_samples": 0, "workers": 1})
+    config = Config.from_dict(data)
+    assert needs_background_bands(config)
+    model = fit(config, stars)
+    tensors = model.prepare(stars)
+    total = model.background.log_prob(stars)
+    astrometric = model.background.log_prob(stars, exclude=config.model.bands)
+    np.testing.assert_allclose(tensors.background_bands_logp.numpy(), total - astrometric, rtol=1e-6, atol=1e-6)
+    assert np.all(np.isfinite(total - astrometric)) and np.std(total - astrometric) > 0.1
+    mixture = model.mixtures[0]
+    k = mixture.component_names.index("wide")
+    with torch.no_grad():
+        joint = mixture.log_joint(tensors)[:, k]
+        without = mixture.log_joint(dataclasses.replace(tensors, background_bands_logp=None))[:, k]
+    # float32 logits: a difference of two numbers of ~10 to 1e-4
+    np.testing.assert_allclose((joint - without).numpy(), tensors.background_bands_logp.numpy(), rtol=0, atol=1e-4)
+    # the stream keeps its isochrone, and the table gives both memberships
+    members = model.membership(stars)
+    assert {"p_stream", "p_wide", "p_member"} <= set(members.colnames)
+    np.testing.assert_allclose(np.asarray(members["p_member"]), np.asarray(members["p_stream"]), atol=1e-6)
 
 
 def test_summary_says_why_each_stage_stopped(fitted):

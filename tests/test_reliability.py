@@ -64,7 +64,8 @@ def tiny_config(truth, steps: int = STEPS) -> dict:
     for key in ("bands", "band_errors", "extinction"):
         columns.pop(key, None)
     cfg["data"] = {"columns": columns}
-    assert cfg["model"]["bands"] == [] and cfg["model"]["background"]["blocks"] == [["parallax", "pm_phi1_cosphi2", "pm_phi2"]]
+    blocks = [block["coordinates"] for block in cfg["model"]["background"]["blocks"]]
+    assert cfg["model"]["bands"] == [] and blocks == [["parallax", "pm_phi1_cosphi2", "pm_phi2"]]
     cfg["model"]["background"]["flow"].update({"epochs": 2, "hidden": 8, "transforms": 1})
     cfg["model"]["grid_size"] = 32
     small = {"hidden": 8, "layers": 1, "dropout": 0.05}

@@ -1,0 +1,119 @@
+"""The settings sections that several modules share: the base of every
+config section (unknown keys forbidden, frozen), a network's size, the
+background flows' settings and a component's priors.
+
+:mod:`streammix.config` assembles them, with the other sections, into the
+whole configuration; the modules that build a model from them (components,
+flows, background blocks) import them from here, below the config.
+
+Example:
+    >>> NetworkConfig(hidden=8).layers
+    3
+    >>> FlowConfig().transforms
+    3
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ControlPointConfig", "FlowConfig", "GalstreamsPrior", "NetworkConfig", "Section"]
+
+
+class Section(BaseModel):
+    """The base of every config section: unknown keys are an error, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkConfig(Section):
+    """Size of one mixture density network."""
+
+    hidden: int = Field(64, ge=1, description="width of each hidden (tanh) layer")
+    layers: int = Field(3, ge=1, description="number of hidden layers")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="MC dropout; > 0 widens the fitted widths")
+
+
+class FlowConfig(Section):
+    """Settings of the background's conditional normalizing flows."""
+
+    backend: Literal["zuko", "nflows"] = Field(
+        "zuko",
+        description="the flow library: zuko (neural spline flows) or nflows (masked autoregressive rational-quadratic "
+        "splines; needs the optional nflows package)",
+    )
+    transforms: int = Field(3, ge=1, description="spline transforms in each flow")
+    hidden: int = Field(32, ge=1, description="width of the hidden layers of each transform's conditioner network")
+    layers: int = Field(2, ge=1, description="hidden layers of each transform's conditioner network")
+    bins: int = Field(8, ge=2, description="spline bins of each transform")
+    epochs: int = Field(60, ge=1, description="most passes over the training stars (see also max_steps and patience)")
+    max_steps: int | None = Field(
+        6000,
+        ge=1,
+        description="gradient steps in all, whatever the epochs (None: no limit); only fields of more than about "
+        "400,000 training stars reach it. On 10^6 stars a cap of 2,000 left the photometric flow too smooth and the "
+        "joint fit lost the stream; 6,000 recovered it",
+    )
+    batch_size: int = Field(4096, ge=1, description="training stars per gradient step")
+    learning_rate: float = Field(
+        3e-3,
+        gt=0,
+        description="AdamW learning rate, halved whenever the held-out loss stalls for about a third of patience "
+        "epochs",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    validation_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="fraction of the training stars held out to keep the best epoch's weights and stop early (0: "
+        "none; training runs all its epochs and keeps the last weights)",
+    )
+    patience: int = Field(
+        10,
+        ge=1,
+        description="epochs without improvement of the held-out loss before training stops (the best weights are kept)",
+    )
+    averaging: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="decay per step of an exponential moving average of the flow's weights, which is what is "
+        "validated and kept (0: the last step's weights)",
+    )
+
+
+class ControlPointConfig(Section):
+    """The ``parameter`` track passes within ``width`` of ``value`` at ``phi1``."""
+
+    parameter: str = Field(
+        description="the component's parameter: phi2, pm_phi1_cosphi2, pm_phi2, distmod or a width such as phi2_width "
+        "(one the model has; checked when the fit starts)",
+    )
+    phi1: float = Field(description="where along the stream (deg)")
+    value: float = Field(description="the value expected there, in the parameter's unit (deg, mas/yr, mag)")
+    width: float = Field(gt=0, description="standard deviation of the Gaussian prior, in the parameter's unit")
+
+
+class GalstreamsPrior(Section):
+    """Control points read off a galstreams track."""
+
+    name: str = Field(description="the stream's name in galstreams (case and punctuation ignored: gd1 finds GD-1)")
+    reference: str | None = Field(
+        None,
+        description="which of its tracks, e.g. pricewhelan2018 (null: the one galstreams switches on, else the most "
+        "recent)",
+    )
+    parameters: list[str] = Field(
+        ["phi2"],
+        description="the track's quantities made into control points, among phi2, pm_phi1_cosphi2, pm_phi2 and distmod "
+        "(points where the track has none are skipped)",
+    )
+    spacing: float = Field(10.0, gt=0, description="deg between control points")
+    widths: dict[str, float] = Field(
+        {"phi2": 0.5, "pm_phi1_cosphi2": 1.0, "pm_phi2": 1.0, "distmod": 0.3},
+        description="width of each parameter's control points, in its unit (deg, mas/yr, mag); every one of parameters "
+        "needs one",
+    )
