@@ -1,4 +1,4 @@
-"""The one training loop of the flows and the mixtures: steps, held-out evaluations, when to stop, what to keep.
+"""The one training loop of the flows and the mixtures: evaluations, when to stop, what to keep.
 
 :func:`train` runs the loop; what a step and an evaluation do is given to it
 as callables, so the background flows (an epoch per step) and the mixtures (an
@@ -73,7 +73,8 @@ class Evaluation:
             weights: Per-star weights of a weighted rule, shape (n,), or None.
         """
         array = _numpy(losses)
-        return cls(array, float(array.mean()) if value is None else float(value), None if weights is None else _numpy(weights))
+        reported = float(array.mean()) if value is None else float(value)
+        return cls(array, reported, None if weights is None else _numpy(weights))
 
 
 def _numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -156,9 +157,10 @@ class EarlyStopping:
         """
         if self.improves(evaluation):
             self.reference, self.improved_at = evaluation, at
-        lowest = math.isfinite(evaluation.value) and evaluation.value < self.best_value - self.tolerance
+        value = evaluation.value
+        lowest = math.isfinite(value) and value < self.best_value - self.tolerance
         if lowest:
-            self.best_value, self.best_at = evaluation.value, at
+            self.best_value, self.best_at = value, at
         return lowest
 
     def exhausted(self, at: int) -> bool:
@@ -222,7 +224,8 @@ class TrainingState:
         """
         if self.cooldown_from is None:
             return 1.0
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (self.at - self.cooldown_from) / self.cooldown_steps)))
+        done = min(1.0, (self.at - self.cooldown_from) / self.cooldown_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * done))
 
     @property
     def gave_up(self) -> bool:
@@ -340,8 +343,11 @@ def train(
                     else:
                         state.stopped_because = stopping.reason(state.at)
                         state.done = True
-            if state.cooldown_from is not None and state.at >= state.cooldown_from + state.cooldown_steps:
-                state.stopped_because = f"{state.cooldown_reason}, then a cooldown of {state.cooldown_steps} {stopping.unit}"
+            end = None if state.cooldown_from is None else state.cooldown_from + state.cooldown_steps
+            if end is not None and state.at >= end:
+                state.stopped_because = (
+                    f"{state.cooldown_reason}, then a cooldown of {state.cooldown_steps} {stopping.unit}"
+                )
                 state.done = True
             if not state.done and budget is not None and (reason := budget()) is not None:
                 state.stopped_because, state.done = reason, True
