@@ -423,6 +423,23 @@ class FitConfig(_Section):
         "patience",
     )
     patience: int = Field(300, ge=1, description="steps without held-out improvement before stopping")
+    stopping_k: float = Field(
+        0.0,
+        ge=0,
+        description="an evaluation improves only when its held-out loss falls by more than this many paired standard "
+        "errors over the held-out stars (0: any fall of more than 1e-6 nats per star; streammix.training)",
+    )
+    cooldown_steps: int = Field(
+        0,
+        ge=0,
+        description="when patience runs out, go on for this many steps while the learning rate falls to 0 (a cosine), "
+        "then stop (0: stop at once); the state of a fit stopped at a high learning rate still wanders",
+    )
+    stopping_weighted: bool = Field(
+        False,
+        description="weigh each held-out star's change of loss by its membership probability when judging an "
+        "improvement (the stream's stars, not the field's, decide when to stop)",
+    )
     warm_start_steps: int = Field(
         300,
         ge=0,

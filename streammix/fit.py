@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import astropy.units as u
 from astropy.table import QTable
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .background import BackgroundFlows, background_view, check_background, offstream_mask
 from .components import BackgroundComponent, NetworkSettings
@@ -43,10 +42,14 @@ from .photometry import likelihood_from_config
 from .provenance import __version__
 from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
+from .training import EarlyStopping, Evaluation, TrainingState
+from .training import train as run_training
 
 __all__ = ["FitResult", "FittedModel", "build_mixture", "control_priors", "fit", "fit_background", "load", "load_stars"]
 
 MAX_CONSECUTIVE_ROLLBACKS = 8
+#: The least fall of a mixture's mean held-out loss (nats per star) that counts as an improvement.
+STOPPING_TOLERANCE = 1e-6
 
 
 # --- data ---------------------------------------------------------------------
@@ -368,7 +371,7 @@ def warm_start(mixture: Mixture, config: Config, priors: Sequence[ControlPrior],
 
 @dataclass
 class FitResult:
-    """What happened in one member's fit."""
+    """What happened in one member's fit (``stopped_because``: why its training ended)."""
 
     seed: int
     steps: int
@@ -381,6 +384,8 @@ class FitResult:
     seconds: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
     astrometry_steps: int = 0
+    stopped_because: str = ""
+    astrometry_stopped_because: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -390,6 +395,16 @@ class FitResult:
 
 def _state(mixture: Mixture) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in mixture.state_dict().items()}
+
+
+def mixture_stopping(config: Config) -> EarlyStopping:
+    """The stopping rule of a mixture's fit: ``fit.patience`` steps without a fall of the
+    held-out loss by more than ``fit.stopping_k`` paired standard errors (1e-6 nats at least),
+    the differences weighted by membership with ``fit.stopping_weighted``."""
+    cfg = config.fit
+    return EarlyStopping(
+        cfg.patience, "steps", k=cfg.stopping_k, tolerance=STOPPING_TOLERANCE, weighted=cfg.stopping_weighted
+    )
 
 
 def train_mixture(
@@ -410,54 +425,92 @@ def train_mixture(
     The objective per step is ``mean_i log L_i + log prior / N_train``: the
     same posterior as the sum over stars plus the log prior added once,
     divided by the number of training stars. ``steps`` overrides ``fit.steps``.
+    The loop is :func:`streammix.training.train`: the held-out stars are
+    scored every ``fit.eval_every`` steps, the state of lowest held-out loss
+    is kept, and training stops by :func:`mixture_stopping`; a non-finite loss
+    rolls back to the last evaluated state and halves the learning rate.
     """
     cfg = config.fit
     start_time = time.perf_counter()
     n_train = len(train)
     use_lbfgs = cfg.optimizer == "lbfgs"
-    lr = cfg.learning_rate
     if use_lbfgs:
         optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
             mixture.parameters(), lr=1.0, max_iter=20, history_size=20, line_search_fn="strong_wolfe"
         )
         total_steps = max(1, (cfg.steps if steps is None else steps) // 20)
     else:
-        optimizer = torch.optim.AdamW(mixture.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(mixture.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         total_steps = cfg.steps if steps is None else steps
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    state = {
-        "step": 0,
-        "best": _state(mixture),
-        "best_validation": math.inf,
-        "best_step": 0,
-        "since_best": 0,
-        "rollbacks": 0,
-        "consecutive_rollbacks": 0,
-        "lr": lr,
-        "history": [],
-        "done": False,
-    }
+    resume: TrainingState | None = None
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=mixture.grid.device, weights_only=False)
-        mixture.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        state.update(saved["state"])
-    last_good = _state(mixture)
+        if isinstance(saved["state"].get("training"), TrainingState):  # else made before the shared loop: start afresh
+            mixture.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+            resume = saved["state"]["training"]
 
     def objective(batch: StarTensors) -> torch.Tensor:
         ll = mixture.log_likelihood(batch).mean()
         return -(ll + mixture.log_prior(priors) / n_train)
 
-    def validation_loss() -> float:
-        mixture.eval()
-        with torch.no_grad():
-            value = float(-mixture.log_likelihood(valid).mean())
-        mixture.train()
+    def step(state: TrainingState) -> float:
+        lr = cfg.learning_rate * 0.5**state.rollbacks
+        if not use_lbfgs:
+            warmup = min(1.0, (state.at + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+            cosine = 0.5 * (1 + math.cos(math.pi * state.at / total_steps))
+            for group in optimizer.param_groups:
+                group["lr"] = warmup * lr * cosine * state.cooldown_factor()
+        if cfg.batch_size is not None and cfg.batch_size < n_train:
+            index = torch.randint(0, n_train, (cfg.batch_size,), generator=generator).to(train.phi1.device)
+            batch = train.subset(index)
+        else:
+            batch = train
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = objective(batch)
+            loss.backward()
+            return loss
+
+        if use_lbfgs:
+            loss = optimizer.step(closure)
+        else:
+            loss = closure()
+            grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in mixture.parameters())
+            if torch.isfinite(loss) and grads_ok:
+                torch.nn.utils.clip_grad_norm_(mixture.parameters(), 10.0)
+                optimizer.step()
+        value = float(loss.detach())
+        if not all(torch.isfinite(p).all() for p in mixture.parameters()):
+            return math.nan
         return value
 
-    def save_checkpoint() -> None:
+    def evaluate() -> Evaluation:
+        mixture.eval()
+        with torch.no_grad():
+            joint = mixture.log_joint(valid)
+            ll = torch.logsumexp(joint, dim=-1)
+            value = float(-ll.mean())
+            members = -torch.expm1(joint[:, -1] - ll)  # 1 - p(background)
+        mixture.train()
+        return Evaluation.of(-ll, value, members)
+
+    def rolled_back(state: TrainingState) -> None:
+        lr = cfg.learning_rate * 0.5**state.rollbacks
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.state.clear()
+        warnings.warn(
+            f"{label}: non-finite loss at step {state.at}; rolled back and lowered the learning rate to {lr:.2e}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def save_checkpoint(state: TrainingState) -> None:
         if checkpoint is None:
             return
         payload = {
@@ -465,88 +518,35 @@ def train_mixture(
             "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "state": state,
+            # "step" and "done" for whoever watches a run (also read by the tests), the loop's state to resume
+            "state": {"step": state.at, "done": state.done, "training": state},
         }
         tmp = checkpoint.with_suffix(".part")
         torch.save(payload, tmp)
         tmp.replace(checkpoint)
 
-    bar = _progress(progress, label, total_steps, state["step"])
-    train_loss = math.nan
     mixture.train()
-    try:
-        while state["step"] < total_steps and not state["done"]:
-            step = state["step"]
-            if not use_lbfgs:
-                warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-                for group in optimizer.param_groups:
-                    group["lr"] = warmup * state["lr"] * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-            if cfg.batch_size is not None and cfg.batch_size < n_train:
-                index = torch.randint(0, n_train, (cfg.batch_size,), generator=generator).to(train.phi1.device)
-                batch = train.subset(index)
-            else:
-                batch = train
-
-            def closure() -> torch.Tensor:
-                optimizer.zero_grad()
-                loss = objective(batch)
-                loss.backward()
-                return loss
-
-            if use_lbfgs:
-                loss = optimizer.step(closure)
-            else:
-                loss = closure()
-                grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in mixture.parameters())
-                if torch.isfinite(loss) and grads_ok:
-                    torch.nn.utils.clip_grad_norm_(mixture.parameters(), 10.0)
-                    optimizer.step()
-            train_loss = float(loss.detach())
-            if not math.isfinite(train_loss) or not all(torch.isfinite(p).all() for p in mixture.parameters()):
-                state["rollbacks"] += 1
-                state["consecutive_rollbacks"] += 1
-                state["lr"] *= 0.5
-                mixture.load_state_dict(last_good)
-                for group in optimizer.param_groups:
-                    group["lr"] = state["lr"]
-                optimizer.state.clear()
-                warnings.warn(
-                    f"{label}: non-finite loss at step {step}; rolled back and lowered the learning rate "
-                    f"to {state['lr']:.2e}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                if state["consecutive_rollbacks"] > MAX_CONSECUTIVE_ROLLBACKS:
-                    state["gave_up"] = True
-                    break
-                continue
-            state["consecutive_rollbacks"] = 0
-            state["step"] = step + 1
-            if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
-                val = validation_loss()
-                state["history"].append((state["step"], train_loss, val))
-                last_good = _state(mixture)
-                if val < state["best_validation"] - 1e-6:
-                    state.update(best_validation=val, best=last_good, best_step=state["step"], since_best=0)
-                else:
-                    state["since_best"] += cfg.eval_every
-                    if state["since_best"] >= cfg.patience:
-                        state["done"] = True
-            if state["step"] % cfg.checkpoint_every == 0:
-                save_checkpoint()
-            if bar is not None:
-                bar.update(state["step"], train_loss, state["best_validation"])
-        state["done"] = True
-        save_checkpoint()
-    finally:
-        if bar is not None:
-            bar.close()
-    mixture.load_state_dict(state["best"])
+    state = run_training(
+        step,
+        evaluate,
+        lambda: _state(mixture),
+        mixture.load_state_dict,
+        total=total_steps,
+        stopping=mixture_stopping(config),
+        eval_every=cfg.eval_every,
+        rollback=rolled_back,
+        max_rollbacks=MAX_CONSECUTIVE_ROLLBACKS,
+        checkpoint=save_checkpoint if checkpoint is not None else None,
+        checkpoint_every=cfg.checkpoint_every,
+        cooldown=0 if use_lbfgs else cfg.cooldown_steps,
+        resume=resume,
+        progress=label if progress else None,
+    )
     mixture.eval()
-    history = state["history"]
-    stopped_early = state["step"] < total_steps
-    converged = stopped_early and not state.get("gave_up", False)
-    if not converged and not state.get("gave_up", False) and len(history) >= 5:
+    history = state.history
+    stopped_early = state.at < total_steps
+    converged = stopped_early and not state.gave_up
+    if not converged and not state.gave_up and len(history) >= 5:
         # ran all its steps: converged if the last fifth of the run no longer
         # improved the best held-out loss by more than 0.1 per cent
         values = [h[2] for h in history]
@@ -555,43 +555,17 @@ def train_mixture(
         converged = improvement < 1e-3 * max(1.0, abs(min(values)))
     return FitResult(
         seed=seed,
-        steps=state["step"],
-        best_step=state["best_step"],
-        best_validation=state["best_validation"],
-        final_train=train_loss,
+        steps=state.at,
+        best_step=state.stopping.best_at,
+        best_validation=state.stopping.best_value,
+        final_train=state.train_loss,
         converged=bool(converged),
         stopped_early=bool(stopped_early),
-        rollbacks=state["rollbacks"],
+        rollbacks=state.rollbacks,
         seconds=time.perf_counter() - start_time,
         history=history,
+        stopped_because=state.stopped_because,
     )
-
-
-class _progress:
-    """A rich progress bar with the loss, or nothing when ``enabled`` is False."""
-
-    def __new__(cls, enabled: bool, label: str, total: int, start: int):
-        if not enabled:
-            return None
-        return super().__new__(cls)
-
-    def __init__(self, enabled: bool, label: str, total: int, start: int):
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  held-out {task.fields[val]:.4f}"),
-            TimeElapsedColumn(),
-            transient=True,
-        )
-        self.task = self.progress.add_task(label, total=total, completed=start, loss=math.nan, val=math.nan)
-        self.progress.start()
-
-    def update(self, step: int, loss: float, val: float) -> None:
-        self.progress.update(self.task, completed=step, loss=loss, val=val)
-
-    def close(self) -> None:
-        self.progress.stop()
 
 
 # --- the fitted model ---------------------------------------------------------
@@ -879,6 +853,7 @@ def fit(
     bg_cfg = config.model.background
     background_logp = np.zeros(len(stars))
     n_offstream = None
+    flow_stops: dict[str, str] = {}
     if background is None and bg_cfg.blocks:
         offstream = offstream_stars(config, priors, stars)
         n_offstream = int(np.sum(offstream))
@@ -888,6 +863,7 @@ def fit(
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
             background = _train_background(config, stars, offstream, progress)
+            flow_stops = _flow_stops(background)
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()
@@ -942,6 +918,7 @@ def fit(
         "name": config.name,
         "n_stars": n,
         "n_offstream": n_offstream,
+        "flows_stopped_because": flow_stops,
         "seconds": {
             "background": background_seconds,
             "mixtures": [r.seconds for r in results],
@@ -953,6 +930,16 @@ def fit(
         "n_priors": len(priors),
     }
     return FittedModel(config, mixtures, background, density, summary)
+
+
+def _flow_stops(background: BackgroundFlows) -> dict[str, str]:
+    """Why each background flow's training stopped, keyed by its observed coordinates
+    (blocks without flows, e.g. a Gaussian mixture, have none)."""
+    return {
+        " ".join(pattern): getattr(flow, "stopped_because", "")
+        for block in background.blocks
+        for pattern, flow in getattr(block, "flows", {}).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -1036,6 +1023,7 @@ def _fit_member(
         if first is not None:
             result.seconds += first.seconds
             result.astrometry_steps = first.steps
+            result.astrometry_stopped_because = first.stopped_because
     return mixture.state_dict(), result
 
 

@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import zuko
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
@@ -54,6 +53,8 @@ from .locus import ColourLocus
 from .nsf import nsf_log_prob, supports
 from .output import atomic_path
 from .parallel import map_spawned, torch_threads
+from .training import EarlyStopping, Evaluation, TrainingState
+from .training import train as run_training
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -106,6 +107,10 @@ class ConditionalFlow(torch.nn.Module):
             log errors) the flow is also conditioned on, shape (E,); values
             are clamped to it and mapped to [-1, 1]. Default: none (E = 0).
 
+    Attributes:
+        stopped_because: Why :func:`fit_flow` ended its training (empty for a
+            flow made or loaded otherwise); not saved with the state dict.
+
     Example:
         >>> flow = ConditionalFlow(2, FlowConfig(transforms=1, hidden=8), x_scale=[1.0, 10.0])
         >>> x, phi1 = torch.zeros(5, 2), torch.linspace(-1.0, 1.0, 5)
@@ -139,6 +144,7 @@ class ConditionalFlow(torch.nn.Module):
             raise InputError(f"flow 'features': {features!r} is not a positive integer")
         self.features = features
         self.settings = settings
+        self.stopped_because = ""
         loc = torch.zeros(features) if x_loc is None else torch.as_tensor(x_loc).float()
         scale = torch.ones(features) if x_scale is None else torch.as_tensor(x_scale).float()
         if loc.shape != (features,) or scale.shape != (features,):
@@ -460,70 +466,67 @@ def _train(
                 for p, c in zip(params, current):
                     p.copy_(c)
 
-    best_loss, best_state, stale, steps = math.inf, None, 0, 0
     max_steps = settings.max_steps if settings.max_steps is not None else math.inf
-    bar = _progress_bar() if progress else None
-    with bar if bar is not None else contextlib.nullcontext():
-        task = None if bar is None else bar.add_task(label, total=settings.epochs, loss="", best="")
-        for _epoch in range(settings.epochs):
-            flow.train()
-            permutation = torch.randperm(n_train, generator=generator).to(device)
-            total = 0.0
-            seen = 0
-            for start in range(0, n_train, settings.batch_size):
-                if steps >= max_steps:
-                    break
-                batch = permutation[start : start + settings.batch_size]
-                log_prob = flow.log_prob(x_train[batch], phi1_train[batch], extra_train[batch])
-                loss = -(w_train[batch] * log_prob).mean() / w_train_mean
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
-                optimizer.step()
-                if average is not None:
-                    with torch.no_grad():
-                        for a, p in zip(average, params):
-                            a.lerp_(p, 1.0 - decay)
-                total += float(loss.detach()) * len(batch)
-                seen += len(batch)
-                steps += 1
-            train_loss = total / max(seen, 1)
-            if n_valid > 0:
-                flow.eval()
-                with torch.no_grad(), averaged():
-                    log_prob = flow.log_prob(x_valid, phi1_valid, extra_valid)
-                    valid_loss = float(-(w_valid * log_prob).sum() / w_valid.sum())
-                    if not math.isfinite(valid_loss):
-                        valid_loss = math.inf
-                    if valid_loss < best_loss:
-                        best_loss, stale = valid_loss, 0
-                        best_state = copy.deepcopy(flow.state_dict())
-                    else:
-                        stale += 1
-                scheduler.step(valid_loss)
-            if bar is not None:
-                bar.update(task, advance=1, loss=f"{train_loss:.4f}", best=f"{best_loss:.4f}")
-            if (n_valid > 0 and stale >= settings.patience) or steps >= max_steps:
+    steps = 0
+
+    def epoch(state: TrainingState) -> float:
+        nonlocal steps
+        flow.train()
+        permutation = torch.randperm(n_train, generator=generator).to(device)
+        total = 0.0
+        seen = 0
+        for start in range(0, n_train, settings.batch_size):
+            if steps >= max_steps:
                 break
-    if best_state is not None:
-        flow.load_state_dict(best_state)
-    elif average is not None:
+            batch = permutation[start : start + settings.batch_size]
+            log_prob = flow.log_prob(x_train[batch], phi1_train[batch], extra_train[batch])
+            loss = -(w_train[batch] * log_prob).mean() / w_train_mean
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
+            optimizer.step()
+            if average is not None:
+                with torch.no_grad():
+                    for a, p in zip(average, params):
+                        a.lerp_(p, 1.0 - decay)
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
+            steps += 1
+        return total / max(seen, 1)
+
+    def evaluate() -> Evaluation:
+        flow.eval()
+        with torch.no_grad(), averaged():
+            log_prob = flow.log_prob(x_valid, phi1_valid, extra_valid)
+            valid_loss = float(-(w_valid * log_prob).sum() / w_valid.sum())
+            losses = -(w_valid * log_prob) / w_valid.mean()
+        if not math.isfinite(valid_loss):
+            valid_loss = math.inf
+        scheduler.step(valid_loss)
+        return Evaluation.of(losses, valid_loss)
+
+    def snapshot() -> dict[str, Tensor]:
+        with averaged():
+            return copy.deepcopy(flow.state_dict())
+
+    state = run_training(
+        epoch,
+        evaluate if n_valid > 0 else None,
+        snapshot,
+        flow.load_state_dict,
+        total=settings.epochs,
+        stopping=EarlyStopping(settings.patience, "epochs"),
+        budget=lambda: f"max steps ({settings.max_steps})" if steps >= max_steps else None,
+        progress=label if progress else None,
+        transient=False,
+    )
+    flow.stopped_because = state.stopped_because
+    if state.best is None and average is not None:
         with torch.no_grad():
             for p, a in zip(params, average):
                 p.copy_(a)
     flow.eval()
     return flow
-
-
-def _progress_bar() -> Any:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]} (held-out best {task.fields[best]})"),
-        TimeElapsedColumn(),
-        transient=False,
-    )
 
 
 def _patterns(mask: np.ndarray) -> np.ndarray:

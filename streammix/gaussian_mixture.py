@@ -47,6 +47,8 @@ from torch import Tensor, nn
 from .errors import InputError
 from .output import atomic_path
 from .settings import FlowConfig, Section
+from .training import EarlyStopping, Evaluation, TrainingState
+from .training import train as run_training
 
 __all__ = ["GaussianMixtureBlockConfig", "GaussianMixtureDensity"]
 
@@ -328,18 +330,23 @@ class GaussianMixtureBlockConfig(Section):
 
 
 def _fit(model: GaussianMixtureDensity, x: Tensor, context: Tensor, err: Tensor, settings: FlowConfig, seed: int) -> None:
-    """Maximum likelihood with AdamW and held-out early stopping (the best epoch's weights are kept)."""
+    """Maximum likelihood with AdamW and held-out early stopping (the best epoch's weights are kept),
+    in the shared training loop (:func:`streammix.training.train`)."""
     n = len(x)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator).to(x.device)
     n_valid = min(max(int(round(settings.validation_fraction * n)), 1), n - 1) if settings.validation_fraction > 0 else 0
     valid, train = order[:n_valid], order[n_valid:]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    best, best_state, stale, steps = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    initial = copy.deepcopy(model.state_dict())
     max_steps = settings.max_steps if settings.max_steps is not None else math.inf
-    for _ in range(settings.epochs):
+    steps = 0
+
+    def epoch(state: TrainingState) -> float:
+        nonlocal steps
         model.train()
         permutation = train[torch.randperm(len(train), generator=generator).to(x.device)]
+        loss = torch.full((), math.nan)
         for start in range(0, len(train), settings.batch_size):
             batch = permutation[start : start + settings.batch_size]
             optimizer.zero_grad()
@@ -349,15 +356,22 @@ def _fit(model: GaussianMixtureDensity, x: Tensor, context: Tensor, err: Tensor,
             steps += 1
             if steps >= max_steps:
                 break
+        return float(loss.detach())
+
+    def evaluate() -> Evaluation:
         model.eval()
         with torch.no_grad():
-            rows = valid if n_valid else train
-            score = float(-model._log_prob(x[rows], context[rows], err[rows]).mean())
-        if score < best - 1e-6:
-            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-        if (n_valid and stale >= settings.patience) or steps >= max_steps:
-            break
-    if n_valid:
-        model.load_state_dict(best_state)
+            losses = -model._log_prob(x[valid], context[valid], err[valid])
+        return Evaluation.of(losses, float(losses.mean()))
+
+    state = run_training(
+        epoch,
+        evaluate if n_valid else None,
+        lambda: copy.deepcopy(model.state_dict()),
+        model.load_state_dict,
+        total=settings.epochs,
+        stopping=EarlyStopping(settings.patience, "epochs", tolerance=1e-6),
+        budget=lambda: f"max steps ({settings.max_steps})" if steps >= max_steps else None,
+    )
+    if n_valid and state.best is None:  # no finite held-out loss: the initial weights
+        model.load_state_dict(initial)

@@ -472,3 +472,39 @@ def test_a_component_without_an_isochrone_takes_the_backgrounds_magnitudes():
     members = model.membership(stars)
     assert {"p_stream", "p_wide", "p_member"} <= set(members.colnames)
     np.testing.assert_allclose(np.asarray(members["p_member"]), np.asarray(members["p_stream"]), atol=1e-6)
+
+
+def test_summary_says_why_each_stage_stopped(fitted):
+    summary = fitted.summary
+    for member in summary["members"]:
+        assert member["stopped_because"].startswith(("no held-out improvement for", "max steps"))
+    assert summary["flows_stopped_because"]
+    assert all(reason for reason in summary["flows_stopped_because"].values())
+
+
+def _train_small(small_mock, learning_rate, **fit):
+    from streammix.fit import build_mixture, control_priors, train_mixture
+    from streammix.mixture import prepare_stars
+
+    _, truth, stars = small_mock
+    config = small_config(truth, ensemble=1, learning_rate=learning_rate, warmup_steps=0, **fit)
+    tensors = prepare_stars(
+        stars[:3000], phi1_range=config.field.phi1, grid_size=config.model.grid_size,
+        coordinates=config.model.coordinates,
+    )
+    train, valid = tensors.subset(torch.arange(0, 2000)), tensors.subset(torch.arange(2000, 3000))
+    torch.manual_seed(0)
+    mixture = build_mixture(config, stars)
+    return train_mixture(mixture, train, valid, control_priors(config), config, seed=0)
+
+
+def test_a_flat_held_out_loss_stops_early(small_mock):
+    """With a learning rate too small to move anything, the held-out loss is flat:
+    the fit stops after patience steps and says so, with the plain rule and with
+    the membership-weighted significance rule."""
+    result = _train_small(small_mock, 1e-12, steps=400, eval_every=10, patience=50)
+    assert result.steps == 60  # the first evaluation (step 10), then 50 steps without an improvement
+    assert result.stopped_early and result.best_step == 10
+    assert result.stopped_because == "no held-out improvement for 50 steps"
+    weighted = _train_small(small_mock, 1e-12, steps=400, eval_every=10, patience=50, stopping_k=2.0, stopping_weighted=True)
+    assert weighted.steps == 60 and weighted.stopped_because == "no significant held-out improvement for 50 steps"

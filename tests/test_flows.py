@@ -600,3 +600,15 @@ def test_flows_conditioned_on_phi2_refuse_stars_without_one():
     columns["phi2"][3] = np.nan
     with pytest.raises(InputError, match="phi2: 1 stars have none.*phi2_context"):
         flows.log_prob(StarTable(**columns))
+
+
+def test_flow_training_says_why_it_stopped():
+    rng = np.random.default_rng(2)
+    phi1 = rng.uniform(-1, 1, 2000)
+    x = (phi1 + rng.normal(0, 0.1, 2000))[:, None]
+    learning = fit_flow(x, phi1, FlowConfig(transforms=1, hidden=8, epochs=4, patience=3, batch_size=64))
+    assert learning.stopped_because == "max epochs (4)"
+    capped = fit_flow(x, phi1, FlowConfig(transforms=1, hidden=8, epochs=4, max_steps=3, batch_size=64))
+    assert capped.stopped_because == "max steps (3)"
+    flat = fit_flow(x, phi1, FlowConfig(transforms=1, hidden=8, epochs=40, patience=3, learning_rate=1e-12))
+    assert flat.stopped_because == "no held-out improvement for 3 epochs"
