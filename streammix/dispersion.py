@@ -3,12 +3,11 @@
 The intrinsic proper-motion widths of a thin stream are a few hundredths of a
 mas/yr, far below the errors of most of its stars. Fitted by maximum
 likelihood they are then set by a few bright stars and, for a sparse stream,
-run to their lower bound: the stream's density in proper motion becomes a
-spike that rewards the field stars that happen to sit on its track, and
-memberships become over-confident. (On the real GD-1 field, synthetic streams
-injected with widths of 0.2 mas/yr were fitted at 0.02-0.03 whenever they were
-sparse; held at their true widths, their memberships were calibrated:
-``benchmarks/injection.py``, ``benchmarks/RESULTS.md``.)
+run to their lower bound. (On the real GD-1 field, synthetic streams injected
+with widths of 0.2 mas/yr were fitted at 0.02-0.03 whenever they were sparse;
+``benchmarks/injection.py``, ``benchmarks/RESULTS.md``. Held at the injected
+widths by this prior, their memberships were no better calibrated: the
+widths are not what makes them over-confident.)
 
 A stream's dispersion is a physical quantity with a known range: tidal streams
 of globular clusters have velocity dispersions of a few km/s (GD-1:
