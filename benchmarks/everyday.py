@@ -119,7 +119,7 @@ def table(results: dict) -> str:
             acc = (f"p_member > 0.5 / 0.8: {a['p_member>0.5']} / {a['p_member>0.8']}; phi2 track rms vs "
                    f"Price-Whelan & Bonaca 2018 {a['phi2_rms_vs_published']:.3f} deg")  # fmt: skip
         lines.append(
-            f"| {LABELS[name]} | {r['wall']:.0f} s | {a['background_s']:.0f} s | {members} s | {a['scoring_s']:.0f} s "
+            f"| {LABELS[name]} | {r['wall']:.0f} s | {a['background_s']:.0f} s | {members} s | {a['scoring_s']:.1f} s "
             f"| {', '.join(str(s) for s in a['steps'])} | {acc} |"
         )
     return "\n".join(lines)
