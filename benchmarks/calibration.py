@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,7 @@ def main() -> None:
     model, source = fitted_model(args.model)
     base = MockConfig()
     table, _ = generate_mock(
-        replace(base, n_stream=args.scale * base.n_stream, n_background=args.scale * base.n_background), seed=args.seed
+        base.model_copy(update={"n_stream": args.scale * base.n_stream, "n_background": args.scale * base.n_background}), seed=args.seed
     )
     stars = StarTable.from_table(table, mock_columns(["true_component"]))
     start = time.perf_counter()

@@ -38,7 +38,6 @@ import math
 import os
 import pickle
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +219,9 @@ def demo(
     background = fit_background(config, stars)
     flow_seconds = time.perf_counter() - start
     base = MockConfig()
-    big, _ = generate_mock(replace(base, n_stream=scale * base.n_stream, n_background=scale * base.n_background), seed=101)
+    big, _ = generate_mock(
+        base.model_copy(update={"n_stream": scale * base.n_stream, "n_background": scale * base.n_background}), seed=101
+    )
     big_stars = StarTable.from_table(big, mock_columns(["true_component"]))
     big_member = np.asarray(big["true_component"]) == "stream"
     result: dict = {"machine": machine(), "ensemble": config.fit.ensemble, "fit_seed": config.fit.seed, "flow_seconds": flow_seconds, "rules": {}}

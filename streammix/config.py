@@ -22,7 +22,7 @@ from .data import ColumnMap
 from .errors import InputError
 from .field_population import FieldComponentConfig
 from .gaussian_mixture import GaussianMixtureBlockConfig
-from .settings import ControlPointConfig, FlowConfig, GalstreamsPrior, NetworkConfig
+from .settings import ControlPointConfig, FlowConfig, GalstreamsPrior, NetworkConfig, first_error
 from .settings import Section as _Section
 
 __all__ = [
@@ -707,11 +707,8 @@ class Config(_Section):
         try:
             return cls.model_validate({**data, "source": source if source != "config" else None})
         except ValidationError as error:
-            first = error.errors()[0]
-            key = ".".join(str(k) for k in _without_tags(first["loc"])) or "(top level)"
-            more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-            message = first["msg"].removeprefix("Value error, ")
-            raise InputError(f"{source}: {key}: {message}{more}") from None
+            key, why = first_error(error, _without_tags)
+            raise InputError(f"{source}: {key or '(top level)'}: {why}") from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> Config:

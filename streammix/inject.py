@@ -103,11 +103,22 @@ from .mock import visible_mass_min
 from .photometry import isochrone_at, isochrone_source, mass_function_from_config, select_phases
 from .profiles import PROFILES, shape_values
 from .selection import selection_transform
+from .settings import first_error
 
 __all__ = ["InjectionSpec", "PolynomialTrack", "Track", "inject_stream", "track_values"]
 
 _DONOR_NEIGHBOURS = 20  # donors are drawn among this many real stars nearest in magnitude
 _PM_BINS = 10  # the catalog's proper-motion ranges are taken in this many phi1 slices
+
+
+def _without_union_tags(loc: tuple) -> list[str]:
+    """An error's location without the union members pydantic names (a Track is a union).
+
+    Example:
+        >>> _without_union_tags(("track", "PolynomialTrack", "phi2"))
+        ['track', 'phi2']
+    """
+    return [str(k) for k in loc if not str(k).startswith(("float", "list[", "PolynomialTrack"))]
 
 
 class PolynomialTrack(BaseModel):
@@ -255,13 +266,10 @@ class InjectionSpec(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as error:
-            first = error.errors()[0]
-            loc = [str(k) for k in first["loc"]]
             # a Track is a union: name the key, not the union member that failed last
-            key = ".".join(k for k in loc if not k.startswith(("float", "list[", "PolynomialTrack")))
-            more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+            key, why = first_error(error, _without_union_tags)
             where = f"{key}: " if key else ""  # whole-spec checks name their key in the message
-            raise InputError(f"{source}: {where}{first['msg'].removeprefix('Value error, ')}{more}") from None
+            raise InputError(f"{source}: {where}{why}") from None
 
     @classmethod
     def from_yaml(cls, path: Any) -> InjectionSpec:

@@ -71,23 +71,23 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import astropy.units as u
 import numpy as np
 from astropy.table import QTable
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import InputError
 from .isochrone import default_isochrone
 from .output import check_writable, write_table
 from .components import draw_stream
 from .profiles import PROFILES, Gaussian, shape_values
+from .settings import Section, first_error
 
 __all__ = ["MockConfig", "generate_mock", "true_tracks", "visible_mass_min", "write_mock"]
 
@@ -125,42 +125,17 @@ _BP_ERR = ((13.0, 17.0, 20.0, 21.0), (9e-4, 1.2e-2, 0.108, 0.25))
 _RP_ERR = ((13.0, 17.0, 20.0, 21.0), (6e-4, 6e-3, 0.052, 0.12))
 
 
-@dataclass(frozen=True)
-class MockConfig:
-    """Settings of the mock field (counts are after all cuts).
+class MockConfig(Section):
+    """Settings of the mock field (counts are after all cuts); every field's
+    meaning is its ``description`` (``MockConfig.model_fields``).
+
+    A pydantic :class:`~streammix.settings.Section` (unknown keys are an error,
+    values are frozen). A bad value raises a one-line :class:`InputError`
+    naming the key; change settings with ``config.model_copy(update=...)``
+    (not validated: give it values of the right type) or build a new one.
 
     Arguments:
-        n_stream: Number of stream stars in the catalog.
-        n_background: Number of background (halo + disc) stars in the catalog.
-        phi1_range: Field extent along the stream (deg).
-        phi2_range: Field extent across the stream (deg).
-        g_limit: Faint limit in observed Gaia G (mag).
-        age: Stream isochrone age (Gyr).
-        feh: Stream isochrone [Fe/H].
-        phases: Isochrone phases the stars are drawn from.
-        n_spur: Number of spur stars in the catalog (0: no spur).
-        spur_phi1_range: phi1 extent of the spur (deg).
-        spur_phi2_offset: Offset of the spur from the stream's phi2 track (deg).
-        spur_phi2_width: Gaussian width of the spur in phi2 (deg).
-        stream_profile: The stream's cross-track profile, a name in
-            :data:`streammix.profiles.PROFILES` (``"gaussian"``, ``"student_t"``...);
-            its scale is the stream's ``phi2_width`` track.
-        stream_profile_parameters: The profile's shape parameters, constant
-            along the stream, e.g. ``{"phi2_dof": 2.5}``; those left out take
-            the profile's defaults.
-        gaps: One ``(phi1, sigma, depth)`` per gap (deg, deg, fraction removed
-            at the centre) in the stream's linear density.
-        halo_age, halo_feh: Isochrone of the halo-like background.
-        halo_distance_range: Heliocentric distances of halo stars (kpc).
-        disc_age, disc_feh: Isochrone of the disc-like background.
-        disc_distance_range: Heliocentric distances of disc stars (kpc).
-        disc_fraction: Fraction of the background that is disc-like.
-        parallax_max: Loose selection ``parallax < parallax_max +
-            parallax_nsigma * parallax_err`` (mas); None for no cut.
-        parallax_nsigma: See ``parallax_max``.
-        missing_astrometry_fraction: Fraction of stars with a 2-parameter
-            solution (no parallax or proper motions).
-        missing_photometry_fraction: Fraction of stars without BP/RP.
+        **settings: Any of the fields below; those left out keep their defaults.
 
     Example:
         >>> MockConfig(n_background=5000).n_background
@@ -171,87 +146,144 @@ class MockConfig:
         streammix.errors.InputError: mock config 'g_limit': 30.0 is outside [10, 22] mag
     """
 
-    n_stream: int = 2000
-    n_background: int = 100_000
-    phi1_range: tuple[float, float] = (-90.0, 10.0)
-    phi2_range: tuple[float, float] = (-5.0, 5.0)
-    g_limit: float = 20.5
-    age: float = 12.0
-    feh: float = -1.5
-    phases: tuple[str, ...] = ("MS", "SGB", "RGB", "CHEB")
-    gaps: tuple[tuple[float, float, float], ...] = ((-40.0, 1.5, 0.9), (-20.0, 1.5, 0.9))
-    n_spur: int = 0
-    spur_phi1_range: tuple[float, float] = (-40.0, -25.0)
-    spur_phi2_offset: float = 1.0
-    spur_phi2_width: float = 0.15
-    stream_profile: str = "gaussian"
-    stream_profile_parameters: dict[str, float] = dataclasses.field(default_factory=dict)
-    halo_age: float = 12.0
-    halo_feh: float = -1.7
-    halo_distance_range: tuple[float, float] = (5.0, 40.0)
-    disc_age: float = 8.0
-    disc_feh: float = -0.5
-    disc_distance_range: tuple[float, float] = (0.5, 3.0)
-    disc_fraction: float = 0.4
-    parallax_max: float | None = 1.0
-    parallax_nsigma: float = 3.0
-    missing_astrometry_fraction: float = 0.03
-    missing_photometry_fraction: float = 0.02
+    n_stream: int = Field(2000, description="number of stream stars in the catalog")
+    n_background: int = Field(100_000, description="number of background (halo + disc) stars in the catalog")
+    phi1_range: tuple[float, float] = Field((-90.0, 10.0), description="field extent along the stream (deg)")
+    phi2_range: tuple[float, float] = Field((-5.0, 5.0), description="field extent across the stream (deg)")
+    g_limit: float = Field(20.5, description="faint limit in observed Gaia G (mag), in [10, 22]")
+    age: float = Field(12.0, description="stream isochrone age (Gyr)")
+    feh: float = Field(-1.5, description="stream isochrone [Fe/H]")
+    phases: tuple[str, ...] = Field(
+        ("MS", "SGB", "RGB", "CHEB"), description="isochrone phases the stars are drawn from"
+    )
+    gaps: tuple[tuple[float, float, float], ...] = Field(
+        ((-40.0, 1.5, 0.9), (-20.0, 1.5, 0.9)),
+        description="one (phi1, sigma, depth) per gap (deg, deg, fraction removed at the centre) in the stream's "
+        "linear density",
+    )
+    n_spur: int = Field(0, description="number of spur stars in the catalog (0: no spur)")
+    spur_phi1_range: tuple[float, float] = Field(
+        (-40.0, -25.0), validate_default=True, description="phi1 extent of the spur (deg), inside phi1_range"
+    )
+    spur_phi2_offset: float = Field(
+        1.0, allow_inf_nan=False, description="offset of the spur from the stream's phi2 track (deg)"
+    )
+    spur_phi2_width: float = Field(
+        0.15, gt=0, allow_inf_nan=False, description="Gaussian width of the spur in phi2 (deg)"
+    )
+    stream_profile: str = Field(
+        "gaussian",
+        description="the stream's cross-track profile, a name in streammix.profiles.PROFILES (gaussian, "
+        "student_t...); its scale is the stream's phi2_width track",
+    )
+    stream_profile_parameters: dict[str, float] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="the profile's shape parameters, constant along the stream, e.g. {phi2_dof: 2.5}; those left "
+        "out take the profile's defaults (filled in on validation)",
+    )
+    halo_age: float = Field(12.0, description="isochrone age of the halo-like background (Gyr)")
+    halo_feh: float = Field(-1.7, description="isochrone [Fe/H] of the halo-like background")
+    halo_distance_range: tuple[float, float] = Field(
+        (5.0, 40.0), description="heliocentric distances of halo stars (kpc)"
+    )
+    disc_age: float = Field(8.0, description="isochrone age of the disc-like background (Gyr)")
+    disc_feh: float = Field(-0.5, description="isochrone [Fe/H] of the disc-like background")
+    disc_distance_range: tuple[float, float] = Field(
+        (0.5, 3.0), description="heliocentric distances of disc stars (kpc)"
+    )
+    disc_fraction: float = Field(0.4, description="fraction of the background that is disc-like, in [0, 1]")
+    parallax_max: float | None = Field(
+        1.0,
+        description="loose selection parallax < parallax_max + parallax_nsigma * parallax_err (mas); None for no cut",
+    )
+    parallax_nsigma: float = Field(3.0, description="see parallax_max")
+    missing_astrometry_fraction: float = Field(
+        0.03, description="fraction of stars with a 2-parameter solution (no parallax or proper motions), in [0, 1]"
+    )
+    missing_photometry_fraction: float = Field(0.02, description="fraction of stars without BP/RP, in [0, 1]")
 
-    def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> InputError:
-            return InputError(f"mock config '{key}': {why}")
+    def __init__(self, **settings: Any) -> None:
+        try:
+            super().__init__(**settings)
+        except ValidationError as error:
+            if type(self) is not MockConfig:  # a subclass inside other settings: their reader names the key
+                raise
+            key, why = first_error(error, unknown="unknown key")
+            raise InputError(f"mock config '{key}': {why}") from None
 
-        for key in ("n_stream", "n_background", "n_spur"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise bad(key, f"{value!r} is not a non-negative integer")
-        for key in ("phi1_range", "phi2_range", "spur_phi1_range", "halo_distance_range", "disc_distance_range"):
-            value = getattr(self, key)
-            try:
-                lo, hi = (float(v) for v in value)
-            except (TypeError, ValueError):
-                raise bad(key, f"{value!r} is not a pair of numbers") from None
-            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-                raise bad(key, f"{value!r} is not an increasing pair of finite numbers")
-            if key.endswith("distance_range") and lo <= 0:
-                raise bad(key, f"{value!r} must be positive")
-            object.__setattr__(self, key, (lo, hi))
-        (lo, hi), (spur_lo, spur_hi) = self.phi1_range, self.spur_phi1_range
-        if self.n_spur and not lo <= spur_lo < spur_hi <= hi:  # a mock without a spur may be any field
-            raise bad("spur_phi1_range", f"{self.spur_phi1_range!r} is not inside phi1_range {self.phi1_range!r}")
-        if not (np.isfinite(self.spur_phi2_width) and self.spur_phi2_width > 0):
-            raise bad("spur_phi2_width", f"{self.spur_phi2_width!r} is not a positive width")
-        if not np.isfinite(self.spur_phi2_offset):
-            raise bad("spur_phi2_offset", f"{self.spur_phi2_offset!r} is not a finite offset")
-        if self.stream_profile not in PROFILES:
-            raise bad("stream_profile", f"{self.stream_profile!r} is not one of {', '.join(sorted(PROFILES))}")
-        try:
-            given = {str(k): float(v) for k, v in dict(self.stream_profile_parameters).items()}
-        except (TypeError, ValueError):
-            raise bad("stream_profile_parameters", "expected {parameter: number}") from None
-        try:
-            shape = shape_values(self.stream_profile, given)
-        except ValueError as error:
-            raise bad("stream_profile_parameters", str(error)) from None
-        object.__setattr__(self, "stream_profile_parameters", shape)
-        if not 10.0 <= self.g_limit <= 22.0:
-            raise bad("g_limit", f"{self.g_limit} is outside [10, 22] mag")
-        for key in ("disc_fraction", "missing_astrometry_fraction", "missing_photometry_fraction"):
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise bad(key, f"{value} is outside [0, 1]")
-        if self.parallax_max is not None and self.parallax_nsigma < 0:
-            raise bad("parallax_nsigma", f"{self.parallax_nsigma} is negative")
-        try:
-            gaps = tuple((float(c), float(s), float(d)) for c, s, d in self.gaps)
-        except (TypeError, ValueError):
-            raise bad("gaps", "expected (phi1, sigma, depth) triples") from None
-        for _, sigma, depth in gaps:
+    @field_validator("n_stream", "n_background", "n_spur", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{value!r} is not a non-negative integer")
+        return int(value)
+
+    @field_validator("phi1_range", "phi2_range", "spur_phi1_range", "halo_distance_range", "disc_distance_range")
+    @classmethod
+    def _range(cls, value: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        lo, hi = value
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"{value!r} is not an increasing pair of finite numbers")
+        if info.field_name.endswith("distance_range") and lo <= 0:
+            raise ValueError(f"{value!r} must be positive")
+        return value
+
+    @field_validator("g_limit")
+    @classmethod
+    def _g_limit(cls, value: float) -> float:
+        if not 10.0 <= value <= 22.0:
+            raise ValueError(f"{value} is outside [10, 22] mag")
+        return value
+
+    @field_validator("disc_fraction", "missing_astrometry_fraction", "missing_photometry_fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{value} is outside [0, 1]")
+        return value
+
+    @field_validator("gaps")
+    @classmethod
+    def _gaps(cls, value: tuple[tuple[float, float, float], ...]) -> tuple[tuple[float, float, float], ...]:
+        for _, sigma, depth in value:
             if not (sigma > 0 and 0 <= depth <= 1):
-                raise bad("gaps", f"sigma {sigma} must be > 0 and depth {depth} in [0, 1]")
-        object.__setattr__(self, "gaps", gaps)
-        object.__setattr__(self, "phases", tuple(str(p) for p in self.phases))
+                raise ValueError(f"sigma {sigma} must be > 0 and depth {depth} in [0, 1]")
+        return value
+
+    @field_validator("stream_profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"{value!r} is not one of {', '.join(sorted(PROFILES))}")
+        return value
+
+    @field_validator("spur_phi1_range")
+    @classmethod
+    def _spur_inside(cls, value: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        lo, hi = info.data.get("phi1_range", (-np.inf, np.inf))
+        if info.data.get("n_spur") and not lo <= value[0] < value[1] <= hi:  # a mock without a spur may be any field
+            raise ValueError(f"{value!r} is not inside phi1_range {(lo, hi)!r}")
+        return value
+
+    @field_validator("parallax_nsigma")
+    @classmethod
+    def _nsigma(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("parallax_max") is not None and value < 0:
+            raise ValueError(f"{value} is negative")
+        return value
+
+    @field_validator("stream_profile_parameters")
+    @classmethod
+    def _shape(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        """The profile's shape parameters with its defaults filled in."""
+        profile = info.data.get("stream_profile")
+        if profile is None:  # the profile itself was rejected
+            return value
+        try:
+            return shape_values(profile, value)
+        except ValueError as error:
+            raise ValueError(str(error)) from None
 
     def to_json(self) -> str:
         """The configuration as a one-line JSON object (stored in table meta).
@@ -260,11 +292,14 @@ class MockConfig:
             >>> MockConfig.from_json(MockConfig(n_stream=7).to_json()).n_stream
             7
         """
-        return json.dumps(dataclasses.asdict(self))
+        return json.dumps(self.model_dump(mode="json"))
 
     @classmethod
     def from_json(cls, text: str) -> MockConfig:
         """Rebuild a configuration from :meth:`to_json` output.
+
+        Arguments:
+            text: A JSON object of settings.
 
         Example:
             >>> MockConfig.from_json('{"g_limit": 19.0}').g_limit
@@ -274,10 +309,8 @@ class MockConfig:
             data = json.loads(text)
         except (TypeError, ValueError) as error:
             raise InputError(f"mock config: not JSON ({error})") from None
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"mock config '{unknown[0]}': unknown key")
+        if not isinstance(data, dict):
+            raise InputError("mock config: expected a JSON object")
         return cls(**data)
 
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -352,7 +351,7 @@ def mock_config(n_stream: int | None = None, n_background: int | None = None):
         10
     """
     overrides = {k: v for k, v in {"n_stream": n_stream, "n_background": n_background}.items() if v is not None}
-    return replace(MockConfig(), **overrides)
+    return MockConfig(**overrides)  # validated, unlike model_copy
 
 
 def mock_columns(keep=()) -> Any:

@@ -15,17 +15,44 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ControlPointConfig", "FlowConfig", "GalstreamsPrior", "NetworkConfig", "Section"]
+__all__ = ["ControlPointConfig", "FlowConfig", "GalstreamsPrior", "NetworkConfig", "Section", "first_error"]
 
 
 class Section(BaseModel):
     """The base of every config section: unknown keys are an error, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def first_error(
+    error: ValidationError, loc: Callable[[tuple], Iterable[Any]] = tuple, *, unknown: str | None = None
+) -> tuple[str, str]:
+    """The dotted key and the reason of a validation error's first problem, for
+    one-line messages (``"(and N more)"`` appended when there are others).
+
+    Arguments:
+        error: What pydantic raised.
+        loc: Maps the problem's location to the keys to print (e.g. to drop union tags).
+        unknown: The reason to give for an unknown key (None: pydantic's own).
+
+    Example:
+        >>> try:
+        ...     NetworkConfig(hidden=0, layers=0)
+        ... except ValidationError as error:
+        ...     first_error(error)
+        ('hidden', 'Input should be greater than or equal to 1 (and 1 more)')
+    """
+    first = error.errors()[0]
+    key = ".".join(str(k) for k in loc(first["loc"]))
+    why = unknown if unknown is not None and first["type"] == "extra_forbidden" else first["msg"]
+    why = why.removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return key, why + more
 
 
 class NetworkConfig(Section):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import replace
 
 import astropy.coordinates as coord
 import astropy.units as u
@@ -461,7 +460,7 @@ def test_a_spur_beside_the_stream():
         residual = _values(spur, name) - _interp_track(spur, tracks, name)
         residual = residual[np.isfinite(residual)]
         assert abs(np.median(residual)) < 0.15, name  # the halo's are several mas/yr off
-    plain, _ = generate_mock(replace(config, n_spur=0), seed=5)
+    plain, _ = generate_mock(config.model_copy(update={"n_spur": 0}), seed=5)
     assert "spur" not in set(plain["true_population"])
     for name in ("phi1", "phi2", "gaia_g", "true_mass"):  # (which stars miss astrometry depends on all of them)
         np.testing.assert_array_equal(

@@ -168,6 +168,49 @@ def test_stream_configs_are_valid() -> None:
     assert specs["pal5"].is_mock and "auc" in number_keys(specs["pal5"])
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "why"),
+    [
+        ("data: {mock: {n_stars: 10}}", "data.mock.n_stars", "unknown key"),
+        ("data: {mock: {n_stream: -1}}", "data.mock.n_stream", "not a non-negative integer"),
+        ("data: {mock: {g_limit: 30}}", "data.mock.g_limit", "outside [10, 22]"),
+        ("data: {mock: {track: m31}}", "data.mock.track", "Input should be 'gd1' or 'pal5'"),
+        ("data: {mock: {stream_profile: plummer}}", "data.mock.stream_profile", "not one of"),
+        ("data: {mock: {}, file: x.fits}", "data", "exactly one of mock, file, gaia_query"),
+        ("data: {gaia_query: {adql: SELECT}}", "data.gaia_query.frame", "Field required"),
+        ("data: {file: [1]}", "data.file", "valid string"),
+        ("data: {file: x.fits}", "config", "needed for real data"),
+        ("data: {mock: }\npaper: thesis", "paper", "Input should be"),
+        ("data: {mock: }\nname: other", "name", "must equal the file's stem"),
+        ("data: {mock: }\ncompare: {galstreams: {reference: x}}", "compare.galstreams.name", "Field required"),
+        ("data: {mock: }\ncompare: {tracks: []}", "compare.tracks", "unknown key"),
+        ("data: {mock: }\nfoo: 1", "foo", "unknown key"),
+        ("name: bad", "data", "Field required"),
+        ("[1, 2]", "(top level)", "expected a mapping"),
+    ],
+)
+def test_bad_stream_config_is_one_line(tmp_path: Path, text: str, key: str, why: str) -> None:
+    """A bad stream file stops with ``stream config '<path>': <dotted key>: <why>``."""
+    from streammix.errors import InputError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(InputError) as info:
+        read_stream(path)
+    message = str(info.value)
+    assert message.startswith(f"stream config '{path}': {key}: "), message
+    assert why in message and "\n" not in message
+
+
+def test_stream_mock_section_takes_the_mock_settings(tmp_path: Path) -> None:
+    """``data.mock`` is the mock's own settings (validated, as given) plus seed, track and spacing."""
+    path = tmp_path / "spur.yaml"
+    path.write_text("data: {mock: {n_stream: 10, n_spur: 5, phi1_range: [-60, -20], seed: 2, spacing: 5}}\n")
+    spec = read_stream(path)
+    assert spec.data == {"n_stream": 10, "n_spur": 5, "phi1_range": (-60.0, -20.0), "seed": 2, "spacing": 5.0}
+    assert spec.config is None and spec.overrides == {} and spec.catalogs == () and spec.galstreams is None
+
+
 @needs_snakemake
 def test_catalog_comparison_is_planned_only_for_cached_catalogs(tmp_path: Path) -> None:
     """A stream's ``compare.catalogs`` become a comparison rule only when in the cache."""

@@ -14,8 +14,6 @@ Usage: ``python src/scripts/make_mock.py config/streams/mock.yaml --out results/
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-
 import astropy.units as u
 import numpy as np
 
@@ -32,11 +30,10 @@ def mock_settings(settings: dict) -> MockConfig:
         >>> mock_settings({"n_stream": 5, "n_background": 50, "track": "pal5"}).phi1_range
         (-15.0, 7.0)
     """
-    keys = {"n_stream", "n_background", "phi1_range", "phi2_range", "g_limit"}
-    values = {k: v for k, v in settings.items() if k in keys}
+    values = {k: v for k, v in settings.items() if k in MockConfig.model_fields}
     if settings.get("track", "gd1") == "pal5":
         values = {**PAL5_DEFAULTS, **values}
-    return replace(MockConfig(), **values)
+    return MockConfig(**values)
 
 
 def move_onto_pal5(stars, tracks):

@@ -5,7 +5,7 @@ One YAML file per stream, ``config/streams/<name>.yaml``::
     name: mock                       # must equal the file's stem
     paper: validation                # role in the article: validation, gd1, pal5 (optional)
     data:                            # exactly one of
-      mock: {n_stream: 1000, n_background: 20000, seed: 1, track: gd1}
+      mock: {n_stream: 1000, n_background: 20000, seed: 1, track: gd1}   # any MockConfig field, plus seed, track, spacing
       # file: $STREAMMIX_SHARED_DATA/gd1_dr2/gd1_pm_box_dr2_ps1.fits
       # gaia_query: {adql: "SELECT ...", frame: gd1}
     config: ../../configs/gd1_dr2.yaml   # streammix config (mocks: built from the truth)
@@ -14,9 +14,12 @@ One YAML file per stream, ``config/streams/<name>.yaml``::
       galstreams: {name: GD-1, reference: pricewhelan2018}
       catalogs: [pricewhelan2018_gd1]
 
-The Snakefile and every script in ``src/scripts`` read stream files through
-:func:`read_stream`, so an unknown key or a bad value stops the run with one
-line naming the file and the key.
+The format is the pydantic model :class:`StreamFile` (``data.mock`` is
+:class:`streammix.mock.MockConfig` with the pipeline's ``seed``, ``track`` and
+``spacing``). The Snakefile and every script in ``src/scripts`` read stream
+files through :func:`read_stream`, so an unknown key or a bad value stops the
+run with one line naming the file and the key:
+``stream config '<path>': <dotted key>: <why>``.
 
 Example:
     >>> import pathlib, tempfile
@@ -33,16 +36,22 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field, ValidationError, model_validator
 
+from streammix.config import resolve_data_path
 from streammix.errors import InputError
+from streammix.mock import MockConfig
+from streammix.settings import Section, first_error
 
 __all__ = [
     "CATALOG_KEYS",
     "COMMON_KEYS",
     "GALSTREAMS_KEYS",
+    "MockData",
+    "StreamFile",
     "StreamSpec",
     "TRUTH_KEYS",
     "deep_merge",
@@ -51,9 +60,8 @@ __all__ = [
     "read_stream",
 ]
 
-TOP_KEYS = {"name", "paper", "data", "config", "overrides", "compare", "description"}
-MOCK_KEYS = {"n_stream", "n_background", "seed", "track", "phi1_range", "phi2_range", "g_limit", "spacing"}
 PAPER_ROLES = ("validation", "gd1", "pal5")
+DATA_KINDS = ("mock", "file", "gaia_query")
 
 #: Numbers every stream writes to ``src/tex/output/<stream>_<key>.txt``.
 COMMON_KEYS = (
@@ -105,9 +113,127 @@ FORMATS = {
 }
 
 
+class MockData(MockConfig):
+    """``data.mock``: the mock's own settings (:class:`streammix.mock.MockConfig`,
+    whose defaults apply) plus the pipeline's.
+
+    Arguments:
+        seed: The mock's random seed (also the fit's).
+        track: ``gd1`` (the GD-1-like mock) or ``pal5`` (moved onto the galstreams Pal 5 track).
+        spacing: Degrees between the control points read off the true tracks.
+        **settings: Any :class:`~streammix.mock.MockConfig` field.
+
+    Example:
+        >>> MockData.model_validate({"n_stream": 10, "track": "pal5"}).model_dump(exclude_unset=True)
+        {'n_stream': 10, 'track': 'pal5'}
+    """
+
+    seed: int = Field(0, ge=0, description="the mock's random seed (also the fit's)")
+    track: Literal["gd1", "pal5"] = Field(
+        "gd1", description="gd1: the GD-1-like mock; pal5: the same moved onto the galstreams Pal 5 track"
+    )
+    spacing: float = Field(20.0, gt=0, description="deg between the control points read off the true tracks")
+
+
+class GaiaQuery(Section):
+    """``data.gaia_query``: an ADQL query of the Gaia archive.
+
+    Arguments:
+        adql: The query text.
+        frame: The stream frame the stars are put in (e.g. ``gd1``).
+    """
+
+    adql: str = Field(description="the query text")
+    frame: str = Field(description="the stream frame the stars are put in (e.g. gd1)")
+
+
+class DataSource(Section):
+    """``data``: exactly one of ``mock``, ``file`` and ``gaia_query``.
+
+    Arguments:
+        mock: The mock's settings (``mock:`` alone: all defaults).
+        file: A star table; relative to the stream file's folder, ``$STREAMMIX_SHARED_DATA`` expanded.
+        gaia_query: A Gaia archive query.
+
+    Example:
+        >>> DataSource.model_validate({"file": "stars.fits"}).kind
+        'file'
+    """
+
+    mock: MockData | None = Field(None, description="the mock's settings")
+    file: str | None = Field(None, description="a star table (relative to the stream file's folder)")
+    gaia_query: GaiaQuery | None = Field(None, description="a Gaia archive query")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in DATA_KINDS:
+            raise ValueError(f"give exactly one of {', '.join(DATA_KINDS)}")
+        if "mock" in data and data["mock"] is None:
+            return {"mock": {}}
+        return data
+
+    @property
+    def kind(self) -> str:
+        """``mock``, ``file`` or ``gaia_query``: the one given."""
+        return next(k for k in DATA_KINDS if getattr(self, k) is not None)
+
+
+class GalstreamsTrack(Section):
+    """``compare.galstreams``: a galstreams track to compare the fitted track with.
+
+    Arguments:
+        name: The stream's name in galstreams.
+        reference: Which of its tracks (None: galstreams' default).
+    """
+
+    name: str = Field(description="the stream's name in galstreams")
+    reference: str | None = Field(None, description="which of its tracks (null: galstreams' default)")
+
+
+class Compare(Section):
+    """``compare``: what the fitted stream is compared with.
+
+    Arguments:
+        galstreams: A galstreams track, or None.
+        catalogs: Published catalogs, compared when they are in the cache.
+    """
+
+    galstreams: GalstreamsTrack | None = Field(None, description="a galstreams track")
+    catalogs: list[str] = Field([], description="published catalogs, compared when they are in the cache")
+
+
+class StreamFile(Section):
+    """The contents of ``config/streams/<name>.yaml``; :func:`read_stream` adds
+    the checks that need the file's path.
+
+    Arguments:
+        name: The stream's name; must equal the file's stem (None: the stem).
+        description: Free text.
+        paper: Role in the article (``validation``, ``gd1``, ``pal5``) or None.
+        data: Where the stars come from.
+        config: The base streammix config file, relative to the stream file (needed unless a mock).
+        overrides: Deep-merged into the streammix config.
+        compare: What the stream is compared with.
+
+    Example:
+        >>> StreamFile.model_validate({"data": {"mock": None}}).data.kind
+        'mock'
+    """
+
+    name: str | None = Field(None, description="the stream's name; must equal the file's stem")
+    description: str | None = Field(None, description="free text")
+    paper: Literal["validation", "gd1", "pal5"] | None = Field(None, description="role in the article")
+    data: DataSource = Field(description="where the stars come from: exactly one of mock, file, gaia_query")
+    config: str | None = Field(None, description="the base streammix config file (needed unless a mock)")
+    overrides: dict[str, Any] | None = Field(None, description="deep-merged into the streammix config")
+    compare: Compare | None = Field(None, description="what the stream is compared with")
+
+
 @dataclass(frozen=True)
 class StreamSpec:
-    """One stream of the pipeline, as read from ``config/streams/<name>.yaml``.
+    """One stream of the pipeline, as :func:`read_stream` resolves a checked
+    :class:`StreamFile` (paths made absolute, defaults filled in).
 
     Arguments:
         name: The stream's name (the file's stem; used in every output path).
@@ -142,13 +268,21 @@ def _fail(path: Path, key: str, why: str) -> InputError:
 
 
 def read_stream(path: str | os.PathLike) -> StreamSpec:
-    """Read and check one stream file; paths in it are taken from the file's folder.
+    """Read and check one stream file (:class:`StreamFile`); paths in it are
+    taken from the file's folder.
 
     Arguments:
         path: ``config/streams/<name>.yaml``.
-    """
-    from streammix.config import resolve_data_path
 
+    Example:
+        >>> import pathlib, tempfile
+        >>> bad = pathlib.Path(tempfile.mkdtemp()) / "bad.yaml"
+        >>> _ = bad.write_text("data: {mock: {n_stars: 10}}\\n")
+        >>> read_stream(bad)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: stream config '.../bad.yaml': data.mock.n_stars: unknown key
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"stream config '{path}': no such file")
@@ -158,60 +292,37 @@ def read_stream(path: str | os.PathLike) -> StreamSpec:
         raise InputError(f"stream config '{path}': not valid YAML") from None
     if not isinstance(raw, dict):
         raise _fail(path, "(top level)", "expected a mapping")
-    unknown = sorted(set(raw) - TOP_KEYS)
-    if unknown:
-        raise _fail(path, unknown[0], f"unknown key; use {sorted(TOP_KEYS)}")
-    name = raw.get("name", path.stem)
+    try:
+        stream = StreamFile.model_validate(raw)
+    except ValidationError as error:
+        key, why = first_error(error, unknown="unknown key")
+        raise _fail(path, key or "(top level)", why) from None
+    name = stream.name if stream.name is not None else path.stem
     if name != path.stem:
         raise _fail(path, "name", f"'{name}' must equal the file's stem '{path.stem}'")
-    data = raw.get("data")
-    if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in ("mock", "file", "gaia_query"):
-        raise _fail(path, "data", "give exactly one of mock, file, gaia_query")
-    kind, settings = next(iter(data.items()))
+    kind = stream.data.kind
     if kind == "mock":
-        settings = dict(settings or {})
-        bad = sorted(set(settings) - MOCK_KEYS)
-        if bad:
-            raise _fail(path, f"data.mock.{bad[0]}", f"unknown key; use {sorted(MOCK_KEYS)}")
-        if settings.get("track", "gd1") not in ("gd1", "pal5"):
-            raise _fail(path, "data.mock.track", f"'{settings['track']}' is not gd1 or pal5")
+        data = stream.data.mock.model_dump(exclude_unset=True)
     elif kind == "file":
-        if not isinstance(settings, str):
-            raise _fail(path, "data.file", "expected a file path")
-        settings = {"path": str(resolve_data_path(settings, path.parent))}
+        data = {"path": str(resolve_data_path(stream.data.file, path.parent))}
     else:
-        if not isinstance(settings, dict) or not isinstance(settings.get("adql"), str) or "frame" not in settings:
-            raise _fail(path, "data.gaia_query", "expected {adql: <query text>, frame: <stream frame>}")
-    config = raw.get("config")
-    if config is None and kind != "mock":
+        data = stream.data.gaia_query.model_dump()
+    if stream.config is None and kind != "mock":
         raise _fail(path, "config", "a streammix config file is needed for real data")
-    config_path = (path.parent / config).resolve() if config is not None else None
+    config_path = (path.parent / stream.config).resolve() if stream.config is not None else None
     if config_path is not None and not config_path.is_file():
         raise _fail(path, "config", f"'{config_path}' not found")
-    overrides = raw.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise _fail(path, "overrides", "expected a mapping")
-    compare = raw.get("compare") or {}
-    bad = sorted(set(compare) - {"galstreams", "catalogs"})
-    if bad:
-        raise _fail(path, f"compare.{bad[0]}", "unknown key; use galstreams, catalogs")
-    galstreams = compare.get("galstreams")
-    if galstreams is not None and (not isinstance(galstreams, dict) or "name" not in galstreams):
-        raise _fail(path, "compare.galstreams", "expected {name: <stream>, reference: <track>}")
-    catalogs = compare.get("catalogs") or []
-    paper = raw.get("paper")
-    if paper is not None and paper not in PAPER_ROLES:
-        raise _fail(path, "paper", f"'{paper}' is not one of {list(PAPER_ROLES)}")
+    compare = stream.compare or Compare()
     return StreamSpec(
         name=name,
         path=path,
         data_kind=kind,
-        data=dict(settings),
+        data=data,
         config=config_path,
-        overrides=overrides,
-        galstreams=galstreams,
-        catalogs=tuple(catalogs),
-        paper=paper,
+        overrides=dict(stream.overrides or {}),
+        galstreams=compare.galstreams.model_dump() if compare.galstreams is not None else None,
+        catalogs=tuple(compare.catalogs),
+        paper=stream.paper,
     )
 
 
