@@ -26,11 +26,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import Tensor
 
 from .flows import BlockDensity
-from .settings import FlowConfig, Section
+from .settings import BlockSection, FlowConfig
 
 __all__ = ["BlockModel", "FlowBlockConfig"]
 
@@ -81,7 +81,7 @@ class BlockModel(Protocol):
         ...
 
 
-class FlowBlockConfig(Section):
+class FlowBlockConfig(BlockSection):
     """A block of conditional normalizing flows (:class:`~streammix.flows.BlockDensity`): ``kind: flow``."""
 
     #: Whether the block models coordinates within hard limits (``model.background.limits``).
@@ -100,17 +100,6 @@ class FlowBlockConfig(Section):
     flow: FlowConfig | None = Field(
         None, description="settings of this block, replacing model.background.flow (null: those)"
     )
-
-    @field_validator("coordinates")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"{value}: a coordinate is listed twice")
-        return value
-
-    def settings(self, shared: FlowConfig) -> FlowConfig:
-        """The block's settings: its own ``flow``, else the background's ``shared`` ones."""
-        return self.flow if self.flow is not None else shared
 
     def train(
         self,

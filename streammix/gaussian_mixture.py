@@ -41,12 +41,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import Tensor, nn
 
 from .errors import InputError
 from .output import atomic_path
-from .settings import FlowConfig, Section
+from .settings import BlockSection, FlowConfig
 from .training import EarlyStopping, Evaluation, TrainingState
 from .training import train as run_training
 
@@ -217,7 +217,7 @@ class GaussianMixtureDensity(nn.Module):
         return path
 
 
-class GaussianMixtureBlockConfig(Section):
+class GaussianMixtureBlockConfig(BlockSection):
     """A block whose density is a conditional Gaussian mixture: ``kind: gaussian_mixture``.
 
     Its network has ``flow.hidden`` units in ``flow.layers`` layers and it is
@@ -243,17 +243,6 @@ class GaussianMixtureBlockConfig(Section):
         description="its network's size (hidden, layers) and training settings, replacing model.background.flow "
         "(null: those)",
     )
-
-    @field_validator("coordinates")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"{value}: a coordinate is listed twice")
-        return value
-
-    def settings(self, shared: FlowConfig) -> FlowConfig:
-        """The block's settings: its own ``flow``, else the background's ``shared`` ones."""
-        return self.flow if self.flow is not None else shared
 
     def train(
         self,

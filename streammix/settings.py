@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["ControlPointConfig", "FlowConfig", "GalstreamsPrior", "NetworkConfig", "Section", "first_error"]
+__all__ = ["BlockSection", "ControlPointConfig", "FlowConfig", "GalstreamsPrior", "NetworkConfig", "Section", "first_error"]
 
 
 class Section(BaseModel):
@@ -144,3 +144,20 @@ class GalstreamsPrior(Section):
         description="width of each parameter's control points, in its unit (deg, mas/yr, mag); every one of parameters "
         "needs one",
     )
+
+
+class BlockSection(Section):
+    """The base of every background block kind's settings: its ``coordinates``
+    (each once) and its own ``flow`` settings, which replace the background's.
+    A kind declares both fields with its own descriptions."""
+
+    @field_validator("coordinates", check_fields=False)
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value}: a coordinate is listed twice")
+        return value
+
+    def settings(self, shared: FlowConfig) -> FlowConfig:
+        """The block's settings: its own ``flow``, else the background's ``shared`` ones."""
+        return self.flow if self.flow is not None else shared
