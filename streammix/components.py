@@ -629,6 +629,8 @@ class ComponentConfig(Section):
     #: Whether the component's stars are members of the stream unless
     #: ``model.member_components`` says otherwise.
     member: ClassVar[bool] = True
+    #: The component class :meth:`build` makes (a kind that only changes defaults keeps it).
+    component_class: ClassVar[type] = StreamComponent
 
     kind: Literal["stream"] = Field(
         "stream",
@@ -771,7 +773,7 @@ class ComponentConfig(Section):
             >>> comp.kind, comp.parameter_names
             ('stream', ('phi2', 'phi2_width'))
         """
-        return StreamComponent(
+        return self.component_class(
             self.name,
             coordinates,
             bounds,

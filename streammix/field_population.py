@@ -26,14 +26,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
-from torch import nn
 
-from .components import ComponentConfig, NetworkSettings, StreamComponent
-from .profiles import get_profile
+from .components import ComponentConfig, StreamComponent
 
 __all__ = ["FIELD_WIDTH_BOUNDS", "FieldComponent", "FieldComponentConfig"]
 
@@ -68,6 +65,7 @@ class FieldComponentConfig(ComponentConfig):
     """
 
     member: ClassVar[bool] = False
+    component_class: ClassVar[type] = FieldComponent
 
     kind: Literal["field"] = Field("field", description="field: a wide population, not a member of the stream")
     photometry: bool = Field(
@@ -86,25 +84,3 @@ class FieldComponentConfig(ComponentConfig):
 
     def default_init(self) -> dict[str, float]:
         return super().default_init() | FIELD_INIT
-
-    def build(
-        self,
-        coordinates: Sequence[str],
-        bounds: dict[str, tuple[float, float]],
-        phi2_range: tuple[float, float],
-        *,
-        photometry: nn.Module | None = None,
-        selection: Any = None,
-    ) -> FieldComponent:
-        return FieldComponent(
-            self.name,
-            coordinates,
-            bounds,
-            phi2_range=phi2_range,
-            settings=NetworkSettings(**self.network.model_dump()),
-            phi1_range=self.phi1_range,
-            photometry=photometry if self.photometry else None,
-            selection=selection,
-            profile=get_profile(self.profile),
-            defaults=self.default_init(),
-        )
