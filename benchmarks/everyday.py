@@ -17,7 +17,9 @@ For GD-1 there is no truth: beside the time it reports the ``p_member`` counts a
 0.5 and 0.8 and the RMS of the fitted stream's phi2 track against the published
 one (Price-Whelan & Bonaca 2018, through galstreams) over phi1 -60..-25 deg, where
 the stream is dense: a stopping rule or a speed-up that changes the answer
-shows there. Each time is split into the fit's stages (background flows, the
+shows there. ``--code DIR`` runs the package of a git worktree of another commit (the
+configs stay this checkout's): run it, then without ``--code``, for a same-machine ratio.
+Each time is split into the fit's stages (background flows, the
 ensemble's members, scoring) from the run's ``summary.json``.
 
 Prints a markdown table and a JSON line; ``--write`` also puts the table, the
@@ -49,11 +51,14 @@ LABELS = {"demo": "`make demo` job (after install)", "gd1": "GD-1 astrometry", "
 TRACK_PHI1 = (-60.0, -25.0)
 
 
-def run(name: str, out: Path) -> dict:
-    """Run one job with the installed CLI; its wall time and summary."""
+def run(name: str, out: Path, code: Path | None = None) -> dict:
+    """Run one job with the installed CLI (on the package in ``code``, a git worktree of
+    another commit, when given); its wall time and summary."""
     cli = Path(sys.executable).with_name("streammix")
     command = [str(cli) if cli.exists() else "streammix", *RUNS[name], "--out", str(out / name), "--overwrite"]
     env = {**os.environ, "STREAMMIX_SHARED_DATA": str(SHARED)}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -143,15 +148,19 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--out", type=Path, default=ROOT / "everyday_output")
     parser.add_argument("--write", action="store_true", help="put the table at the top of benchmarks/RESULTS.md")
+    parser.add_argument("--code", type=Path, default=None,
+                        help="run the package in this folder (a git worktree of another commit) instead of the "
+                        "installed one: two runs, old and new, one after the other give a same-machine ratio")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.runs:
-        results[name] = run(name, args.out)
+        results[name] = run(name, args.out, args.code)
         print(f"{name}: {results[name]['wall']:.0f} s", flush=True)
     text = table(results)
     print(text)
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    where = args.code if args.code is not None else ROOT
+    git = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     info = {"machine": machine(), "git": git.stdout.strip()}
     if args.write:
         write_results(text, info)
