@@ -332,6 +332,15 @@ class ModelConfig(_Section):
                 f"initial_fraction {self.initial_fraction}: the {len(names)} stream-like components would start with "
                 "all the weight (the fraction times the number of components must be below 1)"
             )
+        for k, comp in enumerate(self.components):
+            if getattr(comp, "velocity_dispersion", None) is None:
+                continue
+            distance = "parallax" in self.coordinates or (bool(self.bands) and comp.photometry)
+            if not distance or not {"pm_phi1_cosphi2", "pm_phi2"} & set(self.coordinates):
+                raise ValueError(
+                    f"components.{k}.velocity_dispersion: {comp.name} needs proper motions and a distance "
+                    "(parallax among the coordinates, or bands with photometry)"
+                )
         if self.error_weights and (self.error_weights < 3 or "parallax" not in self.coordinates):
             raise ValueError(
                 f"error_weights {self.error_weights}: needs at least 3 knots and parallax among the coordinates (0: off)"

@@ -169,12 +169,7 @@ def build_mixture(
         )
     for comp, component in zip(config.model.components, components):
         dispersion = getattr(comp, "velocity_dispersion", None)
-        if dispersion is not None:
-            if "distmod" not in component.parameter_names or not {"pm_phi1_cosphi2", "pm_phi2"} & set(coords):
-                raise InputError(
-                    f"model.components: {comp.name}: velocity_dispersion needs proper motions and a distance "
-                    "(parallax among model.coordinates, or bands with photometry)"
-                )
+        if dispersion is not None:  # the config has checked that the component has proper motions and a distance
             component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
     if _has_pm_cut(config):
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior

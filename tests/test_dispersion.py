@@ -64,13 +64,13 @@ def test_the_mixture_prior_adds_it_at_its_points():
 
 
 def test_it_needs_a_distance():
-    config = Config.from_dict({
-        "field": {"phi1": [-60.0, -20.0], "phi2": [-4.0, 4.0]},
-        "model": {"coordinates": ["phi2", "pm_phi1_cosphi2", "pm_phi2"], "background": {"blocks": []},
-                  "components": [{"name": "stream", "velocity_dispersion": {"median": 3.0}}]},
-    })  # fmt: skip
-    with pytest.raises(InputError, match="stream: velocity_dispersion needs proper motions and a distance"):
-        build_mixture(config)
+    with pytest.raises(InputError, match=r"config: model: components.0.velocity_dispersion: stream needs proper motions and a "
+                       r"distance \(parallax among the coordinates, or bands with photometry\)$"):
+        Config.from_dict({
+            "field": {"phi1": [-60.0, -20.0], "phi2": [-4.0, 4.0]},
+            "model": {"coordinates": ["phi2", "pm_phi1_cosphi2", "pm_phi2"], "background": {"blocks": []},
+                      "components": [{"name": "stream", "velocity_dispersion": {"median": 3.0}}]},
+        })  # fmt: skip
 
 
 def test_bad_settings_name_the_key():
