@@ -485,6 +485,13 @@ class FitConfig(_Section):
         description="members after the first train on a bootstrap resample of their training stars (false: only the "
         "seed and split differ)",
     )
+    cross_fit: bool = Field(
+        False,
+        description="cross-fitted memberships: the stars are dealt into `ensemble` folds by source_id "
+        "(streammix.folds); member m trains on the other folds and holds out fold m (its held-out stars for "
+        "stopping), and each star's p_<component> is that of the member that did not train on it, so no star "
+        "pulls the tracks towards itself (bootstrap does not apply)",
+    )
     dropout_samples: int = Field(
         16,
         ge=0,
@@ -512,6 +519,12 @@ class FitConfig(_Section):
         description="steps between checkpoints of each member's fit, when it has a checkpoint folder (the fit "
         "command's), from which a rerun resumes",
     )
+
+    @model_validator(mode="after")
+    def _folds(self) -> FitConfig:
+        if self.cross_fit and self.ensemble < 2:
+            raise ValueError(f"cross_fit: needs ensemble >= 2 (one member per fold), got ensemble {self.ensemble}")
+        return self
 
 
 class FieldConfig(_Section):

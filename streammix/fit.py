@@ -33,6 +33,7 @@ from .config import Config
 from .data import StarTable, check_plausible, read_stars
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
+from .folds import fold_of
 from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
@@ -972,11 +973,17 @@ def _fit_member(
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    n_valid = max(1, int(round(config.fit.validation_fraction * n)))
-    valid_index, train_index = order[:n_valid], order[n_valid:]
-    if config.fit.bootstrap and job.member > 0:  # member 0 is the reference fit on all stars
-        train_index = rng.choice(train_index, size=train_index.size, replace=True)
+    if config.fit.cross_fit:  # hold out this member's fold: its stars are scored by this member alone
+        fold = fold_of(stars.source_id, config.fit.ensemble, config.fit.seed)
+        valid_index, train_index = np.nonzero(fold == job.member)[0], np.nonzero(fold != job.member)[0]
+        if valid_index.size == 0 or train_index.size == 0:
+            raise InputError(f"fit.cross_fit: fold {job.member} of {n} stars is empty or holds every star")
+    else:
+        order = rng.permutation(n)
+        n_valid = max(1, int(round(config.fit.validation_fraction * n)))
+        valid_index, train_index = order[:n_valid], order[n_valid:]
+        if config.fit.bootstrap and job.member > 0:  # member 0 is the reference fit on all stars
+            train_index = rng.choice(train_index, size=train_index.size, replace=True)
     device = config.fit.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

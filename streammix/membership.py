@@ -11,7 +11,12 @@ bootstrap resamples of the stars) and, where the networks have dropout (off
 by default), from MC dropout (each dropout mask is one draw of the networks
 as functions of phi1): the 5th, 50th and 95th
 percentiles over all draws. (Averaging the members instead would pull every
-probability towards the middle and spoil the calibration.)
+probability towards the middle and spoil the calibration.) With
+``fit.cross_fit`` there is no reference fit: member m was fitted without the
+stars of fold m (:func:`~streammix.folds.fold_of`), and each star's P_k is that
+of the member that held it out, so a star's own position, motion and
+photometry never pulled the tracks it is scored against; the percentiles are
+still over every draw.
 
 A stream is often several components (stream, spur, cocoon, progenitor):
 ``p_member`` is the probability of belonging to any of the model's member
@@ -32,6 +37,7 @@ from torch import nn
 
 from .components import FunctionDropout
 from .data import StarTable
+from .folds import fold_of
 from .parallel import torch_threads
 
 __all__ = ["QUANTILES", "member_components", "membership_table", "mc_dropout", "summarise_members", "tracks_table"]
@@ -148,10 +154,11 @@ def membership_table(
     plan = list(_draws(model, dropout_samples))
     prune = not any(dropout for _, dropout in plan)  # see FittedModel.prepare
     threads = torch.get_num_threads() if threads is None else threads
+    cross_fit = model.config.fit.cross_fit and len(model.mixtures) > 1
     try:
         for start in range(0, n, chunk_size):
             chunk = stars[start : start + chunk_size]
-            draws, point = [], []
+            draws, point = [], {}
             with torch.no_grad(), torch_threads(threads):
                 tensors = model.prepare(chunk, prune=prune, threads=threads)
                 for i, dropout in plan:
@@ -162,10 +169,16 @@ def membership_table(
                     else:
                         mixture.eval()
                         p = _with_member(mixture.membership(tensors).cpu().numpy(), group)
-                        point.append(p)
+                        point[i] = p
                         draws.append(p)
             stop = start + len(chunk)
-            reference[start:stop] = point[0]
+            if cross_fit:  # each star from the member that held it out
+                held_by = fold_of(chunk.source_id, len(model.mixtures), model.config.fit.seed)
+                reference[start:stop] = np.stack([point[i] for i in range(len(model.mixtures))])[
+                    held_by, np.arange(len(chunk))
+                ]
+            else:
+                reference[start:stop] = point[0]
             # one draw (one fit, no dropout) is its own percentiles
             quant[:, start:stop] = draws[0] if len(draws) == 1 else np.quantile(np.stack(draws), QUANTILES, axis=0)
     finally:
@@ -187,7 +200,10 @@ def membership_table(
             "member_components": [names[k] for k in group],
             "ensemble": len(model.mixtures),
             "dropout_samples": model.config.fit.dropout_samples if dropout_samples is None else dropout_samples,
-            "description": "p_k = f_k p_k / sum_j f_j p_j (reference fit); p_member: sum of p_k over member_components; "
+            "cross_fit": bool(cross_fit),
+            "description": "p_k = f_k p_k / sum_j f_j p_j ("
+            + ("the member that held the star out" if cross_fit else "reference fit")
+            + "); p_member: sum of p_k over member_components; "
             "_qNN: percentiles over the draws (ensemble and MC dropout) of each",
         }
     )
