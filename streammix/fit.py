@@ -382,6 +382,8 @@ class FitResult:
     astrometry_steps: int = 0
     stopped_because: str = ""
     astrometry_stopped_because: str = ""
+    n_train: int = 0
+    n_held_out: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -561,6 +563,8 @@ def train_mixture(
         seconds=time.perf_counter() - start_time,
         history=history,
         stopped_because=state.stopped_because,
+        n_train=len(train),
+        n_held_out=len(valid),
     )
 
 

@@ -508,3 +508,30 @@ def test_a_flat_held_out_loss_stops_early(small_mock):
     assert result.stopped_because == "no held-out improvement for 50 steps"
     weighted = _train_small(small_mock, 1e-12, steps=400, eval_every=10, patience=50, stopping_k=2.0, stopping_weighted=True)
     assert weighted.steps == 60 and weighted.stopped_because == "no significant held-out improvement for 50 steps"
+
+
+def test_cross_fit_scores_each_star_by_the_member_that_held_it_out(small_mock):
+    """With fit.cross_fit, member m trains on every fold but m and holds m out;
+    each star's p_stream is that member's, and the stream is still found."""
+    from streammix.folds import fold_of
+
+    stars_table, truth, stars = small_mock
+    model = fit(small_config(truth, cross_fit=True, steps=300), stars)
+    fold = fold_of(stars.source_id, 2, model.config.fit.seed)
+    counts = np.bincount(fold, minlength=2)
+    assert [m["n_held_out"] for m in model.summary["members"]] == counts.tolist()
+    assert [m["n_train"] for m in model.summary["members"]] == (len(stars) - counts).tolist()
+    members = model.membership(stars)
+    assert members.meta["cross_fit"]
+    for m, mixture in enumerate(model.mixtures):
+        alone = dataclasses.replace(model, mixtures=[mixture]).membership(stars)
+        np.testing.assert_array_equal(np.asarray(members["p_stream"])[fold == m], np.asarray(alone["p_stream"])[fold == m])
+        assert not np.array_equal(np.asarray(members["p_stream"])[fold != m], np.asarray(alone["p_stream"])[fold != m])
+    metrics = truth_metrics(np.asarray(members["p_stream"]), np.asarray(stars_table["true_component"]) == "stream")
+    assert metrics["auc"] > 0.98
+    assert metrics["completeness"] > 0.8 and metrics["purity"] > 0.8
+
+
+def test_cross_fit_needs_a_member_per_fold():
+    with pytest.raises(InputError, match=r"cross_fit: needs ensemble >= 2"):
+        Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "fit": {"cross_fit": True, "ensemble": 1}})
