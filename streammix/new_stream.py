@@ -34,7 +34,16 @@ from .tracks import (
     stream_key,
 )
 
-__all__ = ["GC_AGE", "GC_FEH", "NewStreamOptions", "closest_streams", "list_streams", "new_config"]
+__all__ = [
+    "GC_AGE",
+    "GC_FEH",
+    "NewStreamOptions",
+    "closest_streams",
+    "galstreams_name",
+    "list_streams",
+    "new_config",
+    "stream_slug",
+]
 
 #: Default isochrone of a stream from a globular cluster: old and metal-poor
 #: (the median Milky Way halo globular cluster, Harris 1996, 2010 edition: [Fe/H] ~ -1.5,
@@ -106,13 +115,42 @@ def closest_streams(name: str, n: int = 5) -> list[str]:
     return [by_key[k] for k in keys]
 
 
-def _check_name(name: str) -> None:
-    keys = {stream_key(stream) for stream, _ in list_galstreams_tracks()}
-    if stream_key(name) not in keys:
+def galstreams_name(name: str) -> str:
+    """A stream's name as galstreams spells it (case and punctuation ignored).
+
+    Arguments:
+        name: A stream name; an unknown one raises :class:`~streammix.errors.InputError`
+            naming the closest.
+
+    Example:
+        >>> galstreams_name("gd1"), galstreams_name("PAL 5")
+        ('GD-1', 'Pal5')
+        >>> galstreams_name("GD 2")
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: stream 'GD 2': not in galstreams; closest: GD-1, ...
+    """
+    by_key: dict[str, str] = {}
+    for stream, _ in list_galstreams_tracks():
+        by_key.setdefault(stream_key(stream), stream)
+    found = by_key.get(stream_key(name))
+    if found is None:
         raise InputError(f"stream '{name}': not in galstreams; closest: {', '.join(closest_streams(name))}")
+    return found
 
 
-def _slug(name: str) -> str:
+def stream_slug(name: str) -> str:
+    """A stream name as a file name and Snakemake wildcard: lower case, runs of other
+    characters than letters and digits as one ``_`` (the ``name`` ``new`` writes).
+
+    Arguments:
+        name: Any stream name (galstreams names have ``-``, ``.``; others may have
+            spaces or brackets).
+
+    Example:
+        >>> stream_slug("GD-1"), stream_slug("20.0-1"), stream_slug("M2 (Grillmair 2022)")
+        ('gd_1', '20_0_1', 'm2_grillmair_2022')
+    """
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "stream"
 
 
@@ -123,7 +161,7 @@ def _frame_spec(name: str, frame: StreamFrame) -> str | dict:
     except InputError:
         built_in = None
     if built_in is not None and built_in == frame:
-        return _slug(name).replace("_", "")
+        return stream_slug(name).replace("_", "")
     ra, dec = [], []
     for row in (frame.matrix[2], frame.matrix[0]):
         ra.append(float(np.degrees(np.arctan2(row[1], row[0])) % 360.0))
@@ -163,7 +201,7 @@ def new_config(name: str, options: NewStreamOptions = NewStreamOptions()) -> str
         >>> cfg.frame, cfg.model.components[0].galstreams.name, cfg.data.query.g_max
         ('pal5', 'Pal5', 20.5)
     """
-    _check_name(name)
+    galstreams_name(name)
     track = galstreams_track(name, options.reference)
     # the fit reads the track in the frame rebuilt from these rounded numbers: the same
     # frame to ~1e-7 deg, so the limits below hold
@@ -210,7 +248,7 @@ def new_config(name: str, options: NewStreamOptions = NewStreamOptions()) -> str
         # the stream's parallax at its nearest point, doubled, and at least 1 mas
         parallax_max = round(max(1.0, 2.0 / nearest), 2)
     pm_margin = 5.0 if has["pm_phi1_cosphi2"] and has["pm_phi2"] else None
-    slug = _slug(track.name)
+    slug = stream_slug(track.name)
     data_path = options.data_path or f"{slug}_gaia_dr3.fits"
     track_id = f"{track.name}/{track.reference}"
     g_max = options.g_max
