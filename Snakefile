@@ -4,20 +4,31 @@
 #
 #   snakemake --cores 2                                # every stream of config/pipeline.yaml
 #   snakemake --cores 2 --config streams=[mock]        # one stream (and the article)
+#   snakemake --cores 2 --config streams="galstreams:GD-1,Pal5"   # galstreams streams (a survey)
+#   snakemake --profile profiles/slurm --config streams="galstreams:*"   # every galstreams stream
 #   snakemake --cores 2 --directory /tmp/run ...       # outputs somewhere else
 #   snakemake --profile profiles/slurm                 # streams as SLURM jobs
 #
 # Outputs (relative to the working directory; all generated, none tracked):
 #   results/<stream>/...          data, prepared stars, fit/, members.{ecsv,fits}, tracks
+#   results/survey.ecsv           one row per stream: members, track RMS, fit time
+#   results/survey_sky.pdf        every stream's fitted track on one sky map
 #   src/tex/output/*.txt, *.tex   every number and table the article quotes
 #   src/tex/figures/*.pdf         the article's figures
 #   paper/ms.pdf                  the article (paper/build/ holds the LaTeX run)
 #
-# One stream = one file config/streams/<name>.yaml (see src/scripts/streamcfg.py).
+# One stream = one file config/streams/<name>.yaml (see src/scripts/streamcfg.py), or a
+# galstreams stream, galstreams:NAME (src/scripts/streamlist.py): its config is written by
+# `streammix new` (rule new_stream), its data are a mock drawn on its track (rule mock_data)
+# or, with galstreams: {data: query}, its Gaia DR3 query (rule gaia_query); it runs as
+# results/<slug>/ (GD-1 -> gd_1), a name safe for any galstreams name.
 # The background flows have a rule of their own (`streammix flows`), which the
 # fit rule hands to `streammix fit --background`: a change that leaves the flows
 # as they are (the mixtures' settings) refits the mixtures only.
 
+import json
+import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -29,18 +40,33 @@ min_version("9.0")
 BASE = Path(workflow.basedir)
 sys.path.insert(0, str(BASE / "src" / "scripts"))
 from streamcfg import number_keys, read_stream  # noqa: E402
+from streamlist import galstreams_settings, galstreams_spec, stream_entries, survey_settings  # noqa: E402
+from streammix.errors import InputError  # noqa: E402
 
 configfile: BASE / "config" / "pipeline.yaml"
 
 PY = sys.executable
 SCRIPTS = BASE / "src" / "scripts"
 STREAMMIX = f"{PY} -m streammix"
-STREAMS = list(config.get("streams") or [])
-SPECS = {name: read_stream(BASE / "config" / "streams" / f"{name}.yaml") for name in STREAMS}
+try:
+    ENTRIES = stream_entries(config.get("streams"))
+    GALSTREAMS_SETTINGS = galstreams_settings(config.get("galstreams"))
+    SURVEY = survey_settings(config.get("survey"))
+    SPECS = {
+        e.name: read_stream(BASE / "config" / "streams" / f"{e.name}.yaml") if e.galstreams is None
+        else galstreams_spec(e, GALSTREAMS_SETTINGS)
+        for e in ENTRIES
+    }
+except InputError as error:  # one line, no traceback
+    sys.exit(f"error: {error}")
+STREAMS = list(SPECS)
+GALSTREAMS = {e.name: e.galstreams for e in ENTRIES if e.galstreams is not None}  # slug -> galstreams name
+# the article covers the streams of config/streams/; galstreams streams go into the survey only
+PAPER_STREAMS = [name for name in STREAMS if name not in GALSTREAMS]
 FIT_DEVICE = config.get("fit_device", "cpu")
 WANT_PAPER = str(config.get("paper", True)).lower() not in ("false", "0", "no", "off")
-BUILD_PAPER = WANT_PAPER and shutil.which("latexmk") is not None
-if WANT_PAPER and not BUILD_PAPER:
+BUILD_PAPER = WANT_PAPER and bool(PAPER_STREAMS) and shutil.which("latexmk") is not None
+if WANT_PAPER and PAPER_STREAMS and not BUILD_PAPER:
     print("latexmk not found: the article (paper/ms.pdf) is left out of this run", file=sys.stderr)
 
 
@@ -57,7 +83,7 @@ COMPARED = {name: cats for name, cats in COMPARED.items() if cats}
 
 
 def regex(names):
-    return "|".join(names) if names else "(?!x)x"
+    return "|".join(re.escape(name) for name in names) if names else "(?!x)x"
 
 
 wildcard_constraints:
@@ -81,24 +107,52 @@ def stream_outputs(name):
     return out
 
 
+SURVEY_OUTPUTS = ["results/survey.ecsv", "results/survey_sky.pdf"] if STREAMS else []
+
+
 rule all:
     input:
         [f for name in STREAMS for f in stream_outputs(name)],
-        "src/tex/output/streams.tex",
-        "src/tex/output/streams_table.tex",
+        SURVEY_OUTPUTS,
+        ["src/tex/output/streams.tex", "src/tex/output/streams_table.tex"] if PAPER_STREAMS else [],
         ["paper/ms.pdf"] if BUILD_PAPER else [],
 
 
-localrules: all, paper_inputs
+localrules: all, paper_inputs, new_stream
+
+
+# --- a galstreams stream's config and stream file ---------------------------------
+
+
+rule new_stream:
+    """A galstreams stream's config (streammix new) and its stream file (the galstreams settings)."""
+    output:
+        config="results/{stream}/{stream}_new.yaml",
+        stream="results/{stream}/{stream}.yaml",
+    wildcard_constraints:
+        stream=regex(GALSTREAMS),
+    params:
+        name=lambda w: shlex.quote(GALSTREAMS[w.stream]),
+        settings=shlex.quote(json.dumps(GALSTREAMS_SETTINGS.model_dump(mode="json"), sort_keys=True)),
+    shell:
+        "{STREAMMIX} new {params.name} --data data/gaia.fits --out {output.config} --overwrite"
+        " && {PY} {SCRIPTS}/stream_file.py {params.name} --settings {params.settings} --out {output.stream}"
+
+
+def config_file(w):
+    """The stream's streammix config file, if it has one (a galstreams stream's: streammix new's)."""
+    spec = SPECS[w.stream]
+    return [spec.config] if spec.config else []
 
 
 # --- data --------------------------------------------------------------------
 
 
 rule mock_data:
-    """A mock field from the generator and its true tracks."""
+    """A mock field and its true tracks: the generator's, or drawn on a galstreams track (sky_mock)."""
     input:
         stream=lambda w: SPECS[w.stream].path,
+        config=config_file,
     output:
         stars="results/{stream}/data/stars.fits",
         truth="results/{stream}/data/stars_tracks.ecsv",
@@ -110,9 +164,10 @@ rule mock_data:
 
 
 rule gaia_query:
-    """A field queried from the Gaia archive (network, astroquery); the ADQL text is kept."""
+    """A field queried from the Gaia archive (network): the stream file's ADQL or its config's data.query; the ADQL text is kept."""
     input:
         stream=lambda w: SPECS[w.stream].path,
+        config=config_file,
     output:
         adql="results/{stream}/data/query.adql",
         stars="results/{stream}/data/gaia.fits",
@@ -125,9 +180,9 @@ rule gaia_query:
 
 def data_inputs(w):
     spec = SPECS[w.stream]
-    if spec.data_kind == "mock":
+    if spec.is_mock:
         return {"stars": f"results/{w.stream}/data/stars.fits", "truth": f"results/{w.stream}/data/stars_tracks.ecsv"}
-    if spec.data_kind == "gaia_query":
+    if spec.data_kind in ("gaia_query", "query"):
         return {"stars": f"results/{w.stream}/data/gaia.fits"}
     return {"stars": spec.data["path"]}
 
@@ -303,16 +358,38 @@ for _name, _spec in SPECS.items():
                 " --outdir src/tex/output --json {output.json} --table {output.table} --figure {output.figure}"
 
 
+# --- the survey: every stream of the run ----------------------------------------------
+
+
+rule survey:
+    """One row per stream (members at p > 0.5, track RMS against the truth or galstreams, fit time) and every fitted track on one sky map."""
+    input:
+        streams=[SPECS[name].path for name in STREAMS],
+        numbers=[f"results/{name}/numbers.json" for name in STREAMS],
+        tracks=[f"results/{name}/tracks.ecsv" for name in STREAMS],
+    output:
+        table="results/survey.ecsv",
+        figure="results/survey_sky.pdf",
+    params:
+        frame=SURVEY.frame,
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{PY} {SCRIPTS}/write_survey.py {input.streams:q} --results results --table {output.table}"
+        " --figure {output.figure} --frame {params.frame}"
+
+
 rule paper_inputs:
     """Which stream plays which role in the article, and the table of every stream's numbers."""
     input:
-        [spec.path for spec in SPECS.values()],
+        [SPECS[name].path for name in PAPER_STREAMS],
     output:
         streams="src/tex/output/streams.tex",
         table="src/tex/output/streams_table.tex",
     params:
-        compared=" ".join(COMPARED),
-        streams=" ".join(STREAMS),
+        compared=" ".join(name for name in COMPARED if name in PAPER_STREAMS),
+        streams=" ".join(PAPER_STREAMS),
     shell:
         "{PY} {SCRIPTS}/paper_inputs.py {input} --compared {params.compared}"
         " --streams-tex {output.streams} --table-tex {output.table}"
@@ -328,7 +405,7 @@ rule paper:
         bib=BASE / "src" / "tex" / "bib.bib",
         streams="src/tex/output/streams.tex",
         table="src/tex/output/streams_table.tex",
-        stream_files=[f for name in STREAMS for f in stream_outputs(name)],
+        stream_files=[f for name in PAPER_STREAMS for f in stream_outputs(name)],
     output:
         "paper/ms.pdf",
     resources:

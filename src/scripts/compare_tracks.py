@@ -6,8 +6,10 @@ galstreams track of ``compare.galstreams``, else an empty table) and
 ``--metrics`` (JSON): over the dense part of the stream (fitted linear density
 above 10 % of its peak) the median phi2 width and proper motions; for a mock
 the RMS of fitted minus true tracks (:func:`streammix.pipeline.track_metrics`);
-with galstreams the RMS of fitted minus galstreams phi2 at the galstreams
-points inside the field and the dense part.
+with galstreams the RMS of fitted minus galstreams phi2 (and proper motions,
+where the track has them) at the galstreams points inside the field and the
+dense part. The tracks' header records the stream frame and the component
+(what :func:`streammix.survey.track_on_sky` needs).
 
 Usage: ``python src/scripts/compare_tracks.py STREAM_YAML FIT_DIR --tracks T --reference R --metrics M [--truth TRUTH]``
 """
@@ -84,9 +86,21 @@ def main() -> None:
             "phi1_max": float(track.phi1[inside].max()) if inside.any() else float("nan"),
             "phi2_rms_arcmin": float(np.sqrt(np.mean(diff**2)) * ARCMIN_PER_DEG) if inside.any() else float("nan"),
         }
+        # the proper motions too, at the galstreams points that have them
+        for name in ("pm_phi1_cosphi2", "pm_phi2"):
+            key = f"{component}_{name}"
+            values = np.asarray(getattr(track, name), float)[inside]
+            has = np.isfinite(values)
+            if key in fitted.colnames and has.any():
+                diff = fitted[key].to_value(u.mas / u.yr)[has] - values[has]
+                metrics["galstreams"][f"{name}_rms"] = float(np.sqrt(np.mean(diff**2)))
         if not args.truth:
             reference = track.to_table()
     tracks.meta["stream"] = spec.name
+    # what the survey's sky map needs to put the track on the sky (streammix.survey.track_on_sky)
+    tracks.meta["component"] = component
+    frame = model.config.frame
+    tracks.meta["frame"] = frame if isinstance(frame, str) or frame is None else frame.model_dump(mode="json")
     write_table(tracks, args.tracks, overwrite=True)
     write_table(reference, args.reference, overwrite=True)
     Path(args.metrics).write_text(json.dumps(metrics, indent=1))

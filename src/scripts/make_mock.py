@@ -1,6 +1,11 @@
 """Generate a stream's mock field (rule ``mock_data``): the stars and their true tracks.
 
-``track: gd1`` (default) is the project's GD-1-like mock (:func:`streammix.mock.generate_mock`).
+``data: {sky_mock: ...}`` (a galstreams stream of a survey run) is the mock
+``streammix mock --stream`` draws (:func:`streammix.sky_mock.sky_mock`): the
+stream on the galstreams track of the stream's config (the one ``streammix new``
+wrote), in the Galaxy model's background, in that config's frame and field.
+
+``data: {mock: ...}``, ``track: gd1`` (default) is the project's GD-1-like mock (:func:`streammix.mock.generate_mock`).
 ``track: pal5`` is the same generator moved onto the galstreams Pal 5 track
 (Price-Whelan et al. 2019) in the Pal 5 frame: every stream star's phi2 and
 proper motions are shifted by (galstreams track - mock track) at its phi1, so
@@ -17,7 +22,9 @@ import argparse
 import astropy.units as u
 import numpy as np
 
+from streammix.config import Config
 from streammix.mock import MockConfig, generate_mock, write_mock
+from streammix.sky_mock import sky_mock
 from streamcfg import read_stream
 
 PAL5_DEFAULTS = {"phi1_range": (-15.0, 7.0), "phi2_range": (-4.0, 4.0)}
@@ -64,9 +71,17 @@ def main() -> None:
     args = parser.parse_args()
     spec = read_stream(args.stream)
     settings = spec.data
-    stars, tracks = generate_mock(mock_settings(settings), seed=int(settings.get("seed", 0)))
-    if settings.get("track", "gd1") == "pal5":
-        move_onto_pal5(stars, tracks)
+    if spec.data_kind == "sky_mock":
+        stars, tracks = sky_mock(
+            Config.from_yaml(spec.config), n_stream=settings["n_stream"], n_background=settings["n_background"],
+            background_scale=settings["background_scale"], seed=settings["seed"],
+        )  # fmt: skip
+    elif spec.data_kind == "mock":
+        stars, tracks = generate_mock(mock_settings(settings), seed=int(settings.get("seed", 0)))
+        if settings.get("track", "gd1") == "pal5":
+            move_onto_pal5(stars, tracks)
+    else:
+        raise SystemExit(f"make_mock: stream '{spec.name}': its data ({spec.data_kind}) are not a mock")
     write_mock(stars, tracks, args.out, overwrite=True)
 
 

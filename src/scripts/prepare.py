@@ -10,7 +10,9 @@ inside the field, and writes into ``--out-dir``:
   ``offstream`` (the stars that train the background flows: farther than
   ``model.background.offstream_phi2`` from the prior phi2 track);
 - ``config.yaml``: the streammix config the ``fit`` rule runs, reading
-  ``stars.fits`` (its overrides applied; mocks: priors read off the true tracks).
+  ``stars.fits`` (its overrides applied; mocks: priors read off the true tracks;
+  a galstreams stream's: the config ``streammix new`` wrote, with its priors
+  read off the galstreams track, whether its stars are a mock or queried).
 
 Usage: ``python src/scripts/prepare.py config/streams/mock.yaml --stars S --out-dir D [--truth T] [--device cuda]``
 """
@@ -76,12 +78,18 @@ def main() -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    if spec.is_mock:
+    if spec.data_kind == "mock":
         table = QTable.read(args.stars, character_as_bytes=False)
         mock = json.loads(table.meta.get("CONFIG") or table.meta["config"])
         raw = mock_fit_config(spec, QTable.read(args.truth), mock)
         if spec.config is not None:
             raw = deep_merge(yaml.safe_load(spec.config.read_text()), raw)
+        every = StarTable.from_table(table, mock_columns([c for c in table.colnames if c.startswith("true_")]))
+    elif spec.data_kind == "sky_mock":
+        # the config `streammix new` wrote (frame, field, galstreams priors) fits the mock drawn on its
+        # track, whose columns are the mock generator's (truth kept)
+        table = QTable.read(args.stars, character_as_bytes=False)
+        raw = yaml.safe_load(spec.config.read_text())
         every = StarTable.from_table(table, mock_columns([c for c in table.colnames if c.startswith("true_")]))
     else:
         raw = yaml.safe_load(spec.config.read_text())

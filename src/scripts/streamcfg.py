@@ -8,6 +8,8 @@ One YAML file per stream, ``config/streams/<name>.yaml``::
       mock: {n_stream: 1000, n_background: 20000, seed: 1, track: gd1}   # any MockConfig field, plus seed, track, spacing
       # file: $STREAMMIX_SHARED_DATA/gd1_dr2/gd1_pm_box_dr2_ps1.fits
       # gaia_query: {adql: "SELECT ...", frame: gd1}
+      # sky_mock: {n_background: 20000, seed: 0}   # a mock on the config's galstreams track (streammix mock --stream)
+      # query: {}                                   # the config's data.query (streammix query; needs network)
     config: ../../configs/gd1_dr2.yaml   # streammix config (mocks: built from the truth)
     overrides: {fit: {ensemble: 2}}      # deep-merged into the streammix config
     compare:
@@ -19,7 +21,9 @@ The format is the pydantic model :class:`StreamFile` (``data.mock`` is
 ``spacing``). The Snakefile and every script in ``src/scripts`` read stream
 files through :func:`read_stream`, so an unknown key or a bad value stops the
 run with one line naming the file and the key:
-``stream config '<path>': <dotted key>: <why>``.
+``stream config '<path>': <dotted key>: <why>``. The pipeline writes the stream
+file of a galstreams stream itself (``src/scripts/streamlist.py``), with the
+config ``streammix new`` writes and ``sky_mock`` or ``query`` data.
 
 Example:
     >>> import pathlib, tempfile
@@ -51,17 +55,21 @@ __all__ = [
     "COMMON_KEYS",
     "GALSTREAMS_KEYS",
     "MockData",
+    "SkyMockData",
     "StreamFile",
     "StreamSpec",
     "TRUTH_KEYS",
     "deep_merge",
     "format_number",
     "number_keys",
+    "parse_stream",
     "read_stream",
 ]
 
 PAPER_ROLES = ("validation", "gd1", "pal5")
-DATA_KINDS = ("mock", "file", "gaia_query")
+DATA_KINDS = ("mock", "file", "gaia_query", "sky_mock", "query")
+#: The data kinds whose truth is known (the mock generators).
+MOCK_KINDS = ("mock", "sky_mock")
 
 #: Numbers every stream writes to ``src/tex/output/<stream>_<key>.txt``.
 COMMON_KEYS = (
@@ -147,30 +155,72 @@ class GaiaQuery(Section):
     frame: str = Field(description="the stream frame the stars are put in (e.g. gd1)")
 
 
+class SkyMockData(Section):
+    """``data.sky_mock``: a mock drawn on the galstreams track of the stream's config
+    (:func:`streammix.sky_mock.sky_mock`, what ``streammix mock --stream`` draws), in
+    the Galaxy model's background.
+
+    Arguments:
+        n_stream: Stream stars (None: 10 per degree of track, 100 to 3000).
+        n_background: Field stars drawn from the Galaxy model (None: as many as
+            it expects in the field, times ``background_scale``; often millions).
+        background_scale: With ``n_background: null``, the fraction of the model's field stars drawn.
+        seed: The mock's random seed.
+
+    Example:
+        >>> SkyMockData().n_background, SkyMockData.model_validate({"n_background": None}).background_scale
+        (20000, 1.0)
+    """
+
+    n_stream: int | None = Field(None, ge=0, description="stream stars (null: 10 per deg of track, 100-3000)")
+    n_background: int | None = Field(
+        20000, ge=0, description="field stars from the Galaxy model (null: its expected number times background_scale)"
+    )
+    background_scale: float = Field(1.0, gt=0, le=1, description="with n_background null: the fraction drawn")
+    seed: int = Field(0, ge=0, description="the mock's random seed")
+
+
+class ConfigQuery(Section):
+    """``data.query``: the Gaia DR3 query of the stream's config (its ``data.query``,
+    as ``streammix new`` writes it), run by ``streammix query`` (needs network). No settings.
+
+    Example:
+        >>> ConfigQuery().model_dump()
+        {}
+    """
+
+
 class DataSource(Section):
-    """``data``: exactly one of ``mock``, ``file`` and ``gaia_query``.
+    """``data``: exactly one of ``mock``, ``file``, ``gaia_query``, ``sky_mock`` and ``query``.
 
     Arguments:
         mock: The mock's settings (``mock:`` alone: all defaults).
         file: A star table; relative to the stream file's folder, ``$STREAMMIX_SHARED_DATA`` expanded.
         gaia_query: A Gaia archive query.
+        sky_mock: A mock on the config's galstreams track (``sky_mock:`` alone: all defaults).
+        query: The config's own Gaia query (``query:`` alone).
 
     Example:
         >>> DataSource.model_validate({"file": "stars.fits"}).kind
         'file'
+        >>> DataSource.model_validate({"sky_mock": None}).kind
+        'sky_mock'
     """
 
     mock: MockData | None = Field(None, description="the mock's settings")
     file: str | None = Field(None, description="a star table (relative to the stream file's folder)")
     gaia_query: GaiaQuery | None = Field(None, description="a Gaia archive query")
+    sky_mock: SkyMockData | None = Field(None, description="a mock on the config's galstreams track")
+    query: ConfigQuery | None = Field(None, description="the config's data.query (streammix query)")
 
     @model_validator(mode="before")
     @classmethod
     def _exactly_one(cls, data: Any) -> Any:
         if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in DATA_KINDS:
             raise ValueError(f"give exactly one of {', '.join(DATA_KINDS)}")
-        if "mock" in data and data["mock"] is None:
-            return {"mock": {}}
+        kind = next(iter(data))
+        if kind in ("mock", "sky_mock", "query") and data[kind] is None:
+            return {kind: {}}
         return data
 
     @property
@@ -238,9 +288,10 @@ class StreamSpec:
     Arguments:
         name: The stream's name (the file's stem; used in every output path).
         path: The YAML file.
-        data_kind: ``"mock"``, ``"file"`` or ``"gaia_query"``.
+        data_kind: ``"mock"``, ``"file"``, ``"gaia_query"``, ``"sky_mock"`` or ``"query"``.
         data: That data section's settings (for ``file``: ``{"path": ...}``, resolved).
-        config: The base streammix config file, or None (mocks: built from the truth).
+        config: The base streammix config file, or None (mocks: built from the truth;
+            ``sky_mock`` and ``query``: the config ``streammix new`` wrote).
         overrides: Deep-merged into the streammix config.
         galstreams: ``{"name": ..., "reference": ...}`` to compare the track with, or None.
         catalogs: Published catalogs to compare with when they are in the cache.
@@ -259,8 +310,8 @@ class StreamSpec:
 
     @property
     def is_mock(self) -> bool:
-        """True when the stars come from the mock generator (the truth is known)."""
-        return self.data_kind == "mock"
+        """True when the stars come from a mock generator (the truth is known)."""
+        return self.data_kind in MOCK_KINDS
 
 
 def _fail(path: Path, key: str, why: str) -> InputError:
@@ -290,6 +341,26 @@ def read_stream(path: str | os.PathLike) -> StreamSpec:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError:
         raise InputError(f"stream config '{path}': not valid YAML") from None
+    return parse_stream(raw, path)
+
+
+def parse_stream(raw: Any, path: str | os.PathLike, *, check_files: bool = True) -> StreamSpec:
+    """Check a stream file's contents (:class:`StreamFile`) as if read from ``path``.
+
+    Arguments:
+        raw: The file's contents (a mapping).
+        path: Where the file is or will be: its stem is the stream's name, its
+            folder the base of relative paths.
+        check_files: Check that the streammix config exists (off for a stream
+            file the pipeline will write, beside a config not yet written).
+
+    Example:
+        >>> spec = parse_stream({"data": {"sky_mock": None}, "config": "gd_1_new.yaml"},
+        ...                     "results/gd_1/gd_1.yaml", check_files=False)
+        >>> spec.name, spec.data_kind, spec.is_mock, spec.config.name
+        ('gd_1', 'sky_mock', True, 'gd_1_new.yaml')
+    """
+    path = Path(path)
     if not isinstance(raw, dict):
         raise _fail(path, "(top level)", "expected a mapping")
     try:
@@ -301,17 +372,20 @@ def read_stream(path: str | os.PathLike) -> StreamSpec:
     if name != path.stem:
         raise _fail(path, "name", f"'{name}' must equal the file's stem '{path.stem}'")
     kind = stream.data.kind
-    if kind == "mock":
-        data = stream.data.mock.model_dump(exclude_unset=True)
-    elif kind == "file":
+    if kind == "file":
         data = {"path": str(resolve_data_path(stream.data.file, path.parent))}
     else:
-        data = stream.data.gaia_query.model_dump()
+        data = getattr(stream.data, kind).model_dump(exclude_unset=kind == "mock")
+    if stream.config is None and kind in ("sky_mock", "query"):
+        raise _fail(path, "config", f"a streammix config with a galstreams stream (streammix new) is needed for {kind}")
     if stream.config is None and kind != "mock":
         raise _fail(path, "config", "a streammix config file is needed for real data")
-    config_path = (path.parent / stream.config).resolve() if stream.config is not None else None
-    if config_path is not None and not config_path.is_file():
-        raise _fail(path, "config", f"'{config_path}' not found")
+    config_path = None
+    if stream.config is not None:
+        # a file the pipeline will write keeps its path relative to the working directory
+        config_path = (path.parent / stream.config).resolve() if check_files else path.parent / stream.config
+        if check_files and not config_path.is_file():
+            raise _fail(path, "config", f"'{config_path}' not found")
     compare = stream.compare or Compare()
     return StreamSpec(
         name=name,

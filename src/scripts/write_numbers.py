@@ -6,7 +6,8 @@ issues for ``\\input``) for each key of :func:`streamcfg.number_keys` and
 fit's wall time, the median width and proper motions of the dense part; for a
 mock the ROC AUC, completeness, purity and worst calibration error against the
 truth (:func:`streammix.pipeline.truth_metrics`) and the track RMS; with
-galstreams the phi2 RMS against its track.
+galstreams the phi2 RMS against its track (and, in the JSON only, the proper
+motions' where the track has them).
 
 Usage: ``python src/scripts/write_numbers.py STREAM_YAML --summary S --members M --track-metrics T --outdir D --json J``
 """
@@ -64,6 +65,10 @@ def stream_numbers(spec, summary: dict, members: QTable, tracks: dict) -> dict[s
             galstreams_phi1_min=g["phi1_min"],
             galstreams_phi1_max=g["phi1_max"],
         )
+        # in the JSON only (the survey table's), where the track has proper motions
+        for name, key in (("pm_phi1_cosphi2_rms", "galstreams_pm_phi1_rms"), ("pm_phi2_rms", "galstreams_pm_phi2_rms")):
+            if name in g:
+                values[key] = g[name]
     return values
 
 
