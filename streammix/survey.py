@@ -32,7 +32,10 @@ from astropy.table import QTable, Table
 from .errors import InputError
 from .frames import get_frame
 
-__all__ = ["DENSE_FRACTION", "SURVEY_COLUMNS", "survey_row", "survey_table", "track_on_sky"]
+__all__ = ["DENSE_FRACTION", "NONE", "SURVEY_COLUMNS", "survey_row", "survey_table", "track_on_sky"]
+
+#: A text cell that does not apply (an empty one would read back from ECSV as masked).
+NONE = "-"
 
 #: Where a fitted stream counts as dense: linear density above this fraction of its peak
 #: (as the pipeline's track comparison, ``src/scripts/compare_tracks.py``).
@@ -41,12 +44,12 @@ DENSE_FRACTION = 0.1
 #: The survey table's columns: name, unit (None: none), description.
 SURVEY_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("stream", None, "the stream's name in the run (results/<stream>/)"),
-    ("galstreams", None, "its galstreams name ('' for a stream file of config/streams/)"),
+    ("galstreams", None, "its galstreams name (- for a stream file of config/streams/ without one)"),
     ("data", None, "where the stars came from: mock, sky_mock, file, gaia_query or query"),
     ("n_stars", None, "stars fitted"),
     ("n_p50", None, "stars with membership probability > 0.5"),
     ("n_p80", None, "stars with membership probability > 0.8"),
-    ("reference", None, "what the track RMS are against: truth (a mock), galstreams, or ''"),
+    ("reference", None, "what the track RMS are against: truth (a mock), galstreams, or - (neither)"),
     ("phi2_rms", u.arcmin, "RMS of fitted minus reference phi2 where the stream is dense"),
     ("pm_phi1_rms", u.mas / u.yr, "RMS of fitted minus reference pm_phi1_cosphi2 where the stream is dense"),
     ("pm_phi2_rms", u.mas / u.yr, "RMS of fitted minus reference pm_phi2 where the stream is dense"),
@@ -105,10 +108,10 @@ def survey_row(
     elif "galstreams_phi2_rms_arcmin" in numbers:
         reference, keys = "galstreams", _GALSTREAMS
     else:
-        reference, keys = "", {}
+        reference, keys = NONE, {}
     row: dict[str, Any] = {
         "stream": stream,
-        "galstreams": galstreams or "",
+        "galstreams": galstreams or NONE,
         "data": data,
         "n_stars": int(numbers["n_stars"]),
         "n_p50": int(numbers["n_p50"]),

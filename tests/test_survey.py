@@ -33,7 +33,7 @@ def test_rows_take_the_reference_the_stream_has(tmp_path) -> None:
         survey_row("pal5", real, galstreams="Pal5", data="query"),
         survey_row("field", COUNTS, data="file"),
     ]
-    assert [r["reference"] for r in rows] == ["truth", "galstreams", ""]
+    assert [r["reference"] for r in rows] == ["truth", "galstreams", "-"]
     # the mock's proper-motion RMS is the truth's, not galstreams' (9.0)
     assert (rows[0]["phi2_rms"], rows[0]["pm_phi1_rms"], rows[0]["pm_phi2_rms"]) == (1.5, 0.05, 0.07)
     assert rows[0]["galstreams_phi2_rms"] == 1.6
@@ -45,12 +45,13 @@ def test_rows_take_the_reference_the_stream_has(tmp_path) -> None:
     assert table.colnames == [name for name, _, _ in SURVEY_COLUMNS]
     assert table["phi2_rms"].unit == u.arcmin and table["pm_phi1_rms"].unit == u.mas / u.yr
     assert table["fit_minutes"].unit == u.min and table["n_p50"].dtype.kind == "i"
-    assert list(table["n_p50"]) == [310] * 3 and list(table["galstreams"]) == ["GD-1", "Pal5", ""]
+    assert list(table["n_p50"]) == [310] * 3 and list(table["galstreams"]) == ["GD-1", "Pal5", "-"]
     # it survives ECSV, units and NaN included
     table.write(tmp_path / "survey.ecsv")
     back = QTable.read(tmp_path / "survey.ecsv")
     assert back["phi2_rms"][0] == 1.5 * u.arcmin and np.isnan(back["completeness"][1])
     assert back["stream"].info.description and list(back["data"]) == ["sky_mock", "query", "file"]
+    assert list(back["reference"]) == ["truth", "galstreams", "-"] and not getattr(back["galstreams"], "mask", None)
 
 
 def test_bad_numbers_are_one_line() -> None:

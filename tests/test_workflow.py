@@ -107,6 +107,20 @@ def test_tiny_pipeline_writes_every_output(tiny_run: Path) -> None:
     assert 0.5 <= values["auc"] <= 1.0  # even this tiny fit ranks members above the background
     assert values["ensemble"] == 1
 
+    # the survey: the run's one stream, its numbers against the truth, and its track on the sky map
+    import json
+
+    numbers = json.loads((tiny_run / "results/tiny/numbers.json").read_text())
+    survey = QTable.read(tiny_run / "results/survey.ecsv")
+    assert list(survey["stream"]) == ["tiny"] and list(survey["reference"]) == ["truth"] and list(survey["data"]) == ["mock"]
+    assert survey["n_p50"][0] == int(np.sum(p > 0.5)) and survey["n_stars"][0] == len(ecsv)
+    assert survey["phi2_rms"][0].to_value("arcmin") == pytest.approx(numbers["phi2_rms_arcmin"])
+    assert survey["pm_phi2_rms"][0].to_value("mas/yr") == pytest.approx(numbers["pm_phi2_rms"])
+    assert survey["fit_minutes"][0].to_value("min") == pytest.approx(numbers["fit_minutes"])
+    assert tracks.meta["frame"] == "gd1" and tracks.meta["component"] == "stream"
+    sky = tiny_run / "results/survey_sky.pdf"
+    assert sky.read_bytes()[:5] == b"%PDF-" and sky.stat().st_size > 5000
+
     # the article's inputs, and the article itself when latexmk is available
     streams = (tiny_run / "src/tex/output/streams.tex").read_text()
     assert r"\newcommand{\validationstream}{tiny}" in streams and r"\havevalidationtrue" in streams
@@ -255,3 +269,189 @@ def test_catalog_comparison_against_a_catalog_of_the_truth(tiny_run: Path, tmp_p
     assert value["fraction_recovered"] == pytest.approx((ours & truth).sum() / truth.sum(), abs=0.005)
     assert value["fraction_in_catalog"] == pytest.approx((ours & truth).sum() / ours.sum(), abs=0.005)
     assert r"\val{tiny}{truth_fraction_recovered}" in (tmp_path / "t.tex").read_text()
+
+
+# --- galstreams streams and the survey -------------------------------------------------
+
+
+def _job_counts(out: str) -> dict[str, int]:
+    """The dry run's "Job stats" table: rule -> number of jobs."""
+    block = out.split("Job stats:")[1].split("total")[0]
+    return {words[0]: int(words[1]) for words in (line.split() for line in block.splitlines()) if len(words) == 2 and words[1].isdigit()}
+
+
+@needs_snakemake
+def test_galstreams_list_plans_with_the_slurm_profile(tmp_path: Path) -> None:
+    """``streams="galstreams:GD-1,Pal5"`` plans each stream's rules under its slug (GD-1 -> gd_1),
+    its config from ``streammix new``, a mock on its track, and the survey; offline, without the
+    shared data (the galstreams tracks ship with galstreams)."""
+    import os
+
+    env = {**os.environ, "STREAMMIX_SHARED_DATA": str(tmp_path / "absent")}
+    command = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "-n", "--profile", str(ROOT / "profiles/slurm"),
+               "--directory", str(tmp_path), "--config", "streams=galstreams:GD-1,Pal5"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    per_stream = ("new_stream", "mock_data", "prepare", "flows", "fit", "members", "tracks", "figures")
+    counts = _job_counts(out)
+    assert counts == {**{rule: 2 for rule in per_stream}, "numbers_gd_1": 1, "numbers_pal5": 1, "survey": 1, "all": 1}
+    for slug, name in (("gd_1", "GD-1"), ("pal5", "Pal5")):
+        assert f"streammix new {name} --data data/gaia.fits --out results/{slug}/{slug}_new.yaml" in out
+        assert f"results/{slug}/fit" in out and f"results/{slug}/data/stars_tracks.ecsv" in out
+    fit_blocks = [block for block in out.split("\n\n") if "rule fit:" in block]
+    assert len(fit_blocks) == 2 and all("gpu=1" in block for block in fit_blocks)
+    assert "results/survey.ecsv" in out and "results/survey_sky.pdf" in out
+    assert "paper/ms.pdf" not in out and "gaia_query" not in out  # no stream file, no article; a mock, no query
+
+
+@needs_snakemake
+def test_every_galstreams_stream_plans(tmp_path: Path) -> None:
+    """``galstreams:*``: every galstreams stream, each with its nine rules, plus the survey."""
+    from streamlist import galstreams_names
+
+    result = snakemake("-n", "--profile", str(ROOT / "profiles/slurm"), "--directory", str(tmp_path),
+                       "--config", "streams=galstreams:*", cwd=ROOT, timeout=300)  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    n = len(galstreams_names())
+    counts = _job_counts(out)
+    assert n > 100 and counts["fit"] == counts["new_stream"] == counts["mock_data"] == n
+    assert sum(1 for rule in counts if rule.startswith("numbers_")) == n
+    assert sum(counts.values()) == 9 * n + 2
+
+
+@needs_snakemake
+def test_a_mixed_list_with_the_query_option(tmp_path: Path) -> None:
+    """A YAML list mixes stream files and galstreams streams; ``galstreams: {data: query}``
+    gives a galstreams stream the Gaia query rule (planned only: it needs network)."""
+    result = snakemake("-n", "--directory", str(tmp_path), "--config", "streams=[tiny, 'galstreams:Jhelum']",
+                       "galstreams={data: query}", "paper=false", cwd=ROOT, timeout=120)  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    counts = _job_counts(out)
+    assert counts["gaia_query"] == 1 and counts["mock_data"] == 1 and counts["new_stream"] == 1
+    assert "results/jhelum/data/gaia.fits" in out and "results/tiny/data/stars.fits" in out
+
+
+@pytest.mark.parametrize(
+    ("streams", "message"),
+    [
+        ("streams=galstreams:GD-2", "error: streams: galstreams:GD-2: not in galstreams; closest: GD-1, "),
+        ("streams=[pal5, 'galstreams:Pal5']",
+         "error: streams: 'pal5' and 'galstreams:Pal5' would both write results/pal5/; run them apart or rename config/streams/pal5.yaml"),
+        ("galstreams={data: archive}", "error: pipeline config: galstreams.data: Input should be 'mock' or 'query'"),
+    ],
+)
+@needs_snakemake
+def test_bad_stream_list_is_one_line(tmp_path: Path, streams: str, message: str) -> None:
+    """An unknown galstreams name, two streams with one name, a bad setting: one line, no traceback."""
+    result = snakemake("-n", "--directory", str(tmp_path), "--config", streams, cwd=ROOT, timeout=120)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and 'File "' not in result.stderr
+
+
+def test_stream_entries_map_names_to_slugs_and_back() -> None:
+    """Names with '-', '.', brackets or spaces get a wildcard-safe slug, and the entry keeps the name."""
+    from streamlist import stream_entries
+
+    known = ["GD-1", "20.0-1", "M2 (Grillmair)", "NGC 1261a", "NGC1261-a"]
+    entries = stream_entries("galstreams:*", known=known)
+    # NGC1261-a is NGC 1261a to galstreams (case and punctuation ignored): one stream
+    assert [(e.name, e.galstreams) for e in entries] == [
+        ("gd_1", "GD-1"), ("20_0_1", "20.0-1"), ("m2_grillmair", "M2 (Grillmair)"), ("ngc_1261a", "NGC 1261a")]
+    assert all(re.fullmatch(r"[a-z0-9_]+", e.name) for e in entries)
+    # the string form's prefix carries over; a list entry is a stream file unless prefixed; repeats kept once
+    assert [e.name for e in stream_entries("galstreams:m2 (grillmair), gd1", known=known)] == ["m2_grillmair", "gd_1"]
+    mixed = stream_entries(["tiny", "galstreams:GD 1", "galstreams:gd-1", "tiny"], known=known)
+    assert [(e.name, e.galstreams) for e in mixed] == [("tiny", None), ("gd_1", "GD-1")]
+    assert stream_entries(None) == [] and [e.name for e in stream_entries("mock,tiny")] == ["mock", "tiny"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([1], "streams: entry 1: 1 is not a stream's name"),
+        ({"a": 1}, "streams: {'a': 1}: give a list of names or a string (e.g. galstreams:*)"),
+        (["galstreams:Nope"], "streams: galstreams:Nope: not in galstreams; closest: "),
+        (["gd_1", "galstreams:GD-1"], "streams: 'gd_1' and 'galstreams:GD-1' would both write results/gd_1/"),
+    ],
+)
+def test_bad_stream_entries(value, message: str) -> None:
+    from streamlist import stream_entries
+
+    from streammix.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        stream_entries(value, known=["GD-1", "Pal5"])
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@needs_snakemake
+def test_galstreams_stream_files_and_its_mock(tmp_path: Path) -> None:
+    """The rules up to ``prepare`` of a galstreams stream with a hyphen and a great-circle frame:
+    ``streammix new``'s config, the stream file beside it, a mock on its track (truth kept) and the
+    fit's config with the galstreams prior; no fit."""
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("galstreams:\n  mock: {n_stream: 40, n_background: 300, seed: 2}\n"
+                        "  overrides: {fit: {ensemble: 1}}\n")  # fmt: skip
+    result = snakemake("--cores", "1", "--directory", str(tmp_path), "--configfile", str(settings),
+                       "--config", "streams=galstreams:C-19", "paper=false", "--",
+                       "results/c_19/prepared/config.yaml", cwd=ROOT, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    import yaml
+
+    spec = read_stream(tmp_path / "results/c_19/c_19.yaml")
+    assert (spec.name, spec.data_kind, spec.is_mock, spec.galstreams) == ("c_19", "sky_mock", True, {"name": "C-19", "reference": None})
+    assert spec.config == (tmp_path / "results/c_19/c_19_new.yaml").resolve() and spec.overrides == {"fit": {"ensemble": 1, "workers": 2}}  # merged into pipeline.yaml's
+    assert spec.data == {"n_stream": 40, "n_background": 300, "background_scale": 1.0, "seed": 2}
+    stars = QTable.read(tmp_path / "results/c_19/data/stars.fits", character_as_bytes=False)
+    assert len(stars) == 340 and int((stars["true_component"] == "stream").sum()) == 40
+    new = yaml.safe_load(spec.config.read_text())
+    fit = yaml.safe_load((tmp_path / "results/c_19/prepared/config.yaml").read_text())
+    assert isinstance(new["frame"], dict) and fit["frame"]["pole"] == new["frame"]["pole"]
+    assert fit["name"] == "c_19" and fit["data"]["path"] == "stars.fits" and fit["fit"]["ensemble"] == 1
+    assert fit["model"]["components"][0]["galstreams"]["name"] == "C-19"
+    assert "true_component" in fit["data"]["columns"]["keep"]
+
+
+def test_survey_script_on_synthetic_fitted_outputs(tmp_path: Path, monkeypatch) -> None:
+    """write_survey.py (rule ``survey``) on two made-up fitted streams: a mock in the GD-1 frame,
+    real data in a great-circle frame."""
+    import json
+
+    import astropy.units as u
+    import write_survey
+
+    phi1 = np.linspace(-20.0, 20.0, 41)
+    frames = {"mock_a": "gd1", "real_b": {"name": "b", "pole": [10.0, 60.0], "origin": [100.0, 0.0]}}
+    numbers = {
+        "mock_a": {"n_stars": 1000, "n_p50": 90, "n_p80": 70, "fit_minutes": 2.0, "phi2_rms_arcmin": 2.5,
+                   "pm_phi1_rms": 0.1, "pm_phi2_rms": 0.2, "completeness": 0.9, "purity": 0.85},
+        "real_b": {"n_stars": 3000, "n_p50": 40, "n_p80": 20, "fit_minutes": 5.0, "galstreams_phi2_rms_arcmin": 6.0},
+    }  # fmt: skip
+    files = []
+    for name, frame in frames.items():
+        folder = tmp_path / "results" / name
+        folder.mkdir(parents=True)
+        (folder / "numbers.json").write_text(json.dumps(numbers[name]))
+        tracks = QTable({"phi1": phi1 * u.deg, "stream_phi2": np.zeros(41) * u.deg,
+                         "stream_linear_density": np.where(np.abs(phi1) < 10, 5.0, 0.1) / u.deg})  # fmt: skip
+        tracks.meta.update(frame=frame, component="stream")
+        tracks.write(folder / "tracks.ecsv")
+        data = "data: {mock: {n_stream: 10}}" if name == "mock_a" else "data: {file: x.fits}\nconfig: c.yaml"
+        (tmp_path / "c.yaml").write_text("{}\n")
+        compare = "" if name == "mock_a" else "\ncompare: {galstreams: {name: B}}"
+        (tmp_path / f"{name}.yaml").write_text(data + compare + "\n")
+        files.append(str(tmp_path / f"{name}.yaml"))
+    table, figure = tmp_path / "survey.ecsv", tmp_path / "sky.pdf"
+    monkeypatch.setattr(sys, "argv", ["write_survey.py", *files, "--results", str(tmp_path / "results"),
+                                      "--table", str(table), "--figure", str(figure), "--frame", "icrs"])  # fmt: skip
+    write_survey.main()
+    survey = QTable.read(table)
+    assert list(survey["stream"]) == ["mock_a", "real_b"] and list(survey["galstreams"]) == ["-", "B"]
+    assert list(survey["reference"]) == ["truth", "galstreams"] and list(survey["data"]) == ["mock", "file"]
+    assert list(survey["n_p50"]) == [90, 40] and list(survey["phi2_rms"].to_value(u.arcmin)) == [2.5, 6.0]
+    assert figure.read_bytes()[:5] == b"%PDF-" and figure.stat().st_size > 5000
