@@ -39,7 +39,8 @@ def test_docs_build_and_examples_run(tmp_path):
     result = _sphinx("html", tmp_path / "docs", out)
     assert result.returncode == 0, f"sphinx-build -W -b html failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     html = out / "html"
-    for page in ("index", "installation", "tutorial", "model", "extending", "catalogs", "configuration", "cli", "api"):
+    for page in ("index", "installation", "tutorial", "model", "extending", "catalogs", "pipeline", "configuration",
+                 "cli", "api"):
         assert (html / f"{page}.html").is_file(), page
     # the API reference has a page per module, streammix.fit included (the package's
     # fit() function shadows the module's name)
