@@ -268,9 +268,10 @@ def main() -> None:
                         help="a further component (a YAML mapping) in every config, outside p_member")
     parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml.safe_load, default=None, metavar="YAML",
                         help="the injected component's velocity-dispersion prior, e.g. '{median: 3.0, dex: 0.4}'")
-    parser.add_argument("--score", choices=["", "_q50"], default="",
-                        help="the column scored: p_injected (the reference member; default) or p_injected_q50 "
-                        "(the median over the ensemble's members: with --set fit.ensemble=4)")
+    parser.add_argument("--score", choices=["", "_q50", "_ensemble"], default="",
+                        help="the column scored: p_injected (the reference member; default), p_injected_q50 "
+                        "(the median over the ensemble's members: with --set fit.ensemble=4) or p_injected_ensemble "
+                        "(the share of the members' mean density)")
     parser.add_argument("--out", type=Path, default=ROOT / "injection_output")
     parser.add_argument("--label", default="default")
     parser.add_argument("--oracle", action="store_true",
@@ -340,8 +341,13 @@ def main() -> None:
             metrics["converged"] = model.summary.get("converged")
             result["configs"][config_name] = metrics
             result["_p"][config_name] = p
-            keep = truth | (p > 0.05)
+            # every scoring is kept beside the scored one, so that one run compares them
+            scorings = {suffix or "_reference": np.asarray(members[f"p_injected{suffix}"], float)
+                        for suffix in ("", "_q50", "_ensemble")}
+            keep = truth | (np.max(np.stack(list(scorings.values())), axis=0) > 0.05)
             rows = table[keep]
+            for suffix, values in scorings.items():
+                rows[f"p_injected{suffix}"] = values[keep]
             rows["p_injected"] = p[keep]
             rows["p_stream"] = np.asarray(members["p_stream"], float)[keep]
             rows.write(folder / f"{name}_{config_name}.ecsv", overwrite=True)
