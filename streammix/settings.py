@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["BlockSection", "ControlPointConfig", "FlowConfig", "GalstreamsPrior", "NetworkConfig", "Section", "first_error"]
 
@@ -110,6 +110,21 @@ class FlowConfig(Section):
         description="decay per step of an exponential moving average of the flow's weights, which is what is "
         "validated and kept (0: the last step's weights)",
     )
+    grow_from: int | None = Field(
+        None,
+        ge=2,
+        description="train each flow on a growing random subsample of its training stars: first this many, then "
+        "twice as many (each subsample starting from the last one's weights), and so on while a doubling lowers the "
+        "loss of one fixed set of held-out stars by more than its paired standard error; the flow of lowest held-out "
+        "loss is kept and its stopped_because says how many stars it learnt from (null: every training star at once; "
+        "flow blocks only, and it needs validation_fraction > 0)",
+    )
+
+    @model_validator(mode="after")
+    def _grow_needs_held_out(self) -> FlowConfig:
+        if self.grow_from is not None and self.validation_fraction == 0:
+            raise ValueError("grow_from: needs held-out stars (validation_fraction > 0) to judge a doubling")
+        return self
 
 
 class ControlPointConfig(Section):
