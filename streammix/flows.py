@@ -427,6 +427,8 @@ def _train(
     if settings.validation_fraction > 0:
         n_valid = min(max(n_valid, 1), n - 1)
     valid_idx, train_idx = order[:n_valid], order[n_valid:]
+    # every training run (each subsample's, with grow_from) starts from these weights and batches
+    start_weights, start_random = copy.deepcopy(flow.state_dict()), generator.get_state()
 
     def to_tensor(array: np.ndarray) -> Tensor:
         return _float32_tensor(array, device)
@@ -451,8 +453,11 @@ def _train(
         return Evaluation.of(losses, valid_loss if math.isfinite(valid_loss) else math.inf)
 
     def stage(rows: Tensor, stage_label: str) -> TrainingState:
-        """Train the flow, from its current weights, on the training stars ``rows``."""
+        """Train the flow afresh (initial weights, first batch order) on the training stars ``rows``."""
         nonlocal steps
+        flow.load_state_dict(start_weights)
+        generator.set_state(start_random)
+        steps = 0
         rows_d = rows.to(device)
         x_train, phi1_train, w_train = x_t[rows_d], phi1_t[rows_d], w_t[rows_d]
         extra_train = extra_t[rows_d]
@@ -554,10 +559,11 @@ def _grow(
     settings: FlowConfig,
     label: str,
 ) -> tuple[str, int]:
-    """Train ``flow`` on doubling prefixes of ``train_idx`` (a random order), from
-    ``settings.grow_from`` stars on and each from the last one's weights, while a
-    doubling lowers the held-out stars' mean loss by more than its paired
-    standard error; leave the flow with the weights of lowest held-out loss.
+    """Train ``flow`` afresh on doubling prefixes of ``train_idx`` (a random order),
+    from ``settings.grow_from`` stars on, while a doubling lowers the held-out
+    stars' mean loss by more than its paired standard error; leave it with the
+    weights of lowest held-out loss of the last two. A growth that reaches every
+    training star ends with the flow trained without ``grow_from``.
 
     Returns:
         Why training stopped, and how many training stars the kept weights learnt from.
@@ -569,23 +575,21 @@ def _grow(
     while True:
         state = stage(train_idx[:size], f"{label} [{size:,} stars]")
         evaluation = held_out()
-        now = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
         if last is not None:
             gain, noise = _paired_gain(last[1], evaluation)
             if not gain > noise:
-                kept = now if evaluation.value < last[1].value else last
-                flow.load_state_dict(kept[0])
+                kept_size, reason = (size, state.stopped_because) if evaluation.value < last[1].value else last[2:]
+                if kept_size != size:
+                    flow.load_state_dict(last[0])
                 return (
-                    f"{kept[3]}; learnt from {kept[2]:,} of {n_train:,} training stars ({grown_from}): doubling "
+                    f"{reason}; learnt from {kept_size:,} of {n_train:,} training stars ({grown_from}): doubling "
                     f"{last[2]:,} to {size:,} lowered the held-out loss by {gain:.4f} nats per star, not more than "
                     f"its standard error {noise:.4f}",
-                    kept[2],
+                    kept_size,
                 )
-        last = now
         if size >= n_train:
             return f"{state.stopped_because}; learnt from all {n_train:,} training stars ({grown_from})", size
-        if state.stopped_because.startswith("max steps"):
-            return f"{state.stopped_because}; learnt from {size:,} of {n_train:,} training stars ({grown_from})", size
+        last = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
         size = min(2 * size, n_train)
 
 
