@@ -114,10 +114,12 @@ class FlowConfig(Section):
         None,
         ge=2,
         description="train each flow on a growing random subsample of its training stars: first this many, then "
-        "twice as many (each subsample starting from the last one's weights), and so on while a doubling lowers the "
-        "loss of one fixed set of held-out stars by more than its paired standard error; the flow of lowest held-out "
-        "loss is kept and its stopped_because says how many stars it learnt from (null: every training star at once; "
-        "flow blocks only, and it needs validation_fraction > 0)",
+        "afresh on twice as many, and so on while a doubling lowers the loss of one fixed set of held-out stars by more "
+        "than its paired standard error; the lower of the last two is kept and its stopped_because says how many stars "
+        "it learnt from (null: every training star at once; flow blocks only; needs validation_fraction > 0). A "
+        "subsample gets epochs passes over itself, so fewer gradient steps: where the field's flows still improve at "
+        "their last epoch every doubling pays, and the growth reaches every star at about twice the cost (the demo "
+        "and GD-1 flows, benchmarks/RESULTS.md session 12), which is why it is off by default",
     )
 
     @model_validator(mode="after")
