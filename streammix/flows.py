@@ -599,6 +599,11 @@ def _grow(
                     kept_size,
                 )
         if size >= n_train:
+            if last is not None:
+                grown_from += (
+                    f": doubling {last[2]:,} to {size:,} lowered the held-out loss by {gain:.4f} nats per star, more "
+                    f"than its standard error {noise:.4f}"
+                )
             return f"{state.stopped_because}; learnt from all {n_train:,} training stars ({grown_from})", size
         last = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
         size = min(2 * size, n_train)
