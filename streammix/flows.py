@@ -63,6 +63,7 @@ __all__ = [
     "ConditionalFlow",
     "fit_flow",
     "from_unbounded",
+    "growth_sizes",
     "read_state",
     "to_unbounded",
 ]
@@ -332,16 +333,17 @@ def fit_flow(
     split, batches) is seeded with ``seed`` without changing torch's global
     random state.
 
-    With ``settings.grow_from`` = m (fewer than the training stars), the flow
-    is trained as above on the first m training stars of the random order,
-    then afresh (same initial weights and batch order) on 2m, 4m... while a
-    doubling lowers the held-out stars' mean loss by more than its paired
-    standard error (the held-out stars are drawn once, as above); the lower
-    of the last two is kept, and ``stopped_because`` and ``trained_on`` say
-    how many stars it learnt from and why. A growth that reaches every star
-    ends with the flow trained without ``grow_from``, having also trained the
-    smaller ones. Each subsample's training has ``epochs`` passes over *it*,
-    so a small subsample also gets fewer gradient steps.
+    With ``settings.grow_from`` = m, the flow is trained as above on the
+    first m training stars of the random order, then afresh (same initial
+    weights and batch order) on 2m, 4m... up to all of them
+    (:func:`growth_sizes`), while a growth lowers the held-out stars' mean
+    loss by more than its paired standard error (the held-out stars are drawn
+    once, as above); the lower of the last two is kept, and
+    ``stopped_because`` and ``trained_on`` say how many stars it learnt from
+    and why. A growth that reaches every star ends with the flow trained
+    without ``grow_from``, having also trained the smaller ones. Each
+    subsample's training has ``epochs`` passes over *it*, so a small
+    subsample also gets fewer gradient steps.
 
     Arguments:
         x: Coordinates, shape (N, D), all finite.
@@ -553,13 +555,33 @@ def _train(
         return state
 
     n_train = len(train_idx)
-    if settings.grow_from is None or n_valid == 0 or settings.grow_from >= n_train:
+    sizes = [n_train] if settings.grow_from is None or n_valid == 0 else growth_sizes(settings.grow_from, n_train)
+    if len(sizes) == 1:
         flow.stopped_because = stage(train_idx, label).stopped_because
         flow.trained_on = n_train
     else:
-        flow.stopped_because, flow.trained_on = _grow(stage, held_out, flow, train_idx, settings, label)
+        flow.stopped_because, flow.trained_on = _grow(stage, held_out, flow, train_idx, sizes, label)
     flow.eval()
     return flow
+
+
+def growth_sizes(start: int, n: int) -> list[int]:
+    """The subsample sizes a flow with ``grow_from = start`` may train on, out of ``n`` training stars.
+
+    They double from ``start`` and end at ``n``; a last step of less than 1.5
+    times is merged into the one before (so the last grows 1.5 to 3 times, and
+    a field of fewer than 1.5 ``start`` stars trains on them all at once).
+
+    Example:
+        >>> growth_sizes(16384, 61667), growth_sizes(4096, 8392), growth_sizes(4096, 4159)
+        ([16384, 32768, 61667], [4096, 8392], [4159])
+    """
+    sizes = [min(start, n)]
+    while sizes[-1] < n:
+        sizes.append(min(2 * sizes[-1], n))
+    if len(sizes) > 1 and sizes[-1] < 1.5 * sizes[-2]:
+        del sizes[-2]
+    return sizes
 
 
 def _grow(
@@ -567,46 +589,48 @@ def _grow(
     held_out: Callable[[], Evaluation],
     flow: ConditionalFlow,
     train_idx: Tensor,
-    settings: FlowConfig,
+    sizes: list[int],
     label: str,
 ) -> tuple[str, int]:
-    """Train ``flow`` afresh on doubling prefixes of ``train_idx`` (a random order),
-    from ``settings.grow_from`` stars on, while a doubling lowers the held-out
+    """Train ``flow`` afresh on the prefixes of ``train_idx`` (a random order) of
+    the ``sizes`` (:func:`growth_sizes`) while a growth lowers the held-out
     stars' mean loss by more than its paired standard error; leave it with the
-    weights of lowest held-out loss of the last two. A growth that reaches every
+    weights of lower held-out loss of the last two. A growth that reaches every
     training star ends with the flow trained without ``grow_from``.
 
     Returns:
         Why training stopped, and how many training stars the kept weights learnt from.
     """
     n_train = len(train_idx)
-    grown_from = f"grown from {settings.grow_from:,}"
-    size = int(settings.grow_from)
+    grown_from = f"grown from {sizes[0]:,}"
     last: tuple[dict[str, Tensor], Evaluation, int, str] | None = None
-    while True:
+    for size in sizes:
         state = stage(train_idx[:size], f"{label} [{size:,} stars]")
         evaluation = held_out()
-        if last is not None:
-            gain, noise = _paired_gain(last[1], evaluation)
-            if not gain > noise:
-                kept_size, reason = (size, state.stopped_because) if evaluation.value < last[1].value else last[2:]
-                if kept_size != size:
-                    flow.load_state_dict(last[0])
-                return (
-                    f"{reason}; learnt from {kept_size:,} of {n_train:,} training stars ({grown_from}): doubling "
-                    f"{last[2]:,} to {size:,} lowered the held-out loss by {gain:.4f} nats per star, not more than "
-                    f"its standard error {noise:.4f}",
-                    kept_size,
-                )
-        if size >= n_train:
-            if last is not None:
-                grown_from += (
-                    f": doubling {last[2]:,} to {size:,} lowered the held-out loss by {gain:.4f} nats per star, more "
-                    f"than its standard error {noise:.4f}"
-                )
-            return f"{state.stopped_because}; learnt from all {n_train:,} training stars ({grown_from})", size
-        last = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
-        size = min(2 * size, n_train)
+        if last is None:
+            last = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
+            continue
+        gain, noise = _paired_gain(last[1], evaluation)
+        growth = f"growing {last[2]:,} to {size:,} lowered the held-out loss by {gain:.4f} nats per star"
+        if gain > noise and size < n_train:
+            last = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
+            continue
+        if gain > noise:
+            return (
+                f"{state.stopped_because}; learnt from all {n_train:,} training stars ({grown_from}: {growth}, more "
+                f"than its standard error {noise:.4f})",
+                size,
+            )
+        kept_size, reason = (size, state.stopped_because) if evaluation.value < last[1].value else last[2:]
+        if kept_size != size:
+            flow.load_state_dict(last[0])
+        of = "all" if kept_size == n_train else f"{kept_size:,} of"
+        return (
+            f"{reason}; learnt from {of} {n_train:,} training stars ({grown_from}): {growth}, not more than its "
+            f"standard error {noise:.4f}",
+            kept_size,
+        )
+    raise AssertionError("growth_sizes ends at every training star")  # pragma: no cover
 
 
 def _paired_gain(before: Evaluation, after: Evaluation) -> tuple[float, float]:

@@ -114,18 +114,19 @@ class FlowConfig(Section):
         None,
         ge=2,
         description="train each flow on a growing random subsample of its training stars: first this many, then "
-        "afresh on twice as many, and so on while a doubling lowers the loss of one fixed set of held-out stars by more "
-        "than its paired standard error; the lower of the last two is kept and its stopped_because says how many stars "
-        "it learnt from (null: every training star at once; flow blocks only; needs validation_fraction > 0). A "
-        "subsample gets epochs passes over itself, so fewer gradient steps: where the field's flows still improve at "
-        "their last epoch every doubling pays, and the growth reaches every star at about twice the cost (the demo "
-        "and GD-1 flows, benchmarks/RESULTS.md session 12), which is why it is off by default",
+        "afresh on twice as many, and so on up to all of them (streammix.flows.growth_sizes), while a growth lowers the "
+        "loss of one fixed set of held-out stars by more than its paired standard error; the lower of the last two is "
+        "kept and its stopped_because says how many stars it learnt from (null: every training star at once; flow "
+        "blocks only; needs validation_fraction > 0). A subsample gets epochs passes over itself, so fewer gradient "
+        "steps: where a field's flows still improve at their last epoch every growth pays, and the growth reaches "
+        "every star having also trained the smaller flows (1.8 to 2 times the flows' time on the demo and GD-1, "
+        "benchmarks/RESULTS.md session 12), which is why it is off by default",
     )
 
     @model_validator(mode="after")
     def _grow_needs_held_out(self) -> FlowConfig:
         if self.grow_from is not None and self.validation_fraction == 0:
-            raise ValueError("grow_from: needs held-out stars (validation_fraction > 0) to judge a doubling")
+            raise ValueError("grow_from: needs held-out stars (validation_fraction > 0) to judge a growth")
         return self
 
 

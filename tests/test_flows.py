@@ -378,7 +378,7 @@ def test_a_growth_that_reaches_every_star_ends_with_the_flow_trained_without_it(
         assert torch.equal(grown.log_prob(*probe), plain.log_prob(*probe))
     assert grown.trained_on == 1800
     assert grown.stopped_because == (
-        f"{plain.stopped_because}; learnt from all 1,800 training stars (grown from 256: doubling 1,024 to 1,800 "
+        f"{plain.stopped_because}; learnt from all 1,800 training stars (grown from 256: growing 1,024 to 1,800 "
         "lowered the held-out loss by 1.0000 nats per star, more than its standard error 0.0000)"
     )
 
@@ -387,7 +387,7 @@ def test_growth_doubles_while_the_held_out_loss_falls_by_more_than_its_noise():
     # flows._grow with scripted stages: each stage's held-out losses are given, so the
     # rule (double while the paired mean falls by more than its standard error; keep the
     # lowest) is checked exactly, without training
-    from streammix.flows import _grow
+    from streammix.flows import _grow, growth_sizes
     from streammix.training import Evaluation, TrainingState, EarlyStopping
 
     noise = np.random.default_rng(0).normal(0.0, 1.0, 1000)  # each held-out star's own loss
@@ -407,24 +407,28 @@ def test_growth_doubles_while_the_held_out_loss_falls_by_more_than_its_noise():
             jitter -= jitter.mean()  # so the paired mean difference is exactly that of ``means``
             return Evaluation.of(means[seen[-1]] + noise + jitter)
 
-        why, trained_on = _grow(stage, held_out, flow, torch.arange(n_train), FlowConfig(grow_from=100), "f")
+        why, trained_on = _grow(stage, held_out, flow, torch.arange(n_train), growth_sizes(100, n_train), "f")
         return seen, why, trained_on, int(flow.x_loc.item())
 
     # 100 -> 200 -> 400 fall by far more than the noise (0.0005 per star); 800 by less
-    seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 400: 2.45, 800: 2.4498}, 1000)
+    seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 400: 2.45, 800: 2.4498}, 2000)
     assert seen == [100, 200, 400, 800] and trained_on == kept == 800  # 800 is lowest: kept
-    assert why.startswith("no held-out improvement (800); learnt from 800 of 1,000 training stars")
-    assert "doubling 400 to 800 lowered the held-out loss by 0.0002 nats per star, not more than its standard error 0.0005" in why
+    assert why.startswith("no held-out improvement (800); learnt from 800 of 2,000 training stars")
+    assert "growing 400 to 800 lowered the held-out loss by 0.0002 nats per star, not more than its standard error 0.0005" in why
     # a doubling that makes it worse is undone
     seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 400: 2.6}, 1000)
     assert seen == [100, 200, 400] and trained_on == kept == 200
     assert why.startswith("no held-out improvement (200); learnt from 200 of 1,000 training stars")
-    assert "doubling 200 to 400 lowered the held-out loss by -0.1000" in why
+    assert "growing 200 to 400 lowered the held-out loss by -0.1000" in why
+    # the last growth (400 to 1,000: 800 would leave a step of 1.25 times) does not pay, but is lower
+    seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 400: 2.45, 1000: 2.4498}, 1000)
+    assert seen == [100, 200, 400, 1000] and trained_on == kept == 1000
+    assert why.startswith("no held-out improvement (1000); learnt from all 1,000 training stars (grown from 100): ")
     # every doubling pays: the last stage has every training star
     seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 300: 2.4}, 300)
     assert seen == [100, 200, 300] and trained_on == kept == 300
     assert why == (
-        "no held-out improvement (300); learnt from all 300 training stars (grown from 100: doubling 200 to 300 "
+        "no held-out improvement (300); learnt from all 300 training stars (grown from 100: growing 200 to 300 "
         "lowered the held-out loss by 0.1000 nats per star, more than its standard error 0.0005)"
     )
 
