@@ -119,7 +119,7 @@ class FlowConfig(Section):
         "kept and its stopped_because says how many stars it learnt from (null: every training star at once; flow "
         "blocks only; needs validation_fraction > 0). A subsample gets epochs passes over itself, so fewer gradient "
         "steps: where a field's flows still improve at their last epoch every growth pays, and the growth reaches "
-        "every star having also trained the smaller flows (1.8 to 2 times the flows' time on the demo and GD-1, "
+        "every star having also trained the smaller flows (1.4 to 1.9 times the flows' time on the demo and GD-1, "
         "benchmarks/RESULTS.md session 12), which is why it is off by default",
     )
 
