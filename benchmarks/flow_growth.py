@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help="demo, or a config file")
     parser.add_argument("--grow-from", nargs="+", default=["none", "16384"], help="grow_from values (none: every star)")
-    parser.add_argument("--test", type=float, default=0.1, help="fraction of the off-stream stars held out as test stars")
+    parser.add_argument("--test", type=float, default=0.1, help="fraction of the off-stream stars kept as test stars")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test stars")
     args = parser.parse_args()
 
@@ -107,7 +107,8 @@ def main() -> None:
 
     names = ["all", "astrometry"] if joint else ["all"]
     print(f"\n{args.config}: {int(train.sum()):,} training and {int(test.sum()):,} test stars (off-stream)\n")
-    print("| grow_from | flows s | " + " | ".join(f"ln p {n} / star (vs first)" for n in names) + " | stars learnt from |")
+    columns = " | ".join(f"ln p {n} / star (vs first)" for n in names)
+    print(f"| grow_from | flows s | {columns} | stars learnt from |")
     print("|---" * (3 + len(names)) + "|")
     for row in rows:
         cells = []

@@ -114,8 +114,8 @@ class FlowConfig(Section):
         None,
         ge=2,
         description="train each flow on a growing random subsample of its training stars: first this many, then "
-        "afresh on twice as many, and so on up to all of them (streammix.flows.growth_sizes), while a growth lowers the "
-        "loss of one fixed set of held-out stars by more than its paired standard error; the lower of the last two is "
+        "afresh on twice as many, and so on up to all of them (streammix.flows.growth_sizes), while a growth lowers "
+        "the loss of one fixed set of held-out stars by more than its paired standard error; the lower of the last two is "
         "kept and its stopped_because says how many stars it learnt from (null: every training star at once; flow "
         "blocks only; needs validation_fraction > 0). A subsample gets epochs passes over itself, so fewer gradient "
         "steps: where a field's flows still improve at their last epoch every growth pays, and the growth reaches "
