@@ -35,7 +35,7 @@ import contextlib
 import copy
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ __all__ = [
     "ConditionalFlow",
     "fit_flow",
     "from_unbounded",
+    "growth_sizes",
     "read_state",
     "to_unbounded",
 ]
@@ -110,6 +111,9 @@ class ConditionalFlow(torch.nn.Module):
     Attributes:
         stopped_because: Why :func:`fit_flow` ended its training (empty for a
             flow made or loaded otherwise); not saved with the state dict.
+        trained_on: How many training stars the weights :func:`fit_flow`
+            kept learnt from (fewer than it had with ``grow_from``; 0 for a
+            flow made or loaded otherwise); not saved with the state dict.
 
     Example:
         >>> flow = ConditionalFlow(2, FlowConfig(transforms=1, hidden=8), x_scale=[1.0, 10.0])
@@ -145,6 +149,7 @@ class ConditionalFlow(torch.nn.Module):
         self.features = features
         self.settings = settings
         self.stopped_because = ""
+        self.trained_on = 0
         loc = torch.zeros(features) if x_loc is None else torch.as_tensor(x_loc).float()
         scale = torch.ones(features) if x_scale is None else torch.as_tensor(x_scale).float()
         if loc.shape != (features,) or scale.shape != (features,):
@@ -328,6 +333,18 @@ def fit_flow(
     split, batches) is seeded with ``seed`` without changing torch's global
     random state.
 
+    With ``settings.grow_from`` = m, the flow is trained as above on the
+    first m training stars of the random order, then afresh (same initial
+    weights and batch order) on 2m, 4m... up to all of them
+    (:func:`growth_sizes`), while a growth lowers the held-out stars' mean
+    loss by more than its paired standard error (the held-out stars are drawn
+    once, as above); the lower of the last two is kept, and
+    ``stopped_because`` and ``trained_on`` say how many stars it learnt from
+    and why. A growth that reaches every star ends with the flow trained
+    without ``grow_from``, having also trained the smaller ones. Each
+    subsample's training has ``epochs`` passes over *it*, so a small
+    subsample also gets fewer gradient steps.
+
     Arguments:
         x: Coordinates, shape (N, D), all finite.
         phi1: Conditioning coordinate, shape (N,), finite.
@@ -417,116 +434,213 @@ def _train(
         ).to(device)
     generator = torch.Generator().manual_seed(seed)
 
-    # Held-out split.
+    # Held-out split (a random order, so the first m training stars are a random subsample).
     order = torch.randperm(n, generator=generator)
     n_valid = int(round(settings.validation_fraction * n))
     if settings.validation_fraction > 0:
         n_valid = min(max(n_valid, 1), n - 1)
     valid_idx, train_idx = order[:n_valid], order[n_valid:]
+    # every training run (each subsample's, with grow_from) starts from these weights and batches
+    start_weights, start_random = copy.deepcopy(flow.state_dict()), generator.get_state()
 
     def to_tensor(array: np.ndarray) -> Tensor:
         return _float32_tensor(array, device)
 
     x_t, phi1_t, w_t, extra_t = to_tensor(x), to_tensor(phi1), to_tensor(w), to_tensor(extra)
-    valid_idx_d, train_idx_d = valid_idx.to(device), train_idx.to(device)
-    x_train, phi1_train, w_train = x_t[train_idx_d], phi1_t[train_idx_d], w_t[train_idx_d]
+    valid_idx_d = valid_idx.to(device)
     x_valid, phi1_valid, w_valid = x_t[valid_idx_d], phi1_t[valid_idx_d], w_t[valid_idx_d]
-    extra_train, extra_valid = extra_t[train_idx_d], extra_t[valid_idx_d]
+    extra_valid = extra_t[valid_idx_d]
     if n_valid > 0 and float(w_valid.sum()) <= 0:
         w_valid = torch.ones_like(w_valid)
-    w_train_mean = w_train.mean().clamp_min(1e-30)
-
-    optimizer = torch.optim.AdamW(
-        flow.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    # Halve the learning rate when the held-out loss stalls for a third of the patience.
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=max(settings.patience // 3, 1)
-    )
-    n_train = len(train_idx)
-    # Exponential moving average of the weights (settings.averaging): the flow
-    # that is validated, kept and returned is the average, not the last step.
-    decay = settings.averaging
     params = list(flow.parameters())
-    average = [p.detach().clone() for p in params] if decay > 0 else None
-
-    @contextlib.contextmanager
-    def averaged() -> Iterator[None]:
-        if average is None:
-            yield
-            return
-        current = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p, a in zip(params, average):
-                p.copy_(a)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, c in zip(params, current):
-                    p.copy_(c)
-
     max_steps = settings.max_steps if settings.max_steps is not None else math.inf
     steps = 0
 
-    def epoch(state: TrainingState) -> float:
-        nonlocal steps
-        flow.train()
-        permutation = torch.randperm(n_train, generator=generator).to(device)
-        total = 0.0
-        seen = 0
-        for start in range(0, n_train, settings.batch_size):
-            if steps >= max_steps:
-                break
-            batch = permutation[start : start + settings.batch_size]
-            log_prob = flow.log_prob(x_train[batch], phi1_train[batch], extra_train[batch])
-            loss = -(w_train[batch] * log_prob).mean() / w_train_mean
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
-            optimizer.step()
-            if average is not None:
-                with torch.no_grad():
-                    for a, p in zip(average, params):
-                        a.lerp_(p, 1.0 - decay)
-            total += float(loss.detach()) * len(batch)
-            seen += len(batch)
-            steps += 1
-        return total / max(seen, 1)
-
-    def evaluate() -> Evaluation:
+    def held_out() -> Evaluation:
+        """The held-out stars scored by the flow's current weights."""
         flow.eval()
-        with torch.no_grad(), averaged():
+        with torch.no_grad():
             log_prob = flow.log_prob(x_valid, phi1_valid, extra_valid)
             valid_loss = float(-(w_valid * log_prob).sum() / w_valid.sum())
             losses = -(w_valid * log_prob) / w_valid.mean()
-        if not math.isfinite(valid_loss):
-            valid_loss = math.inf
-        scheduler.step(valid_loss)
-        return Evaluation.of(losses, valid_loss)
+        return Evaluation.of(losses, valid_loss if math.isfinite(valid_loss) else math.inf)
 
-    def snapshot() -> dict[str, Tensor]:
-        with averaged():
-            return copy.deepcopy(flow.state_dict())
+    def stage(rows: Tensor, stage_label: str) -> TrainingState:
+        """Train the flow afresh (initial weights, first batch order) on the training stars ``rows``."""
+        nonlocal steps
+        flow.load_state_dict(start_weights)
+        generator.set_state(start_random)
+        steps = 0
+        rows_d = rows.to(device)
+        x_train, phi1_train, w_train = x_t[rows_d], phi1_t[rows_d], w_t[rows_d]
+        extra_train = extra_t[rows_d]
+        w_train_mean = w_train.mean().clamp_min(1e-30)
+        optimizer = torch.optim.AdamW(flow.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        # Halve the learning rate when the held-out loss stalls for a third of the patience.
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=0.5, patience=max(settings.patience // 3, 1)
+        )
+        n_train = len(rows)
+        # Exponential moving average of the weights (settings.averaging): the flow
+        # that is validated, kept and returned is the average, not the last step.
+        decay = settings.averaging
+        average = [p.detach().clone() for p in params] if decay > 0 else None
 
-    state = run_training(
-        epoch,
-        evaluate if n_valid > 0 else None,
-        snapshot,
-        flow.load_state_dict,
-        total=settings.epochs,
-        stopping=EarlyStopping(settings.patience, "epochs"),
-        budget=lambda: f"max steps ({settings.max_steps})" if steps >= max_steps else None,
-        progress=label if progress else None,
-        transient=False,
-    )
-    flow.stopped_because = state.stopped_because
-    if state.best is None and average is not None:
-        with torch.no_grad():
-            for p, a in zip(params, average):
-                p.copy_(a)
+        @contextlib.contextmanager
+        def averaged() -> Iterator[None]:
+            if average is None:
+                yield
+                return
+            current = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p, a in zip(params, average):
+                    p.copy_(a)
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    for p, c in zip(params, current):
+                        p.copy_(c)
+
+        def epoch(state: TrainingState) -> float:
+            nonlocal steps
+            flow.train()
+            permutation = torch.randperm(n_train, generator=generator).to(device)
+            total = 0.0
+            seen = 0
+            for start in range(0, n_train, settings.batch_size):
+                if steps >= max_steps:
+                    break
+                batch = permutation[start : start + settings.batch_size]
+                log_prob = flow.log_prob(x_train[batch], phi1_train[batch], extra_train[batch])
+                loss = -(w_train[batch] * log_prob).mean() / w_train_mean
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
+                optimizer.step()
+                if average is not None:
+                    with torch.no_grad():
+                        for a, p in zip(average, params):
+                            a.lerp_(p, 1.0 - decay)
+                total += float(loss.detach()) * len(batch)
+                seen += len(batch)
+                steps += 1
+            return total / max(seen, 1)
+
+        def evaluate() -> Evaluation:
+            with averaged():
+                evaluation = held_out()
+            scheduler.step(evaluation.value)
+            return evaluation
+
+        def snapshot() -> dict[str, Tensor]:
+            with averaged():
+                return copy.deepcopy(flow.state_dict())
+
+        state = run_training(
+            epoch,
+            evaluate if n_valid > 0 else None,
+            snapshot,
+            flow.load_state_dict,
+            total=settings.epochs,
+            stopping=EarlyStopping(settings.patience, "epochs"),
+            budget=lambda: f"max steps ({settings.max_steps})" if steps >= max_steps else None,
+            progress=stage_label if progress else None,
+            transient=False,
+        )
+        if state.best is None and average is not None:
+            with torch.no_grad():
+                for p, a in zip(params, average):
+                    p.copy_(a)
+        return state
+
+    n_train = len(train_idx)
+    sizes = [n_train] if settings.grow_from is None or n_valid == 0 else growth_sizes(settings.grow_from, n_train)
+    if len(sizes) == 1:
+        flow.stopped_because = stage(train_idx, label).stopped_because
+        flow.trained_on = n_train
+    else:
+        flow.stopped_because, flow.trained_on = _grow(stage, held_out, flow, train_idx, sizes, label)
     flow.eval()
     return flow
+
+
+def growth_sizes(start: int, n: int) -> list[int]:
+    """The subsample sizes a flow with ``grow_from = start`` may train on, out of ``n`` training stars.
+
+    They double from ``start`` and end at ``n``; a last step of less than 1.5
+    times is merged into the one before (so the last grows 1.5 to 3 times, and
+    a field of fewer than 1.5 ``start`` stars trains on them all at once).
+
+    Example:
+        >>> growth_sizes(16384, 61667), growth_sizes(4096, 8392), growth_sizes(4096, 4159)
+        ([16384, 32768, 61667], [4096, 8392], [4159])
+    """
+    sizes = [min(start, n)]
+    while sizes[-1] < n:
+        sizes.append(min(2 * sizes[-1], n))
+    if len(sizes) > 1 and sizes[-1] < 1.5 * sizes[-2]:
+        del sizes[-2]
+    return sizes
+
+
+def _grow(
+    stage: Callable[[Tensor, str], TrainingState],
+    held_out: Callable[[], Evaluation],
+    flow: ConditionalFlow,
+    train_idx: Tensor,
+    sizes: list[int],
+    label: str,
+) -> tuple[str, int]:
+    """Train ``flow`` afresh on the prefixes of ``train_idx`` (a random order) of
+    the ``sizes`` (:func:`growth_sizes`) while a growth lowers the held-out
+    stars' mean loss by more than its paired standard error; leave it with the
+    weights of lower held-out loss of the last two. A growth that reaches every
+    training star ends with the flow trained without ``grow_from``.
+
+    Returns:
+        Why training stopped, and how many training stars the kept weights learnt from.
+    """
+    n_train = len(train_idx)
+    grown_from = f"grown from {sizes[0]:,}"
+    last: tuple[dict[str, Tensor], Evaluation, int, str] | None = None
+    for size in sizes:
+        state = stage(train_idx[:size], f"{label} [{size:,} stars]")
+        evaluation = held_out()
+        if last is None:
+            last = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
+            continue
+        gain, noise = _paired_gain(last[1], evaluation)
+        growth = f"growing {last[2]:,} to {size:,} lowered the held-out loss by {gain:.4f} nats per star"
+        if gain > noise and size < n_train:
+            last = (copy.deepcopy(flow.state_dict()), evaluation, size, state.stopped_because)
+            continue
+        if gain > noise:
+            return (
+                f"{state.stopped_because}; learnt from all {n_train:,} training stars ({grown_from}: {growth}, more "
+                f"than its standard error {noise:.4f})",
+                size,
+            )
+        kept_size, reason = (size, state.stopped_because) if evaluation.value < last[1].value else last[2:]
+        if kept_size != size:
+            flow.load_state_dict(last[0])
+        of = "all" if kept_size == n_train else f"{kept_size:,} of"
+        return (
+            f"{reason}; learnt from {of} {n_train:,} training stars ({grown_from}): {growth}, not more than its "
+            f"standard error {noise:.4f}",
+            kept_size,
+        )
+    raise AssertionError("growth_sizes ends at every training star")  # pragma: no cover
+
+
+def _paired_gain(before: Evaluation, after: Evaluation) -> tuple[float, float]:
+    """How much lower ``after``'s held-out losses are than ``before``'s (the same stars),
+    per star, and the paired standard error of that (:mod:`streammix.training`'s rule);
+    ``(-inf, 0)`` when ``after`` is not finite."""
+    if not math.isfinite(after.value) or not np.all(np.isfinite(after.losses)):
+        return -math.inf, 0.0
+    d = before.losses - after.losses
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
 
 
 def _patterns(mask: np.ndarray) -> np.ndarray:

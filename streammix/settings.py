@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["BlockSection", "ControlPointConfig", "FlowConfig", "GalstreamsPrior", "NetworkConfig", "Section", "first_error"]
 
@@ -110,6 +110,24 @@ class FlowConfig(Section):
         description="decay per step of an exponential moving average of the flow's weights, which is what is "
         "validated and kept (0: the last step's weights)",
     )
+    grow_from: int | None = Field(
+        None,
+        ge=2,
+        description="train each flow on a growing random subsample of its training stars: first this many, then "
+        "afresh on twice as many, and so on up to all of them (streammix.flows.growth_sizes), while a growth lowers "
+        "the loss of one fixed set of held-out stars by more than its paired standard error; the lower of the last two is "
+        "kept and its stopped_because says how many stars it learnt from (null: every training star at once; flow "
+        "blocks only; needs validation_fraction > 0). A subsample gets epochs passes over itself, so fewer gradient "
+        "steps: where a field's flows still improve at their last epoch every growth pays, and the growth reaches "
+        "every star having also trained the smaller flows (1.4 to 1.9 times the flows' time on the demo and GD-1, "
+        "benchmarks/RESULTS.md session 12), which is why it is off by default",
+    )
+
+    @model_validator(mode="after")
+    def _grow_needs_held_out(self) -> FlowConfig:
+        if self.grow_from is not None and self.validation_fraction == 0:
+            raise ValueError("grow_from: needs held-out stars (validation_fraction > 0) to judge a growth")
+        return self
 
 
 class ControlPointConfig(Section):

@@ -335,6 +335,112 @@ def test_max_steps_stops_after_that_many_gradient_steps():
         FlowConfig(max_steps=0)
 
 
+def test_growing_subsample_stops_where_the_density_is_learnt_and_says_why():
+    # a standard normal, the same at every phi1, is learnt from about a thousand stars: with
+    # grow_from the flow must stop doubling long before its 10,800 training stars, keep the
+    # weights of lowest held-out loss, and say how many stars they learnt from and why
+    rng = np.random.default_rng(5)
+    phi1 = rng.uniform(-1, 1, 12000)
+    x = rng.normal(0.0, 1.0, (12000, 1))
+    settings = FlowConfig(transforms=1, hidden=8, batch_size=128, grow_from=512)
+    flow = fit_flow(x, phi1, settings, seed=0)
+    assert 512 <= flow.trained_on <= 2048
+    assert f"learnt from {flow.trained_on:,} of 10,800 training stars (grown from 512)" in flow.stopped_because
+    assert "not more than its standard error" in flow.stopped_because
+    fresh = rng.normal(0.0, 1.0, 4000)
+    with torch.no_grad():
+        log_p = flow.log_prob(torch.as_tensor(fresh[:, None], dtype=torch.float32), torch.zeros(4000)).numpy()
+    assert abs(np.mean(log_p - stats.norm.logpdf(fresh))) < 0.02  # KL to the truth, nats
+
+    # a field smaller than grow_from trains on every star, exactly as without it
+    small = fit_flow(x[:2000], phi1[:2000], settings.model_copy(update={"grow_from": 4096}), seed=0)
+    plain = fit_flow(x[:2000], phi1[:2000], settings.model_copy(update={"grow_from": None}), seed=0)
+    probe = torch.as_tensor(x[:50], dtype=torch.float32), torch.as_tensor(phi1[:50], dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(small.log_prob(*probe), plain.log_prob(*probe))
+    assert small.stopped_because == plain.stopped_because and small.trained_on == plain.trained_on == 1800
+
+
+def test_a_growth_that_reaches_every_star_ends_with_the_flow_trained_without_it(monkeypatch):
+    # each subsample is trained afresh (same initial weights, same batch order), so when
+    # every doubling pays the last stage is exactly the flow fitted without grow_from
+    import streammix.flows as flows
+
+    monkeypatch.setattr(flows, "_paired_gain", lambda before, after: (1.0, 0.0))  # every doubling pays
+    rng = np.random.default_rng(7)
+    phi1 = rng.uniform(-1, 1, 2000)
+    x = np.stack([phi1 + rng.normal(0, 0.2, 2000), rng.normal(0, 1, 2000)], axis=1)
+    settings = FlowConfig(transforms=1, hidden=8, batch_size=128, epochs=5)
+    grown = fit_flow(x, phi1, settings.model_copy(update={"grow_from": 256}), seed=2)
+    plain = fit_flow(x, phi1, settings, seed=2)
+    probe = torch.as_tensor(x[:50], dtype=torch.float32), torch.as_tensor(phi1[:50], dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(grown.log_prob(*probe), plain.log_prob(*probe))
+    assert grown.trained_on == 1800
+    assert grown.stopped_because == (
+        f"{plain.stopped_because}; learnt from all 1,800 training stars (grown from 256: growing 1,024 to 1,800 "
+        "lowered the held-out loss by 1.0000 nats per star, more than its standard error 0.0000)"
+    )
+
+
+def test_growth_doubles_while_the_held_out_loss_falls_by_more_than_its_noise():
+    # flows._grow with scripted stages: each stage's held-out losses are given, so the
+    # rule (double while the paired mean falls by more than its standard error; keep the
+    # lowest) is checked exactly, without training
+    from streammix.flows import _grow, growth_sizes
+    from streammix.training import Evaluation, TrainingState, EarlyStopping
+
+    noise = np.random.default_rng(0).normal(0.0, 1.0, 1000)  # each held-out star's own loss
+
+    def run(means: dict[int, float], n_train: int, reason: str = "no held-out improvement"):
+        flow = ConditionalFlow(1, FlowConfig(transforms=1, hidden=4))
+        seen: list[int] = []
+
+        def stage(rows, label):
+            seen.append(len(rows))
+            with torch.no_grad():
+                flow.x_loc.fill_(len(rows))  # marks the weights of this stage
+            return TrainingState(EarlyStopping(10), stopped_because=f"{reason} ({len(rows)})")
+
+        def held_out():
+            jitter = np.random.default_rng(len(seen)).normal(0.0, 0.01, 1000)
+            jitter -= jitter.mean()  # so the paired mean difference is exactly that of ``means``
+            return Evaluation.of(means[seen[-1]] + noise + jitter)
+
+        why, trained_on = _grow(stage, held_out, flow, torch.arange(n_train), growth_sizes(100, n_train), "f")
+        return seen, why, trained_on, int(flow.x_loc.item())
+
+    # 100 -> 200 -> 400 fall by far more than the noise (0.0005 per star); 800 by less
+    seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 400: 2.45, 800: 2.4498}, 2000)
+    assert seen == [100, 200, 400, 800] and trained_on == kept == 800  # 800 is lowest: kept
+    assert why.startswith("no held-out improvement (800); learnt from 800 of 2,000 training stars")
+    assert why.endswith("growing 400 to 800 lowered the held-out loss by 0.0002 nats per star, not more than its "
+                        "standard error 0.0005")
+    # a doubling that makes it worse is undone
+    seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 400: 2.6}, 1000)
+    assert seen == [100, 200, 400] and trained_on == kept == 200
+    assert why.startswith("no held-out improvement (200); learnt from 200 of 1,000 training stars")
+    assert "growing 200 to 400 lowered the held-out loss by -0.1000" in why
+    # the last growth (400 to 1,000: 800 would leave a step of 1.25 times) does not pay, but is lower
+    seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 400: 2.45, 1000: 2.4498}, 1000)
+    assert seen == [100, 200, 400, 1000] and trained_on == kept == 1000
+    assert why.startswith("no held-out improvement (1000); learnt from all 1,000 training stars (grown from 100): ")
+    # every doubling pays: the last stage has every training star
+    seen, why, trained_on, kept = run({100: 3.0, 200: 2.5, 300: 2.4}, 300)
+    assert seen == [100, 200, 300] and trained_on == kept == 300
+    assert why == (
+        "no held-out improvement (300); learnt from all 300 training stars (grown from 100: growing 200 to 300 "
+        "lowered the held-out loss by 0.1000 nats per star, more than its standard error 0.0005)"
+    )
+
+
+def test_grow_from_needs_held_out_stars():
+    with pytest.raises(ValidationError, match="grow_from: needs held-out stars"):
+        FlowConfig(grow_from=1024, validation_fraction=0.0)
+    with pytest.raises(ValidationError, match="grow_from"):
+        FlowConfig(grow_from=1)
+
+
 @pytest.mark.parametrize("backend", ["zuko", "nflows"])
 def test_short_softmax_changes_nothing_but_the_speed(backend):
     # the flows compute their spline-bin softmax as exp / sum (flows._ShortSoftmax);

@@ -1,0 +1,138 @@
+"""The background flows trained on a growing subsample (``grow_from``) against every training star.
+
+Usage::
+
+    python benchmarks/flow_growth.py [--config demo|PATH.yaml] [--grow-from none 16384 ...] [--test 0.1] [--seed 0]
+
+The config's background flows are trained as :func:`streammix.fit.fit` trains
+them (its off-stream stars, its blocks and settings, ``fit.workers``
+processes), once per ``--grow-from`` value (``none``: every training star, the
+behaviour before ``grow_from``), on the off-stream stars less a test set: a
+``--test`` fraction of them drawn once (``--seed``), which no variant trains
+or validates on. Each variant's flows then score the test stars: the mean
+background log-density per star (all the background's coordinates, and for a
+joint model the astrometric marginal the mixtures also use), and its paired
+difference from the first variant with the standard error (and the largest
+difference of one star: 0 when the flows are the same). ``--config demo``
+is the ``make demo`` job's field: the default mock (102,000 stars) with
+:func:`streammix.pipeline.demo_config`. Prints a markdown table and, last, a
+JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import emit, machine, peak_rss_mb
+
+
+def field(config: str):
+    """The config and its stars (``demo``: the default mock with the demo's config)."""
+    from streammix.config import Config
+    from streammix.data import StarTable
+    from streammix.fit import load_stars
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.pipeline import demo_config, mock_columns
+
+    if config == "demo":
+        table, truth = generate_mock(MockConfig(), seed=0)
+        return demo_config(truth), StarTable.from_table(table, mock_columns())
+    loaded = Config.from_yaml(Path(config))
+    return loaded, load_stars(loaded)
+
+
+def with_grow_from(config, value: int | None):
+    """``config`` with ``model.background.flow.grow_from`` set to ``value``."""
+    from streammix.config import Config
+
+    data = config.model_dump(mode="json", exclude={"source"})
+    data["model"]["background"]["flow"]["grow_from"] = value
+    return Config.from_dict(data, source=f"{config.source} (grow_from {value})")
+
+
+def paired(base: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """Mean of ``other - base`` per star and its standard error."""
+    d = other - base
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="demo", help="demo, or a config file")
+    parser.add_argument("--grow-from", nargs="+", default=["none", "16384"], help="grow_from values (none: every star)")
+    parser.add_argument("--test", type=float, default=0.1, help="fraction of the off-stream stars kept as test stars")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test stars")
+    args = parser.parse_args()
+
+    from streammix.fit import _train_background, control_priors, needs_background_bands, offstream_stars
+
+    config, stars = field(args.config)
+    offstream = offstream_stars(config, control_priors(config), stars)
+    rng = np.random.default_rng(args.seed)
+    test = offstream & (rng.random(len(stars)) < args.test)
+    train = offstream & ~test
+    joint = bool(config.model.bands) and (
+        any(c.photometry for c in config.model.components) or needs_background_bands(config)
+    )
+    rows = []
+    base: dict[str, np.ndarray] = {}
+    for text in args.grow_from:
+        value = None if text.lower() in ("none", "null") else int(text)
+        variant = with_grow_from(config, value)
+        start = time.perf_counter()
+        background = _train_background(variant, stars, train, progress=False)
+        seconds = time.perf_counter() - start
+        scores = {"all": background.log_prob(stars[test])}
+        if joint:
+            scores["astrometry"] = background.log_prob(stars[test], exclude=config.model.bands)
+        row = {"grow_from": value, "seconds": round(seconds, 1)}
+        for name, logp in scores.items():
+            row[f"logp_{name}"] = round(float(logp.mean()), 4)
+            if base:
+                gain, se = paired(base[name], logp)
+                row[f"dlogp_{name}"], row[f"dlogp_{name}_se"] = round(gain, 4), round(se, 4)
+                row[f"max_abs_dlogp_{name}"] = float(np.max(np.abs(logp - base[name])))
+        if not base:
+            base = scores
+        row["flows"] = {
+            " ".join(pattern): {"trained_on": flow.trained_on, "stopped_because": flow.stopped_because}
+            for block in background.blocks
+            for pattern, flow in getattr(block, "flows", {}).items()
+        }
+        rows.append(row)
+        print(row, flush=True)
+
+    names = ["all", "astrometry"] if joint else ["all"]
+    print(f"\n{args.config}: {int(train.sum()):,} training and {int(test.sum()):,} test stars (off-stream)\n")
+    columns = " | ".join(f"ln p {n} / star (vs first)" for n in names)
+    print(f"| grow_from | flows s | {columns} | stars learnt from |")
+    print("|---" * (3 + len(names)) + "|")
+    for row in rows:
+        cells = []
+        for name in names:
+            cell = f"{row[f'logp_{name}']:.4f}"
+            if f"dlogp_{name}" in row:
+                cell += f" ({row[f'dlogp_{name}']:+.4f} ± {row[f'dlogp_{name}_se']:.4f})"
+            cells.append(cell)
+        learnt = ", ".join(f"{p}: {f['trained_on']:,}" for p, f in row["flows"].items())
+        print(f"| {row['grow_from']} | {row['seconds']} | " + " | ".join(cells) + f" | {learnt} |")
+    emit(
+        {
+            "benchmark": "flow_growth",
+            "config": args.config,
+            "n_train": int(train.sum()),
+            "n_test": int(test.sum()),
+            "test_fraction": args.test,
+            "seed": args.seed,
+            "variants": rows,
+            "peak_rss_mb": round(peak_rss_mb()),
+            "machine": machine(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
