@@ -2,12 +2,15 @@
 
 Usage::
 
-    python benchmarks/residuals_time.py MODEL_FOLDER
+    python benchmarks/residuals_time.py MODEL_FOLDER [--save MAPS.npz] [--compare MAPS.npz]
 
 ``MODEL_FOLDER`` is the ``model`` folder of a ``streammix fit`` output (e.g. from
 ``benchmarks/everyday.py``); the stars are read through the saved config. Prints the
 seconds of :func:`streammix.residuals.position_residuals` and, for two bands,
-:func:`streammix.residuals.cmd_residuals`, then a JSON line.
+:func:`streammix.residuals.cmd_residuals`, then a JSON line. ``--save`` writes the
+maps' observed and expected counts; ``--compare`` adds to the JSON line the largest
+absolute difference of each map's expected counts from those of a saved file (e.g.
+written with another commit's package on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 from _common import SHARED, emit, machine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
+    parser.add_argument("--save", type=Path, help="write the maps' counts to this .npz")
+    parser.add_argument("--compare", type=Path, help="a .npz from --save to compare the expected counts with")
     args = parser.parse_args()
     os.environ.setdefault("STREAMMIX_SHARED_DATA", str(SHARED))
     from streammix.fit import load, load_stars
@@ -30,17 +36,26 @@ def main() -> None:
 
     model = load(args.model)
     stars = load_stars(model.config)
-    seconds = {}
+    seconds, maps = {}, {}
     t0 = time.perf_counter()
-    position_residuals(model, stars)
+    maps["position"] = position_residuals(model, stars)
     seconds["position"] = time.perf_counter() - t0
     if len(model.config.model.bands) == 2:
         t0 = time.perf_counter()
-        cmd_residuals(model, stars)
+        maps["cmd"] = cmd_residuals(model, stars)
         seconds["cmd"] = time.perf_counter() - t0
     for name, value in seconds.items():
         print(f"{name} residuals: {value:.1f} s")
-    emit({"machine": machine(), "n_stars": len(stars), "seconds": seconds})
+    summary = {"machine": machine(), "n_stars": len(stars), "seconds": seconds}
+    if args.save is not None:
+        np.savez(args.save, **{f"{name}_{what}": getattr(r, what) for name, r in maps.items() for what in ("observed", "expected")})
+    if args.compare is not None:
+        saved = np.load(args.compare)
+        summary["max_abs_expected_difference"] = {
+            name: float(np.abs(r.expected - saved[f"{name}_expected"]).max()) for name, r in maps.items()
+        }
+        summary["observed_equal"] = all(np.array_equal(r.observed, saved[f"{name}_observed"]) for name, r in maps.items())
+    emit(summary)
 
 
 if __name__ == "__main__":

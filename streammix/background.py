@@ -172,13 +172,40 @@ class BackgroundFlows:
         for block in self.blocks:
             if set(block.names) <= excluded:
                 continue
-            values = block_values(stars, block.names)
-            for j, name in enumerate(block.names):
-                if name in excluded:
-                    values[:, j] = np.nan
-            errors = block_errors(stars, block.names) if block.errors else None
-            phi2 = _phi2_of(stars) if block.phi2_context else None
-            total += block.log_prob(values, stars.phi1, errors=errors, threads=threads, phi2=phi2)
+            total += _block_log_prob(block, stars, excluded, threads)
+        return total
+
+    def conditional_log_prob(self, stars, of: Sequence[str], *, threads: int | None = None) -> np.ndarray:
+        """Per-star log-density of the coordinates ``of`` given the star's other coordinates.
+
+        ln p(of | others, phi1) = ``log_prob(stars) - log_prob(stars, exclude=of)``,
+        evaluated on the blocks that involve ``of`` only: a block of only
+        those coordinates contributes its own log-density, a block that mixes
+        them with others its log-density minus its marginal without them
+        (which :meth:`fit` learns when told ``marginal_without``), and a
+        block without any of them cancels and is not evaluated. A star with
+        none of ``of`` observed gets 0.
+
+        Arguments:
+            stars: The stars (a :class:`~streammix.data.StarTable`).
+            of: The coordinates (e.g. the bands) whose density is wanted.
+            threads: CPU threads for the flows (default:
+                :data:`~streammix.flows.DEFAULT_THREADS`).
+
+        Returns:
+            float64 array (N,).
+        """
+        if self.view is not None:
+            stars = self.view.apply(stars)
+        total = np.zeros(len(stars))
+        wanted = set(of)
+        for block in self.blocks:
+            if not set(block.names) & wanted:
+                continue
+            term = _block_log_prob(block, stars, set(), threads)
+            if not set(block.names) <= wanted:
+                term = term - _block_log_prob(block, stars, wanted, threads)
+            total += term
         return total
 
     def save(self, folder: str | Path) -> None:
@@ -203,6 +230,17 @@ class BackgroundFlows:
             while (folder / f"block{count}.pt").is_file():
                 count += 1
         return cls([load_block(folder / f"block{i}.pt", device=device) for i in range(count)], view)
+
+
+def _block_log_prob(block: BlockModel, stars, excluded: set[str], threads: int | None) -> np.ndarray:
+    """One block's log-density of each star's observed coordinates, those in ``excluded`` left out."""
+    values = block_values(stars, block.names)
+    for j, name in enumerate(block.names):
+        if name in excluded:
+            values[:, j] = np.nan
+    errors = block_errors(stars, block.names) if block.errors else None
+    phi2 = _phi2_of(stars) if block.phi2_context else None
+    return block.log_prob(values, stars.phi1, errors=errors, threads=threads, phi2=phi2)
 
 
 def load_block(path: str | Path, *, device: str = "cpu") -> BlockModel:

@@ -238,6 +238,7 @@ def config_tensors(
     mixture: Mixture | None = None,
     photometry: bool = True,
     background_logp_astrometry: np.ndarray | None = None,
+    background_bands_logp: np.ndarray | None = None,
 ) -> StarTensors:
     """The stars as tensors for ``config``'s model (grid, coordinates, bands, dtype, device),
     the isochrone term's per-star quantities included unless ``photometry`` is False.
@@ -245,13 +246,18 @@ def config_tensors(
     ``background_logp_astrometry``: the background's log-density of the astrometry
     alone; with bands in the model and a component without an isochrone, the
     difference from ``background_logp`` is that component's photometric density
-    (:func:`needs_background_bands`)."""
+    (:func:`needs_background_bands`). ``background_bands_logp``: that density
+    itself (:meth:`~streammix.background.BackgroundFlows.conditional_log_prob`),
+    for a caller that does not need the astrometric one."""
     like, distmod_range = None, None
     if config.model.bands and photometry:
         like, distmod_range = photometric_terms(config, mixture if mixture is not None else build_mixture(config, stars))
     bands_logp = None
-    if background_logp is not None and background_logp_astrometry is not None and needs_background_bands(config):
-        bands_logp = np.asarray(background_logp) - np.asarray(background_logp_astrometry)
+    if needs_background_bands(config):
+        if background_bands_logp is not None:
+            bands_logp = np.asarray(background_bands_logp)
+        elif background_logp is not None and background_logp_astrometry is not None:
+            bands_logp = np.asarray(background_logp) - np.asarray(background_logp_astrometry)
     return prepare_stars(
         stars,
         phi1_range=config.field.phi1,
@@ -615,16 +621,16 @@ class FittedModel:
         """
         if background_logp is None:
             background_logp = self.background.log_prob(stars, threads=threads) if self.background is not None else None
-        astrometric = None
+        bands_logp = None
         if self.background is not None and needs_background_bands(self.config):
-            astrometric = self.background.log_prob(stars, exclude=self.config.model.bands, threads=threads)
+            bands_logp = self.background.conditional_log_prob(stars, self.config.model.bands, threads=threads)
         if not prune:
             return config_tensors(
-                self.config, stars, background_logp, mixture=self.mixtures[0], background_logp_astrometry=astrometric
+                self.config, stars, background_logp, mixture=self.mixtures[0], background_bands_logp=bands_logp
             )
         tensors = config_tensors(
             self.config, stars, background_logp, mixture=self.mixtures[0], photometry=False,
-            background_logp_astrometry=astrometric,
+            background_bands_logp=bands_logp,
         )  # fmt: skip
         like, distmod_range = photometric_terms(self.config, self.mixtures[0])
         if like is None:

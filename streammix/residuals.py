@@ -279,7 +279,7 @@ def cmd_residuals(
         )
         density = np.zeros((len(rows), n_points))
         if model.background is not None:
-            log_bg = model.background.log_prob(fake) - model.background.log_prob(fake, exclude=bands)
+            log_bg = model.background.conditional_log_prob(fake, bands)  # the astrometric blocks cancel
             density += share[rows, -1, None] * np.exp(log_bg.reshape(len(rows), n_points))
         photometric = photometry_tensors(
             np.stack([fake.mags[b] for b in bands], axis=1),
@@ -287,14 +287,24 @@ def cmd_residuals(
             np.stack([fake.extinction.get(b, np.zeros(len(repeat))) for b in bands], axis=1),
             dtype=dtype,
         )
+        own = photometry_tensors(  # the stars themselves: both bands observed, as at every grid point
+            np.stack([stars.mags[b][rows] for b in bands], axis=1),
+            np.stack([stars.mag_errs[b][rows] for b in bands], axis=1),
+            np.stack([stars.extinction[b][rows] if b in stars.extinction else np.zeros(len(rows)) for b in bands], axis=1),
+            dtype=dtype,
+        )
         for k, comp in enumerate(mixture.components):
             if comp.photometry is None:
                 continue
             at = slice(start, start + len(rows))
-            distmod = outputs[comp.name]["distmod"][at].repeat_interleave(n_points)
-            width = outputs[comp.name]["distmod_width"][at].repeat_interleave(n_points)
+            distmod, width = outputs[comp.name]["distmod"][at], outputs[comp.name]["distmod_width"][at]
             with torch.no_grad():
-                logp = comp.photometry.log_prob(distmod, width, photometric).double().numpy()
+                # the truncation at the magnitude limits does not depend on the magnitudes: once per star
+                log_z = comp.photometry.log_truncation_of(distmod, width, own).repeat_interleave(n_points)
+                logp = comp.photometry.log_prob(
+                    distmod.repeat_interleave(n_points), width.repeat_interleave(n_points), photometric, truncation=False
+                )
+                logp = (logp - log_z).double().numpy()
             density += share[rows, k, None] * np.exp(logp.reshape(len(rows), n_points))
         density /= np.maximum(density.sum(axis=1, keepdims=True), 1e-300)  # each star's distribution over the grid
         np.add.at(expected, point_bin, density.sum(axis=0))

@@ -427,6 +427,38 @@ def test_a_block_of_bands_and_astrometry_gives_the_astrometric_marginal():
         without.log_prob(stars, exclude=bands)
 
 
+
+def test_the_conditional_density_of_the_bands_skips_the_blocks_that_cancel(monkeypatch):
+    """``conditional_log_prob(stars, bands)`` is ``log_prob(stars) - log_prob(stars,
+    exclude=bands)`` (to float precision) for blocks of the astrometry alone (not
+    evaluated), of astrometry and a band (its density minus its marginal) and of
+    bands alone (its own density), with error and phi2 contexts and stars
+    missing some coordinates."""
+    from streammix.background import BackgroundFlows
+
+    table, truth = generate_mock(MockConfig(n_stream=50, n_background=1500, missing_astrometry_fraction=0.1), seed=1)
+    stars = StarTable.from_table(table, mock_columns())
+    bands = ["gaia_g", "gaia_bp", "gaia_rp"]
+    blocks = [["parallax", "pm_phi2"], ["pm_phi1_cosphi2", "gaia_g"], ["gaia_bp", "gaia_rp"]]
+    background = BackgroundFlows.fit(
+        stars, blocks, FlowConfig(transforms=1, hidden=8, epochs=2), marginal_without=bands, errors=True, phi2_context=True
+    )
+    assert background.blocks[0].errors and background.blocks[0].phi2_context
+    difference = background.log_prob(stars) - background.log_prob(stars, exclude=bands)
+    # one band's density given the rest, the other bands included: the mixed block only
+    np.testing.assert_allclose(
+        background.conditional_log_prob(stars, ["gaia_g"]),
+        background.log_prob(stars) - background.log_prob(stars, exclude=["gaia_g"]),
+        rtol=0, atol=1e-9,
+    )  # fmt: skip
+    calls = []
+    monkeypatch.setattr(background.blocks[0], "log_prob", lambda *args, **kwargs: calls.append(args))  # cancels
+    conditional = background.conditional_log_prob(stars, bands)
+    assert calls == []
+    assert np.std(conditional) > 0.1 and np.all(np.isfinite(conditional))
+    np.testing.assert_allclose(conditional, difference, rtol=0, atol=1e-9)
+
+
 def test_learning_rate_warms_up_at_the_start_of_each_stage(small_mock):
     """AdamW's first step moves each weight by about the learning rate whatever its
     gradient, so a stage starting from a fitted state warms up: with
