@@ -177,6 +177,20 @@ def describe(mask: np.ndarray, table, p: np.ndarray, spec) -> dict:
     }
 
 
+def ensemble_shares(model, stars, component: str = "injected") -> np.ndarray:
+    """Each star's share of ``component`` in the members' mean density,
+    sum_m f_k^m p_k^m / sum_m sum_j f_j^m p_j^m (the density ``streammix compare``
+    scores held out); a diagnostic beside the reference member's p_<component>."""
+    import torch
+
+    tensors = model.prepare(stars, prune=False)
+    with torch.no_grad():
+        joints = torch.stack([mixture.eval().log_joint(tensors).double() for mixture in model.mixtures])
+    mean_joint = torch.logsumexp(joints, dim=0)
+    shares = torch.exp(mean_joint - torch.logsumexp(mean_joint, dim=-1, keepdim=True))
+    return shares[:, model.component_names.index(component)].numpy()
+
+
 def fitted_tracks(model, spec) -> dict:
     """The fitted ``injected`` component's tracks against the spec, medians over nine phi1
     inside the injected range (a width fitted wider than the spec's means the component
@@ -327,6 +341,7 @@ def main() -> None:
             stars = load_stars(config, table)
             model = fit(config, stars)
             members = model.membership(stars)
+            members["p_injected_ensemble"] = ensemble_shares(model, stars)
             seconds = time.perf_counter() - t0
             p = np.asarray(members[f"p_injected{args.score}"], float)
             metrics = truth_metrics(p, truth)

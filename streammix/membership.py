@@ -149,7 +149,6 @@ def membership_table(
     # the components' probabilities, then p_member (the sum over the group) in the last column
     reference = np.zeros((n, len(names) + 1))
     quant = np.zeros((len(QUANTILES), n, len(names) + 1))
-    ensemble = np.zeros((n, len(names) + 1))
     generator_state = torch.get_rng_state()
     torch.manual_seed(model.config.fit.seed)
     plan = list(_draws(model, dropout_samples))
@@ -159,7 +158,7 @@ def membership_table(
     try:
         for start in range(0, n, chunk_size):
             chunk = stars[start : start + chunk_size]
-            draws, point, joints = [], {}, []
+            draws, point = [], {}
             with torch.no_grad(), torch_threads(threads):
                 tensors = model.prepare(chunk, prune=prune, threads=threads)
                 for i, dropout in plan:
@@ -169,15 +168,9 @@ def membership_table(
                             draws.append(_with_member(mixture.membership(tensors).cpu().numpy(), group))
                     else:
                         mixture.eval()
-                        joint = mixture.log_joint(tensors)
-                        joints.append(joint.double())
-                        p = _with_member(torch.exp(joint - torch.logsumexp(joint, -1, keepdim=True)).cpu().numpy(), group)
+                        p = _with_member(mixture.membership(tensors).cpu().numpy(), group)
                         point[i] = p
                         draws.append(p)
-                # the shares of the members' mean density (the density held-out comparisons score)
-                mean_joint = torch.logsumexp(torch.stack(joints), dim=0)
-                shares = torch.exp(mean_joint - torch.logsumexp(mean_joint, -1, keepdim=True))
-                ensemble[start : start + len(chunk)] = _with_member(shares.cpu().numpy(), group)
             stop = start + len(chunk)
             if cross_fit:  # each star from the member that held it out
                 held_by = fold_of(chunk.source_id, len(model.mixtures), model.config.fit.seed)
@@ -198,7 +191,6 @@ def membership_table(
         table[f"p_{name}"] = reference[:, k]
         for j, q in enumerate(QUANTILES):
             table[f"p_{name}_q{round(q * 100):02d}"] = quant[j, :, k]
-        table[f"p_{name}_ensemble"] = ensemble[:, k]
     for col in stars.extra.colnames:
         if col not in table.colnames:
             table[col] = stars.extra[col]
@@ -211,8 +203,7 @@ def membership_table(
             "cross_fit": bool(cross_fit),
             "description": "p_k = f_k p_k / sum_j f_j p_j ("
             + ("the member that held the star out" if cross_fit else "reference fit")
-            + "); p_member: sum of p_k over member_components; _ensemble: the share of the members' mean "
-            "density, sum_m f_k^m p_k^m / sum_m sum_j f_j^m p_j^m; "
+            + "); p_member: sum of p_k over member_components; "
             "_qNN: percentiles over the draws (ensemble and MC dropout) of each",
         }
     )

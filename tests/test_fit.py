@@ -116,20 +116,6 @@ def test_membership_table_shape_and_percentiles(small_mock, fitted):
     assert "true_component" in members.colnames
 
 
-def test_ensemble_column_is_the_share_of_the_members_mean_density(small_mock, fitted):
-    _, _, stars = small_mock
-    members = fitted.membership(stars[:500], dropout_samples=0)
-    tensors = fitted.prepare(stars[:500], prune=False)
-    with torch.no_grad():
-        density = sum(torch.exp(m.eval().log_joint(tensors).double()) for m in fitted.mixtures)
-    expected = (density / density.sum(-1, keepdim=True)).numpy()
-    np.testing.assert_allclose(np.asarray(members["p_stream_ensemble"]), expected[:, 0], atol=1e-6)
-    np.testing.assert_allclose(np.asarray(members["p_member_ensemble"]), expected[:, 0], atol=1e-6)
-    # not the mean of the members' probabilities
-    alone = [dataclasses.replace(fitted, mixtures=[m]).membership(stars[:500])["p_stream"] for m in fitted.mixtures]
-    assert np.abs(np.asarray(members["p_stream_ensemble"]) - np.mean(alone, axis=0)).max() > 1e-5
-
-
 def test_tracks_have_bands_and_units(fitted):
     tracks = fitted.tracks()
     assert len(tracks) == fitted.config.model.grid_size
