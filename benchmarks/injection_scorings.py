@@ -1,0 +1,78 @@
+"""Pooled calibration of every scoring an injection run kept, from its case files.
+
+Usage::
+
+    python benchmarks/injection_scorings.py injection_output/LABEL [--cases pm3_a pm2_a ...]
+        [--config joint] [--columns p_injected p_injected_q50 p_injected_ensemble]
+
+``benchmarks/injection.py`` writes ``<out>/<label>/<case>_<config>.ecsv``: the injected
+stars and every real star that some scoring gave p > 0.05, with the scored column
+``p_injected`` and (from 1d77aa2 on) every scoring beside it: ``p_injected_reference``
+(member 0), ``p_injected_q50`` (the members' median) and ``p_injected_ensemble`` (the
+share of the members' mean density). This pools the chosen cases (default: those
+>= 1 mas/yr from GD-1) and prints, for each column, the calibration in the bins of
+p >= 0.1 holding >= 50 stars (the files do not hold every star below 0.05, so the
+first bin is left out), its chi-square (sum of z^2, z from
+:func:`streammix.pipeline.truth_metrics`: the scatter exact probabilities would
+have), the bins off by more than 0.05, completeness and purity at p > 0.5. It also
+prints the injected stars' observed-minus-true proper motions per case: the
+catalogue's proper-motion box truncates the errors of a stream near its edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from _common import emit
+
+FAR_CASES = ("pm3_a", "pm2_a", "pm2_b", "pm1_a", "pm1_b")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--cases", nargs="*", default=list(FAR_CASES))
+    parser.add_argument("--config", default="joint")
+    parser.add_argument("--columns", nargs="*", default=["p_injected", "p_injected_reference", "p_injected_q50",
+                                                         "p_injected_ensemble"])
+    args = parser.parse_args()
+    from astropy.table import Table, vstack
+
+    from streammix.pipeline import truth_metrics
+
+    tables = {case: Table.read(args.folder / f"{case}_{args.config}.ecsv") for case in args.cases}
+    print("| case | injected | observed - true pm_phi1: 5/50/95 % (mean) | pm_phi2: 5/50/95 % (mean) |")
+    print("|---|---|---|---|")
+    for case, t in tables.items():
+        injected = np.asarray(t["injected"], bool)
+        cells = []
+        for observed, true in (("pm_phi1", "true_pm_phi1_cosphi2"), ("pm_phi2", "true_pm_phi2")):
+            d = np.asarray(t[observed], float)[injected] - np.asarray(t[true], float)[injected]
+            d = d[np.isfinite(d)]
+            cells.append(" / ".join(f"{v:+.2f}" for v in np.percentile(d, [5, 50, 95])) + f" ({d.mean():+.2f})")
+        print(f"| {case} | {injected.sum()} | {cells[0]} | {cells[1]} |")
+    pooled = vstack(list(tables.values()))
+    truth = np.asarray(pooled["injected"], bool)
+    summary = {}
+    for column in [c for c in args.columns if c in pooled.colnames]:
+        p = np.asarray(pooled[column], float)
+        metrics = truth_metrics(p, truth)
+        bins = [b for b in metrics["calibration"] if b["p_low"] >= 0.1 - 1e-9]
+        chi2 = float(sum(b["z"] ** 2 for b in bins))
+        off = [b for b in bins if abs(b["member_fraction"] - b["mean_p"]) > 0.05]
+        print(f"\n{column}: completeness {metrics['completeness']:.3f}, purity {metrics['purity']:.3f}, "
+              f"{len(bins)} bins >= 0.1, chi-square {chi2:.1f}, {len(off)} off by more than 0.05")
+        print("| p bin | stars | mean p | member fraction | difference | z |")
+        print("|---|---|---|---|---|---|")
+        for b in bins:
+            print(f"| {b['p_low']:.1f}-{b['p_high']:.1f} | {b['n']} | {b['mean_p']:.3f} | {b['member_fraction']:.3f} | "
+                  f"{b['member_fraction'] - b['mean_p']:+.3f} | {b['z']:+.1f} |")
+        summary[column] = {"completeness": metrics["completeness"], "purity": metrics["purity"], "bins": len(bins),
+                           "chi2": chi2, "off": len(off)}
+    emit({"folder": str(args.folder), "cases": args.cases, "scorings": summary})
+
+
+if __name__ == "__main__":
+    main()
