@@ -356,7 +356,9 @@ def main() -> None:
             metrics["converged"] = model.summary.get("converged")
             result["configs"][config_name] = metrics
             result["_p"][config_name] = p
-            # every scoring is kept beside the scored one, so that one run compares them
+            # every scoring is kept beside the scored one, so that one run compares them;
+            # p_injected_reference is the members table's p_injected: member 0's, or with
+            # fit.cross_fit that of the member that held the star out
             scorings = {suffix or "_reference": np.asarray(members[f"p_injected{suffix}"], float)
                         for suffix in ("", "_q50", "_ensemble")}
             keep = truth | (np.max(np.stack(list(scorings.values())), axis=0) > 0.05)

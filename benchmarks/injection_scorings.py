@@ -8,7 +8,8 @@ Usage::
 ``benchmarks/injection.py`` writes ``<out>/<label>/<case>_<config>.ecsv``: the injected
 stars and every real star that some scoring gave p > 0.05, with the scored column
 ``p_injected`` and (from 1d77aa2 on) every scoring beside it: ``p_injected_reference``
-(member 0), ``p_injected_q50`` (the members' median) and ``p_injected_ensemble`` (the
+(the members table's ``p_injected``: member 0, or with ``fit.cross_fit`` the member
+that held the star out), ``p_injected_q50`` (the members' median) and ``p_injected_ensemble`` (the
 share of the members' mean density). This pools the chosen cases (default: those
 >= 1 mas/yr from GD-1) and prints, for each column, the calibration in the bins of
 p >= 0.1 holding >= 50 stars (the files do not hold every star below 0.05, so the

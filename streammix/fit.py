@@ -655,7 +655,8 @@ class FittedModel:
 
         ``p_<component>`` is P_k = f_k p_k / sum_j f_j p_j (likelihoods only, no
         priors) under the reference fit (member 0: all stars, seed
-        ``config.fit.seed``); ``p_<component>_q05/_q50/_q95`` are the
+        ``config.fit.seed``; with ``fit.cross_fit``, the member that held the
+        star out); ``p_<component>_q05/_q50/_q95`` are the
         5th/50th/95th percentiles over every ensemble member (other seeds,
         bootstrap resamples) and their MC-dropout draws. One row per input star;
         ``source_id`` and kept columns are carried. ``threads``: CPU threads
@@ -969,7 +970,9 @@ def _fit_member(
     background_logp_astrometry: np.ndarray | None = None,
 ):
     """Fit member ``job.member``: seed ``fit.seed + member``, its own held-out
-    split and (members after the first) a bootstrap resample of the rest.
+    split and (members after the first) a bootstrap resample of the rest; with
+    ``fit.cross_fit``, fold ``member`` (:func:`~streammix.folds.fold_of`) held
+    out and every other fold trained on.
 
     Joint models first fit ``fit.astrometry_steps`` steps on the astrometry
     alone (against ``background_logp_astrometry``), then the whole model."""

@@ -15,8 +15,10 @@ probability towards the middle and spoil the calibration.) With
 ``fit.cross_fit`` there is no reference fit: member m was fitted without the
 stars of fold m (:func:`~streammix.folds.fold_of`), and each star's P_k is that
 of the member that held it out, so a star's own position, motion and
-photometry never pulled the tracks it is scored against; the percentiles are
-still over every draw.
+photometry never pulled the tracks it is scored against (its fold did choose
+that member's stopping step); the percentiles are still over every draw, three
+quarters of them in-sample with four members, so ``p_<component>`` often lies
+below ``_q05``.
 
 A stream is often several components (stream, spur, cocoon, progenitor):
 ``p_member`` is the probability of belonging to any of the model's member
@@ -154,7 +156,9 @@ def membership_table(
     plan = list(_draws(model, dropout_samples))
     prune = not any(dropout for _, dropout in plan)  # see FittedModel.prepare
     threads = torch.get_num_threads() if threads is None else threads
-    cross_fit = model.config.fit.cross_fit and len(model.mixtures) > 1
+    # cross-fitted only as fitted: one member per fold (a model cut to fewer members scores as before)
+    folds = model.config.fit.ensemble
+    cross_fit = model.config.fit.cross_fit and len(model.mixtures) == folds
     try:
         for start in range(0, n, chunk_size):
             chunk = stars[start : start + chunk_size]
@@ -173,7 +177,7 @@ def membership_table(
                         draws.append(p)
             stop = start + len(chunk)
             if cross_fit:  # each star from the member that held it out
-                held_by = fold_of(chunk.source_id, len(model.mixtures), model.config.fit.seed)
+                held_by = fold_of(chunk.source_id, folds, model.config.fit.seed)
                 reference[start:stop] = np.stack([point[i] for i in range(len(model.mixtures))])[
                     held_by, np.arange(len(chunk))
                 ]

@@ -133,7 +133,9 @@ def position_residuals(
     phi2_step: float = 0.25,
     components: list[str] | None = None,
 ) -> Residuals:
-    """The (phi1, phi2) residuals of ``stars`` against a fitted model (its reference fit).
+    """The (phi1, phi2) residuals of ``stars`` against a fitted model (its first
+    member, also with ``fit.cross_fit``, where that member did not see one fold
+    of the stars).
 
     Arguments:
         model: A :class:`~streammix.fit.FittedModel` whose coordinates include phi2.
