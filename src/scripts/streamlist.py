@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 GALSTREAMS_PREFIX = "galstreams:"
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a config/streams/<name>.yaml entry
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,10 @@ def stream_entries(value: Any, *, known: Sequence[str] | None = None) -> list[St
         Traceback (most recent call last):
         ...
         streammix.errors.InputError: streams: galstreams:GD-2: not in galstreams; closest: GD-1, Pal5
+        >>> stream_entries(["../x"], known=["Pal5"])
+        Traceback (most recent call last):
+        ...
+        streammix.errors.InputError: streams: '../x': a stream file's name is letters, digits, '_' and '-' (config/streams/<name>.yaml)
         >>> stream_entries(["pal5", "galstreams:Pal5"], known=["Pal5"])
         Traceback (most recent call last):
         ...
@@ -195,6 +201,12 @@ def stream_entries(value: Any, *, known: Sequence[str] | None = None) -> list[St
     entries: list[StreamEntry] = []
     for item in _items(value):
         if not item.startswith(GALSTREAMS_PREFIX):
+            # a stream file's name becomes results/<name>/: no path separators or dots
+            if not _FILE_NAME.fullmatch(item):
+                raise InputError(
+                    f"streams: {item!r}: a stream file's name is letters, digits, '_' and '-' "
+                    "(config/streams/<name>.yaml)"
+                )
             entries.append(StreamEntry(item, None, item))
             continue
         if known is None:
