@@ -850,6 +850,13 @@ def fit(
         raise InputError(f"{config.source or 'config'}: {error}") from None
     if background is not None:
         check_background(background, config)
+    if config.fit.cross_fit:  # before any training: every member needs stars to hold out and to train on
+        counts = np.bincount(fold_of(stars.source_id, config.fit.ensemble, config.fit.seed), minlength=config.fit.ensemble)
+        if counts.min() == 0 or counts.max() == len(stars):
+            raise InputError(
+                f"fit.cross_fit: {len(stars)} stars in {config.fit.ensemble} folds leave a fold "
+                f"{'empty' if counts.min() == 0 else 'with every star'} (folds of {counts.tolist()})"
+            )
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_dir is not None:
         use_checkpoints(checkpoint_dir, config, stars, background)
@@ -989,8 +996,6 @@ def _fit_member(
     if config.fit.cross_fit:  # hold out this member's fold: its stars are scored by this member alone
         fold = fold_of(stars.source_id, config.fit.ensemble, config.fit.seed)
         valid_index, train_index = np.nonzero(fold == job.member)[0], np.nonzero(fold != job.member)[0]
-        if valid_index.size == 0 or train_index.size == 0:
-            raise InputError(f"fit.cross_fit: fold {job.member} of {n} stars is empty or holds every star")
     else:
         order = rng.permutation(n)
         n_valid = max(1, int(round(config.fit.validation_fraction * n)))

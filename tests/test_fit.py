@@ -567,3 +567,11 @@ def test_cross_fit_scores_each_star_by_the_member_that_held_it_out(small_mock):
 def test_cross_fit_needs_a_member_per_fold():
     with pytest.raises(InputError, match=r"cross_fit: needs ensemble >= 2"):
         Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "fit": {"cross_fit": True, "ensemble": 1}})
+
+
+def test_cross_fit_with_an_empty_fold_stops_before_any_training(small_mock):
+    _, truth, stars = small_mock
+    n = 12  # enough stars for a fit, too few for 12 folds to all hold one
+    config = small_config(truth, cross_fit=True, ensemble=n)
+    with pytest.raises(InputError, match=rf"^fit.cross_fit: {n} stars in {n} folds leave a fold empty"):
+        fit(config, stars[:n])
