@@ -34,7 +34,7 @@ def save(out: Path) -> None:
     for name in CONFIGS:
         config = Config.from_yaml(ROOT / "configs" / f"{name}.yaml")
         data = config.model_dump(mode="json", exclude={"source"})
-        data["fit"].update(ensemble=1, workers=1)
+        data["fit"].update(ensemble=1, workers=1, cross_fit=False)
         config = Config.from_dict(data)
         stars = load_stars(config)
         members = fit(config, stars).membership(stars, dropout_samples=0)

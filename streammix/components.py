@@ -202,9 +202,18 @@ class ParameterNet(nn.Module):
         """Unbounded outputs, shape ``(G, P)``."""
         return self.head(self.body(phi1_scaled.unsqueeze(-1)))
 
-    def forward(self, phi1_scaled: Tensor) -> dict[str, Tensor]:
+    def table(self, phi1_scaled: Tensor) -> Tensor:
+        """Every parameter in its bounds, shape ``(G, P)`` in :attr:`names` order: each
+        column is :meth:`Parameter.constrain` of its raw output, in three tensor
+        operations for all of them (the training step's cost is mostly the number of
+        operations, not their size)."""
         raw = self.raw(phi1_scaled)
-        return {p.name: p.constrain(raw[..., i]) for i, p in enumerate(self.parameters_)}
+        low = torch.tensor([p.low for p in self.parameters_], dtype=raw.dtype, device=raw.device)
+        span = torch.tensor([p.high - p.low for p in self.parameters_], dtype=raw.dtype, device=raw.device)
+        return low + span * torch.sigmoid(raw)
+
+    def forward(self, phi1_scaled: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.names, self.table(phi1_scaled).unbind(-1)))
 
 
 def stream_parameters(

@@ -349,20 +349,22 @@ def warm_start(mixture: Mixture, config: Config, priors: Sequence[ControlPrior],
             targets.append((comp.net, i, raw))
     if not targets:
         return
-    nets = list({id(t[0]): t[0] for t in targets}.values())
-    params = [p for net in nets for p in net.parameters()]
-    optimizer = torch.optim.Adam(params, lr=1e-2)
+    # per network: the columns pulled and their targets, shape (G, pulled)
+    by_net: dict[int, tuple[torch.nn.Module, list[int], list[torch.Tensor]]] = {}
+    for net, i, raw in targets:
+        by_net.setdefault(id(net), (net, [], []))
+        by_net[id(net)][1].append(i)
+        by_net[id(net)][2].append(raw)
+    pulls = [(net, torch.tensor(cols, device=mixture.grid.device), torch.stack(raws, -1)) for net, cols, raws in by_net.values()]
+    params = [p for net, _, _ in pulls for p in net.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2, foreach=True)
     x = mixture.scale_phi1(mixture.grid)
     was_training = mixture.training
     mixture.eval()
     for _ in range(steps):
         optimizer.zero_grad()
-        cache: dict[int, torch.Tensor] = {}
-        loss = mixture.grid.new_zeros(())
-        for net, i, raw in targets:
-            if id(net) not in cache:
-                cache[id(net)] = net.raw(x)
-            loss = loss + ((cache[id(net)][:, i] - raw) ** 2).mean()
+        # the sum over pulled parameters of each one's mean squared difference on the grid
+        loss = sum(((net.raw(x).index_select(1, cols) - raw) ** 2).mean(0).sum() for net, cols, raw in pulls)
         loss.backward()
         optimizer.step()
     mixture.train(was_training)
@@ -444,7 +446,10 @@ def train_mixture(
         )
         total_steps = max(1, (cfg.steps if steps is None else steps) // 20)
     else:
-        optimizer = torch.optim.AdamW(mixture.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        # foreach: one operation per update for all the parameter tensors (the CPU default is one per tensor)
+        optimizer = torch.optim.AdamW(
+            mixture.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, foreach=True
+        )
         total_steps = cfg.steps if steps is None else steps
     generator = torch.Generator(device="cpu").manual_seed(seed)
     resume: TrainingState | None = None
@@ -458,8 +463,8 @@ def train_mixture(
             resume = saved["state"]["training"]
 
     def objective(batch: StarTensors) -> torch.Tensor:
-        ll = mixture.log_likelihood(batch).mean()
-        return -(ll + mixture.log_prior(priors) / n_train)
+        ll, log_prior = mixture.log_posterior_terms(batch, priors)
+        return -(ll.mean() + log_prior / n_train)
 
     def step(state: TrainingState) -> float:
         lr = cfg.learning_rate * 0.5**state.rollbacks
@@ -484,12 +489,13 @@ def train_mixture(
             loss = optimizer.step(closure)
         else:
             loss = closure()
-            grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in mixture.parameters())
-            if torch.isfinite(loss) and grads_ok:
-                torch.nn.utils.clip_grad_norm_(mixture.parameters(), 10.0)
+            # the gradients' total norm is finite exactly when every gradient is; a step
+            # with a non-finite one is skipped (its clipped gradients are discarded)
+            norm = torch.nn.utils.clip_grad_norm_(mixture.parameters(), 10.0, foreach=True)
+            if torch.isfinite(loss) and torch.isfinite(norm):
                 optimizer.step()
         value = float(loss.detach())
-        if not all(torch.isfinite(p).all() for p in mixture.parameters()):
+        if not torch.isfinite(torch.nn.utils.parameters_to_vector(mixture.parameters())).all():
             return math.nan
         return value
 

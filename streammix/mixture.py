@@ -393,27 +393,48 @@ class Mixture(nn.Module):
         """Weights and parameters on the phi1 grid."""
         return self.outputs_at(self.grid)
 
-    def log_joint(self, stars: StarTensors) -> Tensor:
-        """log f_k(phi1) + log p_k(x | phi1) per star and component, shape ``(N, K)``."""
+    @property
+    def parameter_columns(self) -> list[tuple[str, str]]:
+        """``(component, parameter)`` of each column of :meth:`parameter_table` after the logits."""
+        return [(c.name, p) for c in self.all_components if c.net is not None for p in c.net.names]
+
+    def parameter_table(self, phi1: Tensor) -> Tensor:
+        """The logits (without the ``phi1_range`` offsets; the background's 0 last),
+        then every component's parameters in :attr:`parameter_columns` order, at
+        ``phi1``: shape ``(G, K + P)``, every network evaluated once."""
+        x = self.scale_phi1(phi1)
+        logits = self.weight_head(self.weight_body(x.unsqueeze(-1)))
+        nets = [comp.net.table(x) for comp in self.all_components if comp.net is not None]
+        return torch.cat([logits, torch.zeros_like(logits[:, :1]), *nets], dim=-1)
+
+    def _component_params(self, table: Tensor, name: str) -> dict[str, Tensor]:
+        """Component ``name``'s parameters from rows of a :meth:`parameter_table`."""
+        offset = len(self.all_components)
+        return {p: table[:, offset + j] for j, (c, p) in enumerate(self.parameter_columns) if c == name}
+
+    def log_joint(self, stars: StarTensors, table: Tensor | None = None) -> Tensor:
+        """log f_k(phi1) + log p_k(x | phi1) per star and component, shape ``(N, K)``
+        (``table``: the :meth:`parameter_table` of the grid, if computed already)."""
         # the weights' logits are interpolated without the phi1_range offsets, which
         # are applied at each star's own phi1 (interpolated, a star within one grid
         # step of a range's end lost most of its weight)
-        grid = self.outputs_at(self.grid, masked=False)
-        # one (G, P) matrix of everything, interpolated to the stars in a single
-        # gather; index_select's backward (index_add) is deterministic on the
-        # CPU and several times faster than advanced indexing's scatter
-        names = [(comp.name, p) for comp in self.all_components for p in grid[comp.name]]
+        if table is None:
+            table = self.parameter_table(self.grid)
+        n_comp = len(self.all_components)
+        names = self.parameter_columns
         # per-star terms (a phi1_range, error weights) need the logits at each star and
         # a softmax there; without them the grid's log-weights are interpolated directly
         ranged = any(comp.phi1_range is not None for comp in self.components)
         per_star = ranged or self.error_weights is not None
-        first = grid["logits"] if per_star else grid["log_weights"]
-        table = torch.cat([first, *(grid[c][p].unsqueeze(-1) for c, p in names)], dim=-1)
+        if not per_star:
+            table = torch.cat([torch.log_softmax(table[:, :n_comp], dim=-1), table[:, n_comp:]], dim=-1)
+        # one (G, P) matrix of everything, interpolated to the stars in a single
+        # gather; index_select's backward (index_add) is deterministic on the
+        # CPU and several times faster than advanced indexing's scatter
         i = stars.grid_index
         at_stars = torch.lerp(
             table.index_select(0, i), table.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1)
         )
-        n_comp = len(self.all_components)
         log_w = at_stars[:, :n_comp]
         if per_star:
             if ranged:
@@ -421,10 +442,9 @@ class Mixture(nn.Module):
             if self.error_weights is not None:
                 log_w = log_w + self._error_logits(stars)
             log_w = torch.log_softmax(log_w, dim=-1)
-        values = {key: at_stars[:, n_comp + j] for j, key in enumerate(names)}
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
-            params = {p: values[(c, p)] for c, p in names if c == comp.name}
+            params = {p: at_stars[:, n_comp + j] for j, (c, p) in enumerate(names) if c == comp.name}
             prepared = stars.photometry is not None and stars.use_photometry
             if getattr(comp, "photometry", None) is not None and (prepared or not stars.use_photometry):
                 # the isochrone term is added below, where it can matter (or not at all)
@@ -489,11 +509,41 @@ class Mixture(nn.Module):
         plus, for components normalised over a proper-motion cut, their
         :meth:`~streammix.components.StreamComponent.selection_log_prior`, plus
         their velocity-dispersion priors (:mod:`streammix.dispersion`)."""
+        points = self._prior_points(priors)
+        return self._log_prior_from(priors, self.parameter_table(points), len(points) - len(priors))
+
+    def log_posterior_terms(self, stars: StarTensors, priors: Sequence[ControlPrior]) -> tuple[Tensor, Tensor]:
+        """:meth:`log_likelihood` of ``stars`` and :meth:`log_prior`, the same values,
+        with the networks evaluated once (on the grid and the priors' phi1
+        together): a training step's objective."""
+        points = self._prior_points(priors)
+        table = self.parameter_table(torch.cat([self.grid, points]))
+        grid, at_points = table[: self.grid_size], table[self.grid_size :]
+        log_likelihood = torch.logsumexp(self.log_joint(stars, grid), dim=-1)
+        return log_likelihood, self._log_prior_from(priors, at_points, len(points) - len(priors))
+
+    def _prior_points(self, priors: Sequence[ControlPrior]) -> Tensor:
+        """Where :meth:`log_prior` needs the networks: the grid (for a component
+        normalised over a proper-motion cut), each dispersion prior's phi1, then
+        each control point's."""
+        kw = dict(dtype=self.grid.dtype, device=self.grid.device)
+        parts = [self.grid] if any(getattr(c, "selection_grid", None) is not None for c in self.components) else []
+        for comp in self.components:
+            dispersion = getattr(comp, "dispersion_prior", None)
+            if dispersion is not None:
+                parts.append(torch.tensor(dispersion.phi1, **kw))
+        parts.append(torch.tensor([p.phi1 for p in priors], **kw))
+        return torch.cat(parts)
+
+    def _log_prior_from(self, priors: Sequence[ControlPrior], table: Tensor, n_before: int) -> Tensor:
+        """:meth:`log_prior` from the :meth:`parameter_table` at :meth:`_prior_points`
+        (the control points' rows are the last ``len(priors)``, after ``n_before``)."""
         total = self.grid.new_zeros(())
+        row = 0
         cut = [c for c in self.components if getattr(c, "selection_grid", None) is not None]
         if cut:
-            grid = self.outputs_at(self.grid, masked=False)
-            total = total + sum(c.selection_log_prior(grid[c.name]) for c in cut)
+            grid, row = table[: self.grid_size], self.grid_size
+            total = total + sum(c.selection_log_prior(self._component_params(grid, c.name)) for c in cut)
         if self.error_weights is not None:
             width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=self.grid.dtype, device=self.grid.device)
             logits = self.error_weights.reference_logits()
@@ -501,16 +551,19 @@ class Mixture(nn.Module):
         for comp in self.components:
             dispersion = getattr(comp, "dispersion_prior", None)
             if dispersion is not None:
-                at = torch.tensor(dispersion.phi1, dtype=self.grid.dtype, device=self.grid.device)
-                total = total + dispersion.log_prob(self.outputs_at(at, masked=False)[comp.name])
+                size = len(dispersion.phi1)
+                total = total + dispersion.log_prob(self._component_params(table[row : row + size], comp.name))
+                row += size
         if not priors:
             return total
-        phi1 = torch.tensor([p.phi1 for p in priors], dtype=self.grid.dtype, device=self.grid.device)
-        outputs = self.outputs_at(phi1)
-        for j, p in enumerate(priors):
-            value = outputs[p.component][p.parameter][j]
-            total = total + normal_logpdf(value, torch.tensor(p.value, dtype=value.dtype), torch.tensor(p.width**2, dtype=value.dtype))
-        return total
+        offset = len(self.all_components)
+        column = {key: offset + j for j, key in enumerate(self.parameter_columns)}
+        kw = dict(dtype=table.dtype, device=table.device)
+        rows = torch.arange(n_before, n_before + len(priors), device=table.device)
+        columns = torch.tensor([column[(p.component, p.parameter)] for p in priors], device=table.device)
+        value = torch.tensor([p.value for p in priors], **kw)
+        var = torch.tensor([p.width**2 for p in priors], **kw)
+        return total + normal_logpdf(table[rows, columns], value, var).sum()
 
     def membership(self, stars: StarTensors) -> Tensor:
         """P_k(star) = f_k p_k / sum_j f_j p_j from likelihoods only, shape ``(N, K)``."""

@@ -153,3 +153,38 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     mixture = build_mixture(config, load_stars(config))
     assert all(c.selection_grid is not None and c.selection_matrix.shape == (data["model"]["grid_size"], 2, 2)
                for c in mixture.components)
+
+
+def test_one_pass_objective_equals_its_terms(shared_data):
+    """Mixture.log_posterior_terms (a training step's objective: the networks run once, on
+    the grid and at every prior's phi1) gives log_likelihood and log_prior exactly, on the
+    GD-1 field with every kind of prior present: control points, the selection prior, a
+    velocity-dispersion prior and the error weights' prior."""
+    from scipy import stats
+
+    from streammix.fit import build_mixture, config_tensors, control_priors, load_stars
+
+    data = Config.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "gd1_dr2.yaml").model_dump(
+        mode="json", exclude={"source"})
+    data["data"]["selection"] = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
+    data["model"]["components"][0]["velocity_dispersion"] = {"median": 3.0}
+    data["fit"]["dtype"] = "float64"
+    config = Config.from_dict(data)
+    stars = load_stars(config)
+    torch.manual_seed(0)
+    mixture = build_mixture(config, stars).double()
+    priors = control_priors(config)
+    stream = mixture.components[0]
+    assert stream.selection_grid is not None and stream.dispersion_prior is not None
+    assert mixture.error_weights is not None and len(priors) > 10
+    tensors = config_tensors(config, stars, np.zeros(len(stars)), mixture=mixture)
+    with torch.no_grad():
+        ll, log_prior = mixture.log_posterior_terms(tensors, priors)
+        torch.testing.assert_close(ll, mixture.log_likelihood(tensors), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(log_prior, mixture.log_prior(priors), rtol=1e-12, atol=1e-12)
+        # the control points' part: each prior's density at the networks evaluated at its own phi1
+        control = 0.0
+        for p in priors:
+            value = mixture.outputs_at(torch.tensor([p.phi1], dtype=torch.float64))[p.component][p.parameter]
+            control += stats.norm.logpdf(float(value), p.value, p.width)
+        assert float(log_prior - mixture.log_prior([])) == pytest.approx(control, rel=1e-10)
