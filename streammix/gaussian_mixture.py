@@ -326,7 +326,9 @@ def _fit(model: GaussianMixtureDensity, x: Tensor, context: Tensor, err: Tensor,
     order = torch.randperm(n, generator=generator).to(x.device)
     n_valid = min(max(int(round(settings.validation_fraction * n)), 1), n - 1) if settings.validation_fraction > 0 else 0
     valid, train = order[:n_valid], order[n_valid:]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay, foreach=True
+    )
     initial = copy.deepcopy(model.state_dict())
     max_steps = settings.max_steps if settings.max_steps is not None else math.inf
     steps = 0

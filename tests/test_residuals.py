@@ -2,6 +2,9 @@
 sigma, and disappears once a component models it; p_member sums the stream's
 components with percentiles over draws of the sum."""
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 from astropy.table import vstack
@@ -111,3 +114,62 @@ def test_bad_residual_requests(spurred, fits):
         position_residuals(fits[False], stars, threshold=1.5)
     with pytest.raises(InputError, match="components"):
         position_residuals(fits[False], stars, components=["spur"])
+
+
+def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
+    """The CMD map's expected counts (the isochrone term by the fast path, prepared once for
+    the grid) equal a direct sum over the selected stars of each one's distribution over
+    the grid points, with the reference isochrone likelihood and the background flows'
+    density of the magnitudes; observed and expected both count the selected stars."""
+    import torch
+
+    from streammix.fit import config_tensors
+    from streammix.photometry import photometry_tensors
+    from streammix.residuals import cmd_residuals
+
+    table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=3)
+    bands = ["gaia_g", "gaia_rp"]
+    stars = StarTable.from_table(table, mock_columns(bands))
+    data = demo_config(truth, ensemble=1, photometry=True).model_dump(mode="json", exclude={"source"})
+    data["model"]["bands"] = bands
+    data["model"]["isochrone"]["nodes"] = 80
+    data["model"]["background"] = {"blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2"], bands],
+                                   "flow": {"epochs": 5, "hidden": 8, "transforms": 1}}  # fmt: skip
+    data["model"]["grid_size"] = 64
+    data["fit"].update({"steps": 150, "astrometry_steps": 100, "warm_start_steps": 50, "dropout_samples": 0, "workers": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a short fit may not converge: the sums are what is tested
+        model = fit(Config.from_dict(data), stars)
+    maps = cmd_residuals(model, stars, threshold=0.5, colour_step=0.2, magnitude_step=0.5, subsample=1)
+    assert maps.n_selected > 50 and maps.observed.sum() == maps.n_selected
+    assert maps.expected.sum() == pytest.approx(maps.n_selected, rel=1e-9)
+
+    # the direct sum: every selected star, every grid point (bin centres), the reference likelihood
+    mixture = model.mixtures[0].eval()
+    astrometric = model.background.log_prob(stars, exclude=bands)
+    tensors = config_tensors(model.config, stars, astrometric, mixture=mixture, photometry=False)
+    with torch.no_grad():
+        share = torch.softmax(mixture.log_joint(tensors.astrometry_only(tensors.background_logp)), dim=-1).double().numpy()
+    both = stars.observed[bands[0]] & stars.observed[bands[1]]
+    selected = np.nonzero((share[:, :-1].sum(-1) > 0.5) & both)[0]
+    assert len(selected) == maps.n_selected
+    colour = 0.5 * (maps.x_edges[:-1] + maps.x_edges[1:])
+    magnitude = 0.5 * (maps.y_edges[:-1] + maps.y_edges[1:])
+    grid_c, grid_m = (a.ravel() for a in np.meshgrid(colour, magnitude, indexing="ij"))
+    expected = np.zeros(grid_c.size)
+    outputs = mixture.outputs_at(torch.as_tensor(stars.phi1[selected], dtype=mixture.grid.dtype))
+    for j, row in enumerate(selected):
+        fake = stars[np.full(grid_c.size, row)]
+        fake = dataclasses.replace(fake, mags={bands[0]: grid_m, bands[1]: grid_m - grid_c},
+                                   mag_errs={b: fake.mag_errs[b] for b in bands}, source_id=np.arange(grid_c.size))  # fmt: skip
+        density = share[row, -1] * np.exp(model.background.conditional_log_prob(fake, bands))
+        photometric = photometry_tensors(np.stack([fake.mags[b] for b in bands], 1), np.stack([fake.mag_errs[b] for b in bands], 1),
+                                         np.stack([fake.extinction.get(b, np.zeros(grid_c.size)) for b in bands], 1),
+                                         dtype=mixture.grid.dtype)  # fmt: skip
+        like = mixture.components[0].photometry
+        dm = outputs["stream"]["distmod"][j].expand(grid_c.size)
+        width = outputs["stream"]["distmod_width"][j].expand(grid_c.size)
+        with torch.no_grad():
+            density = density + share[row, 0] * np.exp(like.log_prob(dm, width, photometric).double().numpy())
+        expected += density / density.sum()
+    np.testing.assert_allclose(maps.expected.ravel(), expected, atol=2e-3 * expected.max(), rtol=0)
