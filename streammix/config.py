@@ -391,6 +391,15 @@ class ModelConfig(_Section):
         return self
 
 
+def _workers(value: Any) -> Any:
+    """``fit.workers``: 'auto' is one process per CPU core."""
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, str) and not value.strip().lstrip("+").isdigit():
+        raise ValueError(f"{value!r} is not a whole number >= 1 or 'auto'")
+    return value
+
+
 class FitConfig(_Section):
     """How the mixture is fitted."""
 
@@ -503,11 +512,12 @@ class FitConfig(_Section):
         description="torch device of the mixtures and the background flows, cpu or e.g. cuda (off the CPU the members "
         "are fitted one at a time)",
     )
-    workers: int = Field(
+    workers: Annotated[int, BeforeValidator(_workers)] = Field(
         1,
         ge=1,
         description="processes fitting ensemble members, and a background block's flows, at once (CPU, "
-        "spawned: a calling script needs the `if __name__ == '__main__':` guard)",
+        "spawned: a calling script needs the `if __name__ == '__main__':` guard); 'auto': one per CPU core "
+        "(read when the config is, and written as that number)",
     )
     dtype: Literal["float32", "float64"] = Field(
         "float32",
