@@ -108,15 +108,16 @@ class StarTensors:
     def subset(self, index: Tensor) -> StarTensors:
         """The stars at ``index`` (integer or boolean tensor)."""
         skip = {"uses_phi2", "use_photometry", "photometry", "photometry_rows"}
+        if index.dtype == torch.bool:
+            index = torch.nonzero(index).squeeze(-1)
+        # index_select, not advanced indexing: several times faster on the CPU (a mini-batch each step)
         values = {
-            f.name: getattr(self, f.name)[index]
+            f.name: getattr(self, f.name).index_select(0, index)
             for f in fields(self)
             if f.name not in skip and getattr(self, f.name) is not None
         }
         if self.photometry is not None:
-            if index.dtype == torch.bool:
-                index = torch.nonzero(index).squeeze(-1)
-            values["photometry_rows"] = index if self.photometry_rows is None else self.photometry_rows[index]
+            values["photometry_rows"] = index if self.photometry_rows is None else self.photometry_rows.index_select(0, index)
         return replace(self, **values)
 
     def astrometry_only(self, background_logp: Tensor) -> StarTensors:

@@ -669,14 +669,15 @@ class PreparedPhotometry:
         if index.dtype == torch.bool:
             index = torch.nonzero(index).squeeze(-1)
         index = index.to(self.offsets.device)
-        first = self.offsets[index]
-        counts = self.offsets[index + 1] - first
+        first = self.offsets.index_select(0, index)
+        counts = self.offsets.index_select(0, index + 1) - first
         offsets = torch.zeros(index.numel() + 1, dtype=self.offsets.dtype, device=self.offsets.device)
         offsets[1:] = torch.cumsum(counts, 0)
         new_star = torch.repeat_interleave(torch.arange(index.numel(), device=index.device), counts)
         element = torch.repeat_interleave(first - offsets[:-1], counts) + torch.arange(int(offsets[-1]), device=index.device)
-        values = {name: getattr(self, name)[element] for name in self._PER_ELEMENT}
-        values.update({name: getattr(self, name)[index] for name in self._PER_STAR})
+        # index_select, not advanced indexing: several times faster on the CPU
+        values = {name: getattr(self, name).index_select(0, element) for name in self._PER_ELEMENT}
+        values.update({name: getattr(self, name).index_select(0, index) for name in self._PER_STAR})
         result = PreparedPhotometry(offsets=offsets, **values)
         result.__dict__["star"] = new_star  # the cached property, already at hand
         return result
