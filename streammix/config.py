@@ -392,9 +392,10 @@ class ModelConfig(_Section):
 
 
 def _workers(value: Any) -> Any:
-    """``fit.workers``: 'auto' is one process per CPU core."""
+    """``fit.workers``: 'auto' is one process per CPU core this process may run on (its
+    affinity: a batch job's allotted cores, not the node's)."""
     if value == "auto":
-        return os.cpu_count() or 1
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if isinstance(value, str) and not value.strip().lstrip("+").isdigit():
         raise ValueError(f"{value!r} is not a whole number >= 1 or 'auto'")
     return value
@@ -516,8 +517,8 @@ class FitConfig(_Section):
         1,
         ge=1,
         description="processes fitting ensemble members, and a background block's flows, at once (CPU, "
-        "spawned: a calling script needs the `if __name__ == '__main__':` guard); 'auto': one per CPU core "
-        "(read when the config is, and written as that number)",
+        "spawned: a calling script needs the `if __name__ == '__main__':` guard); 'auto': one per CPU core the "
+        "process may use (a batch job's allotted cores; read when the config is, and written as that number)",
     )
     dtype: Literal["float32", "float64"] = Field(
         "float32",

@@ -571,7 +571,7 @@ def test_cross_fit_needs_a_member_per_fold():
 
 def test_workers_auto_is_one_per_core_and_other_words_are_refused():
     field = {"phi1": [-10, 10], "phi2": [-2, 2]}
-    assert Config.from_dict({"field": field, "fit": {"workers": "auto"}}).fit.workers == (os.cpu_count() or 1)
+    assert Config.from_dict({"field": field, "fit": {"workers": "auto"}}).fit.workers == len(os.sched_getaffinity(0))
     assert Config.from_dict({"field": field, "fit": {"workers": 3}}).fit.workers == 3
     with pytest.raises(InputError, match=r"^config: fit.workers: 'all' is not a whole number >= 1 or 'auto'$"):
         Config.from_dict({"field": field, "fit": {"workers": "all"}})
