@@ -489,8 +489,8 @@ def train_mixture(
             loss = optimizer.step(closure)
         else:
             loss = closure()
-            # the gradients' total norm is finite exactly when every gradient is; a step
-            # with a non-finite one is skipped (its clipped gradients are discarded)
+            # the gradients' total norm is finite when every gradient is (and not too large to
+            # overflow); a step without a finite norm is skipped, its gradients discarded
             norm = torch.nn.utils.clip_grad_norm_(mixture.parameters(), 10.0, foreach=True)
             if torch.isfinite(loss) and torch.isfinite(norm):
                 optimizer.step()

@@ -437,7 +437,7 @@ class Mixture(nn.Module):
             table.index_select(0, i), table.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1)
         )
         # split once: each column taken by indexing would cost its backward a zero-filled
-        # gradient of the whole (N, K + P) matrix (a third of a training step's time)
+        # gradient of the whole (N, K + P) matrix (28 % of a GD-1 training step, benchmarks/RESULTS.md)
         log_w, at_params = at_stars.split([n_comp, at_stars.shape[-1] - n_comp], dim=-1)
         values = at_params.unbind(-1)
         if per_star:
