@@ -372,9 +372,8 @@ class Mixture(nn.Module):
     def outputs_at(self, phi1: Tensor, masked: bool = True) -> dict[str, dict[str, Tensor] | Tensor]:
         """Weights and every component's parameters at ``phi1`` (no grid);
         ``masked=False``: the logits without the ``phi1_range`` offsets."""
-        x = self.scale_phi1(phi1)
-        logits = self.weight_head(self.weight_body(x.unsqueeze(-1)))
-        logits = torch.cat([logits, torch.zeros_like(logits[:, :1])], dim=-1)
+        table = self.parameter_table(phi1)
+        logits = table[:, : len(self.all_components)]
         if masked:
             logits = logits + self.range_mask(phi1)
         out: dict[str, dict[str, Tensor] | Tensor] = {"logits": logits}
@@ -387,7 +386,7 @@ class Mixture(nn.Module):
             out["log_weights"] = torch.logsumexp(per_error, dim=1) - math.log(reference.shape[0])
         out["weights"] = out["log_weights"].exp()
         for comp in self.all_components:
-            out[comp.name] = comp.net(x) if comp.net is not None else {}
+            out[comp.name] = self._component_params(table, comp.name)
         return out
 
     def grid_outputs(self) -> dict[str, dict[str, Tensor] | Tensor]:

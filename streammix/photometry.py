@@ -862,7 +862,7 @@ class PhotometricLikelihood(nn.Module):
         table.meta.update({"distmod": float(distmod), "extinction": extinction})
         return table
 
-    def log_prob(self, distmod: Tensor, distmod_width: Tensor, stars, *, truncation: bool = True) -> Tensor:
+    def log_prob(self, distmod: Tensor, distmod_width: Tensor, stars) -> Tensor:
         r"""Per-star log-density of the observed magnitudes: the reference
         likelihood (module docstring), every segment for every star and the
         truncation summed over the segments. Stars are taken in chunks
@@ -874,9 +874,6 @@ class PhotometricLikelihood(nn.Module):
             stars: Anything with ``mags``, ``mag_err``, ``extinction`` (N, B)
                 and ``has_mag`` (N, B) bool, columns in the order of ``bands``
                 (a :class:`~streammix.mixture.StarTensors` or :class:`PhotometryTensors`).
-            truncation: Divide by the truncation Z at the magnitude limits; False:
-                leave it out, for a caller that evaluates many magnitudes per star
-                and subtracts each star's :meth:`log_truncation_of` once.
 
         Returns:
             log p (1/mag^n for n observed bands), (N,); 0 for stars with no band observed.
@@ -909,48 +906,10 @@ class PhotometricLikelihood(nn.Module):
             args = (distmod[lo : lo + step], distmod_width[lo : lo + step], mags[lo : lo + step],
                     err[lo : lo + step], ext[lo : lo + step], has[lo : lo + step])  # fmt: skip
             if grad and n > step:
-                pieces.append(checkpoint(self._log_prob, *args, truncation, use_reentrant=False))
+                pieces.append(checkpoint(self._log_prob, *args, use_reentrant=False))
             else:
-                pieces.append(self._log_prob(*args, truncation))
+                pieces.append(self._log_prob(*args))
         return torch.cat(pieces) if pieces else distmod.new_zeros(0)
-
-    def log_truncation_of(self, distmod: Tensor, distmod_width: Tensor, stars) -> Tensor:
-        r"""Each star's log Z in :meth:`log_prob` (0 for a star without the limit band):
-        ``log_prob(..., truncation=False) - log_truncation_of(...)`` is ``log_prob(...)``
-        for the stars with a band observed. Z depends on the star's distance
-        modulus, spread, error and extinction, not on its magnitudes.
-
-        Arguments:
-            distmod, distmod_width, stars: As for :meth:`log_prob`.
-
-        Returns:
-            log Z, (N,); 0 everywhere without magnitude limits.
-
-        Example:
-            >>> import numpy as np, torch
-            >>> from streammix.isochrone import default_isochrone
-            >>> like = PhotometricLikelihood(default_isochrone(), ["gaia_g", "gaia_bp"], n_nodes=50,
-            ...                              magnitude_limits={"gaia_g": (-10.0, 20.5)})
-            >>> stars = photometry_tensors(np.array([[19.0, 19.5]]), np.array([[0.05, 0.05]]))
-            >>> dm, width = torch.tensor([14.7], dtype=torch.float64), torch.tensor([0.1], dtype=torch.float64)
-            >>> split = like.log_prob(dm, width, stars, truncation=False) - like.log_truncation_of(dm, width, stars)
-            >>> bool(split == like.log_prob(dm, width, stars)), bool(like.log_truncation_of(dm, width, stars) < 0)
-            (True, True)
-        """
-        dtype = distmod.dtype
-        if self.limit_index is None:
-            return torch.zeros_like(distmod)
-        return self._log_z(
-            distmod, distmod_width, stars.mag_err.to(dtype), stars.extinction.to(dtype), stars.has_mag.to(torch.bool)
-        )
-
-    def _log_z(self, distmod: Tensor, width: Tensor, err: Tensor, ext: Tensor, has: Tensor) -> Tensor:
-        """log Z of the reference likelihood for one chunk of stars, 0 where the limit band is missing."""
-        j = self.limit_index
-        err_j = err[:, j] if self.limit_error is None else torch.full_like(err[:, j], self.limit_error)
-        sigma = torch.sqrt(err_j**2 + 0.5 * self.colour_spread**2 + width * width)
-        log_z = self.log_truncation(distmod + ext[:, j], sigma, exact=True)
-        return torch.where(has[:, j], log_z, 0.0)
 
     # ------------------------------------------------------------------ fast path
 
@@ -1243,8 +1202,8 @@ class PhotometricLikelihood(nn.Module):
             z = z - cdf(bright - distmod, sigma)
         return torch.log(z.clamp_min(1e-300 if distmod.dtype == torch.float64 else 1e-37))
 
-    def _log_prob(self, distmod, width, mags, err, ext, has, truncation: bool = True) -> Tensor:
-        """log p for one chunk of stars (plain tensors), divided by Z with ``truncation``."""
+    def _log_prob(self, distmod, width, mags, err, ext, has) -> Tensor:
+        """log p for one chunk of stars (plain tensors)."""
         dtype = distmod.dtype
         start = self.start.to(dtype)
         delta = self.delta.to(dtype)
@@ -1271,8 +1230,12 @@ class PhotometricLikelihood(nn.Module):
         log_norm = -0.5 * (n_obs * LOG_2PI + log_det)
         logp = log_norm + torch.logsumexp(log_weight[None, :] + quad, dim=-1)
 
-        if truncation and self.limit_index is not None:
-            logp = logp - self._log_z(distmod, width, err, ext, has)
+        if self.limit_index is not None:
+            j = self.limit_index
+            err_j = err[:, j] if self.limit_error is None else torch.full_like(err[:, j], self.limit_error)
+            sigma = torch.sqrt(err_j**2 + 0.5 * self.colour_spread**2 + s2)
+            log_z = self.log_truncation(distmod + ext[:, j], sigma, exact=True)
+            logp = logp - torch.where(has[:, j], log_z, 0.0)
         return torch.where(n_obs > 0, logp, torch.zeros_like(logp))
 
 

@@ -402,35 +402,6 @@ def test_prepared_subset_with_repeats_equals_preparing_the_repeats(iso, mock_pho
     assert whole.n_elements == direct.n_elements
 
 
-
-@pytest.mark.parametrize("case", FAST_PATH_CASES)
-def test_the_truncation_splits_off_once_per_star(iso, mock_photometry, case):
-    """``log_prob(..., truncation=False) - log_truncation_of(...)`` is ``log_prob`` exactly
-    (float32 included), for stars with and without the limit band and stars with no
-    band; the truncation is a function of the star, not of its magnitudes, so a grid
-    of magnitudes per star (the CMD residuals) takes it once per star."""
-    bands, mags, err = mock_photometry
-    like = PhotometricLikelihood(iso, bands, n_nodes=150, **FAST_PATH_CASES[case])
-    mags = mags.copy()
-    mags[25:40, like.limit_index or 0] = np.nan  # without the limit band: not normalised
-    rng = np.random.default_rng(2)
-    for dtype in (torch.float64, torch.float32):
-        stars = photometry_tensors(mags, err, rng.uniform(0.0, 0.3, mags.shape), dtype=dtype)
-        dm = torch.as_tensor(rng.uniform(13.0, 16.5, len(mags)), dtype=dtype)
-        width = torch.as_tensor(rng.uniform(0.01, 0.3, len(mags)), dtype=dtype)
-        log_z = like.log_truncation_of(dm, width, stars)
-        whole = like.log_prob(dm, width, stars)
-        split = like.log_prob(dm, width, stars, truncation=False) - log_z
-        assert torch.equal(whole[25:], split[25:]) and torch.all(whole[20:25] == 0)
-        assert torch.all(log_z[25:40] == 0)
-        if like.limit_index is None:
-            assert torch.all(log_z == 0)
-        else:
-            assert torch.all(log_z[40:] <= 0) and (log_z[40:] < 0).float().mean() > 0.5  # Z = 1 far inside the limits
-            # the same star at other magnitudes: the same log Z
-            moved = photometry_tensors(mags + 0.7, err, stars.extinction.numpy(), dtype=dtype)
-            assert torch.equal(like.log_truncation_of(dm, width, moved)[40:], log_z[40:])
-
 def test_truncation_matches_direct_integration(iso):
     """Z of the reference (summed over the segments) against a direct quadrature of the
     Kroupa-weighted luminosity function (measured: within 2e-5)."""
