@@ -13,7 +13,9 @@ the measurement errors, flows conditioned on phi2, mixture weights that depend o
 photometry together instead of two (joint), the stream's cross-track profile a Student-t or a core
 with wings instead of a Gaussian (``stream_student_t``, ``stream_core_wings``), velocity-dispersion
 priors from the literature on the stream, spur (2.4 km/s) and cocoon (6.1 km/s), 0.2 dex
-(``dispersion_prior``). ``--variants`` runs
+(``dispersion_prior``), Gaia DR2's parallax zero-point at 0, −0.029 mas (quasars, Lindegren et al. 2018)
+or −0.05 mas (red giants, Zinn et al. 2019) (``zero_point_0``, ``zero_point_029``, ``zero_point_050``, those
+that differ from the shipped config's). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -68,8 +70,16 @@ def variants(base) -> dict:
             if median is not None:
                 component["velocity_dispersion"] = {"median": median, "dex": 0.2}
 
+    def parallax_zero_point(value):  # Gaia DR2's zero-point (data.parallax_zero_point)
+        return lambda d: d["data"].update(parallax_zero_point=value)
+
     out = {
         "shipped": data,
+        **{
+            name: changed(parallax_zero_point(value))
+            for name, value in (("zero_point_0", 0.0), ("zero_point_029", -0.029), ("zero_point_050", -0.05))
+            if value != data["data"]["parallax_zero_point"]
+        },
         "dispersion_prior": changed(dispersion_prior),
         "stream_student_t": changed(stream_profile("student_t")),
         "stream_core_wings": changed(stream_profile("core_wings")),

@@ -151,6 +151,7 @@ def compare(
         seed: The seed of the fold assignment.
         ensemble: Ensemble members per fit (None: each config's own); the
             held-out likelihood of an ensemble is that of its mean density.
+            A config's ``fit.cross_fit`` is switched off for an ensemble of one.
         names: Names for the configs (default: their ``name``).
         progress: Show progress bars.
 
@@ -185,7 +186,9 @@ def compare(
     for j, config in enumerate(configs):
         started = time.perf_counter()
         if ensemble is not None:
-            config = config.model_copy(update={"fit": config.fit.model_copy(update={"ensemble": ensemble})})
+            # one member cannot be cross-fitted (its training stars are the K-1 folds already)
+            update = {"ensemble": ensemble, **({"cross_fit": False} if ensemble == 1 else {})}
+            config = config.model_copy(update={"fit": config.fit.model_copy(update=update)})
         photometry = bool(config.model.bands) and set(config.model.bands) <= shared_bands
         scored_on.append([*config.model.coordinates, *(config.model.bands if photometry else [])])
         for k in range(folds):

@@ -353,7 +353,7 @@ class StreamComponent(nn.Module):
     - proper motions ~ 2-D Normal(mean, diag(width²) + C_obs) with the observed
       covariance including the correlation; a star with one proper motion uses
       the 1-D marginal;
-    - parallax ~ Normal(10^((10 - DM)/5), (ln10/5 · parallax · DM_width)² + err²);
+    - parallax ~ Normal(10^((10 - DM)/5) + zero-point, (ln10/5 · parallax · DM_width)² + err²);
     - photometry through an optional photometric likelihood sharing DM.
 
     Arguments:
@@ -369,6 +369,8 @@ class StreamComponent(nn.Module):
             divided, star by star, by the probability of passing them.
         profile: The cross-track profile (:mod:`streammix.profiles`); default Gaussian.
         defaults: Warm-start values of its parameters (see :func:`stream_parameters`).
+        parallax_zero_point: The catalogue's parallax zero-point (mas), added to the
+            parallax the distance gives (``data.parallax_zero_point``).
 
     Example:
         >>> comp = StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -391,11 +393,13 @@ class StreamComponent(nn.Module):
         selection=None,
         profile: CrossTrackProfile = Gaussian(),
         defaults: Mapping[str, float] | None = None,
+        parallax_zero_point: float = 0.0,
     ):
         super().__init__()
         self.name = name
         self.profile = profile
         self.selection = selection
+        self.parallax_zero_point = float(parallax_zero_point)
         self.coordinates = tuple(coordinates)
         self.phi2_range = (float(phi2_range[0]), float(phi2_range[1]))
         self.phi1_range = phi1_range
@@ -512,9 +516,10 @@ class StreamComponent(nn.Module):
         if "parallax" in self.coordinates:
             plx = 10.0 ** ((10.0 - params["distmod"]) / 5.0)
             var = (LN10_5 * plx * params["distmod_width"]) ** 2 + stars.parallax_err**2
-            total = total + torch.where(stars.has_parallax, normal_logpdf(stars.parallax, plx, var), 0.0)
+            observed = plx + self.parallax_zero_point if self.parallax_zero_point else plx
+            total = total + torch.where(stars.has_parallax, normal_logpdf(stars.parallax, observed, var), 0.0)
             if self.selection is not None and self.selection.parallax is not None:
-                cut = self.selection.parallax_log_probability(plx, torch.sqrt(var))
+                cut = self.selection.parallax_log_probability(observed, torch.sqrt(var))
                 total = total - torch.where(stars.has_parallax, cut, 0.0)
         if self.selection is not None and self.selection.pm_low is not None and len(pm_names) == 2:
             total = total - self._pm_selection(params, stars)
@@ -766,6 +771,7 @@ class ComponentConfig(Section):
         *,
         photometry: nn.Module | None = None,
         selection: Any = None,
+        parallax_zero_point: float = 0.0,
     ) -> StreamComponent:
         """The component these settings describe (untrained).
 
@@ -775,6 +781,7 @@ class ComponentConfig(Section):
             phi2_range: The field's phi2 limits (deg).
             photometry: The model's isochrone likelihood (used if ``self.photometry``).
             selection: The catalogue's cuts (:class:`~streammix.selection.SelectionCuts`) or None.
+            parallax_zero_point: The catalogue's parallax zero-point (mas).
 
         Example:
             >>> cfg = ComponentConfig(name="spur", network={"hidden": 8})
@@ -793,4 +800,5 @@ class ComponentConfig(Section):
             selection=selection,
             profile=get_profile(self.profile),
             defaults=self.default_init(),
+            parallax_zero_point=parallax_zero_point,
         )

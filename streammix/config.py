@@ -672,6 +672,15 @@ class DataConfig(_Section):
         None,
         description="the cuts on observed quantities the catalogue was selected on (null: none)",
     )
+    parallax_zero_point: float = Field(
+        0.0,
+        ge=-0.2,
+        le=0.2,
+        description="the catalogue's parallax zero-point (mas): a stream-like component's star at distance d has "
+        "observed parallax 1/d + parallax_zero_point + error (the background is learnt from the observed values and "
+        "needs none). Gaia DR2: -0.029 from quasars (Lindegren et al. 2018), -0.05 for red giants (Zinn et al. "
+        "2019); Gaia EDR3/DR3: -0.017 from quasars (Lindegren et al. 2021) (0: none)",
+    )
     query: GaiaQueryConfig | None = Field(
         None,
         description="the Gaia archive query that writes path (streammix query; null: the file is made otherwise)",

@@ -166,7 +166,14 @@ def build_mixture(
         else:
             comp_bounds = parameter_bounds(config, comp, stars)
         components.append(
-            comp.build(coords, comp_bounds, tuple(config.field.phi2), photometry=photometry, selection=selection_cuts(config))
+            comp.build(
+                coords,
+                comp_bounds,
+                tuple(config.field.phi2),
+                photometry=photometry,
+                selection=selection_cuts(config),
+                parallax_zero_point=config.data.parallax_zero_point,
+            )
         )
     for comp, component in zip(config.model.components, components):
         dispersion = getattr(comp, "velocity_dispersion", None)

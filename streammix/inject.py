@@ -11,7 +11,7 @@ catalog itself:
   tracks with the spec's intrinsic widths (each track a constant, control points
   ``[[phi1, value], ...]`` joined linearly and held constant beyond the ends, or
   a polynomial in ``phi1 - phi1_ref``); true parallax ``10^((10 - distmod) / 5)``
-  mas. Initial masses from the isochrone section's mass function (the model's
+  mas, observed about it plus ``data.parallax_zero_point``. Initial masses from the isochrone section's mass function (the model's
   :class:`~streammix.photometry.MassFunction`) on the isochrone's modelled phases
   (the likelihood's default phases unless ``phases`` is set), absolute
   magnitudes from the isochrone, apparent = absolute + distmod (no extinction:
@@ -553,15 +553,16 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         if "phi2_err" in real:
             out["phi2_err"] = phi2_err
         plx_err = plx_err_real[donor]
-        true_plx = 10.0 ** ((10.0 - distmod) / 5.0)
+        # the observed parallax is centred on the true one plus the catalogue's zero-point
+        mean_plx = 10.0 ** ((10.0 - distmod) / 5.0) + config.data.parallax_zero_point
         # the donor's error passed the catalog's cuts already: errors are drawn conditioned on them
         which = np.clip(np.searchsorted(pm_edges, phi1, side="right") - 1, 0, _PM_BINS - 1)
         limits = {key: value[which * value.shape[0] // _PM_BINS] for key, value in ranges.items()}
         if "parallax" in real:
             has_plx = np.isfinite(real["parallax"][donor])
             scale = np.nan_to_num(plx_err)
-            u = _conditioned_normal(rng, true_plx, scale, limits["parallax"])
-            out["parallax"] = np.where(has_plx, true_plx + scale * u, np.nan)
+            u = _conditioned_normal(rng, mean_plx, scale, limits["parallax"])
+            out["parallax"] = np.where(has_plx, mean_plx + scale * u, np.nan)
         if "parallax_err" in real:
             out["parallax_err"] = plx_err
         err1 = real["pm_phi1_cosphi2_err"][donor] if "pm_phi1_cosphi2_err" in real else pm_factor * plx_err

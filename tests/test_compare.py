@@ -45,12 +45,15 @@ def test_folds_depend_on_source_id_only():
 def test_a_model_without_the_stream_loses_on_held_out_stars(tiny):
     """The mock has a stream; a config whose only stream-like component is
     confined to a phi1 range the stream barely covers must lose, star by star,
-    by many standard errors; the same config twice gives a zero difference."""
+    by many standard errors; the same config twice (once as a cross-fitted ensemble, which
+    compare fits as one member) gives a zero difference."""
     _, truth, stars = tiny
     right = tiny_config(truth)
     comp = right.model.components[0].model_copy(update={"phi1_range": (-89.0, -80.0)})
     wrong = right.model_copy(update={"model": right.model.model_copy(update={"components": [comp]})})
-    result = compare([right, wrong, right], stars, folds=2, names=["right", "confined", "again"])
+    # a cross-fitted ensemble compares as one member: fitted exactly as ``right``
+    again = right.model_copy(update={"fit": right.fit.model_copy(update={"ensemble": 2, "cross_fit": True})})
+    result = compare([right, wrong, again], stars, folds=2, names=["right", "confined", "again"])
     table = result.summary()
     assert list(table["config"]) == ["right", "confined", "again"]
     assert table["n_stars"][0] == len(stars)

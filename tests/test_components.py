@@ -141,6 +141,30 @@ def test_stream_component_sums_independent_terms():
         assert ours[i] == pytest.approx(total, rel=1e-9, abs=1e-9)
 
 
+def test_parallax_zero_point_shifts_the_parallax_the_distance_gives():
+    """With a zero-point z, a star observed at parallax w scores as one observed at w - z
+    without it (observed = 1/d + z + error): the predicted parallax moves, its spread does not."""
+    n = 40
+    stars = make_stars(n, missing=0.3)
+    p = random_params(n)
+    shifted = make_stars(n, missing=0.3)
+    shifted.parallax = stars.parallax + 0.04
+    plain = StreamComponent("stream", COORDS, BOUNDS, phi2_range=(-5, 5))
+    offset = StreamComponent("stream", COORDS, BOUNDS, phi2_range=(-5, 5), parallax_zero_point=-0.04)
+    np.testing.assert_allclose(offset.log_prob(p, stars).numpy(), plain.log_prob(p, shifted).numpy(), rtol=1e-12)
+    assert not np.allclose(offset.log_prob(p, stars).numpy(), plain.log_prob(p, stars).numpy())
+    # the config carries it to every stream-like component; a value no catalogue has is refused
+    from streammix.config import Config
+    from streammix.errors import InputError
+    from streammix.fit import build_mixture
+
+    config = {"name": "x", "field": {"phi1": [-80, 0], "phi2": [-5, 5]}, "data": {"parallax_zero_point": -0.04}}
+    mixture = build_mixture(Config.from_dict(config), stars=None)
+    assert [c.parallax_zero_point for c in mixture.components] == [-0.04]
+    with pytest.raises(InputError, match=r"^config: data.parallax_zero_point: .*less than or equal to 0.2"):
+        Config.from_dict({**config, "data": {"parallax_zero_point": 1.0}})
+
+
 def test_parallax_spread_matches_monte_carlo():
     """The linearised parallax spread agrees with sampling DM and converting."""
     rng = np.random.default_rng(3)

@@ -135,6 +135,24 @@ def test_tracks_widths_and_errors_match_the_spec(gd1, injected):
         assert _zscore(pull, 0.0, 1.0) < 4 and abs(pull.std() - 1) < 4 / np.sqrt(2 * pull.size), observed
 
 
+def test_parallax_zero_point_is_in_the_observed_parallaxes(gd1):
+    """With ``data.parallax_zero_point`` z, observed parallaxes scatter about 1/d + z: the pull of
+    the precise ones (error < 0.15 mas, far from the file's cut) about it is N(0, 1), and about
+    1/d alone it is off by many sigma."""
+    catalog, config = gd1
+    data = config.model_dump(mode="json")
+    data["data"]["parallax_zero_point"] = -0.1
+    inj = inject_stream(catalog, InjectionSpec.from_dict(SPEC), Config.from_dict(data), seed=7)
+    inj = inj[np.asarray(inj["injected"], bool)]
+    plx, plx_err = floats(inj["parallax"]), floats(inj["parallax_error"])
+    true_plx = 10 ** ((10 - floats(inj["true_distmod"])) / 5)
+    precise = np.isfinite(plx) & (plx_err < 0.15)
+    assert precise.sum() > 50
+    pull = ((plx - true_plx + 0.1) / plx_err)[precise]
+    assert _zscore(pull, 0.0, 1.0) < 4 and abs(pull.std() - 1) < 4 / np.sqrt(2 * pull.size)
+    assert _zscore(((plx - true_plx) / plx_err)[precise], 0.0, 1.0) > 8
+
+
 def test_photometry_follows_the_isochrone(gd1, injected):
     """Observed g and i = isochrone at the true mass + true distmod + N(0, colour_spread / sqrt 2)."""
     from streammix.inject import _isochrone_mags
