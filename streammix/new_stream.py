@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from .config import Config, GaiaQueryConfig
+from .dispersion import KMS_PER_MASYR_KPC
 from .errors import InputError
 from .frames import StreamFrame, get_frame
 from .tracks import (
@@ -50,6 +51,14 @@ __all__ = [
 #: ages 11-13 Gyr, VandenBerg et al. 2013).
 GC_AGE = 12.0
 GC_FEH = -1.5
+
+#: The largest intrinsic velocity dispersion a stream of ``new`` may take (km/s): above those of
+#: globular-cluster streams (1-5 km/s, e.g. GD-1 2.3, Gialluca et al. 2021) and of most
+#: dwarf-galaxy streams (Orphan-Chenab ~5-10 km/s, Koposov et al. 2023), so a stream's
+#: proper-motion spread cannot grow into the field's. Its proper-motion dispersions are bounded
+#: by it at the track's nearest distance (at least 0.1 and at most PM_WIDTH_MAX mas/yr).
+VELOCITY_DISPERSION_MAX = 20.0
+PM_WIDTH_MAX = 2.0  # mas/yr, and the bound of a track without a distance
 
 # floors of the control-point widths (a track's stated width can be tiny or absent)
 _WIDTH_FLOOR = {"phi2": 0.2, "pm_phi1_cosphi2": 0.5, "pm_phi2": 0.5}
@@ -237,16 +246,23 @@ def new_config(name: str, options: NewStreamOptions = NewStreamOptions()) -> str
 
     bounds: dict[str, list[float]] = {
         "phi2_width": [0.03, round(max(1.0, 2.0 * stated.get("phi2", 0.5)), 2)],
-        "pm_phi1_cosphi2_width": [0.02, 2.0],
-        "pm_phi2_width": [0.02, 2.0],
+        "pm_phi1_cosphi2_width": [0.02, PM_WIDTH_MAX],
+        "pm_phi2_width": [0.02, PM_WIDTH_MAX],
     }
     parallax_max = 1.0  # without a distance: most streams lie beyond 5 kpc
+    pm_width_note = f"proper-motion dispersions up to {PM_WIDTH_MAX} mas/yr (the track has no distance)"
     if has["distmod"]:
         distmod = np.asarray(distance_to_distmod(track.distance))
         bounds["distmod"] = [round(float(np.nanmin(distmod)) - 1.0, 1), round(float(np.nanmax(distmod)) + 1.0, 1)]
         nearest = float(np.nanmin(track.distance))
         # the stream's parallax at its nearest point, doubled, and at least 1 mas
         parallax_max = round(max(1.0, 2.0 / nearest), 2)
+        pm_width = round(min(max(VELOCITY_DISPERSION_MAX / (KMS_PER_MASYR_KPC * nearest), 0.1), PM_WIDTH_MAX), 2)
+        bounds["pm_phi1_cosphi2_width"][1] = bounds["pm_phi2_width"][1] = pm_width
+        pm_width_note = (
+            f"proper-motion dispersions up to {VELOCITY_DISPERSION_MAX:g} km/s at the track's nearest "
+            f"({nearest:.1f} kpc): {pm_width} mas/yr"
+        )
     pm_margin = 5.0 if has["pm_phi1_cosphi2"] and has["pm_phi2"] else None
     slug = stream_slug(track.name)
     data_path = options.data_path or f"{slug}_gaia_dr3.fits"
@@ -325,6 +341,7 @@ model:
     magnitude_limits: {{gaia_g: [0.0, {g_max}]}}
   components:
     - name: stream
+      # {pm_width_note}
       bounds:
 {"".join(f"        {k}: {_flow(v)}{chr(10)}" for k, v in bounds.items())}\
       # control points every {spacing:g} deg read off the galstreams track in this frame;

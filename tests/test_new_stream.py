@@ -47,6 +47,12 @@ def test_gd1_keeps_its_built_in_frame_and_reads_all_its_track():
     prior = config.model.components[0].galstreams
     assert prior.parameters == ["phi2", "pm_phi1_cosphi2", "pm_phi2", "distmod"]
     assert prior.widths["phi2"] == pytest.approx(0.674, abs=1e-3)  # galstreams' stated width
+    # proper-motion dispersions bounded by 20 km/s at the track's nearest distance
+    nearest = np.nanmin(galstreams_track("GD-1", "pricewhelan2018").distance)
+    bounds = config.model.components[0].bounds
+    assert 5.0 < nearest < 9.0
+    for key in ("pm_phi1_cosphi2_width", "pm_phi2_width"):
+        assert bounds[key][1] == pytest.approx(20.0 / (4.74047 * nearest), abs=0.006)
 
 
 def test_great_circle_frame_rebuilds_a_built_in_frame():
