@@ -198,6 +198,9 @@ class MockConfig(Section):
         description="loose selection parallax < parallax_max + parallax_nsigma * parallax_err (mas); None for no cut",
     )
     parallax_nsigma: float = Field(3.0, description="see parallax_max")
+    parallax_zero_point: float = Field(
+        0.0, ge=-0.2, le=0.2, description="added to every star's observed parallax (mas), as data.parallax_zero_point"
+    )
     missing_astrometry_fraction: float = Field(
         0.03, description="fraction of stars with a 2-parameter solution (no parallax or proper motions), in [0, 1]"
     )
@@ -458,7 +461,7 @@ def _observe(
         "phi1": stars["phi1"],
         "phi2": stars["phi2"] + phi2_err * rng.standard_normal(n),
         "phi2_err": phi2_err,
-        "parallax": 10.0 ** ((10.0 - stars["distmod"]) / 5.0) + plx_err * rng.standard_normal(n),
+        "parallax": 10.0 ** ((10.0 - stars["distmod"]) / 5.0) + config.parallax_zero_point + plx_err * rng.standard_normal(n),
         "parallax_err": plx_err,
         "pm_phi1_cosphi2": stars["pm1"] + pm1_err * z1,
         "pm_phi1_cosphi2_err": pm1_err,

@@ -311,6 +311,9 @@ data:
   # made by `streammix query CONFIG` (Gaia DR3; needs network): the stars in the field,
   # transformed into the stream frame, with G, BP, RP (not dereddened)
   path: {_flow(data_path)}
+  # Gaia DR3's parallax zero-point from quasars (Lindegren et al. 2021; it varies with magnitude,
+  # colour and position by a few hundredths of a mas)
+  parallax_zero_point: -0.017
   columns:
     phi2_err: phi2_err
     parallax_err: parallax_err

@@ -31,7 +31,8 @@ same distribution.
 
 Errors and selection: the Gaia DR3-like errors of :mod:`streammix.mock` (its
 ``observe``: the median errors of Gaia Collaboration, Vallenari et al. 2023,
-against G); observed G below the config's query ``g_max``, phi2 inside the
+against G), every observed parallax offset by the config's ``data.parallax_zero_point``
+as a real catalogue's is; observed G below the config's query ``g_max``, phi2 inside the
 field, and the query's cuts: ``parallax - 3 parallax_err < parallax_max`` and,
 with ``pm_margin``, both proper motions within ``pm_margin`` of the track's at
 the star's phi1 (a box in the stream frame, where the query's is in pmra/pmdec
@@ -169,6 +170,7 @@ def _observer(config: Config) -> tuple[MockConfig, float | None]:
         n_stream=0, n_background=0, phi1_range=tuple(config.field.phi1), phi2_range=tuple(config.field.phi2),
         g_limit=min(max(g_limit, 10.0), 22.0), age=float(iso.age), feh=float(iso.feh), gaps=(),
         parallax_max=parallax_max, parallax_nsigma=3.0, missing_astrometry_fraction=0.0 if cut else 0.03,
+        parallax_zero_point=config.data.parallax_zero_point,
     )  # fmt: skip
     return settings, pm_margin
 

@@ -64,6 +64,20 @@ def test_same_seed_same_table_other_seed_differs(small_mock):
     assert not np.allclose(np.sort(_values(stars, "phi1")), np.sort(_values(other, "phi1")))
 
 
+def test_parallax_zero_point_offsets_every_observed_parallax():
+    """Without a parallax cut the same seed draws the same stars; the zero-point moves each
+    observed parallax by exactly its value and nothing else."""
+    plain = MockConfig(n_stream=200, n_background=1000, parallax_max=None)
+    stars, _ = generate_mock(plain, seed=3)
+    offset, _ = generate_mock(plain.model_copy(update={"parallax_zero_point": -0.1}), seed=3)
+    before, after = _values(stars, "parallax"), _values(offset, "parallax")
+    np.testing.assert_array_equal(np.isnan(after), np.isnan(before))  # the stars without astrometry
+    has = np.isfinite(before)
+    assert has.sum() > 1000
+    np.testing.assert_allclose(after[has] - before[has], -0.1, atol=1e-12)
+    np.testing.assert_array_equal(_values(offset, "pm_phi2"), _values(stars, "pm_phi2"))
+
+
 def test_columns_units_and_truth(small_mock):
     stars, tracks = small_mock
     expected = {
