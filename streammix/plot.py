@@ -464,7 +464,10 @@ def plot_residuals(residuals, *, limit: float = 5.0) -> Figure:
     top = max(float(residuals.observed.max()), float(residuals.expected.max()), 1.0)
     panels = (
         ("observed", residuals.observed, "magma", 0.0, top),
-        ("expected by the model", residuals.expected, "magma", 0.0, top),
+        (
+            "expected by the model" + ("\ngiven their parallax errors" if residuals.error_relation is not None else ""),
+            residuals.expected, "magma", 0.0, top,
+        ),
         ("(observed - expected) / sqrt(expected)", residuals.significance, "RdBu_r", -limit, limit),
     )
     x_label = r"$\phi_1$ [deg]" if sky else f"{_band_label(residuals.x_name.split(' - ')[0])} - {_band_label(residuals.x_name.split(' - ')[1])} [mag]"

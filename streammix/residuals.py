@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
+from .error_relation import ErrorRelation, fit_error_relation
 from .errors import InputError
 from .fit import config_tensors
 from .membership import member_components
@@ -56,6 +57,8 @@ class Residuals:
             which stars were selected.
         n_selected: The number of selected stars.
         unit: The unit of both axes (``"deg"`` or ``"mag"``).
+        error_relation: The relation of parallax errors to magnitudes the
+            expected counts were conditioned on (CMD residuals), or None.
 
     Example:
         >>> import numpy as np
@@ -76,6 +79,7 @@ class Residuals:
     threshold: float
     n_selected: int
     unit: str = "deg"
+    error_relation: ErrorRelation | None = None
 
     @property
     def significance(self) -> np.ndarray:
@@ -121,6 +125,15 @@ class Residuals:
                 "threshold, observed and expected per bin; significance = (observed - expected) / sqrt(expected)",
             }
         )
+        if self.error_relation is not None:
+            relation = self.error_relation
+            table.meta["error_relation"] = {
+                "description": "expected counts given each star's parallax error: log10(parallax_err / mas) = "
+                "intercept + slopes . magnitudes, Gaussian scatter (dex)",
+                "intercept": relation.intercept,
+                "slopes": list(relation.slopes),
+                "scatter": relation.scatter,
+            }
         return table
 
 
@@ -209,6 +222,7 @@ def cmd_residuals(
     subsample: int = 2,
     components: list[str] | None = None,
     chunk_size: int = 100_000,
+    errors_given: bool = True,
 ) -> Residuals:
     """The colour-magnitude residuals of ``stars`` against a joint model with two bands.
 
@@ -224,6 +238,21 @@ def cmd_residuals(
     the fast path's (:meth:`~streammix.photometry.PhotometricLikelihood.log_prob_prepared`,
     the likelihood the fit trains on; within 2.5e-3 in log density of the reference).
 
+    **Given the errors.** The selection rests on the astrometry, whose errors
+    are set by the magnitudes: a star selected for its small errors is a
+    bright one. The model treats the errors as given, which leaves the
+    memberships exact when the errors depend on the magnitudes alone (the
+    relation cancels between the components), but each selected star's
+    magnitudes must then be predicted given its error: with ``errors_given``
+    (default) its distribution is sum_k r_k p_k(b1, b2) times
+    q(parallax error | b1, b2), the catalogue's relation of errors to
+    magnitudes fitted to every star with both bands
+    (:func:`~streammix.error_relation.fit_error_relation`), normalised over
+    the grid. Without it, the faint stars that astrometry cannot select are
+    predicted as often as the isochrone's luminosity function makes them, and
+    the bright ones too rarely (on GD-1, ±5 σ at the turn-off and on the faint
+    main sequence).
+
     Arguments:
         model: A fitted joint :class:`~streammix.fit.FittedModel` with two bands.
         stars: The stars (a :class:`~streammix.data.StarTable`).
@@ -233,6 +262,8 @@ def cmd_residuals(
         subsample: Points per bin and axis at which the densities are evaluated.
         components: The components whose probabilities select (default: the member components).
         chunk_size: Grid evaluations per call of the flows and the isochrone term.
+        errors_given: Predict each star's magnitudes given its parallax error (above);
+            a star without one is predicted without.
     """
     config = model.config
     bands = list(config.model.bands)
@@ -281,6 +312,14 @@ def cmd_residuals(
     group_of = group_of.reshape(-1)
     per_chunk = max(1, chunk_size // n_points)
     grid_mags = np.stack([grid_m, grid_m - grid_c], axis=1)
+    relation = None
+    if errors_given:
+        mags_all = np.stack([b1_all, b2_all], axis=1)
+        relation = fit_error_relation(np.where(stars.observed["parallax"], stars.parallax_err, np.nan), mags_all)
+        grid_mean = relation.mean(grid_mags)
+        plx_err = stars.parallax_err[selected]
+        has_err = stars.observed["parallax"][selected] & np.isfinite(plx_err) & (plx_err > 0)
+        log_err = np.log10(np.where(has_err, plx_err, 1.0))
     for group in np.unique(group_of):
         positions = np.nonzero(group_of == group)[0]  # in ``selected``
         grid_stars = photometry_tensors(
@@ -313,13 +352,16 @@ def cmd_residuals(
                 with torch.no_grad():
                     logp = comp.photometry.log_prob_prepared(distmod, width, prepared_grid[k].subset(tile))
                 density += share[rows, k, None] * np.exp(logp.double().numpy().reshape(len(rows), n_points))
+            if relation is not None:  # q(e | magnitudes) at the grid, up to a constant per star
+                z = (log_err[at, None] - grid_mean[None, :]) / relation.scatter
+                density *= np.where(has_err[at, None], np.exp(-0.5 * z * z), 1.0)
             density /= np.maximum(density.sum(axis=1, keepdims=True), 1e-300)  # each star's distribution over the grid
             np.add.at(expected, point_bin, density.sum(axis=0))
     colour = b1_all[selected] - b2_all[selected]
     observed, _, _ = np.histogram2d(colour, b1_all[selected], bins=[colour_edges, magnitude_edges])
     return Residuals(
         f"{bands[0]} - {bands[1]}", bands[0], colour_edges, magnitude_edges, observed,
-        expected.reshape(n_bins), threshold, int(len(selected)), unit="mag",
+        expected.reshape(n_bins), threshold, int(len(selected)), unit="mag", error_relation=relation,
     )  # fmt: skip
 
 

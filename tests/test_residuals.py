@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from astropy.table import vstack
+from scipy import stats
 
 from streammix.config import Config
 from streammix.data import StarTable
@@ -120,7 +121,8 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
     """The CMD map's expected counts (the isochrone term by the fast path, prepared once for
     the grid) equal a direct sum over the selected stars of each one's distribution over
     the grid points, with the reference isochrone likelihood and the background flows'
-    density of the magnitudes; observed and expected both count the selected stars."""
+    density of the magnitudes, times (by default) the catalogue's relation of parallax errors
+    to magnitudes at the star's error; observed and expected both count the selected stars."""
     import torch
 
     from streammix.fit import config_tensors
@@ -141,8 +143,14 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
         warnings.simplefilter("ignore", RuntimeWarning)  # a short fit may not converge: the sums are what is tested
         model = fit(Config.from_dict(data), stars)
     maps = cmd_residuals(model, stars, threshold=0.5, colour_step=0.2, magnitude_step=0.5, subsample=1)
+    plain = cmd_residuals(model, stars, threshold=0.5, colour_step=0.2, magnitude_step=0.5, subsample=1, errors_given=False)
     assert maps.n_selected > 50 and maps.observed.sum() == maps.n_selected
     assert maps.expected.sum() == pytest.approx(maps.n_selected, rel=1e-9)
+    assert plain.error_relation is None and maps.error_relation is not None
+    # the mock's parallax errors follow G (mock.py's Gaia DR3 medians): a tight relation
+    assert 0.15 < maps.error_relation.slopes[0] + maps.error_relation.slopes[1] < 0.4
+    assert maps.error_relation.scatter < 0.15
+    assert maps.to_table().meta["error_relation"]["scatter"] == maps.error_relation.scatter
 
     # the direct sum: every selected star, every grid point (bin centres), the reference likelihood
     mixture = model.mixtures[0].eval()
@@ -157,6 +165,9 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
     magnitude = 0.5 * (maps.y_edges[:-1] + maps.y_edges[1:])
     grid_c, grid_m = (a.ravel() for a in np.meshgrid(colour, magnitude, indexing="ij"))
     expected = np.zeros(grid_c.size)
+    expected_plain = np.zeros(grid_c.size)
+    relation = maps.error_relation
+    log_err_mean = relation.intercept + relation.slopes[0] * grid_m + relation.slopes[1] * (grid_m - grid_c)
     outputs = mixture.outputs_at(torch.as_tensor(stars.phi1[selected], dtype=mixture.grid.dtype))
     for j, row in enumerate(selected):
         fake = stars[np.full(grid_c.size, row)]
@@ -171,5 +182,35 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
         width = outputs["stream"]["distmod_width"][j].expand(grid_c.size)
         with torch.no_grad():
             density = density + share[row, 0] * np.exp(like.log_prob(dm, width, photometric).double().numpy())
-        expected += density / density.sum()
+        expected_plain += density / density.sum()
+        err = stars.parallax_err[row]
+        has_err = bool(stars.observed["parallax"][row]) and np.isfinite(err) and err > 0  # else not reweighted
+        given = density * (stats.norm.pdf(np.log10(err), log_err_mean, relation.scatter) if has_err else 1.0)
+        expected += given / given.sum()
     np.testing.assert_allclose(maps.expected.ravel(), expected, atol=2e-3 * expected.max(), rtol=0)
+    np.testing.assert_allclose(plain.expected.ravel(), expected_plain, atol=2e-3 * expected_plain.max(), rtol=0)
+    # the errors move the prediction (a bright star is predicted bright)
+    assert np.abs(expected - expected_plain).max() > 0.1 * expected.max()
+
+
+def test_the_error_relation_is_fitted_through_outliers_and_refuses_too_few_stars():
+    """Two bands, known coefficients, 5 % of the errors wildly off (e.g. a bad
+    astrometric solution): the clipped fit recovers the relation; 49 usable stars
+    are too few, and the message names the setting."""
+    from streammix.error_relation import fit_error_relation
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    g = rng.uniform(15.0, 21.5, n)
+    i = g - rng.uniform(0.2, 1.5, n)
+    log_err = -5.4 + 0.3 * g - 0.1 * (g - i) + 0.1 * rng.standard_normal(n)
+    log_err[:200] += rng.uniform(1.0, 2.0, 200)
+    err = 10**log_err
+    err[200:260] = np.nan  # no parallax
+    relation = fit_error_relation(err, np.stack([g, i], 1))
+    # slopes on (g, i): 0.3 - 0.1 = 0.2 and 0.1
+    assert relation.slopes == pytest.approx((0.2, 0.1), abs=0.01)
+    assert relation.intercept == pytest.approx(-5.4, abs=0.1)
+    assert relation.scatter == pytest.approx(0.1, abs=0.01)
+    with pytest.raises(InputError, match=r"^error relation: 49 stars .* at least 50$"):
+        fit_error_relation(err[300:349], np.stack([g, i], 1)[300:349])
