@@ -64,11 +64,6 @@ class ErrorRelation:
         z = (np.asarray(log_err, dtype=float) - self.mean(mags)) / self.scatter
         return -0.5 * z * z - math.log(self.scatter) - 0.5 * math.log(2.0 * math.pi)
 
-    @property
-    def vector(self) -> tuple[float, ...]:
-        """``(intercept, *slopes, scatter)``, as the likelihood stores it."""
-        return (self.intercept, *self.slopes, self.scatter)
-
 
 def fit_error_relation(parallax_err: np.ndarray, mags: np.ndarray, *, clip: float = 3.0) -> ErrorRelation:
     r"""Fit :class:`ErrorRelation` to the stars that have every band and a positive parallax error.

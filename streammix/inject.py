@@ -11,7 +11,8 @@ catalog itself:
   tracks with the spec's intrinsic widths (each track a constant, control points
   ``[[phi1, value], ...]`` joined linearly and held constant beyond the ends, or
   a polynomial in ``phi1 - phi1_ref``); true parallax ``10^((10 - distmod) / 5)``
-  mas, observed about it plus ``data.parallax_zero_point``. Initial masses from the isochrone section's mass function (the model's
+  mas (observed about it plus ``data.parallax_zero_point``). Initial masses from
+  the isochrone section's mass function (the model's
   :class:`~streammix.photometry.MassFunction`) on the isochrone's modelled phases
   (the likelihood's default phases unless ``phases`` is set), absolute
   magnitudes from the isochrone, apparent = absolute + distmod (no extinction:

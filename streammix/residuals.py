@@ -316,7 +316,6 @@ def cmd_residuals(
     if errors_given:
         mags_all = np.stack([b1_all, b2_all], axis=1)
         relation = fit_error_relation(np.where(stars.observed["parallax"], stars.parallax_err, np.nan), mags_all)
-        grid_mean = relation.mean(grid_mags)
         plx_err = stars.parallax_err[selected]
         has_err = stars.observed["parallax"][selected] & np.isfinite(plx_err) & (plx_err > 0)
         log_err = np.log10(np.where(has_err, plx_err, 1.0))
@@ -352,9 +351,9 @@ def cmd_residuals(
                 with torch.no_grad():
                     logp = comp.photometry.log_prob_prepared(distmod, width, prepared_grid[k].subset(tile))
                 density += share[rows, k, None] * np.exp(logp.double().numpy().reshape(len(rows), n_points))
-            if relation is not None:  # q(e | magnitudes) at the grid, up to a constant per star
-                z = (log_err[at, None] - grid_mean[None, :]) / relation.scatter
-                density *= np.where(has_err[at, None], np.exp(-0.5 * z * z), 1.0)
+            if relation is not None:  # q(e | magnitudes) at the grid points (its constant cancels below)
+                log_q = relation.log_density(log_err[at, None], grid_mags)
+                density *= np.where(has_err[at, None], np.exp(log_q - log_q.max(axis=1, keepdims=True)), 1.0)
             density /= np.maximum(density.sum(axis=1, keepdims=True), 1e-300)  # each star's distribution over the grid
             np.add.at(expected, point_bin, density.sum(axis=0))
     colour = b1_all[selected] - b2_all[selected]
