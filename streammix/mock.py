@@ -461,7 +461,9 @@ def _observe(
         "phi1": stars["phi1"],
         "phi2": stars["phi2"] + phi2_err * rng.standard_normal(n),
         "phi2_err": phi2_err,
-        "parallax": 10.0 ** ((10.0 - stars["distmod"]) / 5.0) + config.parallax_zero_point + plx_err * rng.standard_normal(n),
+        "parallax": (
+            10.0 ** ((10.0 - stars["distmod"]) / 5.0) + config.parallax_zero_point + plx_err * rng.standard_normal(n)
+        ),
         "parallax_err": plx_err,
         "pm_phi1_cosphi2": stars["pm1"] + pm1_err * z1,
         "pm_phi1_cosphi2_err": pm1_err,
