@@ -46,6 +46,8 @@ def main() -> None:
     shipped = Config.from_yaml(args.config)
     data = shipped.model_dump(mode="json", exclude={"source"})
     data["fit"]["ensemble"] = args.ensemble
+    if args.ensemble == 1:  # one member cannot be cross-fitted (the joint config's cross_fit)
+        data["fit"]["cross_fit"] = False
     without = json.loads(json.dumps(data))
     without["model"]["components"] = [c for c in data["model"]["components"] if c["name"] != "spur"]
     stars = load_stars(shipped)
