@@ -14,8 +14,9 @@ photometry together instead of two (joint), the stream's cross-track profile a S
 with wings instead of a Gaussian (``stream_student_t``, ``stream_core_wings``), velocity-dispersion
 priors from the literature on the stream, spur (2.4 km/s) and cocoon (6.1 km/s), 0.2 dex
 (``dispersion_prior``), Gaia DR2's parallax zero-point at 0, −0.029 mas (quasars, Lindegren et al. 2018)
-or −0.05 mas (red giants, Zinn et al. 2019) (``zero_point_0``, ``zero_point_029``, ``zero_point_050``, those
-that differ from the shipped config's). ``--variants`` runs
+or −0.05 mas (red giants, Zinn et al. 2019) or −0.08 mas (what GD-1's members' parallaxes ask at the joint
+model's distance) (``zero_point_0``, ``zero_point_029``, ``zero_point_050``, ``zero_point_080``, those that
+differ from the shipped config's). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -77,7 +78,9 @@ def variants(base) -> dict:
         "shipped": data,
         **{
             name: changed(parallax_zero_point(value))
-            for name, value in (("zero_point_0", 0.0), ("zero_point_029", -0.029), ("zero_point_050", -0.05))
+            for name, value in (
+                ("zero_point_0", 0.0), ("zero_point_029", -0.029), ("zero_point_050", -0.05), ("zero_point_080", -0.08)
+            )
             if value != data["data"]["parallax_zero_point"]
         },
         "dispersion_prior": changed(dispersion_prior),
