@@ -225,7 +225,8 @@ def tracks_table(model, phi1=None, *, dropout_samples: int | None = None) -> QTa
     Each quantity has a median column and ``_q05``/``_q95`` columns over the
     ensemble and its MC-dropout draws. Linear density (stars per degree) is the
     weight times the data's smoothed phi1 density. Parallax follows from the
-    distance modulus: 10^((10 - DM)/5) mas.
+    distance modulus: 10^((10 - DM)/5) mas, the true parallax (the catalogue's
+    observed ones scatter about it plus ``data.parallax_zero_point``).
     """
     mixture0 = model.mixtures[0]
     grid = mixture0.grid.detach().cpu().numpy()
