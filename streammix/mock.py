@@ -50,7 +50,8 @@ The generative model, in full:
   errors are its parallax error times a factor uniform in [0.9, 1.3] per
   component (the DR3 median ratios are 1.05 and 0.95) and its pm correlation
   is uniform in [-0.3, 0.3]. Observed = true + Gaussian error, the proper
-  motions drawn with the full 2x2 covariance. ``phi2_err`` is the positional
+  motions drawn with the full 2x2 covariance, the parallax offset by
+  ``parallax_zero_point`` (default 0) as a real catalogue's is. ``phi2_err`` is the positional
   error, 0.7 times the parallax error (a few 1e-7 deg: negligible).
 - **Selection**: observed ``gaia_g < g_limit``, ``phi2`` inside the field and,
   like real stream searches (e.g. Price-Whelan & Bonaca 2018), the loose cut
