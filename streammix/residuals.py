@@ -250,8 +250,10 @@ def cmd_residuals(
     (:func:`~streammix.error_relation.fit_error_relation`), normalised over
     the grid. Without it, the faint stars that astrometry cannot select are
     predicted as often as the isochrone's luminosity function makes them, and
-    the bright ones too rarely (on GD-1, ±5 σ at the turn-off and on the faint
-    main sequence).
+    the bright ones too rarely (on GD-1, up to +12 σ at the turn-off and the
+    faint main sequence missing). A field with fewer than
+    :data:`~streammix.error_relation.MIN_STARS` stars with both bands and a
+    parallax error is predicted without the errors (``error_relation`` None).
 
     Arguments:
         model: A fitted joint :class:`~streammix.fit.FittedModel` with two bands.
@@ -314,8 +316,13 @@ def cmd_residuals(
     grid_mags = np.stack([grid_m, grid_m - grid_c], axis=1)
     relation = None
     if errors_given:
-        mags_all = np.stack([b1_all, b2_all], axis=1)
-        relation = fit_error_relation(np.where(stars.observed["parallax"], stars.parallax_err, np.nan), mags_all)
+        try:
+            relation = fit_error_relation(
+                np.where(stars.observed["parallax"], stars.parallax_err, np.nan), np.stack([b1_all, b2_all], axis=1)
+            )
+        except InputError:  # too few stars with both bands and a parallax error: predicted without the errors
+            relation = None
+    if relation is not None:
         plx_err = stars.parallax_err[selected]
         has_err = stars.observed["parallax"][selected] & np.isfinite(plx_err) & (plx_err > 0)
         log_err = np.log10(np.where(has_err, plx_err, 1.0))
