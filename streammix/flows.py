@@ -170,7 +170,7 @@ class ConditionalFlow(torch.nn.Module):
         self.register_buffer("context_high", torch.maximum(high, low + 1e-6))
         self.extra_context = int(low.numel())
         self.net = _build_network(features, settings, 1 + self.extra_context)
-        # Without gradients (scoring, validation) a zuko NSF is evaluated by streammix.nsf.
+        # A zuko NSF is evaluated by streammix.nsf, in training as in scoring.
         self._fast = settings.backend == "zuko" and supports(self.net)
 
     def _context(self, phi1: Tensor, extra: Tensor | None = None) -> Tensor:
@@ -196,7 +196,7 @@ class ConditionalFlow(torch.nn.Module):
         """
         z = (x - self.x_loc) / self.x_scale
         context = self._context(phi1, extra)
-        if not torch.is_grad_enabled() and self._fast:
+        if self._fast:
             return nsf_log_prob(self.net, z, context) - torch.log(self.x_scale).sum()
         with _ShortSoftmax():
             if self.settings.backend == "zuko":

@@ -1,7 +1,7 @@
-r"""Fast log-densities of zuko neural spline flows, for scoring without gradients.
+r"""Fast log-densities of zuko neural spline flows, for training and scoring.
 
 A star's background log-density is the flows' whole cost when new stars are
-scored, and zuko evaluates a rational-quadratic spline (Durkan et al. 2019,
+scored, and most of a background flow's training; zuko evaluates a rational-quadratic spline (Durkan et al. 2019,
 arXiv:1906.04032) the general way: every bin's knots, heights and slopes are
 normalised and materialised for every star before the star's bin is looked
 up. Only the bin a star falls in matters, so :func:`nsf_log_prob` looks it up
@@ -9,8 +9,10 @@ on the running sums of the unnormalised bin widths, then normalises and
 transforms the two knots, two heights and two slopes of that bin alone. The
 mathematics and the parameters are zuko's (:class:`zuko.flows.NSF`, bound 5,
 its minimum slope); the result agrees with ``flow(context).log_prob(x)`` to
-float rounding (1e-9 in float64). A 3-D flow of three transforms took 1.6
-instead of 2.9 microseconds per star on one thread (``benchmarks/RESULTS.md``).
+float rounding (1e-9 in float64), and so do its gradients, which flow through
+the looked-up bin alone. A 3-D flow of three transforms took 1.6 instead of 2.9
+microseconds per star on one thread (``benchmarks/RESULTS.md``); for a training
+step see ``benchmarks/flow_step.py``.
 
 :func:`supports` says whether a network has the structure this evaluation
 knows (a zuko NSF of masked autoregressive or element-wise transforms with
@@ -78,9 +80,31 @@ def supports(net: torch.nn.Module) -> bool:
     return _transforms(net) is not None
 
 
-def _squash(x: Tensor, scale: float) -> Tensor:
-    """zuko's bounding of spline parameters, x / (1 + |x| / scale), in place on ``x``."""
-    return x.div_(x.abs().div_(scale).add_(1.0))
+class _SquashExp(torch.autograd.Function):
+    """exp(x / (1 + |x| / scale)): zuko's bounding of spline parameters, then exp,
+    with its derivative in closed form, y / (1 + |x| / scale)^2 (two operations in
+    the backward pass where autograd's chain through abs, div and exp takes seven)."""
+
+    @staticmethod
+    def forward(x: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+        denominator = x.abs().div_(scale).add_(1.0)
+        return x.div(denominator).exp_(), denominator
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        y, denominator = output
+        ctx.save_for_backward(y, denominator)
+        ctx.mark_non_differentiable(denominator)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _unused: Tensor) -> tuple[Tensor, None]:
+        y, denominator = ctx.saved_tensors
+        return grad * y / denominator.square(), None
+
+
+def _squash_exp(x: Tensor, scale: float) -> Tensor:
+    """exp of zuko's bounded spline parameters, exp(x / (1 + |x| / scale))."""
+    return _SquashExp.apply(x, scale)[0]
 
 
 @functools.cache
@@ -122,45 +146,48 @@ def _spline(x: Tensor, phi: Tensor, bins: int, slope: float) -> tuple[Tensor, Te
 
     ``x`` has shape (N, D); ``phi`` (N, D (3 K - 1)) holds zuko's unconstrained
     widths (N, D, K), heights (N, D, K) and interior derivatives (N, D, K - 1),
-    one after the other. Returns y and ln |dy/dx|, each (N, D).
+    one after the other. Returns y and ln |dy/dx|, each (N, D), differentiable
+    in ``x`` and ``phi`` (the bin a star falls in is looked up without gradients:
+    it is piecewise constant).
     """
     n, features = x.shape
     log_slope = -math.log(slope)
     # Widths and heights: exp of the squashed values, (N, 2, D, K), and their running sums.
-    wh = _squash(phi[:, : 2 * features * bins], log_slope / 2).exp_().view(n, 2, features, bins)
+    wh = _squash_exp(phi[:, : 2 * features * bins], log_slope / 2).view(n, 2, features, bins)
     widths, heights = wh.unbind(1)
     sum_w, sum_h = widths.cumsum(dim=-1), heights.cumsum(dim=-1)
-    # Bin: the number of right knots below x, counted on the unnormalised width sums
-    # (a comparison summed in uint8 was faster here than torch.searchsorted).
-    u = (x / _BOUND + 1.0).mul_(0.5).unsqueeze(-1).mul_(sum_w[..., -1:])
-    count = torch.uint8 if bins < 256 else torch.int64
-    k = (sum_w < u).sum(dim=-1, keepdim=True, dtype=count).long()  # (N, D, 1); K where x > B
-    inside = (x > -_BOUND) & (k.squeeze(-1) < bins)
-    k = k.clamp_(max=bins - 1)
-    scale_w = sum_w[..., -1:].reciprocal().mul_(2 * _BOUND)
-    scale_h = sum_h[..., -1:].reciprocal().mul_(2 * _BOUND)
-    width = widths.gather(-1, k).mul_(scale_w).squeeze(-1)
-    height = heights.gather(-1, k).mul_(scale_h).squeeze(-1)
-    x0 = sum_w.gather(-1, k).mul_(scale_w).sub_(_BOUND).squeeze(-1).sub_(width)
-    y0 = sum_h.gather(-1, k).mul_(scale_h).sub_(_BOUND).squeeze(-1).sub_(height)
+    with torch.no_grad():
+        # Bin: the number of right knots below x, counted on the unnormalised width sums
+        # (a comparison summed in uint8 was faster here than torch.searchsorted).
+        u = (x / _BOUND + 1.0).mul_(0.5).unsqueeze(-1).mul_(sum_w[..., -1:])
+        count = torch.uint8 if bins < 256 else torch.int64
+        k = (sum_w < u).sum(dim=-1, keepdim=True, dtype=count).long()  # (N, D, 1); K where x > B
+        inside = (x > -_BOUND) & (k.squeeze(-1) < bins)
+        k = k.clamp_(max=bins - 1)
+    scale_w = (2 * _BOUND) / sum_w[..., -1:]
+    scale_h = (2 * _BOUND) / sum_h[..., -1:]
+    width = (widths.gather(-1, k) * scale_w).squeeze(-1)
+    height = (heights.gather(-1, k) * scale_h).squeeze(-1)
+    x0 = (sum_w.gather(-1, k) * scale_w).squeeze(-1) - _BOUND - width
+    y0 = (sum_h.gather(-1, k) * scale_h).squeeze(-1) - _BOUND - height
     # Slopes at the two knots of the bin; the boundary slopes are exp(0) = 1.
     raw = phi[:, 2 * features * bins :].view(n, features, bins - 1)
     raw = torch.nn.functional.pad(raw, (1, 1)).gather(-1, torch.cat((k, k + 1), dim=-1))
-    d = _squash(raw, log_slope).exp_()
+    d = _squash_exp(raw, log_slope)
     d0, d1 = d[..., 0], d[..., 1]
     s = height / width
-    z = (x - x0).div_(width).clamp_(0.0, 1.0)
+    z = ((x - x0) / width).clamp(0.0, 1.0)
     zz = z * (1 - z)
-    denominator = torch.addcmul(s, (d0 + d1).sub_(s, alpha=2.0), zz)
-    y = torch.addcdiv(y0, height * torch.addcmul(s * z * z, d0, zz), denominator)
+    denominator = torch.addcmul(s, d0 + d1 - 2.0 * s, zz)
+    y = y0 + height * torch.addcmul(s * z * z, d0, zz) / denominator
     # ln of s^2 (d1 z^2 + 2 s zz + d0 (1 - z)^2) / denominator^2, in one log
-    numerator = torch.addcmul(torch.addcmul(d0 * (1 - z).square_(), d1, z * z), s, zz, value=2.0)
-    ladj = torch.log(numerator.mul_(s * s).div_(denominator.square_()))
-    return torch.where(inside, y, x), ladj.masked_fill_(~inside, 0.0)
+    numerator = torch.addcmul(torch.addcmul(d0 * (1 - z).square(), d1, z * z), s, zz, value=2.0)
+    ladj = torch.log(numerator * (s * s) / denominator.square())
+    return torch.where(inside, y, x), torch.where(inside, ladj, 0.0)
 
 
 def nsf_log_prob(net: torch.nn.Module, x: Tensor, context: Tensor) -> Tensor:
-    r"""ln p(x | context) of a zuko NSF, without gradients.
+    r"""ln p(x | context) of a zuko NSF, differentiable in ``x``, ``context`` and the flow's parameters.
 
     Arguments:
         net: A :class:`zuko.flows.NSF` with context (see :func:`supports`).
@@ -169,7 +196,7 @@ def nsf_log_prob(net: torch.nn.Module, x: Tensor, context: Tensor) -> Tensor:
 
     Returns:
         ln p(x | context), shape (N,); equal to ``net(context).log_prob(x)``
-        to float rounding.
+        to float rounding, and so are its gradients.
 
     Example:
         >>> import zuko
@@ -186,14 +213,13 @@ def nsf_log_prob(net: torch.nn.Module, x: Tensor, context: Tensor) -> Tensor:
         raise TypeError("nsf_log_prob: not a zuko NSF with context and a diagonal normal base")
     features = x.shape[-1]
     total = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-    with torch.no_grad():
-        for t in transforms:
-            bins = t.shapes[0][0]
-            inputs = context if not hasattr(t, "order") else torch.cat((x, context), dim=-1)
-            phi = _parameters(t.hyper, inputs, features, bins)
-            x, ladj = _spline(x, phi, bins, t.univariate.keywords.get("slope", 1e-3))
-            total += ladj.sum(dim=-1)
-        base = net.base().base_dist  # DiagNormal: an Independent Normal
-        standard = (x - base.loc) / base.scale
-        log_base = standard.square_().sum(dim=-1).mul_(-0.5) - (torch.log(base.scale).sum() + 0.5 * features * _LOG_2PI)
-        return log_base.add_(total)
+    for t in transforms:
+        bins = t.shapes[0][0]
+        inputs = context if not hasattr(t, "order") else torch.cat((x, context), dim=-1)
+        phi = _parameters(t.hyper, inputs, features, bins)
+        x, ladj = _spline(x, phi, bins, t.univariate.keywords.get("slope", 1e-3))
+        total = total + ladj.sum(dim=-1)
+    base = net.base().base_dist  # DiagNormal: an Independent Normal
+    standard = (x - base.loc) / base.scale
+    log_base = standard.square().sum(dim=-1) * -0.5 - (torch.log(base.scale).sum() + 0.5 * features * _LOG_2PI)
+    return log_base + total

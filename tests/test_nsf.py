@@ -37,7 +37,7 @@ def test_matches_zuko_in_float64(features, context, bins):
     c = torch.randn(4000, context, generator=generator, dtype=torch.float64)
     with torch.no_grad():
         reference = net(c).log_prob(x)
-    fast = nsf_log_prob(net, x, c)
+        fast = nsf_log_prob(net, x, c)
     assert fast.shape == (4000,)
     np.testing.assert_allclose(fast.numpy(), reference.numpy(), rtol=0, atol=1e-9)
 
@@ -50,7 +50,7 @@ def test_float32_agrees_with_float64_as_closely_as_zuko():
         exact = net(c).log_prob(x).numpy()
         net.float()
         zuko32 = net(c.float()).log_prob(x.float()).double().numpy()
-    fast32 = nsf_log_prob(net, x.float(), c.float()).double().numpy()
+        fast32 = nsf_log_prob(net, x.float(), c.float()).double().numpy()
     zuko_error = np.quantile(np.abs(zuko32 - exact), 0.999)
     assert np.quantile(np.abs(fast32 - exact), 0.999) <= max(2 * zuko_error, 1e-5)
 
@@ -89,11 +89,30 @@ def test_supports_only_what_it_evaluates():
         nsf_log_prob(zuko.flows.MAF(2, context=1), torch.zeros(1, 2), torch.zeros(1, 1))
 
 
-def test_conditional_flow_uses_it_without_gradients_only():
+@pytest.mark.parametrize(("features", "context", "bins"), [(1, 1, 8), (3, 2, 6), (6, 1, 8)])
+def test_gradients_match_zuko_in_float64(features, context, bins):
+    net = _random_nsf(features, context, bins, transforms=3, seed=7 + features, gain=2.0)
+    generator = torch.Generator().manual_seed(2)
+    x = 3.0 * torch.randn(3000, features, generator=generator, dtype=torch.float64)
+    x[:10] = 6.0  # beyond the bound: identity, no gradient through its spline
+    c = torch.randn(3000, context, generator=generator, dtype=torch.float64)
+    x.requires_grad_(True)
+    parameters = [x, *net.parameters()]
+    reference = torch.autograd.grad(net(c).log_prob(x).sum(), parameters)
+    fast = torch.autograd.grad(nsf_log_prob(net, x, c).sum(), parameters)
+    for got, expected in zip(fast, reference, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-9, atol=1e-9)
+    assert max(float(g.abs().max()) for g in reference[1:]) > 1.0  # the comparison is not of zeros
+
+
+def test_conditional_flow_trains_and_scores_through_it():
     flow = ConditionalFlow(3, FlowConfig(transforms=2, hidden=16, bins=6), x_scale=[0.5, 2.0, 1.0], context_low=[-1.0], context_high=[1.0])
     x, phi1, extra = torch.randn(500, 3), torch.randn(500), torch.rand(500, 1)
     with_grad = flow.log_prob(x, phi1, extra)
     assert with_grad.requires_grad
     with torch.no_grad():
         without = flow.log_prob(x, phi1, extra)
-    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=1e-4)
+        z = (x - flow.x_loc) / flow.x_scale
+        reference = flow.net(flow._context(phi1, extra)).log_prob(z) - torch.log(flow.x_scale).sum()
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(without, reference, rtol=0, atol=1e-4)
