@@ -16,7 +16,10 @@ priors from the literature on the stream, spur (2.4 km/s) and cocoon (6.1 km/s),
 (``dispersion_prior``), Gaia DR2's parallax zero-point at 0, −0.029 mas (quasars, Lindegren et al. 2018)
 or −0.05 mas (red giants, Zinn et al. 2019) or −0.08 mas (what GD-1's members' parallaxes ask at the joint
 model's distance) (``zero_point_0``, ``zero_point_029``, ``zero_point_050``, ``zero_point_080``, those that
-differ from the shipped config's). ``--variants`` runs
+differ from the shipped config's), and (joint) PS1's magnitude errors from its depth
+(``data.columns.band_error_model``, Chambers et al. 2016) switched relative to the shipped config,
+with the isochrone's ``colour_spread`` at 0.02, 0.04 or 0.07 mag (``band_errors_spread_002`` ...
+or ``no_band_errors_spread_...``). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -33,6 +36,10 @@ import time
 from pathlib import Path
 
 from _common import ROOT, SHARED, emit, machine
+
+
+# PS1 3pi single-epoch 5-sigma depths, epochs per band and calibration floor (Chambers et al. 2016)
+PS1_DEPTHS = {"ps1_g": {"depth": 22.0, "epochs": 12, "floor": 0.01}, "ps1_i": {"depth": 21.5, "epochs": 12, "floor": 0.01}}
 
 
 def variants(base) -> dict:
@@ -96,6 +103,20 @@ def variants(base) -> dict:
     }
     if data["model"]["bands"]:
         bands = data["model"]["bands"]
+
+        def band_errors(spread):  # PS1's errors from its depth (streammix.depth_errors), or none
+            def edit(d):
+                if d["data"]["columns"].get("band_error_model"):
+                    d["data"]["columns"]["band_error_model"] = {}
+                else:
+                    d["data"]["columns"]["band_error_model"] = PS1_DEPTHS
+                d["model"]["isochrone"]["colour_spread"] = spread
+            return edit
+
+        has_errors = bool(data["data"]["columns"].get("band_error_model"))
+        for spread in (0.02, 0.04, 0.07):
+            name = ("no_band_errors" if has_errors else "band_errors") + f"_spread_{round(spread * 100):03d}"
+            out[name] = changed(band_errors(spread))
 
         def one_block(d):
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]

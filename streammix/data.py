@@ -49,6 +49,7 @@ from astropy.table import meta as table_meta
 from astropy.table import serialize as table_serialize
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .depth_errors import DepthErrors
 from .errors import InputError
 from .frames import StreamFrame, gaia_to_stream, get_frame
 
@@ -136,6 +137,11 @@ class ColumnMap(BaseModel):
             motion at G < 14/17/20, i.e. 1.25-2.0.
         bands: Canonical band name -> user magnitude column.
         band_errors: Canonical band name -> user magnitude-error column.
+        band_error_model: For bands whose catalogue gives no errors:
+            canonical band name -> the survey's depth
+            (:class:`~streammix.depth_errors.DepthErrors`), from which each
+            star's error follows from its magnitude (0 where the magnitude
+            is missing).
         extinction: Canonical band name -> user extinction column.
         units: Canonical name -> unit string, for unitless columns.
         sentinels: Values that mean "missing".
@@ -168,6 +174,7 @@ class ColumnMap(BaseModel):
     pm_err_per_parallax_err: float | None = Field(None, gt=0)
     bands: dict[str, str] = {}
     band_errors: dict[str, str] = {}
+    band_error_model: dict[str, DepthErrors] = {}
     extinction: dict[str, str] = {}
     units: dict[str, str] = {}
     sentinels: list[float] = []
@@ -195,10 +202,13 @@ class ColumnMap(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ColumnMap:
-        for key in ("band_errors", "extinction"):
+        for key in ("band_errors", "band_error_model", "extinction"):
             unknown = [band for band in getattr(self, key) if band not in self.bands]
             if unknown:
                 raise ValueError(f"{key}: {unknown} not among the bands {sorted(self.bands)}")
+        both = sorted(set(self.band_errors) & set(self.band_error_model))
+        if both:
+            raise ValueError(f"band_error_model: {both} also have band_errors columns; use one or the other")
         for name, text in self.units.items():
             target = canonical_unit(name, self.bands)
             if target is None:
@@ -736,6 +746,15 @@ def _build(table: Table, cmap: ColumnMap, *, name: str, explicit: Set[str]) -> S
                     f"column '{mapped}' (columns.{key}.{band}) {_not_found(table, mapped, name)}"
                 )
             column_b = mapped if mapped is not None or canonical not in table.colnames else canonical
+            if key == "band_errors" and band in cmap.band_error_model:
+                if column_b is not None:
+                    raise InputError(
+                        f"columns.band_error_model.{band}{where}: the table already gives its errors "
+                        f"('{column_b}'); use one or the other"
+                    )
+                modelled = cmap.band_error_model[band].error(mags[band])
+                out[band] = np.where(np.isfinite(modelled), modelled, 0.0)
+                continue
             if column_b is not None:
                 out[band] = read(column_b, canonical)
                 if key == "band_errors":
