@@ -301,6 +301,29 @@ def test_pm_errors_modelled_from_parallax_errors() -> None:
         ColumnMap.from_dict({"pm_err_per_parallax_err": -1.0}, source="data.columns")
 
 
+def test_band_errors_modelled_from_the_survey_depth() -> None:
+    """A catalogue without magnitude errors (PS1 in the GD-1 DR2 file): each
+    star's error follows from its magnitude and the band's depth, 0 where the
+    magnitude is missing; a band with error columns too is an error."""
+    table = Table({"phi1": [0.0, 1.0, 2.0], "g": [18.0, 22.0, 1e20], "i": [17.5, 21.5, 21.0]})
+    depths = {"ps1_g": {"depth": 22.0, "epochs": 4, "floor": 0.01}}
+    cmap = ColumnMap.from_dict({"bands": {"ps1_g": "g", "ps1_i": "i"}, "band_error_model": depths, "sentinels": [1e20]})
+    stars = StarTable.from_table(table, cmap)
+    # at the depth: 0.2171 / sqrt(4) in quadrature with 0.01; 4 mag brighter: 10^-1.6 of that
+    np.testing.assert_allclose(stars.mag_errs["ps1_g"], [np.hypot(0.01, 0.10857 * 10**-1.6), np.hypot(0.01, 0.10857), 0.0],
+                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_array_equal(stars.mag_errs["ps1_i"], [0.0, 0.0, 0.0])  # no model, no column
+    table["ps1_g_err"] = [0.02, 0.02, 0.02]
+    with pytest.raises(InputError, match=r"columns.band_error_model.ps1_g.*already gives its errors \('ps1_g_err'\)"):
+        StarTable.from_table(table, cmap)
+    with pytest.raises(InputError, match=r"band_error_model: \['ps1_g'\] also have band_errors"):
+        ColumnMap.from_dict({"bands": {"ps1_g": "g"}, "band_errors": {"ps1_g": "e"}, "band_error_model": depths})
+    with pytest.raises(InputError, match=r"band_error_model: \['ps1_r'\] not among the bands"):
+        ColumnMap.from_dict({"bands": {"ps1_g": "g"}, "band_error_model": {"ps1_r": {"depth": 21.8}}})
+    with pytest.raises(InputError, match="epochs"):
+        ColumnMap.from_dict({"bands": {"ps1_g": "g"}, "band_error_model": {"ps1_g": {"depth": 22.0, "epochs": 0}}})
+
+
 def test_arrays_are_read_only_and_defaults() -> None:
     stars = StarTable(phi1=np.array([1.0, 2.0]))
     with pytest.raises(ValueError):
