@@ -132,6 +132,21 @@ class ComparisonResult:
         return table
 
 
+def _measurement_difference(first, second, bands: set[str]) -> str:
+    """What differs between two star tables' identifiers and measured values (the
+    shared ``bands`` included; errors may differ), or "" if nothing does."""
+    if len(first) != len(second) or not np.array_equal(first.source_id, second.source_id):
+        return "source_id"
+    quantities = ["phi1", "phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2"]
+    for name in quantities:
+        if not np.array_equal(getattr(first, name), getattr(second, name), equal_nan=True):
+            return name
+    for band in sorted(bands):
+        if not np.array_equal(first.mags[band], second.mags[band], equal_nan=True):
+            return band
+    return ""
+
+
 def compare(
     configs: Sequence[Config],
     stars=None,
@@ -146,7 +161,11 @@ def compare(
 
     Arguments:
         configs: The configs to compare (same stars, same coordinates).
-        stars: The stars (default: the first config's ``data.path``).
+        stars: The stars: a table, which each config reads with its own
+            ``data.columns`` (so its own modelled errors), or a
+            :class:`~streammix.data.StarTable` (default: each config's
+            ``data.path``). Every config must find the same identifiers and
+            measured values; the errors may differ.
         folds: The number of folds K.
         seed: The seed of the fold assignment.
         ensemble: Ensemble members per fit (None: each config's own); the
@@ -172,14 +191,17 @@ def compare(
     shared_bands = set(configs[0].model.bands)
     for c in configs[1:]:
         shared_bands &= set(c.model.bands)
-    if stars is None:
-        for c, name in zip(configs[1:], names[1:]):
-            if c.data.path != configs[0].data.path or c.data.columns != configs[0].data.columns:
-                raise InputError(
-                    f"compare: config {name!r} reads other stars or columns ({c.data.path}) than {names[0]!r}; "
-                    "held-out likelihoods are comparable only on the same stars"
-                )
-    stars = load_stars(configs[0], stars)
+    # Each config reads the stars its own way (a config may model errors the catalogue lacks,
+    # data.columns.band_error_model); the measurements themselves must be the same.
+    loaded = [load_stars(c, stars) for c in configs]
+    for other, name in zip(loaded[1:], names[1:]):
+        difference = _measurement_difference(loaded[0], other, shared_bands)
+        if difference:
+            raise InputError(
+                f"compare: config {name!r} reads other stars than {names[0]!r} ({difference}); "
+                "held-out likelihoods are comparable only on the same stars"
+            )
+    stars = loaded[0]
     labels = fold_labels(stars.source_id, folds, seed)
     log_likelihood = np.zeros((len(configs), len(stars)))
     scored_on, seconds = [], []
@@ -193,8 +215,8 @@ def compare(
         scored_on.append([*config.model.coordinates, *(config.model.bands if photometry else [])])
         for k in range(folds):
             held = labels == k
-            model = fit(config, stars[~held], progress=progress)
-            log_likelihood[j, held] = held_out_log_likelihood(model, stars[held], photometry=photometry)
+            model = fit(config, loaded[j][~held], progress=progress)
+            log_likelihood[j, held] = held_out_log_likelihood(model, loaded[j][held], photometry=photometry)
         seconds.append(time.perf_counter() - started)
     return ComparisonResult(names, np.asarray(stars.source_id), labels, log_likelihood, scored_on, seconds)
 

@@ -84,3 +84,21 @@ def test_configs_of_other_coordinates_are_refused(tiny):
         compare([a, b], stars, names=["all", "no_phi2"])
     with pytest.raises(InputError, match="names"):
         compare([a, a], stars)
+
+
+def test_configs_must_read_the_same_measurements(tiny, tmp_path):
+    """Each config reads the stars itself (its own modelled errors); other measured
+    values are refused before anything is fitted, naming what differs."""
+    table, truth, _ = tiny
+    first, second = tmp_path / "a.fits", tmp_path / "b.fits"
+    table.write(first)
+    shifted = table.copy()
+    shifted["phi2"] = shifted["phi2"] * 0.999
+    shifted.write(second)
+    configs = []
+    for path in (first, second):
+        data = tiny_config(truth).model_dump(mode="json", exclude={"source"})
+        data["data"].update(path=str(path), columns=mock_columns([]).model_dump())
+        configs.append(Config.from_dict(data))
+    with pytest.raises(InputError, match=r"config 'b' reads other stars than 'a' \(phi2\)"):
+        compare(configs, names=["a", "b"])
