@@ -18,8 +18,9 @@ or −0.05 mas (red giants, Zinn et al. 2019) or −0.08 mas (what GD-1's member
 model's distance) (``zero_point_0``, ``zero_point_029``, ``zero_point_050``, ``zero_point_080``, those that
 differ from the shipped config's), and (joint) PS1's magnitude errors from its depth
 (``data.columns.band_error_model``, Chambers et al. 2016) switched relative to the shipped config,
-with the isochrone's ``colour_spread`` at 0.02, 0.04 or 0.07 mag (``band_errors_spread_002`` ...
-or ``no_band_errors_spread_...``). ``--variants`` runs
+with the isochrone's ``colour_spread`` at 0.01 to 0.07 mag (``band_errors_spread_002`` ...
+or ``no_band_errors_spread_...``), and ``colour_spread`` alone at those values
+(``colour_spread_004`` ...). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -113,10 +114,15 @@ def variants(base) -> dict:
                 d["model"]["isochrone"]["colour_spread"] = spread
             return edit
 
+        def colour_spread(spread):
+            return lambda d: d["model"]["isochrone"].update(colour_spread=spread)
+
         has_errors = bool(data["data"]["columns"].get("band_error_model"))
-        for spread in (0.02, 0.04, 0.07):
+        for spread in (0.01, 0.02, 0.03, 0.04, 0.05, 0.07):
             name = ("no_band_errors" if has_errors else "band_errors") + f"_spread_{round(spread * 100):03d}"
             out[name] = changed(band_errors(spread))
+            if spread != data["model"]["isochrone"]["colour_spread"]:
+                out[f"colour_spread_{round(spread * 100):03d}"] = changed(colour_spread(spread))
 
         def one_block(d):
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]
