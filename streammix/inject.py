@@ -28,8 +28,10 @@ catalog itself:
   ``data.columns.pm_err_per_parallax_err`` times the parallax error (0 if that
   is not set either); its phi2 error where mapped; which of the bands, the
   parallax and the proper motions are missing (NaN in the output); its band
-  errors where mapped, else ``spec.photometric_error`` (default: the config's
-  ``isochrone.colour_spread / sqrt 2``, the scatter the model assumes).
+  errors where mapped. Where they are not, a band the config models errors for
+  (``data.columns.band_error_model``) gets that model's error at the injected
+  star's magnitude, and any other band ``spec.photometric_error`` (default: the
+  config's ``isochrone.colour_spread / sqrt 2``, the scatter the model assumes).
   Observed = true + Gaussian error (the proper motions with their correlation).
   The donor's error is one that passed the catalog's parallax and proper-motion
   cuts, so a star whose true parallax (proper motion) lies inside the catalog's
@@ -198,7 +200,8 @@ class InjectionSpec(BaseModel):
         magnitude_limit: Faintest observed ``donor_band`` magnitude kept (None:
             the catalog's 99th percentile in that band).
         photometric_error: Gaussian error (mag) per band where the catalog has
-            no band errors (None: ``isochrone.colour_spread / sqrt 2``).
+            no band errors and the config models none (None:
+            ``isochrone.colour_spread / sqrt 2``).
 
     Example:
         >>> spec = InjectionSpec(phi1_range=(-60, -30), phi2=2.0, pm_phi1_cosphi2=-6.0,
@@ -582,7 +585,12 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         if "pm_corr" in real:
             out["pm_corr"] = real["pm_corr"][donor]
         for j, band in enumerate(bands):
-            err = real_band_err[band][donor] if band in real_band_err else np.full(n, default_mag_err)
+            if band in real_band_err:
+                err = real_band_err[band][donor]
+            elif band in cmap.band_error_model:  # the survey's error at the injected star's magnitude
+                err = cmap.band_error_model[band].error(mags[:, j])
+            else:
+                err = np.full(n, default_mag_err)
             observed = mags[:, j] + np.nan_to_num(err) * rng.standard_normal(n)
             out[f"observed_{band}"] = observed
             out[band] = np.where(np.isfinite(real_mags[band][donor]), observed, np.nan)

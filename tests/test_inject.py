@@ -11,6 +11,7 @@ import pytest
 from astropy.table import Table
 
 from streammix.config import Config
+from streammix.depth_errors import DepthErrors
 from streammix.errors import InputError
 from streammix.inject import InjectionSpec, _magnitude_proxy, inject_stream, track_values
 
@@ -154,19 +155,31 @@ def test_parallax_zero_point_is_in_the_observed_parallaxes(gd1):
 
 
 def test_photometry_follows_the_isochrone(gd1, injected):
-    """Observed g and i = isochrone at the true mass + true distmod + N(0, colour_spread / sqrt 2)."""
+    """Observed g and i = isochrone at the true mass + true distmod + N(0, sigma(true magnitude)),
+    sigma the config's PS1 error model (the file has no magnitude errors); without the model,
+    N(0, colour_spread / sqrt 2)."""
     from streammix.inject import _isochrone_mags
 
-    _, config = gd1
-    inj = injected[np.asarray(injected["injected"], bool)]
-    iso, _ = _isochrone_mags(config.model.isochrone, ["ps1_g", "ps1_i"])
-    model = iso.absolute_mags(floats(inj["true_mass"]), ["ps1_g", "ps1_i"]) + floats(inj["true_distmod"])[:, None]
-    sigma = config.model.isochrone.colour_spread / np.sqrt(2)
-    for j, column in enumerate(("g_mean_psf_mag", "i_mean_psf_mag")):
-        residual = floats(inj[column]) - model[:, j]
-        residual = residual[np.isfinite(residual)]
-        assert residual.size > 500
-        assert _zscore(residual, 0.0, sigma) < 4 and abs(residual.std() - sigma) < 4 * sigma / np.sqrt(2 * residual.size)
+    catalog, config = gd1
+    bands = ["ps1_g", "ps1_i"]
+    depths = config.data.columns["band_error_model"]
+    assert set(depths) == set(bands)
+    iso, _ = _isochrone_mags(config.model.isochrone, bands)
+
+    def pulls(injected, sigma_of):
+        inj = injected[np.asarray(injected["injected"], bool)]
+        model = iso.absolute_mags(floats(inj["true_mass"]), bands) + floats(inj["true_distmod"])[:, None]
+        for j, column in enumerate(("g_mean_psf_mag", "i_mean_psf_mag")):
+            pull = (floats(inj[column]) - model[:, j]) / sigma_of(bands[j], model[:, j])
+            pull = pull[np.isfinite(pull)]
+            assert pull.size > 500
+            assert _zscore(pull, 0.0, 1.0) < 4 and abs(pull.std() - 1) < 4 / np.sqrt(2 * pull.size)
+
+    pulls(injected, lambda band, mag: DepthErrors(**depths[band]).error(mag))
+    data = config.model_dump(mode="json")
+    data["data"]["columns"]["band_error_model"] = {}
+    plain = inject_stream(catalog, InjectionSpec.from_dict(SPEC), Config.from_dict(data), seed=7)
+    pulls(plain, lambda band, mag: config.model.isochrone.colour_spread / np.sqrt(2))
 
 
 def test_errors_and_missing_photometry_follow_the_real_catalog(gd1, injected):
