@@ -28,6 +28,16 @@ import time
 from _common import emit, machine
 
 
+def _ms_per_call(call, calls: int) -> float:
+    """Milliseconds per call of ``call``, after three calls to warm up."""
+    for _ in range(3):
+        call()
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - started) / calls * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, nargs="+", default=[3, 6])
@@ -74,19 +84,9 @@ def main() -> None:
                 (-log_prob().mean()).backward()
                 optimizer.step()
 
-            for _ in range(3):
-                step()
-            started = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            row[f"train_ms_{name}"] = (time.perf_counter() - started) / args.steps * 1e3
+            row[f"train_ms_{name}"] = _ms_per_call(step, args.steps)
             with torch.no_grad():
-                for _ in range(3):
-                    log_prob()
-                started = time.perf_counter()
-                for _ in range(args.steps):
-                    log_prob()
-            row[f"score_ms_{name}"] = (time.perf_counter() - started) / args.steps * 1e3
+                row[f"score_ms_{name}"] = _ms_per_call(log_prob, args.steps)
         rows.append(row)
         print(
             f"D={features}, batch {args.batch}, {args.threads} thread(s): training step "
