@@ -4,9 +4,10 @@ A star's background log-density is the flows' whole cost when new stars are
 scored and most of a flow's training, and zuko evaluates a rational-quadratic
 spline (Durkan et al. 2019, arXiv:1906.04032) the general way: every bin's
 knots, heights and slopes are normalised and materialised for every star
-before the star's bin is looked up. Only the bin a star falls in matters, so :func:`nsf_log_prob` looks it up
-on the running sums of the unnormalised bin widths, then normalises and
-transforms the two knots, two heights and two slopes of that bin alone. The
+before the star's bin is looked up. Only the bin a star falls in matters, so
+:func:`nsf_log_prob` looks it up on the running sums of the unnormalised bin
+widths, then normalises and transforms the two knots, two heights and two
+slopes of that bin alone. The
 mathematics and the parameters are zuko's (:class:`zuko.flows.NSF`, bound 5,
 its minimum slope); the result agrees with ``flow(context).log_prob(x)`` to
 float rounding (1e-9 in float64), and so do its gradients, which flow through
