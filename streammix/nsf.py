@@ -8,11 +8,12 @@ before the star's bin is looked up. Only the bin a star falls in matters, so
 :func:`nsf_log_prob` looks it up on the running sums of the unnormalised bin
 widths, then normalises and transforms the two knots, two heights and two
 slopes of that bin alone. The mathematics and the parameters are zuko's
-(:class:`zuko.flows.NSF`, bound 5, its minimum slope); the result agrees with ``flow(context).log_prob(x)`` to
-float rounding (1e-9 in float64), and so do its gradients, which flow through
-the looked-up bin alone. A 3-D flow of three transforms took 1.6 instead of 2.9
-microseconds per star on one thread (``benchmarks/RESULTS.md``); for a training
-step see ``benchmarks/flow_step.py``.
+(:class:`zuko.flows.NSF`, bound 5, its minimum slope); the result agrees with
+``flow(context).log_prob(x)`` to float rounding (1e-9 in float64), and so do
+its gradients, which flow through the looked-up bin alone. A 3-D flow of three
+transforms took 1.6 instead of 2.9 microseconds per star on one thread
+(``benchmarks/RESULTS.md``); for a training step see
+``benchmarks/flow_step.py``.
 
 :func:`supports` says whether a network has the structure this evaluation
 knows (a zuko NSF of masked autoregressive or element-wise transforms with
