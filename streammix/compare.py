@@ -134,7 +134,8 @@ class ComparisonResult:
 
 def _measurement_difference(first, second, bands: set[str]) -> str:
     """What differs between two star tables' identifiers and measured values (the
-    shared ``bands`` included; errors may differ), or "" if nothing does."""
+    shared ``bands``' magnitudes and extinctions included; errors may differ), or ""
+    if nothing does."""
     if len(first) != len(second) or not np.array_equal(first.source_id, second.source_id):
         return "source_id"
     quantities = ["phi1", "phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2"]
@@ -144,6 +145,10 @@ def _measurement_difference(first, second, bands: set[str]) -> str:
     for band in sorted(bands):
         if not np.array_equal(first.mags[band], second.mags[band], equal_nan=True):
             return band
+        if (band in first.extinction) != (band in second.extinction) or (
+            band in first.extinction and not np.array_equal(first.extinction[band], second.extinction[band], equal_nan=True)
+        ):
+            return f"A_{band}"
     return ""
 
 

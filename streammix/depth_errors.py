@@ -43,7 +43,7 @@ class DepthErrors(BaseModel):
         [0.0101, 0.0269, 0.0635]
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     depth: float = Field(description="single-epoch 5-sigma point-source depth (mag)")
     epochs: float = Field(1.0, ge=1, description="epochs averaged in the catalogue's magnitude")

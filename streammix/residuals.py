@@ -316,8 +316,9 @@ def cmd_residuals(
     errors = np.stack([stars.mag_errs[b][selected] for b in bands], axis=1)
     extinction = np.stack([stars.extinction[b][selected] if b in stars.extinction else np.zeros(len(selected))
                            for b in bands], axis=1)  # fmt: skip
-    # Errors within a factor 1 + ERROR_STEP of each other count as one (the group's first star's):
-    # a catalogue with an error per star would otherwise prepare the grid once per star.
+    # Errors rounded into bins of a factor 1 + ERROR_STEP in log (a group's errors within that
+    # factor of its first star's, which stands for them): a catalogue with an error per star would
+    # otherwise prepare the grid once per star. The selected stars have both bands, so finite errors.
     error_key = np.round(np.log(np.maximum(np.nan_to_num(errors, nan=0.0), 1e-6)) / np.log1p(ERROR_STEP))
     _, group_of = np.unique(np.concatenate([error_key, np.nan_to_num(extinction, nan=-1.0)], axis=1), axis=0, return_inverse=True)
     group_of = group_of.reshape(-1)

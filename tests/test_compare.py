@@ -102,3 +102,14 @@ def test_configs_must_read_the_same_measurements(tiny, tmp_path):
         configs.append(Config.from_dict(data))
     with pytest.raises(InputError, match=r"config 'b' reads other stars than 'a' \(phi2\)"):
         compare(configs, names=["a", "b"])
+
+
+def test_errors_may_differ_but_not_extinctions():
+    from streammix.compare import _measurement_difference
+
+    mags = {"g": np.array([18.0, 19.0])}
+    first = StarTable(phi1=np.array([0.0, 1.0]), mags=mags, mag_errs={"g": np.array([0.01, 0.02])})
+    second = StarTable(phi1=np.array([0.0, 1.0]), mags=mags, mag_errs={"g": np.array([0.03, 0.04])})
+    assert _measurement_difference(first, second, {"g"}) == ""
+    third = StarTable(phi1=np.array([0.0, 1.0]), mags=mags, extinction={"g": np.array([0.1, 0.1])})
+    assert _measurement_difference(first, third, {"g"}) == "A_g"

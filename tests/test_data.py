@@ -322,6 +322,8 @@ def test_band_errors_modelled_from_the_survey_depth() -> None:
         ColumnMap.from_dict({"bands": {"ps1_g": "g"}, "band_error_model": {"ps1_r": {"depth": 21.8}}})
     with pytest.raises(InputError, match="epochs"):
         ColumnMap.from_dict({"bands": {"ps1_g": "g"}, "band_error_model": {"ps1_g": {"depth": 22.0, "epochs": 0}}})
+    with pytest.raises(InputError, match="band_error_model.ps1_g.depth"):
+        ColumnMap.from_dict({"bands": {"ps1_g": "g"}, "band_error_model": {"ps1_g": {"depth": float("nan")}}})
 
 
 def test_arrays_are_read_only_and_defaults() -> None:

@@ -97,22 +97,50 @@ def test_gradients_match_zuko_in_float64(features, context, bins):
     x[:10] = 6.0  # beyond the bound: identity, no gradient through its spline
     c = torch.randn(3000, context, generator=generator, dtype=torch.float64)
     x.requires_grad_(True)
-    parameters = [x, *net.parameters()]
+    c.requires_grad_(True)
+    parameters = [x, c, *net.parameters()]
     reference = torch.autograd.grad(net(c).log_prob(x).sum(), parameters)
     fast = torch.autograd.grad(nsf_log_prob(net, x, c).sum(), parameters)
     for got, expected in zip(fast, reference, strict=True):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-9, atol=1e-9)
-    assert max(float(g.abs().max()) for g in reference[1:]) > 1.0  # the comparison is not of zeros
+    assert max(float(g.abs().max()) for g in reference[2:]) > 1.0  # the comparison is not of zeros
+    assert float(reference[1].abs().max()) > 0.1  # nor of the context's
 
 
-def test_conditional_flow_trains_and_scores_through_it():
+def test_conditional_flow_trains_and_scores_through_it(monkeypatch):
+    import streammix.flows
+
+    calls = []
+    fast = streammix.flows.nsf_log_prob
+    monkeypatch.setattr(streammix.flows, "nsf_log_prob", lambda *a: calls.append(torch.is_grad_enabled()) or fast(*a))
     flow = ConditionalFlow(3, FlowConfig(transforms=2, hidden=16, bins=6), x_scale=[0.5, 2.0, 1.0], context_low=[-1.0], context_high=[1.0])
     x, phi1, extra = torch.randn(500, 3), torch.randn(500), torch.rand(500, 1)
     with_grad = flow.log_prob(x, phi1, extra)
     assert with_grad.requires_grad
+    gradients = torch.autograd.grad(with_grad.sum(), list(flow.parameters()))
     with torch.no_grad():
         without = flow.log_prob(x, phi1, extra)
-        z = (x - flow.x_loc) / flow.x_scale
-        reference = flow.net(flow._context(phi1, extra)).log_prob(z) - torch.log(flow.x_scale).sum()
+    assert calls == [True, False]  # training and scoring both went through streammix.nsf
+    z = (x - flow.x_loc) / flow.x_scale
+    reference = flow.net(flow._context(phi1, extra)).log_prob(z) - torch.log(flow.x_scale).sum()
+    expected = torch.autograd.grad(reference.sum(), list(flow.parameters()))
     torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=1e-5)
-    torch.testing.assert_close(without, reference, rtol=0, atol=1e-4)
+    torch.testing.assert_close(without, reference.detach(), rtol=0, atol=1e-4)
+    for got, wanted in zip(gradients, expected, strict=True):
+        torch.testing.assert_close(got, wanted, rtol=1e-4, atol=1e-4)
+
+
+def test_second_derivatives_match_zuko_in_float64():
+    net = _random_nsf(2, 1, 8, transforms=2, seed=11, gain=2.0)
+    generator = torch.Generator().manual_seed(4)
+    x = 2.0 * torch.randn(200, 2, generator=generator, dtype=torch.float64)
+    c = torch.randn(200, 1, generator=generator, dtype=torch.float64)
+    parameters = list(net.parameters())
+
+    def curvature(log_prob):
+        gradients = torch.autograd.grad(log_prob().sum(), parameters, create_graph=True)
+        return torch.autograd.grad(sum(g.square().sum() for g in gradients), parameters)
+
+    fast, reference = curvature(lambda: nsf_log_prob(net, x, c)), curvature(lambda: net(c).log_prob(x))
+    for got, expected in zip(fast, reference, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-8, atol=1e-8)
