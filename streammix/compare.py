@@ -197,10 +197,17 @@ def compare(
     for c in configs[1:]:
         shared_bands &= set(c.model.bands)
     # Each config reads the stars its own way (a config may model errors the catalogue lacks,
-    # data.columns.band_error_model); the measurements themselves must be the same.
-    loaded = [load_stars(c, stars) for c in configs]
+    # data.columns.band_error_model), once per distinct data and field section; the
+    # measurements themselves must be the same.
+    read: dict[tuple[str, str], object] = {}
+    loaded = []
+    for c in configs:
+        key = (c.data.model_dump_json(), c.field.model_dump_json())
+        if key not in read:
+            read[key] = load_stars(c, stars)
+        loaded.append(read[key])
     for other, name in zip(loaded[1:], names[1:]):
-        difference = _measurement_difference(loaded[0], other, shared_bands)
+        difference = "" if other is loaded[0] else _measurement_difference(loaded[0], other, shared_bands)
         if difference:
             raise InputError(
                 f"compare: config {name!r} reads other stars than {names[0]!r} ({difference}); "

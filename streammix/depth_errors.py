@@ -50,7 +50,7 @@ class DepthErrors(BaseModel):
     floor: float = Field(0.0, ge=0, description="calibration error added in quadrature (mag)")
 
     def error(self, mag: np.ndarray | list[float]) -> np.ndarray:
-        """The error (mag) at each magnitude; NaN where the magnitude is not finite.
+        """The error (mag) at each magnitude; NaN where the magnitude is NaN.
 
         Arguments:
             mag: Magnitudes.
