@@ -20,7 +20,10 @@ differ from the shipped config's), and (joint) PS1's magnitude errors from its d
 (``data.columns.band_error_model``, Chambers et al. 2016) switched relative to the shipped config,
 with the isochrone's ``colour_spread`` at 0.01 to 0.07 mag (``band_errors_spread_002`` ...
 or ``no_band_errors_spread_...``), and ``colour_spread`` alone at those values
-(``colour_spread_004`` ...). ``--variants`` runs
+(``colour_spread_004`` ...), and (joint) the embedded PARSEC grid at 12 Gyr turned into PS1 by
+Finkbeiner et al. (2016)'s transformation instead of the MIST [Fe/H] -1.35 file, at [Fe/H] -2.19, -1.8
+or -1.35 (``parsec_feh_219`` ...; ``parsec_feh_219_spread_003``/``_004`` with a narrower
+``colour_spread``). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -123,6 +126,18 @@ def variants(base) -> dict:
             out[name] = changed(band_errors(spread))
             if spread != data["model"]["isochrone"]["colour_spread"]:
                 out[f"colour_spread_{round(spread * 100):03d}"] = changed(colour_spread(spread))
+
+        def parsec(feh, spread=None):  # the embedded PARSEC grid in PS1 (streammix.band_transforms) at 12 Gyr
+            def edit(d):
+                d["model"]["isochrone"].update(path=None, band_transform="finkbeiner2016", age=12.0, feh=feh)
+                if spread is not None:
+                    d["model"]["isochrone"]["colour_spread"] = spread
+            return edit
+
+        for feh in (-2.19, -1.8, -1.35):
+            out[f"parsec_feh_{round(-feh * 100):03d}"] = changed(parsec(feh))
+        for spread in (0.03, 0.04):
+            out[f"parsec_feh_219_spread_{round(spread * 100):03d}"] = changed(parsec(-2.19, spread))
 
         def one_block(d):
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from .band_transforms import BAND_TRANSFORMS
 from .blocks import FlowBlockConfig
 from .components import ComponentConfig
 from .data import ColumnMap
@@ -140,6 +141,12 @@ class IsochroneConfig(_Section):
         description="a MIST (.iso.cmd) or PARSEC isochrone file, relative to the config file's folder (null: the "
         "embedded PARSEC v1.2S grid, 6.9-15.8 Gyr and [Fe/H] -2.19 to -0.45)",
     )
+    band_transform: str | None = Field(
+        None,
+        description="a published colour transformation adding bands the isochrone lacks (null: none): "
+        "finkbeiner2016 gives PS1 g, r, i from SDSS g, r, i (Finkbeiner et al. 2016, Table 2), e.g. for the "
+        "embedded PARSEC grid",
+    )
     format: Literal["auto", "mist", "parsec"] = Field(
         "auto",
         description="the file's format (auto: mist if its name ends in .cmd or contains mist, else parsec)",
@@ -187,6 +194,13 @@ class IsochroneConfig(_Section):
         description="segments of the isochrone in the quadrature over initial mass (those of zero mass-function weight "
         "are dropped); more is more exact and slower",
     )
+
+    @field_validator("band_transform")
+    @classmethod
+    def _known_transform(cls, value: str | None) -> str | None:
+        if value is not None and value not in BAND_TRANSFORMS:
+            raise ValueError(f"{value!r} is not one of {sorted(BAND_TRANSFORMS)}")
+        return value
 
     @model_validator(mode="after")
     def _table(self) -> IsochroneConfig:

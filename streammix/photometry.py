@@ -98,6 +98,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .errors import InputError
+from .band_transforms import band_transform
 from .isochrone import PHASES, Isochrone, IsochroneGrid, default_grid, phase_names, read_mist, read_parsec
 
 __all__ = [
@@ -1252,16 +1253,25 @@ def isochrone_source(config, *, base: str | None = None):
     Returns:
         An :class:`~streammix.isochrone.IsochroneGrid` (the embedded grid, or a
         file's isochrones when they fill an (age, [Fe/H]) grid), or a list of
-        isochrones (a file's isochrones otherwise).
+        isochrones (a file's isochrones otherwise); with ``band_transform``,
+        every isochrone has the transformation's bands added
+        (:mod:`streammix.band_transforms`).
 
     Raises:
-        InputError: The file is missing or unreadable.
+        InputError: The file is missing or unreadable, or lacks the bands
+            ``band_transform`` needs.
 
     Example:
         >>> from streammix.config import IsochroneConfig
         >>> type(isochrone_source(IsochroneConfig())).__name__
         'IsochroneGrid'
     """
+    if config.band_transform is not None:
+        transform = band_transform(config.band_transform)
+        plain = isochrone_source(config.model_copy(update={"band_transform": None}), base=base)
+        if isinstance(plain, IsochroneGrid):
+            return IsochroneGrid(tuple(transform.isochrone(iso) for iso in plain.isochrones))
+        return [transform.isochrone(iso) for iso in plain]
     if config.path is None:
         return default_grid()
     path = Path(config.path)

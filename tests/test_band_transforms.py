@@ -1,0 +1,114 @@
+"""Published colour transformations (streammix.band_transforms) and the isochrones they make."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streammix.band_transforms import ColourTransform, band_transform
+from streammix.config import IsochroneConfig
+from streammix.errors import InputError
+from streammix.isochrone import PHASES, default_grid, read_mist
+from streammix.photometry import PhotometricLikelihood, isochrone_at, isochrone_source, likelihood_from_config
+
+FINKBEINER = band_transform("finkbeiner2016")
+
+
+def _ms_colour(iso, g: str, i: str, absolute_g: np.ndarray) -> tuple[np.ndarray, float]:
+    """g - i on the main sequence below the turn-off at the given absolute g, and at the turn-off."""
+    ms = iso.select(["main_sequence"])
+    mag, colour = ms.mags[g], ms.mags[g] - ms.mags[i]
+    turnoff = int(np.argmin(colour))
+    lower = slice(0, turnoff + 1)  # initial mass increases towards the turn-off: mag falls
+    return np.interp(absolute_g, mag[lower][::-1], colour[lower][::-1]), float(colour[turnoff])
+
+
+def test_forward_transformation_recovers_the_source_magnitudes():
+    """Finkbeiner et al. write PS1 - SDSS as a polynomial in PS1's g - i: applying it forward to the
+    PS1 magnitudes found must give back the SDSS magnitudes they came from."""
+    rng = np.random.default_rng(0)
+    sdss = {band: rng.uniform(14.0, 22.0, 500) for band in ("sdss_g", "sdss_r", "sdss_i")}
+    sdss["sdss_i"] = sdss["sdss_g"] - rng.uniform(-0.5, 3.2, 500)  # inside and beyond the fitted range
+    ps1 = FINKBEINER.apply(sdss)
+    colour = ps1["ps1_g"] - ps1["ps1_i"]
+    for target, source in FINKBEINER.targets.items():
+        np.testing.assert_allclose(ps1[target] - FINKBEINER.offset(target, colour), sdss[source], atol=1e-9)
+    inside = (colour > 0.4) & (colour < 2.7)
+    for target, coefficients in FINKBEINER.coefficients.items():  # the published cubic inside its range
+        cubic = np.polynomial.polynomial.polyval(colour[inside], coefficients)
+        np.testing.assert_allclose(ps1[target][inside] - sdss[FINKBEINER.targets[target]][inside], cubic, atol=1e-9)
+
+
+def test_continued_linearly_beyond_the_fitted_colour_range():
+    colour = np.array([-0.5, 0.0, 0.4, 2.7, 3.5])
+    offset = FINKBEINER.offset("ps1_g", colour)
+    polynomial = np.polynomial.Polynomial(FINKBEINER.coefficients["ps1_g"])
+    slope_low, slope_high = polynomial.deriv()(0.4), polynomial.deriv()(2.7)
+    np.testing.assert_allclose(offset[:2], polynomial(0.4) + slope_low * (colour[:2] - 0.4))
+    np.testing.assert_allclose(offset[3:], polynomial(2.7) + slope_high * (colour[3:] - 2.7))
+
+
+def test_parsec_in_ps1_agrees_with_mist_in_ps1(shared_data):
+    """An independent check: the embedded PARSEC grid at MIST's age and [Fe/H], turned into PS1 by the
+    transformation, against MIST v1.2's own PS1 isochrone (shared data). Measured: main-sequence g - i
+    within 0.013 at M_g 5-7 and 0.020 at 8, turn-off 0.020 redder; the raw SDSS colours are 0.06-0.08 off."""
+    mist = read_mist(shared_data / "isochrones" / "mist_v1.2_ps1_feh-1.35_12gyr.iso.cmd")
+    absolute_g = np.array([5.0, 6.0, 7.0, 8.0])
+    reference, reference_turnoff = _ms_colour(mist, "ps1_g", "ps1_i", absolute_g)
+    source = isochrone_source(IsochroneConfig(band_transform="finkbeiner2016"))
+    parsec = isochrone_at(source, 12.0, -1.35)
+    colour, turnoff = _ms_colour(parsec, "ps1_g", "ps1_i", absolute_g)
+    assert np.all(np.abs(colour - reference) < 0.025), colour - reference
+    assert abs(turnoff - reference_turnoff) < 0.03
+    raw, _ = _ms_colour(parsec, "sdss_g", "sdss_i", absolute_g)  # without the transformation
+    assert np.all(np.abs(raw - reference) > 0.05), raw - reference
+
+
+def test_metal_poor_isochrone_is_bluer():
+    source = isochrone_source(IsochroneConfig(band_transform="finkbeiner2016"))
+    absolute_g = np.array([5.0, 6.0, 7.0])
+    poor, poor_turnoff = _ms_colour(isochrone_at(source, 12.0, -2.19), "ps1_g", "ps1_i", absolute_g)
+    rich, rich_turnoff = _ms_colour(isochrone_at(source, 12.0, -1.35), "ps1_g", "ps1_i", absolute_g)
+    assert np.all(poor < rich - 0.02) and poor_turnoff < rich_turnoff - 0.04
+
+
+def test_likelihood_uses_the_transformed_bands():
+    node = default_grid().isochrones[0]  # a node: no interpolation between nodes to differ
+    config = IsochroneConfig(band_transform="finkbeiner2016", age=node.age, feh=node.feh, nodes=50)
+    like = likelihood_from_config(config, ["ps1_g", "ps1_i"])
+    assert like.bands == ("ps1_g", "ps1_i")
+    direct = PhotometricLikelihood(FINKBEINER.isochrone(node), ["ps1_g", "ps1_i"], n_nodes=50)
+    np.testing.assert_array_equal(like.start.numpy(), direct.start.numpy())
+    sdss = PhotometricLikelihood(node, ["sdss_g", "sdss_i"], n_nodes=50)
+    assert like.start.shape != sdss.start.shape or not np.allclose(like.start.numpy(), sdss.start.numpy(), atol=0.02)
+    with pytest.raises(InputError, match=r"bands \['ps1_g', 'ps1_i'\]: not in isochrone"):
+        likelihood_from_config(IsochroneConfig(nodes=50), ["ps1_g", "ps1_i"])
+
+
+def test_file_without_the_source_bands_is_refused(shared_data):
+    config = IsochroneConfig(
+        path=str(shared_data / "isochrones" / "mist_v1.2_ps1_feh-1.35_12gyr.iso.cmd"), band_transform="finkbeiner2016"
+    )
+    with pytest.raises(InputError, match=r"band transform 'finkbeiner2016': needs bands \['sdss_g', 'sdss_r', 'sdss_i'\]"):
+        isochrone_source(config)
+
+
+def test_unknown_transformation_is_refused():
+    with pytest.raises(ValueError, match="'tonry2012' is not one of"):
+        IsochroneConfig(band_transform="tonry2012")
+    with pytest.raises(InputError, match="band_transform 'tonry2012': not one of"):
+        band_transform("tonry2012")
+
+
+def test_inconsistent_transformation_is_refused():
+    with pytest.raises(InputError, match="colour bands"):
+        ColourTransform(name="bad", reference="none", targets={"ps1_g": "sdss_g"}, coefficients={"ps1_g": (0.0,)},
+                        colour=("ps1_g", "ps1_i"), colour_range=(0.0, 1.0))
+    with pytest.raises(InputError, match="coefficients for"):
+        ColourTransform(name="bad", reference="none", targets={"ps1_g": "sdss_g", "ps1_i": "sdss_i"},
+                        coefficients={"ps1_g": (0.0,)}, colour=("ps1_g", "ps1_i"), colour_range=(0.0, 1.0))
+
+
+def test_phases_survive():
+    iso = FINKBEINER.isochrone(isochrone_at(isochrone_source(IsochroneConfig()), 12.0, -2.0))
+    assert np.any(iso.phase == PHASES["MS"]) and iso.bands[-3:] == ("ps1_g", "ps1_r", "ps1_i")
