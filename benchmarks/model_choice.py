@@ -23,7 +23,8 @@ or ``no_band_errors_spread_...``), and ``colour_spread`` alone at those values
 (``colour_spread_004`` ...), and (joint) the embedded PARSEC grid at 12 Gyr turned into PS1 by
 Finkbeiner et al. (2016)'s transformation instead of the MIST [Fe/H] -1.35 file, at [Fe/H] -2.19, -1.8
 or -1.35 (``parsec_feh_219`` ...; ``parsec_feh_219_spread_003``/``_004`` with a narrower
-``colour_spread``). ``--variants`` runs
+``colour_spread``), each also reddened by a foreground E(B-V) of 0.02-0.06 (``model.isochrone.reddening``;
+``parsec_feh_219_ebv_004`` ...), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -127,17 +128,21 @@ def variants(base) -> dict:
             if spread != data["model"]["isochrone"]["colour_spread"]:
                 out[f"colour_spread_{round(spread * 100):03d}"] = changed(colour_spread(spread))
 
-        def parsec(feh, spread=None):  # the embedded PARSEC grid in PS1 (streammix.band_transforms) at 12 Gyr
+        def parsec(feh, spread=None, ebv=0.0):  # the embedded PARSEC grid in PS1 (streammix.band_transforms), 12 Gyr
             def edit(d):
-                d["model"]["isochrone"].update(path=None, band_transform="finkbeiner2016", age=12.0, feh=feh)
+                d["model"]["isochrone"].update(path=None, band_transform="finkbeiner2016", age=12.0, feh=feh, reddening=ebv)
                 if spread is not None:
                     d["model"]["isochrone"]["colour_spread"] = spread
             return edit
 
         for feh in (-2.19, -1.8, -1.35):
             out[f"parsec_feh_{round(-feh * 100):03d}"] = changed(parsec(feh))
+            for ebv in (0.02, 0.03, 0.04, 0.06):
+                out[f"parsec_feh_{round(-feh * 100):03d}_ebv_{round(ebv * 100):03d}"] = changed(parsec(feh, ebv=ebv))
         for spread in (0.03, 0.04):
             out[f"parsec_feh_219_spread_{round(spread * 100):03d}"] = changed(parsec(-2.19, spread))
+        for ebv in (0.02, 0.04):  # the shipped isochrone reddened (model.isochrone.reddening)
+            out[f"ebv_{round(ebv * 100):03d}"] = changed(lambda d, ebv=ebv: d["model"]["isochrone"].update(reddening=ebv))
 
         def one_block(d):
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]

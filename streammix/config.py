@@ -147,6 +147,14 @@ class IsochroneConfig(_Section):
         "finkbeiner2016 gives PS1 g, r, i from SDSS g, r, i (Finkbeiner et al. 2016, Table 2), e.g. for the "
         "embedded PARSEC grid",
     )
+    reddening: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="foreground E(B-V) (mag) reddening the isochrone, A_band = R_band E(B-V) (Schlafly & Finkbeiner "
+        "2011; streammix.extinction), for catalogues without extinction columns (0: none); added to any per-star "
+        "extinction",
+    )
     format: Literal["auto", "mist", "parsec"] = Field(
         "auto",
         description="the file's format (auto: mist if its name ends in .cmd or contains mist, else parsec)",

@@ -681,6 +681,14 @@ def _mix(first: Isochrone, second: Isochrone, weight: float, age: float, feh: fl
     )
 
 
+def _interpolated_source(source: str, age: float, feh: float) -> str:
+    """A node's ``source`` for an isochrone interpolated from it: the embedded grid's node label
+    replaced, what follows it (a band transform, a reddening) kept."""
+    text = f" interpolated to {age:g} Gyr, [Fe/H] {feh:g}"
+    label = re.compile(r" node \S+ \S+")
+    return label.sub(text, source, count=1) if label.search(source) else source + text
+
+
 @dataclass(frozen=True, eq=False)
 class IsochroneGrid:
     r"""Isochrones on a rectangular grid of (age, [Fe/H]), interpolated between nodes.
@@ -787,7 +795,7 @@ class IsochroneGrid:
             mags=result.mags,
             age=float(age),
             feh=feh,
-            source=f"{node(a0, f0).source.split(' node')[0]} interpolated to {float(age):g} Gyr, [Fe/H] {feh:g}",
+            source=_interpolated_source(node(a0, f0).source, float(age), feh),
         )
 
 

@@ -76,6 +76,7 @@ from .photometry import (
     likelihood_from_config,
     photometry_tensors,
 )
+from .extinction import EXTINCTION_COEFFICIENTS
 
 __all__ = [
     "EXTINCTION_COEFFICIENTS",
@@ -84,20 +85,6 @@ __all__ = [
     "sample_isochrone",
 ]
 
-EXTINCTION_COEFFICIENTS: dict[str, float] = {
-    # Schlafly & Finkbeiner (2011, ApJ 737, 103), table 6, R_V = 3.1
-    **dict(zip([f"ps1_{b}" for b in "grizy"], (3.172, 2.271, 1.682, 1.322, 1.087))),
-    **dict(zip([f"sdss_{b}" for b in "ugriz"], (4.239, 3.303, 2.285, 1.698, 1.263))),
-    **dict(zip([f"decam_{b}" for b in "grizy"], (3.237, 2.176, 1.595, 1.217, 1.058))),
-    "tmass_j": 0.709,
-    "tmass_h": 0.449,
-    "tmass_ks": 0.302,
-    # Casagrande & VandenBerg (2018, MNRAS 479, L102), table 2
-    "gaia_g": 2.740,
-    "gaia_bp": 3.374,
-    "gaia_rp": 2.035,
-}
-r"""A_band / E(B-V) of the canonical bands: scales the sampled :math:`\Delta E(B-V)` per band."""
 
 UNITS = {"age": "Gyr", "feh": "dex", "distmod_offset": "mag", "ebv_offset": "mag"}
 # finite-difference steps of the start search

@@ -99,6 +99,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .errors import InputError
 from .band_transforms import band_transform
+from .extinction import redden
 from .isochrone import PHASES, Isochrone, IsochroneGrid, default_grid, phase_names, read_mist, read_parsec
 
 __all__ = [
@@ -1255,7 +1256,8 @@ def isochrone_source(config, *, base: str | None = None):
         file's isochrones when they fill an (age, [Fe/H]) grid), or a list of
         isochrones (a file's isochrones otherwise); with ``band_transform``,
         every isochrone has the transformation's bands added
-        (:mod:`streammix.band_transforms`).
+        (:mod:`streammix.band_transforms`), and with ``reddening`` its
+        magnitudes are reddened (:func:`streammix.extinction.redden`).
 
     Raises:
         InputError: The file is missing or unreadable, or lacks the bands
@@ -1266,12 +1268,17 @@ def isochrone_source(config, *, base: str | None = None):
         >>> type(isochrone_source(IsochroneConfig())).__name__
         'IsochroneGrid'
     """
-    if config.band_transform is not None:
-        transform = band_transform(config.band_transform)
-        plain = isochrone_source(config.model_copy(update={"band_transform": None}), base=base)
+    if config.band_transform is not None or config.reddening > 0:
+        transform = band_transform(config.band_transform) if config.band_transform is not None else None
+        plain = isochrone_source(config.model_copy(update={"band_transform": None, "reddening": 0.0}), base=base)
+
+        def changed(iso: Isochrone) -> Isochrone:
+            iso = transform.isochrone(iso) if transform is not None else iso
+            return redden(iso, config.reddening) if config.reddening > 0 else iso
+
         if isinstance(plain, IsochroneGrid):
-            return IsochroneGrid(tuple(transform.isochrone(iso) for iso in plain.isochrones))
-        return [transform.isochrone(iso) for iso in plain]
+            return IsochroneGrid(tuple(changed(iso) for iso in plain.isochrones))
+        return [changed(iso) for iso in plain]
     if config.path is None:
         return default_grid()
     path = Path(config.path)
