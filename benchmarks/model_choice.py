@@ -25,8 +25,9 @@ Finkbeiner et al. (2016)'s transformation instead of the MIST [Fe/H] -1.35 file,
 or -1.35 (``parsec_feh_219`` ...; ``parsec_feh_219_spread_003``/``_004`` with a narrower
 ``colour_spread``), each also reddened by a foreground E(B-V) of 0.02-0.06 (``model.isochrone.reddening``;
 ``parsec_feh_219_ebv_004`` ...), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
-instead of 200 (``nodes_050``, ``nodes_100``), and the error logits of the stars without PS1 magnitudes with a
-free level of their own (``error_weights_level``, switched). ``--variants`` runs
+instead of 200 (``nodes_050``, ``nodes_100``); and two fit settings that cost time: ``fit.patience`` 150
+steps instead of 300 (``patience_150``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
+(``astrometry_steps_250``). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
@@ -107,6 +108,8 @@ def variants(base) -> dict:
         ("no_error_weights" if data["model"]["error_weights"] else "error_weights"): changed(error_weights),
         toggled("error_context"): changed(toggle_background("error_context")),
         toggled("phi2_context"): changed(toggle_background("phi2_context")),
+        # fit settings that cost time: a shorter patience (each member stops sooner after its best state)
+        "patience_150": changed(lambda d: d["fit"].update(patience=150)),
     }
     if data["model"]["bands"]:
         bands = data["model"]["bands"]
@@ -143,10 +146,7 @@ def variants(base) -> dict:
                 out[f"parsec_feh_{round(-feh * 100):03d}_ebv_{round(ebv * 100):03d}"] = changed(parsec(feh, ebv=ebv))
         for spread in (0.03, 0.04):
             out[f"parsec_feh_219_spread_{round(spread * 100):03d}"] = changed(parsec(-2.19, spread))
-        def level(d):  # the error logits of the stars without magnitudes with a free level (model.error_weights_level)
-            d["model"]["error_weights_level"] = not d["model"].get("error_weights_level", False)
-
-        out[("no_" if data["model"].get("error_weights_level") else "") + "error_weights_level"] = changed(level)
+        out["astrometry_steps_250"] = changed(lambda d: d["fit"].update(astrometry_steps=250))
         for nodes in (50, 100):  # fewer segments in the isochrone's quadrature over mass (faster steps)
             out[f"nodes_{nodes:03d}"] = changed(lambda d, nodes=nodes: d["model"]["isochrone"].update(nodes=nodes))
         for ebv in (0.02, 0.04):  # the shipped isochrone reddened (model.isochrone.reddening)

@@ -317,13 +317,6 @@ class ModelConfig(_Section):
         "magnitudes are not modelled (astrometry, stars without photometry) the error is a proxy of brightness "
         "(streammix.error_weights)",
     )
-    error_weights_level: bool = Field(
-        False,
-        description="joint models with error_weights: the error logits get a free level per component as well. "
-        "They apply to the stars without magnitudes only, whose share of the stream differs from that of the stars "
-        "with magnitudes at any error: the stream's photometric density is over the magnitudes, not the chance of "
-        "having them (streammix.error_weights)",
-    )
     background: BackgroundConfig = Field(
         BackgroundConfig(),
         description="the background: flows on blocks of coordinates, and a phi2 density",
@@ -373,11 +366,6 @@ class ModelConfig(_Section):
         if self.error_weights and (self.error_weights < 3 or "parallax" not in self.coordinates):
             raise ValueError(
                 f"error_weights {self.error_weights}: needs at least 3 knots and parallax among the coordinates (0: off)"
-            )
-        if self.error_weights_level and not (self.error_weights and self.bands):
-            raise ValueError(
-                "error_weights_level: needs error_weights and bands (with every star given the error logits, the "
-                "phi1 weights already set their level)"
             )
         if len(self.bands) == 1:
             raise ValueError(f"bands {self.bands}: the isochrone likelihood needs two or more bands")

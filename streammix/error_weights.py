@@ -55,16 +55,11 @@ def error_knots(parallax_err: np.ndarray, knots: int) -> np.ndarray:
 class ErrorWeights(nn.Module):
     r"""Extra logits :math:`b_k(\ln e)` of the stream-like components, piecewise
     linear in the log parallax error, constant beyond the end knots and 0 at
-    the middle knot (with ``level``, plus a free constant per component).
+    the middle knot.
 
     Arguments:
         knots: Increasing knots of ln(parallax error / mas), at least 3.
         components: Number of stream-like components.
-        level: A free constant logit per component on top. Where every star gets
-            the logits (an astrometric model) the phi1 weights already set that
-            level; where only some do (a joint model's stars without magnitudes)
-            those stars' share of a component can differ from the others' at any
-            error, and the level lets it.
 
     Example:
         >>> w = ErrorWeights([-2.0, -1.0, 0.0], components=2)
@@ -76,7 +71,7 @@ class ErrorWeights(nn.Module):
 
     knots: Tensor
 
-    def __init__(self, knots: Sequence[float] | np.ndarray, components: int, level: bool = False):
+    def __init__(self, knots: Sequence[float] | np.ndarray, components: int):
         super().__init__()
         knots = torch.as_tensor(np.asarray(knots, dtype=float), dtype=torch.float32)
         if knots.ndim != 1 or knots.numel() < 3 or not bool(torch.all(knots[1:] > knots[:-1])):
@@ -84,13 +79,11 @@ class ErrorWeights(nn.Module):
         self.register_buffer("knots", knots)
         self.middle = int(knots.numel()) // 2
         self.values = nn.Parameter(torch.zeros(int(knots.numel()) - 1, int(components)))
-        self.level = nn.Parameter(torch.zeros(1, int(components))) if level else None
 
     def _table(self) -> Tensor:
         values = self.values * LOGIT_SCALE
         zero = values.new_zeros(1, values.shape[1])
-        table = torch.cat([values[: self.middle], zero, values[self.middle :]], dim=0)
-        return table if self.level is None else table + self.level * LOGIT_SCALE
+        return torch.cat([values[: self.middle], zero, values[self.middle :]], dim=0)
 
     def set_logits(self, logits: Tensor) -> None:
         """Set the logits at every knot but the middle one, shape ``(knots - 1, K)``."""

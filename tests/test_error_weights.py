@@ -34,20 +34,6 @@ def test_logits_are_piecewise_linear_zero_at_the_middle_knot_and_flat_beyond():
     assert w.reference_logits()[:, 0].tolist() == [4.0, 2.0, 0.0, -2.0]
 
 
-def test_a_level_shifts_every_knot_and_is_its_own_parameter():
-    pinned, free = ErrorWeights([-2.0, -1.0, 0.0], components=2), ErrorWeights([-2.0, -1.0, 0.0], components=2, level=True)
-    assert free.level.shape == (1, 2) and pinned.level is None
-    assert "level" in dict(free.named_parameters()) and "level" not in dict(pinned.named_parameters())
-    logits = torch.tensor([[1.0, -1.0], [3.0, 0.5]])
-    pinned.set_logits(logits)
-    free.set_logits(logits)
-    with torch.no_grad():
-        free.level.copy_(torch.tensor([[0.2, -0.1]]))  # x LOGIT_SCALE = 2 and -1 nats
-    err = torch.exp(torch.tensor([-2.5, -1.5, -1.0, -0.3, 0.4]))
-    torch.testing.assert_close(free.logits(err) - pinned.logits(err), torch.tensor([[2.0, -1.0]]).expand(5, 2))
-    assert free.reference_logits()[1].tolist() == [2.0, -1.0]  # the middle knot, no longer 0
-
-
 def test_knots_are_refused_when_too_few_or_not_increasing():
     with pytest.raises(ValueError, match="at least 3 increasing"):
         ErrorWeights([0.0, 1.0], components=1)
@@ -66,8 +52,6 @@ def test_config_refuses_too_few_knots_or_no_parallax():
         ModelConfig(error_weights=4, coordinates=["phi2", "pm_phi1_cosphi2", "pm_phi2"],
                     background={"blocks": [["pm_phi1_cosphi2", "pm_phi2"]]})
     assert ModelConfig(error_weights=4).error_weights == 4
-    with pytest.raises(ValidationError, match="error_weights_level: needs error_weights and bands"):
-        ModelConfig(error_weights=4, error_weights_level=True)  # every star gets the logits: no level to free
 
 
 def _mixture(error_weights):
