@@ -15,7 +15,8 @@ share of the members' mean density). This pools the chosen cases (default: those
 p >= 0.1 holding >= 50 stars (the files do not hold every star below 0.05, so the
 first bin is left out), its chi-square (sum of z^2, z from
 :func:`streammix.pipeline.truth_metrics`: the scatter exact probabilities would
-have), the bins off by more than 0.05, completeness and purity at p > 0.5. It also
+have), the bins off by more than 0.05, completeness and purity at p > 0.5 (with ``--split COLUMN``
+also for the stars with and without that column, e.g. PS1 photometry). It also
 prints the injected stars' observed-minus-true proper motions per case: the
 catalogue's proper-motion box truncates the errors of a stream near its edge.
 """
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--config", default="joint")
     parser.add_argument("--columns", nargs="*", default=["p_injected", "p_injected_reference", "p_injected_q50",
                                                          "p_injected_ensemble"])
+    parser.add_argument("--split", default=None, metavar="COLUMN",
+                        help="also print the first column's calibration separately for the stars with and without "
+                        "COLUMN (e.g. g_mean_psf_mag: with and without PS1 photometry; masked, NaN or >= 1e10: without)")
     args = parser.parse_args()
     from astropy.table import Table, vstack
 
@@ -57,9 +61,17 @@ def main() -> None:
     pooled = vstack(list(tables.values()))
     truth = np.asarray(pooled["injected"], bool)
     summary = {}
-    for column in [c for c in args.columns if c in pooled.colnames]:
-        p = np.asarray(pooled[column], float)
-        metrics = truth_metrics(p, truth)
+    groups = [(column, None) for column in args.columns if column in pooled.colnames]
+    if args.split is not None:
+        values = np.ma.filled(np.ma.asarray(pooled[args.split], dtype=float), np.nan)  # masked entries are missing
+        has = np.isfinite(values) & (np.abs(values) < 1e10)
+        groups += [(groups[0][0], (f"with {args.split}", has)), (groups[0][0], (f"without {args.split}", ~has))]
+    for column, subset in groups:
+        keep = np.ones(truth.size, bool) if subset is None else subset[1]
+        p = np.asarray(pooled[column], float)[keep]
+        metrics = truth_metrics(p, truth[keep])
+        if subset is not None:
+            column = f"{column}, stars {subset[0]} ({int(keep.sum())}, {int(truth[keep].sum())} injected)"
         bins = [b for b in metrics["calibration"] if b["p_low"] >= 0.1 - 1e-9]
         chi2 = float(sum(b["z"] ** 2 for b in bins))
         off = [b for b in bins if abs(b["member_fraction"] - b["mean_p"]) > 0.05]
