@@ -24,6 +24,7 @@ catalogue's proper-motion box truncates the errors of a stream near its edge.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,11 @@ def main() -> None:
     truth = np.asarray(pooled["injected"], bool)
     summary = {}
     groups = [(column, None) for column in args.columns if column in pooled.colnames]
+    if not groups:
+        sys.exit(f"none of the columns {args.columns} is in the case files")
     if args.split is not None:
+        if args.split not in pooled.colnames:
+            sys.exit(f"--split {args.split}: not a column of the case files")
         values = np.ma.filled(np.ma.asarray(pooled[args.split], dtype=float), np.nan)  # masked entries are missing
         has = np.isfinite(values) & (np.abs(values) < 1e10)
         groups += [(groups[0][0], (f"with {args.split}", has)), (groups[0][0], (f"without {args.split}", ~has))]

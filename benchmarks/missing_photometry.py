@@ -12,8 +12,8 @@ it moved differently, the joint model would judge them against the wrong density
 This deals the off-stream stars (|phi2| > ``--min-phi2``) into cells of 5 deg in phi1,
 2 deg in phi2 and six quantiles of the parallax error, takes in each cell holding
 at least ``--min-stars`` stars of each kind the difference of the medians (with -
-without) of pm_phi1, pm_phi2 and parallax, and prints their mean weighted by the
-smaller count, with the standard error of the mean over cells.
+without) of pm_phi1, pm_phi2 and parallax, and prints their mean over the cells
+with its standard error.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     keys, inverse = np.unique(cell[off], axis=0, return_inverse=True)
     inverse = inverse.ravel()
     diffs: dict[str, list[float]] = {"pm_phi1": [], "pm_phi2": [], "parallax": []}
-    weights = []
+    weights: list[int] = []
     for k in range(len(keys)):
         rows = np.flatnonzero(off)[inverse == k]
         with_, without = rows[has[rows]], rows[~has[rows]]
@@ -54,14 +54,15 @@ def main() -> None:
         for name in diffs:
             diffs[name].append(float(np.median(column[name][with_]) - np.median(column[name][without])))
         weights.append(min(with_.size, without.size))
-    w = np.asarray(weights, dtype=float)
+    if len(weights) < 2:
+        raise SystemExit(f"only {len(weights)} cells hold >= {args.min_stars} stars of each kind")
     out = {"stars": int(len(table)), "with_photometry": int(has.sum()), "cells": len(weights)}
     print(f"{len(table)} stars, {int(has.sum())} with PS1 g; {len(weights)} cells with >= {args.min_stars} of each kind")
     print("| quantity | median with - without (mean over cells) | standard error |")
     print("|---|---|---|")
     for name, values in diffs.items():
         values = np.asarray(values)
-        mean, err = float(np.average(values, weights=w)), float(values.std(ddof=1) / np.sqrt(values.size))
+        mean, err = float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
         print(f"| {name} | {mean:+.3f} | {err:.3f} |")
         out[name] = {"mean": mean, "error": err}
     emit(out)

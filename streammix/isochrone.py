@@ -682,11 +682,23 @@ def _mix(first: Isochrone, second: Isochrone, weight: float, age: float, feh: fl
 
 
 def _interpolated_source(source: str, age: float, feh: float) -> str:
-    """A node's ``source`` for an isochrone interpolated from it: the embedded grid's node label
-    replaced, what follows it (a band transform, a reddening) kept."""
+    """A node's ``source`` for an isochrone interpolated from it: the node's own label (the
+    embedded grid's ``node logAge=.. MH=..``, a file's ``block N``) replaced by the interpolation,
+    what follows (a band transform, a reddening, after a ``;``) kept in place.
+
+    Example:
+        >>> _interpolated_source("PARSEC node logAge=10.08 MH=-2.19; reddened by E(B-V) 0.03", 12.0, -2.0)
+        'PARSEC interpolated to 12 Gyr, [Fe/H] -2; reddened by E(B-V) 0.03'
+        >>> _interpolated_source("MIST v1.2 grid.iso.cmd block 3", 12.0, -2.0)
+        'MIST v1.2 grid.iso.cmd interpolated to 12 Gyr, [Fe/H] -2'
+        >>> _interpolated_source("PARSEC grid.dat; ps1_g from a paper", 12.0, -2.0)
+        'PARSEC grid.dat interpolated to 12 Gyr, [Fe/H] -2; ps1_g from a paper'
+    """
     text = f" interpolated to {age:g} Gyr, [Fe/H] {feh:g}"
-    label = re.compile(r" node \S+ \S+")
-    return label.sub(text, source, count=1) if label.search(source) else source + text
+    head, sep, tail = source.partition(";")
+    label = re.compile(r" node logAge=[^\s;]+ MH=[^\s;]+| block \d+")
+    head = label.sub(text, head, count=1) if label.search(head) else head + text
+    return head + sep + tail
 
 
 @dataclass(frozen=True, eq=False)

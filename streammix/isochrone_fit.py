@@ -36,7 +36,9 @@ already lean towards that isochrone. True memberships (a mock) make it exact.
 :meth:`~streammix.isochrone.IsochroneGrid.interpolate`); :math:`\Delta`\ DM
 normal with standard deviation ``distmod_prior`` (0.5 mag); :math:`\Delta E(B-V)`
 normal with standard deviation ``ebv_prior`` (0.1 mag) and
-:math:`\mathbf R = \mathbf A / E(B-V)` from :data:`EXTINCTION_COEFFICIENTS`.
+:math:`\mathbf R = \mathbf A / E(B-V)` from :data:`EXTINCTION_COEFFICIENTS`
+(:mod:`streammix.extinction`), on top of ``model.isochrone.reddening`` where the
+config sets one.
 When the isochrone source is not a grid (one MIST or PARSEC file, e.g. a
 PS1 isochrone), age and [Fe/H] are fixed to the file's isochrone closest to
 the config's and only the offsets are sampled; the summary says so.

@@ -1271,6 +1271,14 @@ def isochrone_source(config, *, base: str | None = None):
     if config.band_transform is not None or config.reddening > 0:
         transform = band_transform(config.band_transform) if config.band_transform is not None else None
         plain = isochrone_source(config.model_copy(update={"band_transform": None, "reddening": 0.0}), base=base)
+        first = plain.isochrones[0] if isinstance(plain, IsochroneGrid) else plain[0]
+        if transform is not None:
+            lacking = [band for band in transform.sources if band not in first.mags]
+            if lacking:
+                raise InputError(
+                    f"model.isochrone.band_transform {transform.name!r}: needs bands {lacking}, which isochrone "
+                    f"{first.source} lacks (it has {list(first.bands)})"
+                )
 
         def changed(iso: Isochrone) -> Isochrone:
             iso = transform.isochrone(iso) if transform is not None else iso

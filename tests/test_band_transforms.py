@@ -33,10 +33,26 @@ def test_forward_transformation_recovers_the_source_magnitudes():
     colour = ps1["ps1_g"] - ps1["ps1_i"]
     for target, source in FINKBEINER.targets.items():
         np.testing.assert_allclose(ps1[target] - FINKBEINER.offset(target, colour), sdss[source], atol=1e-9)
-    inside = (colour > 0.4) & (colour < 2.7)
-    for target, coefficients in FINKBEINER.coefficients.items():  # the published cubic inside its range
-        cubic = np.polynomial.polynomial.polyval(colour[inside], coefficients)
-        np.testing.assert_allclose(ps1[target][inside] - sdss[FINKBEINER.targets[target]][inside], cubic, atol=1e-9)
+
+
+def test_published_offsets_at_g_minus_i_of_one():
+    """Finkbeiner et al. 2016, Table 2, summed at (g - i)_PS1 = 1: PS1 - SDSS in g, r, i."""
+    one = np.array([1.0])
+    assert FINKBEINER.offset("ps1_g", one)[0] == pytest.approx(-0.13645, abs=1e-12)
+    assert FINKBEINER.offset("ps1_r", one)[0] == pytest.approx(-0.03359, abs=1e-12)
+    assert FINKBEINER.offset("ps1_i", one)[0] == pytest.approx(0.00778, abs=1e-12)
+
+
+def test_missing_magnitudes_stay_missing_row_by_row():
+    sdss = {"sdss_g": np.array([18.0, np.nan, 19.0]), "sdss_r": np.full(3, 17.5), "sdss_i": np.array([17.2, 17.0, np.nan])}
+    ps1 = FINKBEINER.apply(sdss)
+    for band in ("ps1_g", "ps1_i"):
+        assert np.isfinite(ps1[band]).tolist() == [True, False, False]
+
+
+def test_an_isochrone_with_the_target_bands_comes_back_unchanged():
+    iso = FINKBEINER.isochrone(default_grid().isochrones[0])
+    assert FINKBEINER.isochrone(iso) is iso
 
 
 def test_continued_linearly_beyond_the_fitted_colour_range():
@@ -90,8 +106,10 @@ def test_file_without_the_source_bands_is_refused(shared_data):
     config = IsochroneConfig(
         path=str(shared_data / "isochrones" / "mist_v1.2_ps1_feh-1.35_12gyr.iso.cmd"), band_transform="finkbeiner2016"
     )
-    with pytest.raises(InputError, match=r"band transform 'finkbeiner2016': needs bands \['sdss_g', 'sdss_r', 'sdss_i'\]"):
+    with pytest.raises(InputError, match=r"model.isochrone.band_transform 'finkbeiner2016': needs bands \['sdss_g', "
+                       r"'sdss_r', 'sdss_i'\], which isochrone MIST v1.2 mist_v1.2_ps1"):
         isochrone_source(config)
+
 
 
 def test_unknown_transformation_is_refused():
@@ -105,6 +123,15 @@ def test_inconsistent_transformation_is_refused():
     with pytest.raises(InputError, match="colour bands"):
         ColourTransform(name="bad", reference="none", targets={"ps1_g": "sdss_g"}, coefficients={"ps1_g": (0.0,)},
                         colour=("ps1_g", "ps1_i"), colour_range=(0.0, 1.0))
+    with pytest.raises(InputError, match="iterations 0"):
+        ColourTransform(name="bad", reference="none", targets={"ps1_g": "sdss_g", "ps1_i": "sdss_i"},
+                        coefficients={"ps1_g": (0.0,), "ps1_i": (0.0,)}, colour=("ps1_g", "ps1_i"),
+                        colour_range=(0.0, 1.0), iterations=0)
+    steep = ColourTransform(name="steep", reference="none", targets={"ps1_g": "sdss_g", "ps1_i": "sdss_i"},
+                            coefficients={"ps1_g": (0.0, 2.0), "ps1_i": (0.0,)}, colour=("ps1_g", "ps1_i"),
+                            colour_range=(0.0, 1.0))  # slope 2: the fixed point repels
+    with pytest.raises(InputError, match="did not converge"):
+        steep.apply({"sdss_g": np.array([18.0]), "sdss_i": np.array([17.5])})
     with pytest.raises(InputError, match="coefficients for"):
         ColourTransform(name="bad", reference="none", targets={"ps1_g": "sdss_g", "ps1_i": "sdss_i"},
                         coefficients={"ps1_g": (0.0,)}, colour=("ps1_g", "ps1_i"), colour_range=(0.0, 1.0))
