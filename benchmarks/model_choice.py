@@ -26,7 +26,8 @@ or -1.35 (``parsec_feh_219`` ...; ``parsec_feh_219_spread_003``/``_004`` with a 
 ``colour_spread``), each also reddened by a foreground E(B-V) of 0.02-0.06 (``model.isochrone.reddening``;
 ``parsec_feh_219_ebv_004`` ...), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
 instead of 200 (``nodes_050``, ``nodes_100``); and two fit settings that cost time: ``fit.patience`` 150
-steps instead of 300 (``patience_150``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
+steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of 300
+(``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
 (``astrometry_steps_250``). ``--variants`` runs
 the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
 same 13,976 stars (one ensemble member per fold) and scores the held-out fold
@@ -110,6 +111,8 @@ def variants(base) -> dict:
         toggled("phi2_context"): changed(toggle_background("phi2_context")),
         # fit settings that cost time: a shorter patience (each member stops sooner after its best state)
         "patience_150": changed(lambda d: d["fit"].update(patience=150)),
+        # and fewer steps pulling each member's networks to the prior tracks before the fit
+        "warm_start_100": changed(lambda d: d["fit"].update(warm_start_steps=100)),
     }
     if data["model"]["bands"]:
         bands = data["model"]["bands"]
