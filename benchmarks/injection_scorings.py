@@ -75,12 +75,14 @@ def main() -> None:
         keep = np.ones(truth.size, bool) if subset is None else subset[1]
         p = np.asarray(pooled[column], float)[keep]
         metrics = truth_metrics(p, truth[keep])
+        shown = column
         if subset is not None:
-            column = f"{column}, stars {subset[0]} ({int(keep.sum())}, {int(truth[keep].sum())} injected)"
+            column = f"{column}, stars {subset[0]}"
+            shown = f"{column} ({int(keep.sum())}, {int(truth[keep].sum())} injected)"
         bins = [b for b in metrics["calibration"] if b["p_low"] >= 0.1 - 1e-9]
         chi2 = float(sum(b["z"] ** 2 for b in bins))
         off = [b for b in bins if abs(b["member_fraction"] - b["mean_p"]) > 0.05]
-        print(f"\n{column}: completeness {metrics['completeness']:.3f}, purity {metrics['purity']:.3f}, "
+        print(f"\n{shown}: completeness {metrics['completeness']:.3f}, purity {metrics['purity']:.3f}, "
               f"{len(bins)} bins >= 0.1, chi-square {chi2:.1f}, {len(off)} off by more than 0.05")
         print("| p bin | stars | mean p | member fraction | difference | z |")
         print("|---|---|---|---|---|---|")

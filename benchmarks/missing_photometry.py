@@ -45,7 +45,7 @@ def main() -> None:
     keys, inverse = np.unique(cell[off], axis=0, return_inverse=True)
     inverse = inverse.ravel()
     diffs: dict[str, list[float]] = {"pm_phi1": [], "pm_phi2": [], "parallax": []}
-    weights: list[int] = []
+    cells = 0
     for k in range(len(keys)):
         rows = np.flatnonzero(off)[inverse == k]
         with_, without = rows[has[rows]], rows[~has[rows]]
@@ -53,11 +53,11 @@ def main() -> None:
             continue
         for name in diffs:
             diffs[name].append(float(np.median(column[name][with_]) - np.median(column[name][without])))
-        weights.append(min(with_.size, without.size))
-    if len(weights) < 2:
-        raise SystemExit(f"only {len(weights)} cells hold >= {args.min_stars} stars of each kind")
-    out = {"stars": int(len(table)), "with_photometry": int(has.sum()), "cells": len(weights)}
-    print(f"{len(table)} stars, {int(has.sum())} with PS1 g; {len(weights)} cells with >= {args.min_stars} of each kind")
+        cells += 1
+    if cells < 2:
+        raise SystemExit(f"only {cells} cells hold >= {args.min_stars} stars of each kind")
+    out = {"stars": int(len(table)), "with_photometry": int(has.sum()), "cells": cells}
+    print(f"{len(table)} stars, {int(has.sum())} with PS1 g; {cells} cells with >= {args.min_stars} of each kind")
     print("| quantity | median with - without (mean over cells) | standard error |")
     print("|---|---|---|")
     for name, values in diffs.items():

@@ -68,6 +68,7 @@ from scipy.optimize import minimize
 from .config import IsochroneConfig
 from .data import StarTable, read_table
 from .errors import InputError
+from .extinction import EXTINCTION_COEFFICIENTS
 from .fit import load
 from .isochrone import IsochroneGrid
 from .output import atomic_path, check_writable, write_json
@@ -78,7 +79,6 @@ from .photometry import (
     likelihood_from_config,
     photometry_tensors,
 )
-from .extinction import EXTINCTION_COEFFICIENTS
 
 __all__ = [
     "EXTINCTION_COEFFICIENTS",

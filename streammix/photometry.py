@@ -97,8 +97,8 @@ from astropy.table import QTable
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .errors import InputError
 from .band_transforms import band_transform
+from .errors import InputError
 from .extinction import redden
 from .isochrone import PHASES, Isochrone, IsochroneGrid, default_grid, phase_names, read_mist, read_parsec
 
