@@ -24,7 +24,9 @@ or ``no_band_errors_spread_...``), and ``colour_spread`` alone at those values
 Finkbeiner et al. (2016)'s transformation instead of the MIST [Fe/H] -1.35 file, at [Fe/H] -2.19, -1.8
 or -1.35 (``parsec_feh_219`` ...; ``parsec_feh_219_spread_003``/``_004`` with a narrower
 ``colour_spread``), each also reddened by a foreground E(B-V) of 0.02-0.06 (``model.isochrone.reddening``;
-``parsec_feh_219_ebv_004`` ...), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
+``parsec_feh_219_ebv_004`` ...), or MIST's own [Fe/H] -2.20 isochrone of 12 Gyr in Johnson-Cousins
+turned into PS1 by Tonry et al. (2012)'s transformation (``mist_feh_220``; ``mist_feh_220_ebv_002``/``_004``
+reddened, ``mist_feh_220_spread_003`` ... with another ``colour_spread``), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
 instead of 200 (``nodes_050``, ``nodes_100``); and two fit settings that cost time: ``fit.patience`` 150
 steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of 300
 (``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
@@ -48,6 +50,8 @@ from _common import ROOT, SHARED, emit, machine
 
 
 # PS1 3pi single-epoch 5-sigma depths, epochs per band and calibration floor (Chambers et al. 2016)
+# MIST v1.2, [Fe/H] -2.20, 12 Gyr, in Johnson-Cousins (Vega); the shipped config's isochrone is MIST's -1.35 in PS1
+MIST_220 = str(SHARED / "isochrones" / "mist_v1.2_ubvriplus_feh-2.20_12gyr.iso.cmd")
 PS1_DEPTHS = {"ps1_g": {"depth": 22.0, "epochs": 12, "floor": 0.01}, "ps1_i": {"depth": 21.5, "epochs": 12, "floor": 0.01}}
 
 
@@ -149,6 +153,19 @@ def variants(base) -> dict:
                 out[f"parsec_feh_{round(-feh * 100):03d}_ebv_{round(ebv * 100):03d}"] = changed(parsec(feh, ebv=ebv))
         for spread in (0.03, 0.04):
             out[f"parsec_feh_219_spread_{round(spread * 100):03d}"] = changed(parsec(-2.19, spread))
+
+        def mist_220(ebv=0.0, spread=None):  # MIST [Fe/H] -2.20 in Johnson-Cousins, turned into PS1 (Tonry et al. 2012)
+            def edit(d):
+                d["model"]["isochrone"].update(path=MIST_220, band_transform="tonry2012", reddening=ebv)
+                if spread is not None:
+                    d["model"]["isochrone"]["colour_spread"] = spread
+            return edit
+
+        out["mist_feh_220"] = changed(mist_220())
+        for ebv in (0.02, 0.04):
+            out[f"mist_feh_220_ebv_{round(ebv * 100):03d}"] = changed(mist_220(ebv))
+        for spread in (0.03, 0.04, 0.07):
+            out[f"mist_feh_220_spread_{round(spread * 100):03d}"] = changed(mist_220(spread=spread))
         out["astrometry_steps_250"] = changed(lambda d: d["fit"].update(astrometry_steps=250))
         for nodes in (50, 100):  # fewer segments in the isochrone's quadrature over mass (faster steps)
             out[f"nodes_{nodes:03d}"] = changed(lambda d, nodes=nodes: d["model"]["isochrone"].update(nodes=nodes))

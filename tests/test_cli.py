@@ -154,7 +154,7 @@ BLOCKS = [["parallax", "pm_phi1_cosphi2", "pm_phi2"], ["gaia_g", "gaia_bp", "gai
         ({"data": {"path": "stars.fits", "columns": {"phi1": "PHI_ONE"}}}, "PHI_ONE"),
         ({"field": {"phi1": [10, -90], "phi2": [-5, 5]}}, "phi1"),
         ({"model": {"coordinates": ["phi2", "radial_velocity"]}}, "radial_velocity"),
-        ({"model": {"isochrone": {"band_transform": "tonry2012"}}}, "model.isochrone.band_transform: 'tonry2012' is not"),
+        ({"model": {"isochrone": {"band_transform": "jordi2006"}}}, "model.isochrone.band_transform: 'jordi2006' is not"),
         ({"model": {"background": {"blocks": BLOCKS, "limits": {"phi2": [-5, 5]}}}}, "background.limits: 'phi2' is in no"),
         ({"model": {"background": {"blocks": BLOCKS, "limits": {"parallax": [None, 0.1]}}}}, "column 'parallax':"),
         ({"model": {"background": {"blocks": BLOCKS, "locus": ["gaia_g", "gaia_bp"]}}}, "background.locus: ['gaia_g', 'gaia_bp'] must"),

@@ -282,8 +282,9 @@ def test_band_names():
     assert band_name("gaia_rp") == "gaia_rp"
     with pytest.raises(InputError, match="'gmag'.*ambiguous"):
         band_name("gmag")
-    with pytest.raises(InputError, match="'Bessell_V'"):
-        band_name("Bessell_V")
+    assert band_name("Bessell_V") == "bessell_v"
+    with pytest.raises(InputError, match="'Kepler_Kp'"):
+        band_name("Kepler_Kp")
 
 
 def test_select_phases_and_groups():
