@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/model_choice.py [--folds 3] [--only astrometry|joint] [--variants NAME ...] [--out FILE.json]
+    python benchmarks/model_choice.py [--folds 3] [--only astrometry|joint] [--variants NAME ...] [--repeats R]
+        [--out FILE.json]
 
 Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
@@ -25,14 +26,18 @@ Finkbeiner et al. (2016)'s transformation instead of the MIST [Fe/H] -1.35 file,
 or -1.35 (``parsec_feh_219`` ...; ``parsec_feh_219_spread_003``/``_004`` with a narrower
 ``colour_spread``), each also reddened by a foreground E(B-V) of 0.02-0.06 (``model.isochrone.reddening``;
 ``parsec_feh_219_ebv_004`` ...), or MIST's own [Fe/H] -2.20 isochrone of 12 Gyr in Johnson-Cousins
-turned into PS1 by Tonry et al. (2012)'s transformation (``mist_feh_220``; ``mist_feh_220_ebv_002``/``_004``
-reddened, ``mist_feh_220_spread_003`` ... with another ``colour_spread``), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
+turned into PS1 by Tonry et al. (2012)'s transformation (``mist_feh_220``; ``mist_feh_220_ebv_002`` ... ``_008``
+reddened, ``mist_feh_220_spread_003`` ... with another ``colour_spread``), a power-law mass function
+dN/dm ~ m^-alpha of alpha 1.5, 1.0, 0.5 or 0 instead of Kroupa's (2.3 above 0.5 Msun, where GD-1's visible
+stars are; ``power_law_150`` ...: a stream that lost its low-mass stars first), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
 instead of 200 (``nodes_050``, ``nodes_100``); and two fit settings that cost time: ``fit.patience`` 150
 steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of 300
 (``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
-(``astrometry_steps_250``). ``--variants`` runs
-the shipped config and the named variants only. Every variant is fitted on the same K-1 folds of the
-same 13,976 stars (one ensemble member per fold) and scores the held-out fold
+(``astrometry_steps_250``); and the shipped config with ``fit.seed`` 1 or 2 higher (``fit_seed_1``,
+``fit_seed_2``): the spread the fit's own randomness gives a comparison, beyond the paired standard error. ``--variants`` runs
+the shipped config and the named variants only; ``--repeats R`` fits each R times per fold with other fit
+seeds, so that the differences' errors hold the fits' own spread. Every variant is fitted on the same K-1 folds
+of the same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
 compared with each other on the astrometry both model (the joint one scored
 without its isochrone terms). Prints one markdown table per group and, last,
@@ -117,6 +122,10 @@ def variants(base) -> dict:
         "patience_150": changed(lambda d: d["fit"].update(patience=150)),
         # and fewer steps pulling each member's networks to the prior tracks before the fit
         "warm_start_100": changed(lambda d: d["fit"].update(warm_start_steps=100)),
+        # the shipped config itself with other fit seeds: how far a comparison moves by the fit's own randomness
+        # (initialisation, batches), which the paired standard error over the stars does not hold
+        "fit_seed_1": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 1)),
+        "fit_seed_2": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 2)),
     }
     if data["model"]["bands"]:
         bands = data["model"]["bands"]
@@ -162,10 +171,13 @@ def variants(base) -> dict:
             return edit
 
         out["mist_feh_220"] = changed(mist_220())
-        for ebv in (0.02, 0.04):
+        for ebv in (0.02, 0.04, 0.06, 0.08):
             out[f"mist_feh_220_ebv_{round(ebv * 100):03d}"] = changed(mist_220(ebv))
         for spread in (0.03, 0.04, 0.07):
             out[f"mist_feh_220_spread_{round(spread * 100):03d}"] = changed(mist_220(spread=spread))
+        for slope in (1.5, 1.0, 0.5, 0.0):  # a power-law mass function over the visible masses (~0.55-0.8 Msun)
+            out[f"power_law_{round(slope * 100):03d}"] = changed(
+                lambda d, slope=slope: d["model"]["isochrone"].update(mass_function="power_law", power_law_slope=slope))
         out["astrometry_steps_250"] = changed(lambda d: d["fit"].update(astrometry_steps=250))
         for nodes in (50, 100):  # fewer segments in the isochrone's quadrature over mass (faster steps)
             out[f"nodes_{nodes:03d}"] = changed(lambda d, nodes=nodes: d["model"]["isochrone"].update(nodes=nodes))
@@ -186,13 +198,15 @@ def markdown(table, title: str) -> str:
     lines = [
         f"**{title}** ({table.meta['folds']} folds, baseline `{table.meta['baseline']}`)",
         "",
-        "| config | held-out log L per star | total | difference from baseline (paired) | fit time, all folds |",
-        "|---|---|---|---|---|",
+        "| config | held-out log L per star | total | difference from baseline (paired) | of which the fits' spread "
+        "| fit time, all folds |",
+        "|---|---|---|---|---|---|",
     ]
     for row in table:
+        spread = f"± {row['delta_total_fit_err']:.1f}" if row["repeats"] > 1 else "not measured (1 fit)"
         lines.append(
             f"| {row['config']} | {row['mean_loglike']:.4f} ± {row['mean_loglike_err']:.4f} | {row['total_loglike']:.1f} "
-            f"| {row['delta_total']:+.1f} ± {row['delta_total_err']:.1f} | {row['seconds']:.0f} s |"
+            f"| {row['delta_total']:+.1f} ± {row['delta_total_err']:.1f} | {spread} | {row['seconds']:.0f} s |"
         )
     return "\n".join(lines)
 
@@ -203,6 +217,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["astrometry", "joint", "versus"], default=None)
     parser.add_argument("--variants", nargs="+", default=None, help="only the shipped config and these variants")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="fits of each config per fold with other fit seeds (their spread enters the errors)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON summary here")
     args = parser.parse_args()
 
@@ -225,12 +241,12 @@ def main() -> None:
             if unknown and args.only == group:
                 parser.error(f"unknown variants {sorted(unknown)} of {group}; choose from {sorted(groups[group])}")
             groups[group] = {k: v for k, v in groups[group].items() if k == "shipped" or k in args.variants}
-    summary = {"machine": machine(), "folds": args.folds, "seed": args.seed, "groups": {}}
+    summary = {"machine": machine(), "folds": args.folds, "seed": args.seed, "repeats": args.repeats, "groups": {}}
     for group, configs in groups.items():
         if args.only is not None and group != args.only:
             continue
         started = time.perf_counter()
-        result = compare(list(configs.values()), folds=args.folds, seed=args.seed, names=list(configs))
+        result = compare(list(configs.values()), folds=args.folds, seed=args.seed, repeats=args.repeats, names=list(configs))
         table = result.summary()
         title = {
             "astrometry": "GD-1, astrometric model (configs/gd1_dr2.yaml)",

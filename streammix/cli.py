@@ -301,6 +301,10 @@ def compare(
     folds: Annotated[int, typer.Option("--folds", help="Folds K: each config is fitted K times on K-1 folds.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
     ensemble: Annotated[int, typer.Option(help="Ensemble members per fit (1 is enough to rank models).")] = 1,
+    repeats: Annotated[
+        int,
+        typer.Option(help="Fits of each config per fold with other seeds: their spread enters the differences' errors."),
+    ] = 1,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -311,18 +315,22 @@ def compare(
     names = [c.name for c in loaded]
     if len(set(names)) != len(names):  # the same name in two files: tell them apart by file
         names = [path.stem for path in configs]
-    result = compare_configs(loaded, folds=folds, seed=seed, ensemble=ensemble, names=names, progress=not quiet)
+    result = compare_configs(
+        loaded, folds=folds, seed=seed, ensemble=ensemble, repeats=repeats, names=names, progress=not quiet
+    )
     table = result.summary()
     with output_folder(out, overwrite) as tmp:
         write_table(table, tmp / "comparison.ecsv")
         write_table(result.per_star(), tmp / "heldout.ecsv")
-        write_json({"folds": folds, "seed": seed, "ensemble": ensemble, "rows": [dict(zip(table.colnames, row)) for row in table.iterrows()]}, tmp / "summary.json")
+        write_json({"folds": folds, "seed": seed, "ensemble": ensemble, "repeats": repeats, "rows": [dict(zip(table.colnames, row)) for row in table.iterrows()]}, tmp / "summary.json")
     _print_comparison(table)
     console.print(f"outputs in {out}/")
 
 
 def _print_comparison(table) -> None:
-    shown = RichTable(title=f"held-out log-likelihood, {table.meta['folds']} folds (nats)")
+    repeats = table.meta.get("repeats", 1)
+    fits = f", {repeats} fits per fold (errors hold their spread)" if repeats > 1 else ""
+    shown = RichTable(title=f"held-out log-likelihood, {table.meta['folds']} folds{fits} (nats)")
     for name in ("config", "per star", "total", f"vs {table.meta['baseline']}, total"):
         shown.add_column(name)
     for row in table:

@@ -9,6 +9,14 @@ once, so each config gets one held-out log-likelihood per star, and two
 configs are compared star by star: the paired difference has a far smaller
 error than the difference of the two means.
 
+The paired standard error holds the sampling of the stars, not the fit's own
+randomness (initialisation, mini-batches): two fits of one config with other
+seeds can land in states hundreds of nats apart on a real field. With
+``repeats`` R > 1 each config is fitted R times per fold with other fit seeds
+(the same R seeds for every config); the per-star log-likelihood is the mean
+over the repeats, and the spread of the paired difference over the repeats
+adds its error of the mean to the difference's error.
+
 Configs that model different bands (an astrometric and a joint model) are
 compared on what they share: a joint model is then scored on the astrometry
 alone (its components without their isochrone terms, against the background
@@ -68,7 +76,10 @@ class ComparisonResult:
         fold: Each star's fold.
         log_likelihood: ``(n_configs, n_stars)`` held-out log-likelihood per star (nats).
         scored_on: Per config, the coordinates and bands it was scored on.
-        seconds: Per config, the time of its ``K`` fits and scoring.
+        seconds: Per config, the time of its ``K`` fits and scoring (all repeats).
+        repeat_totals: ``(n_configs, R)`` total held-out log-likelihood of each
+            repeat (fit seed), whose mean over repeats ``log_likelihood`` holds
+            star by star (None: one fit per fold, the fit's spread not measured).
     """
 
     names: list[str]
@@ -77,11 +88,18 @@ class ComparisonResult:
     log_likelihood: np.ndarray
     scored_on: list[list[str]]
     seconds: list[float] = field(default_factory=list)
+    repeat_totals: np.ndarray | None = None
 
     def summary(self, baseline: int = 0) -> QTable:
         """One row per config: the mean held-out log-likelihood per star and its
         standard error, the total, and the paired difference from config
         ``baseline`` (per star and in total) with its standard error.
+
+        The difference's error is that of the stars' sampling
+        (``delta_total_star_err``) and, with repeats, the error of the mean
+        over the repeats of the paired total difference
+        (``delta_total_fit_err``: its standard deviation over the R repeats
+        over sqrt(R); NaN with one repeat), added in quadrature.
 
         Example:
             >>> import numpy as np
@@ -90,12 +108,25 @@ class ComparisonResult:
             >>> t = r.summary()
             >>> [round(float(x), 3) for x in t["delta_total"]]
             [0.0, 1.5]
+            >>> r.repeat_totals = np.array([[-6.0, -6.0], [-5.0, -4.0]])  # two fit seeds each
+            >>> round(float(t["delta_total_err"][1]), 3), round(float(r.summary()["delta_total_err"][1]), 3)
+            (0.5, 0.707)
         """
         ll = self.log_likelihood
         n = ll.shape[1]
+        totals = self.repeat_totals
+        repeats = 1 if totals is None else int(totals.shape[1])
         rows = []
         for j, name in enumerate(self.names):
             d = ll[j] - ll[baseline]
+            star_err = float(d.std(ddof=1) * math.sqrt(n)) if j != baseline else 0.0
+            if j == baseline:
+                fit_err = 0.0
+            elif repeats > 1:
+                fit_err = float(np.std(totals[j] - totals[baseline], ddof=1) / math.sqrt(repeats))
+            else:
+                fit_err = math.nan
+            total_err = math.hypot(star_err, fit_err) if math.isfinite(fit_err) else star_err
             rows.append(
                 (
                     name,
@@ -104,24 +135,30 @@ class ComparisonResult:
                     float(ll[j].std(ddof=1) / math.sqrt(n)),
                     float(ll[j].sum()),
                     float(d.mean()),
-                    float(d.std(ddof=1) / math.sqrt(n)) if j != baseline else 0.0,
+                    total_err / n,
                     float(d.sum()),
-                    float(d.std(ddof=1) * math.sqrt(n)) if j != baseline else 0.0,
+                    total_err,
+                    star_err,
+                    fit_err,
+                    repeats,
                     " ".join(self.scored_on[j]),
                     self.seconds[j] if j < len(self.seconds) else math.nan,
                 )
             )
         names = (
             "config", "n_stars", "mean_loglike", "mean_loglike_err", "total_loglike",
-            "delta_mean", "delta_mean_err", "delta_total", "delta_total_err", "scored_on", "seconds",
+            "delta_mean", "delta_mean_err", "delta_total", "delta_total_err",
+            "delta_total_star_err", "delta_total_fit_err", "repeats", "scored_on", "seconds",
         )  # fmt: skip
         table = QTable(rows=rows, names=names)
         table.meta["baseline"] = self.names[baseline]
         table.meta["folds"] = int(self.fold.max()) + 1
         table.meta["description"] = (
             "held-out log-likelihood per star (nats): each star scored by the fit that did not see it; "
-            "delta: paired difference from the baseline config, star by star"
+            "delta: paired difference from the baseline config, star by star; its error holds the stars' sampling "
+            "and, with repeats > 1, the spread of the fits over their seeds"
         )
+        table.meta["repeats"] = repeats
         return table
 
     def per_star(self) -> Table:
@@ -159,6 +196,7 @@ def compare(
     folds: int = 3,
     seed: int = 0,
     ensemble: int | None = 1,
+    repeats: int = 1,
     names: Sequence[str] | None = None,
     progress: bool = False,
 ) -> ComparisonResult:
@@ -176,6 +214,11 @@ def compare(
         ensemble: Ensemble members per fit (None: each config's own); the
             held-out likelihood of an ensemble is that of its mean density.
             A config's ``fit.cross_fit`` is switched off for an ensemble of one.
+        repeats: Fits of each config per fold, repeat r with ``fit.seed`` raised
+            by r times the ensemble's size (the same seeds for every config):
+            the per-star log-likelihood is their mean, and the spread of the
+            paired difference over the repeats enters its error (see
+            :meth:`ComparisonResult.summary`).
         names: Names for the configs (default: their ``name``).
         progress: Show progress bars.
 
@@ -184,6 +227,8 @@ def compare(
     """
     if not configs:
         raise InputError("compare: no configs given")
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise InputError(f"compare: repeats {repeats!r}; needs a whole number >= 1 (fits of each config per fold)")
     names = list(names) if names is not None else [c.name for c in configs]
     if len(set(names)) != len(names):
         raise InputError(f"compare: config names {names} repeat; give each config its own name")
@@ -215,7 +260,7 @@ def compare(
             )
     stars = loaded[0]
     labels = fold_labels(stars.source_id, folds, seed)
-    log_likelihood = np.zeros((len(configs), len(stars)))
+    log_likelihood = np.zeros((repeats, len(configs), len(stars)))
     scored_on, seconds = [], []
     for j, config in enumerate(configs):
         started = time.perf_counter()
@@ -225,12 +270,20 @@ def compare(
             config = config.model_copy(update={"fit": config.fit.model_copy(update=update)})
         photometry = bool(config.model.bands) and set(config.model.bands) <= shared_bands
         scored_on.append([*config.model.coordinates, *(config.model.bands if photometry else [])])
-        for k in range(folds):
-            held = labels == k
-            model = fit(config, loaded[j][~held], progress=progress)
-            log_likelihood[j, held] = held_out_log_likelihood(model, loaded[j][held], photometry=photometry)
+        for r in range(repeats):
+            # members use seed + k, k < ensemble: each repeat takes the next ensemble's worth of seeds
+            seeded = config.model_copy(
+                update={"fit": config.fit.model_copy(update={"seed": config.fit.seed + r * config.fit.ensemble})}
+            )
+            for k in range(folds):
+                held = labels == k
+                model = fit(seeded, loaded[j][~held], progress=progress)
+                log_likelihood[r, j, held] = held_out_log_likelihood(model, loaded[j][held], photometry=photometry)
         seconds.append(time.perf_counter() - started)
-    return ComparisonResult(names, np.asarray(stars.source_id), labels, log_likelihood, scored_on, seconds)
+    return ComparisonResult(
+        names, np.asarray(stars.source_id), labels, log_likelihood.mean(axis=0), scored_on, seconds,
+        repeat_totals=log_likelihood.sum(axis=2).T if repeats > 1 else None,
+    )
 
 
 def held_out_log_likelihood(model, stars, *, photometry: bool = True) -> np.ndarray:

@@ -60,7 +60,8 @@ def test_compare_writes_a_ranking_and_refuses_bad_input(field, tmp_path):
     assert result.returncode == 0, result.stderr
     table = Table.read(out / "comparison.ecsv")
     assert list(table["config"]) == ["mock", "uniform_phi2"]
-    assert table["n_stars"][0] == 2750 and table.meta["folds"] == 2
+    assert table["n_stars"][0] == 2750 and table.meta["folds"] == 2 and table.meta["repeats"] == 1
+    assert json.loads((out / "summary.json").read_text())["repeats"] == 1
     per_star = Table.read(out / "heldout.ecsv")
     assert len(per_star) == 2750 and set(per_star["fold"]) == {0, 1}
     assert "held-out log-likelihood" in result.stderr
@@ -69,6 +70,7 @@ def test_compare_writes_a_ranking_and_refuses_bad_input(field, tmp_path):
     for args, message in (
         ((field / "stream.yaml", field / "absent.yaml"), "absent.yaml"),
         ((field / "stream.yaml", field / "uniform.yaml", "--folds", 1), "folds"),
+        ((field / "stream.yaml", field / "uniform.yaml", "--repeats", 0), "repeats 0"),
     ):
         bad = run("compare", *args, "--out", tmp_path / "bad")
         assert bad.returncode == 2, bad.stderr

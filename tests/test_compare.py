@@ -76,6 +76,45 @@ def test_summary_errors_are_paired():
     assert table["delta_mean"][1] > 50 * table["delta_mean_err"][1]
 
 
+def test_repeat_spread_enters_the_errors():
+    """With repeats, the paired difference's error adds the spread of its total over the fit seeds
+    (standard deviation over sqrt(R)) to the stars' sampling error, in quadrature; with one fit the
+    spread is not measured (NaN) and the error is the stars' alone."""
+    rng = np.random.default_rng(2)
+    ll = np.stack([rng.normal(-5, 2, 300), rng.normal(-5, 2, 300)])
+    single = ComparisonResult(["a", "b"], np.arange(300), np.arange(300) % 3, ll, [["phi2"]] * 2).summary()
+    star_err = float((ll[1] - ll[0]).std(ddof=1) * np.sqrt(300))
+    assert single["delta_total_err"][1] == pytest.approx(star_err) == single["delta_total_star_err"][1]
+    assert np.isnan(single["delta_total_fit_err"][1]) and single["repeats"][1] == 1
+    totals = np.array([[-1500.0, -1510.0, -1490.0, -1500.0], [-1480.0, -1530.0, -1440.0, -1550.0]])
+    repeated = ComparisonResult(["a", "b"], np.arange(300), np.arange(300) % 3, ll, [["phi2"]] * 2,
+                                repeat_totals=totals).summary()
+    fit_err = np.std([20.0, -20.0, 50.0, -50.0], ddof=1) / 2.0
+    assert repeated["delta_total_fit_err"][1] == pytest.approx(fit_err)
+    assert repeated["delta_total_err"][1] == pytest.approx(np.hypot(star_err, fit_err))
+    assert repeated["delta_mean_err"][1] == pytest.approx(np.hypot(star_err, fit_err) / 300)
+    assert repeated["delta_total_err"][0] == 0.0 and repeated.meta["repeats"] == 4
+
+
+def test_repeats_fit_the_same_seeds_for_every_config(tiny):
+    """Repeat r of a config fits with fit.seed + r: a config whose seed is one higher repeats, in its
+    first repeat, the other's second fit exactly; other seeds give other fits; the per-star
+    log-likelihood is the mean over the repeats."""
+    _, truth, stars = tiny
+    first = tiny_config(truth)
+    later = first.model_copy(update={"fit": first.fit.model_copy(update={"seed": first.fit.seed + 1})})
+    result = compare([first, later], stars, folds=2, repeats=2, names=["first", "later"])
+    totals = result.repeat_totals
+    assert totals.shape == (2, 2)
+    assert totals[1, 0] == totals[0, 1]
+    assert totals[0, 0] != totals[0, 1]
+    np.testing.assert_allclose(result.log_likelihood.sum(axis=1), totals.mean(axis=1), rtol=1e-12)
+    table = result.summary()
+    assert np.isfinite(table["delta_total_fit_err"][1]) and table["delta_total_fit_err"][1] > 0
+    with pytest.raises(InputError, match="repeats 0"):
+        compare([first], stars, folds=2, repeats=0)
+
+
 def test_configs_of_other_coordinates_are_refused(tiny):
     _, truth, stars = tiny
     a = tiny_config(truth)
