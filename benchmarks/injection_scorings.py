@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/injection_scorings.py injection_output/LABEL [--cases pm3_a pm2_a ...]
+    python benchmarks/injection_scorings.py injection_output/LABEL [LABEL2 ...] [--cases pm3_a pm2_a ...]
         [--config joint] [--columns p_injected p_injected_q50 p_injected_ensemble]
 
 ``benchmarks/injection.py`` writes ``<out>/<label>/<case>_<config>.ecsv``: the injected
@@ -19,6 +19,8 @@ have), the bins off by more than 0.05, completeness and purity at p > 0.5 (with 
 also for the stars with and without that column, e.g. PS1 photometry). It also
 prints the injected stars' observed-minus-true proper motions per case: the
 catalogue's proper-motion box truncates the errors of a stream near its edge.
+Several folders (runs of ``injection.py`` with other ``--seed``, so other draws of the
+same cases) are pooled together: more stars per bin, smaller binomial errors.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ FAR_CASES = ("pm3_a", "pm2_a", "pm2_b", "pm1_a", "pm1_b")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folders", type=Path, nargs="+", help="one or more injection runs' case folders, pooled")
     parser.add_argument("--cases", nargs="*", default=list(FAR_CASES))
     parser.add_argument("--config", default="joint")
     parser.add_argument("--columns", nargs="*", default=["p_injected", "p_injected_reference", "p_injected_q50",
@@ -48,7 +50,13 @@ def main() -> None:
 
     from streammix.pipeline import truth_metrics
 
-    tables = {case: Table.read(args.folder / f"{case}_{args.config}.ecsv") for case in args.cases}
+    tables = {}
+    for folder in args.folders:
+        for case in args.cases:
+            path = folder / f"{case}_{args.config}.ecsv"
+            if not path.is_file():
+                sys.exit(f"{path}: no such case file")
+            tables[case if len(args.folders) == 1 else f"{case} ({folder.name})"] = Table.read(path)
     print("| case | injected | observed - true pm_phi1: 5/50/95 % (mean) | pm_phi2: 5/50/95 % (mean) |")
     print("|---|---|---|---|")
     for case, t in tables.items():
@@ -91,7 +99,7 @@ def main() -> None:
                   f"{b['member_fraction'] - b['mean_p']:+.3f} | {b['z']:+.1f} |")
         summary[column] = {"completeness": metrics["completeness"], "purity": metrics["purity"], "bins": len(bins),
                            "chi2": chi2, "off": len(off)}
-    emit({"folder": str(args.folder), "cases": args.cases, "scorings": summary})
+    emit({"folders": [str(folder) for folder in args.folders], "cases": args.cases, "scorings": summary})
 
 
 if __name__ == "__main__":
