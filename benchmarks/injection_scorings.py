@@ -20,7 +20,8 @@ also for the stars with and without that column, e.g. PS1 photometry). It also
 prints the injected stars' observed-minus-true proper motions per case: the
 catalogue's proper-motion box truncates the errors of a stream near its edge.
 Several folders (runs of ``injection.py`` with other ``--seed``, so other draws of the
-same cases) are pooled together: more stars per bin, smaller binomial errors.
+same cases) are pooled together: more injected stars per bin (the real stars are the same
+catalogue's in every run, so the false members of the runs are not independent draws).
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ def main() -> None:
     from streammix.pipeline import truth_metrics
 
     tables = {}
+    if len(set(map(Path.resolve, args.folders))) != len(args.folders):
+        sys.exit("a folder is given twice: its stars would be pooled twice")
     for folder in args.folders:
         for case in args.cases:
             path = folder / f"{case}_{args.config}.ecsv"
             if not path.is_file():
                 sys.exit(f"{path}: no such case file")
-            tables[case if len(args.folders) == 1 else f"{case} ({folder.name})"] = Table.read(path)
+            tables[case if len(args.folders) == 1 else f"{case} (run {len(tables) // len(args.cases) + 1})"] = Table.read(path)
     print("| case | injected | observed - true pm_phi1: 5/50/95 % (mean) | pm_phi2: 5/50/95 % (mean) |")
     print("|---|---|---|---|")
     for case, t in tables.items():

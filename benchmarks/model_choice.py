@@ -34,7 +34,8 @@ instead of 200 (``nodes_050``, ``nodes_100``); and two fit settings that cost ti
 steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of 300
 (``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
 (``astrometry_steps_250``); and the shipped config with ``fit.seed`` 1 or 2 higher (``fit_seed_1``,
-``fit_seed_2``): the spread the fit's own randomness gives a comparison, beyond the paired standard error. ``--variants`` runs
+``fit_seed_2``; meant for one fit per fold: with ``--repeats`` they repeat the shipped config's own
+later repeats): the spread the fit's own randomness gives a comparison, beyond the paired standard error. ``--variants`` runs
 the shipped config and the named variants only; ``--repeats R`` fits each R times per fold with other fit
 seeds, so that the differences' errors hold the fits' own spread. Every variant is fitted on the same K-1 folds
 of the same 13,976 stars (one ensemble member per fold) and scores the held-out fold

@@ -10,10 +10,10 @@ configs are compared star by star: the paired difference has a far smaller
 error than the difference of the two means.
 
 The paired standard error holds the sampling of the stars, not the fit's own
-randomness (initialisation, mini-batches): two fits of one config with other
-seeds can land in states hundreds of nats apart on a real field. With
+randomness (initialisation, mini-batches): on the GD-1 field two single fits of
+one config with other seeds differ by about 100 nats in total. With
 ``repeats`` R > 1 each config is fitted R times per fold with other fit seeds
-(the same R seeds for every config); the per-star log-likelihood is the mean
+(the same R seeds for configs sharing ``fit.seed`` and the ensemble's size); the per-star log-likelihood is the mean
 over the repeats, and the spread of the paired difference over the repeats
 adds its error of the mean to the difference's error.
 
@@ -99,7 +99,10 @@ class ComparisonResult:
         (``delta_total_star_err``) and, with repeats, the error of the mean
         over the repeats of the paired total difference
         (``delta_total_fit_err``: its standard deviation over the R repeats
-        over sqrt(R); NaN with one repeat), added in quadrature.
+        over sqrt(R); NaN with one repeat), added in quadrature. The sum is
+        a conservative error: a star's own noise from fit to fit is in both
+        parts. With R of 2 or 3 the fits' part rests on one or two degrees
+        of freedom and is itself uncertain.
 
         Example:
             >>> import numpy as np
@@ -126,7 +129,7 @@ class ComparisonResult:
                 fit_err = float(np.std(totals[j] - totals[baseline], ddof=1) / math.sqrt(repeats))
             else:
                 fit_err = math.nan
-            total_err = math.hypot(star_err, fit_err) if math.isfinite(fit_err) else star_err
+            total_err = star_err if repeats == 1 else math.hypot(star_err, fit_err)
             rows.append(
                 (
                     name,
@@ -215,7 +218,8 @@ def compare(
             held-out likelihood of an ensemble is that of its mean density.
             A config's ``fit.cross_fit`` is switched off for an ensemble of one.
         repeats: Fits of each config per fold, repeat r with ``fit.seed`` raised
-            by r times the ensemble's size (the same seeds for every config):
+            by r times the ensemble's size (the same seeds for configs sharing
+            ``fit.seed`` and the ensemble's size):
             the per-star log-likelihood is their mean, and the spread of the
             paired difference over the repeats enters its error (see
             :meth:`ComparisonResult.summary`).

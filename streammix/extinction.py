@@ -1,4 +1,4 @@
-r"""Extinction per unit reddening of the canonical bands, and isochrones reddened by it.
+r"""Extinction per unit reddening of the survey bands, and isochrones reddened by it.
 
 A catalogue without extinction columns (the GD-1 file of ``shared/data`` has
 none) still sees its stars through the foreground dust: a stream's isochrone
@@ -31,7 +31,8 @@ EXTINCTION_COEFFICIENTS: dict[str, float] = {
     "gaia_bp": 3.374,
     "gaia_rp": 2.035,
 }
-r"""A_band / E(B-V) of the canonical bands."""
+r"""A_band / E(B-V) of the canonical survey bands (not the Johnson-Cousins ``bessell_*``, which are
+there to be transformed into PS1, :mod:`streammix.band_transforms`, before any reddening)."""
 
 
 def redden(isochrone: Isochrone, ebv: float) -> Isochrone:

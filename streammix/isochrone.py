@@ -112,7 +112,7 @@ _BAND_ALIASES: dict[str, str] = {
     **{f"2mass_{b}": f"tmass_{b}" for b in ("j", "h", "ks")},
     **{f"tmass_{b}mag": f"tmass_{b}" for b in ("j", "h", "ks")},
     "ksmag": "tmass_ks",
-    **{f"bessell_{b}": f"bessell_{b}" for b in "ubvri"},
+    **{f"bessell_{b}": f"bessell_{b}" for b in "ubvri"},  # MIST's Bessell_* (read_mist reads aliases only)
 }
 # Column names whose survey depends on the file's photometric system.
 _SYSTEM_BANDS: dict[str, dict[str, str]] = {
