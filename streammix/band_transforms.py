@@ -24,8 +24,9 @@ stated with the table: it holds a metal-poor main sequence from the turn-off,
 g - r ~ 0.1, to M_g ~ 9) and continued linearly beyond. MIST's [Fe/H] -2.20
 isochrone through them and the PARSEC grid's -2.19 through Finkbeiner et al.
 agree on g - i within 0.03 mag at M_g 5-7, and differ by about 0.04 at M_g 4
-and 0.07-0.1 at M_g 8-9, where the two model families part. They take the isochrone's Vega Johnson-Cousins magnitudes
-(MIST's ``Bessell_B`` ...) to PS1's AB magnitudes, zero points included.
+and 0.07-0.1 at M_g 8-9, where the two model families part. They take the
+isochrone's Vega Johnson-Cousins magnitudes (MIST's ``Bessell_B`` ...) to
+PS1's AB magnitudes, zero points included.
 Transformed bands are added at the nodes of a grid, before it is interpolated.
 
 :data:`BAND_TRANSFORMS` holds the transformations by name; ``model.isochrone.band_transform``

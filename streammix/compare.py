@@ -13,9 +13,10 @@ The paired standard error holds the sampling of the stars, not the fit's own
 randomness (initialisation, mini-batches): on the GD-1 field two single fits of
 one config with other seeds differ by about 100 nats in total. With
 ``repeats`` R > 1 each config is fitted R times per fold with other fit seeds
-(the same R seeds for configs sharing ``fit.seed`` and the ensemble's size); the per-star log-likelihood is the mean
-over the repeats, and the spread of the paired difference over the repeats
-adds its error of the mean to the difference's error.
+(the same R seeds for configs sharing ``fit.seed`` and the ensemble's size);
+the per-star log-likelihood is the mean over the repeats, and the spread of
+the paired difference over the repeats adds its error of the mean to the
+difference's error.
 
 Configs that model different bands (an astrometric and a joint model) are
 compared on what they share: a joint model is then scored on the astrometry
