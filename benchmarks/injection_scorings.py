@@ -54,12 +54,12 @@ def main() -> None:
     tables = {}
     if len(set(map(Path.resolve, args.folders))) != len(args.folders):
         sys.exit("a folder is given twice: its stars would be pooled twice")
-    for folder in args.folders:
+    for run, folder in enumerate(args.folders, 1):
         for case in args.cases:
             path = folder / f"{case}_{args.config}.ecsv"
             if not path.is_file():
                 sys.exit(f"{path}: no such case file")
-            tables[case if len(args.folders) == 1 else f"{case} (run {len(tables) // len(args.cases) + 1})"] = Table.read(path)
+            tables[case if len(args.folders) == 1 else f"{case} (run {run})"] = Table.read(path)
     print("| case | injected | observed - true pm_phi1: 5/50/95 % (mean) | pm_phi2: 5/50/95 % (mean) |")
     print("|---|---|---|---|")
     for case, t in tables.items():

@@ -5,7 +5,9 @@ Usage::
     python benchmarks/missing_photometry.py [--min-phi2 1.5] [--min-stars 8]
 
 Half of ``gd1_dr2/gd1_pm_box_dr2_ps1.fits`` has no PS1 magnitudes (NaN or the
-sentinel 1e20), more often the bright, precise stars. The background's
+sentinel 1e20), more often the bright, precise stars; the stars are read as the
+joint config (``configs/gd1_dr2_photometry.yaml``) reads them, so "has photometry"
+is its observed PS1 g. The background's
 astrometric flows are conditioned on phi1, phi2 and the errors but not on
 whether a star has photometry; if, at the same place and error, the stars without
 it moved differently, the joint model would judge them against the wrong density.
@@ -19,9 +21,10 @@ with its standard error.
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
-from _common import SHARED, emit
+from _common import ROOT, SHARED, emit
 
 
 def main() -> None:
@@ -29,12 +32,14 @@ def main() -> None:
     parser.add_argument("--min-phi2", type=float, default=1.5)
     parser.add_argument("--min-stars", type=int, default=8)
     args = parser.parse_args()
-    from astropy.table import Table
+    os.environ.setdefault("STREAMMIX_SHARED_DATA", str(SHARED))
+    from streammix.config import Config
+    from streammix.fit import load_stars
 
-    table = Table.read(SHARED / "gd1_dr2" / "gd1_pm_box_dr2_ps1.fits")
-    g = np.ma.filled(np.ma.asarray(table["g_mean_psf_mag"], dtype=float), np.nan)
-    has = np.isfinite(g) & (g < 1e10)
-    column = {name: np.asarray(table[name], dtype=float) for name in ("phi1", "phi2", "parallax_error", "pm_phi1", "pm_phi2", "parallax")}
+    stars = load_stars(Config.from_yaml(ROOT / "configs" / "gd1_dr2_photometry.yaml"))
+    has = stars.observed["ps1_g"]
+    column = {"phi1": stars.phi1, "phi2": stars.phi2, "parallax_error": stars.parallax_err,
+              "pm_phi1": stars.pm_phi1_cosphi2, "pm_phi2": stars.pm_phi2, "parallax": stars.parallax}
     off = np.abs(column["phi2"]) > args.min_phi2
     log_err = np.log(column["parallax_error"])
     cell = np.stack([
@@ -56,8 +61,8 @@ def main() -> None:
         cells += 1
     if cells < 2:
         raise SystemExit(f"only {cells} cells hold >= {args.min_stars} stars of each kind")
-    out = {"stars": int(len(table)), "with_photometry": int(has.sum()), "cells": cells}
-    print(f"{len(table)} stars, {int(has.sum())} with PS1 g; {cells} cells with >= {args.min_stars} of each kind")
+    out = {"stars": int(len(stars)), "with_photometry": int(has.sum()), "cells": cells}
+    print(f"{len(stars)} stars, {int(has.sum())} with PS1 g; {cells} cells with >= {args.min_stars} of each kind")
     print("| quantity | median with - without (mean over cells) | standard error |")
     print("|---|---|---|")
     for name, values in diffs.items():

@@ -7,7 +7,6 @@ written (``--debug`` shows the traceback instead).
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -323,11 +322,7 @@ def compare(
     with output_folder(out, overwrite) as tmp:
         write_table(table, tmp / "comparison.ecsv")
         write_table(result.per_star(), tmp / "heldout.ecsv")
-        rows = [
-            {name: None if isinstance(value, float) and not math.isfinite(value) else value
-             for name, value in zip(table.colnames, row)}
-            for row in table.iterrows()
-        ]  # strict JSON: a spread not measured (one fit per fold) is null, not NaN
+        rows = [dict(zip(table.colnames, row)) for row in table.iterrows()]
         totals = None if result.repeat_totals is None else dict(zip(result.names, result.repeat_totals.tolist()))
         write_json(
             {"folds": folds, "seed": seed, "ensemble": ensemble, "repeats": repeats, "repeat_totals": totals, "rows": rows},

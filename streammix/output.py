@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import re
 import secrets
@@ -185,10 +186,33 @@ def write_table(table: Table, path: str | os.PathLike, overwrite: bool = False) 
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a JSON document atomically (indented, keys in insertion order)."""
+    """Write a JSON document atomically (indented, keys in insertion order).
+
+    Strict JSON: a NaN or infinite number (e.g. a quantity not measured) is
+    written as ``null``, which every JSON reader accepts.
+
+    Example:
+        >>> import json, tempfile
+        >>> path = write_json({"a": float("nan"), "b": [1.5, np.float32("inf")]}, Path(tempfile.mkdtemp()) / "x.json")
+        >>> json.loads(path.read_text())
+        {'a': None, 'b': [1.5, None]}
+    """
     with atomic_path(path, overwrite) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(_finite_or_null(data), indent=2, default=_json_default, allow_nan=False) + "\n")
     return Path(path)
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) replaced by None."""
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _finite_or_null(value.tolist())
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def _json_default(value: Any) -> Any:
