@@ -150,12 +150,15 @@ def variants(base) -> dict:
             if spread != data["model"]["isochrone"]["colour_spread"]:
                 out[f"colour_spread_{round(spread * 100):03d}"] = changed(colour_spread(spread))
 
-        def parsec(feh, spread=None, ebv=0.0):  # the embedded PARSEC grid in PS1 (streammix.band_transforms), 12 Gyr
+        def isochrone(spread=None, **settings):  # model.isochrone settings changed, colour_spread too if given
             def edit(d):
-                d["model"]["isochrone"].update(path=None, band_transform="finkbeiner2016", age=12.0, feh=feh, reddening=ebv)
+                d["model"]["isochrone"].update(settings)
                 if spread is not None:
                     d["model"]["isochrone"]["colour_spread"] = spread
             return edit
+
+        def parsec(feh, spread=None, ebv=0.0):  # the embedded PARSEC grid in PS1 (streammix.band_transforms), 12 Gyr
+            return isochrone(spread, path=None, band_transform="finkbeiner2016", age=12.0, feh=feh, reddening=ebv)
 
         for feh in (-2.19, -1.8, -1.35):
             out[f"parsec_feh_{round(-feh * 100):03d}"] = changed(parsec(feh))
@@ -165,11 +168,7 @@ def variants(base) -> dict:
             out[f"parsec_feh_219_spread_{round(spread * 100):03d}"] = changed(parsec(-2.19, spread))
 
         def mist_220(ebv=0.0, spread=None):  # MIST [Fe/H] -2.20 in Johnson-Cousins, turned into PS1 (Tonry et al. 2012)
-            def edit(d):
-                d["model"]["isochrone"].update(path=MIST_220, band_transform="tonry2012", reddening=ebv)
-                if spread is not None:
-                    d["model"]["isochrone"]["colour_spread"] = spread
-            return edit
+            return isochrone(spread, path=MIST_220, band_transform="tonry2012", reddening=ebv)
 
         out["mist_feh_220"] = changed(mist_220())
         for ebv in (0.02, 0.04, 0.06, 0.08):
