@@ -42,10 +42,17 @@ from .photometry import photometry_tensors
 __all__ = ["Residuals", "cmd_residuals", "position_residuals"]
 
 ERROR_STEP = 0.02
-"""Relative step of the magnitude errors within which the CMD residuals predict
-stars with one error (a star's own is at most 2 % off, far below what the counts
-can see; on the GD-1 joint model the expected counts moved by 7e-4 and the map
-took 62 instead of 99 s, ``benchmarks/residuals_time.py``)."""
+"""Relative step of the effective magnitude errors within which the CMD residuals
+predict stars with one error. The isochrone term sees a star's error only through
+sqrt(error^2 + colour_spread^2 / 2), so stars are grouped on that (a star's own is
+at most 2 % off, far below what the counts can see; on the GD-1 joint model
+grouping the errors alone moved the expected counts by 7e-4 and took the map from
+99 to 62 s, ``benchmarks/residuals_time.py``)."""
+
+SHARE_FLOOR = 1e-9
+"""Astrometric share of a component below which the CMD residuals leave its isochrone
+term out of a star's prediction (it would add less than this fraction of the star's
+expected count to any bin)."""
 
 
 @dataclass
@@ -316,10 +323,14 @@ def cmd_residuals(
     errors = np.stack([stars.mag_errs[b][selected] for b in bands], axis=1)
     extinction = np.stack([stars.extinction[b][selected] if b in stars.extinction else np.zeros(len(selected))
                            for b in bands], axis=1)  # fmt: skip
-    # Errors rounded into bins of a factor 1 + ERROR_STEP in log (a group's errors within that
-    # factor of its first star's, which stands for them): a catalogue with an error per star would
-    # otherwise prepare the grid once per star. The selected stars have both bands, so finite errors.
-    error_key = np.round(np.log(np.maximum(np.nan_to_num(errors, nan=0.0), 1e-6)) / np.log1p(ERROR_STEP))
+    # Effective errors (what each likelihood sees: error^2 + colour_spread^2 / 2) rounded into bins
+    # of a factor 1 + ERROR_STEP in log (a group's within that factor of its first star's, which
+    # stands for them): a catalogue with an error per star would otherwise prepare the grid once per
+    # star. The selected stars have both bands, so finite errors.
+    by_likelihood = {id(comp.photometry): comp.photometry for _, comp in photometric}
+    squared = np.nan_to_num(errors, nan=0.0) ** 2
+    effective = [np.sqrt(squared + 0.5 * like.colour_spread**2) for like in by_likelihood.values()]
+    error_key = np.round(np.log(np.maximum(np.concatenate(effective, axis=1), 1e-6)) / np.log1p(ERROR_STEP))
     _, group_of = np.unique(np.concatenate([error_key, np.nan_to_num(extinction, nan=-1.0)], axis=1), axis=0, return_inverse=True)
     group_of = group_of.reshape(-1)
     per_chunk = max(1, chunk_size // n_points)
@@ -342,7 +353,9 @@ def cmd_residuals(
             grid_mags, np.tile(errors[positions[0]], (n_points, 1)), np.tile(extinction[positions[0]], (n_points, 1)),
             dtype=dtype,
         )
-        prepared_grid = {k: comp.photometry.prepare(grid_stars, dtype=dtype) for k, comp in photometric}
+        # components sharing one likelihood (the fit builds one for all of them) share its preparation
+        prepared_once = {key: like.prepare(grid_stars, dtype=dtype) for key, like in by_likelihood.items()}
+        prepared_grid = {k: prepared_once[id(comp.photometry)] for k, comp in photometric}
         for start in range(0, len(positions), per_chunk):
             at = positions[start : start + per_chunk]
             rows = selected[at]
@@ -360,14 +373,19 @@ def cmd_residuals(
                 )
                 log_bg = model.background.conditional_log_prob(fake, bands)  # the astrometric blocks cancel
                 density += share[rows, -1, None] * np.exp(log_bg.reshape(len(rows), n_points))
-            tile = torch.arange(n_points).repeat(len(rows))
-            index = torch.as_tensor(at)
             for k, comp in photometric:
+                # a component with a negligible share of a star (the spur far from its phi1 range)
+                # adds nothing that the counts could see to its prediction
+                keep = np.nonzero(share[rows, k] > SHARE_FLOOR)[0]
+                if len(keep) == 0:
+                    continue
+                index = torch.as_tensor(at[keep])
+                tile = torch.arange(n_points).repeat(len(keep))
                 distmod = outputs[comp.name]["distmod"].index_select(0, index).repeat_interleave(n_points)
                 width = outputs[comp.name]["distmod_width"].index_select(0, index).repeat_interleave(n_points)
                 with torch.no_grad():
                     logp = comp.photometry.log_prob_prepared(distmod, width, prepared_grid[k].subset(tile))
-                density += share[rows, k, None] * np.exp(logp.double().numpy().reshape(len(rows), n_points))
+                density[keep] += share[rows[keep], k, None] * np.exp(logp.double().numpy().reshape(len(keep), n_points))
             if relation is not None:  # q(e | magnitudes) at the grid points (its constant cancels below)
                 log_q = relation.log_density(log_err[at, None], grid_mags)
                 density *= np.where(has_err[at, None], np.exp(log_q - log_q.max(axis=1, keepdims=True)), 1.0)
