@@ -137,7 +137,7 @@ def config_with_injected(
         injected["velocity_dispersion"] = dict(dispersion)
     data["model"]["components"].append(injected)
     # one member cannot be cross-fitted: --set fit.ensemble=4 --set fit.cross_fit=true for the shipped joint fit
-    data["fit"].update({"ensemble": 1, "workers": 1, "dropout_samples": 0, "cross_fit": False})
+    data["fit"].update({"ensemble": 1, "workers": 1, "dropout_samples": 0, "cross_fit": False, "cross_fit_folds": None})
     apply_sets(data, sets)
     return Config.from_dict(data, source=f"{path.name} + injected")
 
@@ -190,6 +190,20 @@ def ensemble_shares(model, stars, component: str = "injected") -> np.ndarray:
     mean_joint = torch.logsumexp(joints, dim=0)
     shares = torch.exp(mean_joint - torch.logsumexp(mean_joint, dim=-1, keepdim=True))
     return shares[:, model.component_names.index(component)].numpy()
+
+
+def one_per_fold(model, stars, component: str = "injected") -> np.ndarray:
+    """With ``fit.cross_fit_folds`` below the ensemble: each star's p_<component> from the
+    first member per fold alone (members 0 .. folds - 1, the ensemble the same seeds would
+    give with one member per fold), beside the mean over all the members holding it out."""
+    import dataclasses
+
+    fit_settings = model.config.fit
+    cut = fit_settings.model_copy(update={"ensemble": fit_settings.folds, "cross_fit_folds": None})
+    alone = dataclasses.replace(
+        model, mixtures=model.mixtures[: fit_settings.folds], config=model.config.model_copy(update={"fit": cut})
+    )
+    return np.asarray(alone.membership(stars)[f"p_{component}"], float)
 
 
 def fitted_tracks(model, spec) -> dict:
@@ -343,6 +357,9 @@ def main() -> None:
             model = fit(config, stars)
             members = model.membership(stars)
             members["p_injected_ensemble"] = ensemble_shares(model, stars)
+            folds_below_members = model.config.fit.cross_fit and model.config.fit.folds < len(model.mixtures)
+            if folds_below_members:
+                members["p_injected_one_per_fold"] = one_per_fold(model, stars)
             seconds = time.perf_counter() - t0
             p = np.asarray(members[f"p_injected{args.score}"], float)
             metrics = truth_metrics(p, truth)
@@ -360,8 +377,8 @@ def main() -> None:
             # every scoring is kept beside the scored one, so that one run compares them;
             # p_injected_reference is the members table's p_injected: member 0's, or with
             # fit.cross_fit that of the member that held the star out
-            scorings = {suffix or "_reference": np.asarray(members[f"p_injected{suffix}"], float)
-                        for suffix in ("", "_q50", "_ensemble")}
+            suffixes = ("", "_q50", "_ensemble", *(("_one_per_fold",) if folds_below_members else ()))
+            scorings = {suffix or "_reference": np.asarray(members[f"p_injected{suffix}"], float) for suffix in suffixes}
             keep = truth | (np.max(np.stack(list(scorings.values())), axis=0) > 0.05)
             rows = table[keep]
             for suffix, values in scorings.items():

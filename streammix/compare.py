@@ -271,7 +271,7 @@ def compare(
         started = time.perf_counter()
         if ensemble is not None:
             # one member cannot be cross-fitted (its training stars are the K-1 folds already)
-            update = {"ensemble": ensemble, **({"cross_fit": False} if ensemble == 1 else {})}
+            update = {"ensemble": ensemble, **({"cross_fit": False, "cross_fit_folds": None} if ensemble == 1 else {})}
             config = config.model_copy(update={"fit": config.fit.model_copy(update=update)})
         photometry = bool(config.model.bands) and set(config.model.bands) <= shared_bands
         scored_on.append([*config.model.coordinates, *(config.model.bands if photometry else [])])

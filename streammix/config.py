@@ -525,6 +525,14 @@ class FitConfig(_Section):
         "stopping), and each star's p_<component> is that of the member that did not train on it, so no star "
         "pulls the tracks towards itself (bootstrap does not apply)",
     )
+    cross_fit_folds: int | None = Field(
+        None,
+        ge=2,
+        description="cross_fit: the number of folds (None: one per member, `ensemble`). Member m holds out fold "
+        "m mod cross_fit_folds, and each star's p_<component> is the mean over the members that held its fold out "
+        "(ensemble / cross_fit_folds of them, with different seeds): a single fit's membership scatters, and on a "
+        "field whose stars are nearly all background that scatter lifts field stars into every bin above zero",
+    )
     dropout_samples: int = Field(
         16,
         ge=0,
@@ -558,7 +566,20 @@ class FitConfig(_Section):
     def _folds(self) -> FitConfig:
         if self.cross_fit and self.ensemble < 2:
             raise ValueError(f"cross_fit: needs ensemble >= 2 (one member per fold), got ensemble {self.ensemble}")
+        if self.cross_fit_folds is not None:
+            if not self.cross_fit:
+                raise ValueError("cross_fit_folds: applies to cross_fit only, which is false")
+            if self.cross_fit_folds > self.ensemble:
+                raise ValueError(
+                    f"cross_fit_folds: {self.cross_fit_folds} folds need at least as many members, got ensemble "
+                    f"{self.ensemble}"
+                )
         return self
+
+    @property
+    def folds(self) -> int:
+        """The number of cross-fitting folds: ``cross_fit_folds``, or one per member."""
+        return self.cross_fit_folds if self.cross_fit_folds is not None else self.ensemble
 
 
 class FieldConfig(_Section):

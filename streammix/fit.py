@@ -864,10 +864,11 @@ def fit(
     if background is not None:
         check_background(background, config)
     if config.fit.cross_fit:  # before any training: every member needs stars to hold out and to train on
-        counts = np.bincount(fold_of(stars.source_id, config.fit.ensemble, config.fit.seed), minlength=config.fit.ensemble)
+        folds = config.fit.folds
+        counts = np.bincount(fold_of(stars.source_id, folds, config.fit.seed), minlength=folds)
         if counts.min() == 0 or counts.max() == len(stars):
             raise InputError(
-                f"fit.cross_fit: {len(stars)} stars in {config.fit.ensemble} folds leave a fold "
+                f"fit.cross_fit: {len(stars)} stars in {folds} folds leave a fold "
                 f"{'empty' if counts.min() == 0 else 'with every star'} (folds of {counts.tolist()})"
             )
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -991,8 +992,8 @@ def _fit_member(
 ):
     """Fit member ``job.member``: seed ``fit.seed + member``, its own held-out
     split and (members after the first) a bootstrap resample of the rest; with
-    ``fit.cross_fit``, fold ``member`` (:func:`~streammix.folds.fold_of`) held
-    out and every other fold trained on.
+    ``fit.cross_fit``, fold ``member`` mod ``fit.folds`` (:func:`~streammix.folds.fold_of`)
+    held out and every other fold trained on.
 
     Joint models first fit ``fit.astrometry_steps`` steps on the astrometry
     alone (against ``background_logp_astrometry``), then the whole model."""
@@ -1006,9 +1007,10 @@ def _fit_member(
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)
-    if config.fit.cross_fit:  # hold out this member's fold: its stars are scored by this member alone
-        fold = fold_of(stars.source_id, config.fit.ensemble, config.fit.seed)
-        valid_index, train_index = np.nonzero(fold == job.member)[0], np.nonzero(fold != job.member)[0]
+    if config.fit.cross_fit:  # hold out this member's fold: its stars are scored by the members holding it out
+        fold = fold_of(stars.source_id, config.fit.folds, config.fit.seed)
+        held_out = job.member % config.fit.folds
+        valid_index, train_index = np.nonzero(fold == held_out)[0], np.nonzero(fold != held_out)[0]
     else:
         order = rng.permutation(n)
         n_valid = max(1, int(round(config.fit.validation_fraction * n)))

@@ -14,7 +14,9 @@ percentiles over all draws. (Averaging the members instead would pull every
 probability towards the middle and spoil the calibration.) With
 ``fit.cross_fit`` there is no reference fit: member m was fitted without the
 stars of fold m (:func:`~streammix.folds.fold_of`), and each star's P_k is that
-of the member that held it out, so a star's own position, motion and
+of the member that held it out (with ``fit.cross_fit_folds`` fewer than the
+members, member m holds out fold m mod folds and P_k is the mean over the
+members that held the star's fold out), so a star's own position, motion and
 photometry never pulled the tracks it is scored against (its fold did choose
 that member's stopping step); the percentiles are still over every draw, three
 quarters of them in-sample with four members, so ``p_<component>`` often lies
@@ -156,9 +158,9 @@ def membership_table(
     plan = list(_draws(model, dropout_samples))
     prune = not any(dropout for _, dropout in plan)  # see FittedModel.prepare
     threads = torch.get_num_threads() if threads is None else threads
-    # cross-fitted only as fitted: one member per fold (a model cut to fewer members scores as before)
-    folds = model.config.fit.ensemble
-    cross_fit = model.config.fit.cross_fit and len(model.mixtures) == folds
+    # cross-fitted only as fitted: every member (a model cut to fewer members scores as before)
+    folds = model.config.fit.folds
+    cross_fit = model.config.fit.cross_fit and len(model.mixtures) == model.config.fit.ensemble
     try:
         for start in range(0, n, chunk_size):
             chunk = stars[start : start + chunk_size]
@@ -176,11 +178,11 @@ def membership_table(
                         point[i] = p
                         draws.append(p)
             stop = start + len(chunk)
-            if cross_fit:  # each star from the member that held it out
+            if cross_fit:  # each star from the members that held it out (member i holds out fold i mod folds)
                 held_by = fold_of(chunk.source_id, folds, model.config.fit.seed)
-                reference[start:stop] = np.stack([point[i] for i in range(len(model.mixtures))])[
-                    held_by, np.arange(len(chunk))
-                ]
+                by_member = np.stack([point[i] for i in range(len(model.mixtures))])
+                holds = np.arange(len(model.mixtures))[:, None] % folds == held_by  # (members, stars)
+                reference[start:stop] = (by_member * holds[..., None]).sum(0) / holds.sum(0)[:, None]
             else:
                 reference[start:stop] = point[0]
             # one draw (one fit, no dropout) is its own percentiles

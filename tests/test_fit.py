@@ -564,6 +564,39 @@ def test_cross_fit_scores_each_star_by_the_member_that_held_it_out(small_mock):
     assert metrics["completeness"] > 0.8 and metrics["purity"] > 0.8
 
 
+def test_cross_fit_with_fewer_folds_than_members_averages_the_members_holding_a_star_out(small_mock):
+    """fit.cross_fit_folds 2 with three members: members 0 and 2 hold out fold 0,
+    member 1 fold 1; a star of fold 0 gets the mean of members 0 and 2."""
+    from streammix.folds import fold_of
+
+    _, truth, stars = small_mock
+    model = fit(small_config(truth, cross_fit=True, cross_fit_folds=2, ensemble=3, steps=200), stars)
+    fold = fold_of(stars.source_id, 2, model.config.fit.seed)
+    counts = np.bincount(fold, minlength=2)
+    assert [m["n_held_out"] for m in model.summary["members"]] == [counts[0], counts[1], counts[0]]
+    alone = [
+        np.asarray(dataclasses.replace(model, mixtures=[mixture]).membership(stars)["p_stream"])
+        for mixture in model.mixtures
+    ]
+    p = np.asarray(model.membership(stars)["p_stream"])
+    np.testing.assert_allclose(p[fold == 0], 0.5 * (alone[0] + alone[2])[fold == 0], rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(p[fold == 1], alone[1][fold == 1])
+    assert not np.allclose(alone[0][fold == 0], alone[2][fold == 0])  # two fits, not one twice
+
+
+@pytest.mark.parametrize(
+    ("fit_settings", "message"),
+    [
+        ({"cross_fit_folds": 2, "ensemble": 4}, "cross_fit_folds: applies to cross_fit only, which is false"),
+        ({"cross_fit": True, "cross_fit_folds": 5, "ensemble": 4}, "cross_fit_folds: 5 folds need at least as many members, got ensemble 4"),
+        ({"cross_fit": True, "cross_fit_folds": 1, "ensemble": 4}, "cross_fit_folds"),
+    ],
+)
+def test_cross_fit_folds_are_checked(fit_settings, message):
+    with pytest.raises(InputError, match=message):
+        Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "fit": fit_settings})
+
+
 def test_cross_fit_needs_a_member_per_fold():
     with pytest.raises(InputError, match=r"cross_fit: needs ensemble >= 2"):
         Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "fit": {"cross_fit": True, "ensemble": 1}})
