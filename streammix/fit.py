@@ -904,9 +904,6 @@ def fit(
 
     # 2. the ensemble of mixtures
     dtype = getattr(torch, config.fit.dtype)
-    tensors = config_tensors(
-        config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
-    )
     n = len(stars)
     mixtures: list[Mixture] = []
     results: list[FitResult] = []
@@ -920,12 +917,20 @@ def fit(
         for member in members
     ]
     if workers > 1:
+        # one call per worker with every workers-th member: each worker prepares the stars' tensors once
+        # for its members (a joint model's photometric preparation takes seconds; the main process,
+        # which fits none, prepares none)
         calls = [
-            dict(job=job, stars=stars, background_logp=background_logp, background_logp_astrometry=background_logp_astrometry)
-            for job in jobs
-        ]
-        outcomes = map_spawned(_fit_member, calls, workers, label="ensemble", progress=progress)
+            dict(jobs=jobs[w::workers], stars=stars, background_logp=background_logp,
+                 background_logp_astrometry=background_logp_astrometry)
+            for w in range(workers)
+        ]  # fmt: skip
+        by_worker = map_spawned(_fit_members, calls, workers, label="ensemble", progress=progress)
+        outcomes = [by_worker[member % workers][member // workers] for member in members]
     else:
+        tensors = config_tensors(
+            config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
+        )
         outcomes = [_fit_member(job, stars, background_logp, tensors, background_logp_astrometry) for job in jobs]
     for member, (state, result) in zip(members, outcomes):
         mixture = build_mixture(config, stars, photometry=shared).to(dtype=dtype, device=config.fit.device)
@@ -983,11 +988,24 @@ class _MemberJob:
     photometry: Any = None
 
 
+def _fit_members(
+    jobs: list[_MemberJob], stars, background_logp: np.ndarray, background_logp_astrometry: np.ndarray | None = None
+) -> list:
+    """Fit ``jobs``' members one after the other in a worker process, on tensors prepared once."""
+    job = jobs[0]
+    torch.set_num_threads(job.threads)
+    tensors = config_tensors(
+        job.config, stars, background_logp, mixture=build_mixture(job.config, stars, photometry=job.photometry),
+        background_logp_astrometry=background_logp_astrometry,
+    )  # fmt: skip
+    return [_fit_member(job, stars, background_logp, tensors, background_logp_astrometry) for job in jobs]
+
+
 def _fit_member(
     job: _MemberJob,
     stars,
     background_logp: np.ndarray,
-    tensors: StarTensors | None = None,
+    tensors: StarTensors,
     background_logp_astrometry: np.ndarray | None = None,
 ):
     """Fit member ``job.member``: seed ``fit.seed + member``, its own held-out
@@ -998,12 +1016,6 @@ def _fit_member(
     Joint models first fit ``fit.astrometry_steps`` steps on the astrometry
     alone (against ``background_logp_astrometry``), then the whole model."""
     config = job.config
-    if tensors is None:  # in a worker process
-        torch.set_num_threads(job.threads)
-        tensors = config_tensors(
-            config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry),
-            background_logp_astrometry=background_logp_astrometry,
-        )  # fmt: skip
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)

@@ -602,6 +602,22 @@ def test_cross_fit_needs_a_member_per_fold():
         Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "fit": {"cross_fit": True, "ensemble": 1}})
 
 
+def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock):
+    """Three members on two spawned workers (members 0 and 2 on one, 1 on the other) give
+    the same fits, in the same order, as one process with one thread."""
+    from streammix.parallel import torch_threads
+
+    _, truth, stars = small_mock
+    parallel = fit(small_config(truth, ensemble=3, steps=40, warm_start_steps=20, workers=2), stars)
+    with torch_threads(1):
+        serial = fit(small_config(truth, ensemble=3, steps=40, warm_start_steps=20, workers=1), stars,
+                     background=parallel.background)  # fmt: skip
+    assert [m["seed"] for m in parallel.summary["members"]] == [0, 1, 2]
+    for a, b in zip(parallel.mixtures, serial.mixtures, strict=True):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
 def test_workers_auto_is_one_per_core_and_other_words_are_refused():
     field = {"phi1": [-10, 10], "phi2": [-2, 2]}
     assert Config.from_dict({"field": field, "fit": {"workers": "auto"}}).fit.workers == len(os.sched_getaffinity(0))
