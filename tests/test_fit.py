@@ -602,16 +602,16 @@ def test_cross_fit_needs_a_member_per_fold():
         Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "fit": {"cross_fit": True, "ensemble": 1}})
 
 
-def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock):
-    """Three members on two spawned workers (members 0 and 2 on one, 1 on the other) give
-    the same fits, in the same order, as one process with one thread."""
+def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, fitted):
+    """Three members on two spawned workers give the same fits, in the same order, as one
+    process with one thread."""
     from streammix.parallel import torch_threads
 
     _, truth, stars = small_mock
-    parallel = fit(small_config(truth, ensemble=3, steps=40, warm_start_steps=20, workers=2), stars)
+    settings = dict(ensemble=3, steps=40, warm_start_steps=20)
+    parallel = fit(small_config(truth, workers=2, **settings), stars, background=fitted.background)
     with torch_threads(1):
-        serial = fit(small_config(truth, ensemble=3, steps=40, warm_start_steps=20, workers=1), stars,
-                     background=parallel.background)  # fmt: skip
+        serial = fit(small_config(truth, workers=1, **settings), stars, background=fitted.background)
     assert [m["seed"] for m in parallel.summary["members"]] == [0, 1, 2]
     for a, b in zip(parallel.mixtures, serial.mixtures, strict=True):
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
