@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/injection_scorings.py injection_output/LABEL [LABEL2 ...] [--cases pm3_a pm2_a ...]
         [--config joint] [--columns p_injected p_injected_q50 p_injected_ensemble]
+        [--split g_mean_psf_mag] [--error-edges 0.35 0.6 0.9]
 
 ``benchmarks/injection.py`` writes ``<out>/<label>/<case>_<config>.ecsv``: the injected
 stars and every real star that some scoring gave p > 0.05, with the scored column
@@ -46,6 +47,10 @@ def main() -> None:
     parser.add_argument("--split", default=None, metavar="COLUMN",
                         help="also print the first column's calibration separately for the stars with and without "
                         "COLUMN (e.g. g_mean_psf_mag: with and without PS1 photometry; masked, NaN or >= 1e10: without)")
+    parser.add_argument("--error-edges", type=float, nargs="+", default=None, metavar="MAS",
+                        help="also print, per bin of parallax_error between these edges (mas; and, with --split, for "
+                        "the stars with and without that column), the injected stars against the sum of the first "
+                        "column's p (the count the model expects) and the bin's calibration chi-square")
     args = parser.parse_args()
     from astropy.table import Table, vstack
 
@@ -102,7 +107,38 @@ def main() -> None:
                   f"{b['member_fraction'] - b['mean_p']:+.3f} | {b['z']:+.1f} |")
         summary[column] = {"completeness": metrics["completeness"], "purity": metrics["purity"], "bins": len(bins),
                            "chi2": chi2, "off": len(off)}
+    if args.error_edges is not None:
+        subsets = [subset for _, subset in groups if subset is not None]
+        summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets, truth_metrics)
     emit({"folders": [str(folder) for folder in args.folders], "cases": args.cases, "scorings": summary})
+
+
+def by_error(pooled, truth, column: str, edges: list[float], subsets, truth_metrics) -> list[dict]:
+    """Per bin of parallax error (and subset): injected stars, the sum of p over the bin's
+    stars (what the model expects to be injected; the files keep every star with p > 0.05,
+    so the sum misses at most 0.05 per real star left out), their ratio and the chi-square
+    of the bin's calibration (bins of p >= 0.1)."""
+    error = np.ma.filled(np.ma.asarray(pooled["parallax_error"], dtype=float), np.nan)
+    p = np.asarray(pooled[column], float)
+    bounds = [0.0, *edges, np.inf]
+    rows = []
+    print(f"\n{column} by parallax error: injected stars, the sum of p, their ratio, calibration chi-square")
+    print("| stars | parallax error (mas) | injected | sum of p | ratio | chi-square (bins) |")
+    print("|---|---|---|---|---|---|")
+    for name, keep in [("all", np.ones(truth.size, bool)), *subsets]:
+        for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+            sel = keep & (error > low) & (error <= high)
+            if not sel.any():
+                continue
+            bins = [b for b in truth_metrics(p[sel], truth[sel])["calibration"] if b["p_low"] >= 0.1 - 1e-9]
+            chi2 = float(sum(b["z"] ** 2 for b in bins))
+            row = {"stars": name, "low": low, "high": high, "injected": int(truth[sel].sum()),
+                   "sum_p": float(p[sel].sum()), "chi2": chi2, "bins": len(bins)}  # fmt: skip
+            row["ratio"] = row["sum_p"] / max(row["injected"], 1)
+            rows.append(row)
+            print(f"| {name} | {low:g}-{high:g} | {row['injected']} | {row['sum_p']:.1f} | {row['ratio']:.3f} | "
+                  f"{chi2:.1f} ({len(bins)}) |")
+    return rows
 
 
 if __name__ == "__main__":
