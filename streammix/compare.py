@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from .config import Config
 from .errors import InputError
 from .fit import config_tensors, fit, load_stars
 
-__all__ = ["ComparisonResult", "compare", "fold_labels"]
+__all__ = ["ComparisonResult", "compare", "fold_labels", "with_ensemble"]
 
 
 def fold_labels(source_id: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -193,6 +194,28 @@ def _measurement_difference(first, second, bands: set[str]) -> str:
     return ""
 
 
+def with_ensemble(config: Config, ensemble: int) -> Config:
+    """``config`` fitted by ``ensemble`` members: one member cannot be cross-fitted (its
+    training stars are the K - 1 folds already), and ``fit.cross_fit_folds`` above the
+    members falls back to one fold per member.
+
+    Example:
+        >>> config = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]},
+        ...                            "fit": {"ensemble": 8, "cross_fit": True, "cross_fit_folds": 4}})
+        >>> fit = with_ensemble(config, 2).fit
+        >>> fit.ensemble, fit.cross_fit, fit.folds
+        (2, True, 2)
+        >>> with_ensemble(config, 1).fit.cross_fit
+        False
+    """
+    update: dict[str, Any] = {"ensemble": ensemble}
+    if ensemble == 1:
+        update.update(cross_fit=False, cross_fit_folds=None)
+    elif (config.fit.cross_fit_folds or 0) > ensemble:
+        update["cross_fit_folds"] = None
+    return config.model_copy(update={"fit": config.fit.model_copy(update=update)})
+
+
 def compare(
     configs: Sequence[Config],
     stars=None,
@@ -217,7 +240,9 @@ def compare(
         seed: The seed of the fold assignment.
         ensemble: Ensemble members per fit (None: each config's own); the
             held-out likelihood of an ensemble is that of its mean density.
-            A config's ``fit.cross_fit`` is switched off for an ensemble of one.
+            A config's ``fit.cross_fit`` is switched off for an ensemble of one,
+            and its ``fit.cross_fit_folds`` dropped (one fold per member) where
+            it exceeds the ensemble.
         repeats: Fits of each config per fold, repeat r with ``fit.seed`` raised
             by r times the ensemble's size (the same seeds for configs sharing
             ``fit.seed`` and the ensemble's size):
@@ -270,9 +295,7 @@ def compare(
     for j, config in enumerate(configs):
         started = time.perf_counter()
         if ensemble is not None:
-            # one member cannot be cross-fitted (its training stars are the K-1 folds already)
-            update = {"ensemble": ensemble, **({"cross_fit": False, "cross_fit_folds": None} if ensemble == 1 else {})}
-            config = config.model_copy(update={"fit": config.fit.model_copy(update=update)})
+            config = with_ensemble(config, ensemble)
         photometry = bool(config.model.bands) and set(config.model.bands) <= shared_bands
         scored_on.append([*config.model.coordinates, *(config.model.bands if photometry else [])])
         for r in range(repeats):
