@@ -38,7 +38,7 @@ from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
-from .parallel import map_spawned_setup
+from .parallel import map_spawned
 from .photometry import likelihood_from_config
 from .provenance import __version__
 from .selection import SelectionCuts, selection_transform
@@ -917,15 +917,13 @@ def fit(
         for member in members
     ]
     if workers > 1:
-        # each worker prepares the stars' tensors once for the members it takes (a joint model's
-        # photometric preparation takes seconds; the main process, which fits none, prepares none)
-        setup_kwargs = dict(config=config, stars=stars, background_logp=background_logp,
-                            background_logp_astrometry=background_logp_astrometry, photometry=shared,
-                            threads=jobs[0].threads)  # fmt: skip
-        outcomes = map_spawned_setup(
-            _fit_prepared_member, jobs, workers, setup=_MemberData.prepare, setup_kwargs=setup_kwargs,
-            label="ensemble", progress=progress,
-        )  # fmt: skip
+        # each worker prepares the stars' tensors for its member; the main process, which fits
+        # none, prepares none (a joint model's photometric preparation takes seconds, and memory)
+        calls = [
+            dict(job=job, stars=stars, background_logp=background_logp, background_logp_astrometry=background_logp_astrometry)
+            for job in jobs
+        ]
+        outcomes = map_spawned(_fit_member, calls, workers, label="ensemble", progress=progress)
     else:
         tensors = config_tensors(
             config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
@@ -987,35 +985,11 @@ class _MemberJob:
     photometry: Any = None
 
 
-@dataclass(frozen=True)
-class _MemberData:
-    """What a worker process prepares once for the members it fits."""
-
-    stars: Any
-    background_logp: np.ndarray
-    tensors: StarTensors
-    background_logp_astrometry: np.ndarray | None
-
-    @classmethod
-    def prepare(cls, config: Config, stars, background_logp, background_logp_astrometry, photometry, threads: int):
-        torch.set_num_threads(threads)
-        tensors = config_tensors(
-            config, stars, background_logp, mixture=build_mixture(config, stars, photometry=photometry),
-            background_logp_astrometry=background_logp_astrometry,
-        )  # fmt: skip
-        return cls(stars, background_logp, tensors, background_logp_astrometry)
-
-
-def _fit_prepared_member(data: _MemberData, job: _MemberJob):
-    """:func:`_fit_member` on a worker's prepared data."""
-    return _fit_member(job, data.stars, data.background_logp, data.tensors, data.background_logp_astrometry)
-
-
 def _fit_member(
     job: _MemberJob,
     stars,
     background_logp: np.ndarray,
-    tensors: StarTensors,
+    tensors: StarTensors | None = None,
     background_logp_astrometry: np.ndarray | None = None,
 ):
     """Fit member ``job.member``: seed ``fit.seed + member``, its own held-out
@@ -1026,6 +1000,12 @@ def _fit_member(
     Joint models first fit ``fit.astrometry_steps`` steps on the astrometry
     alone (against ``background_logp_astrometry``), then the whole model."""
     config = job.config
+    if tensors is None:  # in a worker process
+        torch.set_num_threads(job.threads)
+        tensors = config_tensors(
+            config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry),
+            background_logp_astrometry=background_logp_astrometry,
+        )  # fmt: skip
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)

@@ -12,13 +12,12 @@ import contextlib
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from queue import Empty
 from typing import Any
 
 import torch
 from rich.progress import Progress
 
-__all__ = ["map_spawned", "map_spawned_setup", "torch_threads"]
+__all__ = ["map_spawned", "torch_threads"]
 
 
 def map_spawned(
@@ -52,70 +51,6 @@ def map_spawned(
                     future.result()
                     bar.advance(task)
         return [future.result() for future in futures]
-
-
-def map_spawned_setup(
-    function: Callable[[Any, Any], Any],
-    items: Sequence[Any],
-    workers: int,
-    *,
-    setup: Callable[..., Any],
-    setup_kwargs: dict[str, Any],
-    label: str,
-    progress: bool = False,
-) -> list[Any]:
-    r"""``[function(setup(**setup_kwargs), item) for item in items]``, in ``workers`` spawned
-    processes that each call ``setup`` once.
-
-    The items are dealt to the workers as they come free (a shared queue), in this
-    order, so a worker whose first item took long takes fewer; ``setup`` runs in a
-    worker before its first item, and what it returns serves every item that
-    worker takes (e.g. tensors that take seconds to prepare).
-
-    Arguments:
-        function: A module-level function of (what ``setup`` returned, an item).
-        items: The items, picklable.
-        workers: Number of processes.
-        setup: A module-level function, called with ``setup_kwargs`` once per worker.
-        setup_kwargs: Its keyword arguments, picklable.
-        label: Description of the progress bar.
-        progress: Show a rich progress bar of the workers done.
-
-    Returns:
-        The results, in the order of ``items``. An exception in a call is raised here.
-
-    Example:
-        >>> import operator
-        >>> map_spawned_setup(operator.getitem, ["b", "a", "b"], 2, setup=dict, setup_kwargs={"a": 1, "b": 2},
-        ...                   label="look up")
-        [2, 1, 2]
-    """
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        queue = manager.Queue()
-        for index in range(len(items)):
-            queue.put(index)
-        call = dict(function=function, items=items, queue=queue, setup=setup, setup_kwargs=setup_kwargs)
-        done = map_spawned(_drain, [call] * max(1, min(workers, len(items))), workers, label=label, progress=progress)
-    results: list[Any] = [None] * len(items)
-    for pairs in done:
-        for index, result in pairs:
-            results[index] = result
-    return results
-
-
-def _drain(function, items, queue, setup, setup_kwargs) -> list[tuple[int, Any]]:
-    """A worker of :func:`map_spawned_setup`: takes item indices from ``queue`` until it is
-    empty, calling ``setup`` before the first."""
-    prepared, done = None, []
-    while True:
-        try:
-            index = queue.get_nowait()
-        except Empty:
-            return done
-        if prepared is None:
-            prepared = setup(**setup_kwargs)
-        done.append((index, function(prepared, items[index])))
 
 
 @contextlib.contextmanager

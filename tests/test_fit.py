@@ -603,8 +603,8 @@ def test_cross_fit_needs_a_member_per_fold():
 
 
 def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, fitted):
-    """Three members on two spawned workers give the same fits, in the same order, as one
-    process with one thread."""
+    """Three members on two spawned workers (each preparing its member's tensors; the main
+    process prepares none) give the same fits, in the same order, as one process with one thread."""
     from streammix.parallel import torch_threads
 
     _, truth, stars = small_mock
