@@ -107,6 +107,16 @@ def main() -> None:
                   f"{b['member_fraction'] - b['mean_p']:+.3f} | {b['z']:+.1f} |")
         summary[column] = {"completeness": metrics["completeness"], "purity": metrics["purity"], "bins": len(bins),
                            "chi2": chi2, "off": len(off)}
+    if len(groups) > 1 and groups[1][1] is None:  # several columns: how far each lies from the first, star by star
+        first = np.asarray(pooled[groups[0][0]], float)
+        for column, _ in groups[1:]:
+            if _ is not None:
+                continue
+            other = np.asarray(pooled[column], float)
+            middle = (np.maximum(first, other) > 0.1) & (np.minimum(first, other) < 0.9)
+            rms = float(np.sqrt(np.mean((other - first)[middle] ** 2))) if middle.any() else float("nan")
+            print(f"\n{column} - {groups[0][0]}: rms {rms:.3f} over the {int(middle.sum())} stars with either in 0.1-0.9")
+            summary[column]["rms_difference_from_first"] = rms
     if args.error_edges is not None:
         subsets = [subset for _, subset in groups if subset is not None]
         summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets, truth_metrics)
