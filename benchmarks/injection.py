@@ -104,8 +104,13 @@ def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
 ORACLE_WIDTH = 0.02  # control-point width of --oracle (deg, mas/yr, mag)
 
 
+ORACLE_PARAMETERS = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "pm_phi1_cosphi2_width", "pm_phi2_width",
+                     "distmod")
+
+
 def config_with_injected(
-    path: Path, spec, sets, oracle: bool = False, extra: list[dict] = (), dispersion: dict | None = None
+    path: Path, spec, sets, oracle: bool = False, extra: list[dict] = (), dispersion: dict | None = None,
+    held: tuple[str, ...] = (),
 ) -> "object":
     """The shipped config plus the ``injected`` component, ensemble 1, one worker, ``--set`` applied.
 
@@ -113,6 +118,8 @@ def config_with_injected(
     widths by control points every 2 deg of width ``ORACLE_WIDTH``: what is
     left to the fit is its weight, the background and GD-1's components, so
     the memberships show what the data allow when the stream's model is right.
+    ``held``: only these of its parameters (of ``ORACLE_PARAMETERS``) are held so,
+    the others fitted from the loose control points as without ``oracle``.
     """
     from streammix.config import Config
     from streammix.inject import track_values
@@ -121,14 +128,14 @@ def config_with_injected(
     data = base.model_dump(mode="json", exclude={"source"})
     stream = next(c for c in data["model"]["components"] if c["name"] == "stream")
     points = []
-    loose = (("phi2", 0.5), ("pm_phi1_cosphi2", 1.0), ("pm_phi2", 1.0), ("distmod", 0.5))
-    if oracle:
-        names = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "pm_phi1_cosphi2_width", "pm_phi2_width", "distmod")
-        loose = tuple((name, ORACLE_WIDTH) for name in names)
-    for phi1 in np.arange(spec.phi1_range[0], spec.phi1_range[1] + 1e-9, 2.0 if oracle else 10.0):
-        for parameter, width in loose:
-            value = float(track_values(getattr(spec, parameter), np.array([phi1]))[0])
-            points.append({"parameter": parameter, "phi1": float(phi1), "value": value, "width": width})
+    held = ORACLE_PARAMETERS if oracle else tuple(held)
+    loose = [(name, width) for name, width in (("phi2", 0.5), ("pm_phi1_cosphi2", 1.0), ("pm_phi2", 1.0), ("distmod", 0.5))
+             if name not in held]  # fmt: skip
+    for every, chosen in ((10.0, loose), (2.0, [(name, ORACLE_WIDTH) for name in held])):
+        for phi1 in np.arange(spec.phi1_range[0], spec.phi1_range[1] + 1e-9, every):
+            for parameter, width in chosen:
+                value = float(track_values(getattr(spec, parameter), np.array([phi1]))[0])
+                points.append({"parameter": parameter, "phi1": float(phi1), "value": value, "width": width})
     if extra:  # components outside p_member, before the injected one
         data["model"]["member_components"] = [c["name"] for c in data["model"]["components"]]
         data["model"]["components"].extend(copy.deepcopy(list(extra)))
@@ -305,6 +312,9 @@ def main() -> None:
     parser.add_argument("--label", default="default")
     parser.add_argument("--oracle", action="store_true",
                         help="hold the injected component at the injected tracks and widths (what the data allow)")
+    parser.add_argument("--hold", nargs="+", default=[], choices=ORACLE_PARAMETERS, metavar="PARAMETER",
+                        help="hold only these of the injected component's parameters at the injected values "
+                        f"(of {', '.join(ORACLE_PARAMETERS)}), e.g. its proper-motion widths")
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
     parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
@@ -349,7 +359,7 @@ def main() -> None:
         result = {"case": name, "pm_offset": offset, "n_stars": n_stars, "distmod": distmod,
                   "spec": spec.model_dump(mode="json"), "configs": {}, "_p": {}, "_truth": truth}  # fmt: skip
         for config_name in args.configs:
-            config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle,
+            config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle, held=tuple(args.hold),
                                           extra=[yaml.safe_load(item) for item in args.extra],
                                           dispersion=args.dispersion)
             t0 = time.perf_counter()
@@ -408,6 +418,7 @@ def write(path: Path, results: list[dict], args, sets, started: float, final: bo
         "configs": args.configs,
         "added_components": args.extra,
         "injected_dispersion": args.dispersion,
+        "held": list(ORACLE_PARAMETERS) if args.oracle else args.hold,
         "scored": f"p_injected{args.score}",
         "complete": final,
         "seconds": time.perf_counter() - started,
