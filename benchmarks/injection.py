@@ -386,7 +386,8 @@ def main() -> None:
             result["_p"][config_name] = p
             # every scoring is kept beside the scored one, so that one run compares them;
             # p_injected_reference is the members table's p_injected: member 0's, or with
-            # fit.cross_fit that of the member that held the star out
+            # fit.cross_fit that of the member that held the star out (the mean of those that
+            # did with fit.cross_fit_folds; p_injected_one_per_fold is then the first of them)
             suffixes = ("", "_q50", "_ensemble", *(("_one_per_fold",) if folds_below_members else ()))
             scorings = {suffix or "_reference": np.asarray(members[f"p_injected{suffix}"], float) for suffix in suffixes}
             keep = truth | (np.max(np.stack(list(scorings.values())), axis=0) > 0.05)

@@ -10,8 +10,10 @@ Usage::
 stars and every real star that some scoring gave p > 0.05, with the scored column
 ``p_injected`` and (from 1d77aa2 on) every scoring beside it: ``p_injected_reference``
 (the members table's ``p_injected``: member 0, or with ``fit.cross_fit`` the member
-that held the star out), ``p_injected_q50`` (the members' median) and ``p_injected_ensemble`` (the
-share of the members' mean density). This pools the chosen cases (default: those
+that held the star out, or the mean of those that did with ``fit.cross_fit_folds``),
+``p_injected_q50`` (the members' median), ``p_injected_ensemble`` (the share of the members'
+mean density) and, with ``fit.cross_fit_folds``, ``p_injected_one_per_fold`` (the first member
+per fold alone). With several columns it also prints each one's rms distance from the first. This pools the chosen cases (default: those
 >= 1 mas/yr from GD-1) and prints, for each column, the calibration in the bins of
 p >= 0.1 holding >= 50 stars (the files do not hold every star below 0.05, so the
 first bin is left out), its chi-square (sum of z^2, z from

@@ -520,18 +520,20 @@ class FitConfig(_Section):
     )
     cross_fit: bool = Field(
         False,
-        description="cross-fitted memberships: the stars are dealt into `ensemble` folds by source_id "
-        "(streammix.folds); member m trains on the other folds and holds out fold m (its held-out stars for "
-        "stopping), and each star's p_<component> is that of the member that did not train on it, so no star "
-        "pulls the tracks towards itself (bootstrap does not apply)",
+        description="cross-fitted memberships: the stars are dealt into `ensemble` folds (or cross_fit_folds) by "
+        "source_id (streammix.folds); member m trains on the other folds and holds out fold m (its held-out stars "
+        "for stopping), and each star's p_<component> is that of the member that did not train on it (the mean of "
+        "those that did not, with cross_fit_folds), so no star pulls the tracks towards itself (bootstrap does not "
+        "apply)",
     )
     cross_fit_folds: int | None = Field(
         None,
         ge=2,
         description="cross_fit: the number of folds (None: one per member, `ensemble`). Member m holds out fold "
         "m mod cross_fit_folds, and each star's p_<component> is the mean over the members that held its fold out "
-        "(ensemble / cross_fit_folds of them, with different seeds): a single fit's membership scatters, and on a "
-        "field whose stars are nearly all background that scatter lifts field stars into every bin above zero",
+        "(ensemble / cross_fit_folds of them, with different seeds, when the folds divide the ensemble; else the "
+        "first folds get one more): the mean halves the variance of a star's p over two fits (on injections into "
+        "the GD-1 field it did not change the calibration, benchmarks/RESULTS.md session 18)",
     )
     dropout_samples: int = Field(
         16,

@@ -669,7 +669,8 @@ class FittedModel:
         ``p_<component>`` is P_k = f_k p_k / sum_j f_j p_j (likelihoods only, no
         priors) under the reference fit (member 0: all stars, seed
         ``config.fit.seed``; with ``fit.cross_fit``, the member that held the
-        star out); ``p_<component>_q05/_q50/_q95`` are the
+        star out, or the mean of those that did with ``fit.cross_fit_folds``);
+        ``p_<component>_q05/_q50/_q95`` are the
         5th/50th/95th percentiles over every ensemble member (other seeds,
         bootstrap resamples) and their MC-dropout draws. One row per input star;
         ``source_id`` and kept columns are carried. ``threads``: CPU threads
@@ -752,6 +753,8 @@ def run_fingerprint(config: Config, stars, background: BackgroundFlows | None = 
     settings = config.model_dump(mode="json", exclude={"source"})
     for key in ("workers", "device"):
         settings["fit"].pop(key, None)
+    if settings["fit"].get("cross_fit_folds") is None:  # the default: checkpoints from before the setting still match
+        settings["fit"].pop("cross_fit_folds", None)
     digest = hashlib.sha256(json.dumps([__version__, settings], sort_keys=True).encode())
     digest.update(np.ascontiguousarray(stars.source_id).tobytes())
     for name in ("phi1", "phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2"):

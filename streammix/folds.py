@@ -1,8 +1,9 @@
 """Each star's fold from its ``source_id`` alone, for cross-fitted memberships.
 
 With ``fit.cross_fit`` the ensemble's member ``m`` trains on every star whose
-fold is not ``m`` and holds out fold ``m``; a star's membership is then that of
-the member that never saw it (see :func:`~streammix.membership.membership_table`).
+fold is not ``m`` (``m`` mod ``fit.cross_fit_folds`` when set) and holds that fold
+out; a star's membership is then that of the member that never saw it, or the mean
+of those that never did (see :func:`~streammix.membership.membership_table`).
 A star's fold is a hash of its ``source_id`` and the seed, so the same star
 lands in the same fold whatever the rows it is fitted or scored with.
 """

@@ -182,7 +182,7 @@ def membership_table(
                 held_by = fold_of(chunk.source_id, folds, model.config.fit.seed)
                 by_member = np.stack([point[i] for i in range(len(model.mixtures))])
                 holds = np.arange(len(model.mixtures))[:, None] % folds == held_by  # (members, stars)
-                reference[start:stop] = (by_member * holds[..., None]).sum(0) / holds.sum(0)[:, None]
+                reference[start:stop] = np.where(holds[..., None], by_member, 0.0).sum(0) / holds.sum(0)[:, None]
             else:
                 reference[start:stop] = point[0]
             # one draw (one fit, no dropout) is its own percentiles
@@ -208,7 +208,7 @@ def membership_table(
             "dropout_samples": model.config.fit.dropout_samples if dropout_samples is None else dropout_samples,
             "cross_fit": bool(cross_fit),
             "description": "p_k = f_k p_k / sum_j f_j p_j ("
-            + ("the member that held the star out" if cross_fit else "reference fit")
+            + ("the mean of the members that held the star's fold out" if cross_fit else "reference fit")
             + "); p_member: sum of p_k over member_components; "
             "_qNN: percentiles over the draws (ensemble and MC dropout) of each",
         }

@@ -44,15 +44,15 @@ __all__ = ["Residuals", "cmd_residuals", "position_residuals"]
 ERROR_STEP = 0.02
 """Relative step of the effective magnitude errors within which the CMD residuals
 predict stars with one error. The isochrone term sees a star's error only through
-sqrt(error^2 + colour_spread^2 / 2), so stars are grouped on that (a star's own is
-at most 2 % off, far below what the counts can see; on the GD-1 joint model
-grouping the errors alone moved the expected counts by 7e-4 and took the map from
-99 to 62 s, ``benchmarks/residuals_time.py``)."""
+sqrt(error^2 + colour_spread^2 / 2), so stars are grouped on that; a star's own is
+at most 2 % off, far below what the counts can see (on the GD-1 joint model the
+expected counts, up to ~10 per bin, moved by at most 0.027 against a prediction at
+each star's own errors; ``benchmarks/residuals_time.py``, RESULTS.md session 18)."""
 
 SHARE_FLOOR = 1e-9
 """Astrometric share of a component below which the CMD residuals leave its isochrone
-term out of a star's prediction (it would add less than this fraction of the star's
-expected count to any bin)."""
+term out of a star's prediction (the spur far from its phi1 range): a term of at most
+this weight in the star's unnormalised density over the grid."""
 
 
 @dataclass
@@ -329,7 +329,7 @@ def cmd_residuals(
     # star. The selected stars have both bands, so finite errors.
     by_likelihood = {id(comp.photometry): comp.photometry for _, comp in photometric}
     squared = np.nan_to_num(errors, nan=0.0) ** 2
-    effective = [np.sqrt(squared + 0.5 * like.colour_spread**2) for like in by_likelihood.values()]
+    effective = [np.sqrt(squared + 0.5 * like.colour_spread**2) for like in by_likelihood.values()] or [np.sqrt(squared)]
     error_key = np.round(np.log(np.maximum(np.concatenate(effective, axis=1), 1e-6)) / np.log1p(ERROR_STEP))
     _, group_of = np.unique(np.concatenate([error_key, np.nan_to_num(extinction, nan=-1.0)], axis=1), axis=0, return_inverse=True)
     group_of = group_of.reshape(-1)

@@ -602,14 +602,24 @@ def test_cross_fit_needs_a_member_per_fold():
         Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "fit": {"cross_fit": True, "ensemble": 1}})
 
 
-def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, fitted):
-    """Three members on two spawned workers (each preparing its member's tensors; the main
-    process prepares none) give the same fits, in the same order, as one process with one thread."""
+def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, fitted, monkeypatch):
+    """Three members on two spawned workers (one thread each, each preparing its member's
+    tensors; the main process prepares none) give the same fits, in the same order, as one
+    process with one thread."""
+    import importlib
+
     from streammix.parallel import torch_threads
+
+    fit_module = importlib.import_module("streammix.fit")  # the module; ``streammix.fit`` is also the function
+
+    def not_here(*args, **kwargs):  # the workers import the module afresh, without this patch
+        raise AssertionError("the main process prepared the members' tensors")
 
     _, truth, stars = small_mock
     settings = dict(ensemble=3, steps=40, warm_start_steps=20)
-    parallel = fit(small_config(truth, workers=2, **settings), stars, background=fitted.background)
+    with monkeypatch.context() as patch, torch_threads(2):
+        patch.setattr(fit_module, "config_tensors", not_here)
+        parallel = fit(small_config(truth, workers=2, **settings), stars, background=fitted.background)
     with torch_threads(1):
         serial = fit(small_config(truth, workers=1, **settings), stars, background=fitted.background)
     assert [m["seed"] for m in parallel.summary["members"]] == [0, 1, 2]

@@ -2,6 +2,7 @@
 sigma, and disappears once a component models it; p_member sums the stream's
 components with percentiles over draws of the sum."""
 
+import copy
 import dataclasses
 import warnings
 
@@ -119,10 +120,14 @@ def test_bad_residual_requests(spurred, fits):
 
 def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
     """The CMD map's expected counts (the isochrone term by the fast path, prepared once for
-    the grid) equal a direct sum over the selected stars of each one's distribution over
-    the grid points, with the reference isochrone likelihood and the background flows'
-    density of the magnitudes, times (by default) the catalogue's relation of parallax errors
-    to magnitudes at the star's error; observed and expected both count the selected stars."""
+    the grid per shared likelihood and group of effective errors, a component skipped where
+    its share is negligible) equal a direct sum over the selected stars of each one's
+    distribution over the grid points, with the reference isochrone likelihood at the star's
+    own errors for every component and the background flows' density of the magnitudes,
+    times (by default) the catalogue's relation of parallax errors to magnitudes at the
+    star's error; observed and expected both count the selected stars. Two stream-like
+    components share the likelihood, one limited to part of the field, and the isochrone
+    has a colour spread, so the effective errors differ from the catalogue's."""
     import torch
 
     from streammix.fit import config_tensors
@@ -138,6 +143,13 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
     data["model"]["background"] = {"blocks": [["parallax", "pm_phi1_cosphi2", "pm_phi2"], bands],
                                    "flow": {"epochs": 5, "hidden": 8, "transforms": 1}}  # fmt: skip
     data["model"]["grid_size"] = 64
+    data["model"]["isochrone"]["colour_spread"] = 0.04
+    # a second stream-like component 1 mag further away, so that its isochrone term differs from the stream's
+    second = {**copy.deepcopy(data["model"]["components"][0]), "name": "second", "phi1_range": [-60.0, -30.0]}
+    for point in second["control_points"]:
+        if point["parameter"] == "distmod":
+            point.update(value=point["value"] + 1.0, width=0.1)
+    data["model"]["components"].append(second)
     data["fit"].update({"steps": 150, "astrometry_steps": 100, "warm_start_steps": 50, "dropout_samples": 0, "workers": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a short fit may not converge: the sums are what is tested
@@ -177,16 +189,20 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
         photometric = photometry_tensors(np.stack([fake.mags[b] for b in bands], 1), np.stack([fake.mag_errs[b] for b in bands], 1),
                                          np.stack([fake.extinction.get(b, np.zeros(grid_c.size)) for b in bands], 1),
                                          dtype=mixture.grid.dtype)  # fmt: skip
-        like = mixture.components[0].photometry
-        dm = outputs["stream"]["distmod"][j].expand(grid_c.size)
-        width = outputs["stream"]["distmod_width"][j].expand(grid_c.size)
-        with torch.no_grad():
-            density = density + share[row, 0] * np.exp(like.log_prob(dm, width, photometric).double().numpy())
+        for k, name in enumerate(("stream", "second")):
+            like = mixture.components[k].photometry
+            dm = outputs[name]["distmod"][j].expand(grid_c.size)
+            width = outputs[name]["distmod_width"][j].expand(grid_c.size)
+            with torch.no_grad():
+                density = density + share[row, k] * np.exp(like.log_prob(dm, width, photometric).double().numpy())
         expected_plain += density / density.sum()
         err = stars.parallax_err[row]
         has_err = bool(stars.observed["parallax"][row]) and np.isfinite(err) and err > 0  # else not reweighted
         given = density * (stats.norm.pdf(np.log10(err), log_err_mean, relation.scatter) if has_err else 1.0)
         expected += given / given.sum()
+    assert mixture.components[0].photometry is mixture.components[1].photometry  # one likelihood, prepared once
+    outside = ~((stars.phi1[selected] >= -60.0) & (stars.phi1[selected] <= -30.0))
+    assert outside.any() and (share[selected[outside], 1] < 1e-9).all()  # the second component is skipped there
     np.testing.assert_allclose(maps.expected.ravel(), expected, atol=2e-3 * expected.max(), rtol=0)
     np.testing.assert_allclose(plain.expected.ravel(), expected_plain, atol=2e-3 * expected_plain.max(), rtol=0)
     # the errors move the prediction (a bright star is predicted bright)
