@@ -205,11 +205,10 @@ def one_per_fold(model, stars, component: str = "injected") -> np.ndarray:
     give with one member per fold), beside the mean over all the members holding it out."""
     import dataclasses
 
-    fit_settings = model.config.fit
-    cut = fit_settings.model_copy(update={"ensemble": fit_settings.folds, "cross_fit_folds": None})
-    alone = dataclasses.replace(
-        model, mixtures=model.mixtures[: fit_settings.folds], config=model.config.model_copy(update={"fit": cut})
-    )
+    from streammix.compare import with_ensemble
+
+    folds = model.config.fit.folds
+    alone = dataclasses.replace(model, mixtures=model.mixtures[:folds], config=with_ensemble(model.config, folds))
     return np.asarray(alone.membership(stars)[f"p_{component}"], float)
 
 

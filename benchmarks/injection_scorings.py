@@ -97,8 +97,7 @@ def main() -> None:
         if subset is not None:
             column = f"{column}, stars {subset[0]}"
             shown = f"{column} ({int(keep.sum())}, {int(truth[keep].sum())} injected)"
-        bins = [b for b in metrics["calibration"] if b["p_low"] >= 0.1 - 1e-9]
-        chi2 = float(sum(b["z"] ** 2 for b in bins))
+        bins, chi2 = calibration_chi2(metrics)
         off = [b for b in bins if abs(b["member_fraction"] - b["mean_p"]) > 0.05]
         print(f"\n{shown}: completeness {metrics['completeness']:.3f}, purity {metrics['purity']:.3f}, "
               f"{len(bins)} bins >= 0.1, chi-square {chi2:.1f}, {len(off)} off by more than 0.05")
@@ -109,27 +108,33 @@ def main() -> None:
                   f"{b['member_fraction'] - b['mean_p']:+.3f} | {b['z']:+.1f} |")
         summary[column] = {"completeness": metrics["completeness"], "purity": metrics["purity"], "bins": len(bins),
                            "chi2": chi2, "off": len(off)}
-    if len(groups) > 1 and groups[1][1] is None:  # several columns: how far each lies from the first, star by star
-        first = np.asarray(pooled[groups[0][0]], float)
-        for column, _ in groups[1:]:
-            if _ is not None:
-                continue
-            other = np.asarray(pooled[column], float)
-            middle = (np.maximum(first, other) > 0.1) & (np.minimum(first, other) < 0.9)
-            rms = float(np.sqrt(np.mean((other - first)[middle] ** 2))) if middle.any() else float("nan")
-            print(f"\n{column} - {groups[0][0]}: rms {rms:.3f} over the {int(middle.sum())} stars with either in 0.1-0.9")
-            summary[column]["rms_difference_from_first"] = rms
+    first = np.asarray(pooled[groups[0][0]], float)
+    for column in [column for column, subset in groups[1:] if subset is None]:  # each further column against the first
+        other = np.asarray(pooled[column], float)
+        middle = (np.maximum(first, other) > 0.1) & (np.minimum(first, other) < 0.9)
+        rms = float(np.sqrt(np.mean((other - first)[middle] ** 2))) if middle.any() else float("nan")
+        print(f"\n{column} - {groups[0][0]}: rms {rms:.3f} over the {int(middle.sum())} stars with either in 0.1-0.9")
+        summary[column]["rms_difference_from_first"] = rms
     if args.error_edges is not None:
         subsets = [subset for _, subset in groups if subset is not None]
-        summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets, truth_metrics)
+        summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets)
     emit({"folders": [str(folder) for folder in args.folders], "cases": args.cases, "scorings": summary})
 
 
-def by_error(pooled, truth, column: str, edges: list[float], subsets, truth_metrics) -> list[dict]:
+def calibration_chi2(metrics: dict) -> tuple[list[dict], float]:
+    """The calibration bins of p >= 0.1 of :func:`streammix.pipeline.truth_metrics`' result (the
+    case files do not hold every star below 0.05) and the sum of their z^2."""
+    bins = [b for b in metrics["calibration"] if b["p_low"] >= 0.1 - 1e-9]
+    return bins, float(sum(b["z"] ** 2 for b in bins))
+
+
+def by_error(pooled, truth, column: str, edges: list[float], subsets) -> list[dict]:
     """Per bin of parallax error (and subset): injected stars, the sum of p over the bin's
     stars (what the model expects to be injected; the files keep every star with p > 0.05,
     so the sum misses at most 0.05 per real star left out), their ratio and the chi-square
     of the bin's calibration (bins of p >= 0.1)."""
+    from streammix.pipeline import truth_metrics
+
     error = np.ma.filled(np.ma.asarray(pooled["parallax_error"], dtype=float), np.nan)
     p = np.asarray(pooled[column], float)
     bounds = [0.0, *edges, np.inf]
@@ -142,8 +147,7 @@ def by_error(pooled, truth, column: str, edges: list[float], subsets, truth_metr
             sel = keep & (error > low) & (error <= high)
             if not sel.any():
                 continue
-            bins = [b for b in truth_metrics(p[sel], truth[sel])["calibration"] if b["p_low"] >= 0.1 - 1e-9]
-            chi2 = float(sum(b["z"] ** 2 for b in bins))
+            bins, chi2 = calibration_chi2(truth_metrics(p[sel], truth[sel]))
             row = {"stars": name, "low": low, "high": high, "injected": int(truth[sel].sum()),
                    "sum_p": float(p[sel].sum()), "chi2": chi2, "bins": len(bins)}  # fmt: skip
             row["ratio"] = row["sum_p"] / max(row["injected"], 1)
