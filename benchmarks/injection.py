@@ -31,7 +31,8 @@ changes every config (dotted key, YAML value), e.g. to compare a model change; `
 values (e.g. ``data.selection``) also apply to the draw, so the injected stars are cut as
 the catalogue's were. ``--add-component`` adds a component (a YAML mapping, e.g. a wide
 ``field`` population) to every config, outside ``p_member``; ``--injected-dispersion``
-gives the injected component a velocity-dispersion prior (:mod:`streammix.dispersion`).
+gives the injected component a velocity-dispersion prior (:mod:`streammix.dispersion`), and
+``--injected`` any further settings of it (a YAML mapping, e.g. ``'{inside_cuts: false}'``).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ ORACLE_PARAMETERS = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "pm_phi
 
 def config_with_injected(
     path: Path, spec, sets, oracle: bool = False, extra: list[dict] = (), dispersion: dict | None = None,
-    held: tuple[str, ...] = (),
+    held: tuple[str, ...] = (), settings: dict | None = None,
 ) -> "object":
     """The shipped config plus the ``injected`` component, ensemble 1, one worker, ``--set`` applied.
 
@@ -142,6 +143,7 @@ def config_with_injected(
     injected = {"name": "injected", "bounds": copy.deepcopy(stream["bounds"]), "control_points": points}
     if dispersion is not None:
         injected["velocity_dispersion"] = dict(dispersion)
+    injected.update(copy.deepcopy(settings or {}))
     data["model"]["components"].append(injected)
     # one member cannot be cross-fitted: --set fit.ensemble=4 --set fit.cross_fit=true for the shipped joint fit
     data["fit"].update({"ensemble": 1, "workers": 1, "dropout_samples": 0, "cross_fit": False, "cross_fit_folds": None})
@@ -301,6 +303,8 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--add-component", dest="extra", action="append", default=[], metavar="YAML",
                         help="a further component (a YAML mapping) in every config, outside p_member")
+    parser.add_argument("--injected", type=yaml.safe_load, default=None, metavar="YAML",
+                        help="further settings of the injected component, e.g. '{inside_cuts: false}'")
     parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml.safe_load, default=None, metavar="YAML",
                         help="the injected component's velocity-dispersion prior, e.g. '{median: 3.0, dex: 0.4}'")
     parser.add_argument("--score", choices=["", "_q50", "_ensemble"], default="",
@@ -360,7 +364,7 @@ def main() -> None:
         for config_name in args.configs:
             config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle, held=tuple(args.hold),
                                           extra=[yaml.safe_load(item) for item in args.extra],
-                                          dispersion=args.dispersion)
+                                          dispersion=args.dispersion, settings=args.injected)
             t0 = time.perf_counter()
             stars = load_stars(config, table)
             model = fit(config, stars)
@@ -418,6 +422,7 @@ def write(path: Path, results: list[dict], args, sets, started: float, final: bo
         "configs": args.configs,
         "added_components": args.extra,
         "injected_dispersion": args.dispersion,
+        "injected_settings": args.injected,
         "held": list(ORACLE_PARAMETERS) if args.oracle else args.hold,
         "scored": f"p_injected{args.score}",
         "complete": final,
