@@ -5,6 +5,7 @@ Usage::
     python benchmarks/injection_scorings.py injection_output/LABEL [LABEL2 ...] [--cases pm3_a pm2_a ...]
         [--config joint] [--columns p_injected p_injected_q50 p_injected_ensemble]
         [--split g_mean_psf_mag] [--error-edges 0.35 0.6 0.9]
+        [--cuts '{parallax: [null, 1.0], pmra: [-7.0, -2.0], pmdec: [-15.0, -11.0], reflex_distance: 8.0}']
 
 ``benchmarks/injection.py`` writes ``<out>/<label>/<case>_<config>.ecsv``: the injected
 stars and every real star that some scoring gave p > 0.05, with the scored column
@@ -21,7 +22,13 @@ first bin is left out), its chi-square (sum of z^2, z from
 have), the bins off by more than 0.05, completeness and purity at p > 0.5 (with ``--split COLUMN``
 also for the stars with and without that column, e.g. PS1 photometry). It also
 prints the injected stars' observed-minus-true proper motions per case: the
-catalogue's proper-motion box truncates the errors of a stream near its edge.
+catalogue's proper-motion box truncates the errors of a stream near its edge. With ``--cuts``
+(``data.selection``'s mapping: the catalogue's cuts) and ``--error-edges``, each error bin also
+gives the mean probability that an injected star passes those cuts, from its true track (the
+stream's intrinsic proper-motion width ``--width``), its parallax error and its proper-motion
+errors (``--pm-err-per-parallax-err`` times the parallax error, the GD-1 configs' model), and the
+same without the errors: the share of a stream's density inside the catalogue, which a model
+without the cuts does not renormalise.
 Several folders (runs of ``injection.py`` with other ``--seed``, so other draws of the
 same cases) are pooled together: more injected stars per bin (the real stars are the same
 catalogue's in every run, so the false members of the runs are not independent draws).
@@ -34,6 +41,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 from _common import emit
 
 FAR_CASES = ("pm3_a", "pm2_a", "pm2_b", "pm1_a", "pm1_b")
@@ -53,6 +61,12 @@ def main() -> None:
                         help="also print, per bin of parallax_error between these edges (mas; and, with --split, for "
                         "the stars with and without that column), the injected stars against the sum of the first "
                         "column's p (the count the model expects) and the bin's calibration chi-square")
+    parser.add_argument("--cuts", type=yaml.safe_load, default=None, metavar="YAML",
+                        help="the catalogue's cuts (a data.selection mapping): with --error-edges, also the mean "
+                        "probability that the bin's injected stars pass them (see above)")
+    parser.add_argument("--frame", default="gd1", help="the stream frame of --cuts (default gd1)")
+    parser.add_argument("--width", type=float, default=0.2, help="the injected proper-motion width (mas/yr)")
+    parser.add_argument("--pm-err-per-parallax-err", type=float, default=1.7)
     args = parser.parse_args()
     from astropy.table import Table, vstack
 
@@ -117,7 +131,8 @@ def main() -> None:
         summary[column]["rms_difference_from_first"] = rms
     if args.error_edges is not None:
         subsets = [subset for _, subset in groups if subset is not None]
-        summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets)
+        passing = None if args.cuts is None else pass_probability(pooled, truth, args)
+        summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets, passing)
     emit({"folders": [str(folder) for folder in args.folders], "cases": args.cases, "scorings": summary})
 
 
@@ -128,11 +143,44 @@ def calibration_chi2(metrics: dict) -> tuple[list[dict], float]:
     return bins, float(sum(b["z"] ** 2 for b in bins))
 
 
-def by_error(pooled, truth, column: str, edges: list[float], subsets) -> list[dict]:
+def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
+    """Per star (NaN for real ones), the probability that an injected star passes the cuts
+    ``args.cuts`` given its true track, with its errors (``with_errors``) and without them
+    (``error_free``): :class:`streammix.selection.SelectionCuts` at the star's position."""
+    import torch
+
+    from streammix.config import Config
+    from streammix.fit import selection_cuts
+    from streammix.frames import get_frame
+    from streammix.selection import selection_transform
+
+    column = lambda name: np.ma.filled(np.ma.asarray(pooled[name], dtype=float), np.nan)[truth]  # noqa: E731
+    field = {name: [float(np.nanmin(column(name))) - 1, float(np.nanmax(column(name))) + 1] for name in ("phi1", "phi2")}
+    config = Config.from_dict({"frame": args.frame, "field": field, "data": {"selection": args.cuts}})
+    cuts, reflex = selection_cuts(config), config.data.selection.reflex_distance
+    error = column("parallax_error")
+    matrix, offset = selection_transform(get_frame(args.frame), column("phi1"), column("true_phi2"), reflex)
+    mean = torch.as_tensor(np.stack([column("true_pm_phi1_cosphi2"), column("true_pm_phi2")], axis=-1))
+    plx = torch.as_tensor(10.0 ** ((10.0 - column("true_distmod")) / 5.0))
+    out = {}
+    for name, scale in (("with_errors", 1.0), ("error_free", 0.0)):
+        var = torch.as_tensor(args.width**2 + (scale * args.pm_err_per_parallax_err * error) ** 2)
+        cov = torch.diag_embed(torch.stack([var, var], dim=-1))
+        log_p = cuts.pm_log_probability(mean, cov, torch.as_tensor(matrix), torch.as_tensor(offset))
+        if scale:  # the parallax cut only with the errors: an error-free parallax of a distant stream passes
+            log_p = log_p + cuts.parallax_log_probability(plx, torch.as_tensor(error))
+        values = np.full(truth.size, np.nan)
+        values[truth] = np.exp(log_p.numpy())
+        out[name] = values
+    return out
+
+
+def by_error(pooled, truth, column: str, edges: list[float], subsets, passing=None) -> list[dict]:
     """Per bin of parallax error (and subset): injected stars, the sum of p over the bin's
     stars (what the model expects to be injected; the files keep every star with p > 0.05,
     so the sum misses at most 0.05 per real star left out), their ratio and the chi-square
-    of the bin's calibration (bins of p >= 0.1)."""
+    of the bin's calibration (bins of p >= 0.1); with ``passing`` (:func:`pass_probability`)
+    the injected stars' mean probability of passing the cuts, with and without errors."""
     from streammix.pipeline import truth_metrics
 
     error = np.ma.filled(np.ma.asarray(pooled["parallax_error"], dtype=float), np.nan)
@@ -140,8 +188,9 @@ def by_error(pooled, truth, column: str, edges: list[float], subsets) -> list[di
     bounds = [0.0, *edges, np.inf]
     rows = []
     print(f"\n{column} by parallax error: injected stars, the sum of p, their ratio, calibration chi-square")
-    print("| stars | parallax error (mas) | injected | sum of p | ratio | chi-square (bins) |")
-    print("|---|---|---|---|---|---|")
+    extra = " P(pass cuts) | P(pass), error-free |" if passing is not None else ""
+    print("| stars | parallax error (mas) | injected | sum of p | ratio | chi-square (bins) |" + extra)
+    print("|---|---|---|---|---|---|" + ("---|---|" if passing is not None else ""))
     for name, keep in [("all", np.ones(truth.size, bool)), *subsets]:
         for low, high in zip(bounds[:-1], bounds[1:], strict=True):
             sel = keep & (error > low) & (error <= high)
@@ -151,9 +200,14 @@ def by_error(pooled, truth, column: str, edges: list[float], subsets) -> list[di
             row = {"stars": name, "low": low, "high": high, "injected": int(truth[sel].sum()),
                    "sum_p": float(p[sel].sum()), "chi2": chi2, "bins": len(bins)}  # fmt: skip
             row["ratio"] = row["sum_p"] / max(row["injected"], 1)
+            cells = ""
+            if passing is not None:
+                for key, values in passing.items():
+                    row[f"pass_{key}"] = float(np.mean(values[sel & truth])) if (sel & truth).any() else float("nan")
+                cells = f" {row['pass_with_errors']:.3f} | {row['pass_error_free']:.3f} |"
             rows.append(row)
             print(f"| {name} | {low:g}-{high:g} | {row['injected']} | {row['sum_p']:.1f} | {row['ratio']:.3f} | "
-                  f"{chi2:.1f} ({len(bins)}) |")
+                  f"{chi2:.1f} ({len(bins)}) |" + cells)
     return rows
 
 
