@@ -702,13 +702,6 @@ class ComponentConfig(Section):
         "applied to its proper-motion widths through its own distance (streammix.dispersion): keeps a sparse "
         "stream's widths from running to their lower bound. Needs a distance (parallax or bands). null: none",
     )
-    inside_cuts: bool = Field(
-        True,
-        description="with the catalogue's proper-motion cut (data.selection): a prior that the component's error-free "
-        "stars pass it, which keeps a component normalised over the cut from sitting outside it as a spike at its "
-        "edge (StreamComponent.selection_log_prior). false: none, for a stream whose track may lie at or beyond "
-        "the cut, seen through the stars its errors scatter in",
-    )
 
     @field_validator("bounds")
     @classmethod

@@ -185,8 +185,8 @@ def build_mixture(
         matrix, offset = selection_transform(
             get_frame(config.frame), grid, np.full_like(grid, 0.5 * sum(config.field.phi2)), config.data.selection.reflex_distance
         )
-        for comp, component in zip(config.model.components, components):
-            if hasattr(component, "attach_selection_grid") and comp.inside_cuts:
+        for component in components:
+            if hasattr(component, "attach_selection_grid"):
                 component.attach_selection_grid(torch.as_tensor(matrix), torch.as_tensor(offset))
     background = BackgroundComponent(config.field.phi2, config.model.background.phi2)
     error_weights = None

@@ -126,7 +126,7 @@ def test_bad_selection_settings_are_named(selection, frame, message):
 def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     """An error-free star of a component inside the box passes the cut (prior ~0); one whose
     track sits 3 mas/yr outside does not (a large negative prior), and the fit config's
-    mixture attaches the cut on its grid, except to a component with ``inside_cuts: false``."""
+    mixture attaches the cut on its grid."""
     from streammix.fit import build_mixture, load_stars
 
     cuts = SelectionCuts(pm_low=(-7.0, -15.0), pm_high=(-2.0, -11.0))
@@ -153,14 +153,6 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     mixture = build_mixture(config, load_stars(config))
     assert all(c.selection_grid is not None and c.selection_matrix.shape == (data["model"]["grid_size"], 2, 2)
                for c in mixture.components)
-    # a component declared to straddle the cut has no such prior, and is still normalised over the cut
-    data["model"]["components"][0]["inside_cuts"] = False
-    config = Config.from_dict(data)
-    mixture = build_mixture(config, load_stars(config))
-    stream, *others = mixture.components
-    assert stream.selection_grid is None and stream.selection is not None
-    assert others and all(c.selection_grid is not None for c in others)
-    assert float(stream.selection_log_prior(mixture.grid_outputs()["stream"])) == 0.0
 
 
 def test_one_pass_objective_equals_its_terms(shared_data):
