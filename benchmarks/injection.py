@@ -32,7 +32,7 @@ values (e.g. ``data.selection``) also apply to the draw, so the injected stars a
 the catalogue's were. ``--add-component`` adds a component (a YAML mapping, e.g. a wide
 ``field`` population) to every config, outside ``p_member``; ``--injected-dispersion``
 gives the injected component a velocity-dispersion prior (:mod:`streammix.dispersion`), and
-``--injected`` any further settings of it (a YAML mapping, e.g. ``'{inside_cuts: false}'``).
+``--injected`` any further settings of it (a YAML mapping, e.g. ``'{profile: student_t}'``).
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ def main() -> None:
     parser.add_argument("--add-component", dest="extra", action="append", default=[], metavar="YAML",
                         help="a further component (a YAML mapping) in every config, outside p_member")
     parser.add_argument("--injected", type=yaml.safe_load, default=None, metavar="YAML",
-                        help="further settings of the injected component, e.g. '{inside_cuts: false}'")
+                        help="further settings of the injected component, e.g. '{profile: student_t}'")
     parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml.safe_load, default=None, metavar="YAML",
                         help="the injected component's velocity-dispersion prior, e.g. '{median: 3.0, dex: 0.4}'")
     parser.add_argument("--score", choices=["", "_q50", "_ensemble"], default="",
