@@ -26,7 +26,8 @@ catalogue's proper-motion box truncates the errors of a stream near its edge. Wi
 (``data.selection``'s mapping: the catalogue's cuts) and ``--error-edges``, each error bin also
 gives the mean probability that an injected star passes those cuts, from its true track (the
 stream's intrinsic proper-motion width ``--width``), its parallax error and its proper-motion
-errors (``--pm-err-per-parallax-err`` times the parallax error, the GD-1 configs' model), and the
+errors (``--pm-err-per-parallax-err`` times the parallax error, the GD-1 configs' model; the
+observed parallax centred on the true one plus ``--parallax-zero-point``), and the
 same without the errors: the share of a stream's density inside the catalogue, which a model
 without the cuts does not renormalise.
 Several folders (runs of ``injection.py`` with other ``--seed``, so other draws of the
@@ -66,8 +67,13 @@ def main() -> None:
                         "probability that the bin's injected stars pass them (see above)")
     parser.add_argument("--frame", default="gd1", help="the stream frame of --cuts (default gd1)")
     parser.add_argument("--width", type=float, default=0.2, help="the injected proper-motion width (mas/yr)")
-    parser.add_argument("--pm-err-per-parallax-err", type=float, default=1.7)
+    parser.add_argument("--pm-err-per-parallax-err", type=float, default=1.7,
+                        help="proper-motion error per parallax error of --cuts (the GD-1 configs' model: 1.7)")
+    parser.add_argument("--parallax-zero-point", type=float, default=-0.029,
+                        help="mas, added to the true parallax for --cuts (the GD-1 configs': -0.029)")
     args = parser.parse_args()
+    if args.cuts is not None and args.error_edges is None:
+        parser.error("--cuts needs --error-edges (it adds columns to the table by parallax error)")
     from astropy.table import Table, vstack
 
     from streammix.pipeline import truth_metrics
@@ -161,7 +167,7 @@ def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
     error = column("parallax_error")
     matrix, offset = selection_transform(get_frame(args.frame), column("phi1"), column("true_phi2"), reflex)
     mean = torch.as_tensor(np.stack([column("true_pm_phi1_cosphi2"), column("true_pm_phi2")], axis=-1))
-    plx = torch.as_tensor(10.0 ** ((10.0 - column("true_distmod")) / 5.0))
+    plx = torch.as_tensor(10.0 ** ((10.0 - column("true_distmod")) / 5.0) + args.parallax_zero_point)
     out = {}
     for name, scale in (("with_errors", 1.0), ("error_free", 0.0)):
         var = torch.as_tensor(args.width**2 + (scale * args.pm_err_per_parallax_err * error) ** 2)
