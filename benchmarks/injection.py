@@ -32,7 +32,9 @@ values (e.g. ``data.selection``) also apply to the draw, so the injected stars a
 the catalogue's were. ``--add-component`` adds a component (a YAML mapping, e.g. a wide
 ``field`` population) to every config, outside ``p_member``; ``--injected-dispersion``
 gives the injected component a velocity-dispersion prior (:mod:`streammix.dispersion`), and
-``--injected`` any further settings of it (a YAML mapping, e.g. ``'{profile: student_t}'``).
+``--injected`` any further settings of it (a YAML mapping, e.g. ``'{profile: student_t}'``;
+not its name, bounds, control points or velocity dispersion, which the benchmark and
+``--injected-dispersion`` set).
 """
 
 from __future__ import annotations
@@ -321,6 +323,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
     parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
+    if args.injected is not None:
+        if not isinstance(args.injected, dict):
+            parser.error(f"--injected: expected a YAML mapping of component settings, got {args.injected!r}")
+        fixed = sorted({"name", "bounds", "control_points", "velocity_dispersion"} & set(args.injected))
+        if fixed:
+            parser.error(f"--injected: {fixed} are set by the benchmark (the track priors, the stream's bounds) "
+                         "or by --injected-dispersion")
     if args.summarise:
         summary = json.loads((args.out / f"injection_{args.label}.json").read_text())
         print_table(summary)

@@ -5,7 +5,8 @@ Usage::
     python benchmarks/injection_scorings.py injection_output/LABEL [LABEL2 ...] [--cases pm3_a pm2_a ...]
         [--config joint] [--columns p_injected p_injected_q50 p_injected_ensemble]
         [--split g_mean_psf_mag] [--error-edges 0.35 0.6 0.9]
-        [--cuts '{parallax: [null, 1.0], pmra: [-7.0, -2.0], pmdec: [-15.0, -11.0], reflex_distance: 8.0}']
+        [--cuts '{parallax: [null, 1.0], pmra: [-7.0, -2.0], pmdec: [-15.0, -11.0], reflex_distance: 8.0}'
+         [--frame gd1] [--pm-err-per-parallax-err 1.7] [--parallax-zero-point -0.029]]
 
 ``benchmarks/injection.py`` writes ``<out>/<label>/<case>_<config>.ecsv``: the injected
 stars and every real star that some scoring gave p > 0.05, with the scored column
@@ -24,12 +25,15 @@ also for the stars with and without that column, e.g. PS1 photometry). It also
 prints the injected stars' observed-minus-true proper motions per case: the
 catalogue's proper-motion box truncates the errors of a stream near its edge. With ``--cuts``
 (``data.selection``'s mapping: the catalogue's cuts) and ``--error-edges``, each error bin also
-gives the mean probability that an injected star passes those cuts, from its true track (the
-stream's intrinsic proper-motion width ``--width``), its parallax error and its proper-motion
-errors (``--pm-err-per-parallax-err`` times the parallax error, the GD-1 configs' model; the
-observed parallax centred on the true one plus ``--parallax-zero-point``), and the
-same without the errors: the share of a stream's density inside the catalogue, which a model
-without the cuts does not renormalise.
+gives, averaged over its injected stars (those the draw kept), the probability that a star at
+its own true proper motions and parallax passes those cuts with its errors (proper-motion
+errors ``--pm-err-per-parallax-err`` times the parallax error, the GD-1 configs' model; the
+observed parallax centred on the true one plus ``--parallax-zero-point``), and the share of
+them whose true values pass: how much of an injected star's error distribution the cuts
+remove. (``inject_stream`` cuts a draw exactly only when the config declares
+``data.selection``; otherwise it cuts it to the catalogue's own ranges per tenth of phi1, a
+looser approximation of the same box, so stars whose true values lie outside the exact box
+can be in such a draw.)
 Several folders (runs of ``injection.py`` with other ``--seed``, so other draws of the
 same cases) are pooled together: more injected stars per bin (the real stars are the same
 catalogue's in every run, so the false members of the runs are not independent draws).
@@ -66,7 +70,6 @@ def main() -> None:
                         help="the catalogue's cuts (a data.selection mapping): with --error-edges, also the mean "
                         "probability that the bin's injected stars pass them (see above)")
     parser.add_argument("--frame", default="gd1", help="the stream frame of --cuts (default gd1)")
-    parser.add_argument("--width", type=float, default=0.2, help="the injected proper-motion width (mas/yr)")
     parser.add_argument("--pm-err-per-parallax-err", type=float, default=1.7,
                         help="proper-motion error per parallax error of --cuts (the GD-1 configs' model: 1.7)")
     parser.add_argument("--parallax-zero-point", type=float, default=-0.029,
@@ -150,9 +153,10 @@ def calibration_chi2(metrics: dict) -> tuple[list[dict], float]:
 
 
 def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
-    """Per star (NaN for real ones), the probability that an injected star passes the cuts
-    ``args.cuts`` given its true track, with its errors (``with_errors``) and without them
-    (``error_free``): :class:`streammix.selection.SelectionCuts` at the star's position."""
+    """Per star (NaN for real ones): ``with_errors``, the probability that an injected star,
+    at its own true proper motions and parallax, passes the cuts ``args.cuts`` with its
+    errors (:class:`streammix.selection.SelectionCuts` at the star's position); and
+    ``error_free``, whether its true values pass them (1 or 0)."""
     import torch
 
     from streammix.config import Config
@@ -160,24 +164,32 @@ def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
     from streammix.frames import get_frame
     from streammix.selection import selection_transform
 
+    out = {name: np.full(truth.size, np.nan) for name in ("with_errors", "error_free")}
+    if not truth.any():
+        return out
     column = lambda name: np.ma.filled(np.ma.asarray(pooled[name], dtype=float), np.nan)[truth]  # noqa: E731
     field = {name: [float(np.nanmin(column(name))) - 1, float(np.nanmax(column(name))) + 1] for name in ("phi1", "phi2")}
     config = Config.from_dict({"frame": args.frame, "field": field, "data": {"selection": args.cuts}})
     cuts, reflex = selection_cuts(config), config.data.selection.reflex_distance
     error = column("parallax_error")
     matrix, offset = selection_transform(get_frame(args.frame), column("phi1"), column("true_phi2"), reflex)
-    mean = torch.as_tensor(np.stack([column("true_pm_phi1_cosphi2"), column("true_pm_phi2")], axis=-1))
-    plx = torch.as_tensor(10.0 ** ((10.0 - column("true_distmod")) / 5.0) + args.parallax_zero_point)
-    out = {}
-    for name, scale in (("with_errors", 1.0), ("error_free", 0.0)):
-        var = torch.as_tensor(args.width**2 + (scale * args.pm_err_per_parallax_err * error) ** 2)
-        cov = torch.diag_embed(torch.stack([var, var], dim=-1))
-        log_p = cuts.pm_log_probability(mean, cov, torch.as_tensor(matrix), torch.as_tensor(offset))
-        if scale:  # the parallax cut only with the errors: an error-free parallax of a distant stream passes
-            log_p = log_p + cuts.parallax_log_probability(plx, torch.as_tensor(error))
-        values = np.full(truth.size, np.nan)
-        values[truth] = np.exp(log_p.numpy())
-        out[name] = values
+    true_pm = np.stack([column("true_pm_phi1_cosphi2"), column("true_pm_phi2")], axis=-1)
+    plx = 10.0 ** ((10.0 - column("true_distmod")) / 5.0) + args.parallax_zero_point
+    # with the errors
+    var = torch.as_tensor((args.pm_err_per_parallax_err * error) ** 2)
+    cov = torch.diag_embed(torch.stack([var, var], dim=-1))
+    log_p = cuts.pm_log_probability(torch.as_tensor(true_pm), cov, torch.as_tensor(matrix), torch.as_tensor(offset))
+    log_p = log_p + cuts.parallax_log_probability(torch.as_tensor(plx), torch.as_tensor(error))
+    out["with_errors"][truth] = np.exp(log_p.numpy())
+    # without them
+    passes = np.ones(plx.size, bool)
+    if cuts.pm_low is not None:
+        icrs = np.einsum("nij,nj->ni", matrix, true_pm) + offset
+        passes &= np.all((icrs >= cuts.pm_low) & (icrs <= cuts.pm_high), axis=1)
+    if cuts.parallax is not None:
+        low, high = cuts.parallax
+        passes &= (plx >= (-np.inf if low is None else low)) & (plx <= (np.inf if high is None else high))
+    out["error_free"][truth] = passes.astype(float)
     return out
 
 
@@ -186,7 +198,8 @@ def by_error(pooled, truth, column: str, edges: list[float], subsets, passing=No
     stars (what the model expects to be injected; the files keep every star with p > 0.05,
     so the sum misses at most 0.05 per real star left out), their ratio and the chi-square
     of the bin's calibration (bins of p >= 0.1); with ``passing`` (:func:`pass_probability`)
-    the injected stars' mean probability of passing the cuts, with and without errors."""
+    the injected stars' mean probability of passing the cuts with their errors, and the
+    share whose true values pass."""
     from streammix.pipeline import truth_metrics
 
     error = np.ma.filled(np.ma.asarray(pooled["parallax_error"], dtype=float), np.nan)
@@ -194,7 +207,7 @@ def by_error(pooled, truth, column: str, edges: list[float], subsets, passing=No
     bounds = [0.0, *edges, np.inf]
     rows = []
     print(f"\n{column} by parallax error: injected stars, the sum of p, their ratio, calibration chi-square")
-    extra = " P(pass cuts) | P(pass), error-free |" if passing is not None else ""
+    extra = " P(pass the cuts) | true values pass |" if passing is not None else ""
     print("| stars | parallax error (mas) | injected | sum of p | ratio | chi-square (bins) |" + extra)
     print("|---|---|---|---|---|---|" + ("---|---|" if passing is not None else ""))
     for name, keep in [("all", np.ones(truth.size, bool)), *subsets]:
