@@ -160,6 +160,7 @@ def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
     import torch
 
     from streammix.config import Config
+    from streammix.errors import InputError
     from streammix.fit import selection_cuts
     from streammix.frames import get_frame
     from streammix.selection import selection_transform
@@ -169,7 +170,10 @@ def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
         return out
     column = lambda name: np.ma.filled(np.ma.asarray(pooled[name], dtype=float), np.nan)[truth]  # noqa: E731
     field = {name: [float(np.nanmin(column(name))) - 1, float(np.nanmax(column(name))) + 1] for name in ("phi1", "phi2")}
-    config = Config.from_dict({"frame": args.frame, "field": field, "data": {"selection": args.cuts}})
+    try:
+        config = Config.from_dict({"frame": args.frame, "field": field, "data": {"selection": args.cuts}})
+    except InputError as err:
+        sys.exit(f"--cuts: {err}")
     cuts, reflex = selection_cuts(config), config.data.selection.reflex_distance
     error = column("parallax_error")
     matrix, offset = selection_transform(get_frame(args.frame), column("phi1"), column("true_phi2"), reflex)
