@@ -77,6 +77,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.cuts is not None and args.error_edges is None:
         parser.error("--cuts needs --error-edges (it adds columns to the table by parallax error)")
+    cuts_config = None
+    if args.cuts is not None:
+        from streammix.config import Config
+        from streammix.errors import InputError
+
+        try:  # the field is a placeholder: only the frame and the cuts are used
+            cuts_config = Config.from_dict({"frame": args.frame, "field": {"phi1": [-1.0, 1.0], "phi2": [-1.0, 1.0]},
+                                            "data": {"selection": args.cuts}})
+        except InputError as err:
+            parser.error(f"--cuts: {err}")
     from astropy.table import Table, vstack
 
     from streammix.pipeline import truth_metrics
@@ -140,7 +150,7 @@ def main() -> None:
         summary[column]["rms_difference_from_first"] = rms
     if args.error_edges is not None:
         subsets = [subset for _, subset in groups if subset is not None]
-        passing = None if args.cuts is None else pass_probability(pooled, truth, args)
+        passing = None if cuts_config is None else pass_probability(pooled, truth, cuts_config, args)
         summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets, passing)
     emit({"folders": [str(folder) for folder in args.folders], "cases": args.cases, "scorings": summary})
 
@@ -152,15 +162,13 @@ def calibration_chi2(metrics: dict) -> tuple[list[dict], float]:
     return bins, float(sum(b["z"] ** 2 for b in bins))
 
 
-def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
+def pass_probability(pooled, truth, config, args) -> dict[str, np.ndarray]:
     """Per star (NaN for real ones): ``with_errors``, the probability that an injected star,
-    at its own true proper motions and parallax, passes the cuts ``args.cuts`` with its
-    errors (:class:`streammix.selection.SelectionCuts` at the star's position); and
-    ``error_free``, whether its true values pass them (1 or 0)."""
+    at its own true proper motions and parallax, passes the cuts of ``config``
+    (``data.selection``) with its errors (:class:`streammix.selection.SelectionCuts` at
+    the star's position); and ``error_free``, whether its true values pass them (1 or 0)."""
     import torch
 
-    from streammix.config import Config
-    from streammix.errors import InputError
     from streammix.fit import selection_cuts
     from streammix.frames import get_frame
     from streammix.selection import selection_transform
@@ -169,14 +177,9 @@ def pass_probability(pooled, truth, args) -> dict[str, np.ndarray]:
     if not truth.any():
         return out
     column = lambda name: np.ma.filled(np.ma.asarray(pooled[name], dtype=float), np.nan)[truth]  # noqa: E731
-    field = {name: [float(np.nanmin(column(name))) - 1, float(np.nanmax(column(name))) + 1] for name in ("phi1", "phi2")}
-    try:
-        config = Config.from_dict({"frame": args.frame, "field": field, "data": {"selection": args.cuts}})
-    except InputError as err:
-        sys.exit(f"--cuts: {err}")
     cuts, reflex = selection_cuts(config), config.data.selection.reflex_distance
     error = column("parallax_error")
-    matrix, offset = selection_transform(get_frame(args.frame), column("phi1"), column("true_phi2"), reflex)
+    matrix, offset = selection_transform(get_frame(config.frame), column("phi1"), column("true_phi2"), reflex)
     true_pm = np.stack([column("true_pm_phi1_cosphi2"), column("true_pm_phi2")], axis=-1)
     plx = 10.0 ** ((10.0 - column("true_distmod")) / 5.0) + args.parallax_zero_point
     # with the errors

@@ -734,7 +734,7 @@ def _photometry_of(mixture: Mixture):
 
 def run_fingerprint(config: Config, stars, background: BackgroundFlows | None = None) -> str:
     """A hash of everything a fit's checkpoints depend on: the config (less the
-    settings that only say where and how fast it runs), the package version,
+    settings that only say where and how fast it runs, and those left unset), the package version,
     the stars' identities, positions and values, and the weights of the
     background flows when they were given to :func:`fit`.
 
@@ -750,11 +750,10 @@ def run_fingerprint(config: Config, stars, background: BackgroundFlows | None = 
         >>> a == run_fingerprint(cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"steps": 10})}), stars)
         False
     """
-    settings = config.model_dump(mode="json", exclude={"source"})
+    # unset (None) settings are left out, so that a new optional setting keeps earlier checkpoints valid
+    settings = config.model_dump(mode="json", exclude={"source"}, exclude_none=True)
     for key in ("workers", "device"):
         settings["fit"].pop(key, None)
-    if settings["fit"].get("cross_fit_folds") is None:  # the default: checkpoints from before the setting still match
-        settings["fit"].pop("cross_fit_folds", None)
     digest = hashlib.sha256(json.dumps([__version__, settings], sort_keys=True).encode())
     digest.update(np.ascontiguousarray(stars.source_id).tobytes())
     for name in ("phi1", "phi2", "parallax", "pm_phi1_cosphi2", "pm_phi2"):
