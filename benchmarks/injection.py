@@ -34,7 +34,11 @@ the catalogue's were. ``--add-component`` adds a component (a YAML mapping, e.g.
 gives the injected component a velocity-dispersion prior (:mod:`streammix.dispersion`), and
 ``--injected`` any further settings of it (a YAML mapping, e.g. ``'{profile: student_t}'``;
 not its name, bounds, control points or velocity dispersion, which the benchmark and
-``--injected-dispersion`` set).
+``--injected-dispersion`` set). ``--spec`` gives every case's injection spec further settings
+(e.g. ``'{error_draw: rejected}'``: the draws lose their imprecise stars to the cuts as the
+catalogue's own stars were lost, :class:`streammix.inject.InjectionSpec`), and ``--draw-cuts``
+cuts the draws exactly by the catalogue's cuts (a ``data.selection`` mapping) without
+declaring them to the fitted configs.
 """
 
 from __future__ import annotations
@@ -320,6 +324,12 @@ def main() -> None:
     parser.add_argument("--hold", nargs="+", default=[], choices=ORACLE_PARAMETERS, metavar="PARAMETER",
                         help="hold only these of the injected component's parameters at the injected values "
                         f"(of {', '.join(ORACLE_PARAMETERS)}), e.g. its proper-motion widths")
+    parser.add_argument("--spec", type=yaml.safe_load, default=None, metavar="YAML",
+                        help="further settings of every case's injection spec (streammix.inject.InjectionSpec), "
+                        "e.g. '{error_draw: rejected}'")
+    parser.add_argument("--draw-cuts", dest="draw_cuts", type=yaml.safe_load, default=None, metavar="YAML",
+                        help="the catalogue's cuts (a data.selection mapping) applied to the draws only, the "
+                        "fitted configs left as they are (--set data.selection=... sets both)")
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
     parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
@@ -330,6 +340,10 @@ def main() -> None:
         if fixed:
             parser.error(f"--injected: {fixed} are set by the benchmark (the track priors, the stream's bounds) "
                          "or by --injected-dispersion")
+    if args.spec is not None and not isinstance(args.spec, dict):
+        parser.error(f"--spec: expected a YAML mapping of injection-spec settings, got {args.spec!r}")
+    if args.draw_cuts is not None and not isinstance(args.draw_cuts, dict):
+        parser.error(f"--draw-cuts: expected a YAML mapping (a data.selection), got {args.draw_cuts!r}")
     if args.summarise:
         summary = json.loads((args.out / f"injection_{args.label}.json").read_text())
         print_table(summary)
@@ -356,7 +370,10 @@ def main() -> None:
     # the joint config's column map (bands) draws the injections, with the --set values of the data
     # section (a declared selection then cuts the injected stars as the catalogue's were cut)
     joint = Config.from_yaml(CONFIGS["joint"]).model_dump(mode="json", exclude={"source"})
-    joint_config = Config.from_dict(apply_sets(joint, [(k, v) for k, v in sets if k[0] == "data"]))
+    joint = apply_sets(joint, [(k, v) for k, v in sets if k[0] == "data"])
+    if args.draw_cuts is not None:
+        joint["data"]["selection"] = args.draw_cuts
+    joint_config = Config.from_dict(joint, source="the draws' config (--draw-cuts)")
     folder = args.out / args.label
     folder.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"injection_{args.label}.json"
@@ -365,7 +382,7 @@ def main() -> None:
     started = time.perf_counter()
     for case in cases:
         name, offset, _, _, n_stars, distmod = case
-        spec = InjectionSpec.from_dict(spec_of(case), source=f"case {name}")
+        spec = InjectionSpec.from_dict({**spec_of(case), **(args.spec or {})}, source=f"case {name}")
         table = inject_stream(catalog, spec, joint_config, seed=1000 + CASES.index(case) + args.seed)
         truth = np.asarray(table["injected"], bool)
         result = {"case": name, "pm_offset": offset, "n_stars": n_stars, "distmod": distmod,
@@ -431,6 +448,8 @@ def write(path: Path, results: list[dict], args, sets, started: float, final: bo
         "configs": args.configs,
         "added_components": args.extra,
         "injected_dispersion": args.dispersion,
+        "spec_settings": args.spec,
+        "draw_cuts": args.draw_cuts,
         "injected_settings": args.injected,
         "held": list(ORACLE_PARAMETERS) if args.oracle else args.hold,
         "scored": f"p_injected{args.score}",

@@ -33,13 +33,26 @@ catalog itself:
   star's magnitude, and any other band ``spec.photometric_error`` (default: the
   config's ``isochrone.colour_spread / sqrt 2``, the scatter the model assumes).
   Observed = true + Gaussian error (the proper motions with their correlation).
-  The donor's error is one that passed the catalog's parallax and proper-motion
-  cuts, so a star whose true parallax (proper motion) lies inside the catalog's
-  range has its error drawn conditioned on the observed value staying inside
-  (a truncated Gaussian); rejecting instead would apply the cut twice and leave
-  the injected stars' errors smaller than the real ones at the same magnitude
-  (11 % at g = 21-22 in the GD-1 file). One whose true value lies outside is
-  drawn freely and kept only if it falls inside.
+  How the errors meet the catalog's parallax and proper-motion ranges is
+  ``spec.error_draw``:
+
+  - ``"conditioned"`` (default): the donor's error is one that passed those
+    cuts, so a star whose true parallax (proper motion) lies inside the
+    catalog's range has its error drawn conditioned on the observed value
+    staying inside (a truncated Gaussian). Its errors are the real ones at its
+    magnitude, but no such star is lost to the cuts: the stream keeps all of
+    its imprecise stars, where a real stream loses many of them (in the GD-1
+    file's proper-motion box, a star of a stream 1 mas/yr from GD-1 with a
+    parallax error above 0.9 mas passes with probability 0.38:
+    ``benchmarks/injection_scorings.py --cuts``, benchmarks/RESULTS.md,
+    session 19). One whose true value lies outside is drawn freely and kept
+    only if it falls inside.
+  - ``"rejected"``: every star's error is drawn freely and the star kept only
+    if its observed values pass, as the catalog's own stars were, so the
+    stream loses its imprecise stars as a real one does. The donors' errors
+    have passed the cuts once already, so the kept stars' errors come out
+    somewhat smaller than the real ones at the same magnitude (11 % at
+    g = 21-22 in the GD-1 file).
 - **Selection** (what the catalog itself shows, applied to the observed values,
   missing ones passing): phi1 and phi2 inside both the config's field and the
   catalog's own range; the observed ``donor_band`` magnitude (whether or not it
@@ -89,7 +102,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import astropy.units as u
 import numpy as np
@@ -202,6 +215,10 @@ class InjectionSpec(BaseModel):
         photometric_error: Gaussian error (mag) per band where the catalog has
             no band errors and the config models none (None:
             ``isochrone.colour_spread / sqrt 2``).
+        error_draw: ``"conditioned"`` (errors drawn so that a star inside the
+            catalog's parallax and proper-motion ranges stays inside) or
+            ``"rejected"`` (drawn freely, the star kept only if it passes, so
+            the stream loses its imprecise stars to the cuts as a real one does).
 
     Example:
         >>> spec = InjectionSpec(phi1_range=(-60, -30), phi2=2.0, pm_phi1_cosphi2=-6.0,
@@ -235,6 +252,7 @@ class InjectionSpec(BaseModel):
     donor_band: str | None = None
     magnitude_limit: float | None = None
     photometric_error: float | None = Field(None, ge=0)
+    error_draw: Literal["conditioned", "rejected"] = "conditioned"
 
     @model_validator(mode="after")
     def _check(self) -> InjectionSpec:
@@ -560,12 +578,14 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         # the observed parallax is centred on the true one plus the catalogue's zero-point
         mean_plx = 10.0 ** ((10.0 - distmod) / 5.0) + config.data.parallax_zero_point
         # the donor's error passed the catalog's cuts already: errors are drawn conditioned on them
+        # (spec.error_draw "conditioned"), or freely and the selection below decides ("rejected")
         which = np.clip(np.searchsorted(pm_edges, phi1, side="right") - 1, 0, _PM_BINS - 1)
         limits = {key: value[which * value.shape[0] // _PM_BINS] for key, value in ranges.items()}
+        conditioned = limits if spec.error_draw == "conditioned" else {}
         if "parallax" in real:
             has_plx = np.isfinite(real["parallax"][donor])
             scale = np.nan_to_num(plx_err)
-            u = _conditioned_normal(rng, mean_plx, scale, limits["parallax"])
+            u = _conditioned_normal(rng, mean_plx, scale, conditioned.get("parallax"))
             out["parallax"] = np.where(has_plx, mean_plx + scale * u, np.nan)
         if "parallax_err" in real:
             out["parallax_err"] = plx_err
@@ -573,9 +593,9 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         err2 = real["pm_phi2_err"][donor] if "pm_phi2_err" in real else pm_factor * plx_err
         corr = np.clip(np.nan_to_num(real["pm_corr"][donor]), -0.999, 0.999) if "pm_corr" in real else np.zeros(n)
         scale1, scale2 = np.nan_to_num(err1), np.nan_to_num(err2) * np.sqrt(1.0 - corr**2)
-        u1 = _conditioned_normal(rng, pm1, scale1, limits.get("pm_phi1_cosphi2"))
+        u1 = _conditioned_normal(rng, pm1, scale1, conditioned.get("pm_phi1_cosphi2"))
         shift2 = np.nan_to_num(err2) * corr * u1
-        u2 = _conditioned_normal(rng, pm2 + shift2, scale2, limits.get("pm_phi2"), inside_of=pm2)
+        u2 = _conditioned_normal(rng, pm2 + shift2, scale2, conditioned.get("pm_phi2"), inside_of=pm2)
         noise1, noise2 = scale1 * u1, shift2 + scale2 * u2
         for key, true, noise, err in (("pm_phi1_cosphi2", pm1, noise1, err1), ("pm_phi2", pm2, noise2, err2)):
             if key in real:

@@ -264,6 +264,39 @@ def test_selection_of_the_catalog_applies(gd1, injected):
     assert outside.mean() > 0.17  # measured 0.25 of 500 (binomial sd 0.019)
 
 
+def test_rejected_errors_lose_the_imprecise_stars_as_the_catalog_did(gd1, injected):
+    """``error_draw: rejected`` draws every error freely and keeps a star only if it passes,
+    so a star is kept with its probability of passing the cuts, as a real one was: the
+    imprecise stars thin out (parallax error > 0.9 mas: 33 % of the conditioned draw, 22 %
+    of the rejected one; binomial sd 0.01 each), and a kept star's observed parallax about
+    its true one is still the Gaussian truncated to the catalog's range."""
+    from scipy.stats import norm
+
+    catalog, config = gd1
+    spec = InjectionSpec.from_dict({**SPEC, "error_draw": "rejected"})
+    assert InjectionSpec.from_dict(SPEC).error_draw == "conditioned"
+    rejected = inject_stream(catalog, spec, config, seed=7)
+    rejected = rejected[np.asarray(rejected["injected"], bool)]
+    conditioned = injected[np.asarray(injected["injected"], bool)]
+    assert len(rejected) == N
+    share = {name: float((floats(t["parallax_error"]) > 0.9).mean()) for name, t in (("c", conditioned), ("r", rejected))}
+    assert share["c"] - share["r"] > 0.06, share
+    # (the observed parallax is centred on the true one plus the config's zero-point; the stars
+    # with errors < 1 mas, whose lower limit, the catalog's most negative parallax in their tenth
+    # of phi1, lies many errors below)
+    plx_err = floats(rejected["parallax_error"])
+    keep = plx_err < 1.0
+    n = int(keep.sum())
+    assert n > 1000
+    centre = 10 ** ((10 - floats(rejected["true_distmod"])) / 5) + config.data.parallax_zero_point
+    high = config.data.selection.parallax[1]
+    pit = norm.cdf((floats(rejected["parallax"]) - centre) / plx_err) / norm.cdf((high - centre) / plx_err)
+    assert abs(pit[keep].mean() - 0.5) < 4 * np.sqrt(1 / 12 / n)
+    assert abs(pit[keep].std() - np.sqrt(1 / 12)) < 4 * 0.075 / np.sqrt(n)
+    with pytest.raises(InputError, match="error_draw"):
+        InjectionSpec.from_dict({**SPEC, "error_draw": "clipped"})
+
+
 def test_a_heavy_tailed_profile_is_drawn_with_its_own_wings(gd1):
     """A Student-t (dof 2) injection: its phi2 offsets follow the profile's CDF, not the Gaussian's."""
     from scipy import stats
