@@ -36,7 +36,8 @@ gives the injected component a velocity-dispersion prior (:mod:`streammix.disper
 not its name, bounds, control points or velocity dispersion, which the benchmark and
 ``--injected-dispersion`` set). ``--spec`` gives every case's injection spec further settings
 (e.g. ``'{error_draw: rejected}'``: the draws lose their imprecise stars to the cuts as the
-catalogue's own stars were lost, :class:`streammix.inject.InjectionSpec`), and ``--draw-cuts``
+catalogue's own stars were lost, :class:`streammix.inject.InjectionSpec`; not the tracks, extent
+or size that each case sets), and ``--draw-cuts``
 cuts the draws exactly by the catalogue's cuts (a ``data.selection`` mapping) without
 declaring them to the fitted configs.
 """
@@ -96,6 +97,18 @@ def spec_of(case) -> dict:
         "isochrone": {"path": str(SHARED / "isochrones" / ISOCHRONE), "age": 12.0, "feh": -1.35},
         "bands": BANDS,
     }
+
+
+def yaml_value(text: str) -> object:
+    """An option's YAML value; argparse reports invalid YAML as one usage error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"not valid YAML: {text!r}") from None
+
+
+# the settings of the injection spec that each case defines (spec_of), which --spec may not change
+CASE_KEYS = ("phi1_range", "n_stars", "phi2", "pm_phi1_cosphi2", "pm_phi2", "distmod")
 
 
 def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
@@ -309,9 +322,9 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--add-component", dest="extra", action="append", default=[], metavar="YAML",
                         help="a further component (a YAML mapping) in every config, outside p_member")
-    parser.add_argument("--injected", type=yaml.safe_load, default=None, metavar="YAML",
+    parser.add_argument("--injected", type=yaml_value, default=None, metavar="YAML",
                         help="further settings of the injected component, e.g. '{profile: student_t}'")
-    parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml.safe_load, default=None, metavar="YAML",
+    parser.add_argument("--injected-dispersion", dest="dispersion", type=yaml_value, default=None, metavar="YAML",
                         help="the injected component's velocity-dispersion prior, e.g. '{median: 3.0, dex: 0.4}'")
     parser.add_argument("--score", choices=["", "_q50", "_ensemble"], default="",
                         help="the column scored: p_injected (the reference member; default), p_injected_q50 "
@@ -324,10 +337,10 @@ def main() -> None:
     parser.add_argument("--hold", nargs="+", default=[], choices=ORACLE_PARAMETERS, metavar="PARAMETER",
                         help="hold only these of the injected component's parameters at the injected values "
                         f"(of {', '.join(ORACLE_PARAMETERS)}), e.g. its proper-motion widths")
-    parser.add_argument("--spec", type=yaml.safe_load, default=None, metavar="YAML",
+    parser.add_argument("--spec", type=yaml_value, default=None, metavar="YAML",
                         help="further settings of every case's injection spec (streammix.inject.InjectionSpec), "
                         "e.g. '{error_draw: rejected}'")
-    parser.add_argument("--draw-cuts", dest="draw_cuts", type=yaml.safe_load, default=None, metavar="YAML",
+    parser.add_argument("--draw-cuts", dest="draw_cuts", type=yaml_value, default=None, metavar="YAML",
                         help="the catalogue's cuts (a data.selection mapping) applied to the draws only, the "
                         "fitted configs left as they are (--set data.selection=... sets both)")
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
@@ -340,8 +353,19 @@ def main() -> None:
         if fixed:
             parser.error(f"--injected: {fixed} are set by the benchmark (the track priors, the stream's bounds) "
                          "or by --injected-dispersion")
-    if args.spec is not None and not isinstance(args.spec, dict):
-        parser.error(f"--spec: expected a YAML mapping of injection-spec settings, got {args.spec!r}")
+    if args.spec is not None:
+        if not isinstance(args.spec, dict):
+            parser.error(f"--spec: expected a YAML mapping of injection-spec settings, got {args.spec!r}")
+        fixed = sorted(set(CASE_KEYS) & set(args.spec))
+        if fixed:
+            parser.error(f"--spec: {fixed} are set by each case")
+        from streammix.errors import InputError
+        from streammix.inject import InjectionSpec
+
+        try:
+            InjectionSpec.from_dict({**spec_of(CASES[0]), **args.spec}, source="--spec")
+        except InputError as error:
+            parser.error(str(error))
     if args.draw_cuts is not None and not isinstance(args.draw_cuts, dict):
         parser.error(f"--draw-cuts: expected a YAML mapping (a data.selection), got {args.draw_cuts!r}")
     if args.summarise:
@@ -357,6 +381,7 @@ def main() -> None:
 
     from streammix.config import Config
     from streammix.data import read_table
+    from streammix.errors import InputError
     from streammix.fit import fit, load_stars
     from streammix.inject import InjectionSpec, inject_stream
     from streammix.pipeline import truth_metrics
@@ -373,7 +398,10 @@ def main() -> None:
     joint = apply_sets(joint, [(k, v) for k, v in sets if k[0] == "data"])
     if args.draw_cuts is not None:
         joint["data"]["selection"] = args.draw_cuts
-    joint_config = Config.from_dict(joint, source="the draws' config (--draw-cuts)")
+    try:
+        joint_config = Config.from_dict(joint, source="the draws' config (the joint config, --set data.*, --draw-cuts)")
+    except InputError as error:
+        parser.error(str(error))
     folder = args.out / args.label
     folder.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"injection_{args.label}.json"

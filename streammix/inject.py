@@ -38,21 +38,23 @@ catalog itself:
 
   - ``"conditioned"`` (default): the donor's error is one that passed those
     cuts, so a star whose true parallax (proper motion) lies inside the
-    catalog's range has its error drawn conditioned on the observed value
-    staying inside (a truncated Gaussian). Its errors are the real ones at its
-    magnitude, but no such star is lost to the cuts: the stream keeps all of
-    its imprecise stars, where a real stream loses many of them (in the GD-1
-    file's proper-motion box, a star of a stream 1 mas/yr from GD-1 with a
-    parallax error above 0.9 mas passes with probability 0.38:
-    ``benchmarks/injection_scorings.py --cuts``, benchmarks/RESULTS.md,
-    session 19). One whose true value lies outside is drawn freely and kept
-    only if it falls inside.
+    catalog's range (per tenth of phi1, see below) has its error drawn
+    conditioned on the observed value staying inside that range (a truncated
+    Gaussian). Its errors are the real ones at its magnitude, but such a star
+    is lost only where a declared box (``data.selection``) is tighter than the
+    range, so the stream keeps more of its imprecise stars than a real one,
+    which loses many (in the GD-1 file's proper-motion box, a star of a stream
+    1 mas/yr from GD-1 with a parallax error above 0.9 mas passes with
+    probability 0.38: ``benchmarks/injection_scorings.py --cuts``,
+    benchmarks/RESULTS.md, session 19). One whose true value lies outside is
+    drawn freely and kept only if it falls inside.
   - ``"rejected"``: every star's error is drawn freely and the star kept only
-    if its observed values pass, as the catalog's own stars were, so the
-    stream loses its imprecise stars as a real one does. The donors' errors
-    have passed the cuts once already, so the kept stars' errors come out
-    somewhat smaller than the real ones at the same magnitude (11 % at
-    g = 21-22 in the GD-1 file).
+    if its observed values pass the selection below, which with the
+    catalog's cuts declared (``data.selection``) is how the catalog's own
+    stars were kept, so the stream loses its imprecise stars as a real one
+    does. The donors' errors have passed the cuts once already, so the kept
+    stars' errors come out somewhat smaller than the real ones at the same
+    magnitude (about 11 % at g = 21-22 in the GD-1 file, commit 6da7fac).
 - **Selection** (what the catalog itself shows, applied to the observed values,
   missing ones passing): phi1 and phi2 inside both the config's field and the
   catalog's own range; the observed ``donor_band`` magnitude (whether or not it
@@ -215,10 +217,11 @@ class InjectionSpec(BaseModel):
         photometric_error: Gaussian error (mag) per band where the catalog has
             no band errors and the config models none (None:
             ``isochrone.colour_spread / sqrt 2``).
-        error_draw: ``"conditioned"`` (errors drawn so that a star inside the
-            catalog's parallax and proper-motion ranges stays inside) or
-            ``"rejected"`` (drawn freely, the star kept only if it passes, so
-            the stream loses its imprecise stars to the cuts as a real one does).
+        error_draw: ``"conditioned"`` (the default: errors drawn so that a
+            star inside the catalog's parallax and proper-motion ranges stays
+            inside them) or ``"rejected"`` (drawn freely, the star kept only if
+            it passes, so that with ``data.selection`` declared the stream loses
+            its imprecise stars to the cuts as a real one does).
 
     Example:
         >>> spec = InjectionSpec(phi1_range=(-60, -30), phi2=2.0, pm_phi1_cosphi2=-6.0,

@@ -264,26 +264,39 @@ def test_selection_of_the_catalog_applies(gd1, injected):
     assert outside.mean() > 0.17  # measured 0.25 of 500 (binomial sd 0.019)
 
 
-def test_rejected_errors_lose_the_imprecise_stars_as_the_catalog_did(gd1, injected):
-    """``error_draw: rejected`` draws every error freely and keeps a star only if it passes,
-    so a star is kept with its probability of passing the cuts, as a real one was: the
-    imprecise stars thin out (parallax error > 0.9 mas: 33 % of the conditioned draw, 22 %
-    of the rejected one; binomial sd 0.01 each), and a kept star's observed parallax about
-    its true one is still the Gaussian truncated to the catalog's range."""
+def test_rejected_errors_lose_the_imprecise_stars_as_the_catalog_did(gd1, injected, monkeypatch):
+    """``error_draw: rejected`` draws every error freely (no draw is conditioned on the
+    catalog's ranges) and keeps a star only if it passes, so a star is kept with its
+    probability of passing the cuts, as a real one was: the imprecise stars thin out
+    (parallax error > 0.9 mas: 33 % of the conditioned draw, 22 % of the rejected one;
+    binomial sd 0.01 each), and a kept star's observed parallax about its true one is
+    still the Gaussian truncated at the cut."""
     from scipy.stats import norm
+
+    import streammix.inject
 
     catalog, config = gd1
     spec = InjectionSpec.from_dict({**SPEC, "error_draw": "rejected"})
     assert InjectionSpec.from_dict(SPEC).error_draw == "conditioned"
+    limits_seen = []
+    draw = streammix.inject._conditioned_normal
+
+    def spy(rng, centre, scale, limits, inside_of=None):
+        limits_seen.append(limits)
+        return draw(rng, centre, scale, limits, inside_of)
+
+    monkeypatch.setattr(streammix.inject, "_conditioned_normal", spy)
     rejected = inject_stream(catalog, spec, config, seed=7)
+    assert len(limits_seen) >= 3 and all(limits is None for limits in limits_seen)  # parallax, both proper motions
     rejected = rejected[np.asarray(rejected["injected"], bool)]
     conditioned = injected[np.asarray(injected["injected"], bool)]
     assert len(rejected) == N
     share = {name: float((floats(t["parallax_error"]) > 0.9).mean()) for name, t in (("c", conditioned), ("r", rejected))}
     assert share["c"] - share["r"] > 0.06, share
-    # (the observed parallax is centred on the true one plus the config's zero-point; the stars
-    # with errors < 1 mas, whose lower limit, the catalog's most negative parallax in their tenth
-    # of phi1, lies many errors below)
+    # (the observed parallax is centred on the true one plus the config's zero-point; the upper
+    # limit is the declared cut, 1 mas, which the catalog's largest parallax, 0.9998 mas, all but
+    # equals; the stars with errors < 1 mas, whose lower limit, the catalog's most negative
+    # parallax, -16 mas, lies many errors below)
     plx_err = floats(rejected["parallax_error"])
     keep = plx_err < 1.0
     n = int(keep.sum())
