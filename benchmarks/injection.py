@@ -41,7 +41,7 @@ or size that each case sets). The draws are cut exactly by the file's own cuts (
 < 1 mas and its (pmra, pmdec) box, ``FILE_CUTS``), or by a ``--set data.selection``, as the
 catalogue's stars were, without declaring them to the fitted configs; ``--draw-cuts YAML``
 gives other cuts, ``--draw-cuts null`` only the catalogue's proper-motion ranges per tenth
-of phi1, which are looser than the box (the draws of sessions 8-19, which held injected
+of phi1, which are looser than the box (the shipped model's draws of sessions 8-19, which held injected
 stars outside the box, where the file has no field stars: benchmarks/RESULTS.md, session 20).
 """
 
@@ -349,7 +349,7 @@ def main() -> None:
     parser.add_argument("--draw-cuts", dest="draw_cuts", type=yaml_value, default="file", metavar="YAML",
                         help="the cuts (a data.selection mapping) the draws are cut by, the fitted configs left as "
                         "they are; default: a --set data.selection, else the file's own cuts; null: only the "
-                        "catalogue's proper-motion ranges per tenth of phi1 (the draws of sessions 8-19)")
+                        "catalogue's proper-motion ranges per tenth of phi1 (the shipped model's draws of sessions 8-19)")
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
     parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
