@@ -41,8 +41,9 @@ or size that each case sets). The draws are cut exactly by the file's own cuts (
 < 1 mas and its (pmra, pmdec) box, ``FILE_CUTS``), or by a ``--set data.selection``, as the
 catalogue's stars were, without declaring them to the fitted configs; ``--draw-cuts YAML``
 gives other cuts, ``--draw-cuts null`` only the catalogue's proper-motion ranges per tenth
-of phi1, which are looser than the box (the shipped model's draws of sessions 8-19, which held injected
-stars outside the box, where the file has no field stars: benchmarks/RESULTS.md, session 20).
+of phi1, which are looser than the box (the shipped model's draws of sessions 8-19, which
+held injected stars outside the box, where the file has no field stars:
+benchmarks/RESULTS.md, session 20).
 """
 
 from __future__ import annotations
