@@ -52,7 +52,6 @@ import argparse
 import copy
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -122,9 +121,12 @@ def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
     out = []
     for item in items:
         if "=" not in item:
-            sys.exit(f"--set {item!r}: expected key=value")
+            raise ValueError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        out.append((key.strip().split("."), yaml.safe_load(value)))
+        try:
+            out.append((key.strip().split("."), yaml.safe_load(value)))
+        except yaml.YAMLError:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
     return out
 
 
@@ -327,7 +329,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", help="case names to run (default all)")
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--add-component", dest="extra", action="append", default=[], metavar="YAML",
+    parser.add_argument("--add-component", dest="extra", action="append", default=[], metavar="YAML", type=yaml_value,
                         help="a further component (a YAML mapping) in every config, outside p_member")
     parser.add_argument("--injected", type=yaml_value, default=None, metavar="YAML",
                         help="further settings of the injected component, e.g. '{profile: student_t}'")
@@ -354,6 +356,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
     parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
+    try:
+        sets = parse_sets(args.sets)
+    except ValueError as error:
+        parser.error(str(error))
+    if not all(isinstance(item, dict) for item in args.extra):
+        parser.error("--add-component: expected a YAML mapping of component settings")
     if args.injected is not None:
         if not isinstance(args.injected, dict):
             parser.error(f"--injected: expected a YAML mapping of component settings, got {args.injected!r}")
@@ -367,13 +375,6 @@ def main() -> None:
         fixed = sorted(set(CASE_KEYS) & set(args.spec))
         if fixed:
             parser.error(f"--spec: {fixed} are set by each case")
-        from streammix.errors import InputError
-        from streammix.inject import InjectionSpec
-
-        try:
-            InjectionSpec.from_dict({**spec_of(CASES[0]), **args.spec}, source="--spec")
-        except InputError as error:
-            parser.error(str(error))
     if args.draw_cuts not in (None, "file") and not isinstance(args.draw_cuts, dict):
         parser.error(f"--draw-cuts: expected a YAML mapping (a data.selection), got {args.draw_cuts!r}")
     if args.summarise:
@@ -396,9 +397,8 @@ def main() -> None:
 
     catalog_path = SHARED / "gd1_dr2" / "gd1_pm_box_dr2_ps1.fits"
     if not catalog_path.exists():
-        sys.exit(f"{catalog_path}: not found (set STREAMMIX_SHARED_DATA)")
+        parser.error(f"{catalog_path}: not found (set STREAMMIX_SHARED_DATA)")
     catalog = read_table(catalog_path)
-    sets = parse_sets(args.sets)
     cases = [c for c in CASES if (not args.quick or c[0] in QUICK) and (not args.cases or c[0] in args.cases)]
     # the joint config's column map (bands) draws the injections, with the --set values of the data
     # section (a declared selection then cuts the injected stars as the catalogue's were cut)
@@ -407,8 +407,18 @@ def main() -> None:
     if args.draw_cuts == "file":
         args.draw_cuts = joint["data"].get("selection") or FILE_CUTS
     joint["data"]["selection"] = args.draw_cuts
+    # every setting is checked before anything is written: the draws' config, each case's spec and fitted configs
+    prepared = []
     try:
         joint_config = Config.from_dict(joint, source="the draws' config (the joint config, --set data.*, --draw-cuts)")
+        for case in cases:
+            spec = InjectionSpec.from_dict({**spec_of(case), **(args.spec or {})}, source=f"--spec, case {case[0]}")
+            configs = {
+                name: config_with_injected(CONFIGS[name], spec, sets, oracle=args.oracle, held=tuple(args.hold),
+                                           extra=args.extra, dispersion=args.dispersion, settings=args.injected)
+                for name in args.configs
+            }  # fmt: skip
+            prepared.append((case, spec, configs))
     except InputError as error:
         parser.error(str(error))
     folder = args.out / args.label
@@ -417,17 +427,13 @@ def main() -> None:
 
     results: list[dict] = []
     started = time.perf_counter()
-    for case in cases:
+    for case, spec, configs in prepared:
         name, offset, _, _, n_stars, distmod = case
-        spec = InjectionSpec.from_dict({**spec_of(case), **(args.spec or {})}, source=f"case {name}")
         table = inject_stream(catalog, spec, joint_config, seed=1000 + CASES.index(case) + args.seed)
         truth = np.asarray(table["injected"], bool)
         result = {"case": name, "pm_offset": offset, "n_stars": n_stars, "distmod": distmod,
                   "spec": spec.model_dump(mode="json"), "configs": {}, "_p": {}, "_truth": truth}  # fmt: skip
-        for config_name in args.configs:
-            config = config_with_injected(CONFIGS[config_name], spec, sets, oracle=args.oracle, held=tuple(args.hold),
-                                          extra=[yaml.safe_load(item) for item in args.extra],
-                                          dispersion=args.dispersion, settings=args.injected)
+        for config_name, config in configs.items():
             t0 = time.perf_counter()
             stars = load_stars(config, table)
             model = fit(config, stars)

@@ -171,6 +171,7 @@ def pass_probability(pooled, truth, config, args) -> dict[str, np.ndarray]:
 
     from streammix.fit import selection_cuts
     from streammix.frames import get_frame
+    from streammix.inject import passes_declared_cuts
     from streammix.selection import selection_transform
 
     out = {name: np.full(truth.size, np.nan) for name in ("with_errors", "error_free")}
@@ -189,14 +190,9 @@ def pass_probability(pooled, truth, config, args) -> dict[str, np.ndarray]:
     log_p = log_p + cuts.parallax_log_probability(torch.as_tensor(plx), torch.as_tensor(error))
     out["with_errors"][truth] = np.exp(log_p.numpy())
     # without them
-    passes = np.ones(plx.size, bool)
-    if cuts.pm_low is not None:
-        icrs = np.einsum("nij,nj->ni", matrix, true_pm) + offset
-        passes &= np.all((icrs >= cuts.pm_low) & (icrs <= cuts.pm_high), axis=1)
-    if cuts.parallax is not None:
-        low, high = cuts.parallax
-        passes &= (plx >= (-np.inf if low is None else low)) & (plx <= (np.inf if high is None else high))
-    out["error_free"][truth] = passes.astype(float)
+    true_values = {"phi1": column("phi1"), "phi2": column("true_phi2"), "parallax": plx,
+                   "pm_phi1_cosphi2": true_pm[:, 0], "pm_phi2": true_pm[:, 1]}  # fmt: skip
+    out["error_free"][truth] = passes_declared_cuts(true_values, config.data.selection, config.frame).astype(float)
     return out
 
 

@@ -123,7 +123,7 @@ from .profiles import PROFILES, shape_values
 from .selection import selection_transform
 from .settings import first_error
 
-__all__ = ["InjectionSpec", "PolynomialTrack", "Track", "inject_stream", "track_values"]
+__all__ = ["InjectionSpec", "PolynomialTrack", "Track", "inject_stream", "passes_declared_cuts", "track_values"]
 
 _DONOR_NEIGHBOURS = 20  # donors are drawn among this many real stars nearest in magnitude
 _PM_BINS = 10  # the catalog's proper-motion ranges are taken in this many phi1 slices
@@ -409,10 +409,20 @@ def _conditioned_normal(
     return u
 
 
-def _passes_declared_cuts(out: dict[str, np.ndarray], selection: Any, frame: str | None) -> np.ndarray:
-    """Which drawn stars pass the cuts the config declares in ``data.selection`` (observed
-    parallax range; the (pmra cos dec, pmdec) box, through the frame's local rotation and
-    the reflex correction). Missing values pass."""
+def passes_declared_cuts(values: Mapping[str, np.ndarray], selection: Any, frame: str | None) -> np.ndarray:
+    """Which stars pass the cuts a config declares in ``data.selection`` (its
+    :class:`~streammix.config.SelectionConfig`): the parallax range, and the (pmra cos
+    dec, pmdec) box through the frame's local rotation and the reflex correction.
+    ``values`` maps ``phi1``, ``phi2`` (deg) and, where present, ``parallax`` (mas),
+    ``pm_phi1_cosphi2``, ``pm_phi2`` (mas/yr) to arrays; missing values pass.
+
+    Example:
+        >>> from streammix.config import SelectionConfig
+        >>> cuts = SelectionConfig(parallax=(None, 1.0))
+        >>> passes_declared_cuts({"phi1": np.zeros(3), "parallax": np.array([0.5, 1.5, np.nan])}, cuts, None)
+        array([ True, False,  True])
+    """
+    out = values
     keep = np.ones(out["phi1"].size, bool)
     if selection.parallax is not None and "parallax" in out:
         low = -np.inf if selection.parallax[0] is None else selection.parallax[0]
@@ -626,7 +636,7 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
             v = out[key]
             keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))
         if selection is not None:
-            keep &= _passes_declared_cuts(out, selection, config.frame)
+            keep &= passes_declared_cuts(out, selection, config.frame)
         return {key: value[keep] for key, value in out.items()}
 
     # draw until n_stars pass; give up once 5 x 10^4 draws keep none or the acceptance seen so

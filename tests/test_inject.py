@@ -246,7 +246,7 @@ def test_selection_of_the_catalog_applies(gd1, injected):
         assert real.min() <= floats(injected[column])[truth].min() and floats(injected[column])[truth].max() <= real.max()
     # the file's own cuts, which the config declares (data.selection): every injected star is in
     # the (pmra, pmdec) box, as every real star is
-    from streammix.inject import _passes_declared_cuts
+    from streammix.inject import passes_declared_cuts
 
     _, config = gd1
     assert config.data.selection is not None and config.data.selection.pmra is not None
@@ -255,12 +255,12 @@ def test_selection_of_the_catalog_applies(gd1, injected):
         keys = {"phi1": "phi1", "phi2": "phi2", "parallax": "parallax", "pm_phi1_cosphi2": "pm_phi1", "pm_phi2": "pm_phi2"}
         return {key: floats(table[column]) for key, column in keys.items()}
 
-    assert _passes_declared_cuts(values(catalog), config.data.selection, config.frame).all()
-    assert _passes_declared_cuts(values(injected[truth]), config.data.selection, config.frame).all()
+    assert passes_declared_cuts(values(catalog), config.data.selection, config.frame).all()
+    assert passes_declared_cuts(values(injected[truth]), config.data.selection, config.frame).all()
     # the box is tighter than the catalog's ranges: without it many injected stars would fall outside
     loose = config.model_copy(update={"data": config.data.model_copy(update={"selection": None})})
     unboxed = inject_stream(catalog, InjectionSpec.from_dict({**SPEC, "n_stars": 500}), loose, seed=7)
-    outside = ~_passes_declared_cuts(values(unboxed[np.asarray(unboxed["injected"], bool)]), config.data.selection, config.frame)
+    outside = ~passes_declared_cuts(values(unboxed[np.asarray(unboxed["injected"], bool)]), config.data.selection, config.frame)
     assert outside.mean() > 0.17  # measured 0.25 of 500 (binomial sd 0.019)
 
 
