@@ -6,6 +6,7 @@ Usage::
     python benchmarks/stopping_rule.py replay [--out stopping_output] [--patience 300]
     OMP_NUM_THREADS=1 python benchmarks/stopping_rule.py demo --rule plain --rule members2 [--out stopping_output]
     OMP_NUM_THREADS=1 STREAMMIX_SHARED_DATA=/work/shared/data python benchmarks/stopping_rule.py gd1 --rule plain --rule members2
+    python benchmarks/stopping_rule.py flows --flow schedule=cosine --flow epochs=30 [--reference FILE.npy]
 
 ``record`` fits the demo (the default mock, seed 0, one ensemble member) with
 a patience too long to stop, and at every held-out evaluation of each mixture
@@ -26,6 +27,10 @@ mock's truth (:func:`streammix.pipeline.truth_metrics`, track rms) and on the
 independent 8-times-larger mock of benchmarks/calibration.py. ``gd1`` fits
 configs/gd1_dr2.yaml with each rule (same flows) and gives the counts at p >
 0.5 and 0.8 and the rms of each rule's phi2 track from the first rule's.
+``flows`` trains only the demo's background flows, with the settings given by
+``--flow`` (``demo`` takes them too), and scores them by the mean log-density
+of the independent mock's background stars, saved per star so that another
+run's file (``--reference``) gives the paired difference and its error.
 Each prints one JSON line last; times are wall seconds on whatever machine,
 shared or not.
 """
@@ -55,6 +60,8 @@ RULES: dict[str, tuple[float, bool, int]] = {
     "all2_cool250": (2.0, False, 250),
     "members2_cool250": (2.0, True, 250),
     "plain_cool250": (0.0, False, 250),
+    "members2_cool100": (2.0, True, 100),
+    "all1_cool100": (1.0, False, 100),
     "full": (0.0, False, 0),  # patience longer than the fit: every step (the "full-length fit")
 }
 TRACKS = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "distmod")
@@ -74,6 +81,12 @@ def _demo(seed: int = 0, small: bool = False):
 
 def _with_fit(config, **update):
     return config.model_copy(update={"fit": config.fit.model_copy(update=update)})
+
+
+def _with_flow(config, **update):
+    background = config.model.background
+    flow = background.flow.model_copy(update=update)
+    return config.model_copy(update={"model": config.model.model_copy(update={"background": background.model_copy(update={"flow": flow})})})
 
 
 def _small(config):
@@ -200,11 +213,18 @@ def _members(model) -> list[dict]:
 
 
 def demo(
-    out: Path, rules: list[str], seed: int, scale: int, ensemble: int | None, small: bool = False, fit_seed: int | None = None
+    out: Path,
+    rules: list[str],
+    seed: int,
+    scale: int,
+    ensemble: int | None,
+    small: bool = False,
+    fit_seed: int | None = None,
+    flow: dict | None = None,
 ) -> None:
     """Each rule's demo fit (shared flows) against the truth and the independent mock."""
     from streammix.data import StarTable
-    from streammix.fit import fit, fit_background
+    from streammix.fit import _flow_stops, fit, fit_background
     from streammix.mock import MockConfig, generate_mock
     from streammix.pipeline import mock_columns, track_metrics, truth_metrics
 
@@ -215,6 +235,8 @@ def demo(
         config = _with_fit(config, ensemble=ensemble)
     if fit_seed is not None:  # another fit of the same mock: how much the figures vary from fit to fit
         config = _with_fit(config, seed=fit_seed)
+    if flow:  # the flows' settings (their stopping rule, schedule, epochs)
+        config = _with_flow(config, **flow)
     start = time.perf_counter()
     background = fit_background(config, stars)
     flow_seconds = time.perf_counter() - start
@@ -224,7 +246,19 @@ def demo(
     )
     big_stars = StarTable.from_table(big, mock_columns(["true_component"]))
     big_member = np.asarray(big["true_component"]) == "stream"
-    result: dict = {"machine": machine(), "ensemble": config.fit.ensemble, "fit_seed": config.fit.seed, "flow_seconds": flow_seconds, "rules": {}}
+    # the flows' own accuracy: mean log-density of the independent mock's background stars
+    flow_logp = background.log_prob(big_stars)[~big_member]
+    result: dict = {
+        "machine": machine(),
+        "ensemble": config.fit.ensemble,
+        "fit_seed": config.fit.seed,
+        "flow": config.model.background.flow.model_dump(),
+        "flow_seconds": flow_seconds,
+        "flows_stopped_because": _flow_stops(background),
+        "flow_logp_independent": {"mean": float(flow_logp.mean()), "se": float(flow_logp.std() / np.sqrt(flow_logp.size))},
+        "rules": {},
+    }
+    print("flows", json.dumps({k: result[k] for k in ("flow_seconds", "flows_stopped_because", "flow_logp_independent")}), flush=True)
     for rule in rules:
         start = time.perf_counter()
         model = fit(_rule_config(config, rule), stars, background=background)
@@ -238,12 +272,63 @@ def demo(
             "tracks": track_metrics(model, truth),
             "demo": {k: own[k] for k in ("auc", "completeness", "purity", "calibration_max_error", "calibration_max_z")},
             "independent": {k: independent[k] for k in ("auc", "completeness", "purity", "calibration_max_error", "calibration_max_z")},
+            "independent_bins": [
+                {k: round(b[k], 4) for k in ("mean_p", "member_fraction", "n", "z")} for b in independent["calibration"]
+            ],
             "p_member": {"above_0.5": int((p > 0.5).sum()), "above_0.8": int((p > 0.8).sum())},
         }
         result["rules"][rule] = row
         np.save(out / f"demo_p_{rule}_seed{config.fit.seed}.npy", p)
         print(rule, json.dumps(row), flush=True)
     print(json.dumps(result))
+
+
+def _flow_settings(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as flow settings (the values read as YAML)."""
+    import yaml
+
+    settings = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
+def flows(out: Path, settings: dict, seed: int, scale: int, reference: Path | None, fit_seed: int | None) -> None:
+    """The demo's background flows with ``settings``: time, why each stopped, and the mean log-density of
+    the independent mock's background stars (saved per star; paired with ``reference`` if given)."""
+    from streammix.data import StarTable
+    from streammix.fit import _flow_stops, fit_background
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.pipeline import mock_columns
+
+    stars, _, _, config = _demo(seed)
+    if fit_seed is not None:
+        config = _with_fit(config, seed=fit_seed)
+    config = _with_flow(config, **settings)
+    start = time.perf_counter()
+    background = fit_background(config, stars)
+    seconds = time.perf_counter() - start
+    base = MockConfig()
+    big, _ = generate_mock(
+        base.model_copy(update={"n_stream": scale * base.n_stream, "n_background": scale * base.n_background}), seed=101
+    )
+    field = np.asarray(big["true_component"]) != "stream"
+    logp = background.log_prob(StarTable.from_table(big, mock_columns(["true_component"])))[field]
+    tag = "_".join(f"{k}{v}" for k, v in sorted(settings.items())) or "default"
+    np.save(out / f"flow_logp_{tag}_seed{config.fit.seed}.npy", logp)
+    row = {
+        "machine": machine(),
+        "settings": settings,
+        "fit_seed": config.fit.seed,
+        "seconds": seconds,
+        "stopped_because": _flow_stops(background),
+        "independent_background_logp": {"mean": float(logp.mean()), "se": float(logp.std() / np.sqrt(logp.size)), "n": int(logp.size)},
+    }
+    if reference is not None:
+        d = logp - np.load(reference)
+        row["minus_reference"] = {"mean": float(d.mean()), "se": float(d.std() / np.sqrt(d.size)), "reference": str(reference)}
+    print(json.dumps(row))
 
 
 def _p_member(model, stars) -> np.ndarray:
@@ -288,7 +373,7 @@ def gd1(out: Path, rules: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["record", "replay", "demo", "gd1"])
+    parser.add_argument("what", choices=["record", "replay", "demo", "gd1", "flows"])
     parser.add_argument("--out", type=Path, default=Path("stopping_output"))
     parser.add_argument("--patience", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
@@ -296,6 +381,10 @@ def main() -> None:
     parser.add_argument("--ensemble", type=int, default=None, help="demo: members (default: the demo's)")
     parser.add_argument("--scale", type=int, default=8, help="the independent mock's size over the demo's")
     parser.add_argument("--small", action="store_true", help="record, demo: a small mock and few steps (a smoke test)")
+    parser.add_argument("--flow", action="append", default=[], metavar="KEY=VALUE",
+                        help="demo, flows: a setting of the flows (e.g. stopping_k=1, schedule=cosine, epochs=30)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="flows: a .npy of another run's per-star log-densities, for the paired difference")
     parser.add_argument("--rule", action="append", choices=sorted(RULES), help="rules to fit with (demo, gd1)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +393,10 @@ def main() -> None:
     elif args.what == "replay":
         replay(args.out, args.patience)
     elif args.what == "demo":
-        demo(args.out, args.rule or ["plain", "members2"], args.seed, 1 if args.small else args.scale, args.ensemble, args.small, args.fit_seed)
+        demo(args.out, args.rule or ["plain", "members2"], args.seed, 1 if args.small else args.scale, args.ensemble, args.small, args.fit_seed,
+             _flow_settings(args.flow))
+    elif args.what == "flows":
+        flows(args.out, _flow_settings(args.flow), args.seed, args.scale, args.reference, args.fit_seed)
     else:
         gd1(args.out, args.rule or ["plain", "members2"])
 

@@ -919,13 +919,18 @@ def fit(
         for member in members
     ]
     if workers > 1:
-        # each worker prepares the stars' tensors for its member; the main process, which fits
-        # none, prepares none (a joint model's photometric preparation takes seconds, and memory)
+        # each worker prepares the stars' tensors once for the members it is dealt (every
+        # workers-th); the main process, which fits none, prepares none (a joint model's
+        # photometric preparation takes seconds, and memory)
         calls = [
-            dict(job=job, stars=stars, background_logp=background_logp, background_logp_astrometry=background_logp_astrometry)
-            for job in jobs
-        ]
-        outcomes = map_spawned(_fit_member, calls, workers, label="ensemble", progress=progress)
+            dict(
+                jobs=jobs[first::workers], stars=stars, background_logp=background_logp,
+                background_logp_astrometry=background_logp_astrometry,
+            )
+            for first in range(workers)
+        ]  # fmt: skip
+        dealt = map_spawned(_fit_members, calls, workers, label="ensemble", progress=progress)
+        outcomes = [dealt[member % workers][member // workers] for member in members]
     else:
         tensors = config_tensors(
             config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
@@ -987,11 +992,24 @@ class _MemberJob:
     photometry: Any = None
 
 
+def _fit_members(
+    jobs: list[_MemberJob], stars, background_logp: np.ndarray, background_logp_astrometry: np.ndarray | None = None
+) -> list:
+    """Fit several members in one worker process, on the stars' tensors prepared once for them all."""
+    config = jobs[0].config
+    torch.set_num_threads(jobs[0].threads)
+    tensors = config_tensors(
+        config, stars, background_logp, mixture=build_mixture(config, stars, photometry=jobs[0].photometry),
+        background_logp_astrometry=background_logp_astrometry,
+    )  # fmt: skip
+    return [_fit_member(job, stars, background_logp, tensors, background_logp_astrometry) for job in jobs]
+
+
 def _fit_member(
     job: _MemberJob,
     stars,
     background_logp: np.ndarray,
-    tensors: StarTensors | None = None,
+    tensors: StarTensors,
     background_logp_astrometry: np.ndarray | None = None,
 ):
     """Fit member ``job.member``: seed ``fit.seed + member``, its own held-out
@@ -1002,12 +1020,6 @@ def _fit_member(
     Joint models first fit ``fit.astrometry_steps`` steps on the astrometry
     alone (against ``background_logp_astrometry``), then the whole model."""
     config = job.config
-    if tensors is None:  # in a worker process
-        torch.set_num_threads(job.threads)
-        tensors = config_tensors(
-            config, stars, background_logp, mixture=build_mixture(config, stars, photometry=job.photometry),
-            background_logp_astrometry=background_logp_astrometry,
-        )  # fmt: skip
     n = len(tensors)
     seed = config.fit.seed + job.member
     rng = np.random.default_rng(seed)

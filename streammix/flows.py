@@ -331,7 +331,8 @@ def fit_flow(
     deviation of x and phi1. Training minimises the weighted mean negative
     log-density with AdamW; a random ``validation_fraction`` of the stars is
     held out, training stops after ``patience`` epochs without improvement of
-    their loss and the best weights are restored. Everything random (weights,
+    their loss (by more than ``stopping_k`` paired standard errors) and the
+    best weights are restored. Everything random (weights,
     split, batches) is seeded with ``seed`` without changing torch's global
     random state.
 
@@ -486,6 +487,8 @@ def _train(
             optimizer, factor=0.5, patience=max(settings.patience // 3, 1)
         )
         n_train = len(rows)
+        # The cosine schedule runs over every step training may take.
+        total_steps = min(max_steps, settings.epochs * math.ceil(n_train / settings.batch_size))
         # Exponential moving average of the weights (settings.averaging): the flow
         # that is validated, kept and returned is the average, not the last step.
         decay = settings.averaging
@@ -517,6 +520,9 @@ def _train(
                 if steps >= max_steps:
                     break
                 batch = permutation[start : start + settings.batch_size]
+                if settings.schedule == "cosine":
+                    for group in optimizer.param_groups:
+                        group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * steps / total_steps))
                 log_prob = flow.log_prob(x_train[batch], phi1_train[batch], extra_train[batch])
                 loss = -(w_train[batch] * log_prob).mean() / w_train_mean
                 optimizer.zero_grad(set_to_none=True)
@@ -535,7 +541,8 @@ def _train(
         def evaluate() -> Evaluation:
             with averaged():
                 evaluation = held_out()
-            scheduler.step(evaluation.value)
+            if settings.schedule == "plateau":
+                scheduler.step(evaluation.value)
             return evaluation
 
         def snapshot() -> dict[str, Tensor]:
@@ -548,7 +555,7 @@ def _train(
             snapshot,
             flow.load_state_dict,
             total=settings.epochs,
-            stopping=EarlyStopping(settings.patience, "epochs"),
+            stopping=EarlyStopping(settings.patience, "epochs", k=settings.stopping_k),
             budget=lambda: f"max steps ({settings.max_steps})" if steps >= max_steps else None,
             progress=stage_label if progress else None,
             transient=False,

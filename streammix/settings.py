@@ -87,8 +87,12 @@ class FlowConfig(Section):
     learning_rate: float = Field(
         3e-3,
         gt=0,
-        description="AdamW learning rate, halved whenever the held-out loss stalls for about a third of patience "
-        "epochs",
+        description="AdamW learning rate (its start, with the cosine schedule)",
+    )
+    schedule: Literal["plateau", "cosine"] = Field(
+        "plateau",
+        description="the learning rate's schedule: plateau (halved whenever the held-out loss stalls for about a "
+        "third of patience epochs) or cosine (from learning_rate to 0 over all the epochs, or max_steps if fewer)",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     validation_fraction: float = Field(
@@ -102,6 +106,12 @@ class FlowConfig(Section):
         10,
         ge=1,
         description="epochs without improvement of the held-out loss before training stops (the best weights are kept)",
+    )
+    stopping_k: float = Field(
+        0.0,
+        ge=0,
+        description="an epoch improves only when its held-out loss falls by more than this many paired standard "
+        "errors over the held-out stars (0: any fall of the mean; streammix.training.EarlyStopping)",
     )
     averaging: float = Field(
         0.0,

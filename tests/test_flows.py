@@ -718,3 +718,37 @@ def test_flow_training_says_why_it_stopped():
     assert capped.stopped_because == "max steps (3)"
     flat = fit_flow(x, phi1, FlowConfig(transforms=1, hidden=8, epochs=40, patience=3, learning_rate=1e-12))
     assert flat.stopped_because == "no held-out improvement for 3 epochs"
+
+
+def test_flows_stop_when_the_held_out_loss_falls_by_less_than_its_noise():
+    rng = np.random.default_rng(3)
+    phi1 = rng.uniform(-1, 1, 4000)
+    x = (phi1 + rng.normal(0, 0.1, 4000))[:, None]
+    settings = FlowConfig(transforms=1, hidden=8, epochs=30, patience=3, batch_size=256, learning_rate=3e-4)
+    plain = fit_flow(x, phi1, settings)
+    assert plain.stopped_because == "max epochs (30)"  # any fall of the mean counts: it learns to the end
+    noisy = fit_flow(x, phi1, settings.model_copy(update={"stopping_k": 1000.0}))
+    # no epoch beats the first by a thousand paired standard errors: patience runs out at epoch 4
+    assert noisy.stopped_because == "no significant held-out improvement for 3 epochs"
+
+
+def test_the_cosine_schedule_takes_the_learning_rate_to_zero_over_the_epochs(monkeypatch):
+    rng = np.random.default_rng(4)
+    phi1 = rng.uniform(-1, 1, 1000)
+    x = (phi1 + rng.normal(0, 0.1, 1000))[:, None]
+    rates: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):  # a spy on torch's optimizer: the rate of each step
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    settings = FlowConfig(transforms=1, hidden=8, epochs=5, batch_size=300, learning_rate=1e-2, patience=100)
+    fit_flow(x, phi1, settings.model_copy(update={"schedule": "cosine"}))
+    total = 5 * 3  # 900 training stars in batches of 300
+    assert len(rates) == total
+    np.testing.assert_allclose(rates, 1e-2 * 0.5 * (1 + np.cos(np.pi * np.arange(total) / total)), rtol=1e-12)
+    rates.clear()
+    fit_flow(x, phi1, settings)  # plateau: the rate is halved only when the held-out loss stalls
+    assert rates[0] == rates[-1] == 1e-2
