@@ -6,7 +6,7 @@ Usage::
     python benchmarks/stopping_rule.py replay [--out stopping_output] [--patience 300]
     OMP_NUM_THREADS=1 python benchmarks/stopping_rule.py demo --rule plain --rule members2 [--out stopping_output]
     OMP_NUM_THREADS=1 STREAMMIX_SHARED_DATA=/work/shared/data python benchmarks/stopping_rule.py gd1 --rule plain --rule members2
-    python benchmarks/stopping_rule.py flows --flow schedule=cosine --flow epochs=30 [--reference FILE.npy]
+    python benchmarks/stopping_rule.py flows --flow epochs=30 [--reference FILE.npy]
 
 ``record`` fits the demo (the default mock, seed 0, one ensemble member) with
 a patience too long to stop, and at every held-out evaluation of each mixture
@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, SHARED, machine
 
-#: The rules compared: (k, weighted, cooldown steps), with patience and tolerance from the config.
-RULES: dict[str, tuple[float, bool, int]] = {
+#: The rules compared: (k, weighted, cooldown steps[, patience]), with the tolerance (and patience) from the config.
+RULES: dict[str, tuple] = {
     "plain": (0.0, False, 0),  # the default: any fall of the mean by more than 1e-6
     "all1": (1.0, False, 0),
     "all2": (2.0, False, 0),  # branch h3-train's rule
@@ -62,6 +62,7 @@ RULES: dict[str, tuple[float, bool, int]] = {
     "plain_cool250": (0.0, False, 250),
     "members2_cool100": (2.0, True, 100),
     "all1_cool100": (1.0, False, 100),
+    "members2_cool100_p150": (2.0, True, 100, 150),  # and a patience of 150 steps
     "full": (0.0, False, 0),  # patience longer than the fit: every step (the "full-length fit")
 }
 TRACKS = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi2", "distmod")
@@ -174,8 +175,8 @@ def replay(out: Path, patience: int, eval_every: int = 25) -> None:
         rows = [r for r in records if r["stage"] == stage]
         full = {"steps": rows[-1]["at"], **_accuracy(min(rows, key=lambda r: r["evaluation"].value))}
         replays = {"full length (lowest held-out loss)": full}
-        for name, (k, weighted, cooldown) in RULES.items():
-            if cooldown or name == "full":
+        for name, (k, weighted, cooldown, *rest) in RULES.items():
+            if cooldown or rest or name == "full":
                 continue  # a cooldown changes the trajectory: real fits only
             rule = EarlyStopping(patience, "steps", k=k, tolerance=STOPPING_TOLERANCE, weighted=weighted)
             kept, stop = rows[0], rows[-1]["at"]
@@ -202,8 +203,8 @@ def _accuracy(row: dict) -> dict:
 
 
 def _rule_config(config, rule: str):
-    k, weighted, cooldown = RULES[rule]
-    patience = 1_000_000 if rule == "full" else config.fit.patience
+    k, weighted, cooldown, *rest = RULES[rule]
+    patience = 1_000_000 if rule == "full" else rest[0] if rest else config.fit.patience
     return _with_fit(config, stopping_k=k, stopping_weighted=weighted, cooldown_steps=cooldown, patience=patience)
 
 
@@ -235,7 +236,7 @@ def demo(
         config = _with_fit(config, ensemble=ensemble)
     if fit_seed is not None:  # another fit of the same mock: how much the figures vary from fit to fit
         config = _with_fit(config, seed=fit_seed)
-    if flow:  # the flows' settings (their stopping rule, schedule, epochs)
+    if flow:  # the flows' settings (their stopping rule, epochs)
         config = _with_flow(config, **flow)
     start = time.perf_counter()
     background = fit_background(config, stars)
@@ -382,7 +383,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=8, help="the independent mock's size over the demo's")
     parser.add_argument("--small", action="store_true", help="record, demo: a small mock and few steps (a smoke test)")
     parser.add_argument("--flow", action="append", default=[], metavar="KEY=VALUE",
-                        help="demo, flows: a setting of the flows (e.g. stopping_k=1, schedule=cosine, epochs=30)")
+                        help="demo, flows: a setting of the flows (e.g. stopping_k=1, epochs=30)")
     parser.add_argument("--reference", type=Path, default=None,
                         help="flows: a .npy of another run's per-star log-densities, for the paired difference")
     parser.add_argument("--rule", action="append", choices=sorted(RULES), help="rules to fit with (demo, gd1)")

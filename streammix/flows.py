@@ -487,8 +487,6 @@ def _train(
             optimizer, factor=0.5, patience=max(settings.patience // 3, 1)
         )
         n_train = len(rows)
-        # The cosine schedule runs over every step training may take.
-        total_steps = min(max_steps, settings.epochs * math.ceil(n_train / settings.batch_size))
         # Exponential moving average of the weights (settings.averaging): the flow
         # that is validated, kept and returned is the average, not the last step.
         decay = settings.averaging
@@ -520,9 +518,6 @@ def _train(
                 if steps >= max_steps:
                     break
                 batch = permutation[start : start + settings.batch_size]
-                if settings.schedule == "cosine":
-                    for group in optimizer.param_groups:
-                        group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * steps / total_steps))
                 log_prob = flow.log_prob(x_train[batch], phi1_train[batch], extra_train[batch])
                 loss = -(w_train[batch] * log_prob).mean() / w_train_mean
                 optimizer.zero_grad(set_to_none=True)
@@ -541,8 +536,7 @@ def _train(
         def evaluate() -> Evaluation:
             with averaged():
                 evaluation = held_out()
-            if settings.schedule == "plateau":
-                scheduler.step(evaluation.value)
+            scheduler.step(evaluation.value)
             return evaluation
 
         def snapshot() -> dict[str, Tensor]:

@@ -87,12 +87,9 @@ class FlowConfig(Section):
     learning_rate: float = Field(
         3e-3,
         gt=0,
-        description="AdamW learning rate (its start, with the cosine schedule)",
-    )
-    schedule: Literal["plateau", "cosine"] = Field(
-        "plateau",
-        description="the learning rate's schedule: plateau (halved whenever the held-out loss stalls for about a "
-        "third of patience epochs) or cosine (from learning_rate to 0 over all the epochs, or max_steps if fewer)",
+        description="AdamW learning rate, halved whenever the held-out loss stalls for about a third of patience "
+        "epochs (a cosine schedule to 0 over the epochs, tried on the demo, left the flows' density lower: "
+        "benchmarks/RESULTS.md session 21)",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     validation_fraction: float = Field(

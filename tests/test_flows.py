@@ -731,24 +731,3 @@ def test_flows_stop_when_the_held_out_loss_falls_by_less_than_its_noise():
     # no epoch beats the first by a thousand paired standard errors: patience runs out at epoch 4
     assert noisy.stopped_because == "no significant held-out improvement for 3 epochs"
 
-
-def test_the_cosine_schedule_takes_the_learning_rate_to_zero_over_the_epochs(monkeypatch):
-    rng = np.random.default_rng(4)
-    phi1 = rng.uniform(-1, 1, 1000)
-    x = (phi1 + rng.normal(0, 0.1, 1000))[:, None]
-    rates: list[float] = []
-    step = torch.optim.AdamW.step
-
-    def recording_step(self, *args, **kwargs):  # a spy on torch's optimizer: the rate of each step
-        rates.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
-    settings = FlowConfig(transforms=1, hidden=8, epochs=5, batch_size=300, learning_rate=1e-2, patience=100)
-    fit_flow(x, phi1, settings.model_copy(update={"schedule": "cosine"}))
-    total = 5 * 3  # 900 training stars in batches of 300
-    assert len(rates) == total
-    np.testing.assert_allclose(rates, 1e-2 * 0.5 * (1 + np.cos(np.pi * np.arange(total) / total)), rtol=1e-12)
-    rates.clear()
-    fit_flow(x, phi1, settings)  # plateau: the rate is halved only when the held-out loss stalls
-    assert rates[0] == rates[-1] == 1e-2
