@@ -256,10 +256,11 @@ def demo(
         "flow": config.model.background.flow.model_dump(),
         "flow_seconds": flow_seconds,
         "flows_stopped_because": _flow_stops(background),
+        "flows_seconds": _flow_stops(background, "seconds"),
         "flow_logp_independent": {"mean": float(flow_logp.mean()), "se": float(flow_logp.std() / np.sqrt(flow_logp.size))},
         "rules": {},
     }
-    print("flows", json.dumps({k: result[k] for k in ("flow_seconds", "flows_stopped_because", "flow_logp_independent")}), flush=True)
+    print("flows", json.dumps({k: result[k] for k in ("flow_seconds", "flows_seconds", "flows_stopped_because", "flow_logp_independent")}), flush=True)
     for rule in rules:
         start = time.perf_counter()
         model = fit(_rule_config(config, rule), stars, background=background)
@@ -324,6 +325,7 @@ def flows(out: Path, settings: dict, seed: int, scale: int, reference: Path | No
         "fit_seed": config.fit.seed,
         "seconds": seconds,
         "stopped_because": _flow_stops(background),
+        "flow_seconds": _flow_stops(background, "seconds"),
         "independent_background_logp": {"mean": float(logp.mean()), "se": float(logp.std() / np.sqrt(logp.size)), "n": int(logp.size)},
     }
     if reference is not None:

@@ -884,6 +884,7 @@ def fit(
     background_logp = np.zeros(len(stars))
     n_offstream = None
     flow_stops: dict[str, str] = {}
+    flow_seconds: dict[str, float] = {}
     if background is None and bg_cfg.blocks:
         offstream = offstream_stars(config, priors, stars)
         n_offstream = int(np.sum(offstream))
@@ -893,7 +894,7 @@ def fit(
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
             background = _train_background(config, stars, offstream, progress)
-            flow_stops = _flow_stops(background)
+            flow_stops, flow_seconds = _flow_stops(background), _flow_stops(background, "seconds")
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()
@@ -956,6 +957,7 @@ def fit(
         "n_stars": n,
         "n_offstream": n_offstream,
         "flows_stopped_because": flow_stops,
+        "flows_seconds": flow_seconds,
         "seconds": {
             "background": background_seconds,
             "mixtures": [r.seconds for r in results],
@@ -969,11 +971,12 @@ def fit(
     return FittedModel(config, mixtures, background, density, summary)
 
 
-def _flow_stops(background: BackgroundFlows) -> dict[str, str]:
-    """Why each background flow's training stopped, keyed by its observed coordinates
-    (blocks without flows, e.g. a Gaussian mixture, have none)."""
+def _flow_stops(background: BackgroundFlows, attribute: str = "stopped_because") -> dict[str, Any]:
+    """Why each background flow's training stopped (or another of its training's
+    ``attribute``, e.g. its ``seconds``), keyed by its observed coordinates (blocks
+    without flows, e.g. a Gaussian mixture, have none)."""
     return {
-        " ".join(pattern): getattr(flow, "stopped_because", "")
+        " ".join(pattern): getattr(flow, attribute, None)
         for block in background.blocks
         for pattern, flow in getattr(block, "flows", {}).items()
     }

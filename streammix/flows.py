@@ -35,6 +35,7 @@ import contextlib
 import copy
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,8 @@ class ConditionalFlow(torch.nn.Module):
         trained_on: How many training stars the weights :func:`fit_flow`
             kept learnt from (fewer than it had with ``grow_from``; 0 for a
             flow made or loaded otherwise); not saved with the state dict.
+        seconds: How long :func:`fit_flow` took to train it (0 for a flow
+            made or loaded otherwise); not saved with the state dict.
 
     Example:
         >>> flow = ConditionalFlow(2, FlowConfig(transforms=1, hidden=8), x_scale=[1.0, 10.0])
@@ -150,6 +153,7 @@ class ConditionalFlow(torch.nn.Module):
         self.settings = settings
         self.stopped_because = ""
         self.trained_on = 0
+        self.seconds = 0.0
         loc = torch.zeros(features) if x_loc is None else torch.as_tensor(x_loc).float()
         scale = torch.ones(features) if x_scale is None else torch.as_tensor(x_scale).float()
         if loc.shape != (features,) or scale.shape != (features,):
@@ -390,8 +394,11 @@ def fit_flow(
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise InputError(f"{label}: weights must be {n} finite non-negative numbers, not all zero")
     device = _check_run(seed, device, threads)
+    started = time.perf_counter()
     with torch_threads(threads):
-        return _train(x, phi1, w, settings, seed, device, progress, label, extra)
+        flow = _train(x, phi1, w, settings, seed, device, progress, label, extra)
+    flow.seconds = time.perf_counter() - started
+    return flow
 
 
 def _check_run(seed: int, device: str | torch.device, threads: int) -> torch.device:

@@ -512,6 +512,9 @@ def test_summary_says_why_each_stage_stopped(fitted):
         assert member["stopped_because"].startswith(("no held-out improvement for", "max steps"))
     assert summary["flows_stopped_because"]
     assert all(reason for reason in summary["flows_stopped_because"].values())
+    # and how long each flow took
+    assert summary["flows_seconds"].keys() == summary["flows_stopped_because"].keys()
+    assert all(0 < seconds <= summary["seconds"]["background"] for seconds in summary["flows_seconds"].values())
 
 
 def _train_small(small_mock, learning_rate, **fit):
