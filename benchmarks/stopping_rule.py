@@ -226,7 +226,6 @@ def demo(
     """Each rule's demo fit (shared flows) against the truth and the independent mock."""
     from streammix.data import StarTable
     from streammix.fit import _flow_stops, fit, fit_background
-    from streammix.mock import MockConfig, generate_mock
     from streammix.pipeline import mock_columns, track_metrics, truth_metrics
 
     stars, truth, is_member, config = _demo(seed, small)
@@ -241,10 +240,7 @@ def demo(
     start = time.perf_counter()
     background = fit_background(config, stars)
     flow_seconds = time.perf_counter() - start
-    base = MockConfig()
-    big, _ = generate_mock(
-        base.model_copy(update={"n_stream": scale * base.n_stream, "n_background": scale * base.n_background}), seed=101
-    )
+    big = _independent_mock(scale)
     big_stars = StarTable.from_table(big, mock_columns(["true_component"]))
     big_member = np.asarray(big["true_component"]) == "stream"
     # the flows' own accuracy: mean log-density of the independent mock's background stars
@@ -285,6 +281,15 @@ def demo(
     print(json.dumps(result))
 
 
+def _independent_mock(scale: int):
+    """The independent mock of benchmarks/calibration.py: ``scale`` times the demo's stars, seed 101."""
+    from streammix.mock import MockConfig, generate_mock
+
+    base = MockConfig()
+    update = {"n_stream": scale * base.n_stream, "n_background": scale * base.n_background}
+    return generate_mock(base.model_copy(update=update), seed=101)[0]
+
+
 def _flow_settings(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pairs as flow settings (the values read as YAML)."""
     import yaml
@@ -301,7 +306,6 @@ def flows(out: Path, settings: dict, seed: int, scale: int, reference: Path | No
     the independent mock's background stars (saved per star; paired with ``reference`` if given)."""
     from streammix.data import StarTable
     from streammix.fit import _flow_stops, fit_background
-    from streammix.mock import MockConfig, generate_mock
     from streammix.pipeline import mock_columns
 
     stars, _, _, config = _demo(seed)
@@ -311,10 +315,7 @@ def flows(out: Path, settings: dict, seed: int, scale: int, reference: Path | No
     start = time.perf_counter()
     background = fit_background(config, stars)
     seconds = time.perf_counter() - start
-    base = MockConfig()
-    big, _ = generate_mock(
-        base.model_copy(update={"n_stream": scale * base.n_stream, "n_background": scale * base.n_background}), seed=101
-    )
+    big = _independent_mock(scale)
     field = np.asarray(big["true_component"]) != "stream"
     logp = background.log_prob(StarTable.from_table(big, mock_columns(["true_component"])))[field]
     tag = "_".join(f"{k}{v}" for k, v in sorted(settings.items())) or "default"
