@@ -49,7 +49,7 @@ import numpy as np
 from _common import ROOT, SHARED, machine
 
 #: The rules compared: (k, weighted, cooldown steps[, patience]), with the tolerance (and patience) from the config.
-RULES: dict[str, tuple] = {
+RULES: dict[str, tuple[float, bool, int] | tuple[float, bool, int, int]] = {
     "plain": (0.0, False, 0),  # the default: any fall of the mean by more than 1e-6
     "all1": (1.0, False, 0),
     "all2": (2.0, False, 0),  # branch h3-train's rule
@@ -225,7 +225,7 @@ def demo(
 ) -> None:
     """Each rule's demo fit (shared flows) against the truth and the independent mock."""
     from streammix.data import StarTable
-    from streammix.fit import _flow_stops, fit, fit_background
+    from streammix.fit import fit, fit_background
     from streammix.pipeline import mock_columns, track_metrics, truth_metrics
 
     stars, truth, is_member, config = _demo(seed, small)
@@ -251,8 +251,8 @@ def demo(
         "fit_seed": config.fit.seed,
         "flow": config.model.background.flow.model_dump(),
         "flow_seconds": flow_seconds,
-        "flows_stopped_because": _flow_stops(background),
-        "flows_seconds": _flow_stops(background, "seconds"),
+        "flows_stopped_because": _per_flow(background, "stopped_because"),
+        "flows_seconds": _per_flow(background, "seconds"),
         "flow_logp_independent": {"mean": float(flow_logp.mean()), "se": float(flow_logp.std() / np.sqrt(flow_logp.size))},
         "rules": {},
     }
@@ -281,6 +281,11 @@ def demo(
     print(json.dumps(result))
 
 
+def _per_flow(background, attribute: str) -> dict:
+    """``attribute`` of each trained flow (why it stopped, its seconds), by its coordinates."""
+    return {" ".join(p): getattr(f, attribute) for b in background.blocks for p, f in getattr(b, "flows", {}).items()}
+
+
 def _independent_mock(scale: int):
     """The independent mock of benchmarks/calibration.py: ``scale`` times the demo's stars, seed 101."""
     from streammix.mock import MockConfig, generate_mock
@@ -305,7 +310,7 @@ def flows(out: Path, settings: dict, seed: int, scale: int, reference: Path | No
     """The demo's background flows with ``settings``: time, why each stopped, and the mean log-density of
     the independent mock's background stars (saved per star; paired with ``reference`` if given)."""
     from streammix.data import StarTable
-    from streammix.fit import _flow_stops, fit_background
+    from streammix.fit import fit_background
     from streammix.pipeline import mock_columns
 
     stars, _, _, config = _demo(seed)
@@ -325,8 +330,8 @@ def flows(out: Path, settings: dict, seed: int, scale: int, reference: Path | No
         "settings": settings,
         "fit_seed": config.fit.seed,
         "seconds": seconds,
-        "stopped_because": _flow_stops(background),
-        "flow_seconds": _flow_stops(background, "seconds"),
+        "flows_stopped_because": _per_flow(background, "stopped_because"),
+        "flows_seconds": _per_flow(background, "seconds"),
         "independent_background_logp": {"mean": float(logp.mean()), "se": float(logp.std() / np.sqrt(logp.size)), "n": int(logp.size)},
     }
     if reference is not None:

@@ -894,7 +894,8 @@ def fit(
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
             background = _train_background(config, stars, offstream, progress)
-            flow_stops, flow_seconds = _flow_stops(background), _flow_stops(background, "seconds")
+            flow_stops = _flow_attribute(background, "stopped_because")
+            flow_seconds = _flow_attribute(background, "seconds")
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()
@@ -930,8 +931,10 @@ def fit(
             )
             for first in range(workers)
         ]  # fmt: skip
-        dealt = map_spawned(_fit_members, calls, workers, label="ensemble", progress=progress)
-        outcomes = [dealt[member % workers][member // workers] for member in members]
+        dealt = map_spawned(_fit_members, calls, workers, label=f"ensemble of {len(members)}", progress=progress)
+        outcomes: list = [None] * len(members)
+        for first, fitted in enumerate(dealt):
+            outcomes[first::workers] = fitted
     else:
         tensors = config_tensors(
             config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
@@ -971,10 +974,10 @@ def fit(
     return FittedModel(config, mixtures, background, density, summary)
 
 
-def _flow_stops(background: BackgroundFlows, attribute: str = "stopped_because") -> dict[str, Any]:
-    """Why each background flow's training stopped (or another of its training's
-    ``attribute``, e.g. its ``seconds``), keyed by its observed coordinates (blocks
-    without flows, e.g. a Gaussian mixture, have none)."""
+def _flow_attribute(background: BackgroundFlows, attribute: str) -> dict[str, Any]:
+    """An attribute of each background flow's training (``stopped_because``, ``seconds``),
+    keyed by its observed coordinates (blocks without flows, e.g. a Gaussian mixture, have
+    none)."""
     return {
         " ".join(pattern): getattr(flow, attribute, None)
         for block in background.blocks
@@ -997,8 +1000,11 @@ class _MemberJob:
 
 def _fit_members(
     jobs: list[_MemberJob], stars, background_logp: np.ndarray, background_logp_astrometry: np.ndarray | None = None
-) -> list:
-    """Fit several members in one worker process, on the stars' tensors prepared once for them all."""
+) -> list[tuple[dict[str, torch.Tensor], FitResult]]:
+    """Fit several members one after the other in one worker process, on the stars' tensors
+    prepared once for them all (a joint model's photometric preparation takes seconds). The
+    members are dealt before any starts, so a worker whose member fails fits none of the rest
+    of its members (a resumed fit refits them; the others' checkpoints are kept)."""
     config = jobs[0].config
     torch.set_num_threads(jobs[0].threads)
     tensors = config_tensors(

@@ -88,8 +88,7 @@ class FlowConfig(Section):
         3e-3,
         gt=0,
         description="AdamW learning rate, halved whenever the held-out loss stalls for about a third of patience "
-        "epochs (a cosine schedule to 0 over the epochs, tried on the demo, left the flows' density lower: "
-        "benchmarks/RESULTS.md session 21)",
+        "epochs",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     validation_fraction: float = Field(

@@ -607,8 +607,9 @@ def test_cross_fit_needs_a_member_per_fold():
 
 def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, fitted, monkeypatch):
     """Three members on two spawned workers (one thread each; the first worker is dealt
-    members 0 and 2 and prepares the stars' tensors once for both; the main process prepares
-    none) give the same fits, in the same order, as one process with one thread."""
+    members 0 and 2; the main process prepares no tensors) give the same fits, in the same
+    order, as one process with one thread. That each worker prepares the stars once is not
+    checked here: the spawned workers import the module afresh, unpatched."""
     import importlib
 
     from streammix.parallel import torch_threads
