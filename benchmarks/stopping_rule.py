@@ -263,13 +263,20 @@ def demo(
         seconds = time.perf_counter() - start
         p = _p_member(model, stars)
         own = truth_metrics(p, is_member)
-        independent = truth_metrics(_p_member(model, big_stars), big_member)
+        big_table = model.membership(big_stars)
+        big_p = np.asarray(big_table["p_member"], dtype=float)
+        independent = truth_metrics(big_p, big_member)
+        # how much the members disagree where membership is uncertain: the ensemble's 5-95 %
+        # range of p_member, averaged over the independent stars with 0.1 < p_member < 0.9
+        uncertain = (big_p > 0.1) & (big_p < 0.9)
+        spread = np.asarray(big_table["p_member_q95"], dtype=float) - np.asarray(big_table["p_member_q05"], dtype=float)
         row = {
             "mixture_seconds": seconds,
             "members": _members(model),
             "tracks": track_metrics(model, truth),
             "demo": {k: own[k] for k in ("auc", "completeness", "purity", "calibration_max_error", "calibration_max_z")},
             "independent": {k: independent[k] for k in ("auc", "completeness", "purity", "calibration_max_error", "calibration_max_z")},
+            "independent_member_spread": {"mean": float(spread[uncertain].mean()), "stars": int(uncertain.sum())},
             "independent_bins": [
                 {k: round(b[k], 4) for k in ("mean_p", "member_fraction", "n", "z")} for b in independent["calibration"]
             ],
