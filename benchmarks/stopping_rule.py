@@ -251,8 +251,8 @@ def demo(
         "fit_seed": config.fit.seed,
         "flow": config.model.background.flow.model_dump(),
         "flow_seconds": flow_seconds,
-        "flows_stopped_because": _per_flow(background, "stopped_because"),
-        "flows_seconds": _per_flow(background, "seconds"),
+        "flows_stopped_because": background.per_flow("stopped_because"),
+        "flows_seconds": background.per_flow("seconds"),
         "flow_logp_independent": {"mean": float(flow_logp.mean()), "se": float(flow_logp.std() / np.sqrt(flow_logp.size))},
         "rules": {},
     }
@@ -288,11 +288,6 @@ def demo(
     print(json.dumps(result))
 
 
-def _per_flow(background, attribute: str) -> dict:
-    """``attribute`` of each trained flow (why it stopped, its seconds), by its coordinates."""
-    return {" ".join(p): getattr(f, attribute) for b in background.blocks for p, f in getattr(b, "flows", {}).items()}
-
-
 def _independent_mock(scale: int):
     """The independent mock of benchmarks/calibration.py: ``scale`` times the demo's stars, seed 101."""
     from streammix.mock import MockConfig, generate_mock
@@ -302,14 +297,28 @@ def _independent_mock(scale: int):
     return generate_mock(base.model_copy(update=update), seed=101)[0]
 
 
-def _flow_settings(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` pairs as flow settings (the values read as YAML)."""
+def _flow_settings(pairs: list[str], parser: argparse.ArgumentParser) -> dict:
+    """``KEY=VALUE`` pairs as flow settings (the values read as YAML), checked: a bad
+    pair or value is one usage error (exit 2)."""
     import yaml
+    from pydantic import ValidationError
+
+    from streammix.settings import FlowConfig, first_error
 
     settings = {}
     for pair in pairs:
-        key, _, value = pair.partition("=")
-        settings[key] = yaml.safe_load(value)
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            parser.error(f"--flow {pair!r}: expected KEY=VALUE")
+        try:
+            settings[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parser.error(f"--flow {pair!r}: the value is not valid YAML")
+    try:
+        FlowConfig(**settings)
+    except ValidationError as error:
+        key, reason = first_error(error)
+        parser.error(f"--flow {key}: {reason}")
     return settings
 
 
@@ -337,12 +346,15 @@ def flows(out: Path, settings: dict, seed: int, scale: int, reference: Path | No
         "settings": settings,
         "fit_seed": config.fit.seed,
         "seconds": seconds,
-        "flows_stopped_because": _per_flow(background, "stopped_because"),
-        "flows_seconds": _per_flow(background, "seconds"),
+        "flows_stopped_because": background.per_flow("stopped_because"),
+        "flows_seconds": background.per_flow("seconds"),
         "independent_background_logp": {"mean": float(logp.mean()), "se": float(logp.std() / np.sqrt(logp.size)), "n": int(logp.size)},
     }
     if reference is not None:
-        d = logp - np.load(reference)
+        other = np.load(reference)
+        if other.shape != logp.shape:
+            raise SystemExit(f"--reference {reference}: {other.shape[0] if other.ndim else 0} values, not this run's {logp.size}")
+        d = logp - other
         row["minus_reference"] = {"mean": float(d.mean()), "se": float(d.std() / np.sqrt(d.size)), "reference": str(reference)}
     print(json.dumps(row))
 
@@ -403,6 +415,9 @@ def main() -> None:
                         help="flows: a .npy of another run's per-star log-densities, for the paired difference")
     parser.add_argument("--rule", action="append", choices=sorted(RULES), help="rules to fit with (demo, gd1)")
     args = parser.parse_args()
+    flow = _flow_settings(args.flow, parser)  # checked before anything is written
+    if args.reference is not None and not args.reference.is_file():
+        parser.error(f"--reference {args.reference}: no such file")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "record":
         record(args.out, args.seed, args.small)
@@ -410,12 +425,11 @@ def main() -> None:
         replay(args.out, args.patience)
     elif args.what == "demo":
         demo(args.out, args.rule or ["plain", "members2"], args.seed, 1 if args.small else args.scale, args.ensemble, args.small, args.fit_seed,
-             _flow_settings(args.flow))
+             flow)
     elif args.what == "flows":
-        flows(args.out, _flow_settings(args.flow), args.seed, args.scale, args.reference, args.fit_seed)
+        flows(args.out, flow, args.seed, args.scale, args.reference, args.fit_seed)
     else:
         gd1(args.out, args.rule or ["plain", "members2"])
-
 
 if __name__ == "__main__":
     main()

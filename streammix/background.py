@@ -72,6 +72,20 @@ class BackgroundFlows:
     def names(self) -> list[tuple[str, ...]]:
         return [tuple(b.names) for b in self.blocks]
 
+    def per_flow(self, attribute: str) -> dict[str, Any]:
+        """One attribute of each trained flow (e.g. ``stopped_because``, ``seconds``: see
+        :class:`~streammix.flows.ConditionalFlow`), keyed by its coordinates joined by
+        spaces; blocks without flows (a Gaussian mixture) have none.
+
+        Arguments:
+            attribute: The flows' attribute.
+        """
+        return {
+            " ".join(pattern): getattr(flow, attribute, None)
+            for block in self.blocks
+            for pattern, flow in getattr(block, "flows", {}).items()
+        }
+
     @classmethod
     def fit(
         cls,

@@ -894,8 +894,7 @@ def fit(
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
             background = _train_background(config, stars, offstream, progress)
-            flow_stops = _flow_attribute(background, "stopped_because")
-            flow_seconds = _flow_attribute(background, "seconds")
+            flow_stops, flow_seconds = background.per_flow("stopped_because"), background.per_flow("seconds")
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()
@@ -939,7 +938,7 @@ def fit(
         tensors = config_tensors(
             config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
         )
-        outcomes = [_fit_member(job, stars, background_logp, tensors, background_logp_astrometry) for job in jobs]
+        outcomes = [_fit_member(job, stars, tensors, background_logp_astrometry) for job in jobs]
     for member, (state, result) in zip(members, outcomes):
         mixture = build_mixture(config, stars, photometry=shared).to(dtype=dtype, device=config.fit.device)
         mixture.load_state_dict(state)
@@ -974,17 +973,6 @@ def fit(
     return FittedModel(config, mixtures, background, density, summary)
 
 
-def _flow_attribute(background: BackgroundFlows, attribute: str) -> dict[str, Any]:
-    """An attribute of each background flow's training (``stopped_because``, ``seconds``),
-    keyed by its observed coordinates (blocks without flows, e.g. a Gaussian mixture, have
-    none)."""
-    return {
-        " ".join(pattern): getattr(flow, attribute, None)
-        for block in background.blocks
-        for pattern, flow in getattr(block, "flows", {}).items()
-    }
-
-
 @dataclass(frozen=True)
 class _MemberJob:
     """One ensemble member's fit, picklable for a worker process."""
@@ -1011,13 +999,12 @@ def _fit_members(
         config, stars, background_logp, mixture=build_mixture(config, stars, photometry=jobs[0].photometry),
         background_logp_astrometry=background_logp_astrometry,
     )  # fmt: skip
-    return [_fit_member(job, stars, background_logp, tensors, background_logp_astrometry) for job in jobs]
+    return [_fit_member(job, stars, tensors, background_logp_astrometry) for job in jobs]
 
 
 def _fit_member(
     job: _MemberJob,
     stars,
-    background_logp: np.ndarray,
     tensors: StarTensors,
     background_logp_astrometry: np.ndarray | None = None,
 ):

@@ -422,16 +422,15 @@ def passes_declared_cuts(values: Mapping[str, np.ndarray], selection: Any, frame
         >>> passes_declared_cuts({"phi1": np.zeros(3), "parallax": np.array([0.5, 1.5, np.nan])}, cuts, None)
         array([ True, False,  True])
     """
-    out = values
-    keep = np.ones(out["phi1"].size, bool)
-    if selection.parallax is not None and "parallax" in out:
+    keep = np.ones(values["phi1"].size, bool)
+    if selection.parallax is not None and "parallax" in values:
         low = -np.inf if selection.parallax[0] is None else selection.parallax[0]
         high = np.inf if selection.parallax[1] is None else selection.parallax[1]
-        v = out["parallax"]
+        v = values["parallax"]
         keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))
-    if selection.pmra is not None and frame is not None and "pm_phi1_cosphi2" in out and "pm_phi2" in out:
-        matrix, offset = selection_transform(get_frame(frame), out["phi1"], out["phi2"], selection.reflex_distance)
-        pm = np.stack([out["pm_phi1_cosphi2"], out["pm_phi2"]], axis=1)
+    if selection.pmra is not None and frame is not None and "pm_phi1_cosphi2" in values and "pm_phi2" in values:
+        matrix, offset = selection_transform(get_frame(frame), values["phi1"], values["phi2"], selection.reflex_distance)
+        pm = np.stack([values["pm_phi1_cosphi2"], values["pm_phi2"]], axis=1)
         pmra, pmdec = (np.einsum("nij,nj->ni", matrix, pm) + offset).T
         inside = (pmra >= selection.pmra[0]) & (pmra <= selection.pmra[1])
         inside &= (pmdec >= selection.pmdec[0]) & (pmdec <= selection.pmdec[1])
