@@ -318,6 +318,12 @@ class ModelConfig(_Section):
         "magnitudes are not modelled (astrometry, stars without photometry) the error is a proxy of brightness "
         "(streammix.error_weights)",
     )
+    error_density: bool = Field(
+        False,
+        description="for the stars without photometry in a model with bands, add to each stream-like component "
+        "with an isochrone the log-ratio of its density of the parallax error (its luminosity function through "
+        "the catalogue's error-magnitude relation) to the field's (streammix.error_density)",
+    )
     background: BackgroundConfig = Field(
         BackgroundConfig(),
         description="the background: flows on blocks of coordinates, and a phi2 density",
@@ -367,6 +373,13 @@ class ModelConfig(_Section):
         if self.error_weights and (self.error_weights < 3 or "parallax" not in self.coordinates):
             raise ValueError(
                 f"error_weights {self.error_weights}: needs at least 3 knots and parallax among the coordinates (0: off)"
+            )
+        if self.error_density and (
+            "parallax" not in self.coordinates or not self.bands or not any(c.photometry for c in self.components)
+        ):
+            raise ValueError(
+                "error_density: needs parallax among the coordinates, bands, and a component with photometry "
+                "(it models the parallax errors of the stars without photometry from the isochrone)"
             )
         if len(self.bands) == 1:
             raise ValueError(f"bands {self.bands}: the isochrone likelihood needs two or more bands")

@@ -31,6 +31,8 @@ from .background import BackgroundFlows, background_view, check_background, offs
 from .components import BackgroundComponent, NetworkSettings
 from .config import Config
 from .data import StarTable, check_plausible, read_stars
+from .error_density import ErrorDensity, error_density
+from .error_relation import fit_error_relation
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
 from .folds import fold_of
@@ -195,6 +197,10 @@ def build_mixture(
         # the knots are buffers: a saved model's replace these placeholders when it is loaded
         knots = np.linspace(-3.0, 1.0, n_knots) if stars is None else error_knots(stars.parallax_err, n_knots)
         error_weights = ErrorWeights(knots, len(components))
+    density = None
+    if config.model.error_density:
+        # the tables are buffers: a saved model's replace this placeholder when it is loaded
+        density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, stars)
     return Mixture(
         components,
         background,
@@ -203,7 +209,27 @@ def build_mixture(
         weight_settings=NetworkSettings(**config.model.weights_network.model_dump()),
         initial_fraction=config.model.initial_fraction,
         error_weights=error_weights,
+        error_density=density,
     )
+
+
+def _error_density(config: Config, components, stars) -> ErrorDensity:
+    """The :class:`~streammix.error_density.ErrorDensity` of ``config`` on ``stars``: the
+    error relation fitted to every star with all the model's bands, the field's
+    errors those of the off-stream stars (the background's training stars)."""
+    users = [c for c in components if getattr(c, "photometry", None) is not None]
+    ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
+    observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
+    errors = np.where(observed, stars.parallax_err, np.nan)
+    mags = np.stack([stars.mags[band] for band in config.model.bands], axis=1)
+    relation = fit_error_relation(errors, mags, degree=2)
+    field = errors[offstream_stars(config, control_priors(config), stars)]
+    try:
+        return error_density(
+            users[0].photometry, relation, field, (min(p.low for p in ranges), max(p.high for p in ranges))
+        )
+    except ValueError as error:
+        raise InputError(f"model.error_density: {error}") from None
 
 
 def selection_cuts(config: Config):

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .components import BackgroundComponent, Component, NetworkSettings, StreamComponent, mlp
 from .densities import normal_logpdf
+from .error_density import ErrorDensity
 from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
 
@@ -303,6 +304,9 @@ class Mixture(nn.Module):
         initial_fraction: Initial weight of each stream-like component.
         error_weights: Error-dependent logits of the stream-like components
             (:class:`~streammix.error_weights.ErrorWeights`), or None.
+        error_density: The density of the parallax error under the components
+            with an isochrone against the field's
+            (:class:`~streammix.error_density.ErrorDensity`), or None.
 
     Example:
         >>> mix = Mixture([StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -324,11 +328,13 @@ class Mixture(nn.Module):
         weight_settings: NetworkSettings = NetworkSettings(),
         initial_fraction: float = 0.02,
         error_weights: ErrorWeights | None = None,
+        error_density: ErrorDensity | None = None,
     ):
         super().__init__()
         if error_weights is not None and error_weights.values.shape[1] != len(components):
             raise ValueError("error weights: one column per stream-like component is needed")
         self.error_weights = error_weights
+        self.error_density = error_density
         names = [c.name for c in components] + [background.name]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
@@ -425,7 +431,7 @@ class Mixture(nn.Module):
         # per-star terms (a phi1_range, error weights) need the logits at each star and
         # a softmax there; without them the grid's log-weights are interpolated directly
         ranged = any(comp.phi1_range is not None for comp in self.components)
-        per_star = ranged or self.error_weights is not None
+        per_star = ranged or self.error_weights is not None or self.error_density is not None
         if not per_star:
             table = torch.cat([torch.log_softmax(table[:, :n_comp], dim=-1), table[:, n_comp:]], dim=-1)
         # one (G, P) matrix of everything, interpolated to the stars in a single
@@ -439,15 +445,16 @@ class Mixture(nn.Module):
         # gradient of the whole (N, K + P) matrix (28 % of a GD-1 training step, benchmarks/RESULTS.md)
         log_w, at_params = at_stars.split([n_comp, at_stars.shape[-1] - n_comp], dim=-1)
         values = at_params.unbind(-1)
+        params_of = [{p: values[j] for j, (c, p) in enumerate(names) if c == comp.name} for comp in self.all_components]
         if per_star:
             if ranged:
                 log_w = log_w + self.range_mask(stars.phi1)
-            if self.error_weights is not None:
-                log_w = log_w + self._error_logits(stars)
+            if self.error_weights is not None or self.error_density is not None:
+                log_w = log_w + self._error_logits(stars, params_of)
             log_w = torch.log_softmax(log_w, dim=-1)
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
-            params = {p: values[j] for j, (c, p) in enumerate(names) if c == comp.name}
+            params = params_of[k]
             prepared = stars.photometry is not None and stars.use_photometry
             if getattr(comp, "photometry", None) is not None and (prepared or not stars.use_photometry):
                 # the isochrone term is added below, where it can matter (or not at all)
@@ -465,15 +472,31 @@ class Mixture(nn.Module):
             joint = self._add_photometry(joint, photometric, stars)
         return joint
 
-    def _error_logits(self, stars: StarTensors) -> Tensor:
-        """The error term of each star's logits, shape ``(N, K)`` (the background's
-        0). It applies to stars with a parallax whose magnitudes the model does
-        not use (those with magnitudes have their brightness modelled by the
-        isochrone)."""
+    def _error_logits(self, stars: StarTensors, params_of: list[dict[str, Tensor]] | None = None) -> Tensor:
+        """The error terms of each star's logits, shape ``(N, K)`` (the background's
+        0): the learned ones (``error_weights``) and the modelled ones
+        (``error_density``, for the components with an isochrone, at their
+        distance modulus at the star, ``params_of``). They apply to stars with a
+        parallax whose magnitudes the model does not use (those with magnitudes
+        have their brightness modelled by the isochrone)."""
         eligible = stars.has_parallax
         if stars.use_photometry and stars.photometry is not None and stars.has_mag.shape[1]:
             eligible = eligible & ~stars.has_mag.any(dim=-1)
-        shift = self.error_weights.logits(stars.parallax_err) * eligible.unsqueeze(-1).to(stars.parallax_err.dtype)
+        dtype = stars.parallax_err.dtype
+        shift = torch.zeros(len(eligible), len(self.components), dtype=dtype, device=eligible.device)
+        if self.error_weights is not None:
+            shift = shift + self.error_weights.logits(stars.parallax_err)
+        if self.error_density is not None:
+            if params_of is None:
+                raise ValueError("error density: the components' parameters at the stars are needed")
+            modelled = [
+                self.error_density.log_ratio(params["distmod"], stars.parallax_err)
+                if getattr(comp, "photometry", None) is not None and "distmod" in params
+                else torch.zeros_like(stars.parallax_err)
+                for comp, params in zip(self.components, params_of)
+            ]
+            shift = shift + torch.stack(modelled, dim=-1)
+        shift = shift * eligible.unsqueeze(-1).to(dtype)
         return torch.cat([shift, torch.zeros_like(shift[:, :1])], dim=-1)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
