@@ -324,6 +324,14 @@ class ModelConfig(_Section):
         "with an isochrone the log-ratio of its density of the parallax error (its luminosity function through "
         "the catalogue's error-magnitude relation) to the field's (streammix.error_density)",
     )
+    cut_normalisation: Literal["star", "luminosity_function"] = Field(
+        "star",
+        description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
+        "stream-like component divided by each star's own probability of passing them (with a prior keeping it "
+        "inside them); 'luminosity_function', the mixture divided by the share of each component's stars that "
+        "pass, averaged over its luminosity function (streammix.cut_fraction; needs bands, error_density and no "
+        "error_weights)",
+    )
     background: BackgroundConfig = Field(
         BackgroundConfig(),
         description="the background: flows on blocks of coordinates, and a phi2 density",
@@ -380,6 +388,11 @@ class ModelConfig(_Section):
             raise ValueError(
                 "error_density: needs parallax among the coordinates, bands, and a component with photometry "
                 "(it models the parallax errors of the stars without photometry from the isochrone)"
+            )
+        if self.cut_normalisation == "luminosity_function" and (not self.error_density or self.error_weights):
+            raise ValueError(
+                "cut_normalisation luminosity_function: needs error_density: true and error_weights: 0 (the stars "
+                "without photometry must carry the luminosity function before the cuts, not learned weights)"
             )
         if len(self.bands) == 1:
             raise ValueError(f"bands {self.bands}: the isochrone likelihood needs two or more bands")
@@ -788,6 +801,8 @@ class Config(_Section):
         selection = self.data.selection
         if selection is not None and selection.pmra is not None and self.frame is None:
             raise ValueError("data.selection: proper-motion cuts need the config's frame (e.g. frame: gd1)")
+        if self.model.cut_normalisation == "luminosity_function" and selection is None:
+            raise ValueError("model.cut_normalisation luminosity_function: needs data.selection (the catalogue's cuts)")
         if selection is not None:
             cut = {"parallax"} if selection.parallax is not None else set()
             cut |= {"pm_phi1_cosphi2", "pm_phi2"} if selection.pmra is not None else set()

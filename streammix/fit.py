@@ -31,8 +31,9 @@ from .background import BackgroundFlows, background_view, check_background, offs
 from .components import BackgroundComponent, NetworkSettings
 from .config import Config
 from .data import StarTable, check_plausible, read_stars
+from .cut_fraction import CutFraction
 from .error_density import ErrorDensity, error_density
-from .error_relation import fit_error_relation
+from .error_relation import ErrorRelation, fit_error_relation
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
 from .folds import fold_of
@@ -161,6 +162,7 @@ def build_mixture(
     coords = list(config.model.coordinates)
     if photometry is None:
         photometry = photometric_likelihood(config)
+    by_fraction = config.model.cut_normalisation == "luminosity_function"
     components = []
     for comp in config.model.components:
         if bounds is not None:
@@ -173,7 +175,7 @@ def build_mixture(
                 comp_bounds,
                 tuple(config.field.phi2),
                 photometry=photometry,
-                selection=selection_cuts(config),
+                selection=None if by_fraction else selection_cuts(config),
                 parallax_zero_point=config.data.parallax_zero_point,
             )
         )
@@ -181,12 +183,9 @@ def build_mixture(
         dispersion = getattr(comp, "velocity_dispersion", None)
         if dispersion is not None:  # the config has checked that the component has proper motions and a distance
             component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
-    if _has_pm_cut(config):
+    if _has_pm_cut(config) and not by_fraction:
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
-        grid = np.linspace(*config.field.phi1, config.model.grid_size)
-        matrix, offset = selection_transform(
-            get_frame(config.frame), grid, np.full_like(grid, 0.5 * sum(config.field.phi2)), config.data.selection.reflex_distance
-        )
+        matrix, offset = _grid_transform(config)
         for component in components:
             if hasattr(component, "attach_selection_grid"):
                 component.attach_selection_grid(torch.as_tensor(matrix), torch.as_tensor(offset))
@@ -197,10 +196,15 @@ def build_mixture(
         # the knots are buffers: a saved model's replace these placeholders when it is loaded
         knots = np.linspace(-3.0, 1.0, n_knots) if stars is None else error_knots(stars.parallax_err, n_knots)
         error_weights = ErrorWeights(knots, len(components))
-    density = None
+    density, fraction = None, None
+    # the tables and the error relation are buffers: a saved model's replace these placeholders when it is loaded
+    relation = None
+    if config.model.error_density and stars is not None:
+        relation = _error_relation(config, stars)
     if config.model.error_density:
-        # the tables are buffers: a saved model's replace this placeholder when it is loaded
-        density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, stars)
+        density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, stars, relation)
+    if by_fraction:
+        fraction = _cut_fraction(config, components, stars, relation)
     return Mixture(
         components,
         background,
@@ -210,20 +214,59 @@ def build_mixture(
         initial_fraction=config.model.initial_fraction,
         error_weights=error_weights,
         error_density=density,
+        cut_fraction=fraction,
     )
 
 
-def _error_density(config: Config, components, stars) -> ErrorDensity:
+def _grid_transform(config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The catalogue's proper-motion cut on the mixture's phi1 grid, at the field's middle phi2."""
+    grid = np.linspace(*config.field.phi1, config.model.grid_size)
+    return selection_transform(
+        get_frame(config.frame), grid, np.full_like(grid, 0.5 * sum(config.field.phi2)), config.data.selection.reflex_distance
+    )
+
+
+def _error_relation(config: Config, stars) -> ErrorRelation:
+    """How the parallax errors of ``stars`` follow their magnitudes in the model's bands (quadratic)."""
+    observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
+    mags = np.stack([stars.mags[band] for band in config.model.bands], axis=1)
+    try:
+        return fit_error_relation(np.where(observed, stars.parallax_err, np.nan), mags, degree=2)
+    except InputError as error:
+        raise InputError(f"model.error_density: {error}") from None
+
+
+def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | None) -> CutFraction:
+    """The :class:`~streammix.cut_fraction.CutFraction` of ``config``'s components with an isochrone."""
+    users = [c for c in components if getattr(c, "photometry", None) is not None]
+    n_bands = len(config.model.bands)
+    if relation is None:  # a saved model's relation is read into these buffers
+        relation = ErrorRelation(0.0, (0.0,) * n_bands, 1.0, (0.0,) * (n_bands * (n_bands + 1) // 2), (0.0,) * n_bands)
+    ratio = 1.0  # a saved model's is read into its buffer
+    if stars is not None:  # with data.columns.pm_err_per_parallax_err, exactly that
+        pm_err = np.sqrt(stars.pm_phi1_cosphi2_err * stars.pm_phi2_err)
+        usable = np.isfinite(pm_err) & (pm_err > 0) & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
+        if not usable.any():
+            raise InputError("model.cut_normalisation: no star has both proper-motion and parallax errors")
+        ratio = float(np.median(pm_err[usable] / stars.parallax_err[usable]))
+    if _has_pm_cut(config):
+        matrix, offset = _grid_transform(config)
+    else:
+        matrix, offset = np.tile(np.eye(2), (config.model.grid_size, 1, 1)), np.zeros((config.model.grid_size, 2))
+    return CutFraction(
+        users[0].photometry, relation, selection_cuts(config), ratio, config.data.parallax_zero_point,
+        torch.as_tensor(matrix), torch.as_tensor(offset),
+    )  # fmt: skip
+
+
+def _error_density(config: Config, components, stars, relation: ErrorRelation) -> ErrorDensity:
     """The :class:`~streammix.error_density.ErrorDensity` of ``config`` on ``stars``: the
     error relation fitted to every star with all the model's bands, the field's
     errors those of the off-stream stars (the background's training stars)."""
     users = [c for c in components if getattr(c, "photometry", None) is not None]
     ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
     observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
-    errors = np.where(observed, stars.parallax_err, np.nan)
-    mags = np.stack([stars.mags[band] for band in config.model.bands], axis=1)
-    relation = fit_error_relation(errors, mags, degree=2)
-    field = errors[offstream_stars(config, control_priors(config), stars)]
+    field = np.where(observed, stars.parallax_err, np.nan)[offstream_stars(config, control_priors(config), stars)]
     try:
         return error_density(
             users[0].photometry, relation, field, (min(p.low for p in ranges), max(p.high for p in ranges))
@@ -535,10 +578,12 @@ def train_mixture(
     def evaluate() -> Evaluation:
         mixture.eval()
         with torch.no_grad():
-            joint = mixture.log_joint(valid)
-            ll = torch.logsumexp(joint, dim=-1)
+            table = mixture.parameter_table(mixture.grid)
+            joint = mixture.log_joint(valid, table)
+            total = torch.logsumexp(joint, dim=-1)
+            ll = total - mixture.log_normaliser(valid, table)
             value = float(-ll.mean())
-            members = -torch.expm1(joint[:, -1] - ll)  # 1 - p(background)
+            members = -torch.expm1(joint[:, -1] - total)  # 1 - p(background)
         mixture.train()
         return Evaluation.of(-ll, value, members)
 

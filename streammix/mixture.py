@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .components import BackgroundComponent, Component, NetworkSettings, StreamComponent, mlp
 from .densities import normal_logpdf
+from .cut_fraction import CutFraction
 from .error_density import ErrorDensity
 from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
@@ -307,6 +308,10 @@ class Mixture(nn.Module):
         error_density: The density of the parallax error under the components
             with an isochrone against the field's
             (:class:`~streammix.error_density.ErrorDensity`), or None.
+        cut_fraction: The share of the stars of each component with an
+            isochrone that passes the catalogue's cuts
+            (:class:`~streammix.cut_fraction.CutFraction`): the likelihood is
+            then normalised over the cuts (:meth:`log_normaliser`), or None.
 
     Example:
         >>> mix = Mixture([StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -329,12 +334,14 @@ class Mixture(nn.Module):
         initial_fraction: float = 0.02,
         error_weights: ErrorWeights | None = None,
         error_density: ErrorDensity | None = None,
+        cut_fraction: CutFraction | None = None,
     ):
         super().__init__()
         if error_weights is not None and error_weights.values.shape[1] != len(components):
             raise ValueError("error weights: one column per stream-like component is needed")
         self.error_weights = error_weights
         self.error_density = error_density
+        self.cut_fraction = cut_fraction
         names = [c.name for c in components] + [background.name]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
@@ -526,8 +533,32 @@ class Mixture(nn.Module):
         return torch.stack(columns, dim=-1)
 
     def log_likelihood(self, stars: StarTensors) -> Tensor:
-        """Per-star log-likelihood, log sum_k f_k p_k, shape ``(N,)``."""
-        return torch.logsumexp(self.log_joint(stars), dim=-1)
+        """Per-star log-likelihood, log sum_k f_k p_k (less :meth:`log_normaliser`), shape ``(N,)``."""
+        table = self.parameter_table(self.grid)
+        return torch.logsumexp(self.log_joint(stars, table), dim=-1) - self.log_normaliser(stars, table)
+
+    def log_normaliser(self, stars: StarTensors, table: Tensor | None = None) -> Tensor:
+        r"""Per star, :math:`\ln \sum_k f_k(\phi_1) \bar P_k(\phi_1)`: the probability that a
+        star of the mixture at its phi1 passes the catalogue's cuts
+        (:mod:`streammix.cut_fraction`; the background's :math:`\bar P` is 1, as is
+        that of a component without an isochrone), shape ``(N,)``; zeros without
+        ``cut_fraction``. ``table``: the :meth:`parameter_table` of the grid."""
+        if self.cut_fraction is None:
+            return torch.zeros_like(stars.phi1)
+        if table is None:
+            table = self.parameter_table(self.grid)
+        n_comp = len(self.all_components)
+        mask = torch.cat([self.logit_mask, torch.zeros_like(self.logit_mask[:, :1])], dim=-1).to(table.dtype)
+        log_w = torch.log_softmax(table[:, :n_comp] + mask, dim=-1)
+        columns = [
+            self.cut_fraction.log_fraction(self._component_params(table, comp.name))
+            if getattr(comp, "photometry", None) is not None
+            else torch.zeros_like(table[:, 0])
+            for comp in self.components
+        ]
+        log_z = torch.logsumexp(log_w + torch.stack([*columns, torch.zeros_like(table[:, 0])], dim=-1), dim=-1)
+        i = stars.grid_index
+        return torch.lerp(log_z.index_select(0, i), log_z.index_select(0, i + 1), stars.grid_weight)
 
     def log_prior(self, priors: Sequence[ControlPrior]) -> Tensor:
         """Sum of the normalised control-point log-densities (added once), plus,
@@ -545,7 +576,7 @@ class Mixture(nn.Module):
         points = self._prior_points(priors)
         table = self.parameter_table(torch.cat([self.grid, points]))
         grid, at_points = table[: self.grid_size], table[self.grid_size :]
-        log_likelihood = torch.logsumexp(self.log_joint(stars, grid), dim=-1)
+        log_likelihood = torch.logsumexp(self.log_joint(stars, grid), dim=-1) - self.log_normaliser(stars, grid)
         return log_likelihood, self._log_prior_from(priors, at_points, len(points) - len(priors))
 
     def _prior_points(self, priors: Sequence[ControlPrior]) -> Tensor:
