@@ -51,7 +51,7 @@ from .selection import SelectionCuts, interval_log_probability
 __all__ = ["CutFraction"]
 
 #: Luminosity-function nodes the average runs over (the isochrone likelihood's segments merged).
-NODES = 24
+NODES = 48
 #: The fraction is computed at every STRIDE-th point of the phi1 grid (and its last), linear between.
 STRIDE = 8
 #: Gauss-Hermite nodes (in standard deviations) and weights over the error relation's scatter.

@@ -1,0 +1,116 @@
+"""The share of a component's stars that pass the catalogue's cuts (streammix.cut_fraction)."""
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from streammix.config import Config, ModelConfig
+from streammix.cut_fraction import CutFraction
+from streammix.data import StarTable
+from streammix.error_relation import ErrorRelation
+from streammix.errors import InputError
+from streammix.isochrone import default_isochrone
+from streammix.photometry import Kroupa, PhotometricLikelihood
+from streammix.selection import SelectionCuts
+
+BANDS = ["gaia_g", "gaia_rp"]
+RELATION = ErrorRelation(-4.6, (0.15, 0.07), 0.1, quadratic=(0.01, 0.0, 0.0), centre=(19.0, 18.5))
+LIMITS = (12.0, 21.0)
+LIMIT_ERROR = 0.1
+CUTS = SelectionCuts(parallax=(None, 0.5), pm_low=(-2.0, -1.5), pm_high=(2.0, 1.5))
+RATIO = 1.7
+ANGLE = 0.4
+
+
+def _fraction():
+    iso = default_isochrone(12.0, -1.5).select(["main_sequence"])
+    like = PhotometricLikelihood(
+        iso, BANDS, phases=["main_sequence"], magnitude_limits={"gaia_g": LIMITS}, limit_error=LIMIT_ERROR,
+        n_nodes=400, dtype=torch.float64,
+    )
+    rotation = torch.tensor([[np.cos(ANGLE), -np.sin(ANGLE)], [np.sin(ANGLE), np.cos(ANGLE)]], dtype=torch.float64)
+    grid = 65
+    fraction = CutFraction(like, RELATION, CUTS, RATIO, -0.03, rotation.expand(grid, 2, 2), torch.full((grid, 2), 0.3))
+    return iso, fraction
+
+
+def test_the_fraction_is_the_share_of_a_monte_carlo_stream_that_passes_the_cuts():
+    iso, fraction = _fraction()
+    grid = 65  # 0.4 mas/yr and 0.2 mag between the computed points (every 8th)
+    distmod = torch.linspace(14.0, 15.5, grid, dtype=torch.float64)
+    pm1 = torch.linspace(-1.0, 2.5, grid, dtype=torch.float64)  # from inside the box to across its edge
+    params = {
+        "distmod": distmod, "distmod_width": torch.full((grid,), 0.05, dtype=torch.float64),
+        "pm_phi1_cosphi2": pm1, "pm_phi2": torch.full((grid,), 0.2, dtype=torch.float64),
+        "pm_phi1_cosphi2_width": torch.full((grid,), 0.3, dtype=torch.float64),
+        "pm_phi2_width": torch.full((grid,), 0.2, dtype=torch.float64),
+    }  # fmt: skip
+    modelled = fraction.log_fraction(params).exp().numpy()
+    rng = np.random.default_rng(0)
+    masses = np.linspace(iso.initial_mass.min(), iso.initial_mass.max(), 100_001)
+    cdf = np.cumsum(Kroupa().pdf(masses, (masses[0], masses[-1])))
+    rotation = np.array([[np.cos(ANGLE), -np.sin(ANGLE)], [np.sin(ANGLE), np.cos(ANGLE)]])
+    for g in (0, 4, 32, 44, 64):  # grid points computed directly (every 8th, and the last) and between
+        n = 200_000
+        mass = np.interp(rng.uniform(0, cdf[-1], n), cdf, masses)
+        mags = iso.absolute_mags(mass, BANDS) + float(distmod[g])
+        seen = mags[:, 0] + LIMIT_ERROR * rng.standard_normal(n)
+        mags = mags[(seen > LIMITS[0]) & (seen < LIMITS[1])]
+        m = len(mags)
+        err = 10 ** (RELATION.mean(mags) + RELATION.scatter * rng.standard_normal(m))
+        dm = float(distmod[g]) + 0.05 * rng.standard_normal(m)
+        parallax = 10 ** ((10 - dm) / 5) - 0.03 + err * rng.standard_normal(m)
+        pm = np.stack([float(pm1[g]) + 0.3 * rng.standard_normal(m), 0.2 + 0.2 * rng.standard_normal(m)], axis=1)
+        pm = pm + RATIO * err[:, None] * rng.standard_normal((m, 2))
+        icrs = pm @ rotation.T + 0.3
+        passed = (parallax < 0.5) & np.all((icrs > [-2.0, -1.5]) & (icrs < [2.0, 1.5]), axis=1)
+        print(g, round(float(modelled[g]), 4), round(float(passed.mean()), 4))
+        tolerance = 0.006 if g % 8 == 0 else 0.012  # between the computed points: linear in log
+        assert modelled[g] == pytest.approx(passed.mean(), abs=tolerance)
+    assert modelled[0] > modelled[-1] + 0.2  # the box's edge mattered
+
+
+def test_configs_that_cannot_be_normalised_so_are_refused():
+    with pytest.raises(ValidationError, match="needs error_density: true and error_weights: 0"):
+        ModelConfig(cut_normalisation="luminosity_function")
+    with pytest.raises(ValidationError, match="needs error_density: true and error_weights: 0"):
+        ModelConfig(cut_normalisation="luminosity_function", error_weights=4)
+
+
+def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged():
+    from streammix.fit import build_mixture, config_tensors
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.model_io import mixture_bounds
+    from streammix.pipeline import demo_config, mock_columns
+
+    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
+    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    plain = Config.from_dict(data)
+    data["model"].update(error_density=True, cut_normalisation="luminosity_function")
+    data["data"]["selection"] = {"parallax": [None, 0.3]}
+    with pytest.raises(InputError, match="needs data.selection"):
+        Config.from_dict({**data, "data": {**data["data"], "selection": None}})
+    config = Config.from_dict(data)
+    torch.manual_seed(0)
+    normalised = build_mixture(config, stars)
+    torch.manual_seed(0)
+    reference = build_mixture(plain, stars)
+    reference.load_state_dict(normalised.state_dict(), strict=False)
+    tensors = config_tensors(plain, stars, np.zeros(len(stars)), mixture=reference)
+    with torch.no_grad():
+        normaliser = normalised.log_normaliser(tensors)
+        assert bool((normaliser < -1e-3).all()) and bool((normaliser <= 0).all())  # the cut loses stream stars
+        table = normalised.parameter_table(normalised.grid)
+        weights = torch.softmax(table[:, :2], dim=-1)
+        share = normalised.cut_fraction.log_fraction(normalised._component_params(table, "stream")).exp()
+        by_hand = torch.log(weights[:, 0] * share + weights[:, 1])
+        i = tensors.grid_index
+        torch.testing.assert_close(normaliser, torch.lerp(by_hand[i], by_hand[i + 1], tensors.grid_weight))
+        torch.testing.assert_close(normalised.log_likelihood(tensors), reference.log_likelihood(tensors) - normaliser)
+    # a saved model reads its relation and proper-motion ratio back
+    loaded = build_mixture(config, bounds=mixture_bounds(normalised))
+    loaded.load_state_dict(normalised.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_normaliser(tensors), normaliser)
