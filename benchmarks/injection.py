@@ -223,7 +223,11 @@ def ensemble_shares(model, stars, component: str = "injected") -> np.ndarray:
 
     tensors = model.prepare(stars, prune=False)
     with torch.no_grad():
-        joints = torch.stack([mixture.eval().log_joint(tensors).double() for mixture in model.mixtures])
+        # each member's density of the selected stars (less its normaliser over the cuts, where it has one)
+        joints = torch.stack([
+            (mixture.eval().log_joint(tensors) - mixture.log_normaliser(tensors).unsqueeze(-1)).double()
+            for mixture in model.mixtures
+        ])  # fmt: skip
     mean_joint = torch.logsumexp(joints, dim=0)
     shares = torch.exp(mean_joint - torch.logsumexp(mean_joint, dim=-1, keepdim=True))
     return shares[:, model.component_names.index(component)].numpy()

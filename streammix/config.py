@@ -389,10 +389,27 @@ class ModelConfig(_Section):
                 "error_density: needs parallax among the coordinates, bands, and a component with photometry "
                 "(it models the parallax errors of the stars without photometry from the isochrone)"
             )
-        if self.cut_normalisation == "luminosity_function" and (not self.error_density or self.error_weights):
+        if self.cut_normalisation == "luminosity_function":
+            if not self.error_density:
+                raise ValueError(
+                    "cut_normalisation luminosity_function: needs error_density: true (the stars without photometry "
+                    "must carry the luminosity function before the cuts)"
+                )
+            if self.error_weights:
+                raise ValueError(
+                    f"cut_normalisation luminosity_function: error_weights is {self.error_weights}; it must be 0 "
+                    "(learned weights of the error would undo the luminosity function before the cuts)"
+                )
+            without = [c.name for c in self.components if not c.photometry]
+            if without:
+                raise ValueError(
+                    f"cut_normalisation luminosity_function: components {without} have no isochrone (photometry: "
+                    "false), so their share that passes the cuts is unknown"
+                )
+        if self.error_density and not self.isochrone.magnitude_limits:
             raise ValueError(
-                "cut_normalisation luminosity_function: needs error_density: true and error_weights: 0 (the stars "
-                "without photometry must carry the luminosity function before the cuts, not learned weights)"
+                "error_density: needs isochrone.magnitude_limits (without them the luminosity function runs to the "
+                "isochrone's faintest star)"
             )
         if len(self.bands) == 1:
             raise ValueError(f"bands {self.bands}: the isochrone likelihood needs two or more bands")
@@ -801,8 +818,14 @@ class Config(_Section):
         selection = self.data.selection
         if selection is not None and selection.pmra is not None and self.frame is None:
             raise ValueError("data.selection: proper-motion cuts need the config's frame (e.g. frame: gd1)")
-        if self.model.cut_normalisation == "luminosity_function" and selection is None:
-            raise ValueError("model.cut_normalisation luminosity_function: needs data.selection (the catalogue's cuts)")
+        if self.model.cut_normalisation == "luminosity_function":
+            if selection is None:
+                raise ValueError("model.cut_normalisation luminosity_function: needs data.selection (the catalogue's cuts)")
+            if selection.pmra is not None and not {"pm_phi1_cosphi2", "pm_phi2"} <= set(self.model.coordinates):
+                raise ValueError(
+                    "model.cut_normalisation luminosity_function: data.selection cuts on pmra, pmdec, but "
+                    f"model.coordinates {self.model.coordinates} lack pm_phi1_cosphi2 and pm_phi2"
+                )
         if selection is not None:
             cut = {"parallax"} if selection.parallax is not None else set()
             cut |= {"pm_phi1_cosphi2", "pm_phi2"} if selection.pmra is not None else set()

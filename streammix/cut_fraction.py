@@ -31,9 +31,9 @@ That is consistent only if the magnitudes enter each star's densities as the
 luminosity function before the cuts: through the isochrone for a star with
 photometry, through :mod:`streammix.error_density` for one without (its
 parallax error standing in for its magnitude). Learned error weights would
-break it, as would dividing each star by its own probability of passing,
-which counts the loss of faint stars twice (benchmarks/RESULTS.md,
-session 20). Unlike a component normalised on its own, none can become a
+break it; so, by the same argument, would dividing each star by its own
+probability of passing (likely why that over-counted the faint stars with
+photometry, benchmarks/RESULTS.md, session 20; not measured). Unlike a component normalised on its own, none can become a
 spike at a cut's edge: the normaliser is the mixture's.
 """
 
@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from .error_relation import ErrorRelation
+from .photometry import limit_log_pass
 from .selection import SelectionCuts, interval_log_probability
 
 __all__ = ["CutFraction"]
@@ -102,8 +103,8 @@ class CutFraction(nn.Module):
         offset: Tensor,
     ):
         super().__init__()
-        mids = (likelihood.start + 0.5 * likelihood.delta).detach().double().cpu().numpy()
-        weight = likelihood.log_weight.detach().double().exp().cpu().numpy()
+        mids, log_weight = likelihood.luminosity_nodes()
+        mids, weight = mids.double().cpu().numpy(), log_weight.double().exp().cpu().numpy()
         groups = np.array_split(np.arange(len(weight)), min(NODES, len(weight)))
         node_weight = np.array([weight[g].sum() for g in groups])
         node_mags = np.stack([(weight[g, None] * mids[g]).sum(axis=0) / max(weight[g].sum(), 1e-300) for g in groups])
@@ -137,9 +138,7 @@ class CutFraction(nn.Module):
         self.cuts = cuts
         self.register_buffer("pm_ratio", torch.tensor(float(pm_err_per_parallax_err), dtype=torch.float64))
         self.parallax_zero_point = float(parallax_zero_point)
-        self.limit_index = likelihood.limit_index
-        self.limits = likelihood.limits
-        self.limit_spread = math.sqrt((likelihood.limit_error or 0.0) ** 2 + 0.5 * likelihood.colour_spread**2) or 1e-3
+        self.limit_index, self.limits, self.limit_spread = likelihood.limit_index, likelihood.limits, likelihood.limit_spread
 
     def _log10_error(self, mags: Tensor) -> Tensor:
         """The relation's mean log10 parallax error at ``mags`` (..., B)."""
@@ -162,14 +161,7 @@ class CutFraction(nn.Module):
         distmod = params["distmod"]
         dtype = distmod.dtype
         mags = self.node_mags.to(dtype).unsqueeze(0) + distmod[:, None, None]  # (G, J, B)
-        log_w = self.node_log_weight.to(dtype).unsqueeze(0).expand(len(distmod), -1)
-        if self.limit_index is not None:
-            bright, faint = self.limits
-            limit_mag = mags[..., self.limit_index]
-            passes = torch.special.ndtr((faint - limit_mag) / self.limit_spread) - torch.special.ndtr(
-                (bright - limit_mag) / self.limit_spread
-            )
-            log_w = log_w + torch.log(passes.clamp_min(1e-300 if dtype == torch.float64 else 1e-37))
+        log_w = self.node_log_weight.to(dtype).unsqueeze(0) + limit_log_pass(mags, self.limit_index, self.limits, self.limit_spread)
         log_w = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)  # (G, J)
         z = torch.tensor(_HERMITE_Z, dtype=dtype, device=distmod.device)
         log_gh = torch.log(torch.tensor(_HERMITE_W, dtype=dtype, device=distmod.device))

@@ -49,7 +49,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.special import ndtr
 from scipy.stats import gaussian_kde
 from torch import Tensor, nn
 
@@ -71,9 +70,9 @@ class ErrorDensity(nn.Module):
     r"""The log-ratio of the stream's and the field's densities of a star's log parallax error.
 
     The tables are buffers on fixed grids (a saved model loads them into a
-    placeholder of the same shape). Between grid points the ratio is
-    interpolated linearly in both the distance modulus and the error, and held
-    at the grid's ends beyond them.
+    placeholder of the same shape). Between grid points the log-ratio is
+    interpolated linearly in both the distance modulus and the log error, and
+    held at the grid's ends beyond them.
 
     Arguments:
         distmod: The grid of distance moduli, increasing, shape ``(D,)``.
@@ -85,8 +84,8 @@ class ErrorDensity(nn.Module):
         >>> import torch
         >>> density = ErrorDensity(torch.tensor([14.0, 15.0]), torch.tensor([-1.0, 0.0]),
         ...                        torch.log(torch.tensor([[0.2, 1.0], [0.1, 2.0]])), torch.zeros(2))
-        >>> density.log_ratio(torch.tensor([14.5]), torch.tensor([1.0])).exp().round(decimals=3).tolist()
-        [1.5]
+        >>> density.log_ratio(torch.tensor([14.5]), torch.tensor([1.0])).exp().round(decimals=3).tolist()  # sqrt(1 * 2)
+        [1.414]
     """
 
     distmod: Tensor
@@ -104,7 +103,7 @@ class ErrorDensity(nn.Module):
         self.register_buffer("field_log_density", field_log_density.clone())
 
     @classmethod
-    def placeholder(cls, dtype: torch.dtype = torch.float32) -> ErrorDensity:
+    def placeholder(cls, dtype: torch.dtype = torch.float64) -> ErrorDensity:
         """Tables of the right shapes to load a saved model's into."""
         return cls(
             torch.linspace(0.0, 1.0, DISTMOD_POINTS, dtype=dtype),
@@ -190,18 +189,12 @@ def error_density(
     grid_s = np.linspace(log_field.min() - ERROR_MARGIN, log_field.max() + ERROR_MARGIN, ERROR_POINTS)
 
     field = gaussian_kde(log_field)(grid_s)
-    mids = (likelihood.start + 0.5 * likelihood.delta).detach().double().cpu().numpy()  # (K, B) absolute
-    weight = likelihood.log_weight.detach().double().exp().cpu().numpy()
+    mids, log_weight = likelihood.luminosity_nodes()
+    mids, weight = mids.double().cpu().numpy(), log_weight.double().exp().cpu().numpy()  # absolute mags (K, B)
     stream = np.empty((DISTMOD_POINTS, ERROR_POINTS))
     for row, distmod in enumerate(grid_d):
         mags = mids + distmod
-        passes = np.ones(len(mags))
-        if likelihood.limit_index is not None:
-            bright, faint = likelihood.limits
-            spread = math.sqrt((likelihood.limit_error or 0.0) ** 2 + 0.5 * likelihood.colour_spread**2) or 1e-3
-            limit_mag = mags[:, likelihood.limit_index]
-            passes = ndtr((faint - limit_mag) / spread) - ndtr((bright - limit_mag) / spread)
-        w = weight * passes
+        w = weight * likelihood.limit_log_pass(torch.as_tensor(mags)).exp().numpy()
         total = w.sum()
         if not total > 0:
             raise ValueError(f"error density: no isochrone point passes the magnitude limits at distance modulus {distmod:.2f}")

@@ -242,8 +242,8 @@ def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | N
     n_bands = len(config.model.bands)
     if relation is None:  # a saved model's relation is read into these buffers
         relation = ErrorRelation(0.0, (0.0,) * n_bands, 1.0, (0.0,) * (n_bands * (n_bands + 1) // 2), (0.0,) * n_bands)
-    ratio = 1.0  # a saved model's is read into its buffer
-    if stars is not None:  # with data.columns.pm_err_per_parallax_err, exactly that
+    ratio = 1.0  # a saved model's is read into its buffer; unused without a proper-motion cut
+    if stars is not None and _has_pm_cut(config):  # with data.columns.pm_err_per_parallax_err, exactly that
         pm_err = np.sqrt(stars.pm_phi1_cosphi2_err * stars.pm_phi2_err)
         usable = np.isfinite(pm_err) & (pm_err > 0) & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
         if not usable.any():
@@ -269,7 +269,8 @@ def _error_density(config: Config, components, stars, relation: ErrorRelation) -
     field = np.where(observed, stars.parallax_err, np.nan)[offstream_stars(config, control_priors(config), stars)]
     try:
         return error_density(
-            users[0].photometry, relation, field, (min(p.low for p in ranges), max(p.high for p in ranges))
+            users[0].photometry, relation, field, (min(p.low for p in ranges), max(p.high for p in ranges)),
+            dtype=torch.float64,
         )
     except ValueError as error:
         raise InputError(f"model.error_density: {error}") from None

@@ -438,7 +438,7 @@ class Mixture(nn.Module):
         # per-star terms (a phi1_range, error weights) need the logits at each star and
         # a softmax there; without them the grid's log-weights are interpolated directly
         ranged = any(comp.phi1_range is not None for comp in self.components)
-        per_star = ranged or self.error_weights is not None or self.error_density is not None
+        per_star = ranged or self.error_weights is not None
         if not per_star:
             table = torch.cat([torch.log_softmax(table[:, :n_comp], dim=-1), table[:, n_comp:]], dim=-1)
         # one (G, P) matrix of everything, interpolated to the stars in a single
@@ -456,8 +456,8 @@ class Mixture(nn.Module):
         if per_star:
             if ranged:
                 log_w = log_w + self.range_mask(stars.phi1)
-            if self.error_weights is not None or self.error_density is not None:
-                log_w = log_w + self._error_logits(stars, params_of)
+            if self.error_weights is not None:
+                log_w = log_w + self._error_logits(stars)
             log_w = torch.log_softmax(log_w, dim=-1)
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
@@ -475,36 +475,48 @@ class Mixture(nn.Module):
                     column = column + stars.background_bands_logp
                 columns.append(column)
         joint = log_w + torch.stack(columns, dim=-1)
+        if self.error_density is not None:
+            joint = joint + self._error_density_terms(stars, params_of)
         if photometric:
             joint = self._add_photometry(joint, photometric, stars)
         return joint
 
-    def _error_logits(self, stars: StarTensors, params_of: list[dict[str, Tensor]] | None = None) -> Tensor:
-        """The error terms of each star's logits, shape ``(N, K)`` (the background's
-        0): the learned ones (``error_weights``) and the modelled ones
-        (``error_density``, for the components with an isochrone, at their
-        distance modulus at the star, ``params_of``). They apply to stars with a
-        parallax whose magnitudes the model does not use (those with magnitudes
-        have their brightness modelled by the isochrone)."""
+    def _eligible(self, stars: StarTensors) -> Tensor:
+        """The stars the error terms apply to: those with a parallax whose magnitudes
+        the model does not use (those with magnitudes have their brightness
+        modelled by the isochrone)."""
         eligible = stars.has_parallax
         if stars.use_photometry and stars.photometry is not None and stars.has_mag.shape[1]:
             eligible = eligible & ~stars.has_mag.any(dim=-1)
-        dtype = stars.parallax_err.dtype
-        shift = torch.zeros(len(eligible), len(self.components), dtype=dtype, device=eligible.device)
-        if self.error_weights is not None:
-            shift = shift + self.error_weights.logits(stars.parallax_err)
-        if self.error_density is not None:
-            if params_of is None:
-                raise ValueError("error density: the components' parameters at the stars are needed")
-            modelled = [
-                self.error_density.log_ratio(params["distmod"], stars.parallax_err)
-                if getattr(comp, "photometry", None) is not None and "distmod" in params
-                else torch.zeros_like(stars.parallax_err)
-                for comp, params in zip(self.components, params_of)
-            ]
-            shift = shift + torch.stack(modelled, dim=-1)
-        shift = shift * eligible.unsqueeze(-1).to(dtype)
+        return eligible
+
+    def _error_logits(self, stars: StarTensors) -> Tensor:
+        """The learned error term of each star's logits (``error_weights``), shape
+        ``(N, K)`` (the background's 0), for the :meth:`_eligible` stars."""
+        shift = self.error_weights.logits(stars.parallax_err)
+        shift = shift * self._eligible(stars).unsqueeze(-1).to(shift.dtype)
         return torch.cat([shift, torch.zeros_like(shift[:, :1])], dim=-1)
+
+    def _error_density_terms(self, stars: StarTensors, params_of: list[dict[str, Tensor]]) -> Tensor:
+        r"""For the :meth:`_eligible` stars, each component's density of the star's
+        parallax error relative to the field's, :math:`\ln p_k(\sigma) - \ln
+        p_\mathrm{bkg}(\sigma)` (``error_density``, at the component's distance
+        modulus at the star, ``params_of``), shape ``(N, K)``: 0 for the
+        background and the components without an isochrone. A density term, not
+        a weight: it multiplies the component's density of the star, as an
+        isochrone's term does for a star with magnitudes, so the mixture is a
+        density of the error and the astrometry together (what
+        :mod:`streammix.cut_fraction` normalises)."""
+        dtype = stars.parallax_err.dtype
+        zeros = torch.zeros_like(stars.parallax_err)
+        columns = [
+            self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype)
+            if getattr(comp, "photometry", None) is not None and "distmod" in params
+            else zeros
+            for comp, params in zip(self.components, params_of)
+        ]
+        terms = torch.stack([*columns, zeros], dim=-1)
+        return terms * self._eligible(stars).unsqueeze(-1).to(dtype)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         """Add the isochrone term of the photometric components, computed only where

@@ -112,6 +112,7 @@ __all__ = [
     "PreparedPhotometry",
     "Salpeter",
     "Tabulated",
+    "limit_log_pass",
     "photometry_tensors",
     "select_phases",
 ]
@@ -689,6 +690,24 @@ class PreparedPhotometry:
         return PreparedPhotometry(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
+def limit_log_pass(mags: Tensor, index: int | None, limits: tuple[float, float] | None, spread: float) -> Tensor:
+    """log P(the observed magnitude in band ``index`` of a star of apparent magnitudes
+    ``mags`` (..., B) falls within ``limits``), observed with a Gaussian ``spread``;
+    zeros when ``index`` is None.
+
+    Example:
+        >>> import torch
+        >>> limit_log_pass(torch.tensor([[20.0], [21.0]]), 0, (12.0, 21.0), 0.1).exp().round(decimals=3).tolist()
+        [1.0, 0.5]
+    """
+    if index is None:
+        return torch.zeros_like(mags[..., 0])
+    bright, faint = limits
+    limit_mag = mags[..., index]
+    passes = torch.special.ndtr((faint - limit_mag) / spread) - torch.special.ndtr((bright - limit_mag) / spread)
+    return torch.log(passes.clamp_min(1e-300 if mags.dtype == torch.float64 else 1e-37))
+
+
 class PhotometricLikelihood(nn.Module):
     r"""Isochrone likelihood of a star's magnitudes given DM and its spread.
 
@@ -772,6 +791,24 @@ class PhotometricLikelihood(nn.Module):
         self.register_buffer("log_weight", torch.as_tensor(log_weight, dtype=dtype))
         self.register_buffer("node_mass", torch.as_tensor(ends[keep].mean(axis=1), dtype=dtype))
         self.register_buffer("mass_edges", torch.as_tensor(ends[keep], dtype=dtype))
+
+    def luminosity_nodes(self) -> tuple[Tensor, Tensor]:
+        """The luminosity function before the magnitude limits, as points: each
+        segment's middle absolute magnitudes ``(K, B)`` and its log mass-function
+        weight ``(K,)`` (detached)."""
+        return (self.start + 0.5 * self.delta).detach(), self.log_weight.detach()
+
+    @property
+    def limit_spread(self) -> float:
+        """The spread (mag) of the observed limit-band magnitude about the isochrone's
+        at the limits, with ``limit_error`` (0 if unset: each star's own error is used
+        then) and the colour spread; at least 1e-3."""
+        return math.sqrt((self.limit_error or 0.0) ** 2 + 0.5 * self.colour_spread**2) or 1e-3
+
+    def limit_log_pass(self, mags: Tensor) -> Tensor:
+        """log P(a star of apparent magnitudes ``mags`` (..., B) is observed within the
+        magnitude limits), with :attr:`limit_spread`; zeros without limits."""
+        return limit_log_pass(mags, self.limit_index, self.limits, self.limit_spread)
 
     @staticmethod
     def _limits(bands, magnitude_limits, limit_band) -> tuple[int | None, tuple[float, float] | None]:

@@ -72,9 +72,9 @@ def test_the_fraction_is_the_share_of_a_monte_carlo_stream_that_passes_the_cuts(
 
 
 def test_configs_that_cannot_be_normalised_so_are_refused():
-    with pytest.raises(ValidationError, match="needs error_density: true and error_weights: 0"):
+    with pytest.raises(ValidationError, match="luminosity_function: needs error_density: true"):
         ModelConfig(cut_normalisation="luminosity_function")
-    with pytest.raises(ValidationError, match="needs error_density: true and error_weights: 0"):
+    with pytest.raises(ValidationError, match="luminosity_function: needs error_density: true"):
         ModelConfig(cut_normalisation="luminosity_function", error_weights=4)
 
 
@@ -92,6 +92,14 @@ def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged()
     data["data"]["selection"] = {"parallax": [None, 0.3]}
     with pytest.raises(InputError, match="needs data.selection"):
         Config.from_dict({**data, "data": {**data["data"], "selection": None}})
+    with pytest.raises(InputError, match="error_weights is 4; it must be 0"):
+        Config.from_dict({**data, "model": {**data["model"], "error_weights": 4}})
+    with pytest.raises(InputError, match="lack pm_phi1_cosphi2 and pm_phi2"):
+        Config.from_dict({
+            **data, "frame": "gd1", "data": {**data["data"], "selection": {"pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0]}},
+            "model": {**data["model"], "coordinates": ["phi2", "parallax"],
+                      "background": {**data["model"]["background"], "blocks": [["parallax", *data["model"]["bands"]]]}},
+        })  # fmt: skip
     config = Config.from_dict(data)
     torch.manual_seed(0)
     normalised = build_mixture(config, stars)

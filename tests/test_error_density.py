@@ -100,7 +100,7 @@ def test_shapes_and_empty_inputs_are_refused(likelihood):
         ModelConfig(error_density=True)
 
 
-def test_the_mixture_adds_the_ratio_only_for_the_stars_without_magnitudes(likelihood):
+def test_the_mixture_multiplies_the_density_by_the_ratio_only_for_the_stars_without_magnitudes(likelihood):
     _, like = likelihood
     coords = ["phi2", "parallax"]
     bounds = {"phi2": (-5, 5), "phi2_width": (0.05, 1), "distmod": (14, 16), "distmod_width": (0.01, 0.3)}
@@ -122,16 +122,27 @@ def test_the_mixture_adds_the_ratio_only_for_the_stars_without_magnitudes(likeli
         mag_errs={"gaia_g": np.full(n, 0.02), "gaia_rp": np.full(n, 0.02)},
     )
     stars = prepare_stars(table, phi1_range=(-90, 10), grid_size=64, coordinates=coords, dtype=torch.float64)
-    stars = replace(stars, use_photometry=False)  # the isochrone term itself is not under test
-    has_mag = torch.as_tensor(np.isfinite(g))
-    stars = replace(stars, has_mag=torch.stack([has_mag, has_mag], dim=-1), photometry=object(), use_photometry=True)
+    # through log_joint, with magnitudes not used: every star gets the term of the component with an
+    # isochrone at its own distance modulus there, as a density term (the weights are untouched)
+    astrometric = replace(stars, use_photometry=False)
     with torch.no_grad():
-        shift = modelled._error_logits(stars, [{"distmod": torch.full((n,), 15.0, dtype=torch.float64)}, {}, {}])
-        expected = density.log_ratio(torch.full((n,), 15.0, dtype=torch.float64), stars.parallax_err)
-    assert float(shift[:50].abs().max()) == 0.0  # stars with magnitudes: their brightness is modelled
-    torch.testing.assert_close(shift[50:, 0], expected[50:])
-    assert float(shift[:, 1:].abs().max()) == 0.0  # no isochrone, and the background: no term
-    assert float(expected[50:].abs().max()) > 0.5
+        difference = modelled.log_joint(astrometric) - plain.log_joint(astrometric)
+        table_grid = modelled.parameter_table(modelled.grid)
+        distmod_grid = modelled._component_params(table_grid, "stream")["distmod"]
+        i = astrometric.grid_index
+        distmod = torch.lerp(distmod_grid[i], distmod_grid[i + 1], astrometric.grid_weight)
+        expected = density.log_ratio(distmod, astrometric.parallax_err)
+    torch.testing.assert_close(difference[:, 0], expected)
+    assert float(difference[:, 1:].abs().max()) == 0.0  # no isochrone, and the background: no term
+    assert float(expected.abs().max()) > 0.5
+    # with magnitudes used, the stars that have them take no term (their brightness is modelled)
+    has_mag = torch.as_tensor(np.isfinite(g))
+    with_mags = replace(stars, has_mag=torch.stack([has_mag, has_mag], dim=-1), photometry=object(), use_photometry=True)
+    params = [{"distmod": torch.full((n,), 15.0, dtype=torch.float64)}, {}, {}]
+    with torch.no_grad():
+        terms = modelled._error_density_terms(with_mags, params)
+    assert float(terms[:50].abs().max()) == 0.0
+    torch.testing.assert_close(terms[50:, 0], density.log_ratio(params[0]["distmod"], stars.parallax_err)[50:])
 
 
 def test_the_quadratic_relation_recovers_a_curved_one_the_linear_cannot():
