@@ -320,9 +320,9 @@ class ModelConfig(_Section):
     )
     error_density: bool = Field(
         False,
-        description="for the stars without photometry in a model with bands, add to each stream-like component "
-        "with an isochrone the log-ratio of its density of the parallax error (its luminosity function through "
-        "the catalogue's error-magnitude relation) to the field's (streammix.error_density)",
+        description="for the stars without photometry in a model with bands, multiply the density of each "
+        "stream-like component with an isochrone by the ratio of its density of the parallax error (its luminosity "
+        "function through the catalogue's error-magnitude relation) to the field's (streammix.error_density)",
     )
     cut_normalisation: Literal["star", "luminosity_function"] = Field(
         "star",

@@ -19,8 +19,10 @@ give the density of :math:`\log_{10}\sigma_\varpi` under the component,
 with :math:`\hat w_j` the mass-function weight of isochrone point :math:`j`
 times its probability of passing the magnitude limits, normalised. The
 field's density :math:`p_\mathrm{bkg}(\log_{10}\sigma)` is a Gaussian kernel
-density estimate of the off-stream stars' errors. A star's stream-like logits
-then get :math:`\ln p_k - \ln p_\mathrm{bkg}`.
+density estimate of the off-stream stars' errors. The component's density of
+the star is multiplied by :math:`p_k / p_\mathrm{bkg}` (a density term, as the
+isochrone's is for a star with magnitudes, not a weight: the mixture is then a
+density of the error and the astrometry together).
 
 Why it is the right term, and why the stream's luminosity function is taken
 *before* the catalogue's astrometric cuts: the catalogue keeps a star when its
@@ -34,6 +36,8 @@ error logit has to find this shape, several nats from the precise stars to the
 imprecise ones, from the few stream stars without photometry: on streams
 injected into the real GD-1 field it did not, and the imprecise stars without
 photometry were given 0.41 of their number (benchmarks/RESULTS.md, session 20).
+This term alone does not change that: the learned weights undo it, and the
+shortfall is the cuts' (:mod:`streammix.cut_fraction`; RESULTS, session 22).
 
 Approximations: the stars without photometry are assumed to lack it for
 reasons of brightness alone (the same factor then multiplies both densities
