@@ -322,15 +322,15 @@ class ModelConfig(_Section):
         False,
         description="for the stars without photometry in a model with bands, multiply the density of each "
         "stream-like component with an isochrone by the ratio of its density of the parallax error (its luminosity "
-        "function through the catalogue's error-magnitude relation) to the field's (streammix.error_density)",
+        "function through the catalogue's error-magnitude relation) to the field's (streammix.error_density; "
+        "replaces error_weights, which must be 0)",
     )
     cut_normalisation: Literal["star", "luminosity_function"] = Field(
         "star",
         description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
         "stream-like component divided by each star's own probability of passing them (with a prior keeping it "
         "inside them); 'luminosity_function', the mixture divided by the share of each component's stars that "
-        "pass, averaged over its luminosity function (streammix.cut_fraction; needs bands, error_density and no "
-        "error_weights)",
+        "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density)",
     )
     background: BackgroundConfig = Field(
         BackgroundConfig(),
@@ -389,16 +389,16 @@ class ModelConfig(_Section):
                 "error_density: needs parallax among the coordinates, bands, and a component with photometry "
                 "(it models the parallax errors of the stars without photometry from the isochrone)"
             )
+        if self.error_density and self.error_weights:
+            raise ValueError(
+                f"error_density: error_weights is {self.error_weights}; it must be 0 (the modelled density of the "
+                "error replaces the learned weights: with both, the mixture is not a normalised density)"
+            )
         if self.cut_normalisation == "luminosity_function":
             if not self.error_density:
                 raise ValueError(
                     "cut_normalisation luminosity_function: needs error_density: true (the stars without photometry "
                     "must carry the luminosity function before the cuts)"
-                )
-            if self.error_weights:
-                raise ValueError(
-                    f"cut_normalisation luminosity_function: error_weights is {self.error_weights}; it must be 0 "
-                    "(learned weights of the error would undo the luminosity function before the cuts)"
                 )
             without = [c.name for c in self.components if not c.photometry]
             if without:

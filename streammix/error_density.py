@@ -36,8 +36,9 @@ error logit has to find this shape, several nats from the precise stars to the
 imprecise ones, from the few stream stars without photometry: on streams
 injected into the real GD-1 field it did not, and the imprecise stars without
 photometry were given 0.41 of their number (benchmarks/RESULTS.md, session 20).
-This term alone does not change that: the learned weights undo it, and the
-shortfall is the cuts' (:mod:`streammix.cut_fraction`; RESULTS, session 22).
+As a weight beside the learned ones (its first form) it changed nothing: they
+undid it, and the shortfall is the cuts' (:mod:`streammix.cut_fraction`;
+RESULTS, session 22). It now replaces them (``model.error_weights: 0``).
 
 Approximations: the stars without photometry are assumed to lack it for
 reasons of brightness alone (the same factor then multiplies both densities

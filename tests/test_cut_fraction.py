@@ -92,7 +92,7 @@ def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged()
     data["data"]["selection"] = {"parallax": [None, 0.3]}
     with pytest.raises(InputError, match="needs data.selection"):
         Config.from_dict({**data, "data": {**data["data"], "selection": None}})
-    with pytest.raises(InputError, match="error_weights is 4; it must be 0"):
+    with pytest.raises(InputError, match="error_density: error_weights is 4; it must be 0"):
         Config.from_dict({**data, "model": {**data["model"], "error_weights": 4}})
     with pytest.raises(InputError, match="lack pm_phi1_cosphi2 and pm_phi2"):
         Config.from_dict({
