@@ -54,7 +54,7 @@ FAR_CASES = ("pm3_a", "pm2_a", "pm2_b", "pm1_a", "pm1_b")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", type=Path, nargs="+", help="one or more injection runs' case folders, pooled")
+    parser.add_argument("folders", type=Path, nargs="+", help="one or more injection runs' case folders, pooled: every case file of --cases each holds")
     parser.add_argument("--cases", nargs="*", default=list(FAR_CASES))
     parser.add_argument("--config", default="joint")
     parser.add_argument("--columns", nargs="*", default=["p_injected", "p_injected_reference", "p_injected_q50",
@@ -91,14 +91,17 @@ def main() -> None:
 
     from streammix.pipeline import truth_metrics
 
-    tables = {}
+    tables, read = {}, []
     if len(set(map(Path.resolve, args.folders))) != len(args.folders):
         sys.exit("a folder is given twice: its stars would be pooled twice")
     for run, folder in enumerate(args.folders, 1):
-        for case in args.cases:
-            path = folder / f"{case}_{args.config}.ecsv"
-            if not path.is_file():
-                sys.exit(f"{path}: no such case file")
+        # a run of some of the cases (injection.py --cases) gives those; a folder with none of them is an error
+        paths = [(case, folder / f"{case}_{args.config}.ecsv") for case in args.cases]
+        found = [(case, path) for case, path in paths if path.is_file()]
+        if not found:
+            parser.error(f"{folder}: holds none of the case files {[path.name for _, path in paths]}")
+        for case, path in found:
+            read.append(case)
             tables[case if len(args.folders) == 1 else f"{case} (run {run})"] = Table.read(path)
     print("| case | injected | observed - true pm_phi1: 5/50/95 % (mean) | pm_phi2: 5/50/95 % (mean) |")
     print("|---|---|---|---|")
@@ -152,7 +155,7 @@ def main() -> None:
         subsets = [subset for _, subset in groups if subset is not None]
         passing = None if cuts_config is None else pass_probability(pooled, truth, cuts_config, args)
         summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets, passing)
-    emit({"folders": [str(folder) for folder in args.folders], "cases": args.cases, "scorings": summary})
+    emit({"folders": [str(folder) for folder in args.folders], "cases": sorted(set(read), key=args.cases.index), "scorings": summary})
 
 
 def calibration_chi2(metrics: dict) -> tuple[list[dict], float]:
