@@ -187,6 +187,8 @@ def error_density(
     log_field = np.log10(err[np.isfinite(err) & (err > 0)])
     if log_field.size < 10:
         raise ValueError(f"error density: {log_field.size} field stars have a parallax error; at least 10 are needed")
+    if np.ptp(log_field) == 0:
+        raise ValueError(f"error density: every field star has the same parallax error ({10 ** log_field[0]:g} mas)")
     low, high = float(distmod_range[0]), float(distmod_range[1])
     if not low < high:
         raise ValueError(f"error density: distance modulus range ({low}, {high}) is empty")

@@ -238,7 +238,7 @@ def _error_relation(config: Config, stars) -> ErrorRelation:
 
 def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | None) -> CutFraction:
     """The :class:`~streammix.cut_fraction.CutFraction` of ``config``'s components with an isochrone."""
-    users = [c for c in components if getattr(c, "photometry", None) is not None]
+    likelihood, _ = _isochrone_terms(components)
     n_bands = len(config.model.bands)
     if relation is None:  # a saved model's relation is read into these buffers
         relation = ErrorRelation(0.0, (0.0,) * n_bands, 1.0, (0.0,) * (n_bands * (n_bands + 1) // 2), (0.0,) * n_bands)
@@ -254,7 +254,7 @@ def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | N
     else:
         matrix, offset = np.tile(np.eye(2), (config.model.grid_size, 1, 1)), np.zeros((config.model.grid_size, 2))
     return CutFraction(
-        users[0].photometry, relation, selection_cuts(config), ratio, config.data.parallax_zero_point,
+        likelihood, relation, selection_cuts(config), ratio, config.data.parallax_zero_point,
         torch.as_tensor(matrix), torch.as_tensor(offset),
     )  # fmt: skip
 
@@ -263,15 +263,11 @@ def _error_density(config: Config, components, stars, relation: ErrorRelation) -
     """The :class:`~streammix.error_density.ErrorDensity` of ``config`` on ``stars``: the
     error relation fitted to every star with all the model's bands, the field's
     errors those of the off-stream stars (the background's training stars)."""
-    users = [c for c in components if getattr(c, "photometry", None) is not None]
-    ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]
+    likelihood, distmod_range = _isochrone_terms(components)
     observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
     field = np.where(observed, stars.parallax_err, np.nan)[offstream_stars(config, control_priors(config), stars)]
     try:
-        return error_density(
-            users[0].photometry, relation, field, (min(p.low for p in ranges), max(p.high for p in ranges)),
-            dtype=torch.float64,
-        )
+        return error_density(likelihood, relation, field, distmod_range, dtype=torch.float64)
     except ValueError as error:
         raise InputError(f"model.error_density: {error}") from None
 
@@ -300,7 +296,13 @@ def photometric_terms(config: Config, mixture: Mixture):
     """The isochrone likelihood the mixture's photometric components share and
     the distance moduli they can take: ``(likelihood, (low, high))``, or
     ``(None, None)`` for a model without one."""
-    users = [c for c in mixture.components if getattr(c, "photometry", None) is not None] if config.model.bands else []
+    return _isochrone_terms(mixture.components) if config.model.bands else (None, None)
+
+
+def _isochrone_terms(components) -> tuple[Any, tuple[float, float] | None]:
+    """The isochrone likelihood ``components`` with one share and the distance moduli
+    they can take, or ``(None, None)`` where none has one."""
+    users = [c for c in components if getattr(c, "photometry", None) is not None]
     if not users:
         return None, None
     ranges = [next(p for p in c.parameter_specs if p.name == "distmod") for c in users]

@@ -94,6 +94,8 @@ def test_shapes_and_empty_inputs_are_refused(likelihood):
         ErrorDensity(torch.zeros(3), torch.zeros(4), torch.zeros(3, 5), torch.zeros(4))
     with pytest.raises(ValueError, match="1 field stars have a parallax error"):
         error_density(like, RELATION, np.array([0.3, np.nan]), (14.0, 16.0))
+    with pytest.raises(ValueError, match="the same parallax error"):
+        error_density(like, RELATION, np.full(50, 0.3), (14.0, 16.0))
     with pytest.raises(ValueError, match="range"):
         error_density(like, RELATION, _field(), (16.0, 14.0))
     with pytest.raises(ValidationError, match="error_density: needs parallax among the coordinates, bands"):
