@@ -5,8 +5,12 @@ median residual of log10(parallax error) about the linear and the quadratic
 error relation (:func:`streammix.error_relation.fit_error_relation`) in 1-mag
 bins of g, with each relation's scatter; then the log-ratio of the stream's
 density of the parallax error to the field's (:mod:`streammix.error_density`)
-that the shipped joint config with ``model.error_density: true`` builds, at
-distance moduli 14.4 and 15.0.
+that the shipped joint config with ``model.error_density: true`` (and
+``error_weights: 0``) builds, at
+distance moduli 14.4 and 15.0; and the term of the stars with PS1 magnitudes,
+the log of the share of the field's stars with them at each parallax error
+over their share overall (:meth:`~streammix.error_density.ErrorDensity.log_presence`),
+with the shares counted directly in bins of the error beside it.
 
     python benchmarks/error_density.py
 
@@ -40,6 +44,7 @@ def main() -> None:
     shipped = Config.from_yaml(ROOT / "configs" / "gd1_dr2_photometry.yaml")
     data = shipped.model_dump(mode="json", exclude={"source"})
     data["model"]["error_density"] = True
+    data["model"]["error_weights"] = 0  # the modelled density replaces the learned weights
     config = Config.from_dict(data, source="gd1_dr2_photometry.yaml + error_density")
     stars = load_stars(config)
     mags = np.stack([stars.mags[band] for band in config.model.bands], axis=1)
@@ -63,6 +68,17 @@ def main() -> None:
         ratio = density.log_ratio(torch.full_like(probe, distmod), probe).tolist()
         out["log_ratio"][str(distmod)] = ratio
         print(f"  distance modulus {distmod}: " + ", ".join(f"{r:+.2f}" for r in ratio))
+    presence = density.log_presence(probe).tolist()
+    out["log_presence"] = presence
+    print(f"\nlog of the share of the field's stars with PS1 at {list(PROBE_ERRORS)} mas over the share overall")
+    print("  kernel regression (the model's term): " + ", ".join(f"{r:+.2f}" for r in presence))
+    has = np.any([stars.observed[band] for band in config.model.bands], axis=0)
+    edges = np.sqrt(np.array(PROBE_ERRORS[:-1]) * np.array(PROBE_ERRORS[1:]))
+    which = np.digitize(err, edges)
+    finite = np.isfinite(err)
+    counted = [float(np.log(has[finite & (which == k)].mean() / has[finite].mean())) for k in range(len(PROBE_ERRORS))]
+    out["log_presence_counted"] = counted
+    print("  counted (every star, bins between the errors above): " + ", ".join(f"{r:+.2f}" for r in counted))
     print(json.dumps(out))
 
 

@@ -262,12 +262,17 @@ def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | N
 def _error_density(config: Config, components, stars, relation: ErrorRelation) -> ErrorDensity:
     """The :class:`~streammix.error_density.ErrorDensity` of ``config`` on ``stars``: the
     error relation fitted to every star with all the model's bands, the field's
-    errors those of the off-stream stars (the background's training stars)."""
+    errors those of the off-stream stars (the background's training stars), with
+    which of them have any of the model's bands."""
     likelihood, distmod_range = _isochrone_terms(components)
     observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
-    field = np.where(observed, stars.parallax_err, np.nan)[offstream_stars(config, control_priors(config), stars)]
+    offstream = offstream_stars(config, control_priors(config), stars)
+    field = np.where(observed, stars.parallax_err, np.nan)[offstream]
+    has_mags = np.any([stars.observed[band] for band in config.model.bands], axis=0)[offstream]
     try:
-        return error_density(likelihood, relation, field, distmod_range, dtype=torch.float64)
+        return error_density(
+            likelihood, relation, field, distmod_range, field_has_magnitudes=has_mags, dtype=torch.float64
+        )
     except ValueError as error:
         raise InputError(f"model.error_density: {error}") from None
 

@@ -501,22 +501,28 @@ class Mixture(nn.Module):
         r"""For the :meth:`_eligible` stars, each component's density of the star's
         parallax error relative to the field's, :math:`\ln p_k(\sigma) - \ln
         p_\mathrm{bkg}(\sigma)` (``error_density``, at the component's distance
-        modulus at the star, ``params_of``), shape ``(N, K)``: 0 for the
-        background and the components without an isochrone. A density term, not
-        a weight: it multiplies the component's density of the star, as an
-        isochrone's term does for a star with magnitudes, so the mixture is a
-        density of the error and the astrometry together (what
-        :mod:`streammix.cut_fraction` normalises)."""
+        modulus at the star, ``params_of``); for the stars with magnitudes and a
+        parallax, the share of the field's stars with magnitudes at their error
+        relative to the share overall, :math:`\ln c(\sigma) - \ln \bar c`
+        (:meth:`~streammix.error_density.ErrorDensity.log_presence`). Shape
+        ``(N, K)``: 0 for the background and the components without an
+        isochrone. Density terms, not weights: they multiply the component's
+        density of the star, as an isochrone's term does for a star with
+        magnitudes, so the mixture is a density of the error and the astrometry
+        together (what :mod:`streammix.cut_fraction` normalises)."""
         dtype = stars.parallax_err.dtype
         zeros = torch.zeros_like(stars.parallax_err)
+        eligible = self._eligible(stars)
+        with_mags = stars.has_parallax & ~eligible
+        presence = self.error_density.log_presence(stars.parallax_err) * with_mags.to(dtype)
+        without = eligible.to(dtype)
         columns = [
-            self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype)
+            self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype) * without + presence
             if getattr(comp, "photometry", None) is not None and "distmod" in params
             else zeros
             for comp, params in zip(self.components, params_of)
         ]
-        terms = torch.stack([*columns, zeros], dim=-1)
-        return terms * self._eligible(stars).unsqueeze(-1).to(dtype)
+        return torch.stack([*columns, zeros], dim=-1)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         """Add the isochrone term of the photometric components, computed only where
