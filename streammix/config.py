@@ -322,8 +322,9 @@ class ModelConfig(_Section):
         False,
         description="for the stars without photometry in a model with bands, multiply the density of each "
         "stream-like component with an isochrone by the ratio of its density of the parallax error (its luminosity "
-        "function through the catalogue's error-magnitude relation) to the field's (streammix.error_density; "
-        "replaces error_weights, which must be 0)",
+        "function through the catalogue's error-magnitude relation) to the field's, and for the stars with "
+        "photometry by the share of the field's stars with it at their parallax error over the share overall "
+        "(streammix.error_density; replaces error_weights, which must be 0)",
     )
     cut_normalisation: Literal["star", "luminosity_function"] = Field(
         "star",
