@@ -43,7 +43,11 @@ catalogue's stars were, without declaring them to the fitted configs; ``--draw-c
 gives other cuts, ``--draw-cuts null`` only the catalogue's proper-motion ranges per tenth
 of phi1, which are looser than the box (the shipped model's draws of sessions 8-19, which
 held injected stars outside the box, where the file has no field stars:
-benchmarks/RESULTS.md, session 20).
+benchmarks/RESULTS.md, session 20). The draws end where the file's stars of the stream's
+colours do: donors matched in PS1 i, kept with the soft limit in i that
+``benchmarks/magnitude_limit.py`` fits (``--draw-limit percentile``: donors matched in g, cut
+hard at the file's 99th percentile in g, as in sessions 8-22, which let blue stars run about
+1.2 mag fainter than any of the file's own).
 """
 
 from __future__ import annotations
@@ -357,6 +361,11 @@ def main() -> None:
                         help="the cuts (a data.selection mapping) the draws are cut by, the fitted configs left as "
                         "they are; default: a --set data.selection, else the file's own cuts; null: only the "
                         "catalogue's proper-motion ranges per tenth of phi1 (the shipped model's draws of sessions 8-19)")
+    parser.add_argument("--draw-limit", dest="draw_limit", choices=["fitted", "percentile"], default="fitted",
+                        help="the draws' faint limit: 'fitted' (default), donors matched in PS1 i and the soft limit in "
+                        "i fitted to the file's stars of the stream's colours (benchmarks/magnitude_limit.py); "
+                        "'percentile', donors matched in g and a hard limit at the file's 99th percentile in g "
+                        "(sessions 8-22), which lets blue injected stars run 1.2 mag fainter than the file's own")
     parser.add_argument("--seed", type=int, default=0, help="added to each case's injection seed")
     parser.add_argument("--summarise", action="store_true", help="only print the tables of an earlier run's JSON")
     args = parser.parse_args()
@@ -415,8 +424,16 @@ def main() -> None:
     prepared = []
     try:
         joint_config = Config.from_dict(joint, source="the draws' config (the joint config, --set data.*, --draw-cuts)")
+        drawn_limit = {}
+        if args.draw_limit == "fitted":
+            from magnitude_limit import STREAM_COLOURS, limits
+
+            fitted = limits(load_stars(joint_config), STREAM_COLOURS)["ps1_i"]
+            drawn_limit = {"donor_band": "ps1_i", "magnitude_limit": round(fitted.limit, 3),
+                           "magnitude_limit_width": round(fitted.width, 3)}  # fmt: skip
         for case in cases:
-            spec = InjectionSpec.from_dict({**spec_of(case), **(args.spec or {})}, source=f"--spec, case {case[0]}")
+            settings = {**spec_of(case), **drawn_limit, **(args.spec or {})}
+            spec = InjectionSpec.from_dict(settings, source=f"--spec, case {case[0]}")
             configs = {
                 name: config_with_injected(CONFIGS[name], spec, sets, oracle=args.oracle, held=tuple(args.hold),
                                            extra=args.extra, dispersion=args.dispersion, settings=args.injected)

@@ -59,7 +59,8 @@ catalog itself:
   missing ones passing): phi1 and phi2 inside both the config's field and the
   catalog's own range; the observed ``donor_band`` magnitude (whether or not it
   is then blanked) at most ``spec.magnitude_limit`` (default: the catalog's
-  99th percentile in that band) and at least the catalog's brightest; parallax
+  99th percentile in that band; with ``spec.magnitude_limit_width``, kept with
+  a soft limit's probability instead) and at least the catalog's brightest; parallax
   within the catalog's range; and each proper motion within the range the
   catalog covers in the star's tenth of the catalog's phi1 range (a proper-motion
   box is a slanted region in the stream frame, so a global range is too loose);
@@ -214,6 +215,11 @@ class InjectionSpec(BaseModel):
         donor_band: The band donors are matched in (None: the first of ``bands``).
         magnitude_limit: Faintest observed ``donor_band`` magnitude kept (None:
             the catalog's 99th percentile in that band).
+        magnitude_limit_width: With a width > 0 the faint limit is soft, as a
+            catalogue's usually is: a star of observed ``donor_band`` magnitude
+            ``m`` is kept with probability ``Phi((magnitude_limit - m) / width)``
+            (:func:`streammix.magnitude_limit.fit_magnitude_limit` fits both to
+            a catalogue's counts).
         photometric_error: Gaussian error (mag) per band where the catalog has
             no band errors and the config models none (None:
             ``isochrone.colour_spread / sqrt 2``).
@@ -254,6 +260,7 @@ class InjectionSpec(BaseModel):
     bands: dict[str, str] | None = None
     donor_band: str | None = None
     magnitude_limit: float | None = None
+    magnitude_limit_width: float = Field(0.0, ge=0)
     photometric_error: float | None = Field(None, ge=0)
     error_draw: Literal["conditioned", "rejected"] = "conditioned"
 
@@ -553,7 +560,7 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
     lo1, hi1 = spec.phi1_range
     grid = np.linspace(lo1, hi1, 401)
     dm_min = float(np.min(track_values(spec.distmod, grid) - 5.0 * track_values(spec.distmod_width, grid)))
-    m_lo = visible_mass_min(iso, mag_hi + 0.5 - dm_min, band=donor_band)
+    m_lo = visible_mass_min(iso, mag_hi + 0.5 + 5.0 * spec.magnitude_limit_width - dm_min, band=donor_band)
     if not np.isfinite(m_lo):
         raise InputError(f"injection spec: no star of the isochrone is brighter than {mag_hi:.2f} in {donor_band} at distmod {dm_min:.2f}")
     m_lo = max(m_lo, iso.mass_min)
@@ -630,7 +637,14 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
                 out[f"{band}_err"] = np.where(np.isfinite(real_mags[band][donor]), err, np.nan)
         # the catalog's selection
         keep = (phi1 >= phi1_lo) & (phi1 <= phi1_hi) & (out["phi2"] >= phi2_lo) & (out["phi2"] <= phi2_hi)
-        keep &= (out[f"observed_{donor_band}"] <= mag_hi) & (out[f"observed_{donor_band}"] >= mag_lo)
+        observed_limit_mag = out[f"observed_{donor_band}"]
+        keep &= observed_limit_mag >= mag_lo
+        if spec.magnitude_limit_width > 0:
+            from scipy.special import ndtr  # local import, as truncnorm's
+
+            keep &= rng.uniform(size=n) < ndtr((mag_hi - observed_limit_mag) / spec.magnitude_limit_width)
+        else:
+            keep &= observed_limit_mag <= mag_hi
         for key, (low, high) in ((k, v.T) for k, v in limits.items()):
             v = out[key]
             keep &= ~np.isfinite(v) | ((v >= low) & (v <= high))

@@ -366,3 +366,19 @@ def test_cli_inject(gd1, shared_data, tmp_path):
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [f"error: injection spec '{spec}': n_starz: Extra inputs are not permitted"]
     assert not (tmp_path / "bad.fits").exists()
+
+
+def test_a_soft_magnitude_limit_is_recovered_from_the_injected_counts(gd1):
+    """Donors matched in PS1 i, kept with probability Phi((20.3 - i) / 0.15): the faint end of the
+    injected stars' observed i gives back that limit (streammix.magnitude_limit)."""
+    from streammix.magnitude_limit import fit_magnitude_limit
+
+    catalog, config = gd1
+    spec = {**SPEC, "n_stars": 3000, "donor_band": "ps1_i", "magnitude_limit": 20.3, "magnitude_limit_width": 0.15}
+    out = inject_stream(catalog, InjectionSpec.from_dict(spec), config, seed=11)
+    i = floats(out["i_mean_psf_mag"])[np.asarray(out["injected"], bool)]
+    i = i[np.isfinite(i)]  # the stars whose donors have PS1 (1,970 of 3,000)
+    assert np.mean(i > 20.3) > 0.03  # soft: a hard limit keeps none beyond it (measured 0.050)
+    fit = fit_magnitude_limit(i, brightest=19.0)
+    assert fit.limit == pytest.approx(20.3, abs=0.05)  # measured 20.275
+    assert fit.width == pytest.approx(0.15, abs=0.05)  # measured 0.156
