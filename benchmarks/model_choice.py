@@ -30,7 +30,10 @@ turned into PS1 by Tonry et al. (2012)'s transformation (``mist_feh_220``; ``mis
 reddened, ``mist_feh_220_spread_003`` ... with another ``colour_spread``), a power-law mass function
 dN/dm ~ m^-alpha of alpha 1.5, 1.0, 0.5 or 0 instead of Kroupa's (2.3 above 0.5 Msun, where GD-1's visible
 stars are; ``power_law_150`` ...: a stream that lost its low-mass stars first), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
-instead of 200 (``nodes_050``, ``nodes_100``); and two fit settings that cost time: ``fit.patience`` 150
+instead of 200 (``nodes_050``, ``nodes_100``); the isochrone's faint limit where the file's stars of
+the stream's colours end (``magnitude_limit_fitted``: PS1 i, fitted by ``benchmarks/magnitude_limit.py``)
+or at g = 21.5 +- 0.15 (``magnitude_limit_g_215``, the config's until session 23), whichever the
+shipped config does not have; and two fit settings that cost time: ``fit.patience`` 150
 steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of 300
 (``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
 (``astrometry_steps_250``); and the shipped config with ``fit.seed`` 1 or 2 higher (``fit_seed_1``,
@@ -53,6 +56,8 @@ import time
 from pathlib import Path
 
 from _common import ROOT, SHARED, emit, machine
+
+from streammix.fit import load_stars
 
 
 # PS1 3pi single-epoch 5-sigma depths, epochs per band and calibration floor (Chambers et al. 2016)
@@ -183,6 +188,24 @@ def variants(base) -> dict:
             out[f"nodes_{nodes:03d}"] = changed(lambda d, nodes=nodes: d["model"]["isochrone"].update(nodes=nodes))
         for ebv in (0.02, 0.04):  # the shipped isochrone reddened (model.isochrone.reddening)
             out[f"ebv_{round(ebv * 100):03d}"] = changed(lambda d, ebv=ebv: d["model"]["isochrone"].update(reddening=ebv))
+
+        def magnitude_limit(band, limit, width):  # the isochrone's faint limit (model.isochrone.magnitude_limits)
+            def edit(d):
+                d["model"]["isochrone"]["magnitude_limits"] = {band: [12.0, limit]}
+                d["model"]["isochrone"]["limit_error"] = width
+            return edit
+
+        # the limit fitted to the file's stars of the stream's colours (benchmarks/magnitude_limit.py),
+        # or g < 21.5 +- 0.15 (the config's until session 23), whichever the shipped config does not have
+        from magnitude_limit import STREAM_COLOURS, limits
+
+        fitted = limits(load_stars(base), STREAM_COLOURS)["ps1_i"]
+        choices = {"magnitude_limit_fitted": ("ps1_i", round(fitted.limit, 2), round(fitted.width, 2)),
+                   "magnitude_limit_g_215": ("ps1_g", 21.5, 0.15)}  # fmt: skip
+        shipped_limit = data["model"]["isochrone"]["magnitude_limits"]
+        for name, (band, limit, width) in choices.items():
+            if shipped_limit != {band: [12.0, limit]}:
+                out[name] = changed(magnitude_limit(band, limit, width))
 
         def one_block(d):
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]
