@@ -6,10 +6,10 @@ error relation (:func:`streammix.error_relation.fit_error_relation`) in 1-mag
 bins of g, with each relation's scatter; then the log-ratio of the stream's
 density of the parallax error to the field's (:mod:`streammix.error_density`)
 that the shipped joint config with ``model.error_density: true`` (and
-``error_weights: 0``) builds, at
+``error_weights: 0``, ``photometry_share: true``) builds, at
 distance moduli 14.4 and 15.0; and the term of the stars with PS1 magnitudes,
 the log of the share of the field's stars with them at each parallax error
-over their share overall (:meth:`~streammix.error_density.ErrorDensity.log_presence`),
+over their share overall (:mod:`streammix.photometry_share`),
 with the shares counted directly in bins of the error beside it.
 
     python benchmarks/error_density.py
@@ -45,6 +45,7 @@ def main() -> None:
     data = shipped.model_dump(mode="json", exclude={"source"})
     data["model"]["error_density"] = True
     data["model"]["error_weights"] = 0  # the modelled density replaces the learned weights
+    data["model"]["photometry_share"] = True  # which the error density needs
     config = Config.from_dict(data, source="gd1_dr2_photometry.yaml + error_density")
     stars = load_stars(config)
     mags = np.stack([stars.mags[band] for band in config.model.bands], axis=1)
@@ -60,7 +61,8 @@ def main() -> None:
         medians = [float(np.median(residual[(g >= b) & (g < b + 1)])) for b in BINS]
         out["relations"][degree] = {"scatter": relation.scatter, "median_residual": medians}
         print(f"| degree {degree} | {relation.scatter:.3f} | " + " | ".join(f"{m:+.3f}" for m in medians) + " |")
-    density = build_mixture(config, stars).error_density
+    mixture = build_mixture(config, stars)
+    density = mixture.error_density
     probe = torch.tensor(PROBE_ERRORS, dtype=torch.float64)
     out["log_ratio"] = {}
     print(f"\nlog-ratio of the stream's density of the parallax error to the field's, at {list(PROBE_ERRORS)} mas")
@@ -68,8 +70,8 @@ def main() -> None:
         ratio = density.log_ratio(torch.full_like(probe, distmod), probe).tolist()
         out["log_ratio"][str(distmod)] = ratio
         print(f"  distance modulus {distmod}: " + ", ".join(f"{r:+.2f}" for r in ratio))
-    presence = density.log_presence(probe).tolist()
-    out["log_presence"] = presence
+    presence = mixture.photometry_share.log_share(probe).tolist()
+    out["log_share"] = presence
     print(f"\nlog of the share of the field's stars with PS1 at {list(PROBE_ERRORS)} mas over the share overall")
     print("  kernel regression (the model's term): " + ", ".join(f"{r:+.2f}" for r in presence))
     has = np.any([stars.observed[band] for band in config.model.bands], axis=0)
@@ -77,7 +79,7 @@ def main() -> None:
     which = np.digitize(err, edges)
     finite = np.isfinite(err)
     counted = [float(np.log(has[finite & (which == k)].mean() / has[finite].mean())) for k in range(len(PROBE_ERRORS))]
-    out["log_presence_counted"] = counted
+    out["log_share_counted"] = counted
     print("  counted (every star, bins between the errors above): " + ", ".join(f"{r:+.2f}" for r in counted))
     print(json.dumps(out))
 

@@ -109,6 +109,21 @@ def spec_of(case) -> dict:
     }
 
 
+def draw_limit_settings(config, how: str) -> dict:
+    """The injection-spec settings of the draws' faint limit (``--draw-limit``): for
+    ``"fitted"``, donors matched in PS1 i and the soft limit in i fitted to the stars of
+    ``config``'s catalogue with the stream's colours (``benchmarks/magnitude_limit.py``);
+    for ``"percentile"``, none (the spec's defaults: donors in g, its 99th percentile)."""
+    if how == "percentile":
+        return {}
+    from magnitude_limit import STREAM_COLOURS, limits
+
+    from streammix.fit import load_stars
+
+    fitted = limits(load_stars(config), STREAM_COLOURS)["ps1_i"]
+    return {"donor_band": "ps1_i", "magnitude_limit": round(fitted.limit, 3), "magnitude_limit_width": round(fitted.width, 3)}
+
+
 def yaml_value(text: str) -> object:
     """An option's YAML value; argparse reports invalid YAML as one usage error."""
     try:
@@ -424,13 +439,7 @@ def main() -> None:
     prepared = []
     try:
         joint_config = Config.from_dict(joint, source="the draws' config (the joint config, --set data.*, --draw-cuts)")
-        drawn_limit = {}
-        if args.draw_limit == "fitted":
-            from magnitude_limit import STREAM_COLOURS, limits
-
-            fitted = limits(load_stars(joint_config), STREAM_COLOURS)["ps1_i"]
-            drawn_limit = {"donor_band": "ps1_i", "magnitude_limit": round(fitted.limit, 3),
-                           "magnitude_limit_width": round(fitted.width, 3)}  # fmt: skip
+        drawn_limit = draw_limit_settings(joint_config, args.draw_limit)
         for case in cases:
             settings = {**spec_of(case), **drawn_limit, **(args.spec or {})}
             spec = InjectionSpec.from_dict(settings, source=f"--spec, case {case[0]}")

@@ -9,7 +9,10 @@ error-dependent logits the fitted mixture adds for stars without photometry:
 the learned ones (``model.error_weights``) of the injected component and of
 GD-1's stream, and the modelled ones (``model.error_density``) where present.
 
-    python benchmarks/injection_terms.py pm1_a --set model.error_density=true
+    python benchmarks/injection_terms.py pm1_a [--set model.error_density=true --set model.photometry_share=true
+        --set model.error_weights=0] [--draw-limit percentile]
+
+The draws end as ``injection.py``'s do (``--draw-limit``; ``percentile`` as in sessions 8-22).
 
 About 2 minutes on one core.
 """
@@ -44,6 +47,8 @@ def main() -> None:
     parser.add_argument("case", choices=[c[0] for c in injection.CASES])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting of the fitted config")
     parser.add_argument("--seed", type=int, default=0, help="added to the case's injection seed")
+    parser.add_argument("--draw-limit", dest="draw_limit", choices=["fitted", "percentile"], default="fitted",
+                        help="the draws' faint limit, as injection.py's --draw-limit")
     args = parser.parse_args()
     sets = []
     for item in args.set:
@@ -62,7 +67,7 @@ def main() -> None:
         draws = Config.from_yaml(injection.CONFIGS["joint"]).model_dump(mode="json", exclude={"source"})
         draws["data"]["selection"] = injection.FILE_CUTS
         draws_config = Config.from_dict(draws, source="the draws' config")
-        spec = InjectionSpec.from_dict(injection.spec_of(case))
+        spec = InjectionSpec.from_dict({**injection.spec_of(case), **injection.draw_limit_settings(draws_config, args.draw_limit)})
         config = injection.config_with_injected(injection.CONFIGS["joint"], spec, sets)
     except InputError as error:
         parser.error(str(error))

@@ -40,31 +40,11 @@ As a weight beside the learned ones (its first form) it changed nothing: they
 undid it, and the shortfall is the cuts' (:mod:`streammix.cut_fraction`;
 RESULTS, session 22). It now replaces them (``model.error_weights: 0``).
 
-Which stars have photometry depends on their brightness too (in the GD-1
-file, 35 % of the stars with parallax errors below 0.2 mas have PS1
-magnitudes, 87 % of those above 1.3 mas). For a star *without* photometry
-the probability of lacking it, :math:`1 - c(\sigma)`, multiplies every
-component's density alike and cancels. For a star *with* it, it does not:
-the background's photometric flow is trained on the stars that have
-magnitudes, so its density already carries :math:`c`, while the isochrone's
-luminosity function does not. Such a star's stream-like densities are
-multiplied by
-
-.. math::
-
-    \frac{c(\sigma)}{\bar c} = \frac{p_\mathrm{bkg}(\log_{10}\sigma \mid \mathrm{photometry})}
-        {p_\mathrm{bkg}(\log_{10}\sigma)},
-
-:math:`c` the share of the field's stars with magnitudes at the star's
-parallax error (a kernel regression with the field density's bandwidth) and
-:math:`\bar c` their share overall (:meth:`ErrorDensity.log_presence`).
-Without it the stream's faint stars with magnitudes are under-weighted
-against its bright ones and against the stars without magnitudes, which
-share their weights.
-
-Approximations: whether a star has photometry is assumed to depend on its
-brightness alone, read off its parallax error (not on the component, nor on
-phi1: the GD-1 file's share runs from 0.43 to 0.59 along phi1); the error relation and the field's density do not vary along
+Approximations: the stars without photometry are assumed to lack it for
+reasons of brightness alone (the same factor then multiplies both densities
+and cancels; for the stars *with* photometry it does not, and
+:mod:`streammix.photometry_share` supplies it, which ``model.error_density``
+therefore needs); the error relation and the field's density do not vary along
 the stream; the isochrone's colour spread and the component's distance
 spread are left out of the luminosity function (each a few hundredths of a
 magnitude against the relation's 0.1 dex scatter).
@@ -91,8 +71,6 @@ ERROR_POINTS = 256
 ERROR_MARGIN = 0.3
 #: Densities below this are floored, in either table (a star far from every isochrone point).
 DENSITY_FLOOR = 1e-6
-#: The share of stars with magnitudes is floored at this (an error at which the field has almost none).
-PRESENCE_FLOOR = 1e-3
 
 
 class ErrorDensity(nn.Module):
@@ -108,8 +86,6 @@ class ErrorDensity(nn.Module):
         log_err: The grid of :math:`\log_{10}` parallax errors (mas), increasing and evenly spaced, ``(S,)``.
         stream_log_density: :math:`\ln p_k(\log_{10}\sigma \mid \mathrm{DM})` on the grid, ``(D, S)``.
         field_log_density: :math:`\ln p_\mathrm{bkg}(\log_{10}\sigma)` on the grid, ``(S,)``.
-        presence_log_ratio: :math:`\ln c(\sigma) - \ln \bar c` on the error grid, ``(S,)``
-            (the term of the stars with magnitudes, :meth:`log_presence`); default 0.
 
     Example:
         >>> import torch
@@ -123,30 +99,15 @@ class ErrorDensity(nn.Module):
     log_err: Tensor
     stream_log_density: Tensor
     field_log_density: Tensor
-    presence_log_ratio: Tensor
 
-    def __init__(
-        self,
-        distmod: Tensor,
-        log_err: Tensor,
-        stream_log_density: Tensor,
-        field_log_density: Tensor,
-        presence_log_ratio: Tensor | None = None,
-    ):
+    def __init__(self, distmod: Tensor, log_err: Tensor, stream_log_density: Tensor, field_log_density: Tensor):
         super().__init__()
-        if presence_log_ratio is None:
-            presence_log_ratio = torch.zeros_like(field_log_density)
-        if (
-            stream_log_density.shape != (distmod.numel(), log_err.numel())
-            or field_log_density.shape != log_err.shape
-            or presence_log_ratio.shape != log_err.shape
-        ):
+        if stream_log_density.shape != (distmod.numel(), log_err.numel()) or field_log_density.shape != log_err.shape:
             raise ValueError("error density: the tables' shapes do not match the grids")
         self.register_buffer("distmod", distmod.clone())
         self.register_buffer("log_err", log_err.clone())
         self.register_buffer("stream_log_density", stream_log_density.clone())
         self.register_buffer("field_log_density", field_log_density.clone())
-        self.register_buffer("presence_log_ratio", presence_log_ratio.clone())
 
     @classmethod
     def placeholder(cls, dtype: torch.dtype = torch.float64) -> ErrorDensity:
@@ -156,30 +117,7 @@ class ErrorDensity(nn.Module):
             torch.linspace(0.0, 1.0, ERROR_POINTS, dtype=dtype),
             torch.zeros(DISTMOD_POINTS, ERROR_POINTS, dtype=dtype),
             torch.zeros(ERROR_POINTS, dtype=dtype),
-            torch.zeros(ERROR_POINTS, dtype=dtype),
         )
-
-    def _error_position(self, parallax_err: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Each error's column on the error grid and its fraction of the way to the next."""
-        grid_s = self.log_err.to(dtype)
-        s = torch.log10(parallax_err.to(dtype).clamp_min(1e-12))
-        step = (grid_s[-1] - grid_s[0]) / (grid_s.numel() - 1)
-        u = ((s - grid_s[0]) / step).clamp(0.0, grid_s.numel() - 1.0)
-        col = u.floor().long().clamp(max=grid_s.numel() - 2)
-        return col, u - col
-
-    def log_presence(self, parallax_err: Tensor) -> Tensor:
-        r""":math:`\ln c(\sigma) - \ln \bar c` per star: the term of a stream-like
-        component's density for a star *with* magnitudes (see the module),
-        interpolated linearly in the log error and held beyond the grid.
-
-        Arguments:
-            parallax_err: Each star's parallax error (mas), positive, ``(N,)``.
-        """
-        dtype = parallax_err.dtype
-        col, t = self._error_position(parallax_err, dtype)
-        table = self.presence_log_ratio.to(dtype)
-        return torch.lerp(table.index_select(0, col), table.index_select(0, col + 1), t)
 
     def log_ratio(self, distmod: Tensor, parallax_err: Tensor) -> Tensor:
         r""":math:`\ln p_k(\log_{10}\sigma \mid \mathrm{DM}) - \ln p_\mathrm{bkg}(\log_{10}\sigma)` per star.
@@ -189,10 +127,13 @@ class ErrorDensity(nn.Module):
             parallax_err: Each star's parallax error (mas), positive, ``(N,)``.
         """
         dtype = distmod.dtype
-        grid_d = self.distmod.to(dtype)
+        grid_d, grid_s = self.distmod.to(dtype), self.log_err.to(dtype)
         table = self.stream_log_density.to(dtype) - self.field_log_density.to(dtype).unsqueeze(0)
-        col, t_s = self._error_position(parallax_err, dtype)
-        t_s = t_s.unsqueeze(-1)
+        s = torch.log10(parallax_err.to(dtype).clamp_min(1e-12))
+        step = (grid_s[-1] - grid_s[0]) / (grid_s.numel() - 1)
+        u = ((s - grid_s[0]) / step).clamp(0.0, grid_s.numel() - 1.0)
+        col = u.floor().long().clamp(max=grid_s.numel() - 2)
+        t_s = (u - col).unsqueeze(-1)
         d = distmod.clamp(grid_d[0], grid_d[-1])
         row = (torch.searchsorted(grid_d, d.detach().contiguous(), right=True) - 1).clamp(0, grid_d.numel() - 2)
         d0, d1 = grid_d.index_select(0, row), grid_d.index_select(0, row + 1)
@@ -211,7 +152,6 @@ def error_density(
     field_parallax_err: np.ndarray,
     distmod_range: tuple[float, float],
     *,
-    field_has_magnitudes: np.ndarray | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> ErrorDensity:
     r"""The :class:`ErrorDensity` of the components sharing an isochrone likelihood.
@@ -225,10 +165,6 @@ def error_density(
             off-stream stars the background is trained on); non-finite or
             non-positive ones are left out.
         distmod_range: The distance moduli the components can take.
-        field_has_magnitudes: Which of those stars have the likelihood's
-            magnitudes (bool, shaped like ``field_parallax_err``), for the term
-            of the stars with magnitudes (:meth:`ErrorDensity.log_presence`);
-            None: that term is 0.
         dtype: The tables' dtype.
 
     Returns:
@@ -250,8 +186,7 @@ def error_density(
         True
     """
     err = np.asarray(field_parallax_err, dtype=float)
-    usable = np.isfinite(err) & (err > 0)
-    log_field = np.log10(err[usable])
+    log_field = np.log10(err[np.isfinite(err) & (err > 0)])
     if log_field.size < 10:
         raise ValueError(f"error density: {log_field.size} field stars have a parallax error; at least 10 are needed")
     if np.ptp(log_field) == 0:
@@ -262,14 +197,7 @@ def error_density(
     grid_d = np.linspace(low, high, DISTMOD_POINTS)
     grid_s = np.linspace(log_field.min() - ERROR_MARGIN, log_field.max() + ERROR_MARGIN, ERROR_POINTS)
 
-    kernel = gaussian_kde(log_field)
-    field = kernel(grid_s)
-    presence = np.zeros_like(grid_s)
-    if field_has_magnitudes is not None:
-        has = np.asarray(field_has_magnitudes, dtype=bool)
-        if has.shape != err.shape:
-            raise ValueError(f"error density: {has.size} photometry flags for {err.size} field stars")
-        presence = _presence_log_ratio(log_field, has[usable], grid_s, float(np.sqrt(kernel.covariance[0, 0])))
+    field = gaussian_kde(log_field)(grid_s)
     mids, log_weight = likelihood.luminosity_nodes()
     mids, weight = mids.double().cpu().numpy(), log_weight.double().exp().cpu().numpy()  # absolute mags (K, B)
     stream = np.empty((DISTMOD_POINTS, ERROR_POINTS))
@@ -286,20 +214,4 @@ def error_density(
         torch.as_tensor(grid_s, dtype=dtype),
         torch.as_tensor(np.log(np.maximum(stream, DENSITY_FLOOR)), dtype=dtype),
         torch.as_tensor(np.log(np.maximum(field, DENSITY_FLOOR)), dtype=dtype),
-        torch.as_tensor(presence, dtype=dtype),
     )
-
-
-def _presence_log_ratio(log_err: np.ndarray, has: np.ndarray, grid: np.ndarray, bandwidth: float) -> np.ndarray:
-    r""":math:`\ln c - \ln \bar c` on ``grid``: :math:`c` the share of the stars with magnitudes
-    at each log error (a Gaussian kernel regression of width ``bandwidth``), :math:`\bar c` overall."""
-    if not has.any():
-        raise ValueError("error density: no field star has the model's magnitudes")
-    # the stars binned finely first (bins 1/20 of the bandwidth), so that the cost does not grow with the field
-    edges = np.linspace(log_err.min(), log_err.max() + 1e-9, max(2, int(np.ptp(log_err) / (0.05 * bandwidth)) + 2))
-    every, _ = np.histogram(log_err, edges)
-    with_mags, _ = np.histogram(log_err[has], edges)
-    z = (grid[:, None] - 0.5 * (edges[1:] + edges[:-1])[None, :]) / bandwidth
-    kernel = np.exp(-0.5 * z * z)
-    share = (kernel @ with_mags) / np.maximum(kernel @ every, 1e-300)
-    return np.log(np.clip(share, PRESENCE_FLOOR, 1.0)) - math.log(has.mean())

@@ -33,6 +33,7 @@ from .config import Config
 from .data import StarTable, check_plausible, read_stars
 from .cut_fraction import CutFraction
 from .error_density import ErrorDensity, error_density
+from .photometry_share import PhotometryShare, photometry_share
 from .error_relation import ErrorRelation, fit_error_relation
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
@@ -205,6 +206,9 @@ def build_mixture(
         density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, stars, relation)
     if by_fraction:
         fraction = _cut_fraction(config, components, stars, relation)
+    share = None
+    if config.model.photometry_share:
+        share = PhotometryShare.placeholder() if stars is None else _photometry_share(config, stars)
     return Mixture(
         components,
         background,
@@ -215,6 +219,7 @@ def build_mixture(
         error_weights=error_weights,
         error_density=density,
         cut_fraction=fraction,
+        photometry_share=share,
     )
 
 
@@ -259,22 +264,34 @@ def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | N
     )  # fmt: skip
 
 
+def _field_errors(config: Config, stars) -> tuple[np.ndarray, np.ndarray]:
+    """The off-stream stars' (the background's training stars') parallax errors (NaN where
+    they have no parallax) and whether they have any of the model's bands."""
+    observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
+    offstream = offstream_stars(config, control_priors(config), stars)
+    has_mags = np.any([stars.observed[band] for band in config.model.bands], axis=0)
+    return np.where(observed, stars.parallax_err, np.nan)[offstream], has_mags[offstream]
+
+
 def _error_density(config: Config, components, stars, relation: ErrorRelation) -> ErrorDensity:
     """The :class:`~streammix.error_density.ErrorDensity` of ``config`` on ``stars``: the
     error relation fitted to every star with all the model's bands, the field's
-    errors those of the off-stream stars (the background's training stars), with
-    which of them have any of the model's bands."""
+    errors those of the off-stream stars (the background's training stars)."""
     likelihood, distmod_range = _isochrone_terms(components)
-    observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
-    offstream = offstream_stars(config, control_priors(config), stars)
-    field = np.where(observed, stars.parallax_err, np.nan)[offstream]
-    has_mags = np.any([stars.observed[band] for band in config.model.bands], axis=0)[offstream]
+    field, _ = _field_errors(config, stars)
     try:
-        return error_density(
-            likelihood, relation, field, distmod_range, field_has_magnitudes=has_mags, dtype=torch.float64
-        )
+        return error_density(likelihood, relation, field, distmod_range, dtype=torch.float64)
     except ValueError as error:
         raise InputError(f"model.error_density: {error}") from None
+
+
+def _photometry_share(config: Config, stars) -> PhotometryShare:
+    """The :class:`~streammix.photometry_share.PhotometryShare` of the off-stream stars of ``stars``."""
+    field, has_mags = _field_errors(config, stars)
+    try:
+        return photometry_share(field, has_mags, dtype=torch.float64)
+    except ValueError as error:
+        raise InputError(f"model.photometry_share: {error}") from None
 
 
 def selection_cuts(config: Config):

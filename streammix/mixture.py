@@ -24,6 +24,7 @@ from .components import BackgroundComponent, Component, NetworkSettings, StreamC
 from .densities import normal_logpdf
 from .cut_fraction import CutFraction
 from .error_density import ErrorDensity
+from .photometry_share import PhotometryShare
 from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
 
@@ -308,6 +309,11 @@ class Mixture(nn.Module):
         error_density: The density of the parallax error under the components
             with an isochrone against the field's
             (:class:`~streammix.error_density.ErrorDensity`), or None.
+        photometry_share: The share of the field's stars with magnitudes at a
+            star's parallax error against the share overall
+            (:class:`~streammix.photometry_share.PhotometryShare`): the term of
+            the stream-like densities with an isochrone for the stars with
+            magnitudes, or None.
         cut_fraction: The share of the stars of each component with an
             isochrone that passes the catalogue's cuts
             (:class:`~streammix.cut_fraction.CutFraction`): the likelihood is
@@ -335,6 +341,7 @@ class Mixture(nn.Module):
         error_weights: ErrorWeights | None = None,
         error_density: ErrorDensity | None = None,
         cut_fraction: CutFraction | None = None,
+        photometry_share: PhotometryShare | None = None,
     ):
         super().__init__()
         if error_weights is not None and error_weights.values.shape[1] != len(components):
@@ -342,6 +349,7 @@ class Mixture(nn.Module):
         self.error_weights = error_weights
         self.error_density = error_density
         self.cut_fraction = cut_fraction
+        self.photometry_share = photometry_share
         names = [c.name for c in components] + [background.name]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
@@ -477,6 +485,8 @@ class Mixture(nn.Module):
         joint = log_w + torch.stack(columns, dim=-1)
         if self.error_density is not None:
             joint = joint + self._error_density_terms(stars, params_of)
+        if self.photometry_share is not None:
+            joint = joint + self._photometry_share_terms(stars)
         if photometric:
             joint = self._add_photometry(joint, photometric, stars)
         return joint
@@ -501,27 +511,35 @@ class Mixture(nn.Module):
         r"""For the :meth:`_eligible` stars, each component's density of the star's
         parallax error relative to the field's, :math:`\ln p_k(\sigma) - \ln
         p_\mathrm{bkg}(\sigma)` (``error_density``, at the component's distance
-        modulus at the star, ``params_of``); for the stars with magnitudes and a
-        parallax, the share of the field's stars with magnitudes at their error
-        relative to the share overall, :math:`\ln c(\sigma) - \ln \bar c`
-        (:meth:`~streammix.error_density.ErrorDensity.log_presence`). Shape
-        ``(N, K)``: 0 for the background and the components without an
-        isochrone. Density terms, not weights: they multiply the component's
-        density of the star, as an isochrone's term does for a star with
-        magnitudes, so the mixture is a density of the error and the astrometry
-        together (what :mod:`streammix.cut_fraction` normalises)."""
+        modulus at the star, ``params_of``), shape ``(N, K)``: 0 for the
+        background and the components without an isochrone. A density term, not
+        a weight: it multiplies the component's density of the star, as an
+        isochrone's term does for a star with magnitudes, so the mixture is a
+        density of the error and the astrometry together (what
+        :mod:`streammix.cut_fraction` normalises)."""
         dtype = stars.parallax_err.dtype
         zeros = torch.zeros_like(stars.parallax_err)
-        eligible = self._eligible(stars)
-        with_mags = stars.has_parallax & ~eligible
-        presence = self.error_density.log_presence(stars.parallax_err) * with_mags.to(dtype)
-        without = eligible.to(dtype)
         columns = [
-            self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype) * without + presence
+            self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype)
             if getattr(comp, "photometry", None) is not None and "distmod" in params
             else zeros
             for comp, params in zip(self.components, params_of)
         ]
+        terms = torch.stack([*columns, zeros], dim=-1)
+        return terms * self._eligible(stars).unsqueeze(-1).to(dtype)
+
+    def _photometry_share_terms(self, stars: StarTensors) -> Tensor:
+        r"""For the stars with a parallax whose magnitudes the model uses, the share
+        of the field's stars with magnitudes at their parallax error against the
+        share overall, :math:`\ln c(\sigma) - \ln \bar c`
+        (``photometry_share``), for each component with an isochrone, shape
+        ``(N, K)``: 0 for the background, the components without an isochrone and
+        the other stars. A density term, as :meth:`_error_density_terms`."""
+        dtype = stars.parallax_err.dtype
+        with_mags = stars.has_parallax & ~self._eligible(stars)
+        share = self.photometry_share.log_share(stars.parallax_err) * with_mags.to(dtype)
+        zeros = torch.zeros_like(share)
+        columns = [share if getattr(comp, "photometry", None) is not None else zeros for comp in self.components]
         return torch.stack([*columns, zeros], dim=-1)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:

@@ -74,27 +74,6 @@ def test_the_field_table_is_a_kernel_density_of_the_field_errors(likelihood):
     assert density.log_err.numel() == ERROR_POINTS
 
 
-def test_the_stars_with_magnitudes_get_the_share_of_the_field_with_them_at_their_error(likelihood):
-    """ln c(sigma) - ln c-bar against the share that drew the flags, a logistic in the log error."""
-    _, like = likelihood
-    err = _field(40_000, seed=5)
-    share = lambda e: 1.0 / (1.0 + np.exp(-2.5 * (np.log10(e) + 0.4)))  # noqa: E731: 0.08 at 0.1 mas, 0.82 at 1 mas
-    has = np.random.default_rng(6).uniform(size=err.size) < share(err)
-    density = error_density(like, RELATION, err, (14.0, 16.0), field_has_magnitudes=has, dtype=torch.float64)
-    probe = np.array([0.08, 0.15, 0.4, 1.0, 2.0])
-    got = density.log_presence(torch.as_tensor(probe)).numpy()
-    # within 0.08 nats: the kernel's smoothing bias, largest where the share is smallest (0.07 at 0.08 mas)
-    np.testing.assert_allclose(got, np.log(share(probe)) - np.log(has.mean()), atol=0.08)
-    assert got[-1] - got[0] > 1.5
-    # flags for every star given, or none: no term; flags of the wrong length: refused
-    flat = error_density(like, RELATION, err, (14.0, 16.0), dtype=torch.float64)
-    assert float(flat.log_presence(torch.as_tensor(probe)).abs().max()) == 0.0
-    with pytest.raises(ValueError, match="3 photometry flags for 40000 field stars"):
-        error_density(like, RELATION, err, (14.0, 16.0), field_has_magnitudes=has[:3])
-    with pytest.raises(ValueError, match="no field star has the model's magnitudes"):
-        error_density(like, RELATION, err, (14.0, 16.0), field_has_magnitudes=np.zeros(err.size, bool))
-
-
 def test_log_ratio_interpolates_in_both_axes_holds_at_the_ends_and_passes_gradients():
     distmod = torch.tensor([14.0, 15.0, 16.0], dtype=torch.float64)
     log_err = torch.linspace(-2.0, 1.0, 31, dtype=torch.float64)
@@ -121,18 +100,21 @@ def test_shapes_and_empty_inputs_are_refused(likelihood):
         error_density(like, RELATION, _field(), (16.0, 14.0))
     with pytest.raises(ValidationError, match="error_density: needs parallax among the coordinates, bands"):
         ModelConfig(error_density=True)
+    with pytest.raises(ValidationError, match="error_density: needs photometry_share: true"):
+        ModelConfig(
+            error_density=True, coordinates=["phi2", "parallax"], bands=["gaia_g", "gaia_rp"],
+            isochrone={"magnitude_limits": {"gaia_g": [12.0, 20.5]}},
+        )
 
 
-def test_the_mixture_multiplies_the_density_by_the_ratio_without_magnitudes_and_the_share_with_them(likelihood):
+def test_the_mixture_multiplies_the_density_by_the_ratio_only_for_the_stars_without_magnitudes(likelihood):
     _, like = likelihood
     coords = ["phi2", "parallax"]
     bounds = {"phi2": (-5, 5), "phi2_width": (0.05, 1), "distmod": (14, 16), "distmod_width": (0.01, 0.3)}
     torch.manual_seed(0)
     with_iso = StreamComponent("stream", coords, bounds, (-5, 5), NetworkSettings(hidden=8), photometry=like)
     without = StreamComponent("other", coords, bounds, (-5, 5), NetworkSettings(hidden=8))
-    field = _field()
-    has = np.random.default_rng(7).uniform(size=field.size) < np.clip(np.log10(field) + 1.0, 0.05, 0.95)
-    density = error_density(like, RELATION, field, (14.0, 16.0), field_has_magnitudes=has, dtype=torch.float64)
+    density = error_density(like, RELATION, _field(), (14.0, 16.0), dtype=torch.float64)
     args = dict(phi1_range=(-90, 10), grid_size=64)
     plain = Mixture([with_iso, without], BackgroundComponent((-5, 5), "uniform"), **args).double()
     modelled = Mixture([with_iso, without], BackgroundComponent((-5, 5), "uniform"), **args, error_density=density).double()
@@ -160,16 +142,13 @@ def test_the_mixture_multiplies_the_density_by_the_ratio_without_magnitudes_and_
     torch.testing.assert_close(difference[:, 0], expected)
     assert float(difference[:, 1:].abs().max()) == 0.0  # no isochrone, and the background: no term
     assert float(expected.abs().max()) > 0.5
-    # with magnitudes used, the stars that have them take the share of the field with magnitudes at
-    # their error instead (their brightness is modelled by the isochrone)
+    # with magnitudes used, the stars that have them take no term (their brightness is modelled)
     has_mag = torch.as_tensor(np.isfinite(g))
     with_mags = replace(stars, has_mag=torch.stack([has_mag, has_mag], dim=-1), photometry=object(), use_photometry=True)
     params = [{"distmod": torch.full((n,), 15.0, dtype=torch.float64)}, {}, {}]
     with torch.no_grad():
         terms = modelled._error_density_terms(with_mags, params)
-    torch.testing.assert_close(terms[:50, 0], density.log_presence(stars.parallax_err)[:50])
-    assert float(terms[:50, 0].abs().max()) > 0.3
-    assert float(terms[:, 1:].abs().max()) == 0.0
+    assert float(terms[:50].abs().max()) == 0.0
     torch.testing.assert_close(terms[50:, 0], density.log_ratio(params[0]["distmod"], stars.parallax_err)[50:])
 
 
@@ -200,11 +179,12 @@ def test_a_saved_mixture_reads_its_tables_back():
     stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
     data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
     data["model"]["error_density"] = True
+    data["model"]["photometry_share"] = True
     config = Config.from_dict(data)
     built = build_mixture(config, stars)
     assert float(built.error_density.stream_log_density.std()) > 0.1
     loaded = build_mixture(config)  # as a saved model is read: placeholders, then the state
     assert not torch.equal(loaded.error_density.stream_log_density, built.error_density.stream_log_density)
     loaded.load_state_dict(built.state_dict())
-    for name in ("distmod", "log_err", "stream_log_density", "field_log_density", "presence_log_ratio"):
+    for name in ("distmod", "log_err", "stream_log_density", "field_log_density"):
         torch.testing.assert_close(getattr(loaded.error_density, name), getattr(built.error_density, name))

@@ -1,0 +1,149 @@
+r"""Which stars have photometry depends on how bright they are: the term that brings into the stream.
+
+A joint model's background has a photometric flow trained on the stars that
+*have* magnitudes, so its density of a star's magnitudes already carries the
+probability :math:`c` that a star of those magnitudes has them; a stream-like
+component's isochrone does not: its luminosity function is that of every
+star. Where :math:`c` depends on brightness (in the GD-1 file, 35 % of the
+stars with parallax errors below 0.2 mas have PS1 magnitudes, 87 % of those
+above 1.3 mas: ``python benchmarks/error_density.py``), the stream's faint
+stars with magnitudes are then under-weighted against its bright ones, and
+against its stars without magnitudes, which share its weights. With the
+parallax error :math:`\sigma` standing in for brightness, a star with
+magnitudes has each stream-like density multiplied by
+
+.. math::
+
+    \frac{c(\sigma)}{\bar c} = \frac{p_\mathrm{bkg}(\log_{10}\sigma \mid \mathrm{photometry})}
+        {p_\mathrm{bkg}(\log_{10}\sigma)},
+
+:math:`c(\sigma)` the share of the field's stars with magnitudes at that error
+(a Gaussian kernel regression, with the bandwidth of a kernel density
+estimate of the field's errors) and :math:`\bar c` their share overall; the
+background's is 1. For a star without magnitudes the probability of lacking
+them, :math:`1 - c`, multiplies every component's density alike and cancels.
+Derivation: the background's density of a star with magnitudes :math:`m` is
+:math:`\bar c\, p_\mathrm{bkg}(m \mid \mathrm{photometry}) = c(m)\, p_\mathrm{bkg}(m)`;
+the stream's is :math:`c(m)\, p_\mathrm{LF}(m)`; dividing both by
+:math:`\bar c\, p_\mathrm{bkg}(m \mid \mathrm{photometry})` leaves the flow's
+density for the background and the isochrone's times :math:`c / \bar c` for
+the stream.
+
+Approximation: whether a star has photometry depends on its brightness alone,
+read off its parallax error (not on the component, nor on phi1: the GD-1
+file's share runs from 0.43 to 0.59 along phi1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.stats import gaussian_kde
+from torch import Tensor, nn
+
+__all__ = ["PhotometryShare", "photometry_share"]
+
+#: log10 parallax errors on the table's grid.
+ERROR_POINTS = 256
+#: The error grid extends this far (dex) beyond the stars' errors.
+ERROR_MARGIN = 0.3
+#: The share of stars with magnitudes is floored at this (an error at which the field has almost none).
+SHARE_FLOOR = 1e-3
+
+
+class PhotometryShare(nn.Module):
+    r""":math:`\ln c(\sigma) - \ln \bar c` on a grid of the log parallax error (see the module).
+
+    A buffer on a fixed grid (a saved model loads it into a placeholder of the
+    same shape); interpolated linearly in the log error and held beyond the grid.
+
+    Arguments:
+        log_err: The grid of :math:`\log_{10}` parallax errors (mas), increasing and evenly spaced, ``(S,)``.
+        log_ratio: :math:`\ln c - \ln \bar c` on it, ``(S,)``.
+
+    Example:
+        >>> import torch
+        >>> share = PhotometryShare(torch.tensor([-1.0, 0.0]), torch.log(torch.tensor([0.5, 2.0])))
+        >>> share.log_share(torch.tensor([10 ** -0.5, 10.0])).exp().round(decimals=3).tolist()  # between, beyond
+        [1.0, 2.0]
+    """
+
+    log_err: Tensor
+    log_ratio: Tensor
+
+    def __init__(self, log_err: Tensor, log_ratio: Tensor):
+        super().__init__()
+        if log_err.ndim != 1 or log_err.shape != log_ratio.shape or log_err.numel() < 2:
+            raise ValueError("photometry share: the grid and the table must be 1-D, of one length, at least 2")
+        self.register_buffer("log_err", log_err.clone())
+        self.register_buffer("log_ratio", log_ratio.clone())
+
+    @classmethod
+    def placeholder(cls, dtype: torch.dtype = torch.float64) -> PhotometryShare:
+        """A table of the right shape to load a saved model's into."""
+        return cls(torch.linspace(0.0, 1.0, ERROR_POINTS, dtype=dtype), torch.zeros(ERROR_POINTS, dtype=dtype))
+
+    def log_share(self, parallax_err: Tensor) -> Tensor:
+        r""":math:`\ln c(\sigma) - \ln \bar c` per star, in ``parallax_err``'s dtype.
+
+        Arguments:
+            parallax_err: Each star's parallax error (mas), positive, ``(N,)``.
+        """
+        dtype = parallax_err.dtype
+        grid, table = self.log_err.to(dtype), self.log_ratio.to(dtype)
+        s = torch.log10(parallax_err.clamp_min(1e-12))
+        step = (grid[-1] - grid[0]) / (grid.numel() - 1)
+        u = ((s - grid[0]) / step).clamp(0.0, grid.numel() - 1.0)
+        col = u.floor().long().clamp(max=grid.numel() - 2)
+        return torch.lerp(table.index_select(0, col), table.index_select(0, col + 1), u - col)
+
+
+def photometry_share(
+    field_parallax_err: np.ndarray, field_has_magnitudes: np.ndarray, *, dtype: torch.dtype = torch.float32
+) -> PhotometryShare:
+    r"""The :class:`PhotometryShare` of a field's stars.
+
+    Arguments:
+        field_parallax_err: The parallax errors (mas) of the field's stars (the
+            off-stream stars the background is trained on); non-finite or
+            non-positive ones are left out.
+        field_has_magnitudes: Which of them have the model's magnitudes (bool, the same shape).
+        dtype: The table's dtype.
+
+    Returns:
+        The table, on a grid from 0.3 dex below the smallest error to 0.3 dex above the largest.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> rng = np.random.default_rng(0)
+        >>> err = 10 ** rng.normal(-0.4, 0.3, 20_000)
+        >>> has = rng.uniform(size=err.size) < np.clip(np.log10(err) + 0.9, 0.05, 0.95)  # the faint have them
+        >>> share = photometry_share(err, has)
+        >>> bool(share.log_share(torch.tensor([1.0])) > share.log_share(torch.tensor([0.1])) + 1.5)
+        True
+    """
+    err = np.asarray(field_parallax_err, dtype=float)
+    has = np.asarray(field_has_magnitudes, dtype=bool)
+    if has.shape != err.shape:
+        raise ValueError(f"photometry share: {has.size} photometry flags for {err.size} field stars")
+    usable = np.isfinite(err) & (err > 0)
+    log_err, has = np.log10(err[usable]), has[usable]
+    if log_err.size < 10:
+        raise ValueError(f"photometry share: {log_err.size} field stars have a parallax error; at least 10 are needed")
+    if np.ptp(log_err) == 0:
+        raise ValueError(f"photometry share: every field star has the same parallax error ({10 ** log_err[0]:g} mas)")
+    if not has.any():
+        raise ValueError("photometry share: no field star has the model's magnitudes")
+    bandwidth = float(np.sqrt(gaussian_kde(log_err).covariance[0, 0]))
+    grid = np.linspace(log_err.min() - ERROR_MARGIN, log_err.max() + ERROR_MARGIN, ERROR_POINTS)
+    # the stars binned finely first (bins 1/20 of the bandwidth), so that the cost does not grow with the field
+    edges = np.linspace(log_err.min(), log_err.max() + 1e-9, max(2, int(np.ptp(log_err) / (0.05 * bandwidth)) + 2))
+    every, _ = np.histogram(log_err, edges)
+    with_mags, _ = np.histogram(log_err[has], edges)
+    z = (grid[:, None] - 0.5 * (edges[1:] + edges[:-1])[None, :]) / bandwidth
+    kernel = np.exp(-0.5 * z * z)
+    share = (kernel @ with_mags) / np.maximum(kernel @ every, 1e-300)
+    ratio = np.log(np.clip(share, SHARE_FLOOR, 1.0)) - math.log(has.mean())
+    return PhotometryShare(torch.as_tensor(grid, dtype=dtype), torch.as_tensor(ratio, dtype=dtype))

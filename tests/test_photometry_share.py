@@ -1,0 +1,112 @@
+"""The share of the field's stars with magnitudes at a star's parallax error (streammix.photometry_share)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from streammix.components import BackgroundComponent, NetworkSettings, StreamComponent
+from streammix.config import ModelConfig
+from streammix.data import StarTable
+from streammix.isochrone import default_isochrone
+from streammix.mixture import Mixture, prepare_stars
+from streammix.photometry import PhotometricLikelihood
+from streammix.photometry_share import ERROR_POINTS, PhotometryShare, photometry_share
+
+
+def _field(n=40_000, seed=5):
+    return 10 ** np.random.default_rng(seed).normal(-0.4, 0.3, n)
+
+
+def _share(err):  # 0.08 at 0.1 mas, 0.82 at 1 mas
+    return 1.0 / (1.0 + np.exp(-2.5 * (np.log10(err) + 0.4)))
+
+
+def test_the_table_is_the_share_that_drew_the_flags_over_the_share_overall():
+    err = _field()
+    has = np.random.default_rng(6).uniform(size=err.size) < _share(err)
+    share = photometry_share(np.r_[err, np.nan, -1.0], np.r_[has, True, True], dtype=torch.float64)
+    assert share.log_ratio.numel() == ERROR_POINTS
+    probe = np.array([0.08, 0.15, 0.4, 1.0, 2.0])
+    got = share.log_share(torch.as_tensor(probe)).numpy()
+    # within 0.08 nats: the kernel's smoothing bias, largest where the share is smallest (0.072 at 0.08 mas)
+    np.testing.assert_allclose(got, np.log(_share(probe)) - np.log(has.mean()), atol=0.08)
+    assert got[-1] - got[0] > 1.5
+
+
+def test_interpolation_between_and_beyond_the_grid_and_refusals():
+    share = PhotometryShare(torch.linspace(-2.0, 1.0, 31, dtype=torch.float64), torch.linspace(-3.0, 3.0, 31, dtype=torch.float64))
+    got = share.log_share(torch.tensor([10**-0.55, 10**-3.0, 10**2.0], dtype=torch.float64))
+    torch.testing.assert_close(got, torch.tensor([-0.1, -3.0, 3.0], dtype=torch.float64))  # linear: exact
+    with pytest.raises(ValueError, match="1-D, of one length"):
+        PhotometryShare(torch.zeros(3), torch.zeros(4))
+    err = _field(200)
+    with pytest.raises(ValueError, match="3 photometry flags for 200 field stars"):
+        photometry_share(err, np.ones(3, bool))
+    with pytest.raises(ValueError, match="no field star has the model's magnitudes"):
+        photometry_share(err, np.zeros(200, bool))
+    with pytest.raises(ValueError, match="the same parallax error"):
+        photometry_share(np.full(50, 0.3), np.ones(50, bool))
+    with pytest.raises(ValueError, match="1 field stars have a parallax error"):
+        photometry_share(np.array([0.3, np.nan]), np.ones(2, bool))
+    with pytest.raises(ValidationError, match="photometry_share: needs parallax among the coordinates, bands"):
+        ModelConfig(photometry_share=True)
+
+
+def test_the_mixture_multiplies_only_the_stars_with_magnitudes_of_components_with_an_isochrone():
+    iso = default_isochrone(12.0, -1.5).select(["main_sequence"])
+    like = PhotometricLikelihood(iso, ["gaia_g", "gaia_rp"], phases=["main_sequence"], n_nodes=50, dtype=torch.float64)
+    coords = ["phi2", "parallax"]
+    bounds = {"phi2": (-5, 5), "phi2_width": (0.05, 1), "distmod": (14, 16), "distmod_width": (0.01, 0.3)}
+    torch.manual_seed(0)
+    with_iso = StreamComponent("stream", coords, bounds, (-5, 5), NetworkSettings(hidden=8), photometry=like)
+    without = StreamComponent("other", coords, bounds, (-5, 5), NetworkSettings(hidden=8))
+    err = _field()
+    share = photometry_share(err, np.random.default_rng(7).uniform(size=err.size) < _share(err), dtype=torch.float64)
+    mixture = Mixture([with_iso, without], BackgroundComponent((-5, 5), "uniform"), phi1_range=(-90, 10), grid_size=64,
+                      photometry_share=share).double()  # fmt: skip
+
+    rng = np.random.default_rng(2)
+    n = 100
+    g = np.where(np.arange(n) < 50, rng.uniform(16, 20, n), np.nan)  # the first half has magnitudes
+    parallax = np.where(np.arange(n) % 10 == 0, np.nan, rng.normal(0.1, 0.3, n))  # every tenth has no parallax
+    table = StarTable(
+        phi1=rng.uniform(-80, 0, n), phi2=rng.uniform(-4, 4, n), parallax=parallax,
+        parallax_err=10 ** rng.uniform(-1.5, 0.3, n), mags={"gaia_g": g, "gaia_rp": g - 0.7},
+        mag_errs={"gaia_g": np.full(n, 0.02), "gaia_rp": np.full(n, 0.02)},
+    )
+    stars = prepare_stars(table, phi1_range=(-90, 10), grid_size=64, coordinates=coords, dtype=torch.float64)
+    has_mag = torch.as_tensor(np.isfinite(g))
+    with_mags = replace(stars, has_mag=torch.stack([has_mag, has_mag], dim=-1), photometry=object(), use_photometry=True)
+    with torch.no_grad():
+        terms = mixture._photometry_share_terms(with_mags)
+        # with the magnitudes not used (an astrometric score of a joint model), no star takes the term
+        unused = mixture._photometry_share_terms(replace(with_mags, use_photometry=False))
+    expected = share.log_share(stars.parallax_err)
+    takes = np.isfinite(g) & np.isfinite(parallax)
+    torch.testing.assert_close(terms[takes, 0], expected[takes])
+    assert float(terms[~takes].abs().max()) == 0.0
+    assert float(terms[:, 1:].abs().max()) == 0.0  # no isochrone, and the background
+    assert float(expected[takes].abs().max()) > 0.3
+    assert float(unused.abs().max()) == 0.0
+
+
+def test_a_saved_mixture_reads_its_table_back():
+    from streammix.config import Config
+    from streammix.fit import build_mixture
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.pipeline import demo_config, mock_columns
+
+    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
+    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    data["model"]["photometry_share"] = True
+    config = Config.from_dict(data)
+    built = build_mixture(config, stars)
+    loaded = build_mixture(config)  # as a saved model is read: a placeholder, then the state
+    assert not torch.equal(loaded.photometry_share.log_err, built.photometry_share.log_err)
+    loaded.load_state_dict(built.state_dict())
+    for name in ("log_err", "log_ratio"):
+        torch.testing.assert_close(getattr(loaded.photometry_share, name), getattr(built.photometry_share, name))
