@@ -6,11 +6,12 @@ error relation (:func:`streammix.error_relation.fit_error_relation`) in 1-mag
 bins of g, with each relation's scatter; then the log-ratio of the stream's
 density of the parallax error to the field's (:mod:`streammix.error_density`)
 that the shipped joint config with ``model.error_density: true`` (and
-``error_weights: 0``, ``photometry_share: true``) builds, at
+``error_weights: 0``) builds, at
 distance moduli 14.4 and 15.0; and the term of the stars with PS1 magnitudes,
 the log of the share of the field's stars with them at each parallax error
 over their share overall (:mod:`streammix.photometry_share`),
-with the shares counted directly in bins of the error beside it.
+with the shares counted directly in bins of the error beside it, and the share of
+the stars with PS1 by parallax error and by phi1.
 
     python benchmarks/error_density.py
 
@@ -45,7 +46,6 @@ def main() -> None:
     data = shipped.model_dump(mode="json", exclude={"source"})
     data["model"]["error_density"] = True
     data["model"]["error_weights"] = 0  # the modelled density replaces the learned weights
-    data["model"]["photometry_share"] = True  # which the error density needs
     config = Config.from_dict(data, source="gd1_dr2_photometry.yaml + error_density")
     stars = load_stars(config)
     mags = np.stack([stars.mags[band] for band in config.model.bands], axis=1)
@@ -81,6 +81,15 @@ def main() -> None:
     counted = [float(np.log(has[finite & (which == k)].mean() / has[finite].mean())) for k in range(len(PROBE_ERRORS))]
     out["log_share_counted"] = counted
     print("  counted (every star, bins between the errors above): " + ", ".join(f"{r:+.2f}" for r in counted))
+    share_edges = (0.0, 0.2, 0.35, 0.6, 0.9, 1.3, np.inf)
+    by_error = [float(has[finite & (err >= lo) & (err < hi)].mean()) for lo, hi in zip(share_edges[:-1], share_edges[1:])]
+    out["share_by_error"] = {"edges": [e if np.isfinite(e) else None for e in share_edges], "share": by_error}
+    print(f"  share with PS1, parallax error bins {list(share_edges)} mas: " + ", ".join(f"{v:.2f}" for v in by_error))
+    phi1_edges = np.arange(-70.0, -19.0, 5.0)
+    which_phi1 = np.digitize(stars.phi1, phi1_edges) - 1
+    by_phi1 = [float(has[which_phi1 == k].mean()) for k in range(len(phi1_edges) - 1)]
+    out["share_by_phi1"] = {"edges": phi1_edges.tolist(), "share": by_phi1}
+    print("  share with PS1 by 5 deg of phi1 from -70: " + ", ".join(f"{v:.2f}" for v in by_phi1))
     print(json.dumps(out))
 
 

@@ -33,8 +33,7 @@ stars are; ``power_law_150`` ...: a stream that lost its low-mass stars first), 
 instead of 200 (``nodes_050``, ``nodes_100``); the isochrone's faint limit where the file's stars of
 the stream's colours end (``magnitude_limit_fitted``: PS1 i, fitted by ``benchmarks/magnitude_limit.py``)
 or at g = 21.5 +- 0.15 (``magnitude_limit_g_215``, the config's until session 23), whichever the
-shipped config does not have; ``model.photometry_share`` switched (``photometry_share`` or
-``no_photometry_share``); and two fit settings that cost time: ``fit.patience`` 150
+shipped config does not have; and two fit settings that cost time: ``fit.patience`` 150
 steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of 300
 (``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
 (``astrometry_steps_250``); and the shipped config with ``fit.seed`` 1 or 2 higher (``fit_seed_1``,
@@ -207,10 +206,6 @@ def variants(base) -> dict:
         for name, (band, limit, width) in choices.items():
             if shipped_limit != {band: [12.0, limit]}:
                 out[name] = changed(magnitude_limit(band, limit, width))
-
-        # the share of the field's stars with photometry at a star's parallax error (streammix.photometry_share)
-        share = "no_photometry_share" if data["model"]["photometry_share"] else "photometry_share"
-        out[share] = changed(lambda d: d["model"].update(photometry_share=not d["model"]["photometry_share"]))
 
         def one_block(d):
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]

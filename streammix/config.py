@@ -322,15 +322,9 @@ class ModelConfig(_Section):
         False,
         description="for the stars without photometry in a model with bands, multiply the density of each "
         "stream-like component with an isochrone by the ratio of its density of the parallax error (its luminosity "
-        "function through the catalogue's error-magnitude relation) to the field's (streammix.error_density; "
-        "replaces error_weights, which must be 0; needs photometry_share)",
-    )
-    photometry_share: bool = Field(
-        False,
-        description="for the stars with photometry in a model with bands, multiply the density of each "
-        "stream-like component with an isochrone by the share of the field's stars with photometry at their "
-        "parallax error over the share overall: whether a star has photometry depends on its brightness, which "
-        "the background's photometric flow carries and the isochrone does not (streammix.photometry_share)",
+        "function through the catalogue's error-magnitude relation) to the field's (streammix.error_density), "
+        "and for the stars with photometry by the share of the field's stars with it at their parallax error over "
+        "the share overall (streammix.photometry_share); replaces error_weights, which must be 0",
     )
     cut_normalisation: Literal["star", "luminosity_function"] = Field(
         "star",
@@ -395,18 +389,6 @@ class ModelConfig(_Section):
             raise ValueError(
                 "error_density: needs parallax among the coordinates, bands, and a component with photometry "
                 "(it models the parallax errors of the stars without photometry from the isochrone)"
-            )
-        if self.photometry_share and (
-            "parallax" not in self.coordinates or not self.bands or not any(c.photometry for c in self.components)
-        ):
-            raise ValueError(
-                "photometry_share: needs parallax among the coordinates, bands, and a component with photometry "
-                "(the parallax error stands in for the brightness of the stars with magnitudes)"
-            )
-        if self.error_density and not self.photometry_share:
-            raise ValueError(
-                "error_density: needs photometry_share: true (the stars with magnitudes must carry how likely a "
-                "star of their brightness is to have them, as those without carry how likely it is to lack them)"
             )
         if self.error_density and self.error_weights:
             raise ValueError(

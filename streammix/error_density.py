@@ -44,7 +44,7 @@ Approximations: the stars without photometry are assumed to lack it for
 reasons of brightness alone (the same factor then multiplies both densities
 and cancels; for the stars *with* photometry it does not, and
 :mod:`streammix.photometry_share` supplies it, which ``model.error_density``
-therefore needs); the error relation and the field's density do not vary along
+applies too); the error relation and the field's density do not vary along
 the stream; the isochrone's colour spread and the component's distance
 spread are left out of the luminosity function (each a few hundredths of a
 magnitude against the relation's 0.1 dex scatter).

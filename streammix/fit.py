@@ -33,7 +33,6 @@ from .config import Config
 from .data import StarTable, check_plausible, read_stars
 from .cut_fraction import CutFraction
 from .error_density import ErrorDensity, error_density
-from .photometry_share import PhotometryShare, photometry_share
 from .error_relation import ErrorRelation, fit_error_relation
 from .error_weights import ErrorWeights, error_knots
 from .errors import InputError
@@ -44,6 +43,7 @@ from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometr
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
 from .parallel import map_spawned
 from .photometry import likelihood_from_config
+from .photometry_share import PhotometryShare, photometry_share
 from .provenance import __version__
 from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
@@ -207,7 +207,7 @@ def build_mixture(
     if by_fraction:
         fraction = _cut_fraction(config, components, stars, relation)
     share = None
-    if config.model.photometry_share:
+    if config.model.error_density:  # the stars with magnitudes' term of the same density (streammix.photometry_share)
         share = PhotometryShare.placeholder() if stars is None else _photometry_share(config, stars)
     return Mixture(
         components,
@@ -291,7 +291,7 @@ def _photometry_share(config: Config, stars) -> PhotometryShare:
     try:
         return photometry_share(field, has_mags, dtype=torch.float64)
     except ValueError as error:
-        raise InputError(f"model.photometry_share: {error}") from None
+        raise InputError(f"model.error_density: {error}") from None
 
 
 def selection_cuts(config: Config):

@@ -112,6 +112,7 @@ import numpy as np
 import yaml
 from astropy.table import MaskedColumn, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from scipy.special import ndtr
 
 from .components import draw_stream
 from .config import Config, IsochroneConfig, resolve_data_path
@@ -279,6 +280,8 @@ class InjectionSpec(BaseModel):
             shape_values(self.profile, self.profile_parameters)
         except ValueError as error:
             raise ValueError(f"profile_parameters: {error}") from None
+        if self.magnitude_limit_width > 0 and self.magnitude_limit is None:
+            raise ValueError("magnitude_limit_width: a soft limit needs its magnitude_limit")
         if self.bands is not None and self.donor_band is not None and self.donor_band not in self.bands:
             raise ValueError(f"donor_band: '{self.donor_band}' is not among the bands {sorted(self.bands)}")
         return self
@@ -560,7 +563,8 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
     lo1, hi1 = spec.phi1_range
     grid = np.linspace(lo1, hi1, 401)
     dm_min = float(np.min(track_values(spec.distmod, grid) - 5.0 * track_values(spec.distmod_width, grid)))
-    m_lo = visible_mass_min(iso, mag_hi + 0.5 + 5.0 * spec.magnitude_limit_width - dm_min, band=donor_band)
+    faintest = mag_hi + 0.5 + 5.0 * spec.magnitude_limit_width  # a soft limit keeps a few stars beyond it
+    m_lo = visible_mass_min(iso, faintest - dm_min, band=donor_band)
     if not np.isfinite(m_lo):
         raise InputError(f"injection spec: no star of the isochrone is brighter than {mag_hi:.2f} in {donor_band} at distmod {dm_min:.2f}")
     m_lo = max(m_lo, iso.mass_min)
@@ -640,8 +644,6 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         observed_limit_mag = out[f"observed_{donor_band}"]
         keep &= observed_limit_mag >= mag_lo
         if spec.magnitude_limit_width > 0:
-            from scipy.special import ndtr  # local import, as truncnorm's
-
             keep &= rng.uniform(size=n) < ndtr((mag_hi - observed_limit_mag) / spec.magnitude_limit_width)
         else:
             keep &= observed_limit_mag <= mag_hi

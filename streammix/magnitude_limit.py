@@ -68,7 +68,8 @@ def fit_magnitude_limit(mags: np.ndarray, *, brightest: float | None = None) -> 
         brightest: The fit uses the stars fainter than this (default: the median).
 
     Raises:
-        ValueError: Fewer than 50 stars to fit, or all of one magnitude.
+        ValueError: No finite magnitude, fewer than 50 stars to fit, all of one
+            magnitude, or a fit that does not converge.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -80,8 +81,10 @@ def fit_magnitude_limit(mags: np.ndarray, *, brightest: float | None = None) -> 
     """
     values = np.asarray(mags, dtype=float)
     values = values[np.isfinite(values)]
-    low = float(np.quantile(values, DEFAULT_QUANTILE)) if brightest is None and values.size else brightest
-    faint = values[values > low] if values.size else values
+    if values.size == 0:
+        raise ValueError("magnitude limit: no finite magnitude")
+    low = float(np.quantile(values, DEFAULT_QUANTILE)) if brightest is None else float(brightest)
+    faint = values[values > low]
     if faint.size < 50:
         raise ValueError(f"magnitude limit: {faint.size} stars fainter than {low}; at least 50 are needed")
     if np.ptp(faint) == 0:
@@ -92,7 +95,7 @@ def fit_magnitude_limit(mags: np.ndarray, *, brightest: float | None = None) -> 
 
     def negative_log_likelihood(p: np.ndarray) -> float:
         slope, limit, log_width = p
-        width = math.exp(log_width)
+        width = max(math.exp(log_width), step)  # a hard cut: no narrower than the normalising grid resolves
         log_n = lambda m: slope * (m - low) + log_ndtr((limit - m) / width)  # noqa: E731
         on_grid = log_n(grid)
         peak = on_grid.max()
@@ -100,6 +103,9 @@ def fit_magnitude_limit(mags: np.ndarray, *, brightest: float | None = None) -> 
         return -float((log_n(faint) - log_norm).sum())
 
     start = np.array([0.5, float(np.quantile(faint, 0.9)), math.log(0.2)])
-    result = minimize(negative_log_likelihood, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-7, "maxiter": 5000})
+    options = {"xatol": 1e-6, "fatol": 1e-7, "maxiter": 5000}
+    result = minimize(negative_log_likelihood, start, method="Nelder-Mead", options=options)
+    if not result.success:
+        raise ValueError(f"magnitude limit: the fit did not converge ({result.message})")
     slope, limit, log_width = result.x
-    return MagnitudeLimit(float(limit), float(math.exp(log_width)), float(slope), low, int(faint.size))
+    return MagnitudeLimit(float(limit), max(float(math.exp(log_width)), step), float(slope), low, int(faint.size))

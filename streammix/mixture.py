@@ -24,9 +24,9 @@ from .components import BackgroundComponent, Component, NetworkSettings, StreamC
 from .densities import normal_logpdf
 from .cut_fraction import CutFraction
 from .error_density import ErrorDensity
-from .photometry_share import PhotometryShare
 from .error_weights import ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry
+from .photometry_share import PhotometryShare
 
 __all__ = ["ControlPrior", "Mixture", "StarTensors", "prepare_stars"]
 
@@ -537,7 +537,7 @@ class Mixture(nn.Module):
         the other stars. A density term, as :meth:`_error_density_terms`."""
         dtype = stars.parallax_err.dtype
         with_mags = stars.has_parallax & ~self._eligible(stars)
-        share = self.photometry_share.log_share(stars.parallax_err) * with_mags.to(dtype)
+        share = torch.where(with_mags, self.photometry_share.log_share(stars.parallax_err), 0.0).to(dtype)
         zeros = torch.zeros_like(share)
         columns = [share if getattr(comp, "photometry", None) is not None else zeros for comp in self.components]
         return torch.stack([*columns, zeros], dim=-1)

@@ -5,7 +5,7 @@ A joint model's background has a photometric flow trained on the stars that
 probability :math:`c` that a star of those magnitudes has them; a stream-like
 component's isochrone does not: its luminosity function is that of every
 star. Where :math:`c` depends on brightness (in the GD-1 file, 35 % of the
-stars with parallax errors below 0.2 mas have PS1 magnitudes, 87 % of those
+stars with parallax errors below 0.2 mas have PS1 magnitudes, 94 % of those
 above 1.3 mas: ``python benchmarks/error_density.py``), the stream's faint
 stars with magnitudes are then under-weighted against its bright ones, and
 against its stars without magnitudes, which share its weights. With the
@@ -29,9 +29,21 @@ the stream's is :math:`c(m)\, p_\mathrm{LF}(m)`; dividing both by
 density for the background and the isochrone's times :math:`c / \bar c` for
 the stream.
 
-Approximation: whether a star has photometry depends on its brightness alone,
-read off its parallax error (not on the component, nor on phi1: the GD-1
-file's share runs from 0.43 to 0.59 along phi1).
+It is applied with ``model.error_density`` only. Together they make the
+mixture a density of the stars' data *and* of which of them have magnitudes,
+each star divided by a constant that does not depend on the model. Alone,
+beside the learned error weights (which model the stars without magnitudes
+given their pattern), it is not: multiplying the stream's density of the
+stars with magnitudes by :math:`c / \bar c`, whose mean over the stream's
+faint stars exceeds 1, gives the mixture of those stars a mass above 1, which
+a fit and a held-out likelihood both reward (benchmarks/RESULTS.md, session
+23). Normalised for that use it would be :math:`c(\sigma) / E_\mathrm{LF}[c]`,
+the mean over the stream's luminosity function at its distance; not built.
+
+Approximations: whether a star has photometry depends on its brightness
+alone, read off its parallax error (not on the component, nor on phi1); a
+star with magnitudes but no parallax takes no term; "with magnitudes" is any
+of the model's bands.
 """
 
 from __future__ import annotations
@@ -93,7 +105,7 @@ class PhotometryShare(nn.Module):
         """
         dtype = parallax_err.dtype
         grid, table = self.log_err.to(dtype), self.log_ratio.to(dtype)
-        s = torch.log10(parallax_err.clamp_min(1e-12))
+        s = torch.log10(torch.nan_to_num(parallax_err, nan=1.0).clamp_min(1e-12))  # the mixture masks those
         step = (grid[-1] - grid[0]) / (grid.numel() - 1)
         u = ((s - grid[0]) / step).clamp(0.0, grid.numel() - 1.0)
         col = u.floor().long().clamp(max=grid.numel() - 2)

@@ -88,7 +88,7 @@ def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged()
     stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
     data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
     plain = Config.from_dict(data)
-    data["model"].update(error_density=True, photometry_share=True, cut_normalisation="luminosity_function")
+    data["model"].update(error_density=True, cut_normalisation="luminosity_function")
     data["data"]["selection"] = {"parallax": [None, 0.3]}
     with pytest.raises(InputError, match="needs data.selection"):
         Config.from_dict({**data, "data": {**data["data"], "selection": None}})

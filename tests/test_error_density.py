@@ -100,11 +100,7 @@ def test_shapes_and_empty_inputs_are_refused(likelihood):
         error_density(like, RELATION, _field(), (16.0, 14.0))
     with pytest.raises(ValidationError, match="error_density: needs parallax among the coordinates, bands"):
         ModelConfig(error_density=True)
-    with pytest.raises(ValidationError, match="error_density: needs photometry_share: true"):
-        ModelConfig(
-            error_density=True, coordinates=["phi2", "parallax"], bands=["gaia_g", "gaia_rp"],
-            isochrone={"magnitude_limits": {"gaia_g": [12.0, 20.5]}},
-        )
+
 
 
 def test_the_mixture_multiplies_the_density_by_the_ratio_only_for_the_stars_without_magnitudes(likelihood):
@@ -179,7 +175,6 @@ def test_a_saved_mixture_reads_its_tables_back():
     stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
     data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
     data["model"]["error_density"] = True
-    data["model"]["photometry_share"] = True
     config = Config.from_dict(data)
     built = build_mixture(config, stars)
     assert float(built.error_density.stream_log_density.std()) > 0.1

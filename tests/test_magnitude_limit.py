@@ -28,6 +28,8 @@ def test_non_finite_magnitudes_are_left_out_and_too_few_stars_refused():
     assert fit_magnitude_limit(m).stars == int(np.sum(m[np.isfinite(m)] > np.median(m[np.isfinite(m)])))
     with pytest.raises(ValueError, match="10 stars fainter than 19.5; at least 50"):
         fit_magnitude_limit(np.r_[np.full(10, 19.0), np.linspace(19.6, 20, 10)], brightest=19.5)
+    with pytest.raises(ValueError, match="no finite magnitude"):
+        fit_magnitude_limit(np.array([np.nan, np.inf]))
     with pytest.raises(ValueError, match="the same magnitude"):
         fit_magnitude_limit(np.full(200, 20.0), brightest=19.0)
     assert isinstance(fit_magnitude_limit(m), MagnitudeLimit)

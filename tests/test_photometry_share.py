@@ -5,10 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from pydantic import ValidationError
 
 from streammix.components import BackgroundComponent, NetworkSettings, StreamComponent
-from streammix.config import ModelConfig
 from streammix.data import StarTable
 from streammix.isochrone import default_isochrone
 from streammix.mixture import Mixture, prepare_stars
@@ -51,8 +49,6 @@ def test_interpolation_between_and_beyond_the_grid_and_refusals():
         photometry_share(np.full(50, 0.3), np.ones(50, bool))
     with pytest.raises(ValueError, match="1 field stars have a parallax error"):
         photometry_share(np.array([0.3, np.nan]), np.ones(2, bool))
-    with pytest.raises(ValidationError, match="photometry_share: needs parallax among the coordinates, bands"):
-        ModelConfig(photometry_share=True)
 
 
 def test_the_mixture_multiplies_only_the_stars_with_magnitudes_of_components_with_an_isochrone():
@@ -102,7 +98,7 @@ def test_a_saved_mixture_reads_its_table_back():
     stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
     stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
     data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
-    data["model"]["photometry_share"] = True
+    data["model"]["error_density"] = True  # which builds the share too
     config = Config.from_dict(data)
     built = build_mixture(config, stars)
     loaded = build_mixture(config)  # as a saved model is read: a placeholder, then the state
