@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from .error_relation import ErrorRelation
 
-__all__ = ["ErrorDensity", "error_density"]
+__all__ = ["ErrorDensity", "error_density", "error_grid", "error_grid_position"]
 
 #: Distance moduli on the table's grid.
 DISTMOD_POINTS = 64
@@ -71,6 +71,33 @@ ERROR_POINTS = 256
 ERROR_MARGIN = 0.3
 #: Densities below this are floored, in either table (a star far from every isochrone point).
 DENSITY_FLOOR = 1e-6
+
+
+def error_grid(log_err: np.ndarray) -> np.ndarray:
+    """The tables' grid of log10 parallax errors: ``ERROR_POINTS`` evenly spaced from
+    ``ERROR_MARGIN`` dex below the smallest of ``log_err`` to as far above the largest.
+
+    Example:
+        >>> error_grid(np.array([-1.0, 0.0]))[[0, -1]].round(2).tolist()
+        [-1.3, 0.3]
+    """
+    return np.linspace(log_err.min() - ERROR_MARGIN, log_err.max() + ERROR_MARGIN, ERROR_POINTS)
+
+
+def error_grid_position(grid: Tensor, parallax_err: Tensor) -> tuple[Tensor, Tensor]:
+    """Each error's column on an evenly spaced grid of log10 errors and its fraction
+    of the way to the next, held at the grid's ends (for linear interpolation).
+
+    Example:
+        >>> col, frac = error_grid_position(torch.tensor([-1.0, 0.0, 1.0]), torch.tensor([10 ** -0.5, 100.0]))
+        >>> col.tolist(), frac.tolist()
+        ([0, 1], [0.5, 1.0])
+    """
+    s = torch.log10(parallax_err.clamp_min(1e-12))
+    step = (grid[-1] - grid[0]) / (grid.numel() - 1)
+    u = ((s - grid[0]) / step).clamp(0.0, grid.numel() - 1.0)
+    col = u.floor().long().clamp(max=grid.numel() - 2)
+    return col, u - col
 
 
 class ErrorDensity(nn.Module):
@@ -129,11 +156,8 @@ class ErrorDensity(nn.Module):
         dtype = distmod.dtype
         grid_d, grid_s = self.distmod.to(dtype), self.log_err.to(dtype)
         table = self.stream_log_density.to(dtype) - self.field_log_density.to(dtype).unsqueeze(0)
-        s = torch.log10(parallax_err.to(dtype).clamp_min(1e-12))
-        step = (grid_s[-1] - grid_s[0]) / (grid_s.numel() - 1)
-        u = ((s - grid_s[0]) / step).clamp(0.0, grid_s.numel() - 1.0)
-        col = u.floor().long().clamp(max=grid_s.numel() - 2)
-        t_s = (u - col).unsqueeze(-1)
+        col, t_s = error_grid_position(grid_s, parallax_err.to(dtype))
+        t_s = t_s.unsqueeze(-1)
         d = distmod.clamp(grid_d[0], grid_d[-1])
         row = (torch.searchsorted(grid_d, d.detach().contiguous(), right=True) - 1).clamp(0, grid_d.numel() - 2)
         d0, d1 = grid_d.index_select(0, row), grid_d.index_select(0, row + 1)
@@ -195,7 +219,7 @@ def error_density(
     if not low < high:
         raise ValueError(f"error density: distance modulus range ({low}, {high}) is empty")
     grid_d = np.linspace(low, high, DISTMOD_POINTS)
-    grid_s = np.linspace(log_field.min() - ERROR_MARGIN, log_field.max() + ERROR_MARGIN, ERROR_POINTS)
+    grid_s = error_grid(log_field)
 
     field = gaussian_kde(log_field)(grid_s)
     mids, log_weight = likelihood.luminosity_nodes()

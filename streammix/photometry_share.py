@@ -55,12 +55,10 @@ import torch
 from scipy.stats import gaussian_kde
 from torch import Tensor, nn
 
+from .error_density import ERROR_POINTS, error_grid, error_grid_position
+
 __all__ = ["PhotometryShare", "photometry_share"]
 
-#: log10 parallax errors on the table's grid.
-ERROR_POINTS = 256
-#: The error grid extends this far (dex) beyond the stars' errors.
-ERROR_MARGIN = 0.3
 #: The share of stars with magnitudes is floored at this (an error at which the field has almost none).
 SHARE_FLOOR = 1e-3
 
@@ -104,12 +102,10 @@ class PhotometryShare(nn.Module):
             parallax_err: Each star's parallax error (mas), positive, ``(N,)``.
         """
         dtype = parallax_err.dtype
-        grid, table = self.log_err.to(dtype), self.log_ratio.to(dtype)
-        s = torch.log10(torch.nan_to_num(parallax_err, nan=1.0).clamp_min(1e-12))  # the mixture masks those
-        step = (grid[-1] - grid[0]) / (grid.numel() - 1)
-        u = ((s - grid[0]) / step).clamp(0.0, grid.numel() - 1.0)
-        col = u.floor().long().clamp(max=grid.numel() - 2)
-        return torch.lerp(table.index_select(0, col), table.index_select(0, col + 1), u - col)
+        table = self.log_ratio.to(dtype)
+        # NaN errors (stars without a parallax, which the mixture masks) read the table at 1 mas
+        col, frac = error_grid_position(self.log_err.to(dtype), torch.nan_to_num(parallax_err, nan=1.0))
+        return torch.lerp(table.index_select(0, col), table.index_select(0, col + 1), frac)
 
 
 def photometry_share(
@@ -149,7 +145,7 @@ def photometry_share(
     if not has.any():
         raise ValueError("photometry share: no field star has the model's magnitudes")
     bandwidth = float(np.sqrt(gaussian_kde(log_err).covariance[0, 0]))
-    grid = np.linspace(log_err.min() - ERROR_MARGIN, log_err.max() + ERROR_MARGIN, ERROR_POINTS)
+    grid = error_grid(log_err)  # the error density's grid
     # the stars binned finely first (bins 1/20 of the bandwidth), so that the cost does not grow with the field
     edges = np.linspace(log_err.min(), log_err.max() + 1e-9, max(2, int(np.ptp(log_err) / (0.05 * bandwidth)) + 2))
     every, _ = np.histogram(log_err, edges)
