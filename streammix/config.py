@@ -326,6 +326,14 @@ class ModelConfig(_Section):
         "and for the stars with photometry by the share of the field's stars with it at their parallax error over "
         "the share overall (streammix.photometry_share); replaces error_weights, which must be 0",
     )
+    photometry_share: bool = Field(
+        False,
+        description="beside learned error_weights, multiply the density of each stream-like component with an "
+        "isochrone, for the stars with photometry, by the share of the field's stars with it at their parallax "
+        "error over that share's mean under the component's luminosity function at its distance "
+        "(streammix.photometry_share): which stars have photometry depends on their brightness; error_density "
+        "applies its own form",
+    )
     cut_normalisation: Literal["star", "luminosity_function"] = Field(
         "star",
         description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
@@ -394,6 +402,17 @@ class ModelConfig(_Section):
             raise ValueError(
                 f"error_density: error_weights is {self.error_weights}; it must be 0 (the modelled density of the "
                 "error replaces the learned weights: with both, the mixture is not a normalised density)"
+            )
+        if self.photometry_share and (
+            not self.error_weights
+            or not self.bands
+            or not any(c.photometry for c in self.components)
+            or not self.isochrone.magnitude_limits
+        ):
+            raise ValueError(
+                "photometry_share: needs error_weights, bands, a component with photometry and "
+                "isochrone.magnitude_limits (it is the term of the stars with photometry beside the learned weights; "
+                "error_density applies its own)"
             )
         if self.cut_normalisation == "luminosity_function":
             if not self.error_density:

@@ -43,7 +43,7 @@ from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometr
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
 from .parallel import map_spawned
 from .photometry import likelihood_from_config
-from .photometry_share import PhotometryShare, photometry_share
+from .photometry_share import PhotometryShare, normalised, photometry_share
 from .provenance import __version__
 from .selection import SelectionCuts, selection_transform
 from .tracks import galstreams_track
@@ -200,7 +200,7 @@ def build_mixture(
     density, fraction = None, None
     # the tables and the error relation are buffers: a saved model's replace these placeholders when it is loaded
     relation = None
-    if config.model.error_density and stars is not None:
+    if (config.model.error_density or config.model.photometry_share) and stars is not None:
         relation = _error_relation(config, stars)
     if config.model.error_density:
         density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, stars, relation)
@@ -209,6 +209,10 @@ def build_mixture(
     share = None
     if config.model.error_density:  # the stars with magnitudes' term of the same density (streammix.photometry_share)
         share = PhotometryShare.placeholder() if stars is None else _photometry_share(config, stars)
+    elif config.model.photometry_share:  # beside the learned weights: normalised over the luminosity function
+        share = PhotometryShare.placeholder()
+        if stars is not None:
+            share = normalised(_photometry_share(config, stars), _error_density(config, components, stars, relation))
     return Mixture(
         components,
         background,
@@ -238,7 +242,7 @@ def _error_relation(config: Config, stars) -> ErrorRelation:
     try:
         return fit_error_relation(np.where(observed, stars.parallax_err, np.nan), mags, degree=2)
     except InputError as error:
-        raise InputError(f"model.error_density: {error}") from None
+        raise InputError(f"model.{_share_setting(config)}: {error}") from None
 
 
 def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | None) -> CutFraction:
@@ -282,7 +286,12 @@ def _error_density(config: Config, components, stars, relation: ErrorRelation) -
     try:
         return error_density(likelihood, relation, field, distmod_range, dtype=torch.float64)
     except ValueError as error:
-        raise InputError(f"model.error_density: {error}") from None
+        raise InputError(f"model.{_share_setting(config)}: {error}") from None
+
+
+def _share_setting(config: Config) -> str:
+    """The setting that asked for the error relation, the error density or the photometry share."""
+    return "error_density" if config.model.error_density else "photometry_share"
 
 
 def _photometry_share(config: Config, stars) -> PhotometryShare:
@@ -291,7 +300,7 @@ def _photometry_share(config: Config, stars) -> PhotometryShare:
     try:
         return photometry_share(field, has_mags, dtype=torch.float64)
     except ValueError as error:
-        raise InputError(f"model.error_density: {error}") from None
+        raise InputError(f"model.{_share_setting(config)}: {error}") from None
 
 
 def selection_cuts(config: Config):

@@ -310,7 +310,7 @@ class Mixture(nn.Module):
             with an isochrone against the field's
             (:class:`~streammix.error_density.ErrorDensity`), or None.
         photometry_share: The share of the field's stars with magnitudes at a
-            star's parallax error against the share overall
+            star's parallax error against the share overall, normalised or not
             (:class:`~streammix.photometry_share.PhotometryShare`): the term of
             the stream-like densities with an isochrone for the stars with
             magnitudes, or None.
@@ -486,7 +486,7 @@ class Mixture(nn.Module):
         if self.error_density is not None:
             joint = joint + self._error_density_terms(stars, params_of)
         if self.photometry_share is not None:
-            joint = joint + self._photometry_share_terms(stars)
+            joint = joint + self._photometry_share_terms(stars, params_of)
         if photometric:
             joint = self._add_photometry(joint, photometric, stars)
         return joint
@@ -528,18 +528,24 @@ class Mixture(nn.Module):
         terms = torch.stack([*columns, zeros], dim=-1)
         return terms * self._eligible(stars).unsqueeze(-1).to(dtype)
 
-    def _photometry_share_terms(self, stars: StarTensors) -> Tensor:
+    def _photometry_share_terms(self, stars: StarTensors, params_of: list[dict[str, Tensor]]) -> Tensor:
         r"""For the stars with a parallax whose magnitudes the model uses, the share
         of the field's stars with magnitudes at their parallax error against the
-        share overall, :math:`\ln c(\sigma) - \ln \bar c`
-        (``photometry_share``), for each component with an isochrone, shape
-        ``(N, K)``: 0 for the background, the components without an isochrone and
-        the other stars. A density term, as :meth:`_error_density_terms`."""
+        share overall, :math:`\ln c(\sigma) - \ln \bar c`, less the table's
+        normaliser at the component's distance modulus at the star where it has
+        one (``photometry_share``; :func:`~streammix.photometry_share.normalised`),
+        for each component with an isochrone, shape ``(N, K)``: 0 for the
+        background, the components without an isochrone and the other stars. A
+        density term, as :meth:`_error_density_terms`."""
         dtype = stars.parallax_err.dtype
         with_mags = stars.has_parallax & ~self._eligible(stars)
-        share = torch.where(with_mags, self.photometry_share.log_share(stars.parallax_err), 0.0).to(dtype)
-        zeros = torch.zeros_like(share)
-        columns = [share if getattr(comp, "photometry", None) is not None else zeros for comp in self.components]
+        zeros = torch.zeros_like(stars.parallax_err)
+        columns = [
+            torch.where(with_mags, self.photometry_share.log_share(stars.parallax_err, params["distmod"]), 0.0).to(dtype)
+            if getattr(comp, "photometry", None) is not None and "distmod" in params
+            else zeros
+            for comp, params in zip(self.components, params_of)
+        ]
         return torch.stack([*columns, zeros], dim=-1)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:

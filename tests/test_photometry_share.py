@@ -76,10 +76,12 @@ def test_the_mixture_multiplies_only_the_stars_with_magnitudes_of_components_wit
     stars = prepare_stars(table, phi1_range=(-90, 10), grid_size=64, coordinates=coords, dtype=torch.float64)
     has_mag = torch.as_tensor(np.isfinite(g))
     with_mags = replace(stars, has_mag=torch.stack([has_mag, has_mag], dim=-1), photometry=object(), use_photometry=True)
+    distmod = torch.full((n,), 14.5, dtype=torch.float64)
+    params_of = [{"distmod": distmod}, {"distmod": distmod}, {}]
     with torch.no_grad():
-        terms = mixture._photometry_share_terms(with_mags)
+        terms = mixture._photometry_share_terms(with_mags, params_of)
         # with the magnitudes not used (an astrometric score of a joint model), no star takes the term
-        unused = mixture._photometry_share_terms(replace(with_mags, use_photometry=False))
+        unused = mixture._photometry_share_terms(replace(with_mags, use_photometry=False), params_of)
     expected = share.log_share(stars.parallax_err)
     takes = np.isfinite(g) & np.isfinite(parallax)
     torch.testing.assert_close(terms[takes, 0], expected[takes])
