@@ -108,3 +108,75 @@ def test_a_saved_mixture_reads_its_table_back():
     loaded.load_state_dict(built.state_dict())
     for name in ("log_err", "log_ratio"):
         torch.testing.assert_close(getattr(loaded.photometry_share, name), getattr(built.photometry_share, name))
+
+
+def test_normalised_the_term_averages_to_one_over_the_streams_stars():
+    """Beside the learned weights the term is c(sigma) / E_LF[c]: against a Monte Carlo of a
+    stream's stars (masses from the mass function, magnitudes from the isochrone, the magnitude
+    limit on a noisy magnitude, errors from the relation), its mean over them is 1, so the
+    mixture of the stars with magnitudes keeps a mass of 1; the unnormalised c / c-bar does not."""
+    from streammix.error_density import error_density
+    from streammix.error_relation import ErrorRelation
+    from streammix.photometry import Kroupa
+    from streammix.photometry_share import normalised
+
+    bands, limits, limit_error = ["gaia_g", "gaia_rp"], (12.0, 20.5), 0.1
+    relation = ErrorRelation(-4.6, (0.15, 0.07), 0.1, quadratic=(0.01, 0.0, 0.0), centre=(19.0, 18.5))
+    iso = default_isochrone(12.0, -1.5).select(["main_sequence"])
+    like = PhotometricLikelihood(iso, bands, phases=["main_sequence"], magnitude_limits={"gaia_g": limits},
+                                 limit_error=limit_error, n_nodes=400, dtype=torch.float64)  # fmt: skip
+    err = _field()
+    share = photometry_share(err, np.random.default_rng(6).uniform(size=err.size) < _share(err), dtype=torch.float64)
+    density = error_density(like, relation, err, (14.0, 14.0 + 63 * 0.05), dtype=torch.float64)
+    norm = normalised(share, density)
+    torch.testing.assert_close(norm.log_ratio, share.log_ratio)
+
+    rng = np.random.default_rng(1)
+    masses = np.linspace(iso.initial_mass.min(), iso.initial_mass.max(), 200_001)
+    cdf = np.cumsum(Kroupa().pdf(masses, (masses[0], masses[-1])))
+    for distmod in (14.5, 16.0):
+        mass = np.interp(rng.uniform(0, cdf[-1], 200_000), cdf, masses)
+        mags = iso.absolute_mags(mass, bands) + distmod
+        observed = mags[:, 0] + limit_error * rng.standard_normal(len(mass))
+        kept = (observed > limits[0]) & (observed < limits[1])
+        sigma = 10 ** (relation.mean(mags[kept]) + relation.scatter * rng.standard_normal(kept.sum()))
+        at = torch.full((sigma.size,), distmod, dtype=torch.float64)
+        term = norm.log_share(torch.as_tensor(sigma), at).exp().numpy()
+        assert term.mean() == pytest.approx(1.0, abs=0.01)
+        # the unnormalised ratio's mean is E_LF[c] / c-bar, here well away from 1
+        unnormalised = share.log_share(torch.as_tensor(sigma)).exp().numpy().mean()
+        assert abs(unnormalised - 1.0) > 0.06  # 1.09 at distance modulus 14.5
+        assert float(norm.log_share(torch.tensor([1.0], dtype=torch.float64), at[:1])) == pytest.approx(
+            float(share.log_share(torch.tensor([1.0], dtype=torch.float64))) - np.log(unnormalised), abs=0.01
+        )
+    with pytest.raises(ValueError, match="needs both its distance moduli and its values"):
+        PhotometryShare(share.log_err, share.log_ratio, density.distmod)
+
+
+def test_the_setting_builds_the_normalised_table_and_is_refused_where_it_cannot_apply():
+    from streammix.config import Config
+    from streammix.errors import InputError
+    from streammix.fit import build_mixture
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.pipeline import demo_config, mock_columns
+
+    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
+    # the brighter stars lose their magnitudes more often, as in the GD-1 file: the share depends on the error
+    rng = np.random.default_rng(8)
+    lose = rng.uniform(size=len(stars_table)) < 0.8 * (stars_table["parallax_err"] < np.nanmedian(stars_table["parallax_err"]))
+    for band in ("gaia_g", "gaia_bp", "gaia_rp"):
+        stars_table[band] = np.where(lose, np.nan, stars_table[band])
+    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    data["model"]["error_weights"] = 5
+    data["model"]["photometry_share"] = True
+    config = Config.from_dict(data)
+    built = build_mixture(config, stars)
+    assert built.error_density is None and built.error_weights is not None
+    assert float(built.photometry_share.log_norm.abs().max()) > 0.0  # normalised
+    loaded = build_mixture(config)
+    loaded.load_state_dict(built.state_dict())
+    torch.testing.assert_close(loaded.photometry_share.log_norm, built.photometry_share.log_norm)
+    data["model"]["error_weights"] = 0
+    with pytest.raises(InputError, match="model: photometry_share: needs error_weights"):
+        Config.from_dict(data)
