@@ -8,7 +8,8 @@ Usage::
 Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
 the spur, without the cocoon, with neither, with the catalogue's cuts declared
-(``data.selection``: components normalised over them, flows in observed pmra, pmdec), smaller flows, flows conditioned on
+(``data.selection``: components normalised over them, flows in observed pmra, pmdec; ``with_selection_background``:
+the flows only, ``model.cut_normalisation: none``), smaller flows, flows conditioned on
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and
 photometry together instead of two (joint), the stream's cross-track profile a Student-t or a core
@@ -33,7 +34,9 @@ stars are; ``power_law_150`` ...: a stream that lost its low-mass stars first), 
 instead of 200 (``nodes_050``, ``nodes_100``); the isochrone's faint limit where the file's stars of
 the stream's colours end (``magnitude_limit_fitted``: PS1 i, fitted by ``benchmarks/magnitude_limit.py``)
 or at g = 21.5 +- 0.15 (``magnitude_limit_g_215``, the config's until session 23), whichever the
-shipped config does not have; and two fit settings that cost time: ``fit.patience`` 150
+shipped config does not have; (joint) the share of the field's stars with PS1 at a star's parallax error,
+normalised over the stream's luminosity function (``model.photometry_share``, switched: ``photometry_share``
+or ``no_photometry_share``); and two fit settings that cost time: ``fit.patience`` 150
 steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of 300
 (``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
 (``astrometry_steps_250``); and the shipped config with ``fit.seed`` 1 or 2 higher (``fit_seed_1``,
@@ -121,6 +124,9 @@ def variants(base) -> dict:
         "no_cocoon": changed(drop("cocoon")),
         "stream_only": changed(drop("spur", "cocoon")),
         "with_selection": changed(with_selection),
+        # the same cuts seen by the background flows only, the stream-like components not normalised over them
+        "with_selection_background": changed(
+            lambda d: (with_selection(d), d["model"].update(cut_normalisation="none"))),
         ("no_error_weights" if data["model"]["error_weights"] else "error_weights"): changed(error_weights),
         toggled("error_context"): changed(toggle_background("error_context")),
         toggled("phi2_context"): changed(toggle_background("phi2_context")),
@@ -211,6 +217,11 @@ def variants(base) -> dict:
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]
 
         out["one_block"] = changed(one_block)
+        # the share of the field's stars with PS1 at a star's parallax error, normalised over the stream's
+        # luminosity function (model.photometry_share, beside the learned error weights), switched
+        share = data["model"]["photometry_share"]
+        out["no_photometry_share" if share else "photometry_share"] = changed(
+            lambda d: d["model"].update(photometry_share=not share))
         del out["stream_only"]  # the joint fits take minutes each: the one-change variants only
     else:
         out["small_flows"] = changed(flow(hidden=32, transforms=2))

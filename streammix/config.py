@@ -334,12 +334,14 @@ class ModelConfig(_Section):
         "(streammix.photometry_share): which stars have photometry depends on their brightness; error_density "
         "applies its own form",
     )
-    cut_normalisation: Literal["star", "luminosity_function"] = Field(
+    cut_normalisation: Literal["star", "luminosity_function", "none"] = Field(
         "star",
         description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
         "stream-like component divided by each star's own probability of passing them (with a prior keeping it "
         "inside them); 'luminosity_function', the mixture divided by the share of each component's stars that "
-        "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density)",
+        "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density); 'none', the "
+        "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
+        "and parallax, bounded by them)",
     )
     background: BackgroundConfig = Field(
         BackgroundConfig(),

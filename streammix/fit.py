@@ -164,6 +164,7 @@ def build_mixture(
     if photometry is None:
         photometry = photometric_likelihood(config)
     by_fraction = config.model.cut_normalisation == "luminosity_function"
+    by_star = config.model.cut_normalisation == "star"
     components = []
     for comp in config.model.components:
         if bounds is not None:
@@ -176,7 +177,7 @@ def build_mixture(
                 comp_bounds,
                 tuple(config.field.phi2),
                 photometry=photometry,
-                selection=None if by_fraction else selection_cuts(config),
+                selection=selection_cuts(config) if by_star else None,
                 parallax_zero_point=config.data.parallax_zero_point,
             )
         )
@@ -184,7 +185,7 @@ def build_mixture(
         dispersion = getattr(comp, "velocity_dispersion", None)
         if dispersion is not None:  # the config has checked that the component has proper motions and a distance
             component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
-    if _has_pm_cut(config) and not by_fraction:
+    if _has_pm_cut(config) and by_star:
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
         matrix, offset = _grid_transform(config)
         for component in components:

@@ -154,6 +154,16 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     assert all(c.selection_grid is not None and c.selection_matrix.shape == (data["model"]["grid_size"], 2, 2)
                for c in mixture.components)
 
+    # cut_normalisation none: the flows alone see the cuts, the components are neither normalised nor held
+    from streammix.background import background_view
+
+    data["model"]["cut_normalisation"] = "none"
+    config = Config.from_dict(data)
+    mixture = build_mixture(config, load_stars(config))
+    assert all(c.selection is None and c.selection_grid is None for c in mixture.components)
+    view, limits = background_view(config)
+    assert view is not None and limits["pm_phi1_cosphi2"] == (-7.0, -2.0) and limits["parallax"] == (None, 1.0)
+
 
 def test_one_pass_objective_equals_its_terms(shared_data):
     """Mixture.log_posterior_terms (a training step's objective: the networks run once, on
