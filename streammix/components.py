@@ -367,6 +367,11 @@ class StreamComponent(nn.Module):
         selection: The catalogue's cuts on observed parallax and proper motions
             (:class:`~streammix.selection.SelectionCuts`): the density is
             divided, star by star, by the probability of passing them.
+        cut_stars: Which stars ``selection`` divides: ``"all"``, or
+            ``"without_photometry"``, those whose magnitudes the model does not
+            use (for a star with magnitudes the isochrone's luminosity function
+            already holds the stream's faint stars that the cuts lose, so dividing
+            it too would count that loss twice).
         profile: The cross-track profile (:mod:`streammix.profiles`); default Gaussian.
         defaults: Warm-start values of its parameters (see :func:`stream_parameters`).
         parallax_zero_point: The catalogue's parallax zero-point (mas), added to the
@@ -394,11 +399,15 @@ class StreamComponent(nn.Module):
         profile: CrossTrackProfile = Gaussian(),
         defaults: Mapping[str, float] | None = None,
         parallax_zero_point: float = 0.0,
+        cut_stars: str = "all",
     ):
         super().__init__()
+        if cut_stars not in ("all", "without_photometry"):
+            raise ValueError(f"cut_stars {cut_stars!r}: choose 'all' or 'without_photometry'")
         self.name = name
         self.profile = profile
         self.selection = selection
+        self.cut_stars = cut_stars
         self.parallax_zero_point = float(parallax_zero_point)
         self.coordinates = tuple(coordinates)
         self.phi2_range = (float(phi2_range[0]), float(phi2_range[1]))
@@ -446,6 +455,14 @@ class StreamComponent(nn.Module):
     @property
     def parameter_specs(self) -> tuple[Parameter, ...]:
         return self.net.parameters_
+
+    def _divided(self, stars) -> Tensor:
+        """The stars whose density ``selection`` divides (see ``cut_stars``)."""
+        every = torch.ones_like(stars.phi1, dtype=torch.bool)
+        has_mag = getattr(stars, "has_mag", None)
+        if self.cut_stars == "all" or not getattr(stars, "use_photometry", False) or has_mag is None or not has_mag.shape[-1]:
+            return every
+        return ~has_mag.any(dim=-1)
 
     def _pm_selection(self, params: dict[str, Tensor], stars) -> Tensor:
         """log P(a star of this component with these errors passes the proper-motion cut)."""
@@ -520,9 +537,9 @@ class StreamComponent(nn.Module):
             total = total + torch.where(stars.has_parallax, normal_logpdf(stars.parallax, observed, var), 0.0)
             if self.selection is not None and self.selection.parallax is not None:
                 cut = self.selection.parallax_log_probability(observed, torch.sqrt(var))
-                total = total - torch.where(stars.has_parallax, cut, 0.0)
+                total = total - torch.where(stars.has_parallax & self._divided(stars), cut, 0.0)
         if self.selection is not None and self.selection.pm_low is not None and len(pm_names) == 2:
-            total = total - self._pm_selection(params, stars)
+            total = total - torch.where(self._divided(stars), self._pm_selection(params, stars), 0.0)
         if self.photometry is not None and photometry:
             prepared = stars.photometry_of() if getattr(stars, "photometry", None) is not None else None
             if prepared is not None:

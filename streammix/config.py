@@ -318,6 +318,12 @@ class ModelConfig(_Section):
         "magnitudes are not modelled (astrometry, stars without photometry) the error is a proxy of brightness "
         "(streammix.error_weights)",
     )
+    error_weights_level: Literal["pinned", "free"] = Field(
+        "pinned",
+        description="the error weights' logit at the middle knot: 'pinned' at 0 (the stars without photometry share "
+        "the phi1 weights of those with it at the median error), or 'free' (each group its own level; "
+        "streammix.error_weights)",
+    )
     error_density: bool = Field(
         False,
         description="for the stars without photometry in a model with bands, multiply the density of each "
@@ -334,11 +340,13 @@ class ModelConfig(_Section):
         "(streammix.photometry_share): which stars have photometry depends on their brightness; error_density "
         "applies its own form",
     )
-    cut_normalisation: Literal["star", "luminosity_function", "none"] = Field(
+    cut_normalisation: Literal["star", "stars_without_photometry", "luminosity_function", "none"] = Field(
         "star",
         description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
         "stream-like component divided by each star's own probability of passing them (with a prior keeping it "
-        "inside them); 'luminosity_function', the mixture divided by the share of each component's stars that "
+        "inside them); 'stars_without_photometry', the same for the stars whose magnitudes the model does not use "
+        "only, without that prior (a star with magnitudes has the cuts' loss of faint stars in its luminosity "
+        "function already); 'luminosity_function', the mixture divided by the share of each component's stars that "
         "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density); 'none', the "
         "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
         "and parallax, bounded by them)",

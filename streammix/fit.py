@@ -164,7 +164,7 @@ def build_mixture(
     if photometry is None:
         photometry = photometric_likelihood(config)
     by_fraction = config.model.cut_normalisation == "luminosity_function"
-    by_star = config.model.cut_normalisation == "star"
+    by_star = config.model.cut_normalisation in ("star", "stars_without_photometry")
     components = []
     for comp in config.model.components:
         if bounds is not None:
@@ -181,11 +181,15 @@ def build_mixture(
                 parallax_zero_point=config.data.parallax_zero_point,
             )
         )
+    if config.model.cut_normalisation == "stars_without_photometry":
+        for component in components:
+            if hasattr(component, "cut_stars"):
+                component.cut_stars = "without_photometry"
     for comp, component in zip(config.model.components, components):
         dispersion = getattr(comp, "velocity_dispersion", None)
         if dispersion is not None:  # the config has checked that the component has proper motions and a distance
             component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
-    if _has_pm_cut(config) and by_star:
+    if _has_pm_cut(config) and config.model.cut_normalisation == "star":
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
         matrix, offset = _grid_transform(config)
         for component in components:
@@ -197,7 +201,7 @@ def build_mixture(
         n_knots = config.model.error_weights
         # the knots are buffers: a saved model's replace these placeholders when it is loaded
         knots = np.linspace(-3.0, 1.0, n_knots) if stars is None else error_knots(stars.parallax_err, n_knots)
-        error_weights = ErrorWeights(knots, len(components))
+        error_weights = ErrorWeights(knots, len(components), free_level=config.model.error_weights_level == "free")
     density, fraction = None, None
     # the tables and the error relation are buffers: a saved model's replace these placeholders when it is loaded
     relation = None
