@@ -318,12 +318,6 @@ class ModelConfig(_Section):
         "magnitudes are not modelled (astrometry, stars without photometry) the error is a proxy of brightness "
         "(streammix.error_weights)",
     )
-    error_weights_level: Literal["pinned", "free"] = Field(
-        "pinned",
-        description="the error weights' logit at the middle knot: 'pinned' at 0 (the stars without photometry share "
-        "the phi1 weights of those with it at the median error), or 'free' (each group its own level; "
-        "streammix.error_weights)",
-    )
     error_density: bool = Field(
         False,
         description="for the stars without photometry in a model with bands, multiply the density of each "

@@ -14,15 +14,8 @@ weights depending on phi1 alone miss. Conditioning the mixture on the error
 
 i.e. one extra logit per stream-like component, :math:`b_k(\ln e)`, here a
 piecewise-linear function of the log parallax error on fixed knots (the
-background's is 0). By default it is pinned to 0 at the middle knot, so the
-phi1 weights stay those of a star of median error. In a joint model the term
-applies to the stars without photometry only, and pinned it ties their share
-of a component to that of the stars with photometry at the median error;
-``free_level`` (``model.error_weights_level: free``) unties it, so that each
-group of stars has its own level (the stream's stars, faint, mostly have
-photometry where the field's bright stars mostly do not: in the GD-1 file 35 %
-of the stars with parallax errors below 0.2 mas have PS1 magnitudes, 94 %
-above 1.3 mas). On the injection into the real GD-1
+background's is 0). It is pinned to 0 at the middle knot, so the phi1 weights
+stay those of a star of median error. On the injection into the real GD-1
 field, weights of phi1 alone left bright, precise stars over-confident and
 faint ones under-confident (benchmarks/RESULTS.md, issue 17).
 """
@@ -62,12 +55,11 @@ def error_knots(parallax_err: np.ndarray, knots: int) -> np.ndarray:
 class ErrorWeights(nn.Module):
     r"""Extra logits :math:`b_k(\ln e)` of the stream-like components, piecewise
     linear in the log parallax error, constant beyond the end knots and 0 at
-    the middle knot unless ``free_level``.
+    the middle knot.
 
     Arguments:
         knots: Increasing knots of ln(parallax error / mas), at least 3.
         components: Number of stream-like components.
-        free_level: Learn the logit at the middle knot too (see the module).
 
     Example:
         >>> w = ErrorWeights([-2.0, -1.0, 0.0], components=2)
@@ -79,26 +71,22 @@ class ErrorWeights(nn.Module):
 
     knots: Tensor
 
-    def __init__(self, knots: Sequence[float] | np.ndarray, components: int, *, free_level: bool = False):
+    def __init__(self, knots: Sequence[float] | np.ndarray, components: int):
         super().__init__()
         knots = torch.as_tensor(np.asarray(knots, dtype=float), dtype=torch.float32)
         if knots.ndim != 1 or knots.numel() < 3 or not bool(torch.all(knots[1:] > knots[:-1])):
             raise ValueError("error weights: knots must be at least 3 increasing values")
         self.register_buffer("knots", knots)
         self.middle = int(knots.numel()) // 2
-        self.free_level = bool(free_level)
-        self.values = nn.Parameter(torch.zeros(int(knots.numel()) - (0 if free_level else 1), int(components)))
+        self.values = nn.Parameter(torch.zeros(int(knots.numel()) - 1, int(components)))
 
     def _table(self) -> Tensor:
         values = self.values * LOGIT_SCALE
-        if self.free_level:
-            return values
         zero = values.new_zeros(1, values.shape[1])
         return torch.cat([values[: self.middle], zero, values[self.middle :]], dim=0)
 
     def set_logits(self, logits: Tensor) -> None:
-        """Set the learned logits: at every knot but the middle one, shape ``(knots - 1, K)``
-        (at every knot with ``free_level``)."""
+        """Set the logits at every knot but the middle one, shape ``(knots - 1, K)``."""
         with torch.no_grad():
             self.values.copy_(torch.as_tensor(logits, dtype=self.values.dtype) / LOGIT_SCALE)
 

@@ -201,7 +201,7 @@ def build_mixture(
         n_knots = config.model.error_weights
         # the knots are buffers: a saved model's replace these placeholders when it is loaded
         knots = np.linspace(-3.0, 1.0, n_knots) if stars is None else error_knots(stars.parallax_err, n_knots)
-        error_weights = ErrorWeights(knots, len(components), free_level=config.model.error_weights_level == "free")
+        error_weights = ErrorWeights(knots, len(components))
     density, fraction = None, None
     # the tables and the error relation are buffers: a saved model's replace these placeholders when it is loaded
     relation = None
