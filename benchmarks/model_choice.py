@@ -9,8 +9,8 @@ Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
 the spur, without the cocoon, with neither, with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec; ``with_selection_background``:
-the flows only, ``model.cut_normalisation: none``; ``with_selection_without_photometry``: the components divided
-star by star for the stars without photometry only), smaller flows, flows conditioned on
+the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_without_photometry``: the components
+divided star by star for the stars without photometry only), smaller flows, flows conditioned on
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and
 photometry together instead of two (joint), the stream's cross-track profile a Student-t or a core
@@ -128,9 +128,6 @@ def variants(base) -> dict:
         # the same cuts seen by the background flows only, the stream-like components not normalised over them
         "with_selection_background": changed(
             lambda d: (with_selection(d), d["model"].update(cut_normalisation="none"))),
-        # and the components divided by each star's probability of passing for the stars without photometry only
-        "with_selection_without_photometry": changed(
-            lambda d: (with_selection(d), d["model"].update(cut_normalisation="stars_without_photometry"))),
         ("no_error_weights" if data["model"]["error_weights"] else "error_weights"): changed(error_weights),
         toggled("error_context"): changed(toggle_background("error_context")),
         toggled("phi2_context"): changed(toggle_background("phi2_context")),
@@ -221,6 +218,10 @@ def variants(base) -> dict:
             d["model"]["background"]["blocks"] = [[*d["model"]["coordinates"][1:], *bands]]
 
         out["one_block"] = changed(one_block)
+        # the catalogue's cuts, the components divided by each star's probability of passing for the stars
+        # without photometry only (model.cut_normalisation: stars_without_photometry)
+        out["with_selection_without_photometry"] = changed(
+            lambda d: (with_selection(d), d["model"].update(cut_normalisation="stars_without_photometry")))
         # the share of the field's stars with PS1 at a star's parallax error, normalised over the stream's
         # luminosity function (model.photometry_share, beside the learned error weights), switched
         share = data["model"]["photometry_share"]

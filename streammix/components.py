@@ -368,10 +368,13 @@ class StreamComponent(nn.Module):
             (:class:`~streammix.selection.SelectionCuts`): the density is
             divided, star by star, by the probability of passing them.
         cut_stars: Which stars ``selection`` divides: ``"all"``, or
-            ``"without_photometry"``, those whose magnitudes the model does not
-            use (for a star with magnitudes the isochrone's luminosity function
-            already holds the stream's faint stars that the cuts lose, so dividing
-            it too would count that loss twice).
+            ``"without_photometry"``, those whose magnitudes its isochrone does not
+            model. For a star with magnitudes the density over the magnitudes is
+            the luminosity function cut by the magnitude limits, which, fitted to
+            the cut catalogue, hold most of the cuts' loss of faint stars; the rest,
+            a function of phi1, is left to the weights (an approximation), where
+            dividing the star by its own probability of passing would count that
+            loss twice (benchmarks/RESULTS.md, session 20).
         profile: The cross-track profile (:mod:`streammix.profiles`); default Gaussian.
         defaults: Warm-start values of its parameters (see :func:`stream_parameters`).
         parallax_zero_point: The catalogue's parallax zero-point (mas), added to the
@@ -457,10 +460,19 @@ class StreamComponent(nn.Module):
         return self.net.parameters_
 
     def _divided(self, stars) -> Tensor:
-        """The stars whose density ``selection`` divides (see ``cut_stars``)."""
+        """The stars whose density ``selection`` divides (see ``cut_stars``): with
+        ``without_photometry``, those whose magnitudes this component's isochrone
+        does not model (every star for a component without one, or where the
+        magnitudes are not used)."""
         every = torch.ones_like(stars.phi1, dtype=torch.bool)
         has_mag = getattr(stars, "has_mag", None)
-        if self.cut_stars == "all" or not getattr(stars, "use_photometry", False) or has_mag is None or not has_mag.shape[-1]:
+        used = (
+            getattr(stars, "use_photometry", False)
+            and getattr(stars, "photometry", None) is not None
+            and has_mag is not None
+            and has_mag.shape[-1] > 0
+        )
+        if self.cut_stars == "all" or self.photometry is None or not used:
             return every
         return ~has_mag.any(dim=-1)
 

@@ -339,8 +339,8 @@ class ModelConfig(_Section):
         description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
         "stream-like component divided by each star's own probability of passing them (with a prior keeping it "
         "inside them); 'stars_without_photometry', the same for the stars whose magnitudes the model does not use "
-        "only, without that prior (a star with magnitudes has the cuts' loss of faint stars in its luminosity "
-        "function already); 'luminosity_function', the mixture divided by the share of each component's stars that "
+        "only (needs bands; for a star with magnitudes the luminosity function, cut by the magnitude limits, stands "
+        "in for the cuts' loss of faint stars); 'luminosity_function', the mixture divided by the share of each component's stars that "
         "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density); 'none', the "
         "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
         "and parallax, bounded by them)",
@@ -407,16 +407,29 @@ class ModelConfig(_Section):
                 f"error_density: error_weights is {self.error_weights}; it must be 0 (the modelled density of the "
                 "error replaces the learned weights: with both, the mixture is not a normalised density)"
             )
-        if self.photometry_share and (
-            not self.error_weights
-            or not self.bands
-            or not any(c.photometry for c in self.components)
-            or not self.isochrone.magnitude_limits
-        ):
+        if self.photometry_share:
+            if self.error_density:
+                raise ValueError(
+                    "photometry_share: error_density is true, which applies its own form of the share; set one of them"
+                )
+            missing = [
+                need
+                for need, present in (
+                    ("error_weights (the term is that of the stars with photometry beside the learned weights)",
+                     self.error_weights),
+                    ("bands", self.bands),
+                    ("a component with photometry", any(c.photometry for c in self.components)),
+                    ("isochrone.magnitude_limits (the luminosity function it is averaged over)",
+                     self.isochrone.magnitude_limits),
+                )
+                if not present
+            ]  # fmt: skip
+            if missing:
+                raise ValueError(f"photometry_share: needs {'; '.join(missing)}")
+        if self.cut_normalisation == "stars_without_photometry" and not self.bands:
             raise ValueError(
-                "photometry_share: needs error_weights, bands, a component with photometry and "
-                "isochrone.magnitude_limits (it is the term of the stars with photometry beside the learned weights; "
-                "error_density applies its own)"
+                "cut_normalisation stars_without_photometry: needs bands (without them no star has photometry; "
+                "use 'star')"
             )
         if self.cut_normalisation == "luminosity_function":
             if not self.error_density:
@@ -842,6 +855,10 @@ class Config(_Section):
         selection = self.data.selection
         if selection is not None and selection.pmra is not None and self.frame is None:
             raise ValueError("data.selection: proper-motion cuts need the config's frame (e.g. frame: gd1)")
+        if self.model.cut_normalisation in ("none", "stars_without_photometry") and selection is None:
+            raise ValueError(
+                f"model.cut_normalisation {self.model.cut_normalisation}: needs data.selection (the catalogue's cuts)"
+            )
         if self.model.cut_normalisation == "luminosity_function":
             if selection is None:
                 raise ValueError("model.cut_normalisation luminosity_function: needs data.selection (the catalogue's cuts)")

@@ -53,7 +53,12 @@ fit and a held-out likelihood both reward (benchmarks/RESULTS.md, session 23).
 Approximations: whether a star has photometry depends on its brightness
 alone, read off its parallax error (not on the component, nor on phi1); a
 star with magnitudes but no parallax takes no term; "with magnitudes" is any
-of the model's bands.
+of the model's bands; the mean :math:`E_\mathrm{LF}[c]` is over the
+luminosity function without the component's distance spread and the
+isochrone's colour spread (as :mod:`streammix.error_density`'s), and the
+share is read off the parallax error rather than the magnitudes, so the term
+keeps the mass of the stream's stars with magnitudes at 1 on average over its
+luminosity function, through the error relation's scatter.
 """
 
 from __future__ import annotations
@@ -119,6 +124,14 @@ class PhotometryShare(nn.Module):
         self.register_buffer("log_ratio", log_ratio.clone())
         self.register_buffer("distmod", distmod.clone())
         self.register_buffer("log_norm", log_norm.clone())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a model saved before the normaliser (session 24) has none: a zero one, the c / c-bar it computed
+        if prefix + "log_ratio" in state_dict and prefix + "log_norm" not in state_dict:
+            dtype = state_dict[prefix + "log_ratio"].dtype
+            state_dict[prefix + "distmod"] = torch.linspace(0.0, 1.0, DISTMOD_POINTS, dtype=dtype)
+            state_dict[prefix + "log_norm"] = torch.zeros(DISTMOD_POINTS, dtype=dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def placeholder(cls, dtype: torch.dtype = torch.float64) -> PhotometryShare:

@@ -61,6 +61,9 @@ def test_the_mixture_multiplies_only_the_stars_with_magnitudes_of_components_wit
     without = StreamComponent("other", coords, bounds, (-5, 5), NetworkSettings(hidden=8))
     err = _field()
     share = photometry_share(err, np.random.default_rng(7).uniform(size=err.size) < _share(err), dtype=torch.float64)
+    # normalised (a made-up normaliser rising with the distance modulus): the term reads each component's own
+    grid = torch.linspace(13.0, 17.0, 9, dtype=torch.float64)
+    share = PhotometryShare(share.log_err, share.log_ratio, grid, 0.1 * (grid - 15.0))
     mixture = Mixture([with_iso, without], BackgroundComponent((-5, 5), "uniform"), phi1_range=(-90, 10), grid_size=64,
                       photometry_share=share).double()  # fmt: skip
 
@@ -76,13 +79,13 @@ def test_the_mixture_multiplies_only_the_stars_with_magnitudes_of_components_wit
     stars = prepare_stars(table, phi1_range=(-90, 10), grid_size=64, coordinates=coords, dtype=torch.float64)
     has_mag = torch.as_tensor(np.isfinite(g))
     with_mags = replace(stars, has_mag=torch.stack([has_mag, has_mag], dim=-1), photometry=object(), use_photometry=True)
-    distmod = torch.full((n,), 14.5, dtype=torch.float64)
+    distmod = torch.as_tensor(rng.uniform(14.0, 16.0, n))
     params_of = [{"distmod": distmod}, {"distmod": distmod}, {}]
     with torch.no_grad():
         terms = mixture._photometry_share_terms(with_mags, params_of)
         # with the magnitudes not used (an astrometric score of a joint model), no star takes the term
         unused = mixture._photometry_share_terms(replace(with_mags, use_photometry=False), params_of)
-    expected = share.log_share(stars.parallax_err)
+    expected = share.log_share(stars.parallax_err) - 0.1 * (distmod - 15.0)  # the normaliser is linear: exact
     takes = np.isfinite(g) & np.isfinite(parallax)
     torch.testing.assert_close(terms[takes, 0], expected[takes])
     assert float(terms[~takes].abs().max()) == 0.0
@@ -113,8 +116,8 @@ def test_a_saved_mixture_reads_its_table_back():
 def test_normalised_the_term_averages_to_one_over_the_streams_stars():
     """Beside the learned weights the term is c(sigma) / E_LF[c]: against a Monte Carlo of a
     stream's stars (masses from the mass function, magnitudes from the isochrone, the magnitude
-    limit on a noisy magnitude, errors from the relation), its mean over them is 1, so the
-    mixture of the stars with magnitudes keeps a mass of 1; the unnormalised c / c-bar does not."""
+    limit on a noisy magnitude, errors from the relation), its mean over them is 1; the
+    unnormalised c / c-bar's is not."""
     from streammix.error_density import error_density
     from streammix.error_relation import ErrorRelation
     from streammix.photometry import Kroupa
@@ -129,7 +132,6 @@ def test_normalised_the_term_averages_to_one_over_the_streams_stars():
     share = photometry_share(err, np.random.default_rng(6).uniform(size=err.size) < _share(err), dtype=torch.float64)
     density = error_density(like, relation, err, (14.0, 14.0 + 63 * 0.05), dtype=torch.float64)
     norm = normalised(share, density)
-    torch.testing.assert_close(norm.log_ratio, share.log_ratio)
 
     rng = np.random.default_rng(1)
     masses = np.linspace(iso.initial_mass.min(), iso.initial_mass.max(), 200_001)
@@ -173,10 +175,30 @@ def test_the_setting_builds_the_normalised_table_and_is_refused_where_it_cannot_
     config = Config.from_dict(data)
     built = build_mixture(config, stars)
     assert built.error_density is None and built.error_weights is not None
-    assert float(built.photometry_share.log_norm.abs().max()) > 0.0  # normalised
+    from streammix.fit import _error_density, _error_relation, _photometry_share
+    from streammix.photometry_share import normalised
+
+    expected = normalised(_photometry_share(config, stars),
+                          _error_density(config, built.components, stars, _error_relation(config, stars)))  # fmt: skip
+    torch.testing.assert_close(built.photometry_share.log_norm, expected.log_norm)
+    torch.testing.assert_close(built.photometry_share.distmod, expected.distmod)
+    assert float(expected.log_norm.abs().max()) > 0.05
     loaded = build_mixture(config)
     loaded.load_state_dict(built.state_dict())
     torch.testing.assert_close(loaded.photometry_share.log_norm, built.photometry_share.log_norm)
+    # a model saved before the normaliser existed loads with none: the c / c-bar it computed
+    old = {k: v for k, v in built.state_dict().items() if not k.startswith("photometry_share.") or k.endswith(("log_err", "log_ratio"))}
+    loaded.load_state_dict(old)
+    assert float(loaded.photometry_share.log_norm.abs().max()) == 0.0
+    torch.testing.assert_close(loaded.photometry_share.log_ratio, built.photometry_share.log_ratio)
+
     data["model"]["error_weights"] = 0
     with pytest.raises(InputError, match="model: photometry_share: needs error_weights"):
+        Config.from_dict(data)
+    data["model"].update(error_weights=0, error_density=True)
+    with pytest.raises(InputError, match="photometry_share: error_density is true"):
+        Config.from_dict(data)
+    data["model"].update(error_weights=5, error_density=False)
+    data["model"]["isochrone"]["magnitude_limits"] = {}
+    with pytest.raises(InputError, match=r"photometry_share: needs isochrone.magnitude_limits \(the luminosity"):
         Config.from_dict(data)

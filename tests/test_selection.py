@@ -75,16 +75,20 @@ def test_a_component_is_normalised_over_the_selection():
                             settings=NetworkSettings(hidden=4))  # fmt: skip
     assert np.all(plain.log_prob(params, stars).exp().numpy() < density)
 
-    # cut_stars without_photometry: only the stars whose magnitudes the model does not use are divided
+    # cut_stars without_photometry: only the stars whose magnitudes the component's isochrone models are
+    # left undivided
     comp.cut_stars = "without_photometry"
     has_mag = torch.zeros(n, 2, dtype=torch.bool)
     has_mag[::2, 0] = True  # every other star has a magnitude
-    stars.has_mag, stars.use_photometry = has_mag, True
-    mixed = comp.log_prob(params, stars).exp().numpy()
+    stars.has_mag, stars.use_photometry, stars.photometry = has_mag, True, object()
+    # no isochrone: every star is divided
+    np.testing.assert_allclose(comp.log_prob(params, stars).exp().numpy(), density, rtol=1e-12)
+    comp.photometry = torch.nn.Identity()  # an isochrone (its term left out below: photometry=False)
+    mixed = comp.log_prob(params, stars, photometry=False).exp().numpy()
     np.testing.assert_allclose(mixed[1::2], density[1::2], rtol=1e-12)
     np.testing.assert_allclose(mixed[::2], plain.log_prob(params, stars).exp().numpy()[::2], rtol=1e-12)
     stars.use_photometry = False  # magnitudes not used (an astrometric score): every star is divided
-    np.testing.assert_allclose(comp.log_prob(params, stars).exp().numpy(), density, rtol=1e-12)
+    np.testing.assert_allclose(comp.log_prob(params, stars, photometry=False).exp().numpy(), density, rtol=1e-12)
     with pytest.raises(ValueError, match="cut_stars 'some'"):
         StreamComponent("stream", ["parallax"], bounds, phi2_range=(-5, 5), cut_stars="some")
 
@@ -176,11 +180,14 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     assert all(c.selection is None and c.selection_grid is None for c in mixture.components)
     view, limits = background_view(config)
     assert view is not None and limits["pm_phi1_cosphi2"] == (-7.0, -2.0) and limits["parallax"] == (None, 1.0)
-    # stars_without_photometry: the components divide those stars, without the prior
+    # stars_without_photometry needs bands (this config has none); none needs the cuts
     data["model"]["cut_normalisation"] = "stars_without_photometry"
-    mixture = build_mixture(Config.from_dict(data), load_stars(config))
-    assert all(c.selection is not None and c.selection_grid is None and c.cut_stars == "without_photometry"
-               for c in mixture.components)
+    with pytest.raises(InputError, match="cut_normalisation stars_without_photometry: needs bands"):
+        Config.from_dict(data)
+    data["data"]["selection"] = None
+    data["model"]["cut_normalisation"] = "none"
+    with pytest.raises(InputError, match="model.cut_normalisation none: needs data.selection"):
+        Config.from_dict(data)
 
 
 def test_one_pass_objective_equals_its_terms(shared_data):
