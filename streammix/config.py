@@ -339,8 +339,9 @@ class ModelConfig(_Section):
         description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
         "stream-like component divided by each star's own probability of passing them (with a prior keeping it "
         "inside them); 'stars_without_photometry', the same for the stars whose magnitudes the model does not use "
-        "only (needs bands; for a star with magnitudes the luminosity function, cut by the magnitude limits, stands "
-        "in for the cuts' loss of faint stars); 'luminosity_function', the mixture divided by the share of each component's stars that "
+        "only, without that prior (needs bands; the stars with magnitudes hold the components inside the cuts, and "
+        "for them the luminosity function, cut by the magnitude limits, stands in for the cuts' loss of faint "
+        "stars); 'luminosity_function', the mixture divided by the share of each component's stars that "
         "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density); 'none', the "
         "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
         "and parallax, bounded by them)",

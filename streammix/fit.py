@@ -189,7 +189,7 @@ def build_mixture(
         dispersion = getattr(comp, "velocity_dispersion", None)
         if dispersion is not None:  # the config has checked that the component has proper motions and a distance
             component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
-    if _has_pm_cut(config) and by_star:
+    if _has_pm_cut(config) and config.model.cut_normalisation == "star":
         # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
         matrix, offset = _grid_transform(config)
         for component in components:
