@@ -93,6 +93,8 @@ def variants(base) -> dict:
 
     def error_weights(d):  # weights that depend on the parallax error as well as phi1
         d["model"]["error_weights"] = 0 if d["model"]["error_weights"] else 8
+        if not d["model"]["error_weights"]:  # the photometry share's normalised form goes with them
+            d["model"]["photometry_share"] = False
 
     def with_selection(d):  # the file's cuts (see the config's comment)
         d["data"]["selection"] = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
