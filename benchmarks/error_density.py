@@ -46,6 +46,7 @@ def main() -> None:
     data = shipped.model_dump(mode="json", exclude={"source"})
     data["model"]["error_density"] = True
     data["model"]["error_weights"] = 0  # the modelled density replaces the learned weights
+    data["model"]["photometry_share"] = False  # and applies its own form of the share
     config = Config.from_dict(data, source="gd1_dr2_photometry.yaml + error_density")
     stars = load_stars(config)
     mags = np.stack([stars.mags[band] for band in config.model.bands], axis=1)

@@ -64,7 +64,7 @@ import yaml
 from _common import ROOT, SHARED, machine
 
 GD1_PM = (-7.9, -0.6)  # mas/yr, GD-1's reflex-corrected proper motion in this file
-# the cuts that made gd1_pm_box_dr2_ps1.fits (the configs' commented data.selection): the draws are cut
+# the cuts that made gd1_pm_box_dr2_ps1.fits (the joint config's data.selection): the draws are cut
 # by them unless --draw-cuts says otherwise
 FILE_CUTS = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
 CONFIGS = {"astrometry": ROOT / "configs" / "gd1_dr2.yaml", "joint": ROOT / "configs" / "gd1_dr2_photometry.yaml"}
@@ -435,6 +435,8 @@ def main() -> None:
     if args.draw_cuts == "file":
         args.draw_cuts = joint["data"].get("selection") or FILE_CUTS
     joint["data"]["selection"] = args.draw_cuts
+    if args.draw_cuts is None:  # uncut draws: the fitted configs' form of the cuts does not apply to them
+        joint["model"]["cut_normalisation"] = "star"
     # every setting is checked before anything is written: the draws' config, each case's spec and fitted configs
     prepared = []
     try:

@@ -9,7 +9,7 @@ error-dependent logits the fitted mixture adds for stars without photometry:
 the learned ones (``model.error_weights``) of the injected component and of
 GD-1's stream, and the modelled ones (``model.error_density``) where present.
 
-    python benchmarks/injection_terms.py pm1_a [--set model.error_density=true --set model.error_weights=0]
+    python benchmarks/injection_terms.py pm1_a [--set model.error_density=true --set model.error_weights=0 --set model.photometry_share=false]
         [--draw-limit percentile]
 
 The draws end as ``injection.py``'s do (``--draw-limit``; ``percentile`` as in sessions 8-22).

@@ -10,7 +10,8 @@ Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 the spur, without the cocoon, with neither, with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec; ``with_selection_background``:
 the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_without_photometry``: the components
-divided star by star for the stars without photometry only), smaller flows, flows conditioned on
+divided star by star for the stars without photometry only, unless the shipped config has it; ``no_selection``
+where the shipped config declares the cuts), smaller flows, flows conditioned on
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and
 photometry together instead of two (joint), the stream's cross-track profile a Student-t or a core
@@ -96,8 +97,13 @@ def variants(base) -> dict:
         if not d["model"]["error_weights"]:  # the photometry share's normalised form goes with them
             d["model"]["photometry_share"] = False
 
-    def with_selection(d):  # the file's cuts (see the config's comment)
+    def with_selection(d):  # the file's cuts (see the config's comment), every star divided by its chance of passing
         d["data"]["selection"] = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
+        d["model"]["cut_normalisation"] = "star"
+
+    def without_selection(d):  # no cuts declared
+        d["data"]["selection"] = None
+        d["model"]["cut_normalisation"] = "star"
 
     def stream_profile(name):
         return lambda d: next(c for c in d["model"]["components"] if c["name"] == "stream").update(profile=name)
@@ -222,8 +228,9 @@ def variants(base) -> dict:
         out["one_block"] = changed(one_block)
         # the catalogue's cuts, the components divided by each star's probability of passing for the stars
         # without photometry only (model.cut_normalisation: stars_without_photometry)
-        out["with_selection_without_photometry"] = changed(
-            lambda d: (with_selection(d), d["model"].update(cut_normalisation="stars_without_photometry")))
+        if data["model"]["cut_normalisation"] != "stars_without_photometry" or data["data"]["selection"] is None:
+            out["with_selection_without_photometry"] = changed(
+                lambda d: (with_selection(d), d["model"].update(cut_normalisation="stars_without_photometry")))
         # the share of the field's stars with PS1 at a star's parallax error, normalised over the stream's
         # luminosity function (model.photometry_share, beside the learned error weights), switched
         share = data["model"]["photometry_share"]
@@ -232,6 +239,8 @@ def variants(base) -> dict:
         del out["stream_only"]  # the joint fits take minutes each: the one-change variants only
     else:
         out["small_flows"] = changed(flow(hidden=32, transforms=2))
+    if data["data"]["selection"] is not None:  # the shipped config declares the cuts: without them
+        out["no_selection"] = changed(without_selection)
     return out
 
 

@@ -46,6 +46,7 @@ def variants(base: dict) -> dict[str, dict]:
     """The shipped config, with the cuts, and with the cuts and a field component."""
     cuts = copy.deepcopy(base)
     cuts["data"]["selection"] = CUTS
+    cuts["model"]["cut_normalisation"] = "star"  # every star divided, with the selection prior
     field = copy.deepcopy(cuts)
     field["model"]["member_components"] = [c["name"] for c in field["model"]["components"]]
     field["model"]["components"].append(FIELD)
