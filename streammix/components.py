@@ -298,6 +298,29 @@ class Component(Protocol):
         ...
 
 
+def modelled_magnitudes(stars) -> Tensor:
+    """Whether the isochrone terms model each star's magnitudes, shape ``(N,)``:
+    the magnitudes are used (``stars.use_photometry``, with prepared photometry)
+    and the star has at least one of the model's bands.
+
+    Arguments:
+        stars: The stars (a :class:`~streammix.mixture.StarTensors`).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> has_mag = torch.tensor([[True, False], [False, False]])
+        >>> stars = SimpleNamespace(phi1=torch.zeros(2), has_mag=has_mag, use_photometry=True, photometry=object())
+        >>> modelled_magnitudes(stars).tolist()
+        [True, False]
+        >>> modelled_magnitudes(SimpleNamespace(**{**vars(stars), "use_photometry": False})).tolist()
+        [False, False]
+    """
+    has_mag = getattr(stars, "has_mag", None)
+    if not stars.use_photometry or stars.photometry is None or has_mag is None or has_mag.shape[-1] == 0:
+        return torch.zeros_like(stars.phi1, dtype=torch.bool)
+    return has_mag.any(dim=-1)
+
+
 def draw_stream(
     profile: CrossTrackProfile, params: Mapping[str, np.ndarray], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
@@ -463,18 +486,10 @@ class StreamComponent(nn.Module):
         """The stars whose density ``selection`` divides (see ``cut_stars``): with
         ``without_photometry``, those whose magnitudes this component's isochrone
         does not model (every star for a component without one, or where the
-        magnitudes are not used)."""
-        every = torch.ones_like(stars.phi1, dtype=torch.bool)
-        has_mag = getattr(stars, "has_mag", None)
-        used = (
-            getattr(stars, "use_photometry", False)
-            and getattr(stars, "photometry", None) is not None
-            and has_mag is not None
-            and has_mag.shape[-1] > 0
-        )
-        if self.cut_stars == "all" or self.photometry is None or not used:
-            return every
-        return ~has_mag.any(dim=-1)
+        magnitudes are not used: :func:`modelled_magnitudes`)."""
+        if self.cut_stars == "all" or self.photometry is None:
+            return torch.ones_like(stars.phi1, dtype=torch.bool)
+        return ~modelled_magnitudes(stars)
 
     def _pm_selection(self, params: dict[str, Tensor], stars) -> Tensor:
         """log P(a star of this component with these errors passes the proper-motion cut)."""
@@ -801,6 +816,7 @@ class ComponentConfig(Section):
         photometry: nn.Module | None = None,
         selection: Any = None,
         parallax_zero_point: float = 0.0,
+        cut_stars: str = "all",
     ) -> StreamComponent:
         """The component these settings describe (untrained).
 
@@ -811,6 +827,7 @@ class ComponentConfig(Section):
             photometry: The model's isochrone likelihood (used if ``self.photometry``).
             selection: The catalogue's cuts (:class:`~streammix.selection.SelectionCuts`) or None.
             parallax_zero_point: The catalogue's parallax zero-point (mas).
+            cut_stars: Which stars ``selection`` divides (:class:`StreamComponent`).
 
         Example:
             >>> cfg = ComponentConfig(name="spur", network={"hidden": 8})
@@ -830,4 +847,5 @@ class ComponentConfig(Section):
             profile=get_profile(self.profile),
             defaults=self.default_init(),
             parallax_zero_point=parallax_zero_point,
+            cut_stars=cut_stars,
         )

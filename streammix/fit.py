@@ -165,6 +165,7 @@ def build_mixture(
         photometry = photometric_likelihood(config)
     by_fraction = config.model.cut_normalisation == "luminosity_function"
     by_star = config.model.cut_normalisation in ("star", "stars_without_photometry")
+    cut_stars = "without_photometry" if config.model.cut_normalisation == "stars_without_photometry" else "all"
     components = []
     for comp in config.model.components:
         if bounds is not None:
@@ -179,12 +180,9 @@ def build_mixture(
                 photometry=photometry,
                 selection=selection_cuts(config) if by_star else None,
                 parallax_zero_point=config.data.parallax_zero_point,
+                cut_stars=cut_stars,
             )
         )
-    if config.model.cut_normalisation == "stars_without_photometry":
-        for component in components:
-            if hasattr(component, "cut_stars"):
-                component.cut_stars = "without_photometry"
     for comp, component in zip(config.model.components, components):
         dispersion = getattr(comp, "velocity_dispersion", None)
         if dispersion is not None:  # the config has checked that the component has proper motions and a distance
@@ -204,20 +202,21 @@ def build_mixture(
         error_weights = ErrorWeights(knots, len(components))
     density, fraction = None, None
     # the tables and the error relation are buffers: a saved model's replace these placeholders when it is loaded
-    relation = None
+    relation, field = None, None
     if (config.model.error_density or config.model.photometry_share) and stars is not None:
         relation = _error_relation(config, stars)
+        field = _field_errors(config, stars)
     if config.model.error_density:
-        density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, stars, relation)
+        density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, field, relation)
     if by_fraction:
         fraction = _cut_fraction(config, components, stars, relation)
     share = None
     if config.model.error_density:  # the stars with magnitudes' term of the same density (streammix.photometry_share)
-        share = PhotometryShare.placeholder() if stars is None else _photometry_share(config, stars)
+        share = PhotometryShare.placeholder() if stars is None else _photometry_share(config, field)
     elif config.model.photometry_share:  # beside the learned weights: normalised over the luminosity function
         share = PhotometryShare.placeholder()
         if stars is not None:
-            share = normalised(_photometry_share(config, stars), _error_density(config, components, stars, relation))
+            share = normalised(_photometry_share(config, field), _error_density(config, components, field, relation))
     return Mixture(
         components,
         background,
@@ -282,14 +281,16 @@ def _field_errors(config: Config, stars) -> tuple[np.ndarray, np.ndarray]:
     return np.where(observed, stars.parallax_err, np.nan)[offstream], has_mags[offstream]
 
 
-def _error_density(config: Config, components, stars, relation: ErrorRelation) -> ErrorDensity:
-    """The :class:`~streammix.error_density.ErrorDensity` of ``config`` on ``stars``: the
-    error relation fitted to every star with all the model's bands, the field's
-    errors those of the off-stream stars (the background's training stars)."""
+def _error_density(
+    config: Config, components, field: tuple[np.ndarray, np.ndarray], relation: ErrorRelation
+) -> ErrorDensity:
+    """The :class:`~streammix.error_density.ErrorDensity` of ``config``: the error
+    relation fitted to every star with all the model's bands, the field's errors
+    those of the off-stream stars (the background's training stars, ``field``
+    as :func:`_field_errors` gives them)."""
     likelihood, distmod_range = _isochrone_terms(components)
-    field, _ = _field_errors(config, stars)
     try:
-        return error_density(likelihood, relation, field, distmod_range, dtype=torch.float64)
+        return error_density(likelihood, relation, field[0], distmod_range, dtype=torch.float64)
     except ValueError as error:
         raise InputError(f"model.{_share_setting(config)}: {error}") from None
 
@@ -299,11 +300,11 @@ def _share_setting(config: Config) -> str:
     return "error_density" if config.model.error_density else "photometry_share"
 
 
-def _photometry_share(config: Config, stars) -> PhotometryShare:
-    """The :class:`~streammix.photometry_share.PhotometryShare` of the off-stream stars of ``stars``."""
-    field, has_mags = _field_errors(config, stars)
+def _photometry_share(config: Config, field: tuple[np.ndarray, np.ndarray]) -> PhotometryShare:
+    """The :class:`~streammix.photometry_share.PhotometryShare` of the off-stream stars
+    (``field`` as :func:`_field_errors` gives them)."""
     try:
-        return photometry_share(field, has_mags, dtype=torch.float64)
+        return photometry_share(*field, dtype=torch.float64)
     except ValueError as error:
         raise InputError(f"model.{_share_setting(config)}: {error}") from None
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .components import BackgroundComponent, Component, NetworkSettings, StreamComponent, mlp
+from .components import BackgroundComponent, Component, NetworkSettings, StreamComponent, mlp, modelled_magnitudes
 from .densities import normal_logpdf
 from .cut_fraction import CutFraction
 from .error_density import ErrorDensity
@@ -494,11 +494,8 @@ class Mixture(nn.Module):
     def _eligible(self, stars: StarTensors) -> Tensor:
         """The stars the error terms apply to: those with a parallax whose magnitudes
         the model does not use (those with magnitudes have their brightness
-        modelled by the isochrone)."""
-        eligible = stars.has_parallax
-        if stars.use_photometry and stars.photometry is not None and stars.has_mag.shape[1]:
-            eligible = eligible & ~stars.has_mag.any(dim=-1)
-        return eligible
+        modelled by the isochrone: :func:`~streammix.components.modelled_magnitudes`)."""
+        return stars.has_parallax & ~modelled_magnitudes(stars)
 
     def _error_logits(self, stars: StarTensors) -> Tensor:
         """The learned error term of each star's logits (``error_weights``), shape

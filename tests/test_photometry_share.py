@@ -175,11 +175,12 @@ def test_the_setting_builds_the_normalised_table_and_is_refused_where_it_cannot_
     config = Config.from_dict(data)
     built = build_mixture(config, stars)
     assert built.error_density is None and built.error_weights is not None
-    from streammix.fit import _error_density, _error_relation, _photometry_share
+    from streammix.fit import _error_density, _error_relation, _field_errors, _photometry_share
     from streammix.photometry_share import normalised
 
-    expected = normalised(_photometry_share(config, stars),
-                          _error_density(config, built.components, stars, _error_relation(config, stars)))  # fmt: skip
+    field = _field_errors(config, stars)
+    expected = normalised(_photometry_share(config, field),
+                          _error_density(config, built.components, field, _error_relation(config, stars)))  # fmt: skip
     torch.testing.assert_close(built.photometry_share.log_norm, expected.log_norm)
     torch.testing.assert_close(built.photometry_share.distmod, expected.distmod)
     assert float(expected.log_norm.abs().max()) > 0.05
