@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: the machine, peak memory, the JSON line."""
+"""Shared helpers of the benchmarks: the machine, peak memory, the JSON line, ``--set``."""
 
 from __future__ import annotations
 
@@ -55,3 +55,29 @@ def emit(summary: dict) -> None:
     """Print the one-line JSON summary last, so runs can be compared between commits."""
     sys.stdout.flush()
     print(json.dumps(summary, default=float))
+
+
+def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
+    """``--set key.path=value`` items as (keys, YAML value) pairs."""
+    import yaml
+
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        try:
+            out.append((key.strip().split("."), yaml.safe_load(value)))
+        except yaml.YAMLError:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
+    return out
+
+
+def apply_sets(data: dict, sets) -> dict:
+    """``data`` (a config as a dict) with the ``--set`` values written in, in place."""
+    for keys, value in sets:
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return data

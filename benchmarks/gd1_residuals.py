@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/gd1_residuals.py [--config configs/gd1_dr2.yaml] [--out DIR] [--ensemble 1]
+        [--set KEY=VALUE ...] [--variants with_spur without_spur]
 
 Fits the config as shipped (stream, spur, cocoon) and without its spur
 component, each to all 13,976 stars, and writes for each the (phi1, phi2)
@@ -12,7 +13,11 @@ as a table and figure into ``DIR/<variant>/``. Reports the excess, in units of
 its counting error, in the region where the literature puts the spur (about
 1 deg above the track at phi1 -36..-25: Price-Whelan & Bonaca 2018), and the
 largest excess anywhere; with the spur modelled, also its fitted track, width
-and member count. The last line is a JSON summary.
+and member count. For every component the summary gives its expected members
+(the sum of its probabilities) in the spur's region and in the spur's phi1
+range, and its phi2 track and width there: where a model without the spur puts
+the spur's stars. ``--set`` changes the config as in ``injection.py``. The last
+line is a JSON summary.
 """
 
 from __future__ import annotations
@@ -24,9 +29,29 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, SHARED, emit, machine
+from _common import ROOT, SHARED, apply_sets, emit, machine, parse_sets
 
 SPUR_REGION = ((-36.0, -25.0), (0.5, 1.75))  # phi1, phi2 (deg): Price-Whelan & Bonaca 2018, Fig. 1
+
+
+def _components_at_spur(model, stars, members) -> dict:
+    """Each component's expected members in the spur's region and in its phi1 range,
+    and its phi2 track and width at the spur's phi1."""
+    (lo1, hi1), (lo2, hi2) = SPUR_REGION
+    phi1, phi2 = np.asarray(stars.phi1), np.asarray(stars.phi2)
+    in_range = (phi1 >= lo1) & (phi1 <= hi1)
+    in_region = in_range & (phi2 >= lo2) & (phi2 <= hi2)
+    grid = np.arange(-36.0, -24.0, 2.0)
+    tracks = model.tracks(grid)
+    out = {}
+    for name in model.component_names:
+        p = np.asarray(members[f"p_{name}"], float)
+        entry = {"expected_in_region": float(p[in_region].sum()), "expected_in_phi1_range": float(p[in_range].sum())}
+        if f"{name}_phi2" in tracks.colnames:
+            entry["phi2"] = tracks[f"{name}_phi2"].value.round(3).tolist()
+            entry["phi2_width"] = tracks[f"{name}_phi2_width"].value.round(3).tolist()
+        out[name] = entry
+    return out
 
 
 def main() -> None:
@@ -34,6 +59,10 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "gd1_dr2.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "output" / "gd1_residuals")
     parser.add_argument("--ensemble", type=int, default=1)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config setting (YAML value), e.g. model.cut_normalisation=stars_without_photometry")
+    parser.add_argument("--variants", nargs="+", choices=("with_spur", "without_spur"),
+                        default=["with_spur", "without_spur"])
     args = parser.parse_args()
     os.environ.setdefault("STREAMMIX_SHARED_DATA", str(SHARED))
 
@@ -48,11 +77,14 @@ def main() -> None:
     data["fit"]["ensemble"] = args.ensemble
     if args.ensemble == 1:  # one member cannot be cross-fitted (the joint config's cross_fit)
         data["fit"]["cross_fit"] = False
+    apply_sets(data, parse_sets(args.sets))
     without = json.loads(json.dumps(data))
     without["model"]["components"] = [c for c in data["model"]["components"] if c["name"] != "spur"]
     stars = load_stars(shipped)
-    summary = {"machine": machine(), "config": str(args.config), "region": SPUR_REGION, "variants": {}}
+    summary = {"machine": machine(), "config": str(args.config), "sets": args.sets, "region": SPUR_REGION, "variants": {}}
     for name, settings in (("with_spur", data), ("without_spur", without)):
+        if name not in args.variants:
+            continue
         started = time.perf_counter()
         config = Config.from_dict(settings)
         model = fit(config, stars)
@@ -87,6 +119,7 @@ def main() -> None:
         }
         if len(config.model.bands) == 2:
             result["cmd"] = cmd_summary
+        result["components"] = _components_at_spur(model, stars, members)
         if "spur" in model.component_names:
             phi1 = np.arange(-36.0, -24.0, 2.0)
             tracks = model.tracks(phi1)

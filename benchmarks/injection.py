@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from _common import ROOT, SHARED, machine
+from _common import ROOT, SHARED, apply_sets, machine, parse_sets
 
 GD1_PM = (-7.9, -0.6)  # mas/yr, GD-1's reflex-corrected proper motion in this file
 # the cuts that made gd1_pm_box_dr2_ps1.fits (the joint config's data.selection): the draws are cut
@@ -136,19 +136,6 @@ def yaml_value(text: str) -> object:
 CASE_KEYS = ("phi1_range", "n_stars", "phi2", "pm_phi1_cosphi2", "pm_phi2", "distmod")
 
 
-def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        try:
-            out.append((key.strip().split("."), yaml.safe_load(value)))
-        except yaml.YAMLError:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
-    return out
-
-
 ORACLE_WIDTH = 0.02  # control-point width of --oracle (deg, mas/yr, mag)
 
 
@@ -196,16 +183,6 @@ def config_with_injected(
     data["fit"].update({"ensemble": 1, "workers": 1, "dropout_samples": 0, "cross_fit": False, "cross_fit_folds": None})
     apply_sets(data, sets)
     return Config.from_dict(data, source=f"{path.name} + injected")
-
-
-def apply_sets(data: dict, sets) -> dict:
-    """``data`` (a config as a dict) with the ``--set`` values written in, in place."""
-    for keys, value in sets:
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
-    return data
 
 
 def describe(mask: np.ndarray, table, p: np.ndarray, spec) -> dict:
