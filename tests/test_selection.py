@@ -169,7 +169,7 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     config = Config.from_dict(data)
     mixture = build_mixture(config, load_stars(config))
     assert all(c.selection_grid is not None and c.selection_matrix.shape == (data["model"]["grid_size"], 2, 2)
-               for c in mixture.components)
+               and c.cut_stars == "all" for c in mixture.components)
 
     # cut_normalisation none: the flows alone see the cuts, the components are neither normalised nor held
     from streammix.background import background_view
@@ -180,6 +180,14 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     assert all(c.selection is None and c.selection_grid is None for c in mixture.components)
     view, limits = background_view(config)
     assert view is not None and limits["pm_phi1_cosphi2"] == (-7.0, -2.0) and limits["parallax"] == (None, 1.0)
+    # stars_without_photometry: the joint config's components divide only the stars without magnitudes
+    joint = Config.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "gd1_dr2_photometry.yaml").model_dump(
+        mode="json", exclude={"source"})
+    joint["data"]["selection"] = data["data"]["selection"]
+    joint["model"]["cut_normalisation"] = "stars_without_photometry"
+    config = Config.from_dict(joint)
+    mixture = build_mixture(config, load_stars(config))
+    assert all(c.selection is not None and c.cut_stars == "without_photometry" for c in mixture.components)
     # stars_without_photometry needs bands (this config has none); none needs the cuts
     data["model"]["cut_normalisation"] = "stars_without_photometry"
     with pytest.raises(InputError, match="cut_normalisation stars_without_photometry: needs bands"):
