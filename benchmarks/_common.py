@@ -74,10 +74,23 @@ def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
 
 
 def apply_sets(data: dict, sets) -> dict:
-    """``data`` (a config as a dict) with the ``--set`` values written in, in place."""
+    """``data`` (a config as a dict) with the ``--set`` values written in, in place.
+    In a list of components a key is a component's name (``model.components.cocoon.bounds``)."""
     for keys, value in sets:
         node = data
         for key in keys[:-1]:
-            node = node.setdefault(key, {})
+            node = _child(node, key, keys)
+        if isinstance(node, list):
+            raise ValueError(f"--set {'.'.join(keys)}: ends in a list; name an entry of it")
         node[keys[-1]] = value
     return data
+
+
+def _child(node, key: str, keys: list[str]):
+    """The entry ``key`` of ``node``: a mapping's (created if missing), or the list entry of that name."""
+    if isinstance(node, list):
+        named = [entry for entry in node if isinstance(entry, dict) and entry.get("name") == key]
+        if not named:
+            raise ValueError(f"--set {'.'.join(keys)}: no entry named {key!r}")
+        return named[0]
+    return node.setdefault(key, {})
