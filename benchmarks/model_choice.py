@@ -3,11 +3,13 @@
 Usage::
 
     python benchmarks/model_choice.py [--folds 3] [--only astrometry|joint] [--variants NAME ...] [--repeats R]
-        [--out FILE.json]
+        [--out FILE.json] [--set KEY=VALUE ...]
 
 Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
-the spur, without the cocoon, with neither, with the catalogue's cuts declared
+the spur, without the cocoon, with neither, the cocoon's phi2 track held to GD-1's
+(``cocoon_on_track``: within 0.3 deg every 5 deg) or free about it (``cocoon_free_track``: 1 deg every
+10 deg), whichever the shipped config does not have, with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec; ``with_selection_background``:
 the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_without_photometry``: the components
 divided star by star for the stars without photometry only, unless the shipped config has it; ``no_selection``
@@ -45,7 +47,8 @@ steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of
 ``fit_seed_2``; meant for one fit per fold: with ``--repeats`` they repeat the shipped config's own
 later repeats): the spread the fit's own randomness gives a comparison, beyond the paired standard error. ``--variants`` runs
 the shipped config and the named variants only; ``--repeats R`` fits each R times per fold with other fit
-seeds, so that the differences' errors hold the fits' own spread. Every variant is fitted on the same K-1 folds
+seeds, so that the differences' errors hold the fits' own spread; ``--set`` changes the shipped config of
+the groups run before the variants do (``--set model.cut_normalisation=...``). Every variant is fitted on the same K-1 folds
 of the same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
 compared with each other on the astrometry both model (the joint one scored
@@ -60,7 +63,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import ROOT, SHARED, emit, machine
+from _common import ROOT, SHARED, apply_sets, emit, machine, parse_sets
 
 from streammix.fit import load_stars
 
@@ -69,6 +72,10 @@ from streammix.fit import load_stars
 # MIST v1.2, [Fe/H] -2.20, 12 Gyr, in Johnson-Cousins (Vega); the shipped config's isochrone is MIST's -1.35 in PS1
 MIST_220 = str(SHARED / "isochrones" / "mist_v1.2_ubvriplus_feh-2.20_12gyr.iso.cmd")
 PS1_DEPTHS = {"ps1_g": {"depth": 22.0, "epochs": 12, "floor": 0.01}, "ps1_i": {"depth": 21.5, "epochs": 12, "floor": 0.01}}
+
+
+COCOON_ON_TRACK = (5.0, 0.3)  # galstreams spacing (deg) and phi2 width (deg) of the cocoon's track prior
+COCOON_FREE_TRACK = (10.0, 1.0)  # the configs' until session 25
 
 
 def variants(base) -> dict:
@@ -117,6 +124,17 @@ def variants(base) -> dict:
     def parallax_zero_point(value):  # Gaia DR2's zero-point (data.parallax_zero_point)
         return lambda d: d["data"].update(parallax_zero_point=value)
 
+    # the cocoon's phi2 track held to GD-1's (galstreams, every 5 deg within 0.3 deg: a cocoon surrounds the
+    # thin stream, Malhan et al. 2019, Valluri et al. 2024), or free about it (every 10 deg within 1 deg)
+    cocoon = next((c for c in data["model"]["components"] if c["name"] == "cocoon"), None)
+    on_track = cocoon is not None and (cocoon.get("galstreams") or {}).get("widths", {}).get("phi2", 1.0) <= COCOON_ON_TRACK[1]
+
+    def cocoon_track(spacing, width):
+        def edit(d):
+            entry = next(c for c in d["model"]["components"] if c["name"] == "cocoon")
+            entry["galstreams"].update(spacing=spacing, widths={**entry["galstreams"].get("widths", {}), "phi2": width})
+        return edit
+
     out = {
         "shipped": data,
         **{
@@ -131,6 +149,11 @@ def variants(base) -> dict:
         "stream_core_wings": changed(stream_profile("core_wings")),
         "no_spur": changed(drop("spur")),
         "no_cocoon": changed(drop("cocoon")),
+        **(
+            {("cocoon_free_track" if on_track else "cocoon_on_track"): changed(
+                cocoon_track(*(COCOON_FREE_TRACK if on_track else COCOON_ON_TRACK)))}
+            if cocoon is not None and cocoon.get("galstreams") else {}
+        ),
         "stream_only": changed(drop("spur", "cocoon")),
         "with_selection": changed(with_selection),
         # the same cuts seen by the background flows only, the stream-like components not normalised over them
@@ -270,6 +293,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="fits of each config per fold with other fit seeds (their spread enters the errors)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON summary here")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the shipped configs of the groups run (YAML value), before the variants "
+                        "change it, as in injection.py")
     args = parser.parse_args()
 
     import os
@@ -278,8 +304,15 @@ def main() -> None:
     from streammix.compare import compare
     from streammix.config import Config
 
-    astrometry = Config.from_yaml(ROOT / "configs" / "gd1_dr2.yaml")
-    joint = Config.from_yaml(ROOT / "configs" / "gd1_dr2_photometry.yaml")
+    def shipped(name: str, group: str) -> Config:
+        config = Config.from_yaml(ROOT / "configs" / name)
+        if not args.sets or args.only not in (group, None):
+            return config
+        data = apply_sets(config.model_dump(mode="json", exclude={"source"}), parse_sets(args.sets))
+        return Config.from_dict(data)
+
+    astrometry = shipped("gd1_dr2.yaml", "astrometry")
+    joint = shipped("gd1_dr2_photometry.yaml", "joint")
     groups = {
         "astrometry": {k: Config.from_dict(v) for k, v in variants(astrometry).items()},
         "joint": {k: Config.from_dict(v) for k, v in variants(joint).items()},
@@ -291,7 +324,8 @@ def main() -> None:
             if unknown and args.only == group:
                 parser.error(f"unknown variants {sorted(unknown)} of {group}; choose from {sorted(groups[group])}")
             groups[group] = {k: v for k, v in groups[group].items() if k == "shipped" or k in args.variants}
-    summary = {"machine": machine(), "folds": args.folds, "seed": args.seed, "repeats": args.repeats, "groups": {}}
+    summary = {"machine": machine(), "folds": args.folds, "seed": args.seed, "repeats": args.repeats, "sets": args.sets,
+               "groups": {}}
     for group, configs in groups.items():
         if args.only is not None and group != args.only:
             continue
