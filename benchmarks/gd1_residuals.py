@@ -32,6 +32,7 @@ import numpy as np
 from _common import ROOT, SHARED, apply_sets, emit, machine, parse_sets
 
 SPUR_REGION = ((-36.0, -25.0), (0.5, 1.75))  # phi1, phi2 (deg): Price-Whelan & Bonaca 2018, Fig. 1
+SPUR_PHI1 = np.arange(-36.0, -24.0, 2.0)  # where the tracks are reported (deg)
 
 
 def _components_at_spur(model, stars, members) -> dict:
@@ -41,9 +42,8 @@ def _components_at_spur(model, stars, members) -> dict:
     phi1, phi2 = np.asarray(stars.phi1), np.asarray(stars.phi2)
     in_range = (phi1 >= lo1) & (phi1 <= hi1)
     in_region = in_range & (phi2 >= lo2) & (phi2 <= hi2)
-    grid = np.arange(-36.0, -24.0, 2.0)
-    tracks = model.tracks(grid)
-    out = {}
+    tracks = model.tracks(SPUR_PHI1)
+    out = {"phi1": SPUR_PHI1.tolist()}
     for name in model.component_names:
         p = np.asarray(members[f"p_{name}"], float)
         entry = {"expected_in_region": float(p[in_region].sum()), "expected_in_phi1_range": float(p[in_range].sum())}
@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "output" / "gd1_residuals")
     parser.add_argument("--ensemble", type=int, default=1)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config setting (YAML value), e.g. model.cut_normalisation=stars_without_photometry")
+                        help="a config setting (YAML value), e.g. model.cut_normalisation=stars_without_photometry; applied "
+                        "after --ensemble (which turns fit.cross_fit off for one member)")
     parser.add_argument("--variants", nargs="+", choices=("with_spur", "without_spur"),
                         default=["with_spur", "without_spur"])
     args = parser.parse_args()
@@ -80,7 +81,7 @@ def main() -> None:
     apply_sets(data, parse_sets(args.sets))
     without = json.loads(json.dumps(data))
     without["model"]["components"] = [c for c in data["model"]["components"] if c["name"] != "spur"]
-    stars = load_stars(shipped)
+    stars = load_stars(Config.from_dict(data))  # --set data.* may change the stars
     summary = {"machine": machine(), "config": str(args.config), "sets": args.sets, "region": SPUR_REGION, "variants": {}}
     for name, settings in (("with_spur", data), ("without_spur", without)):
         if name not in args.variants:
@@ -121,10 +122,9 @@ def main() -> None:
             result["cmd"] = cmd_summary
         result["components"] = _components_at_spur(model, stars, members)
         if "spur" in model.component_names:
-            phi1 = np.arange(-36.0, -24.0, 2.0)
-            tracks = model.tracks(phi1)
+            tracks = model.tracks(SPUR_PHI1)
             result["spur"] = {
-                "phi1": phi1.tolist(),
+                "phi1": SPUR_PHI1.tolist(),
                 "phi2": tracks["spur_phi2"].value.round(3).tolist(),
                 "phi2_width": tracks["spur_phi2_width"].value.round(3).tolist(),
                 "stream_phi2": tracks["stream_phi2"].value.round(3).tolist(),

@@ -39,7 +39,9 @@ not its name, bounds, control points or velocity dispersion, which the benchmark
 catalogue's own stars were lost, :class:`streammix.inject.InjectionSpec`; not the tracks, extent
 or size that each case sets). The draws are cut exactly by the file's own cuts (parallax
 < 1 mas and its (pmra, pmdec) box, ``FILE_CUTS``), or by a ``--set data.selection``, as the
-catalogue's stars were, without declaring them to the fitted configs; ``--draw-cuts YAML``
+catalogue's stars were, whether or not the fitted config declares them (the joint config does, with
+``model.cut_normalisation: stars_without_photometry``; ``--set data.selection=null`` fits without them
+and then needs ``--set model.cut_normalisation=star``, the default); ``--draw-cuts YAML``
 gives other cuts, ``--draw-cuts null`` only the catalogue's proper-motion ranges per tenth
 of phi1, which are looser than the box (the shipped model's draws of sessions 8-19, which
 held injected stars outside the box, where the file has no field stars:

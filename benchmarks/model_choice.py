@@ -48,7 +48,8 @@ steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of
 later repeats): the spread the fit's own randomness gives a comparison, beyond the paired standard error. ``--variants`` runs
 the shipped config and the named variants only; ``--repeats R`` fits each R times per fold with other fit
 seeds, so that the differences' errors hold the fits' own spread; ``--set`` changes the shipped config of
-the groups run before the variants do (``--set model.cut_normalisation=...``). Every variant is fitted on the same K-1 folds
+the groups run before the variants do (a setting only one of the configs takes, such as
+``--set model.cut_normalisation=stars_without_photometry``, which needs bands, with ``--only``). Every variant is fitted on the same K-1 folds
 of the same 13,976 stars (one ensemble member per fold) and scores the held-out fold
 (:func:`streammix.compare.compare`). The astrometric and joint models are also
 compared with each other on the astrometry both model (the joint one scored
@@ -75,7 +76,7 @@ PS1_DEPTHS = {"ps1_g": {"depth": 22.0, "epochs": 12, "floor": 0.01}, "ps1_i": {"
 
 
 COCOON_ON_TRACK = (5.0, 0.3)  # galstreams spacing (deg) and phi2 width (deg) of the cocoon's track prior
-COCOON_FREE_TRACK = (10.0, 1.0)  # the configs' until session 25
+COCOON_FREE_TRACK = (10.0, 1.0)  # the astrometric config's; the joint config's until session 25
 
 
 def variants(base) -> dict:
@@ -306,7 +307,7 @@ def main() -> None:
 
     def shipped(name: str, group: str) -> Config:
         config = Config.from_yaml(ROOT / "configs" / name)
-        if not args.sets or args.only not in (group, None):
+        if not args.sets or args.only not in (group, "versus", None):
             return config
         data = apply_sets(config.model_dump(mode="json", exclude={"source"}), parse_sets(args.sets))
         return Config.from_dict(data)

@@ -46,6 +46,7 @@ __all__ = [
     "ParameterNet",
     "StreamComponent",
     "draw_stream",
+    "modelled_magnitudes",
     "stream_parameters",
 ]
 
@@ -298,13 +299,15 @@ class Component(Protocol):
         ...
 
 
-def modelled_magnitudes(stars) -> Tensor:
+def modelled_magnitudes(stars: Any) -> Tensor:
     """Whether the isochrone terms model each star's magnitudes, shape ``(N,)``:
     the magnitudes are used (``stars.use_photometry``, with prepared photometry)
     and the star has at least one of the model's bands.
 
     Arguments:
-        stars: The stars (a :class:`~streammix.mixture.StarTensors`).
+        stars: The stars (a :class:`~streammix.mixture.StarTensors`, or any object
+            with ``phi1``; a missing ``use_photometry``, ``photometry`` or
+            ``has_mag`` counts as magnitudes not used).
 
     Example:
         >>> from types import SimpleNamespace
@@ -316,7 +319,8 @@ def modelled_magnitudes(stars) -> Tensor:
         [False, False]
     """
     has_mag = getattr(stars, "has_mag", None)
-    if not stars.use_photometry or stars.photometry is None or has_mag is None or has_mag.shape[-1] == 0:
+    used = getattr(stars, "use_photometry", False) and getattr(stars, "photometry", None) is not None
+    if not used or has_mag is None or has_mag.shape[-1] == 0:
         return torch.zeros_like(stars.phi1, dtype=torch.bool)
     return has_mag.any(dim=-1)
 

@@ -37,7 +37,8 @@ def gd1(shared_data):
     from streammix.data import read_table
 
     config = Config.from_yaml(ROOT / "configs" / "gd1_dr2_photometry.yaml")
-    # the file's cuts (as the shipped config declares them): the injection applies them
+    # the file's cuts, which the injection applies (the shipped config declares them too; set here so
+    # that these tests do not depend on it)
     data = config.model_dump(mode="json")
     data["data"]["selection"] = {"parallax": [None, 1.0], "pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0], "reflex_distance": 8.0}
     config = Config.from_dict(data)

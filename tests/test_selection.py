@@ -180,14 +180,20 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     assert all(c.selection is None and c.selection_grid is None for c in mixture.components)
     view, limits = background_view(config)
     assert view is not None and limits["pm_phi1_cosphi2"] == (-7.0, -2.0) and limits["parallax"] == (None, 1.0)
-    # stars_without_photometry: the joint config's components divide only the stars without magnitudes
-    joint = Config.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "gd1_dr2_photometry.yaml").model_dump(
-        mode="json", exclude={"source"})
-    joint["data"]["selection"] = data["data"]["selection"]
-    joint["model"]["cut_normalisation"] = "stars_without_photometry"
-    config = Config.from_dict(joint)
+    # the shipped joint config declares the file's cuts for the stars without magnitudes: its components
+    # with an isochrone divide only those
+    from types import SimpleNamespace
+
+    config = Config.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "gd1_dr2_photometry.yaml")
+    assert config.data.selection.model_dump(mode="json") == data["data"]["selection"]
+    assert config.model.cut_normalisation == "stars_without_photometry"
     mixture = build_mixture(config, load_stars(config))
-    assert all(c.selection is not None and c.cut_stars == "without_photometry" for c in mixture.components)
+    assert [c.name for c in mixture.components] == ["stream", "spur", "cocoon"]
+    assert all(c.selection is not None and c.cut_stars == "without_photometry" and c.photometry is not None
+               for c in mixture.components)  # fmt: skip
+    has_mag = torch.tensor([[True, False], [False, False], [False, True]])
+    probe = SimpleNamespace(phi1=torch.zeros(3), has_mag=has_mag, use_photometry=True, photometry=object())
+    assert all(c._divided(probe).tolist() == [False, True, False] for c in mixture.components)
     # stars_without_photometry needs bands (this config has none); none needs the cuts
     data["model"]["cut_normalisation"] = "stars_without_photometry"
     with pytest.raises(InputError, match="cut_normalisation stars_without_photometry: needs bands"):
