@@ -1050,8 +1050,10 @@ def fit(
             config, stars, background_logp, mixture=template, background_logp_astrometry=background_logp_astrometry
         )
         outcomes = [_fit_member(job, stars, tensors, background_logp_astrometry) for job in jobs]
+    bounds = mixture_bounds(template)
     for member, (state, result) in zip(members, outcomes):
-        mixture = build_mixture(config, stars, photometry=shared).to(dtype=dtype, device=config.fit.device)
+        # as load() builds a saved model: the state holds every table built from the stars
+        mixture = build_mixture(config, bounds=bounds, photometry=shared).to(dtype=dtype, device=config.fit.device)
         mixture.load_state_dict(state)
         mixture.eval()
         mixtures.append(mixture)
