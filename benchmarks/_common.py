@@ -93,4 +93,6 @@ def _child(node, key: str, keys: list[str]):
         if not named:
             raise ValueError(f"--set {'.'.join(keys)}: no entry named {key!r}")
         return named[0]
-    return node.setdefault(key, {})
+    if node.get(key) is None:  # missing, or null in the config (data.selection: null)
+        node[key] = {}
+    return node[key]

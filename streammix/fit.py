@@ -157,6 +157,9 @@ def build_mixture(
     settings class, :data:`streammix.config.COMPONENT_KINDS`). Parameter
     bounds come from ``bounds`` (per component, as saved by
     :func:`mixture_bounds`) or else from the config with defaults from ``stars``.
+    Without ``stars`` the tables built from them (the error weights' knots, the
+    error density, the photometry share, the cut fraction's relation) are
+    placeholders that a state dict must fill, as :func:`load` and :func:`fit` do.
     ``photometry``: an isochrone likelihood of this config to share (its tables
     are built once); default: a new one.
     """
