@@ -35,14 +35,13 @@ SPUR_REGION = ((-36.0, -25.0), (0.5, 1.75))  # phi1, phi2 (deg): Price-Whelan & 
 SPUR_PHI1 = np.arange(-36.0, -24.0, 2.0)  # where the tracks are reported (deg)
 
 
-def _components_at_spur(model, stars, members) -> dict:
+def _components_at_spur(model, stars, members, tracks) -> dict:
     """Each component's expected members in the spur's region and in its phi1 range,
-    and its phi2 track and width at the spur's phi1."""
+    and its phi2 track and width at the spur's phi1 (``tracks``, on :data:`SPUR_PHI1`)."""
     (lo1, hi1), (lo2, hi2) = SPUR_REGION
     phi1, phi2 = np.asarray(stars.phi1), np.asarray(stars.phi2)
     in_range = (phi1 >= lo1) & (phi1 <= hi1)
     in_region = in_range & (phi2 >= lo2) & (phi2 <= hi2)
-    tracks = model.tracks(SPUR_PHI1)
     out = {"phi1": SPUR_PHI1.tolist()}
     for name in model.component_names:
         p = np.asarray(members[f"p_{name}"], float)
@@ -120,9 +119,9 @@ def main() -> None:
         }
         if len(config.model.bands) == 2:
             result["cmd"] = cmd_summary
-        result["components"] = _components_at_spur(model, stars, members)
+        tracks = model.tracks(SPUR_PHI1)
+        result["components"] = _components_at_spur(model, stars, members, tracks)
         if "spur" in model.component_names:
-            tracks = model.tracks(SPUR_PHI1)
             result["spur"] = {
                 "phi1": SPUR_PHI1.tolist(),
                 "phi2": tracks["spur_phi2"].value.round(3).tolist(),

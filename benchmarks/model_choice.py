@@ -127,8 +127,7 @@ def variants(base) -> dict:
 
     # the cocoon's phi2 track held to GD-1's (galstreams, every 5 deg within 0.3 deg: a cocoon surrounds the
     # thin stream, Malhan et al. 2019, Valluri et al. 2024), or free about it (every 10 deg within 1 deg)
-    cocoon = next((c for c in data["model"]["components"] if c["name"] == "cocoon"), None)
-    on_track = cocoon is not None and (cocoon.get("galstreams") or {}).get("widths", {}).get("phi2", 1.0) <= COCOON_ON_TRACK[1]
+    cocoon_prior = next((c.get("galstreams") for c in data["model"]["components"] if c["name"] == "cocoon"), None)
 
     def cocoon_track(spacing, width):
         def edit(d):
@@ -150,11 +149,6 @@ def variants(base) -> dict:
         "stream_core_wings": changed(stream_profile("core_wings")),
         "no_spur": changed(drop("spur")),
         "no_cocoon": changed(drop("cocoon")),
-        **(
-            {("cocoon_free_track" if on_track else "cocoon_on_track"): changed(
-                cocoon_track(*(COCOON_FREE_TRACK if on_track else COCOON_ON_TRACK)))}
-            if cocoon is not None and cocoon.get("galstreams") else {}
-        ),
         "stream_only": changed(drop("spur", "cocoon")),
         "with_selection": changed(with_selection),
         # the same cuts seen by the background flows only, the stream-like components not normalised over them
@@ -172,6 +166,11 @@ def variants(base) -> dict:
         "fit_seed_1": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 1)),
         "fit_seed_2": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 2)),
     }
+    if cocoon_prior:  # the cocoon's track switched between held and free
+        if cocoon_prior.get("widths", {}).get("phi2", COCOON_FREE_TRACK[1]) <= COCOON_ON_TRACK[1]:
+            out["cocoon_free_track"] = changed(cocoon_track(*COCOON_FREE_TRACK))
+        else:
+            out["cocoon_on_track"] = changed(cocoon_track(*COCOON_ON_TRACK))
     if data["model"]["bands"]:
         bands = data["model"]["bands"]
 
