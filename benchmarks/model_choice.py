@@ -77,6 +77,9 @@ PS1_DEPTHS = {"ps1_g": {"depth": 22.0, "epochs": 12, "floor": 0.01}, "ps1_i": {"
 
 COCOON_ON_TRACK = (5.0, 0.3)  # galstreams spacing (deg) and phi2 width (deg) of the cocoon's track prior
 COCOON_FREE_TRACK = (10.0, 1.0)  # the astrometric config's; the joint config's until session 25
+# the cocoon's largest phi2 width (deg) in ``cocoon_width_15``: DESI's FWHM of 2.9 deg, sigma 1.23
+# (Valluri et al. 2024), with room; the shipped configs allow 3.0
+COCOON_NARROW_WIDTH = 1.5
 
 
 def variants(base) -> dict:
@@ -135,6 +138,10 @@ def variants(base) -> dict:
             entry["galstreams"].update(spacing=spacing, widths={**entry["galstreams"].get("widths", {}), "phi2": width})
         return edit
 
+    def cocoon_narrow(d):
+        bounds = next(c for c in d["model"]["components"] if c["name"] == "cocoon")["bounds"]
+        bounds["phi2_width"] = [bounds["phi2_width"][0], COCOON_NARROW_WIDTH]
+
     out = {
         "shipped": data,
         **{
@@ -166,6 +173,8 @@ def variants(base) -> dict:
         "fit_seed_1": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 1)),
         "fit_seed_2": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 2)),
     }
+    if cocoon_prior:  # the cocoon no wider in phi2 than DESI finds it, with room
+        out["cocoon_width_15"] = changed(cocoon_narrow)
     if cocoon_prior:  # the cocoon's track switched between held and free
         if cocoon_prior.get("widths", {}).get("phi2", COCOON_FREE_TRACK[1]) <= COCOON_ON_TRACK[1]:
             out["cocoon_free_track"] = changed(cocoon_track(*COCOON_FREE_TRACK))

@@ -496,14 +496,17 @@ class StreamComponent(nn.Module):
         return ~modelled_magnitudes(stars)
 
     def _pm_selection(self, params: dict[str, Tensor], stars) -> Tensor:
-        """log P(a star of this component with these errors passes the proper-motion cut)."""
-        has = stars.has_pm1 & stars.has_pm2 & stars.has_selection
-        mean = torch.stack([params["pm_phi1_cosphi2"], params["pm_phi2"]], dim=-1)
-        cov = stars.pm_cov + torch.diag_embed(
-            torch.stack([params["pm_phi1_cosphi2_width"] ** 2, params["pm_phi2_width"] ** 2], dim=-1)
+        """log P(a star of this component with these errors passes the proper-motion cut)
+        for the stars it divides (:meth:`_divided`) with both proper motions, 0 for the
+        others: evaluated on those rows only (with ``without_photometry``, about half of them)."""
+        rows = torch.nonzero(stars.has_pm1 & stars.has_pm2 & stars.has_selection & self._divided(stars)).squeeze(-1)
+        mean = torch.stack([params["pm_phi1_cosphi2"], params["pm_phi2"]], dim=-1).index_select(0, rows)
+        widths = torch.stack([params["pm_phi1_cosphi2_width"] ** 2, params["pm_phi2_width"] ** 2], dim=-1)
+        cov = stars.pm_cov.index_select(0, rows) + torch.diag_embed(widths.index_select(0, rows))
+        cut = self.selection.pm_log_probability(
+            mean, cov, stars.selection_matrix.index_select(0, rows), stars.selection_offset.index_select(0, rows)
         )
-        cut = self.selection.pm_log_probability(mean, cov, stars.selection_matrix, stars.selection_offset)
-        return torch.where(has, cut, 0.0)
+        return torch.zeros(stars.phi1.shape, dtype=cut.dtype, device=cut.device).index_add(0, rows, cut)
 
     def phi2_cdf(self, phi2: Tensor, params: dict[str, Tensor], phi2_err: Tensor) -> Tensor:
         """P(observed phi2 < ``phi2``) under this component's phi2 density (its
@@ -570,7 +573,7 @@ class StreamComponent(nn.Module):
                 cut = self.selection.parallax_log_probability(observed, torch.sqrt(var))
                 total = total - torch.where(stars.has_parallax & self._divided(stars), cut, 0.0)
         if self.selection is not None and self.selection.pm_low is not None and len(pm_names) == 2:
-            total = total - torch.where(self._divided(stars), self._pm_selection(params, stars), 0.0)
+            total = total - self._pm_selection(params, stars)
         if self.photometry is not None and photometry:
             prepared = stars.photometry_of() if getattr(stars, "photometry", None) is not None else None
             if prepared is not None:
