@@ -149,7 +149,12 @@ def parameter_bounds(config: Config, component, stars) -> dict[str, tuple[float,
 
 
 def build_mixture(
-    config: Config, stars=None, *, bounds: dict[str, dict[str, list[float]]] | None = None, photometry=None
+    config: Config,
+    stars=None,
+    *,
+    bounds: dict[str, dict[str, list[float]]] | None = None,
+    photometry=None,
+    priors: Sequence[ControlPrior] | None = None,
 ) -> Mixture:
     """A fresh (untrained) mixture for ``config``.
 
@@ -161,7 +166,9 @@ def build_mixture(
     error density, the photometry share, the cut fraction's relation) are
     placeholders that a state dict must fill, as :func:`load` and :func:`fit` do.
     ``photometry``: an isochrone likelihood of this config to share (its tables
-    are built once); default: a new one.
+    are built once); default: a new one. ``priors``: :func:`control_priors` of
+    ``config``, if the caller has them (they place the off-stream stars whose
+    errors the tables use); default: read again.
     """
     coords = list(config.model.coordinates)
     if photometry is None:
@@ -208,7 +215,7 @@ def build_mixture(
     relation, field = None, None
     if (config.model.error_density or config.model.photometry_share) and stars is not None:
         relation = _error_relation(config, stars)
-        field = _field_errors(config, stars)
+        field = _field_errors(config, stars, control_priors(config) if priors is None else priors)
     if config.model.error_density:
         density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, field, relation)
     if by_fraction:
@@ -275,11 +282,11 @@ def _cut_fraction(config: Config, components, stars, relation: ErrorRelation | N
     )  # fmt: skip
 
 
-def _field_errors(config: Config, stars) -> tuple[np.ndarray, np.ndarray]:
-    """The off-stream stars' (the background's training stars') parallax errors (NaN where
-    they have no parallax) and whether they have any of the model's bands."""
+def _field_errors(config: Config, stars, priors: Sequence[ControlPrior]) -> tuple[np.ndarray, np.ndarray]:
+    """The off-stream stars' (the background's training stars', placed by ``priors``) parallax
+    errors (NaN where they have no parallax) and whether they have any of the model's bands."""
     observed = stars.observed["parallax"] & np.isfinite(stars.parallax_err) & (stars.parallax_err > 0)
-    offstream = offstream_stars(config, control_priors(config), stars)
+    offstream = offstream_stars(config, priors, stars)
     has_mags = np.any([stars.observed[band] for band in config.model.bands], axis=0)
     return np.where(observed, stars.parallax_err, np.nan)[offstream], has_mags[offstream]
 
@@ -971,7 +978,7 @@ def fit(
     started = time.perf_counter()
     stars = load_stars(config, stars)
     priors = control_priors(config)
-    template = build_mixture(config, stars)
+    template = build_mixture(config, stars, priors=priors)
     shared = _photometry_of(template)
     try:
         check_priors(template, priors)
@@ -1112,7 +1119,7 @@ def _fit_members(
     config = jobs[0].config
     torch.set_num_threads(jobs[0].threads)
     tensors = config_tensors(
-        config, stars, background_logp, mixture=build_mixture(config, stars, photometry=jobs[0].photometry),
+        config, stars, background_logp, mixture=build_mixture(config, stars, photometry=jobs[0].photometry, priors=jobs[0].priors),
         background_logp_astrometry=background_logp_astrometry,
     )  # fmt: skip
     return [_fit_member(job, stars, tensors, background_logp_astrometry) for job in jobs]
@@ -1148,7 +1155,7 @@ def _fit_member(
     device = config.fit.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mixture = build_mixture(config, stars, photometry=job.photometry).to(
+        mixture = build_mixture(config, stars, photometry=job.photometry, priors=job.priors).to(
             dtype=getattr(torch, config.fit.dtype), device=device
         )
         warm_start(mixture, config, job.priors, config.fit.warm_start_steps)

@@ -175,10 +175,10 @@ def test_the_setting_builds_the_normalised_table_and_is_refused_where_it_cannot_
     config = Config.from_dict(data)
     built = build_mixture(config, stars)
     assert built.error_density is None and built.error_weights is not None
-    from streammix.fit import _error_density, _error_relation, _field_errors, _photometry_share
+    from streammix.fit import _error_density, _error_relation, _field_errors, _photometry_share, control_priors
     from streammix.photometry_share import normalised
 
-    field = _field_errors(config, stars)
+    field = _field_errors(config, stars, control_priors(config))
     expected = normalised(_photometry_share(config, field),
                           _error_density(config, built.components, field, _error_relation(config, stars)))  # fmt: skip
     torch.testing.assert_close(built.photometry_share.log_norm, expected.log_norm)
