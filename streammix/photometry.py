@@ -98,6 +98,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .band_transforms import band_transform
+from .densities import log_ndtr_difference
 from .errors import InputError
 from .extinction import redden
 from .isochrone import PHASES, Isochrone, IsochroneGrid, default_grid, phase_names, read_mist, read_parsec
@@ -495,16 +496,6 @@ def _concat(pieces: list[Tensor], empty_shape: tuple[int, ...], dtype: torch.dty
     return out
 
 
-def _log_diff_ndtr(low: Tensor, high: Tensor) -> Tensor:
-    """log(Phi(high) - Phi(low)) for high >= low, accurate in both tails."""
-    flip = (low + high) > 0
-    lo = torch.where(flip, -high, low)
-    hi = torch.where(flip, -low, high)
-    log_hi = torch.special.log_ndtr(hi)
-    delta = (torch.special.log_ndtr(lo) - log_hi).clamp(max=-1e-30)
-    return log_hi + torch.log(-torch.expm1(delta))
-
-
 def _mean_ndtr(alpha: Tensor, beta: Tensor) -> Tensor:
     r"""Mean of Phi(alpha - beta t) over t in [0, 1], closed form (Simpson for tiny beta)."""
     flip = (alpha - 0.5 * beta) > 0  # evaluate the smaller tail, then 1 - ...
@@ -544,7 +535,7 @@ def _segment_terms(r_pr: Tensor, d_pr: Tensor, d_pd: Tensor, *, grad: bool):
     root = torch.sqrt(q)
     alpha = -d_pr / root
     beta = root + alpha
-    log_delta = _log_diff_ndtr(alpha, beta)
+    log_delta = log_ndtr_difference(alpha, beta)
     value = -0.5 * (r_pr - d_pr * d_pr / q) + 0.5 * (LOG_2PI - torch.log(q)) + log_delta
     value = torch.where(short, -0.5 * (r_pr - d_pr + 0.25 * d_pd), value)
     if not grad:

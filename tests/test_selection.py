@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import norm
 
 from streammix.components import NetworkSettings, StreamComponent
 from streammix.config import Config
 from streammix.errors import InputError
-from streammix.selection import SelectionCuts, box_probability, selection_transform
+from streammix.selection import SelectionCuts, box_log_probability, interval_log_probability, selection_transform
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -24,19 +25,44 @@ def test_box_probability_matches_monte_carlo(seed):
     high = low + rng.uniform(0.5, 4, 2)
     draws = rng.multivariate_normal(mean, cov, 400_000)
     expected = np.mean(np.all((draws > low) & (draws < high), axis=1))
-    ours = box_probability(
+    ours = box_log_probability(
         torch.tensor(mean[None]), torch.tensor(cov[None]), torch.tensor(low), torch.tensor(high)
-    ).item()
+    ).exp().item()
     assert ours == pytest.approx(expected, abs=4 * np.sqrt(expected * (1 - expected) / 400_000) + 1e-4)
 
 
 def test_open_box_sides_and_far_boxes():
     mean, cov = torch.zeros(1, 2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)[None]
     inf = float("inf")
-    half = box_probability(mean, cov, torch.tensor([-inf, -inf], dtype=torch.float64), torch.tensor([0.0, inf], dtype=torch.float64))
-    assert half.item() == pytest.approx(0.5, abs=1e-6)
-    far = box_probability(mean, cov, torch.tensor([20.0, 0.0], dtype=torch.float64), torch.tensor([30.0, 1.0], dtype=torch.float64))
-    assert far.item() == 0.0
+    half = box_log_probability(mean, cov, torch.tensor([-inf, -inf], dtype=torch.float64), torch.tensor([0.0, inf], dtype=torch.float64))
+    assert half.exp().item() == pytest.approx(0.5, abs=1e-6)
+    # a box 20 sd away: its probability, not a floor (the far side is open or closed)
+    for high in (30.0, inf):
+        far = box_log_probability(mean, cov, torch.tensor([20.0, 0.0], dtype=torch.float64), torch.tensor([high, 1.0], dtype=torch.float64))
+        exact = norm.logsf(20.0) + np.log(norm.cdf(1.0) - 0.5)
+        assert far.item() == pytest.approx(exact, rel=1e-4)
+
+
+@pytest.mark.parametrize("distance", [3.0, 6.0, 9.0, 15.0, 40.0])
+def test_far_boxes_in_float32_as_in_float64(distance):
+    """The fit runs in float32: a component's mean far outside the catalogue's box must be
+    divided by what passes of it there too. A difference of ndtr was 0 beyond 5.5 sd (floored
+    at 1e-30), which lifted a GD-1 member's stream to +47 nats per star outside the box."""
+    rng = np.random.default_rng(int(distance))
+    a = rng.normal(0, 1, (6, 2, 2))
+    cov = a @ np.swapaxes(a, 1, 2) + 0.2 * np.eye(2)
+    sd = np.sqrt(cov[:, 0, 0])
+    mean = np.stack([-7.0 - distance * sd, np.full(6, -13.0)], axis=1)  # left of pmra's side, within pmdec's
+    box = torch.tensor([-7.0, -15.0]), torch.tensor([-2.0, -11.0])
+    f64 = box_log_probability(torch.tensor(mean), torch.tensor(cov), *(b.double() for b in box))
+    f32 = box_log_probability(torch.tensor(mean, dtype=torch.float32), torch.tensor(cov, dtype=torch.float32), *box)
+    assert torch.isfinite(f32).all()
+    torch.testing.assert_close(f32.double(), f64, rtol=2e-4, atol=2e-3)
+    # and the 1-D interval (the parallax cut)
+    m = torch.tensor([1.0 + distance, 1.0 - distance])
+    exact = torch.tensor([norm.logcdf(-distance), norm.logcdf(distance)])
+    ours = interval_log_probability(m, torch.ones(2), None, 1.0)
+    torch.testing.assert_close(ours.double(), exact.double(), rtol=1e-4, atol=1e-5)
 
 
 def test_a_component_is_normalised_over_the_selection():
