@@ -9,7 +9,9 @@ Each variant is the shipped config (``configs/gd1_dr2.yaml``, astrometry, or
 ``configs/gd1_dr2_photometry.yaml``, joint) with one choice changed: without
 the spur, without the cocoon, with neither, the cocoon's phi2 track held to GD-1's
 (``cocoon_on_track``: within 0.3 deg every 5 deg) or free about it (``cocoon_free_track``: 1 deg every
-10 deg), whichever the shipped config does not have, with the catalogue's cuts declared
+10 deg), whichever the shipped config does not have, the cocoon no wider than 1.5 deg in phi2
+(``cocoon_width_15``: DESI's sigma of 1.23 deg, Valluri et al. 2024) or at GD-1's distance (``cocoon_gd1_distance``:
+distance modulus 13.8-15.5, where the shipped configs allow 13.0-16.5), with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec; ``with_selection_background``:
 the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_without_photometry``: the components
 divided star by star for the stars without photometry only, unless the shipped config has it; ``no_selection``
@@ -80,6 +82,10 @@ COCOON_FREE_TRACK = (10.0, 1.0)  # the astrometric config's; the joint config's 
 # the cocoon's largest phi2 width (deg) in ``cocoon_width_15``: DESI's FWHM of 2.9 deg, sigma 1.23
 # (Valluri et al. 2024), with room; the shipped configs allow 3.0
 COCOON_NARROW_WIDTH = 1.5
+# the cocoon's distance modulus in ``cocoon_gd1_distance``: GD-1's (7-10 kpc, 14.2-15.0, Koposov et al. 2010;
+# the stream's fitted 14.2-14.5), with room; the shipped configs allow 13.0-16.5, and the joint fits put the
+# cocoon at 13.0-13.2, a foreground population at 4 kpc (benchmarks/RESULTS.md, session 26)
+COCOON_GD1_DISTMOD = (13.8, 15.5)
 
 
 def variants(base) -> dict:
@@ -142,6 +148,9 @@ def variants(base) -> dict:
         bounds = next(c for c in d["model"]["components"] if c["name"] == "cocoon")["bounds"]
         bounds["phi2_width"] = [bounds["phi2_width"][0], COCOON_NARROW_WIDTH]
 
+    def cocoon_gd1_distance(d):
+        next(c for c in d["model"]["components"] if c["name"] == "cocoon")["bounds"]["distmod"] = list(COCOON_GD1_DISTMOD)
+
     out = {
         "shipped": data,
         **{
@@ -175,6 +184,7 @@ def variants(base) -> dict:
     }
     if cocoon_prior:  # the cocoon no wider in phi2 than DESI finds it, with room
         out["cocoon_width_15"] = changed(cocoon_narrow)
+        out["cocoon_gd1_distance"] = changed(cocoon_gd1_distance)
     if cocoon_prior:  # the cocoon's track switched between held and free
         if cocoon_prior.get("widths", {}).get("phi2", COCOON_FREE_TRACK[1]) <= COCOON_ON_TRACK[1]:
             out["cocoon_free_track"] = changed(cocoon_track(*COCOON_FREE_TRACK))
