@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .densities import log_ndtr_difference
+from .densities import log_ndtr_difference, ndtr_difference
 from .frames import get_frame, reflex_pm
 
 __all__ = ["ObservedProperMotions", "SelectionCuts", "box_log_probability", "interval_log_probability", "selection_transform"]
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(32)
-_LOG_2PI = math.log(2.0 * math.pi)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -174,19 +174,26 @@ def interval_log_probability(mean: Tensor, sd: Tensor, low: float | None, high: 
 
 
 def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """log P(x in [low, high]) for a 2-D Normal(mean, cov), per row, accurate however far
-    the box lies from the mean (and in float32).
+    """log P(x in [low, high]) for a 2-D Normal(mean, cov), per row, accurate in float32
+    however far the box lies from the mean, down to a floor of log(1e-30).
 
-    The first axis is integrated by 32-point Gauss-Legendre quadrature, in log
-    space, of the closed-form probability of the conditional second coordinate
-    (:func:`~streammix.densities.log_ndtr_difference`), over the part of the box
-    within 8 standard deviations of the mean or, where the whole box lies
-    farther, over the strip at its nearest side within which the density falls
-    by e^-32. A component whose mean lies outside the box is then divided by
-    what passes of it, not by a floor: the earlier probability, a difference of
-    :func:`torch.special.ndtr`, was 0 (and floored at 1e-30) beyond 5.5 standard
-    deviations in float32, which lifted such a component's density of the stars
-    inside the box by up to 69 nats.
+    The first axis is integrated by 32-point Gauss-Legendre quadrature of the
+    closed-form probability of the conditional second coordinate, over the
+    part of the box within 8 standard deviations of the mean or, where the
+    whole box lies farther, over the strip at its nearest side within which
+    the density falls by e^-32. The conditional probability is a difference
+    of ``erfc`` mirrored into the lower tail (:func:`ndtr_difference`). The
+    floor only ever lowers a divided density: below it, the component's
+    density of any star in the box is itself below e^-15 of it.
+
+    Before session 26 the conditional probability was a difference of
+    :func:`torch.special.ndtr`, 0 in float32 beyond 5.5 standard deviations,
+    and a box beyond 8 standard deviations had no quadrature points: a
+    component whose proper motions lay outside the box was divided by the
+    floor and gained up to 69 nats on every star inside it
+    (``benchmarks/RESULTS.md``, session 26). In log space throughout
+    (:func:`~streammix.densities.log_ndtr_difference`) the same is 1.5 times as
+    slow, for no change above the floor.
 
     Arguments:
         mean: ``(N, 2)`` means.
@@ -204,8 +211,8 @@ def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) ->
         >>> ref = mvn.cdf([0.5, 1.0]) - mvn.cdf([-1.0, 1.0]) - mvn.cdf([0.5, -1.5]) + mvn.cdf([-1.0, -1.5])
         >>> bool(abs(ours - ref) < 1e-5)
         True
-        >>> far = box_log_probability(torch.zeros(1, 2), torch.eye(2)[None], torch.tensor([7.0, 0.0]), torch.tensor([9.0, 1.0]))
-        >>> exact = math.log((norm.sf(7.0) - norm.sf(9.0)) * (norm.cdf(1.0) - 0.5))
+        >>> far = box_log_probability(torch.zeros(1, 2), torch.eye(2)[None], torch.tensor([9.0, 0.0]), torch.tensor([11.0, 1.0]))
+        >>> exact = math.log((norm.sf(9.0) - norm.sf(11.0)) * (norm.cdf(1.0) - 0.5))
         >>> bool(abs(far.item() - exact) < 1e-3 * abs(exact))
         True
     """
@@ -223,13 +230,13 @@ def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) ->
     strip_below = torch.minimum(high0, low0 + 32.0 * s11 / (low0 - m1).clamp_min(sd1))
     a = torch.where(above, strip_above, torch.where(below, low0, a))
     b = torch.where(below, strip_below, torch.where(above, high0, b))
-    half_width = 0.5 * (b - a).clamp_min(1e-30)
+    half_width = 0.5 * (b - a).clamp_min(0.0)
     nodes = torch.as_tensor(_NODES, dtype=mean.dtype, device=mean.device)
-    log_weights = torch.log(torch.as_tensor(_WEIGHTS, dtype=mean.dtype, device=mean.device))
+    weights = torch.as_tensor(_WEIGHTS, dtype=mean.dtype, device=mean.device)
     x = a.unsqueeze(-1) + (nodes + 1.0).unsqueeze(0) * half_width.unsqueeze(-1)  # (N, Q)
-    log_density = -0.5 * ((x - m1.unsqueeze(-1)) / sd1.unsqueeze(-1)) ** 2 - torch.log(sd1).unsqueeze(-1) - 0.5 * _LOG_2PI
+    density = torch.exp(-0.5 * ((x - m1.unsqueeze(-1)) / sd1.unsqueeze(-1)) ** 2) / (sd1.unsqueeze(-1) * _SQRT_2PI)
     slope = (s12 / s11).unsqueeze(-1)
     sd2 = torch.sqrt((s22 - s12 * s12 / s11).clamp_min(1e-12)).unsqueeze(-1)
     centre = m2.unsqueeze(-1) + slope * (x - m1.unsqueeze(-1))
-    log_inner = log_ndtr_difference((low[1] - centre) / sd2, (high[1] - centre) / sd2)
-    return torch.log(half_width) + torch.logsumexp(log_density + log_inner + log_weights, dim=-1)
+    inner = ndtr_difference((low[1] - centre) / sd2, (high[1] - centre) / sd2)
+    return torch.log((half_width * (density * inner * weights).sum(-1)).clamp_min(1e-30))
