@@ -1,5 +1,7 @@
 """Plain tensor densities of the mixture's terms: normal, truncated normal,
-exponential, and the observed proper motions' 2-D normal.
+exponential, and the observed proper motions' 2-D normal; and the normal's
+interval probabilities, accurate in both tails in float32 (the catalogue's cuts,
+the isochrone's segments).
 
 Each works elementwise on tensors that broadcast, in the hot path of the
 likelihood; the components compose them.
