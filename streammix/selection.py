@@ -192,8 +192,8 @@ def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) ->
     component whose proper motions lay outside the box was divided by the
     floor and gained up to 69 nats on every star inside it
     (``benchmarks/RESULTS.md``, session 26). In log space throughout
-    (:func:`~streammix.densities.log_ndtr_difference`) the same is 1.5 times as
-    slow, for no change above the floor.
+    (:func:`~streammix.densities.log_ndtr_difference`, two ``log_ndtr`` and a
+    ``logsumexp`` per point) the same costs more, for no change above the floor.
 
     Arguments:
         mean: ``(N, 2)`` means.
