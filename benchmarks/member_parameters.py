@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from streammix.components import modelled_magnitudes
-from streammix.fit import config_tensors, load, load_stars
+from streammix.fit import load, load_stars
 
 SHOWN = ("phi2", "phi2_width", "pm_phi1_cosphi2", "pm_phi1_cosphi2_width", "pm_phi2", "pm_phi2_width", "distmod")
 
@@ -38,8 +38,7 @@ def main() -> None:
     model = load(args.model)
     config = model.config
     stars = load_stars(config)
-    background_logp = model.background.log_prob(stars) if model.background is not None else None
-    tensors = config_tensors(config, stars, background_logp, mixture=model.mixtures[0])
+    tensors = model.prepare(stars)  # as the fitted model scores them (the background's density included)
     with_bands = modelled_magnitudes(tensors).numpy()
     phi1 = torch.tensor(args.phi1, dtype=model.mixtures[0].grid.dtype)
     print(f"{config.name}: {len(stars)} stars ({int(with_bands.sum())} with the model's bands); phi1 = {args.phi1}")

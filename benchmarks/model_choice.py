@@ -81,7 +81,7 @@ COCOON_ON_TRACK = (5.0, 0.3)  # galstreams spacing (deg) and phi2 width (deg) of
 COCOON_FREE_TRACK = (10.0, 1.0)  # the astrometric config's; the joint config's until session 25
 # the cocoon's largest phi2 width (deg) in ``cocoon_width_15``: DESI's FWHM of 2.9 deg, sigma 1.23
 # (Valluri et al. 2024), with room; the shipped configs allow 3.0
-COCOON_NARROW_WIDTH = 1.5
+COCOON_WIDTH_15 = 1.5
 # the cocoon's distance modulus in ``cocoon_gd1_distance``: GD-1's (7-10 kpc, 14.2-15.0, Koposov et al. 2010;
 # the stream's fitted 14.2-14.5), with room; the shipped configs allow 13.0-16.5, and the joint fits put the
 # cocoon at 13.0-13.2, a foreground population at 4 kpc (benchmarks/RESULTS.md, session 26)
@@ -144,12 +144,12 @@ def variants(base) -> dict:
             entry["galstreams"].update(spacing=spacing, widths={**entry["galstreams"].get("widths", {}), "phi2": width})
         return edit
 
-    def cocoon_narrow(d):
-        bounds = next(c for c in d["model"]["components"] if c["name"] == "cocoon")["bounds"]
-        bounds["phi2_width"] = [bounds["phi2_width"][0], COCOON_NARROW_WIDTH]
-
-    def cocoon_gd1_distance(d):
-        next(c for c in d["model"]["components"] if c["name"] == "cocoon")["bounds"]["distmod"] = list(COCOON_GD1_DISTMOD)
+    def cocoon_bound(parameter, low=None, high=None):  # one of the cocoon's bounds moved
+        def edit(d):
+            bounds = next(c for c in d["model"]["components"] if c["name"] == "cocoon")["bounds"]
+            old = bounds[parameter]
+            bounds[parameter] = [old[0] if low is None else low, old[1] if high is None else high]
+        return edit
 
     out = {
         "shipped": data,
@@ -182,10 +182,11 @@ def variants(base) -> dict:
         "fit_seed_1": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 1)),
         "fit_seed_2": changed(lambda d: d["fit"].update(seed=d["fit"].get("seed", 0) + 2)),
     }
-    if cocoon_prior:  # the cocoon no wider in phi2 than DESI finds it, with room
-        out["cocoon_width_15"] = changed(cocoon_narrow)
-        out["cocoon_gd1_distance"] = changed(cocoon_gd1_distance)
-    if cocoon_prior:  # the cocoon's track switched between held and free
+    if cocoon_prior:
+        # the cocoon no wider in phi2 than DESI finds it, with room; at GD-1's distance
+        out["cocoon_width_15"] = changed(cocoon_bound("phi2_width", high=COCOON_WIDTH_15))
+        out["cocoon_gd1_distance"] = changed(cocoon_bound("distmod", *COCOON_GD1_DISTMOD))
+        # the cocoon's track switched between held and free
         if cocoon_prior.get("widths", {}).get("phi2", COCOON_FREE_TRACK[1]) <= COCOON_ON_TRACK[1]:
             out["cocoon_free_track"] = changed(cocoon_track(*COCOON_FREE_TRACK))
         else:

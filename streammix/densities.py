@@ -38,12 +38,20 @@ def hypot(a: Tensor, b: Tensor) -> Tensor:
     return torch.sqrt(a * a + b * b)
 
 
+def _lower_tail(low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """The interval ``[low, high]`` mirrored into the lower tail where its middle is positive
+    (the same standard-normal probability; infinite bounds allowed: ``-inf + inf`` is no flip)."""
+    flip = (low + high) > 0
+    return torch.where(flip, -high, low), torch.where(flip, -low, high)
+
+
 def log_ndtr_difference(low: Tensor, high: Tensor) -> Tensor:
-    """log(Phi(high) - Phi(low)) for ``high >= low`` (standard-normal bounds, ``±inf`` for
-    an open side), elementwise, accurate in both tails and in float32: the interval is
-    mirrored into the lower tail and formed from :func:`torch.special.log_ndtr`. The
-    difference of ``torch.special.ndtr`` itself is 0 in float32 beyond 5.5 standard
-    deviations, where a density divided by it is then off by up to 69 nats.
+    """log(Phi(high) - Phi(low)) for ``high >= low`` (standard-normal bounds; ``±inf``
+    for an open side, as constants: an infinite bound that depends on parameters has a
+    NaN gradient), elementwise, accurate in both tails and in float32: the interval is
+    mirrored into the lower tail and formed from :func:`torch.special.log_ndtr`.
+    (A difference of :func:`torch.special.ndtr` itself is 0 in float32 beyond 5.5
+    standard deviations.)
 
     Example:
         >>> import torch
@@ -54,9 +62,7 @@ def log_ndtr_difference(low: Tensor, high: Tensor) -> Tensor:
         >>> round(log_ndtr_difference(torch.tensor(-math.inf), torch.tensor(math.inf)).item(), 6)
         0.0
     """
-    flip = (low + high) > 0  # mirrored: the same probability, in the lower tail
-    lo = torch.where(flip, -high, low)
-    hi = torch.where(flip, -low, high)
+    lo, hi = _lower_tail(low, high)
     log_hi = torch.special.log_ndtr(hi)
     delta = (torch.special.log_ndtr(lo) - log_hi).clamp(max=-1e-30)
     return log_hi + torch.log(-torch.expm1(delta))
@@ -64,10 +70,12 @@ def log_ndtr_difference(low: Tensor, high: Tensor) -> Tensor:
 
 def ndtr_difference(low: Tensor, high: Tensor) -> Tensor:
     """Phi(high) - Phi(low) for ``high >= low`` (standard-normal bounds, ``±inf`` for an
-    open side), elementwise, with a relative accuracy that holds in either tail down to
-    float32's smallest numbers: the interval is mirrored into the lower tail, where
-    Phi(z) = erfc(-z / sqrt 2) / 2 has no cancellation. Cheaper than
-    :func:`log_ndtr_difference` where the probability itself is wanted.
+    open side as in :func:`log_ndtr_difference`), elementwise, with float32's relative
+    accuracy in either tail down to its smallest numbers, unless the interval is so
+    narrow that its two ends' tail probabilities agree to that accuracy: the interval is
+    mirrored into the lower tail, where Phi(z) = erfc(-z / sqrt 2) / 2 has no
+    cancellation. Cheaper than :func:`log_ndtr_difference` where the probability itself
+    is wanted.
 
     Example:
         >>> import torch
@@ -78,9 +86,7 @@ def ndtr_difference(low: Tensor, high: Tensor) -> Tensor:
         >>> torch.special.ndtr(torch.tensor(-6.0)).item()  # torch's own: 0 in float32 beyond 5.5 sd
         0.0
     """
-    flip = (low + high) > 0  # mirrored: the same probability, in the lower tail
-    lo = torch.where(flip, -high, low)
-    hi = torch.where(flip, -low, high)
+    lo, hi = _lower_tail(low, high)
     return 0.5 * (torch.special.erfc(-hi * _SQRT_HALF) - torch.special.erfc(-lo * _SQRT_HALF))
 
 

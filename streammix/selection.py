@@ -42,7 +42,8 @@ from .frames import get_frame, reflex_pm
 
 __all__ = ["ObservedProperMotions", "SelectionCuts", "box_log_probability", "interval_log_probability", "selection_transform"]
 
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(32)
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(40)  # a normal over the 24-sd reach to 1.4e-9
+REACH = 12.0  # standard deviations of the first coordinate that box_log_probability integrates over
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
@@ -160,16 +161,18 @@ def selection_transform(frame, phi1: np.ndarray, phi2: np.ndarray, reflex_distan
 
 
 def interval_log_probability(mean: Tensor, sd: Tensor, low: float | None, high: float | None) -> Tensor:
-    """log P(low < x < high) for x ~ Normal(mean, sd²), elementwise (None: open), accurate
-    far in either tail (:func:`~streammix.densities.log_ndtr_difference`).
+    """log P(low < x < high) for x ~ Normal(mean, sd²), elementwise (None or infinite: open),
+    accurate far in either tail (:func:`~streammix.densities.log_ndtr_difference`).
 
     Example:
         >>> import torch
         >>> round(interval_log_probability(torch.tensor(0.0), torch.tensor(1.0), None, 0.0).exp().item(), 6)
         0.5
     """
-    z_low = (low - mean) / sd if low is not None else torch.full_like(mean, -math.inf)
-    z_high = (high - mean) / sd if high is not None else torch.full_like(mean, math.inf)
+    open_low = low is None or math.isinf(low)
+    open_high = high is None or math.isinf(high)
+    z_low = torch.full_like(mean, -math.inf) if open_low else (low - mean) / sd
+    z_high = torch.full_like(mean, math.inf) if open_high else (high - mean) / sd
     return log_ndtr_difference(z_low, z_high)
 
 
@@ -177,23 +180,24 @@ def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) ->
     """log P(x in [low, high]) for a 2-D Normal(mean, cov), per row, accurate in float32
     however far the box lies from the mean, down to a floor of log(1e-30).
 
-    The first axis is integrated by 32-point Gauss-Legendre quadrature of the
+    The first axis is integrated by 40-point Gauss-Legendre quadrature of the
     closed-form probability of the conditional second coordinate, over the
-    part of the box within 8 standard deviations of the mean or, where the
-    whole box lies farther, over the strip at its nearest side within which
-    the density falls by e^-32. The conditional probability is a difference
-    of ``erfc`` mirrored into the lower tail (:func:`ndtr_difference`). The
-    floor only ever lowers a divided density: below it, the component's
-    density of any star in the box is itself below e^-15 of it.
-
-    Before session 26 the conditional probability was a difference of
-    :func:`torch.special.ndtr`, 0 in float32 beyond 5.5 standard deviations,
-    and a box beyond 8 standard deviations had no quadrature points: a
-    component whose proper motions lay outside the box was divided by the
-    floor and gained up to 69 nats on every star inside it
-    (``benchmarks/RESULTS.md``, session 26). In log space throughout
-    (:func:`~streammix.densities.log_ndtr_difference`, two ``log_ndtr`` and a
-    ``logsumexp`` per point) the same costs more, for no change above the floor.
+    part of the box within ``REACH`` (12) standard deviations of the mean
+    or, where the whole box lies farther, over the strip at its nearest side
+    within which the density falls by e^-32. A normal's tail beyond 11.6
+    standard deviations is below the floor, so the reach holds every part of
+    the box whose probability the floor does not hide, a far box in a strongly
+    correlated second coordinate included (its probability lies at the first
+    coordinate's rho times its own distance: exact to rho 0.95, within a nat at
+    0.99, where that step is narrower than the nodes' spacing). The conditional probability is a
+    difference of ``erfc`` mirrored into the lower tail
+    (:func:`~streammix.densities.ndtr_difference`); an open side of the second
+    coordinate is put 50 standard deviations out, so that its gradient stays
+    finite. Where the true probability is below the floor, the floor is
+    larger than it: a density divided by it is only ever lowered. (A
+    difference of :func:`torch.special.ndtr`, 0 in float32 beyond 5.5 standard
+    deviations, and an 8-sd reach left the floor where the probability was far
+    above it: ``benchmarks/RESULTS.md``, session 26.)
 
     Arguments:
         mean: ``(N, 2)`` means.
@@ -220,12 +224,12 @@ def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) ->
     s11, s12, s22 = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
     sd1 = torch.sqrt(s11)
     low0, high0 = low[0].expand_as(m1), high[0].expand_as(m1)
-    a = torch.maximum(low0, m1 - 8 * sd1)
-    b = torch.minimum(high0, m1 + 8 * sd1)
-    # where the box lies beyond 8 sd: the strip at its nearest side over which the density
-    # falls by e^-32 (its log slope there is the distance over the variance)
-    above = m1 - 8 * sd1 > high0
-    below = m1 + 8 * sd1 < low0
+    a = torch.maximum(low0, m1 - REACH * sd1)
+    b = torch.minimum(high0, m1 + REACH * sd1)
+    # where the box lies beyond the reach: the strip at its nearest side over which the
+    # density falls by e^-32 (its log slope there is the distance over the variance)
+    above = m1 - REACH * sd1 > high0
+    below = m1 + REACH * sd1 < low0
     strip_above = torch.maximum(low0, high0 - 32.0 * s11 / (m1 - high0).clamp_min(sd1))
     strip_below = torch.minimum(high0, low0 + 32.0 * s11 / (low0 - m1).clamp_min(sd1))
     a = torch.where(above, strip_above, torch.where(below, low0, a))
@@ -238,5 +242,8 @@ def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) ->
     slope = (s12 / s11).unsqueeze(-1)
     sd2 = torch.sqrt((s22 - s12 * s12 / s11).clamp_min(1e-12)).unsqueeze(-1)
     centre = m2.unsqueeze(-1) + slope * (x - m1.unsqueeze(-1))
-    inner = ndtr_difference((low[1] - centre) / sd2, (high[1] - centre) / sd2)
+    # an open side 50 sd out: the same probability, and a finite gradient (inf / sd2 has none)
+    low1 = torch.maximum(low[1].expand_as(centre), centre - 50.0 * sd2)
+    high1 = torch.minimum(high[1].expand_as(centre), centre + 50.0 * sd2)
+    inner = ndtr_difference((low1 - centre) / sd2, (high1 - centre) / sd2)
     return torch.log((half_width * (density * inner * weights).sum(-1)).clamp_min(1e-30))

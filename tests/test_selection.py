@@ -16,7 +16,7 @@ from streammix.selection import SelectionCuts, box_log_probability, interval_log
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_box_probability_matches_monte_carlo(seed):
+def test_box_log_probability_matches_monte_carlo(seed):
     rng = np.random.default_rng(seed)
     mean = rng.normal(0, 1.5, 2)
     a = rng.normal(0, 1, (2, 2))
@@ -50,8 +50,8 @@ def test_open_box_sides_and_far_boxes():
 def test_far_boxes_in_float32_as_in_float64(distance):
     """The fit runs in float32: a component's mean far outside the catalogue's box must be
     divided by what passes of it there too, or by no more than the floor. A difference of
-    ndtr was 0 beyond 5.5 sd (floored at 1e-30), which lifted a GD-1 member's stream to +47
-    nats per star inside the box (benchmarks/RESULTS.md, session 26)."""
+    ndtr was 0 beyond 5.5 sd (floored at 1e-30), which let a GD-1 member's stream leave the
+    box for a density no data can give (benchmarks/RESULTS.md, session 26)."""
     rng = np.random.default_rng(int(distance))
     a = rng.normal(0, 1, (6, 2, 2))
     cov = a @ np.swapaxes(a, 1, 2) + 0.2 * np.eye(2)
@@ -70,6 +70,36 @@ def test_far_boxes_in_float32_as_in_float64(distance):
     exact = torch.tensor([norm.logcdf(-distance), norm.logcdf(distance)])
     ours = interval_log_probability(m, torch.ones(2), None, 1.0)
     torch.testing.assert_close(ours.double(), exact.double(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_far_boxes_at_the_reach_and_in_a_correlated_coordinate(dtype):
+    """No step at the edge of the quadrature's reach (an 8-sd reach fell to the floor at 8 sd,
+    35 nats under the truth), and a far box in a strongly correlated second coordinate, whose
+    probability lies at the first coordinate's rho times its distance: exact to rho 0.95, within
+    a nat at 0.99 (a step 0.14 sd wide that the quadrature's nodes do not resolve)."""
+    zero, eye = torch.zeros(1, 2, dtype=dtype), torch.eye(2, dtype=dtype)[None]
+    for k in (7.9, 7.999, 8.0, 8.001, 10.0, 11.0):
+        ours = box_log_probability(zero, eye, torch.tensor([k, -50.0], dtype=dtype), torch.tensor([60.0, 50.0], dtype=dtype))
+        assert ours.item() == pytest.approx(norm.logsf(k), rel=1e-4)
+    for rho, k in ((0.5, 8.0), (0.9, 10.0), (0.95, 10.0), (0.99, 9.0), (0.99, 11.0)):
+        cov = torch.tensor([[[1.0, rho], [rho, 1.0]]], dtype=dtype)
+        ours = box_log_probability(zero, cov, torch.tensor([-50.0, k], dtype=dtype), torch.tensor([50.0, 60.0], dtype=dtype))
+        assert abs(ours.item() - norm.logsf(k)) < (0.01 if rho <= 0.95 else 1.0)
+
+
+@pytest.mark.parametrize(
+    "low, high",
+    [([-np.inf, -np.inf], [0.0, np.inf]), ([-1.0, -np.inf], [1.0, 2.0]), ([-1.0, -1.0], [np.inf, np.inf])],
+)
+def test_open_box_sides_have_finite_gradients(low, high):
+    mean = torch.tensor([[0.2, -0.1]], requires_grad=True)
+    cov = torch.tensor([[[1.0, 0.3], [0.3, 2.0]]], requires_grad=True)
+    box_log_probability(mean, cov, torch.tensor(low, dtype=torch.float32), torch.tensor(high, dtype=torch.float32)).sum().backward()
+    assert torch.isfinite(mean.grad).all() and torch.isfinite(cov.grad).all()
+    sd = torch.tensor([1.5], requires_grad=True)
+    interval_log_probability(mean[:, 0], sd, -np.inf, 1.0).sum().backward()  # an infinite float is open too
+    assert torch.isfinite(sd.grad).all()
 
 
 def test_a_component_is_normalised_over_the_selection():
