@@ -11,7 +11,8 @@ the spur, without the cocoon, with neither, the cocoon's phi2 track held to GD-1
 (``cocoon_on_track``: within 0.3 deg every 5 deg) or free about it (``cocoon_free_track``: 1 deg every
 10 deg), whichever the shipped config does not have, the cocoon no wider than 1.5 deg in phi2
 (``cocoon_width_15``: DESI's sigma of 1.23 deg, Valluri et al. 2024) or at GD-1's distance (``cocoon_gd1_distance``:
-distance modulus 13.8-15.5, where the shipped configs allow 13.0-16.5), with the catalogue's cuts declared
+distance modulus 13.8-15.5, where the shipped configs allow 13.0-16.5) or at GD-1's distance beside the shipped
+cocoon renamed ``foreground`` and kept out of ``p_member`` (``cocoon_and_foreground``), with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec; ``with_selection_background``:
 the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_without_photometry``: the components
 divided star by star for the stars without photometry only, unless the shipped config has it; ``no_selection``
@@ -151,6 +152,15 @@ def variants(base) -> dict:
             bounds[parameter] = [old[0] if low is None else low, old[1] if high is None else high]
         return edit
 
+    def cocoon_and_foreground(d):
+        components = d["model"]["components"]
+        cocoon = next(c for c in components if c["name"] == "cocoon")
+        at_gd1 = json.loads(json.dumps(cocoon))
+        at_gd1["bounds"]["distmod"] = list(COCOON_GD1_DISTMOD)
+        cocoon["name"] = "foreground"
+        components.append(at_gd1)
+        d["model"]["member_components"] = [c["name"] for c in components if c["name"] != "foreground"]
+
     out = {
         "shipped": data,
         **{
@@ -186,6 +196,9 @@ def variants(base) -> dict:
         # the cocoon no wider in phi2 than DESI finds it, with room; at GD-1's distance
         out["cocoon_width_15"] = changed(cocoon_bound("phi2_width", high=COCOON_WIDTH_15))
         out["cocoon_gd1_distance"] = changed(cocoon_bound("distmod", *COCOON_GD1_DISTMOD))
+        # the cocoon as shipped renamed ``foreground`` and kept outside p_member, and beside it a cocoon at
+        # GD-1's distance: does the field hold both a nearer population and GD-1's own cocoon?
+        out["cocoon_and_foreground"] = changed(cocoon_and_foreground)
         # the cocoon's track switched between held and free
         if cocoon_prior.get("widths", {}).get("phi2", COCOON_FREE_TRACK[1]) <= COCOON_ON_TRACK[1]:
             out["cocoon_free_track"] = changed(cocoon_track(*COCOON_FREE_TRACK))
