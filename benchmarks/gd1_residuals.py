@@ -80,6 +80,8 @@ def main() -> None:
     apply_sets(data, parse_sets(args.sets))
     without = json.loads(json.dumps(data))
     without["model"]["components"] = [c for c in data["model"]["components"] if c["name"] != "spur"]
+    if without["model"].get("member_components"):  # the spur leaves p_member too
+        without["model"]["member_components"] = [c for c in without["model"]["member_components"] if c != "spur"]
     stars = load_stars(Config.from_dict(data))  # --set data.* may change the stars
     summary = {"machine": machine(), "config": str(args.config), "sets": args.sets, "region": SPUR_REGION, "variants": {}}
     for name, settings in (("with_spur", data), ("without_spur", without)):

@@ -174,7 +174,9 @@ def config_with_injected(
                 value = float(track_values(getattr(spec, parameter), np.array([phi1]))[0])
                 points.append({"parameter": parameter, "phi1": float(phi1), "value": value, "width": width})
     if extra:  # components outside p_member, before the injected one
-        data["model"]["member_components"] = [c["name"] for c in data["model"]["components"]]
+        data["model"]["member_components"] = data["model"].get("member_components") or [
+            c["name"] for c in data["model"]["components"]
+        ]
         data["model"]["components"].extend(copy.deepcopy(list(extra)))
     injected = {"name": "injected", "bounds": copy.deepcopy(stream["bounds"]), "control_points": points}
     if dispersion is not None:

@@ -99,7 +99,11 @@ def variants(base) -> dict:
         return copy
 
     def drop(*names):
-        return lambda d: d["model"].update(components=[c for c in d["model"]["components"] if c["name"] not in names])
+        def edit(d):
+            d["model"]["components"] = [c for c in d["model"]["components"] if c["name"] not in names]
+            if d["model"].get("member_components"):  # the dropped ones leave p_member too
+                d["model"]["member_components"] = [c for c in d["model"]["member_components"] if c not in names]
+        return edit
 
     def flow(**settings):
         return lambda d: d["model"]["background"]["flow"].update(settings)

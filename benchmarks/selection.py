@@ -48,7 +48,9 @@ def variants(base: dict) -> dict[str, dict]:
     cuts["data"]["selection"] = CUTS
     cuts["model"]["cut_normalisation"] = "star"  # every star divided, with the selection prior
     field = copy.deepcopy(cuts)
-    field["model"]["member_components"] = [c["name"] for c in field["model"]["components"]]
+    field["model"]["member_components"] = field["model"].get("member_components") or [
+        c["name"] for c in field["model"]["components"]
+    ]
     field["model"]["components"].append(FIELD)
     return {"shipped": base, "cuts": cuts, "cuts_field": field}
 
