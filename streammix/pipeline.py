@@ -29,6 +29,7 @@ from .membership import summarise_members
 from .mock import MockConfig, generate_mock
 from .output import atomic_path, partial_folder, write_json, write_table
 from .provenance import versions
+from .parallax_residuals import component_parallax_residuals
 from .residuals import cmd_residuals, position_residuals
 
 __all__ = [
@@ -129,6 +130,9 @@ def fit_and_write(
         "fit": model.summary,
         "versions": versions(),
     }
+    residuals = component_parallax_residuals(config, stars, members, tracks)
+    if residuals:  # each component's stars against the parallax its distance predicts (no labels)
+        summary["parallax_residuals"] = {name: residual.to_dict() for name, residual in residuals.items()}
     if extra_summary:
         summary.update(extra_summary)
     if truth_member is not None:

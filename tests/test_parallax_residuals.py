@@ -1,0 +1,71 @@
+"""Each component's stars against the parallax its distance predicts (streammix.parallax_residuals)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import truncnorm
+
+from streammix.parallax_residuals import ParallaxResidual, parallax_residual, truncated_normal_moments
+
+
+@pytest.mark.parametrize(
+    ("mean", "sd", "low", "high"),
+    [
+        (0.1, 0.5, None, 1.0),  # the GD-1 file's cut: parallax < 1 mas
+        (0.1, 0.05, None, 1.0),  # 18 sd inside: untouched
+        (0.0, 1.0, -1.0, 2.0),
+        (3.0, 0.3, None, 1.0),  # the whole normal beyond the cut (-6.7 sd): its far tail
+        (-2.0, 0.2, 1.0, None),  # 15 sd below a lower cut: the mirrored tail
+        (0.5, 1.0, None, None),  # no cut
+    ],
+)
+def test_truncated_moments_match_scipy(mean, sd, low, high):
+    a = -np.inf if low is None else (low - mean) / sd
+    b = np.inf if high is None else (high - mean) / sd
+    want_mean, want_var = truncnorm.stats(a, b, loc=mean, scale=sd, moments="mv")
+    got_mean, got_var = truncated_normal_moments(np.array([mean]), np.array([sd]), low, high)
+    assert got_mean[0] == pytest.approx(float(want_mean), rel=1e-6, abs=1e-9)
+    assert got_var[0] == pytest.approx(float(want_var), rel=1e-4, abs=1e-9)
+
+
+def _catalogue(true_parallax, n=20000, seed=1):
+    rng = np.random.default_rng(seed)
+    err = rng.uniform(0.1, 1.2, n)
+    observed = true_parallax - 0.03 + err * rng.normal(size=n)  # a zero-point of -0.03 mas
+    kept = observed < 1.0
+    return observed[kept], err[kept]
+
+
+def test_a_component_at_its_distance_is_consistent_and_a_nearer_population_is_not():
+    observed, err = _catalogue(0.12)
+    p = np.ones_like(observed)
+    right = parallax_residual(observed, err, p, np.full_like(observed, 0.12), zero_point=-0.03, cut=(None, 1.0))
+    assert abs(right.significance) < 3
+    assert right.error == pytest.approx(1 / np.sqrt((1 / err**2).sum()), rel=0.1)  # about the weighted mean's
+    # without the cut the expectation is too high: the cut removed the high tail of the imprecise stars
+    uncut = parallax_residual(observed, err, p, np.full_like(observed, 0.12), zero_point=-0.03)
+    assert uncut.significance < -3
+    # stars at 4 kpc (0.25 mas) taken by a component at 8 kpc (0.125 mas)
+    near, near_err = _catalogue(0.25, n=3000, seed=2)
+    wrong = parallax_residual(near, near_err, np.ones_like(near), np.full_like(near, 0.125), zero_point=-0.03,
+                              cut=(None, 1.0))  # fmt: skip
+    assert wrong.significance > 5
+
+
+def test_probabilities_weigh_and_missing_parallaxes_are_left_out():
+    observed, err = _catalogue(0.12, n=4000)
+    p = np.where(np.arange(len(observed)) % 2 == 0, 1.0, 0.0)
+    half = parallax_residual(observed, err, p, np.full_like(observed, 0.12), zero_point=-0.03, cut=(None, 1.0))
+    assert half.stars == pytest.approx(p.sum())
+    with_missing = np.where(p > 0, observed, np.nan)  # the stars of p = 0 lose their parallax: nothing changes
+    same = parallax_residual(with_missing, err, p, np.full_like(observed, 0.12), zero_point=-0.03, cut=(None, 1.0))
+    assert same.observed == pytest.approx(half.observed) and same.error == pytest.approx(half.error)
+    none = parallax_residual(observed, err, np.zeros_like(observed), np.full_like(observed, 0.12))
+    assert math.isnan(none.significance) and none.stars == 0.0
+
+
+def test_to_dict_carries_the_significance():
+    assert ParallaxResidual(10.0, 0.2, 0.1, 0.05).to_dict() == {
+        "stars": 10.0, "observed": 0.2, "expected": 0.1, "error": 0.05, "significance": pytest.approx(2.0)
+    }
