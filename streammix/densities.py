@@ -113,10 +113,8 @@ def truncated_normal_logpdf(x: Tensor, mean: Tensor, sigma: Tensor, low: float, 
         >>> bool(abs(ours - ref) < 1e-6)
         True
     """
-    z_hi = (high - mean) / sigma
-    z_lo = (low - mean) / sigma
-    norm = torch.special.ndtr(z_hi) - torch.special.ndtr(z_lo)
-    return normal_logpdf(x, mean, sigma * sigma) - torch.log(norm.clamp_min(1e-30))
+    # the normaliser in log space, accurate in float32 however far the field lies from the mean
+    return normal_logpdf(x, mean, sigma * sigma) - log_ndtr_difference((low - mean) / sigma, (high - mean) / sigma)
 
 
 def exponential_logpdf(x: Tensor, slope: Tensor, low: float, high: float) -> Tensor:

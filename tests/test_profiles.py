@@ -110,3 +110,27 @@ def test_inverted_bounds_and_ranges_are_named():
         ComponentConfig(name="stream", profile="student_t", bounds={"phi2_dof": (5.0, 2.0)})
     with pytest.raises(ValueError, match="lower limit -20.0 must be below upper limit -30.0"):
         ComponentConfig(name="stream", phi1_range=(-20.0, -30.0))
+
+
+@pytest.mark.parametrize("profile", [Gaussian(), CoreWings()])
+def test_float32_field_far_from_the_track(profile):
+    """The field 8-16 widths from the track: torch's float32 ndtr is 0 there, and a
+    difference of it fell to the 1e-30 floor (a density tens of nats too high). Float32
+    agrees with float64 (whose ndtr reaches 37 sd), and the Gaussian with scipy."""
+    shape = {"phi2_wing_fraction": 0.01, "phi2_wing_ratio": 1.5} if isinstance(profile, CoreWings) else {}
+    values = {"phi2": 0.0, "phi2_width": 0.125, **shape}
+    field = (1.0, 2.0)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        params = {k: torch.tensor(v, dtype=dtype) for k, v in values.items()}
+        phi2 = torch.tensor([1.05, 1.5, 1.95], dtype=dtype)
+        results[dtype] = (
+            profile.log_prob(phi2, torch.zeros(3, dtype=dtype), params, field).double(),
+            profile.cdf(phi2, torch.zeros(3, dtype=dtype), params, field).double(),
+        )
+    (log32, cdf32), (log64, cdf64) = results[torch.float32], results[torch.float64]
+    assert torch.allclose(log32, log64, rtol=1e-4) and torch.allclose(cdf32, cdf64, atol=1e-5)
+    if isinstance(profile, Gaussian):
+        a, b = field[0] / 0.125, field[1] / 0.125
+        want = torch.tensor([stats.truncnorm.logpdf(x, a, b, 0.0, 0.125) for x in (1.05, 1.5, 1.95)], dtype=torch.float64)
+        assert torch.allclose(log64, want, rtol=1e-6)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..densities import hypot, truncated_normal_logpdf
+from ..densities import hypot, ndtr_difference, truncated_normal_logpdf
 from .base import CrossTrackProfile, ProfileParameter
 
 __all__ = ["CoreWings"]
@@ -58,7 +58,7 @@ class CoreWings(CrossTrackProfile):
 
     @staticmethod
     def _mass(mean: Tensor, sigma: Tensor, low: float, high: float) -> Tensor:
-        return torch.special.ndtr((high - mean) / sigma) - torch.special.ndtr((low - mean) / sigma)
+        return ndtr_difference((low - mean) / sigma, (high - mean) / sigma)
 
     def log_prob(
         self, phi2: Tensor, phi2_err: Tensor, params: Mapping[str, Tensor], phi2_range: tuple[float, float]

@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from ..densities import hypot, truncated_normal_logpdf
+from ..densities import hypot, ndtr_difference, truncated_normal_logpdf
 from .base import CrossTrackProfile, ProfileParameter
 
 __all__ = ["Gaussian"]
@@ -44,10 +43,10 @@ class Gaussian(CrossTrackProfile):
     ) -> Tensor:
         low, high = phi2_range
         sigma = hypot(params["phi2_width"], phi2_err)
-        z_lo = torch.special.ndtr((low - params["phi2"]) / sigma)
-        z_hi = torch.special.ndtr((high - params["phi2"]) / sigma)
-        z = torch.special.ndtr((phi2.clamp(low, high) - params["phi2"]) / sigma)
-        return (z - z_lo) / (z_hi - z_lo).clamp_min(1e-30)
+        z_lo = (low - params["phi2"]) / sigma
+        z_hi = (high - params["phi2"]) / sigma
+        z = (phi2.clamp(low, high) - params["phi2"]) / sigma
+        return ndtr_difference(z_lo, z) / ndtr_difference(z_lo, z_hi).clamp_min(1e-30)
 
     def standard_draws(
         self, normal: np.ndarray, params: Mapping[str, np.ndarray], rng: np.random.Generator
