@@ -69,3 +69,17 @@ def test_to_dict_carries_the_significance():
     assert ParallaxResidual(10.0, 0.2, 0.1, 0.05).to_dict() == {
         "stars": 10.0, "observed": 0.2, "expected": 0.1, "error": 0.05, "significance": pytest.approx(2.0)
     }
+
+
+def test_fit_notes_a_component_whose_stars_are_not_at_its_distance(capsys, tmp_path):
+    from streammix.cli import _print_summary
+
+    def residual(observed, significance):
+        return {"stars": 100.0, "observed": observed, "expected": 0.1, "error": 0.01, "significance": significance}
+
+    summary = {"name": "gd1", "n_stars": 10, "members": {"p>0.5": 3},
+               "parallax_residuals": {"stream": residual(0.11, 1.0), "cocoon": residual(0.19, 9.0)}}  # fmt: skip
+    _print_summary(summary, tmp_path)
+    err = capsys.readouterr().err
+    assert "the cocoon's stars average a parallax of 0.190 mas" in err and "+9.0 standard errors" in err
+    assert "stream's stars" not in err
