@@ -102,7 +102,8 @@ def variants(base) -> dict:
         def edit(d):
             d["model"]["components"] = [c for c in d["model"]["components"] if c["name"] not in names]
             if d["model"].get("member_components"):  # the dropped ones leave p_member too
-                d["model"]["member_components"] = [c for c in d["model"]["member_components"] if c not in names]
+                kept = [c for c in d["model"]["member_components"] if c not in names]
+                d["model"]["member_components"] = kept or None  # none left: the default, every component
         return edit
 
     def flow(**settings):

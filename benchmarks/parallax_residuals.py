@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/parallax_residuals.py OUTPUT_DIR [OUTPUT_DIR ...]
+    python benchmarks/parallax_residuals.py OUTPUT_DIR [OUTPUT_DIR ...] [--parallax-cut LOW HIGH]
 
 ``streammix fit`` writes the same figures into ``summary.json`` (``parallax_residuals``);
 this script computes them for folders written before it did, from their ``model/config.yaml``,
@@ -11,16 +11,18 @@ this script computes them for folders written before it did, from their ``model/
 per folder: per component the sum of its probabilities, the membership- and
 inverse-variance-weighted mean observed parallax, the same mean of what its distance track
 predicts (with the catalogue's zero-point and parallax cut), their difference's standard error
-and its significance; and, for each pair of components, the difference of their observed means
-with its error (two components' stars at one distance give the same mean).
+and its significance (``own_distance``), and the same against the first component's distance
+(``reference_distance``: are its stars at the stream's distance?). ``--parallax-cut`` gives the
+catalogue's parallax cut where the config does not declare it (``null`` for an open side), e.g.
+``null 1.0`` for the GD-1 file, whose astrometric config leaves ``data.selection`` out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import sys
 from pathlib import Path
 
 from _common import SHARED
@@ -29,31 +31,33 @@ from _common import SHARED
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("--parallax-cut", nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="the catalogue's parallax cut (mas; null: open) where the config declares none")
     args = parser.parse_args()
     os.environ.setdefault("STREAMMIX_SHARED_DATA", str(SHARED))
+    import numpy as np
     from astropy.table import Table
 
     from streammix.config import Config
     from streammix.fit import load_stars
     from streammix.parallax_residuals import component_parallax_residuals
 
+    cut = "config"
+    if args.parallax_cut is not None:
+        cut = tuple(None if value == "null" else float(value) for value in args.parallax_cut)
     for folder in args.folders:
         config = Config.from_yaml(folder / "model" / "config.yaml")
-        residuals = component_parallax_residuals(
-            config, load_stars(config), Table.read(folder / "members.ecsv"), Table.read(folder / "tracks.ecsv")
-        )
-        names = list(residuals)
-        pairs = {
-            f"{a}-{b}": {
-                "observed": residuals[a].observed - residuals[b].observed,
-                "error": math.hypot(residuals[a].error, residuals[b].error),
-            }
-            for i, a in enumerate(names) for b in names[i + 1:]
-        }  # fmt: skip
+        stars = load_stars(config)
+        members = Table.read(folder / "members.ecsv")
+        if len(members) != len(stars) or not np.array_equal(np.asarray(members["source_id"]), stars.source_id):
+            sys.exit(f"{folder}: members.ecsv is not the config's stars in order (fitted from other stars?)")
+        own, at_reference = component_parallax_residuals(config, stars, members, Table.read(folder / "tracks.ecsv"), cut=cut)
         print(json.dumps({
             "folder": str(folder),
-            "components": {name: residual.to_dict() for name, residual in residuals.items()},
-            "pairs": pairs,
+            "cut": None if cut == "config" else cut,
+            "reference": next(iter(own), None),
+            "own_distance": {name: residual.to_dict() for name, residual in own.items()},
+            "reference_distance": {name: residual.to_dict() for name, residual in at_reference.items()},
         }))  # fmt: skip
 
 

@@ -384,13 +384,15 @@ def _print_summary(summary: dict, out: Path) -> None:
     console.print(f"[bold]{summary.get('name', 'fit')}[/]: {summary.get('n_stars')} stars; stream members {line}")
     if not summary.get("converged", True):
         console.print("[bold red]warning:[/] the fit did not converge; see summary.json")
-    for name, residual in summary.get("parallax_residuals", {}).items():
-        if abs(residual["significance"]) > 3:  # streammix.parallax_residuals: its stars are not at its distance
-            console.print(
-                f"note: the {name}'s stars average a parallax of {residual['observed']:.3f} mas where its distance "
-                f"predicts {residual['expected']:.3f} ({residual['significance']:+.1f} standard errors; "
-                "parallax_residuals in summary.json)", highlight=False, soft_wrap=True,
-            )  # fmt: skip
+    parallaxes = summary.get("parallax_residuals", {})  # streammix.parallax_residuals
+    for key, whose in (("own_distance", "its"), ("reference_distance", f"the {parallaxes.get('reference')}'s")):
+        for name, residual in parallaxes.get(key, {}).items():
+            if abs(residual["significance"]) > 3:  # NaN (no stars) is never noted
+                console.print(
+                    f"note: the {name}'s stars average a parallax of {residual['observed']:.3f} mas where {whose} "
+                    f"distance predicts {residual['expected']:.3f} ({residual['significance']:+.1f} standard errors; "
+                    "parallax_residuals in summary.json)", highlight=False, soft_wrap=True,
+                )  # fmt: skip
     console.print(f"outputs in {out}/")
 
 

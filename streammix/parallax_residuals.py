@@ -18,17 +18,34 @@ the catalogue's zero-point, and, where the catalogue cut its parallaxes, the
 mean of that normal truncated to the cut. The standard error of the difference
 is :math:`\\sqrt{\\sum_i w_i^2 V_i} / \\sum_i w_i`, with :math:`V_i` the
 (truncated) normal's variance. A difference of many standard errors means the
-component's stars are not where its distance says: a population at another
-distance taken for the stream, or a distance track the parallaxes disagree with.
+component's stars are not where its distance says (or that the zero-point or the
+distance track is off).
+
+A component whose distance is free takes the stars its distance favours, so its
+own comparison can pass while its stars lie elsewhere than the stream's. Each
+component's stars are therefore also compared with the parallaxes a *reference*
+component (the first one, usually the stream) predicts for them: stars of another
+distance taken for a part of the stream show there, and the comparison is made star
+by star, so components whose stars are measured differently well (which a cut
+biases differently) are compared fairly.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.special import log_ndtr
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from .config import Config
+    from .data import StarTable
 
 __all__ = ["ParallaxResidual", "component_parallax_residuals", "parallax_residual", "truncated_normal_moments"]
 
@@ -68,6 +85,17 @@ class ParallaxResidual:
         return {**asdict(self), "significance": self.significance}
 
 
+def _log_phi(z: np.ndarray) -> np.ndarray:
+    """log of the standard normal density."""
+    return -0.5 * z * z - 0.5 * math.log(2 * math.pi)
+
+
+def _log1mexp(d: np.ndarray) -> np.ndarray:
+    """log(1 - exp(d)) for d <= 0, accurate at both ends (Maechler 2012)."""
+    with np.errstate(divide="ignore"):
+        return np.where(d > -math.log(2.0), np.log(-np.expm1(d)), np.log1p(-np.exp(d)))
+
+
 def truncated_normal_moments(
     mean: np.ndarray, sd: np.ndarray, low: float | None = None, high: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -94,10 +122,9 @@ def truncated_normal_moments(
     # the normal's mass between a and b and the densities at its ends, in log space (far tails)
     mirror = a > 0  # both ends above the mean: work in the mirrored lower tail
     lo, hi = np.where(mirror, -b, a), np.where(mirror, -a, b)
-    log_mass = log_ndtr(hi) + np.log1p(-np.exp(np.minimum(log_ndtr(lo) - log_ndtr(hi), -1e-300)))
-    log_phi = lambda z: -0.5 * z * z - 0.5 * math.log(2 * math.pi)  # noqa: E731
-    pdf_a = np.where(np.isfinite(a), np.exp(log_phi(np.where(np.isfinite(a), a, 0.0)) - log_mass), 0.0)
-    pdf_b = np.where(np.isfinite(b), np.exp(log_phi(np.where(np.isfinite(b), b, 0.0)) - log_mass), 0.0)
+    log_mass = log_ndtr(hi) + _log1mexp(np.minimum(log_ndtr(lo) - log_ndtr(hi), 0.0))
+    pdf_a = np.where(np.isfinite(a), np.exp(_log_phi(np.where(np.isfinite(a), a, 0.0)) - log_mass), 0.0)
+    pdf_b = np.where(np.isfinite(b), np.exp(_log_phi(np.where(np.isfinite(b), b, 0.0)) - log_mass), 0.0)
     a_pdf_a = np.where(np.isfinite(a), a, 0.0) * pdf_a
     b_pdf_b = np.where(np.isfinite(b), b, 0.0) * pdf_b
     shift = pdf_a - pdf_b
@@ -166,38 +193,88 @@ def parallax_residual(
     )
 
 
-def component_parallax_residuals(config, stars, members, tracks) -> dict[str, ParallaxResidual]:
-    """:func:`parallax_residual` of every stream-like component with a distance,
-    from a fit's membership table and tracks (the ensemble's median distance
-    modulus and its spread, interpolated to each star's phi1).
+def component_parallax_residuals(
+    config: Config,
+    stars: StarTable,
+    members: Table,
+    tracks: Table,
+    *,
+    reference: str | None = None,
+    cut: tuple[float | None, float | None] | None | Literal["config"] = "config",
+) -> tuple[dict[str, ParallaxResidual], dict[str, ParallaxResidual]]:
+    """:func:`parallax_residual` of every stream-like component with a distance, from a
+    fit's membership table and tracks (the ensemble's median distance modulus and its
+    spread, interpolated to each star's phi1), against its own distance and against the
+    ``reference`` component's.
 
     Arguments:
-        config: The fitted :class:`~streammix.config.Config` (its zero-point and
-            parallax cut).
-        stars: The fitted :class:`~streammix.data.StarTable`.
-        members: Its membership table (``p_<component>`` per star, in the stars' order).
-        tracks: Its tracks table (``<component>_distmod`` and
-            ``<component>_distmod_width`` on a phi1 grid).
+        config: The fitted :class:`~streammix.config.Config` (its zero-point and parallax cut).
+        stars: The fitted :class:`~streammix.data.StarTable`, in the order of ``members``.
+        members: Its membership table (``p_<component>`` per star).
+        tracks: Its tracks table (``<component>_distmod`` and ``<component>_distmod_width``
+            on a phi1 grid).
+        reference: The component whose distance the others' stars are also compared with
+            (default: the first stream-like component).
+        cut: The catalogue's parallax cut ``(low, high)`` (mas) where the config does not
+            declare it in ``data.selection``; ``"config"``: the config's (or none).
 
     Returns:
-        Component name -> :class:`ParallaxResidual` (empty when the model has no parallax).
+        Component name -> its stars against its own distance, and component name (the
+        reference's excepted) -> its stars against the reference's distance; both empty when
+        the model has no parallax.
+
+    Example:
+        >>> import numpy as np
+        >>> from astropy.table import Table
+        >>> from streammix.config import Config
+        >>> from streammix.data import StarTable
+        >>> cfg = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "model": {
+        ...     "coordinates": ["phi2", "parallax"], "background": {"blocks": [["parallax"]]},
+        ...     "components": [{"name": "stream"}, {"name": "nearer"}]}})
+        >>> rng = np.random.default_rng(1)
+        >>> n = 4000
+        >>> err = rng.uniform(0.1, 0.5, n)
+        >>> near = np.arange(n) >= n // 2  # half the stars at 5 kpc, half at 10 kpc
+        >>> plx = np.where(near, 0.2, 0.1) + err * rng.normal(size=n)
+        >>> stars = StarTable(phi1=rng.uniform(-10, 10, n), phi2=np.zeros(n), parallax=plx, parallax_err=err)
+        >>> members = Table({"p_stream": (~near).astype(float), "p_nearer": near.astype(float)})
+        >>> tracks = Table({"phi1": [-10.0, 10.0], "stream_distmod": [15.0, 15.0], "nearer_distmod": [13.5, 13.5]})
+        >>> own, at_stream = component_parallax_residuals(cfg, stars, members, tracks)
+        >>> bool(abs(own["stream"].significance) < 3 and abs(own["nearer"].significance) < 3)
+        True
+        >>> bool(at_stream["nearer"].significance > 10)  # not at the stream's distance
+        True
     """
-    if "parallax" not in config.model.coordinates:
-        return {}
-    selection = config.data.selection
-    cut = tuple(selection.parallax) if selection is not None and selection.parallax is not None else None
+    if "parallax" not in config.model.coordinates or stars.parallax is None:
+        return {}, {}
+    if cut == "config":
+        selection = config.data.selection
+        cut = tuple(selection.parallax) if selection is not None and selection.parallax is not None else None
     grid = np.asarray(tracks["phi1"], dtype=float)
     phi1 = np.asarray(stars.phi1, dtype=float)
-    out = {}
-    for name in [c.name for c in config.model.components]:
-        if f"{name}_distmod" not in tracks.colnames or f"p_{name}" not in members.colnames:
-            continue
+    names = [c.name for c in config.model.components if f"{c.name}_distmod" in tracks.colnames]
+    names = [name for name in names if f"p_{name}" in members.colnames]
+    if not names:
+        return {}, {}
+    reference = names[0] if reference is None else reference
+    if reference not in names:
+        raise InputError(f"parallax residuals: reference '{reference}' is not a component with a distance {names}")
+
+    def predicted(name: str) -> tuple[np.ndarray, np.ndarray | float]:
         distmod = np.interp(phi1, grid, np.asarray(tracks[f"{name}_distmod"], dtype=float))
         true = 10.0 ** ((10.0 - distmod) / 5.0)
-        width_column = f"{name}_distmod_width"
-        width = np.interp(phi1, grid, np.asarray(tracks[width_column], dtype=float)) if width_column in tracks.colnames else 0.0
-        out[name] = parallax_residual(
-            stars.parallax, stars.parallax_err, np.asarray(members[f"p_{name}"], dtype=float), true,
-            true_parallax_sd=LN10_5 * true * width, zero_point=config.data.parallax_zero_point, cut=cut,
+        column = f"{name}_distmod_width"
+        width = np.interp(phi1, grid, np.asarray(tracks[column], dtype=float)) if column in tracks.colnames else 0.0
+        return true, LN10_5 * true * width
+
+    def residual(name: str, at: str) -> ParallaxResidual:
+        true, spread = predicted(at)
+        probability = np.asarray(members[f"p_{name}"], dtype=float)
+        return parallax_residual(
+            stars.parallax, stars.parallax_err, probability, true,
+            true_parallax_sd=spread, zero_point=config.data.parallax_zero_point, cut=cut,
         )  # fmt: skip
-    return out
+
+    own = {name: residual(name, name) for name in names}
+    at_reference = {name: residual(name, reference) for name in names if name != reference}
+    return own, at_reference

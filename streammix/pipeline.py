@@ -28,8 +28,8 @@ from .fit import fit, fit_background, load_stars
 from .membership import summarise_members
 from .mock import MockConfig, generate_mock
 from .output import atomic_path, partial_folder, write_json, write_table
-from .provenance import versions
 from .parallax_residuals import component_parallax_residuals
+from .provenance import versions
 from .residuals import cmd_residuals, position_residuals
 
 __all__ = [
@@ -130,9 +130,13 @@ def fit_and_write(
         "fit": model.summary,
         "versions": versions(),
     }
-    residuals = component_parallax_residuals(config, stars, members, tracks)
-    if residuals:  # each component's stars against the parallax its distance predicts (no labels)
-        summary["parallax_residuals"] = {name: residual.to_dict() for name, residual in residuals.items()}
+    own, at_reference = component_parallax_residuals(config, stars, members, tracks)
+    if own:  # each component's stars against the parallax its distance, and the stream's, predict (no labels)
+        summary["parallax_residuals"] = {
+            "reference": next(iter(own)),
+            "own_distance": {name: residual.to_dict() for name, residual in own.items()},
+            "reference_distance": {name: residual.to_dict() for name, residual in at_reference.items()},
+        }
     if extra_summary:
         summary.update(extra_summary)
     if truth_member is not None:

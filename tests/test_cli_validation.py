@@ -45,7 +45,7 @@ def test_fit_writes_residuals_and_plot_redraws_them(field, tmp_path):
     members = Table.read(out / "members.ecsv")
     assert summary["members"]["p>0.5"] == int((members["p_member"] > 0.5).sum())
     # the stream's stars lie at the parallax its distance gives (streammix.parallax_residuals)
-    stream = summary["parallax_residuals"]["stream"]
+    stream = summary["parallax_residuals"]["own_distance"]["stream"]  # a smoke test: the distance is fitted to them
     assert stream["stars"] > 100 and abs(stream["significance"]) < 3, stream
     (out / "figures" / "residuals.png").unlink()
     again = run("plot", out, "--residuals")

@@ -71,15 +71,19 @@ def test_to_dict_carries_the_significance():
     }
 
 
-def test_fit_notes_a_component_whose_stars_are_not_at_its_distance(capsys, tmp_path):
+def test_fit_notes_a_component_whose_stars_are_not_at_its_or_the_streams_distance(capsys, tmp_path):
     from streammix.cli import _print_summary
 
-    def residual(observed, significance):
-        return {"stars": 100.0, "observed": observed, "expected": 0.1, "error": 0.01, "significance": significance}
+    def residual(observed, expected, significance):
+        return {"stars": 100.0, "observed": observed, "expected": expected, "error": 0.01, "significance": significance}
 
-    summary = {"name": "gd1", "n_stars": 10, "members": {"p>0.5": 3},
-               "parallax_residuals": {"stream": residual(0.11, 1.0), "cocoon": residual(0.19, 9.0)}}  # fmt: skip
+    summary = {"name": "gd1", "n_stars": 10, "members": {"p>0.5": 3}, "parallax_residuals": {
+        "reference": "stream",
+        "own_distance": {"stream": residual(0.06, 0.1, -4.0), "cocoon": residual(0.19, 0.2, -1.0)},
+        "reference_distance": {"cocoon": residual(0.19, 0.1, 9.0), "spur": residual(0.05, 0.06, float("nan"))},
+    }}  # fmt: skip
     _print_summary(summary, tmp_path)
-    err = capsys.readouterr().err
-    assert "the cocoon's stars average a parallax of 0.190 mas" in err and "+9.0 standard errors" in err
-    assert "stream's stars" not in err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the stream's stars average a parallax of 0.060 mas where its distance predicts 0.100" in err
+    assert "the cocoon's stars average a parallax of 0.190 mas where the stream's distance predicts 0.100" in err
+    assert "+9.0 standard errors" in err and "spur" not in err and err.count("note:") == 2
