@@ -49,16 +49,13 @@ def main() -> None:
         config = Config.from_yaml(folder / "model" / "config.yaml")
         stars = load_stars(config)
         members = Table.read(folder / "members.ecsv")
-        if len(members) != len(stars) or not np.array_equal(np.asarray(members["source_id"]), stars.source_id):
+        if "source_id" not in members.colnames or len(members) != len(stars) or not np.array_equal(
+            np.asarray(members["source_id"]), stars.source_id
+        ):
             sys.exit(f"{folder}: members.ecsv is not the config's stars in order (fitted from other stars?)")
-        own, at_reference = component_parallax_residuals(config, stars, members, Table.read(folder / "tracks.ecsv"), cut=cut)
-        print(json.dumps({
-            "folder": str(folder),
-            "cut": None if cut == "config" else cut,
-            "reference": next(iter(own), None),
-            "own_distance": {name: residual.to_dict() for name, residual in own.items()},
-            "reference_distance": {name: residual.to_dict() for name, residual in at_reference.items()},
-        }))  # fmt: skip
+        residuals = component_parallax_residuals(config, stars, members, Table.read(folder / "tracks.ecsv"), cut=cut)
+        shown = residuals.to_dict() if residuals is not None else {}
+        print(json.dumps({"folder": str(folder), "cut": None if cut == "config" else cut, **shown}))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,13 @@ if TYPE_CHECKING:
     from .config import Config
     from .data import StarTable
 
-__all__ = ["ParallaxResidual", "component_parallax_residuals", "parallax_residual", "truncated_normal_moments"]
+__all__ = [
+    "ParallaxResidual",
+    "ParallaxResiduals",
+    "component_parallax_residuals",
+    "parallax_residual",
+    "truncated_normal_moments",
+]
 
 LN10_5 = math.log(10.0) / 5.0
 
@@ -83,6 +89,35 @@ class ParallaxResidual:
     def to_dict(self) -> dict[str, float]:
         """The fields and the significance, for a JSON summary."""
         return {**asdict(self), "significance": self.significance}
+
+
+@dataclass(frozen=True)
+class ParallaxResiduals:
+    """Every component's stars against its own distance and against a reference component's.
+
+    Arguments:
+        reference: The component whose distance the others' stars are also compared with.
+        own: Component name -> its stars against its own distance.
+        at_reference: Component name (the reference's excepted) -> its stars against the
+            reference's distance.
+
+    Example:
+        >>> one = ParallaxResidual(stars=10.0, observed=0.2, expected=0.1, error=0.05)
+        >>> ParallaxResiduals("stream", {"stream": one}, {}).to_dict()["own_distance"]["stream"]["significance"]
+        2.0
+    """
+
+    reference: str
+    own: dict[str, ParallaxResidual]
+    at_reference: dict[str, ParallaxResidual]
+
+    def to_dict(self) -> dict:
+        """For a JSON summary: ``reference``, ``own_distance`` and ``reference_distance``."""
+        return {
+            "reference": self.reference,
+            "own_distance": {name: residual.to_dict() for name, residual in self.own.items()},
+            "reference_distance": {name: residual.to_dict() for name, residual in self.at_reference.items()},
+        }
 
 
 def _log_phi(z: np.ndarray) -> np.ndarray:
@@ -201,7 +236,7 @@ def component_parallax_residuals(
     *,
     reference: str | None = None,
     cut: tuple[float | None, float | None] | None | Literal["config"] = "config",
-) -> tuple[dict[str, ParallaxResidual], dict[str, ParallaxResidual]]:
+) -> ParallaxResiduals | None:
     """:func:`parallax_residual` of every stream-like component with a distance, from a
     fit's membership table and tracks (the ensemble's median distance modulus and its
     spread, interpolated to each star's phi1), against its own distance and against the
@@ -219,9 +254,13 @@ def component_parallax_residuals(
             declare it in ``data.selection``; ``"config"``: the config's (or none).
 
     Returns:
-        Component name -> its stars against its own distance, and component name (the
-        reference's excepted) -> its stars against the reference's distance; both empty when
-        the model has no parallax.
+        The :class:`ParallaxResiduals`, or None when the model has no parallax or no
+        component a distance.
+
+    The prediction is the ensemble's median track, while the probabilities may be
+    cross-fitted (each star's from the member that did not train on it); the standard
+    error holds the parallaxes' errors, not the track's uncertainty, nor a catalogue's
+    spatially correlated parallax systematics.
 
     Example:
         >>> import numpy as np
@@ -239,14 +278,14 @@ def component_parallax_residuals(
         >>> stars = StarTable(phi1=rng.uniform(-10, 10, n), phi2=np.zeros(n), parallax=plx, parallax_err=err)
         >>> members = Table({"p_stream": (~near).astype(float), "p_nearer": near.astype(float)})
         >>> tracks = Table({"phi1": [-10.0, 10.0], "stream_distmod": [15.0, 15.0], "nearer_distmod": [13.5, 13.5]})
-        >>> own, at_stream = component_parallax_residuals(cfg, stars, members, tracks)
-        >>> bool(abs(own["stream"].significance) < 3 and abs(own["nearer"].significance) < 3)
-        True
-        >>> bool(at_stream["nearer"].significance > 10)  # not at the stream's distance
+        >>> residuals = component_parallax_residuals(cfg, stars, members, tracks)
+        >>> residuals.reference, [abs(r.significance) < 3 for r in residuals.own.values()]  # each at its distance
+        ('stream', [True, True])
+        >>> bool(residuals.at_reference["nearer"].significance > 10)  # not at the stream's distance
         True
     """
     if "parallax" not in config.model.coordinates or stars.parallax is None:
-        return {}, {}
+        return None
     if cut == "config":
         selection = config.data.selection
         cut = tuple(selection.parallax) if selection is not None and selection.parallax is not None else None
@@ -255,7 +294,7 @@ def component_parallax_residuals(
     names = [c.name for c in config.model.components if f"{c.name}_distmod" in tracks.colnames]
     names = [name for name in names if f"p_{name}" in members.colnames]
     if not names:
-        return {}, {}
+        return None
     reference = names[0] if reference is None else reference
     if reference not in names:
         raise InputError(f"parallax residuals: reference '{reference}' is not a component with a distance {names}")
@@ -277,4 +316,4 @@ def component_parallax_residuals(
 
     own = {name: residual(name, name) for name in names}
     at_reference = {name: residual(name, reference) for name in names if name != reference}
-    return own, at_reference
+    return ParallaxResiduals(reference, own, at_reference)

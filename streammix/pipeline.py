@@ -130,13 +130,9 @@ def fit_and_write(
         "fit": model.summary,
         "versions": versions(),
     }
-    own, at_reference = component_parallax_residuals(config, stars, members, tracks)
-    if own:  # each component's stars against the parallax its distance, and the stream's, predict (no labels)
-        summary["parallax_residuals"] = {
-            "reference": next(iter(own)),
-            "own_distance": {name: residual.to_dict() for name, residual in own.items()},
-            "reference_distance": {name: residual.to_dict() for name, residual in at_reference.items()},
-        }
+    parallaxes = component_parallax_residuals(config, stars, members, tracks)
+    if parallaxes is not None:  # each component's stars against the parallax its distance, and the stream's, predict
+        summary["parallax_residuals"] = parallaxes.to_dict()
     if extra_summary:
         summary.update(extra_summary)
     if truth_member is not None:

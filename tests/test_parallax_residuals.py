@@ -87,3 +87,53 @@ def test_fit_notes_a_component_whose_stars_are_not_at_its_or_the_streams_distanc
     assert "the stream's stars average a parallax of 0.060 mas where its distance predicts 0.100" in err
     assert "the cocoon's stars average a parallax of 0.190 mas where the stream's distance predicts 0.100" in err
     assert "+9.0 standard errors" in err and "spur" not in err and err.count("note:") == 2
+
+
+def _two_populations(n=4000, seed=1):
+    """A stream at 10 kpc and a population at 5 kpc, each with its own probability."""
+    from astropy.table import Table
+
+    from streammix.config import Config
+    from streammix.data import StarTable
+
+    config = Config.from_dict({"field": {"phi1": [-10, 10], "phi2": [-2, 2]}, "model": {
+        "coordinates": ["phi2", "parallax"], "background": {"blocks": [["parallax"]]},
+        "components": [{"name": "stream"}, {"name": "nearer"}]}})  # fmt: skip
+    rng = np.random.default_rng(seed)
+    err = rng.uniform(0.1, 1.5, n)
+    near = np.arange(n) >= n // 2
+    parallax = np.where(near, 0.2, 0.1) + err * rng.normal(size=n)
+    kept = parallax < 1.0  # the catalogue's cut, which this config does not declare
+    stars = StarTable(phi1=rng.uniform(-10, 10, kept.sum()), phi2=np.zeros(kept.sum()), parallax=parallax[kept],
+                      parallax_err=err[kept])  # fmt: skip
+    members = Table({"p_stream": (~near[kept]).astype(float), "p_nearer": near[kept].astype(float)})
+    tracks = Table({"phi1": [-10.0, 10.0], "stream_distmod": [15.0, 15.0], "nearer_distmod": [13.5, 13.5]})
+    return config, stars, members, tracks
+
+
+def test_each_component_against_its_own_and_the_references_distance():
+    from streammix.parallax_residuals import component_parallax_residuals
+
+    config, stars, members, tracks = _two_populations()
+    with_cut = component_parallax_residuals(config, stars, members, tracks, cut=(None, 1.0))
+    assert with_cut.reference == "stream" and set(with_cut.at_reference) == {"nearer"}
+    assert all(abs(r.significance) < 3 for r in with_cut.own.values())
+    assert with_cut.at_reference["nearer"].significance > 5
+    # the config declares no cut: the prediction is untruncated, too high for the imprecise stars
+    undeclared = component_parallax_residuals(config, stars, members, tracks)
+    assert undeclared.own["stream"].expected - with_cut.own["stream"].expected > 0.01
+    assert undeclared.own["stream"].observed == with_cut.own["stream"].observed
+    # the other component as the reference: the stream's stars are farther than its distance
+    other = component_parallax_residuals(config, stars, members, tracks, reference="nearer", cut=(None, 1.0))
+    assert other.reference == "nearer" and other.at_reference["stream"].significance < -5
+
+
+def test_an_unknown_reference_and_a_model_without_parallax():
+    from streammix.errors import InputError
+    from streammix.parallax_residuals import component_parallax_residuals
+
+    config, stars, members, tracks = _two_populations(n=200)
+    with pytest.raises(InputError, match="reference 'cocoon'"):
+        component_parallax_residuals(config, stars, members, tracks, reference="cocoon")
+    tracks.remove_columns(["stream_distmod", "nearer_distmod"])
+    assert component_parallax_residuals(config, stars, members, tracks) is None
