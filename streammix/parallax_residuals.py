@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from scipy.special import log_ndtr
 
+from .components import LN10_5
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -54,9 +55,6 @@ __all__ = [
     "parallax_residual",
     "truncated_normal_moments",
 ]
-
-LN10_5 = math.log(10.0) / 5.0
-
 
 @dataclass(frozen=True)
 class ParallaxResidual:
@@ -134,7 +132,9 @@ def _log1mexp(d: np.ndarray) -> np.ndarray:
 def truncated_normal_moments(
     mean: np.ndarray, sd: np.ndarray, low: float | None = None, high: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and variance of a normal truncated to ``[low, high]`` (None: open).
+    """The mean and variance of a normal truncated to ``[low, high]`` (None: open), in
+    closed form and in log space, accurate far in either tail (:func:`scipy.stats.truncnorm`'s
+    ``stats`` agrees, but takes seconds for a field's stars).
 
     Arguments:
         mean: The normal's means.
@@ -158,8 +158,9 @@ def truncated_normal_moments(
     mirror = a > 0  # both ends above the mean: work in the mirrored lower tail
     lo, hi = np.where(mirror, -b, a), np.where(mirror, -a, b)
     log_mass = log_ndtr(hi) + _log1mexp(np.minimum(log_ndtr(lo) - log_ndtr(hi), 0.0))
-    pdf_a = np.where(np.isfinite(a), np.exp(_log_phi(np.where(np.isfinite(a), a, 0.0)) - log_mass), 0.0)
-    pdf_b = np.where(np.isfinite(b), np.exp(_log_phi(np.where(np.isfinite(b), b, 0.0)) - log_mass), 0.0)
+    # phi at each end over the mass; an open end's is 0 (its exponent -inf before exp: no overflow)
+    pdf_a = np.exp(np.where(np.isfinite(a), _log_phi(np.where(np.isfinite(a), a, 0.0)), -np.inf) - log_mass)
+    pdf_b = np.exp(np.where(np.isfinite(b), _log_phi(np.where(np.isfinite(b), b, 0.0)), -np.inf) - log_mass)
     a_pdf_a = np.where(np.isfinite(a), a, 0.0) * pdf_a
     b_pdf_b = np.where(np.isfinite(b), b, 0.0) * pdf_b
     shift = pdf_a - pdf_b

@@ -29,6 +29,20 @@ def test_truncated_moments_match_scipy(mean, sd, low, high):
     assert got_var[0] == pytest.approx(float(want_var), rel=1e-4, abs=1e-9)
 
 
+def test_truncated_moments_far_out_without_warnings():
+    """Open sides and cuts 10-40 sd away: scipy's values, and no numpy warning (a fit's stderr)."""
+    import warnings
+
+    cases = [(None, -30.0), (40.0, None), (10.0, 12.0), (None, 1e-3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = [truncated_normal_moments(np.array([0.0]), np.array([1.0]), low, high) for low, high in cases]
+    for (low, high), (mean, var) in zip(cases, got):
+        a, b = -np.inf if low is None else low, np.inf if high is None else high
+        want_mean, want_var = truncnorm.stats(a, b, moments="mv")
+        assert mean[0] == pytest.approx(float(want_mean), rel=1e-8) and var[0] == pytest.approx(float(want_var), rel=1e-5)
+
+
 def _catalogue(true_parallax, n=20000, seed=1):
     rng = np.random.default_rng(seed)
     err = rng.uniform(0.1, 1.2, n)
