@@ -58,41 +58,17 @@ def emit(summary: dict) -> None:
 
 
 def parse_sets(items: list[str]) -> list[tuple[list[str], object]]:
-    """``--set key.path=value`` items as (keys, YAML value) pairs."""
-    import yaml
+    """``--set key.path=value`` items as (keys, YAML value) pairs
+    (:func:`streammix.overrides.parse_overrides`, what ``streammix fit --set`` reads)."""
+    from streammix.overrides import parse_overrides
 
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        try:
-            out.append((key.strip().split("."), yaml.safe_load(value)))
-        except yaml.YAMLError:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML") from None
-    return out
+    return parse_overrides(items)
 
 
 def apply_sets(data: dict, sets) -> dict:
-    """``data`` (a config as a dict) with the ``--set`` values written in, in place.
-    In a list of components a key is a component's name (``model.components.cocoon.bounds``)."""
-    for keys, value in sets:
-        node = data
-        for key in keys[:-1]:
-            node = _child(node, key, keys)
-        if isinstance(node, list):
-            raise ValueError(f"--set {'.'.join(keys)}: ends in a list; name an entry of it")
-        node[keys[-1]] = value
-    return data
+    """``data`` (a config as a dict) with the ``--set`` values written in, in place
+    (:func:`streammix.overrides.apply_overrides`: a component by its name,
+    ``model.components.cocoon.bounds``)."""
+    from streammix.overrides import apply_overrides
 
-
-def _child(node, key: str, keys: list[str]):
-    """The entry ``key`` of ``node``: a mapping's (created if missing), or the list entry of that name."""
-    if isinstance(node, list):
-        named = [entry for entry in node if isinstance(entry, dict) and entry.get("name") == key]
-        if not named:
-            raise ValueError(f"--set {'.'.join(keys)}: no entry named {key!r}")
-        return named[0]
-    if node.get(key) is None:  # missing, or null in the config (data.selection: null)
-        node[key] = {}
-    return node[key]
+    return apply_overrides(data, sets)

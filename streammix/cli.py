@@ -58,6 +58,16 @@ app.add_typer(catalogs_app, name="catalogs", help="Published membership catalogs
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Sets = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Change a setting of the config (repeatable): KEY a dotted path, a component by its name "
+        "(model.components.spur.phi1_range), VALUE read as YAML; e.g. --set data.parallax_zero_point=-0.05. "
+        "The output's config records the result.",
+    ),
+]
 
 
 @app.callback()
@@ -196,9 +206,10 @@ def fit(
     ] = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    sets: Sets = None,
 ) -> None:
     """Fit a stream: writes the model, members.ecsv, tracks.ecsv, figures/ and summary.json."""
-    cfg = Config.from_yaml(config)
+    cfg = Config.from_yaml(config, overrides=sets or ())
     flows = read_background(background, cfg) if background is not None else None
     summary = fit_and_write(cfg, out, background=flows, overwrite=overwrite, progress=not quiet)
     _print_summary(summary, out)
@@ -210,9 +221,10 @@ def flows(
     out: Annotated[Path, typer.Option("--out", help="Output folder (block<i>.pt and config.yaml).")],
     overwrite: Overwrite = False,
     quiet: Quiet = False,
+    sets: Sets = None,
 ) -> None:
     """Train a stream's background flows alone, for `streammix fit CONFIG --background OUT`."""
-    cfg = Config.from_yaml(config)
+    cfg = Config.from_yaml(config, overrides=sets or ())
     trained = write_background(cfg, out, overwrite=overwrite, progress=not quiet)
     console.print(f"wrote {len(trained.blocks)} background flow blocks to {out}")
 

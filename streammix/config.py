@@ -8,7 +8,7 @@ wrong type is reported as one line naming the key, e.g.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
@@ -23,6 +23,7 @@ from .data import ColumnMap
 from .errors import InputError
 from .field_population import FieldComponentConfig
 from .gaussian_mixture import GaussianMixtureBlockConfig
+from .overrides import apply_overrides, parse_overrides
 from .settings import ControlPointConfig, FlowConfig, GalstreamsPrior, NetworkConfig, first_error
 from .settings import Section as _Section
 
@@ -892,9 +893,11 @@ class Config(_Section):
             raise InputError(f"{source}: {key or '(top level)'}: {why}") from None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> Config:
+    def from_yaml(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
         """Read and validate a YAML file; a relative ``data.path`` or ``model.isochrone.path``
         is taken from the file's folder (after expanding ``$STREAMMIX_SHARED_DATA`` and ``~``).
+        ``overrides``: ``KEY=VALUE`` settings written in before validation
+        (:mod:`streammix.overrides`, the command line's ``--set``).
         """
         path = Path(path)
         if not path.is_file():
@@ -905,7 +908,12 @@ class Config(_Section):
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise InputError(f"config '{path}': not valid YAML{where}") from None
-        config = cls.from_dict(data if data is not None else {}, source=f"config '{path}'")
+        data = data if data is not None else {}
+        if overrides:
+            if not isinstance(data, dict):
+                raise InputError(f"config '{path}': expected a mapping at the top level, got {type(data).__name__}")
+            data = apply_overrides(data, parse_overrides(overrides))
+        config = cls.from_dict(data, source=f"config '{path}'")
         if config.data.path is not None:
             resolved = resolve_data_path(config.data.path, path.parent)
             config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(resolved)})})

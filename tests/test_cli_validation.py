@@ -36,9 +36,11 @@ def field(tmp_path_factory):
 
 def test_fit_writes_residuals_and_plot_redraws_them(field, tmp_path):
     out = tmp_path / "run"
-    result = run("fit", field / "stream.yaml", "--out", out, "--quiet")
+    result = run("fit", field / "stream.yaml", "--out", out, "--quiet", "--set", "fit.seed=3")
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
+    # --set changed the config, and the model's config records it
+    assert summary["seed"] == 3 and yaml.safe_load((out / "model" / "config.yaml").read_text())["fit"]["seed"] == 3
     residuals = Table.read(out / "residuals.ecsv")
     assert (out / "figures" / "residuals.png").is_file()
     assert residuals["observed"].sum() == summary["residuals"]["position"]["n_selected"] > 100
@@ -55,6 +57,24 @@ def test_fit_writes_residuals_and_plot_redraws_them(field, tmp_path):
     (out / "model" / "model.json").unlink()
     bad = run("plot", out, "--residuals")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "model" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "setting, named",
+    [
+        ("fit.seed", "expected KEY=VALUE"),
+        ("fit.sed=1", "fit.sed"),
+        ("fit.seed=one", "fit.seed"),
+        ("fit.seed.x=1", "fit.seed is a value"),
+        ("model.components.spur.bounds={phi2: [0, 1]}", "no entry named 'spur'"),
+        ("fit.seed=[1", "not valid YAML"),
+    ],
+)
+def test_a_bad_set_is_one_line_naming_its_key_and_writes_nothing(field, tmp_path, setting, named):
+    out = tmp_path / "run"
+    result = run("fit", field / "stream.yaml", "--out", out, "--quiet", "--set", setting)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert named in result.stderr and not out.exists() and not result.stdout
 
 
 def test_compare_writes_a_ranking_and_refuses_bad_input(field, tmp_path):
