@@ -897,7 +897,8 @@ class Config(_Section):
         """Read and validate a YAML file; a relative ``data.path`` or ``model.isochrone.path``
         is taken from the file's folder (after expanding ``$STREAMMIX_SHARED_DATA`` and ``~``).
         ``overrides``: ``KEY=VALUE`` settings written in before validation
-        (:mod:`streammix.overrides`, the command line's ``--set``).
+        (:mod:`streammix.overrides`, the command line's ``--set``); a relative path given
+        there is taken from the working directory, as a path typed on a command line is.
         """
         path = Path(path)
         if not path.is_file():
@@ -909,16 +910,23 @@ class Config(_Section):
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise InputError(f"config '{path}': not valid YAML{where}") from None
         data = data if data is not None else {}
+        source, overridden = f"config '{path}'", set()
         if overrides:
             if not isinstance(data, dict):
-                raise InputError(f"config '{path}': expected a mapping at the top level, got {type(data).__name__}")
-            data = apply_overrides(data, parse_overrides(overrides))
-        config = cls.from_dict(data, source=f"config '{path}'")
+                raise InputError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+            parsed = parse_overrides(overrides)
+            data = apply_overrides(data, parsed)
+            source, overridden = f"{source} with --set", {".".join(keys) for keys, _ in parsed}
+        config = cls.from_dict(data, source=source)
+        # a relative path is the config file's folder's, or the working directory's when --set gave it
         if config.data.path is not None:
-            resolved = resolve_data_path(config.data.path, path.parent)
-            config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(resolved)})})
+            base = Path.cwd() if overridden & {"data", "data.path"} else path.parent
+            config = config.model_copy(
+                update={"data": config.data.model_copy(update={"path": str(resolve_data_path(config.data.path, base))})}
+            )
         if config.model.isochrone.path is not None:
-            resolved = resolve_data_path(config.model.isochrone.path, path.parent)
+            given = overridden & {"model", "model.isochrone", "model.isochrone.path"}
+            resolved = resolve_data_path(config.model.isochrone.path, Path.cwd() if given else path.parent)
             isochrone = config.model.isochrone.model_copy(update={"path": str(resolved)})
             config = config.model_copy(update={"model": config.model.model_copy(update={"isochrone": isochrone})})
         return config

@@ -47,6 +47,7 @@ REACH = 12.0  # standard deviations of the first coordinate that box_log_probabi
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_FLOOR = math.log(1e-30)  # the box probabilities' floor
+_FAR = 1000.0  # standard deviations: a box's side beyond is at infinity (box_log_probability's series)
 SERIES_TERMS = 6  # terms of the tetrachoric series (box_log_probability)
 _CRAMER_TERM = 4.0 * 1.086435**2 / (2.0 * math.pi)  # |term n| <= this * |rho|^n / n (Cramér's inequality)
 
@@ -242,29 +243,40 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
     Cramér's inequality, :math:`|\varphi\,\mathrm{He}_{n}| \le 0.4334 \sqrt{n!}`, so term n
     is at most :math:`0.7514\,|\rho|^n / n`: the remainder after ``SERIES_TERMS`` terms,
     and the rounding of the sum (4 eps times the terms' bound), are bounded. A row is
-    summed where both bounds together are below ``100 eps`` of its probability, or where
-    either interval's mass is below the floor (then the floor: its probability is smaller).
+    summed where both bounds together are below ``100 eps`` of its probability and each
+    interval is at least half a standard deviation wide (a narrower one's mass, a
+    difference of two close CDFs, is the error then, not the series; the quadrature
+    integrates it), or where either interval's mass is below the floor (then the floor:
+    its probability is smaller). Rows with a zero, infinite or NaN variance or mean are
+    left to the quadrature.
     """
     eps = torch.finfo(mean.dtype).eps
     variance = torch.stack([cov[:, 0, 0], cov[:, 1, 1]])  # (2 axes, N)
+    # degenerate rows (a zero, infinite or NaN variance or mean) go to the quadrature, and the
+    # series runs on a harmless stand-in for them, so that no NaN reaches a gradient
+    usable = torch.isfinite(mean).all(-1) & torch.isfinite(cov).all((-2, -1)) & (variance > 0).all(0)
+    mean = torch.where(usable.unsqueeze(-1), mean, 0.0)
+    cov = torch.where(usable[:, None, None], cov, torch.eye(2, dtype=cov.dtype, device=cov.device))
+    variance = torch.where(usable, variance, 1.0)
     sd = torch.sqrt(variance)
-    rho = cov[:, 0, 1] / torch.sqrt(variance[0] * variance[1])
-    # the sides in standard deviations, (2 axes, N); an open side a constant ±inf
-    # (a side at infinity that depended on the parameters would have a NaN gradient)
+    rho = cov[:, 0, 1] / (sd[0] * sd[1])
+    # the sides in standard deviations, (2 axes, N), held within 1000 (beyond, log_ndtr's
+    # gradient overflows; no probability changes); an open side a constant (a side at
+    # infinity that depended on the parameters would have a NaN gradient)
     sides = []
-    for bound, open_value in ((low, -math.inf), (high, math.inf)):
+    for bound, open_value in ((low, -_FAR), (high, _FAR)):
         columns = [
             torch.full_like(rho, open_value) if math.isinf(bound[axis]) else (bound[axis] - mean[:, axis]) / sd[axis]
             for axis in range(2)
         ]
-        sides.append(torch.stack(columns))
+        sides.append(torch.stack(columns).clamp(-_FAR, _FAR))
     lo, hi = sides
     log_mass = log_ndtr_difference(lo, hi)  # (2, N)
     z = torch.stack([hi, lo])  # (2 sides, 2 axes, N)
-    near = torch.isfinite(z) & (z.abs() < 16.0)
+    near = z.abs() < 16.0
     z = torch.where(near, z, 0.0)
     # each side's density over its interval's mass, the lower side negative
-    ratio = torch.exp((-0.5 * z * z - _LOG_SQRT_2PI - log_mass).clamp(max=10.0))
+    ratio = torch.exp((-0.5 * z * z - _LOG_SQRT_2PI - log_mass).clamp(max=10.0))  # the clamp: unsummed rows only
     ratio = torch.where(near, ratio, 0.0) * torch.tensor([1.0, -1.0], dtype=z.dtype, device=z.device).reshape(2, 1, 1)
     # [phi He_{n-1}] over each axis' interval relative to its mass, times rho^n / n!, summed
     previous, current = torch.zeros_like(z), torch.ones_like(z)
@@ -279,8 +291,12 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
         r = rho.abs().clamp(max=0.999)
         remainder = _CRAMER_TERM * r ** (SERIES_TERMS + 1) / ((SERIES_TERMS + 1) * (1.0 - r))
         rounding = 4.0 * eps * _CRAMER_TERM * r / (1.0 - r)
-        below_floor = log_mass.min(0).values < _LOG_FLOOR
-        summed = below_floor | (remainder + rounding <= 100.0 * eps * torch.exp(log_p.clamp(max=0.0)))
+        below_floor = usable & (log_mass.min(0).values < _LOG_FLOOR)
+        # an interval narrower than half a standard deviation loses digits in its own mass
+        # (a difference of two close CDFs) and its sides' ratios grow as 1 / width
+        wide = ((hi - lo) >= 0.5).all(0)
+        bounded = remainder + rounding <= 100.0 * eps * torch.exp(log_p.clamp(max=0.0))
+        summed = below_floor | (usable & wide & bounded)
     return torch.where(below_floor, torch.full_like(log_p, _LOG_FLOOR), log_p.clamp_min(_LOG_FLOOR)), summed
 
 
