@@ -186,13 +186,14 @@ def box_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) ->
     however far the box lies from the mean, down to a floor of log(1e-30).
 
     Each row is summed by the tetrachoric series in the correlation rho
-    (:func:`_series_log_probability`) where its proven error bound is below
-    ``100 eps`` of the probability (float32: 1.2e-5; the rows of a catalogue
-    whose proper-motion errors, isotropic, dominate the correlation: on GD-1,
-    median |rho| 0.006), and integrated by quadrature elsewhere
-    (:func:`_quadrature_log_probability`: large correlations, boxes far in the
-    tails). The series costs a few operations per row where the quadrature costs
-    40 nodes' (``benchmarks/RESULTS.md``, session 28). A row with either
+    (:func:`_series_log_probability`) where the bound on its truncation and
+    rounding is below ``100 eps`` of the probability (float32: 1.2e-5) and each
+    interval is at least half a standard deviation wide: the rows of a catalogue
+    whose proper-motion errors, isotropic, dominate the correlation (on GD-1,
+    median |rho| 0.006, 96 % of the rows). The others are integrated by quadrature
+    (:func:`_quadrature_log_probability`: large correlations, narrow intervals,
+    boxes far in the tails). The series costs a few operations per row where the
+    quadrature costs 40 nodes' (``benchmarks/RESULTS.md``, session 28). A row with either
     coordinate's interval below the floor gets the floor: its probability is
     smaller still.
 
