@@ -63,9 +63,9 @@ Sets = Annotated[
     typer.Option(
         "--set",
         metavar="KEY=VALUE",
-        help="Change a setting of the config (repeatable): KEY a dotted path, a component by its name "
-        "(model.components.spur.phi1_range), VALUE read as YAML; e.g. --set data.parallax_zero_point=-0.05. "
-        "The output's config records the result.",
+        help="Change a setting of the config (repeatable): KEY a dotted path, a list's entry by its name or "
+        "index (model.components.spur.phi1_range), VALUE read as YAML, a relative path from the working "
+        "directory; e.g. --set data.parallax_zero_point=-0.05. The output's config records the result.",
     ),
 ]
 
