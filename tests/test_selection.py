@@ -156,9 +156,10 @@ def _reference_probability(mean, cov, low, high):
 
 
 def test_the_series_meets_its_float64_bound():
-    """Where the series is summed in float64 it is within its bound, 100 eps (2.2e-14) of the
-    probability, of an adaptive quadrature (scipy): a looser acceptance (a remainder bound that
-    is too small) would show here, where the float64 quadrature (2e-9) would hide it."""
+    """Where the series is summed in float64 it is within 1e-13 of an adaptive quadrature
+    (scipy, asked for 2e-14): its bound, 100 eps (2.2e-14), and the reference's tolerance. A
+    remainder bound too small by rho^2 fails here, where the float64 quadrature (2e-9) as the
+    reference would hide it."""
     rng = np.random.default_rng(7)
     mean, cov = _rows(rng, 6000, 0.05)
     box = torch.tensor([-7.0, -15.0], dtype=torch.float64), torch.tensor([-2.0, -11.0], dtype=torch.float64)
