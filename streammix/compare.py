@@ -11,7 +11,9 @@ error than the difference of the two means.
 
 The paired standard error holds the sampling of the stars, not the fit's own
 randomness (initialisation, mini-batches): on the GD-1 field two single fits of
-one config with other seeds differ by about 100 nats in total. With
+the joint config of session 17 with other seeds differed by about 100 nats in
+total, and session 28's configs gave spreads of 12-24 nats with two fits per
+fold (benchmarks/RESULTS.md); it depends on the config. With
 ``repeats`` R > 1 each config is fitted R times per fold with other fit seeds
 (the same R seeds for configs sharing ``fit.seed`` and the ensemble's size);
 the per-star log-likelihood is the mean over the repeats, and the spread of

@@ -272,11 +272,11 @@ class _ShortSoftmax(TorchFunctionMode):
     """Within this mode, a softmax over a short last dimension (the spline bins)
     is computed as exp / sum.
 
-    Torch's CPU softmax over a last dimension of 8 elements was measured six
-    times slower than exp / sum on the same tensor (torch 2.13, AVX-512), and
-    it was half of a flow's evaluation time; with this mode a flow evaluated
-    1.9 times faster and trained 1.2 times faster. The result agrees to float
-    rounding (the largest shift of ln p was 2e-5 in float32). A zuko NSF's
+    Torch's CPU softmax over a last dimension of 8 elements was slower than
+    exp / sum on the same tensor (torch 2.13, AVX-512) and was a large share
+    of a flow's evaluation time (a one-off measurement when this mode was
+    written, not recorded in benchmarks/RESULTS.md). The result agrees to
+    float rounding (the largest shift of ln p was 2e-5 in float32). A zuko NSF's
     log-density now goes through :mod:`streammix.nsf`, which has no softmax;
     this mode serves sampling and the nflows backend.
 

@@ -46,8 +46,8 @@ the config's and only the offsets are sampled; the summary says so.
 **Sampling.** Before emcee, a coarse 5 x 5 (age, [Fe/H]) search and a
 Nelder-Mead polish find the mode; the walkers start in a small ball whose size
 comes from the curvature there. Each likelihood evaluation rebuilds the
-isochrone and its quadrature (``nodes`` segments, 150 by default; ~7 ms) and
-evaluates every weighted star in float32 (~50 ms for 2000 stars on one core).
+isochrone and its quadrature (``nodes`` segments, 150 by default) and
+evaluates every weighted star in float32.
 """
 
 from __future__ import annotations

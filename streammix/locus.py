@@ -8,7 +8,7 @@ magnitudes cannot follow a sheet that thin, and underestimates the density
 on it exactly where stars lie. That biases the photometric likelihood ratio
 of a stream (whose density is computed exactly, errors included) upwards;
 on the default mock it made the stars given p > 0.9 by photometry members in
-only 62 % of cases.
+only 59 % of cases (benchmarks/RESULTS.md, sessions 5 and 6).
 
 :class:`ColourLocus` maps ``(mag, blue, red)`` to
 

@@ -619,8 +619,9 @@ class PreparedPhotometry:
     distance modulus, :math:`d` the segment, :math:`w_k` its weight: it
     enters the segment's term only as :math:`-A_0/2`, so it is folded in).
     :attr:`star`, each element's star, is derived from ``offsets`` when asked
-    for: 16 bytes per element are all that is stored (2.8 GB held for a
-    10^6-star field with 88 segments per star would otherwise be 4.2). Per star (N,):
+    for: 16 bytes per element are all that is stored (for a 10^6-star field with
+    88 segments per star, 2,940 MiB held after :meth:`prepare` against 3,938
+    before; benchmarks/RESULTS.md, session 7). Per star (N,):
     ``offsets`` (N + 1,), ``precision`` :math:`P = \sum_b 1/D_b`,
     ``log_norm`` :math:`-\tfrac12(n\log 2\pi + \sum_b \log D_b)`,
     ``n_obs`` the number of bands observed, ``limit_shift`` the extinction in

@@ -455,3 +455,19 @@ def test_survey_script_on_synthetic_fitted_outputs(tmp_path: Path, monkeypatch) 
     assert list(survey["reference"]) == ["truth", "galstreams"] and list(survey["data"]) == ["mock", "file"]
     assert list(survey["n_p50"]) == [90, 40] and list(survey["phi2_rms"].to_value(u.arcmin)) == [2.5, 6.0]
     assert figure.read_bytes()[:5] == b"%PDF-" and figure.stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("make_mock.py", ["missing.yaml", "--out", "stars.fits"], "make_mock: stream config 'missing.yaml': no such file"),
+        ("stream_file.py", ["GD-1", "--out", "wrong.yaml"], "stream_file: --out 'wrong.yaml': must be named gd_1.yaml"),
+    ],
+)
+def test_pipeline_scripts_stop_bad_input_with_one_line(tmp_path: Path, script: str, args: list[str], message: str) -> None:
+    """A rule's script given bad input stops as ``streammix`` does: one line on stderr naming the
+    file or option, exit code 2, nothing written."""
+    command = [sys.executable, str(ROOT / "src" / "scripts" / script), *args]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [message]), result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []

@@ -22,7 +22,7 @@ from astropy.table import QTable
 from matplotlib.figure import Figure
 
 from streammix.catalogs import crossmatch, load
-from streamcfg import CATALOG_KEYS, format_number
+from streamcfg import CATALOG_KEYS, format_number, run_script
 
 SUMMARY_KEYS = {
     "n_matched": "n_matched",
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

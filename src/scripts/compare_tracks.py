@@ -29,7 +29,7 @@ from streammix.frames import get_frame
 from streammix.output import write_table
 from streammix.pipeline import track_metrics
 from streammix.tracks import galstreams_track
-from streamcfg import read_stream
+from streamcfg import read_stream, run_script
 
 DENSE_FRACTION = 0.1
 ARCMIN_PER_DEG = 60.0
@@ -107,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

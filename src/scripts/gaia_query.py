@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from streamcfg import deep_merge, read_stream
+from streamcfg import deep_merge, read_stream, run_script
 
 
 def main() -> None:
@@ -59,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

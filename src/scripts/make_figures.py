@@ -19,7 +19,7 @@ from astropy.table import QTable
 from matplotlib.figure import Figure
 
 from streammix.plot import plot_sky, plot_tracks
-from streamcfg import read_stream
+from streamcfg import read_stream, run_script
 
 
 def probability_figure(p: np.ndarray, is_member: np.ndarray | None) -> Figure:
@@ -90,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

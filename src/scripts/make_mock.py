@@ -23,9 +23,10 @@ import astropy.units as u
 import numpy as np
 
 from streammix.config import Config
+from streammix.errors import InputError
 from streammix.mock import MockConfig, generate_mock, write_mock
 from streammix.sky_mock import sky_mock
-from streamcfg import read_stream
+from streamcfg import read_stream, run_script
 
 PAL5_DEFAULTS = {"phi1_range": (-15.0, 7.0), "phi2_range": (-4.0, 4.0)}
 
@@ -72,18 +73,21 @@ def main() -> None:
     spec = read_stream(args.stream)
     settings = spec.data
     if spec.data_kind == "sky_mock":
-        stars, tracks = sky_mock(
-            Config.from_yaml(spec.config), n_stream=settings["n_stream"], n_background=settings["n_background"],
-            background_scale=settings["background_scale"], seed=settings["seed"],
-        )  # fmt: skip
+        try:
+            stars, tracks = sky_mock(
+                Config.from_yaml(spec.config), n_stream=settings["n_stream"], n_background=settings["n_background"],
+                background_scale=settings["background_scale"], seed=settings["seed"],
+            )  # fmt: skip
+        except InputError as error:  # e.g. a track so fast that too few field stars share its proper motions
+            raise InputError(f"stream '{spec.name}': {error}") from None
     elif spec.data_kind == "mock":
         stars, tracks = generate_mock(mock_settings(settings), seed=int(settings.get("seed", 0)))
         if settings.get("track", "gd1") == "pal5":
             move_onto_pal5(stars, tracks)
     else:
-        raise SystemExit(f"make_mock: stream '{spec.name}': its data ({spec.data_kind}) are not a mock")
+        raise InputError(f"stream '{spec.name}': its data ({spec.data_kind}) are not a mock")
     write_mock(stars, tracks, args.out, overwrite=True)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

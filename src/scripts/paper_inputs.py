@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streamcfg import PAPER_ROLES, read_stream
+from streamcfg import PAPER_ROLES, read_stream, run_script
 
 #: TeX macro names have no digits: role -> the name used in \<name>stream, \ifhave<name>.
 MACRO_NAMES = {"validation": "validation", "gd1": "gdone", "pal5": "palfive"}
@@ -66,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -34,7 +34,7 @@ from streammix.data import ColumnMap, StarTable, read_stars
 from streammix.fit import control_priors, load_stars, prior_track
 from streammix.output import write_table
 from streammix.pipeline import mock_columns
-from streamcfg import StreamSpec, deep_merge, read_stream
+from streamcfg import StreamSpec, deep_merge, read_stream, run_script
 
 #: Prior widths of a mock's control points: generous, so the fit sets the tracks.
 MOCK_PRIOR_WIDTHS = {"phi2": 0.5, "pm_phi1_cosphi2": 2.0, "pm_phi2": 2.0, "distmod": 0.5}
@@ -133,4 +133,4 @@ def _positions(ids: np.ndarray, subset: np.ndarray) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

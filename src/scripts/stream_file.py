@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from streammix.errors import InputError
 from streammix.new_stream import galstreams_name, stream_slug
 from streammix.output import atomic_path
-from streamcfg import read_stream
+from streamcfg import read_stream, run_script
 from streamlist import StreamEntry, galstreams_settings, galstreams_stream_file
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     entry = StreamEntry(stream_slug(name), name, f"galstreams:{name}")
     out = Path(args.out)
     if out.stem != entry.name:
-        raise SystemExit(f"stream_file: --out '{out}': must be named {entry.name}.yaml")
+        raise InputError(f"--out '{out}': must be named {entry.name}.yaml")
     stream = galstreams_stream_file(entry, galstreams_settings(json.loads(args.settings)))
     header = f"# {stream['description']}; config: `streammix new {name}`\n"
     with atomic_path(out, overwrite=True) as tmp:
@@ -41,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,6 +21,7 @@ from astropy.table import QTable
 from streammix.fit import load
 from streammix.frames import get_frame
 from streammix.output import write_table
+from streamcfg import run_script
 
 
 def main() -> None:
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.table import QTable
 
 from streammix.pipeline import truth_metrics
-from streamcfg import format_number, number_keys, read_stream
+from streamcfg import format_number, number_keys, read_stream, run_script
 
 ARCMIN_PER_DEG = 60.0
 
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

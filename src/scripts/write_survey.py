@@ -23,7 +23,7 @@ from astropy.table import QTable
 from streammix.output import atomic_path, write_table
 from streammix.sky_map import SKY_FRAMES, plot_survey_sky
 from streammix.survey import survey_row, survey_table, track_on_sky
-from streamcfg import read_stream
+from streamcfg import read_stream, run_script
 
 
 def main() -> None:
@@ -53,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
