@@ -6,7 +6,7 @@ Usage::
         [--config joint] [--columns p_injected p_injected_q50 p_injected_ensemble]
         [--split g_mean_psf_mag] [--error-edges 0.35 0.6 0.9]
         [--cuts '{parallax: [null, 1.0], pmra: [-7.0, -2.0], pmdec: [-15.0, -11.0], reflex_distance: 8.0}'
-         [--frame gd1] [--pm-err-per-parallax-err 1.7] [--parallax-zero-point -0.08]]
+         [--frame gd1] [--pm-err-per-parallax-err 1.7] --parallax-zero-point -0.08]]
 
 ``benchmarks/injection.py`` writes ``<out>/<label>/<case>_<config>.ecsv``: the injected
 stars and every real star that some scoring gave p > 0.05, with the scored column
@@ -72,9 +72,13 @@ def main() -> None:
     parser.add_argument("--frame", default="gd1", help="the stream frame of --cuts (default gd1)")
     parser.add_argument("--pm-err-per-parallax-err", type=float, default=1.7,
                         help="proper-motion error per parallax error of --cuts (the GD-1 configs' model: 1.7)")
-    parser.add_argument("--parallax-zero-point", type=float, default=-0.08,
-                        help="mas, added to the true parallax for --cuts (the GD-1 configs': -0.08; -0.029 before session 29)")
+    parser.add_argument("--parallax-zero-point", type=float, default=None,
+                        help="mas, added to the true parallax for --cuts, as the injection run's config had it (needed "
+                        "with --cuts: the GD-1 configs' -0.08 from session 29, -0.029 before)")
     args = parser.parse_args()
+    if args.cuts is not None and args.parallax_zero_point is None:
+        parser.error("--cuts needs --parallax-zero-point (the injection run's data.parallax_zero_point: -0.08 for the "
+                     "GD-1 configs from session 29, -0.029 for the runs before)")
     if args.cuts is not None and args.error_edges is None:
         parser.error("--cuts needs --error-edges (it adds columns to the table by parallax error)")
     cuts_config = None

@@ -22,7 +22,8 @@ from astropy.table import QTable
 from matplotlib.figure import Figure
 
 from streammix.catalogs import crossmatch, load
-from streamcfg import CATALOG_KEYS, format_number, run_script
+from scriptrun import run_script
+from streamcfg import CATALOG_KEYS, format_number
 
 SUMMARY_KEYS = {
     "n_matched": "n_matched",
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     members = QTable.read(args.members)
     out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    numbers = {}  # written once every catalogue has been matched
     summaries = {}
     fig = Figure(figsize=(3.6 * len(args.catalogs), 3.2), layout="constrained")
     axes = fig.subplots(1, len(args.catalogs), squeeze=False)[0]
@@ -73,7 +74,7 @@ def main() -> None:
         for key in CATALOG_KEYS:
             value = summary[SUMMARY_KEYS[key]]
             text = format_number(key, float("nan") if value is None else value)
-            (out / f"{args.stream}_{name}_{key}.txt").write_text(text + "\n")
+            numbers[out / f"{args.stream}_{name}_{key}.txt"] = text + "\n"
         p_ours = np.asarray(matched["p_ours"], dtype=float)
         p_cat = np.asarray(matched["p_catalog"], dtype=float)
         if np.isfinite(p_cat).any():
@@ -86,6 +87,9 @@ def main() -> None:
             ax.legend(fontsize="small")
         ax.set_ylabel("our $P$" if np.isfinite(p_cat).any() else "stars")
         ax.set_title(name, fontsize="small")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, text in numbers.items():
+        path.write_text(text)
     fig.savefig(args.figure)
     Path(args.table).write_text(latex_table(args.stream, args.catalogs))
     Path(args.json).write_text(json.dumps(summaries, indent=1))

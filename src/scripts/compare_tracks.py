@@ -29,7 +29,8 @@ from streammix.frames import get_frame
 from streammix.output import write_table
 from streammix.pipeline import track_metrics
 from streammix.tracks import galstreams_track
-from streamcfg import read_stream, run_script
+from scriptrun import run_script
+from streamcfg import read_stream
 
 DENSE_FRACTION = 0.1
 ARCMIN_PER_DEG = 60.0

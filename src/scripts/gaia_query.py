@@ -25,7 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from streamcfg import deep_merge, read_stream, run_script
+from streammix.errors import InputError
+from scriptrun import run_script
+from streamcfg import deep_merge, read_stream
 
 
 def main() -> None:
@@ -45,12 +47,14 @@ def main() -> None:
         path = run_query(config, overwrite=True)
         shutil.copyfile(path.with_name(path.name + ".adql"), args.adql_out)
         return
+    if spec.data_kind != "gaia_query":
+        raise InputError(f"stream '{spec.name}': its data ({spec.data_kind}) are not a Gaia query")
     adql = spec.data["adql"].strip() + "\n"
-    Path(args.adql_out).write_text(adql)
     try:
         from astroquery.gaia import Gaia
     except ImportError:
         raise SystemExit("gaia_query: astroquery is not installed (pip install -e '.[gaia]')") from None
+    Path(args.adql_out).write_text(adql)
     Gaia.ROW_LIMIT = -1
     job = Gaia.launch_job_async(adql)
     table = job.get_results()

@@ -19,7 +19,8 @@ from astropy.table import QTable
 from matplotlib.figure import Figure
 
 from streammix.plot import plot_sky, plot_tracks
-from streamcfg import read_stream, run_script
+from scriptrun import run_script
+from streamcfg import read_stream
 
 
 def probability_figure(p: np.ndarray, is_member: np.ndarray | None) -> Figure:
@@ -61,11 +62,11 @@ def main() -> None:
     parser.add_argument("--outdir", required=True)
     args = parser.parse_args()
     spec = read_stream(args.stream)
-    out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
     members = QTable.read(args.members)
     tracks = QTable.read(args.tracks)
     reference = QTable.read(args.reference)
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
     component = members.meta.get("components", ["stream"])[0]
 
     plot_sky(members, component).savefig(out / f"{spec.name}_sky.pdf")

@@ -26,7 +26,8 @@ from streammix.config import Config
 from streammix.errors import InputError
 from streammix.mock import MockConfig, generate_mock, write_mock
 from streammix.sky_mock import sky_mock
-from streamcfg import read_stream, run_script
+from scriptrun import run_script
+from streamcfg import read_stream
 
 PAL5_DEFAULTS = {"phi1_range": (-15.0, 7.0), "phi2_range": (-4.0, 4.0)}
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streamcfg import PAPER_ROLES, read_stream, run_script
+from scriptrun import run_script
+from streamcfg import PAPER_ROLES, read_stream
 
 #: TeX macro names have no digits: role -> the name used in \<name>stream, \ifhave<name>.
 MACRO_NAMES = {"validation": "validation", "gd1": "gdone", "pal5": "palfive"}

@@ -31,10 +31,12 @@ from astropy.table import QTable, Table
 from streammix.background import offstream_mask
 from streammix.config import Config
 from streammix.data import ColumnMap, StarTable, read_stars
+from streammix.errors import InputError
 from streammix.fit import control_priors, load_stars, prior_track
 from streammix.output import write_table
 from streammix.pipeline import mock_columns
-from streamcfg import StreamSpec, deep_merge, read_stream, run_script
+from scriptrun import run_script
+from streamcfg import StreamSpec, deep_merge, read_stream
 
 #: Prior widths of a mock's control points: generous, so the fit sets the tracks.
 MOCK_PRIOR_WIDTHS = {"phi2": 0.5, "pm_phi1_cosphi2": 2.0, "pm_phi2": 2.0, "distmod": 0.5}
@@ -76,11 +78,13 @@ def main() -> None:
     args = parser.parse_args()
     spec = read_stream(args.stream)
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     if spec.data_kind == "mock":
         table = QTable.read(args.stars, character_as_bytes=False)
-        mock = json.loads(table.meta.get("CONFIG") or table.meta["config"])
+        header = table.meta.get("CONFIG") or table.meta.get("config")
+        if header is None:
+            raise InputError(f"--stars '{args.stars}': no CONFIG header (not written by make_mock.py)")
+        mock = json.loads(header)
         raw = mock_fit_config(spec, QTable.read(args.truth), mock)
         if spec.config is not None:
             raw = deep_merge(yaml.safe_load(spec.config.read_text()), raw)
@@ -121,6 +125,7 @@ def main() -> None:
     masks["offstream"][_positions(every.source_id, all_stars.source_id)] = offstream
     masks.meta.update({"stream": spec.name, "n_in_field": int(in_field.sum()), "n_offstream": int(offstream.sum())})
 
+    out.mkdir(parents=True, exist_ok=True)
     write_table(all_stars.to_table(), out / "stars.fits", overwrite=True)
     write_table(masks, out / "masks.ecsv", overwrite=True)
     (out / "config.yaml").write_text(fit_config.to_yaml())

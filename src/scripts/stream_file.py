@@ -3,7 +3,7 @@
 Writes ``results/<slug>/<slug>.yaml``, the :class:`streamcfg.StreamFile` of
 :func:`streamlist.galstreams_stream_file` for the galstreams stream and the
 pipeline's ``galstreams`` settings (given as JSON), checked against the config
-beside it (:func:`streamcfg.read_stream` on the written file).
+beside it (:func:`streamcfg.parse_stream`) before it is written.
 
 Usage: ``python src/scripts/stream_file.py NAME --settings JSON --out results/<slug>/<slug>.yaml``
 """
@@ -19,7 +19,8 @@ import yaml
 from streammix.errors import InputError
 from streammix.new_stream import galstreams_name, stream_slug
 from streammix.output import atomic_path
-from streamcfg import read_stream, run_script
+from scriptrun import run_script
+from streamcfg import parse_stream
 from streamlist import StreamEntry, galstreams_settings, galstreams_stream_file
 
 
@@ -34,11 +35,15 @@ def main() -> None:
     out = Path(args.out)
     if out.stem != entry.name:
         raise InputError(f"--out '{out}': must be named {entry.name}.yaml")
-    stream = galstreams_stream_file(entry, galstreams_settings(json.loads(args.settings)))
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as error:
+        raise InputError(f"--settings: not valid JSON ({error.msg})") from None
+    stream = galstreams_stream_file(entry, galstreams_settings(settings))
+    parse_stream(stream, out)  # checked against the config beside it before anything is written
     header = f"# {stream['description']}; config: `streammix new {name}`\n"
     with atomic_path(out, overwrite=True) as tmp:
         tmp.write_text(header + yaml.safe_dump(stream, sort_keys=False))
-    read_stream(out)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,7 +64,6 @@ __all__ = [
     "number_keys",
     "parse_stream",
     "read_stream",
-    "run_script",
 ]
 
 PAPER_ROLES = ("validation", "gd1", "pal5")
@@ -445,25 +442,3 @@ def format_number(key: str, value: float) -> str:
         fmt = "{:.2f}" if abs(value) >= 0.1 else "{:.3f}"
     return fmt.format(value)
 
-
-def run_script(main: Callable[[], None]) -> None:
-    """Run a pipeline script's ``main``: bad input ends it as ``streammix`` ends, with one
-    line on standard error (``<script>: <message>``, no traceback) and exit code 2.
-
-    Arguments:
-        main: The script's entry point; it raises :class:`~streammix.errors.InputError`
-            for a missing file, a bad key or a value its data cannot meet.
-
-    Example:
-        >>> def main():
-        ...     raise InputError("stream config 'x.yaml': no such file")
-        >>> run_script(main)
-        Traceback (most recent call last):
-        ...
-        SystemExit: 2
-    """
-    try:
-        main()
-    except InputError as error:
-        print(f"{Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -21,7 +21,7 @@ from astropy.table import QTable
 from streammix.fit import load
 from streammix.frames import get_frame
 from streammix.output import write_table
-from streamcfg import run_script
+from scriptrun import run_script
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ import numpy as np
 from astropy.table import QTable
 
 from streammix.pipeline import truth_metrics
-from streamcfg import format_number, number_keys, read_stream, run_script
+from scriptrun import run_script
+from streamcfg import format_number, number_keys, read_stream
 
 ARCMIN_PER_DEG = 60.0
 

@@ -23,7 +23,8 @@ from astropy.table import QTable
 from streammix.output import atomic_path, write_table
 from streammix.sky_map import SKY_FRAMES, plot_survey_sky
 from streammix.survey import survey_row, survey_table, track_on_sky
-from streamcfg import read_stream, run_script
+from scriptrun import run_script
+from streamcfg import read_stream
 
 
 def main() -> None:
