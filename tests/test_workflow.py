@@ -457,7 +457,6 @@ def test_survey_script_on_synthetic_fitted_outputs(tmp_path: Path, monkeypatch) 
     assert figure.read_bytes()[:5] == b"%PDF-" and figure.stat().st_size > 5000
 
 
-
 SCRIPTS = ROOT / "src" / "scripts"
 
 
