@@ -918,16 +918,18 @@ class Config(_Section):
             data = apply_overrides(data, parsed)
             source, overridden = f"{source} with --set", {".".join(keys) for keys, _ in parsed}
         config = cls.from_dict(data, source=source)
-        # a relative path is the config file's folder's, or the working directory's when --set gave it
+        def resolved(value: str, *keys: str) -> str:
+            # a relative path is the config file's folder's, or the working directory's when --set gave
+            # it (its own key or a mapping above it)
+            given = {".".join(keys[: i + 1]) for i in range(len(keys))} & overridden
+            return str(resolve_data_path(value, Path.cwd() if given else path.parent))
+
         if config.data.path is not None:
-            base = Path.cwd() if overridden & {"data", "data.path"} else path.parent
-            config = config.model_copy(
-                update={"data": config.data.model_copy(update={"path": str(resolve_data_path(config.data.path, base))})}
-            )
+            data_section = config.data.model_copy(update={"path": resolved(config.data.path, "data", "path")})
+            config = config.model_copy(update={"data": data_section})
         if config.model.isochrone.path is not None:
-            given = overridden & {"model", "model.isochrone", "model.isochrone.path"}
-            resolved = resolve_data_path(config.model.isochrone.path, Path.cwd() if given else path.parent)
-            isochrone = config.model.isochrone.model_copy(update={"path": str(resolved)})
+            where = resolved(config.model.isochrone.path, "model", "isochrone", "path")
+            isochrone = config.model.isochrone.model_copy(update={"path": where})
             config = config.model_copy(update={"model": config.model.model_copy(update={"isochrone": isochrone})})
         return config
 

@@ -441,4 +441,3 @@ def format_number(key: str, value: float) -> str:
     if fmt is None:
         fmt = "{:.2f}" if abs(value) >= 0.1 else "{:.3f}"
     return fmt.format(value)
-
