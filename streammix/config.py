@@ -198,6 +198,16 @@ class IsochroneConfig(_Section):
         description="intrinsic colour spread of the stream's stars (mag): each band gets an extra variance of "
         "colour_spread^2 / 2 (0: none)",
     )
+    outlier_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="the share of a component's stars that the isochrone does not describe (blue stragglers, "
+        "horizontal-branch and variable stars, blends, bad photometry): their magnitudes follow the field's "
+        "colour-magnitude density given their astrometry, as a component without an isochrone's do (0: every star "
+        "on the isochrone)",
+    )
     nodes: int = Field(
         200,
         ge=2,

@@ -238,6 +238,7 @@ def build_mixture(
         error_density=density,
         cut_fraction=fraction,
         photometry_share=share,
+        outlier_fraction=config.model.isochrone.outlier_fraction if config.model.bands else 0.0,
     )
 
 
@@ -401,12 +402,14 @@ def config_tensors(
 
 
 def needs_background_bands(config: Config) -> bool:
-    """Whether a component of ``config``'s model with bands has no isochrone
-    (``photometry: false``): its magnitudes then follow the background's
-    colour-magnitude density given the astrometry, so that every component is a
-    density over the same coordinates."""
-    return bool(config.model.bands) and bool(config.model.background.blocks) and any(
-        not c.photometry for c in config.model.components
+    """Whether ``config``'s model with bands needs the background's colour-magnitude
+    density given the astrometry: for a component without an isochrone
+    (``photometry: false``), whose magnitudes follow it, so that every component
+    is a density over the same coordinates, or for the share of the isochrone
+    components' stars off their isochrone (``model.isochrone.outlier_fraction``)."""
+    model = config.model
+    return bool(model.bands) and bool(model.background.blocks) and any(
+        not c.photometry or model.isochrone.outlier_fraction > 0 for c in model.components
     )
 
 

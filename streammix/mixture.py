@@ -318,6 +318,12 @@ class Mixture(nn.Module):
             isochrone that passes the catalogue's cuts
             (:class:`~streammix.cut_fraction.CutFraction`): the likelihood is
             then normalised over the cuts (:meth:`log_normaliser`), or None.
+        outlier_fraction: The share of the stars of each component with an
+            isochrone whose magnitudes the isochrone does not describe: they
+            follow the field's colour-magnitude density given the astrometry
+            (the stars' ``background_bands_logp``), so that a star of the
+            component's track and motions off its isochrone keeps a density
+            ``outlier_fraction`` times the field's rather than none (0: none).
 
     Example:
         >>> mix = Mixture([StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -342,8 +348,12 @@ class Mixture(nn.Module):
         error_density: ErrorDensity | None = None,
         cut_fraction: CutFraction | None = None,
         photometry_share: PhotometryShare | None = None,
+        outlier_fraction: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= outlier_fraction < 1.0:
+            raise ValueError(f"outlier_fraction: {outlier_fraction} is not in [0, 1)")
+        self.outlier_fraction = float(outlier_fraction)
         if error_weights is not None and error_weights.values.shape[1] != len(components):
             raise ValueError("error weights: one column per stream-like component is needed")
         self.error_weights = error_weights
@@ -477,6 +487,8 @@ class Mixture(nn.Module):
                 if prepared:
                     photometric.append((k, comp, params))
             else:
+                if getattr(comp, "photometry", None) is not None and self.outlier_fraction > 0:
+                    raise ValueError("outlier_fraction needs the stars' photometry prepared (prepare_stars' photometry)")
                 column = comp.log_prob(params, stars)
                 if comp is not self.background and stars.use_photometry and stars.background_bands_logp is not None:
                     # a component without an isochrone has the field's colour-magnitude diagram
@@ -546,17 +558,27 @@ class Mixture(nn.Module):
         return torch.stack([*columns, zeros], dim=-1)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
-        """Add the isochrone term of the photometric components, computed only where
+        r"""Add the isochrone term of the photometric components, computed only where
         it can matter.
 
         A star whose stream-like term, with the photometric likelihood at its
         upper bound, is still ``SKIP_MARGIN`` nats below the background's
         gets the bound itself: its share, and the error on its total, is below
         e^-15 of the background's, and its gradient is zero either way.
+        With ``outlier_fraction`` :math:`\epsilon` the term is
+        :math:`\ln[(1 - \epsilon)\, p_\mathrm{iso} + \epsilon\, p_\mathrm{field}]`,
+        :math:`p_\mathrm{field}` the background's density of the star's
+        magnitudes given its astrometry (1 for a star without magnitudes, as
+        :math:`p_\mathrm{iso}`); the skip rule still bounds the isochrone's part.
         """
         background = joint[:, -1].detach()
         upper = stars.photometry_upper().to(joint.dtype)
         columns = list(joint.unbind(-1))
+        outliers = None
+        if self.outlier_fraction > 0:
+            if stars.background_bands_logp is None:
+                raise ValueError("outlier_fraction needs the stars' background_bands_logp")
+            outliers = stars.background_bands_logp.to(joint.dtype) + math.log(self.outlier_fraction)
         for k, comp, params in photometric:
             needed = photometry_needed(joint[:, k].detach(), upper, background)
             index = torch.nonzero(needed).squeeze(-1)
@@ -568,6 +590,8 @@ class Mixture(nn.Module):
                     stars.photometry_of(index),
                 )
                 value = upper.index_put((index,), part)
+            if outliers is not None:
+                value = torch.logaddexp(value + math.log1p(-self.outlier_fraction), outliers)
             columns[k] = columns[k] + value
         return torch.stack(columns, dim=-1)
 

@@ -506,6 +506,64 @@ def test_a_component_without_an_isochrone_takes_the_backgrounds_magnitudes():
     np.testing.assert_allclose(np.asarray(members["p_member"]), np.asarray(members["p_stream"]), atol=1e-6)
 
 
+def test_outlier_fraction_mixes_the_isochrone_with_the_fields_magnitudes():
+    """With ``model.isochrone.outlier_fraction`` e, a stream-like component's
+    photometric term is ln[(1 - e) p_iso + e p_field], p_field the background's
+    density of the magnitudes given the astrometry: without the field's part it
+    is the isochrone's term plus ln(1 - e), a star without magnitudes is
+    unaffected, and a member moved far off the isochrone keeps a membership that
+    it loses without outliers."""
+    from streammix.fit import needs_background_bands
+
+    table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=5)
+    for band in ("gaia_g", "gaia_bp", "gaia_rp"):  # a few stars without magnitudes
+        table[band][:40] = np.nan
+    stars = StarTable.from_table(table, mock_columns())
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    data["model"]["isochrone"]["outlier_fraction"] = 0.1
+    data["model"]["background"]["flow"].update({"epochs": 3, "hidden": 8, "transforms": 1})
+    data["fit"].update({"steps": 20, "warm_start_steps": 0, "astrometry_steps": 10, "dropout_samples": 0, "workers": 1})
+    config = Config.from_dict(data)
+    assert needs_background_bands(config)
+    model = fit(config, stars)
+    tensors = model.prepare(stars)
+    mixture = model.mixtures[0].eval()
+    k = mixture.component_names.index("stream")
+    no_field = dataclasses.replace(tensors, background_bands_logp=torch.full_like(tensors.background_bands_logp, -1e4))
+    with torch.no_grad():
+        mixed = mixture.log_joint(tensors)[:, k].double()
+        isochrone_part = mixture.log_joint(no_field)[:, k].double()
+        mixture.outlier_fraction = 0.0
+        plain = mixture.log_joint(tensors)[:, k].double()
+        mixture.outlier_fraction = 0.1
+    # float32 columns of up to ~3,000 nats: rounding of ~1e-4 there
+    np.testing.assert_allclose(isochrone_part.numpy(), (plain + np.log(0.9)).numpy(), rtol=1e-6, atol=1e-4)
+    without = ~tensors.has_mag.any(-1)
+    assert int(without.sum()) >= 40
+    np.testing.assert_allclose(mixed[without].numpy(), plain[without].numpy(), rtol=0, atol=1e-5)
+    # the field's part is linear in its density: ten times the density, ten times the part
+    tenfold = dataclasses.replace(tensors, background_bands_logp=tensors.background_bands_logp + np.log(10.0))
+    with torch.no_grad():
+        raised = mixture.log_joint(tenfold)[:, k].double()
+    field_part = torch.log(torch.exp(mixed) - torch.exp(isochrone_part))
+    rows = ~without & (field_part > isochrone_part + 2)  # where the difference is well conditioned
+    assert int(rows.sum()) > 100
+    raised_part = torch.log(torch.exp(raised) - torch.exp(isochrone_part))
+    np.testing.assert_allclose((raised_part - field_part)[rows].numpy(), np.log(10.0), rtol=0, atol=1e-3)
+    # members 2 mag off the isochrone (brighter in g): lost without outliers, kept with them
+    members = model.membership(stars)
+    bright = np.flatnonzero((np.asarray(members["p_stream"]) > 0.95) & np.isfinite(table["gaia_g"]))[:20]
+    assert len(bright) == 20
+    shifted = table.copy()
+    shifted["gaia_g"][bright] -= 2.0 * table["gaia_g"].unit
+    moved = StarTable.from_table(shifted, mock_columns())
+    kept = np.asarray(model.membership(moved)["p_stream"])[bright]
+    for mixture in model.mixtures:
+        mixture.outlier_fraction = 0.0
+    lost = np.asarray(model.membership(moved)["p_stream"])[bright]
+    assert np.median(lost) < 0.01 and np.median(kept) > 0.3, (np.median(lost), np.median(kept))
+
+
 def test_summary_says_why_each_stage_stopped(fitted):
     summary = fitted.summary
     for member in summary["members"]:
