@@ -455,6 +455,11 @@ class ModelConfig(_Section):
                     f"cut_normalisation luminosity_function: components {without} have no isochrone (photometry: "
                     "false), so their share that passes the cuts is unknown"
                 )
+        if self.isochrone.outlier_fraction > 0 and not (self.bands and any(c.photometry for c in self.components)):
+            raise ValueError(
+                "isochrone.outlier_fraction: needs bands and a component with photometry (it is the share of such a "
+                "component's stars off its isochrone)"
+            )
         if self.error_density and not self.isochrone.magnitude_limits:
             raise ValueError(
                 "error_density: needs isochrone.magnitude_limits (without them the luminosity function runs to the "

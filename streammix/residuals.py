@@ -286,6 +286,7 @@ def cmd_residuals(
         raise InputError(f"CMD residuals: the model has bands {bands}; they need a joint model with exactly two")
     group = _group(model, threshold, components)
     mixture = model.mixtures[0].eval()
+    outliers = mixture.outlier_fraction  # the field's magnitudes for that share of the isochrone components' stars
     astrometric_logp = model.background.log_prob(stars, exclude=bands) if model.background is not None else None
     tensors = config_tensors(config, stars, astrometric_logp, mixture=mixture, photometry=False)
     tensors = tensors.astrometry_only(tensors.background_logp)
@@ -360,6 +361,7 @@ def cmd_residuals(
             at = positions[start : start + per_chunk]
             rows = selected[at]
             density = np.zeros((len(rows), n_points))
+            field = None
             if model.background is not None:
                 repeat = np.repeat(rows, n_points)
                 fake = stars[repeat]
@@ -372,7 +374,8 @@ def cmd_residuals(
                     source_id=np.arange(len(repeat)),
                 )
                 log_bg = model.background.conditional_log_prob(fake, bands)  # the astrometric blocks cancel
-                density += share[rows, -1, None] * np.exp(log_bg.reshape(len(rows), n_points))
+                field = np.exp(log_bg.reshape(len(rows), n_points))
+                density += share[rows, -1, None] * field
             for k, comp in photometric:
                 # a component with a negligible share of a star (the spur far from its phi1 range)
                 # adds nothing that the counts could see to its prediction
@@ -385,7 +388,10 @@ def cmd_residuals(
                 width = outputs[comp.name]["distmod_width"].index_select(0, index).repeat_interleave(n_points)
                 with torch.no_grad():
                     logp = comp.photometry.log_prob_prepared(distmod, width, prepared_grid[k].subset(tile))
-                density[keep] += share[rows[keep], k, None] * np.exp(logp.double().numpy().reshape(len(keep), n_points))
+                on_isochrone = np.exp(logp.double().numpy().reshape(len(keep), n_points))
+                if outliers > 0:  # the share of the component's stars with the field's magnitudes
+                    on_isochrone = (1.0 - outliers) * on_isochrone + outliers * field[keep]
+                density[keep] += share[rows[keep], k, None] * on_isochrone
             if relation is not None:  # q(e | magnitudes) at the grid points (its constant cancels below)
                 log_q = relation.log_density(log_err[at, None], grid_mags)
                 density *= np.where(has_err[at, None], np.exp(log_q - log_q.max(axis=1, keepdims=True)), 1.0)

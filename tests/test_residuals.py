@@ -176,30 +176,39 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
     colour = 0.5 * (maps.x_edges[:-1] + maps.x_edges[1:])
     magnitude = 0.5 * (maps.y_edges[:-1] + maps.y_edges[1:])
     grid_c, grid_m = (a.ravel() for a in np.meshgrid(colour, magnitude, indexing="ij"))
-    expected = np.zeros(grid_c.size)
-    expected_plain = np.zeros(grid_c.size)
     relation = maps.error_relation
     log_err_mean = relation.intercept + relation.slopes[0] * grid_m + relation.slopes[1] * (grid_m - grid_c)
     outputs = mixture.outputs_at(torch.as_tensor(stars.phi1[selected], dtype=mixture.grid.dtype))
-    for j, row in enumerate(selected):
-        fake = stars[np.full(grid_c.size, row)]
-        fake = dataclasses.replace(fake, mags={bands[0]: grid_m, bands[1]: grid_m - grid_c},
-                                   mag_errs={b: fake.mag_errs[b] for b in bands}, source_id=np.arange(grid_c.size))  # fmt: skip
-        density = share[row, -1] * np.exp(model.background.conditional_log_prob(fake, bands))
-        photometric = photometry_tensors(np.stack([fake.mags[b] for b in bands], 1), np.stack([fake.mag_errs[b] for b in bands], 1),
-                                         np.stack([fake.extinction.get(b, np.zeros(grid_c.size)) for b in bands], 1),
-                                         dtype=mixture.grid.dtype)  # fmt: skip
-        for k, name in enumerate(("stream", "second")):
-            like = mixture.components[k].photometry
-            dm = outputs[name]["distmod"][j].expand(grid_c.size)
-            width = outputs[name]["distmod_width"][j].expand(grid_c.size)
-            with torch.no_grad():
-                density = density + share[row, k] * np.exp(like.log_prob(dm, width, photometric).double().numpy())
-        expected_plain += density / density.sum()
-        err = stars.parallax_err[row]
-        has_err = bool(stars.observed["parallax"][row]) and np.isfinite(err) and err > 0  # else not reweighted
-        given = density * (stats.norm.pdf(np.log10(err), log_err_mean, relation.scatter) if has_err else 1.0)
-        expected += given / given.sum()
+
+    def direct_sum(outliers: float) -> tuple[np.ndarray, np.ndarray]:
+        """The expected counts with and without the error relation, a share ``outliers`` of
+        each stream-like component's stars with the field's magnitudes."""
+        expected = np.zeros(grid_c.size)
+        expected_plain = np.zeros(grid_c.size)
+        for j, row in enumerate(selected):
+            fake = stars[np.full(grid_c.size, row)]
+            fake = dataclasses.replace(fake, mags={bands[0]: grid_m, bands[1]: grid_m - grid_c},
+                                       mag_errs={b: fake.mag_errs[b] for b in bands}, source_id=np.arange(grid_c.size))  # fmt: skip
+            field = np.exp(model.background.conditional_log_prob(fake, bands))
+            density = share[row, -1] * field
+            photometric = photometry_tensors(np.stack([fake.mags[b] for b in bands], 1), np.stack([fake.mag_errs[b] for b in bands], 1),
+                                             np.stack([fake.extinction.get(b, np.zeros(grid_c.size)) for b in bands], 1),
+                                             dtype=mixture.grid.dtype)  # fmt: skip
+            for k, name in enumerate(("stream", "second")):
+                like = mixture.components[k].photometry
+                dm = outputs[name]["distmod"][j].expand(grid_c.size)
+                width = outputs[name]["distmod_width"][j].expand(grid_c.size)
+                with torch.no_grad():
+                    on_isochrone = np.exp(like.log_prob(dm, width, photometric).double().numpy())
+                density = density + share[row, k] * ((1 - outliers) * on_isochrone + outliers * field)
+            expected_plain += density / density.sum()
+            err = stars.parallax_err[row]
+            has_err = bool(stars.observed["parallax"][row]) and np.isfinite(err) and err > 0  # else not reweighted
+            given = density * (stats.norm.pdf(np.log10(err), log_err_mean, relation.scatter) if has_err else 1.0)
+            expected += given / given.sum()
+        return expected, expected_plain
+
+    expected, expected_plain = direct_sum(0.0)
     assert mixture.components[0].photometry is mixture.components[1].photometry  # one likelihood, prepared once
     outside = ~((stars.phi1[selected] >= -60.0) & (stars.phi1[selected] <= -30.0))
     assert outside.any() and (share[selected[outside], 1] < 1e-9).all()  # the second component is skipped there
@@ -207,6 +216,15 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
     np.testing.assert_allclose(plain.expected.ravel(), expected_plain, atol=2e-3 * expected_plain.max(), rtol=0)
     # the errors move the prediction (a bright star is predicted bright)
     assert np.abs(expected - expected_plain).max() > 0.1 * expected.max()
+    # a share of the stream-like components' stars off the isochrone (model.isochrone.outlier_fraction),
+    # with the field's magnitudes: the same sum, with the selection the astrometry made unchanged
+    mixture.outlier_fraction = 0.2
+    spread = cmd_residuals(model, stars, threshold=0.5, colour_step=0.2, magnitude_step=0.5, subsample=1)
+    assert spread.n_selected == maps.n_selected
+    expected_spread, _ = direct_sum(0.2)
+    np.testing.assert_allclose(spread.expected.ravel(), expected_spread, atol=2e-3 * expected_spread.max(), rtol=0)
+    # and it moves counts off the isochrone (12 of 314 here)
+    assert 0.5 * np.abs(expected_spread - expected).sum() > 0.02 * maps.n_selected
 
 
 def test_the_error_relation_is_fitted_through_outliers_and_refuses_too_few_stars():
