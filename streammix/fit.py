@@ -238,7 +238,7 @@ def build_mixture(
         error_density=density,
         cut_fraction=fraction,
         photometry_share=share,
-        outlier_fraction=config.model.isochrone.outlier_fraction if config.model.bands else 0.0,
+        outlier_fraction=config.model.isochrone.outlier_fraction,
     )
 
 
@@ -408,8 +408,8 @@ def needs_background_bands(config: Config) -> bool:
     is a density over the same coordinates, or for the share of the isochrone
     components' stars off their isochrone (``model.isochrone.outlier_fraction``)."""
     model = config.model
-    return bool(model.bands) and bool(model.background.blocks) and any(
-        not c.photometry or model.isochrone.outlier_fraction > 0 for c in model.components
+    return bool(model.bands) and bool(model.background.blocks) and (
+        model.isochrone.outlier_fraction > 0 or any(not c.photometry for c in model.components)
     )
 
 
@@ -751,8 +751,10 @@ class FittedModel:
         the isochrone term at a cheap upper bound, comes within
         ``mixture.SKIP_MARGIN`` nats of the background's. The others (most of a
         field) are left to that bound, as the mixture's skip rule would leave
-        them anyway; their probability of belonging to a photometric
-        component stays below e^-15. Only for the members' own networks:
+        them anyway; the isochrone's part of their probability of belonging to a
+        photometric component stays below e^-15 (with
+        ``model.isochrone.outlier_fraction``, the part off the isochrone is
+        computed for every star). Only for the members' own networks:
         MC-dropout draws move the tracks, so scoring with dropout does not prune.
         ``threads``: CPU threads for the background flows (default: their setting).
         """

@@ -22,10 +22,12 @@ add almost nothing but cost as much as members.
 
 **Why not the mixture form.** The exact posterior of the isochrone would use
 :math:`\sum_i \log\bigl(f_i\,p_\mathrm{iso} + (1 - f_i)\,p_\mathrm{bg}\bigr)`,
-which needs the background's density of the same magnitudes on its own; the
-fitted model's background flows do not expose one (the magnitudes, if
-modelled, are mixed with the astrometry), so the weighted ("fractional")
-likelihood is used. It counts a star with weight :math:`w` as :math:`w` of a
+with the background's density of the same magnitudes and each star's prior
+share :math:`f_i` before its magnitudes were seen, which the membership
+weights are not; the weighted ("fractional") likelihood is used. (Where the
+config gives a share of the stream's stars off the isochrone,
+``outlier_fraction``, that share's term uses the background flows' density of
+the magnitudes, ``field_log_density``, as the fit does.) It counts a star with weight :math:`w` as :math:`w` of a
 member and never as evidence against an isochrone, so contamination among the
 weighted stars broadens or biases the posterior; and when the weights come
 from a fit that itself used the isochrone at the config's age and [Fe/H], they
@@ -329,6 +331,7 @@ def sample_isochrone(
     source=None,
     threads: int | None = 1,
     progress: bool = False,
+    field_log_density=None,
 ) -> IsochroneFitResult:
     r"""Sample age, [Fe/H], a distance-modulus offset (and an extinction offset) with emcee.
 
@@ -356,6 +359,11 @@ def sample_isochrone(
         source: A result of :func:`~streammix.photometry.isochrone_source` to reuse.
         threads: torch threads while sampling (None: leave as set).
         progress: Show emcee's progress bar.
+        field_log_density: The field's log-density of each star's magnitudes (N,),
+            needed where ``config.outlier_fraction`` is above 0: a star's term is
+            then :math:`\ln[(1 - \epsilon)\, p_\mathrm{iso} + \epsilon\, p_\mathrm{field}]`,
+            as in the fit (:class:`~streammix.mixture.Mixture`), so a member off
+            the isochrone (a blue straggler) does not pull it.
 
     Returns:
         The :class:`IsochroneFitResult`.
@@ -363,8 +371,9 @@ def sample_isochrone(
     Raises:
         InputError: Shapes disagree, a weight is outside [0, 1], no star has
             weight above ``min_weight`` and photometry, a weighted star lacks a
-            finite DM, too few walkers, or (with ``fit_extinction``) a band
-            without an extinction coefficient.
+            finite DM, too few walkers, (with ``fit_extinction``) a band
+            without an extinction coefficient, or (with an outlier fraction)
+            no finite ``field_log_density`` for the weighted stars.
 
     Example:
         >>> import numpy as np
@@ -413,6 +422,16 @@ def sample_isochrone(
         raise InputError(
             f"distmod/distmod_width: {int(bad.sum())} weighted stars lack a finite DM or a width >= 0"
         )
+    outliers = config.outlier_fraction
+    if outliers > 0:
+        if field_log_density is None:
+            raise InputError(
+                f"field_log_density: needed with model.isochrone.outlier_fraction {outliers} (the field's density of "
+                "the magnitudes of the stars off the isochrone)"
+            )
+        field_log_density = _array(field_log_density, "field_log_density").ravel()
+        if field_log_density.shape != (n,) or not np.all(np.isfinite(field_log_density[use])):
+            raise InputError(f"field_log_density: {field_log_density.size} values for {n} stars, finite where weighted")
     for name, value in (("walkers", walkers), ("steps", steps)):
         if int(value) < 1:
             raise InputError(f"{name}: {value} is not a positive integer")
@@ -449,6 +468,9 @@ def sample_isochrone(
     dm = torch.as_tensor(distmod[use], dtype=dtype)
     dm_width = torch.as_tensor(width[use], dtype=dtype)
     w = torch.as_tensor(weights[use], dtype=torch.float64)
+    field = None
+    if outliers > 0:  # the share off the isochrone, with the field's magnitudes
+        field = torch.as_tensor(field_log_density[use], dtype=torch.float64) + math.log(outliers)
     ratio = torch.as_tensor([EXTINCTION_COEFFICIENTS.get(b, 0.0) for b in bands], dtype=dtype)
     fixed_like = None
     if not is_grid:  # one isochrone: built once
@@ -475,8 +497,10 @@ def sample_isochrone(
             shifted = stars.extinction + values["ebv_offset"] * ratio
             tensors = PhotometryTensors(stars.mags, stars.mag_err, shifted, stars.has_mag)
         with torch.no_grad():
-            logp = like.log_prob(dm + values["distmod_offset"], dm_width, tensors)
-        total = float((w * logp.to(torch.float64)).sum())
+            logp = like.log_prob(dm + values["distmod_offset"], dm_width, tensors).to(torch.float64)
+        if field is not None:
+            logp = torch.logaddexp(logp + math.log1p(-outliers), field)
+        total = float((w * logp).sum())
         counter["evaluations"] += 1
         counter["seconds"] += time.perf_counter() - t0
         return log_prior + total if math.isfinite(total) else -math.inf
@@ -708,10 +732,18 @@ def isochrone_fit_from_model(
     # spread stands in for the errors (as the fit itself does)
     errs = np.where(errs > 0, errs, 0.0 if spread > 0 else np.nan)
     extinction = np.stack([table.extinction.get(b, np.zeros(len(table))) for b in bands], axis=1)
+    field = None
+    if config.model.isochrone.outlier_fraction > 0:  # the fit's share of the stars off the isochrone
+        if sorted(bands) != sorted(config.model.bands) or model.background is None:
+            raise InputError(
+                f"bands {bands}: with model.isochrone.outlier_fraction the fit needs the model's bands "
+                f"{list(config.model.bands)} and its background flows (the field's density of the magnitudes)"
+            )
+        field = model.background.conditional_log_prob(table, bands)
     result = sample_isochrone(
         mags, errs, extinction, weights, distmod, width, config.model.isochrone, bands,
         fit_extinction=fit_extinction, walkers=walkers, steps=steps, burn=burn, seed=seed,
-        nodes=nodes, min_weight=min_weight, progress=progress,
+        nodes=nodes, min_weight=min_weight, progress=progress, field_log_density=field,
     )  # fmt: skip
     settings = {**result.settings, "model": str(model_folder), "component": component}
     settings["n_stars_read"] = len(table)

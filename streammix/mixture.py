@@ -525,11 +525,13 @@ class Mixture(nn.Module):
         a weight: it multiplies the component's density of the star, as an
         isochrone's term does for a star with magnitudes, so the mixture is a
         density of the error and the astrometry together (what
-        :mod:`streammix.cut_fraction` normalises)."""
+        :mod:`streammix.cut_fraction` normalises). With ``outlier_fraction`` the
+        share of the component's stars off its isochrone has the field's errors:
+        :meth:`_with_outliers` of the ratio and 0."""
         dtype = stars.parallax_err.dtype
         zeros = torch.zeros_like(stars.parallax_err)
         columns = [
-            self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype)
+            self._with_outliers(self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype), zeros)
             if getattr(comp, "photometry", None) is not None and "distmod" in params
             else zeros
             for comp, params in zip(self.components, params_of)
@@ -557,28 +559,37 @@ class Mixture(nn.Module):
         ]
         return torch.stack([*columns, zeros], dim=-1)
 
+    def _with_outliers(self, on_isochrone: Tensor, field: Tensor) -> Tensor:
+        r""":math:`\ln[(1 - \epsilon)\, e^a + \epsilon\, e^b]` of a term ``on_isochrone`` (a) of a
+        component's stars on its isochrone and ``field`` (b) of its share ``outlier_fraction``
+        (:math:`\epsilon`) off it; ``on_isochrone`` itself where that share is 0."""
+        if self.outlier_fraction == 0:
+            return on_isochrone
+        return torch.logaddexp(on_isochrone + math.log1p(-self.outlier_fraction), field + math.log(self.outlier_fraction))
+
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         r"""Add the isochrone term of the photometric components, computed only where
         it can matter.
 
         A star whose stream-like term, with the photometric likelihood at its
         upper bound, is still ``SKIP_MARGIN`` nats below the background's
-        gets the bound itself: its share, and the error on its total, is below
-        e^-15 of the background's, and its gradient is zero either way.
+        gets the bound itself: the isochrone's part of its share, and so the
+        error on its total, is below e^-15 of the background's (without
+        ``outlier_fraction``, its share is, and its gradient is zero either way).
         With ``outlier_fraction`` :math:`\epsilon` the term is
-        :math:`\ln[(1 - \epsilon)\, p_\mathrm{iso} + \epsilon\, p_\mathrm{field}]`,
-        :math:`p_\mathrm{field}` the background's density of the star's
-        magnitudes given its astrometry (1 for a star without magnitudes, as
-        :math:`p_\mathrm{iso}`); the skip rule still bounds the isochrone's part.
+        :math:`\ln[(1 - \epsilon)\, p_\mathrm{iso} + \epsilon\, p_\mathrm{field}]`
+        (:meth:`_with_outliers`), :math:`p_\mathrm{field}` the background's
+        density of the star's magnitudes given the coordinates its flows condition
+        them on (1 for a star without magnitudes, as :math:`p_\mathrm{iso}`).
         """
         background = joint[:, -1].detach()
         upper = stars.photometry_upper().to(joint.dtype)
         columns = list(joint.unbind(-1))
-        outliers = None
+        field = None
         if self.outlier_fraction > 0:
             if stars.background_bands_logp is None:
                 raise ValueError("outlier_fraction needs the stars' background_bands_logp")
-            outliers = stars.background_bands_logp.to(joint.dtype) + math.log(self.outlier_fraction)
+            field = stars.background_bands_logp.to(joint.dtype)
         for k, comp, params in photometric:
             needed = photometry_needed(joint[:, k].detach(), upper, background)
             index = torch.nonzero(needed).squeeze(-1)
@@ -590,8 +601,8 @@ class Mixture(nn.Module):
                     stars.photometry_of(index),
                 )
                 value = upper.index_put((index,), part)
-            if outliers is not None:
-                value = torch.logaddexp(value + math.log1p(-self.outlier_fraction), outliers)
+            if field is not None:
+                value = self._with_outliers(value, field)
             columns[k] = columns[k] + value
         return torch.stack(columns, dim=-1)
 

@@ -388,10 +388,10 @@ def cmd_residuals(
                 width = outputs[comp.name]["distmod_width"].index_select(0, index).repeat_interleave(n_points)
                 with torch.no_grad():
                     logp = comp.photometry.log_prob_prepared(distmod, width, prepared_grid[k].subset(tile))
-                on_isochrone = np.exp(logp.double().numpy().reshape(len(keep), n_points))
+                magnitude_density = np.exp(logp.double().numpy().reshape(len(keep), n_points))
                 if outliers > 0:  # the share of the component's stars with the field's magnitudes
-                    on_isochrone = (1.0 - outliers) * on_isochrone + outliers * field[keep]
-                density[keep] += share[rows[keep], k, None] * on_isochrone
+                    magnitude_density = (1.0 - outliers) * magnitude_density + outliers * field[keep]
+                density[keep] += share[rows[keep], k, None] * magnitude_density
             if relation is not None:  # q(e | magnitudes) at the grid points (its constant cancels below)
                 log_q = relation.log_density(log_err[at, None], grid_mags)
                 density *= np.where(has_err[at, None], np.exp(log_q - log_q.max(axis=1, keepdims=True)), 1.0)

@@ -87,6 +87,28 @@ def test_fixed_isochrone_samples_offsets_and_finds_injected_reddening(mock):
     assert ok, p
 
 
+def test_an_outlier_share_keeps_members_off_the_isochrone_from_pulling_it(mock):
+    """30 of the 300 members 1.5 mag brighter in every band (as if much nearer): the
+    weighted likelihood alone moves the distance offset to them; with
+    ``outlier_fraction`` 0.1 and a field density of their magnitudes it does not."""
+    iso = default_isochrone(mock["config"].age, mock["config"].feh)
+    mags = mock["mags"].copy()
+    moved = np.flatnonzero(mock["weights"] > 0)[:30]
+    mags[moved] -= 1.5
+    common = {"source": [iso], "walkers": 6, "steps": 40, "burn": 20}
+    args = (mags, mock["errs"], None, mock["weights"], mock["distmod"], mock["width"])
+    plain = sample_isochrone(*args, mock["isochrone"], BANDS, **common).summary()
+    robust_config = mock["isochrone"].model_copy(update={"outlier_fraction": 0.1})
+    field = np.full(len(mags), -3.0)  # about a field's density per mag^3 over its colour-magnitude diagram
+    robust = sample_isochrone(*args, robust_config, BANDS, field_log_density=field, **common).summary()
+    ok, p = within(robust, "distmod_offset", 0.0)
+    assert ok, p
+    pulled, p = within(plain, "distmod_offset", 0.0, n_sigma=5.0)
+    assert not pulled, p
+    with pytest.raises(InputError, match="field_log_density: needed with model.isochrone.outlier_fraction 0.1"):
+        sample_isochrone(*args, robust_config, BANDS, **common)
+
+
 def test_bad_input(mock):
     args = (mock["mags"], mock["errs"], None, mock["weights"], mock["distmod"], mock["width"], mock["isochrone"], BANDS)
     kwargs = {"walkers": 8, "steps": 2, "burn": 0}
