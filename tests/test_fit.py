@@ -468,27 +468,38 @@ def test_learning_rate_warms_up_at_the_start_of_each_stage(small_mock):
 
 
 @pytest.mark.filterwarnings("ignore:ensemble member 0:RuntimeWarning")  # 20 steps: the terms, not the fit
+def _short_fit_with_field_magnitudes(table, truth, edit):
+    """A short fit of the mock ``table`` with the demo's joint config changed by ``edit`` (of its
+    dict) into one that needs the background's magnitudes given the astrometry
+    (:func:`~streammix.fit.needs_background_bands`): the config, stars, model and prepared stars."""
+    from streammix.fit import needs_background_bands
+
+    stars = StarTable.from_table(table, mock_columns())
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    edit(data)
+    data["model"]["background"]["flow"].update({"epochs": 3, "hidden": 8, "transforms": 1})
+    data["fit"].update({"steps": 20, "warm_start_steps": 0, "astrometry_steps": 10, "dropout_samples": 0, "workers": 1})
+    config = Config.from_dict(data)
+    assert needs_background_bands(config)
+    model = fit(config, stars)
+    return config, stars, model, model.prepare(stars)
+
+
 def test_a_component_without_an_isochrone_takes_the_backgrounds_magnitudes():
     """In a model with bands, a component with ``photometry: false`` is a density
     over the same coordinates as the others: its magnitudes follow the
     background's colour-magnitude density given the astrometry, so its column of
     the joint likelihood differs from the astrometric one by exactly that term,
     and a star without magnitudes is unaffected."""
-    from streammix.fit import needs_background_bands
-
     table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=5)
-    stars = StarTable.from_table(table, mock_columns())
-    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
-    wide = {"name": "wide", "photometry": False,
-            "bounds": {"phi2_width": [2.0, 10.0], "pm_phi1_cosphi2_width": [0.5, 3.0], "pm_phi2_width": [0.5, 3.0]}}
-    data["model"]["components"].append(wide)
-    data["model"]["member_components"] = ["stream"]
-    data["model"]["background"]["flow"].update({"epochs": 3, "hidden": 8, "transforms": 1})
-    data["fit"].update({"steps": 20, "warm_start_steps": 0, "astrometry_steps": 10, "dropout_samples": 0, "workers": 1})
-    config = Config.from_dict(data)
-    assert needs_background_bands(config)
-    model = fit(config, stars)
-    tensors = model.prepare(stars)
+
+    def wide_component(data):
+        wide = {"name": "wide", "photometry": False,
+                "bounds": {"phi2_width": [2.0, 10.0], "pm_phi1_cosphi2_width": [0.5, 3.0], "pm_phi2_width": [0.5, 3.0]}}
+        data["model"]["components"].append(wide)
+        data["model"]["member_components"] = ["stream"]
+
+    config, stars, model, tensors = _short_fit_with_field_magnitudes(table, truth, wide_component)
     total = model.background.log_prob(stars)
     astrometric = model.background.log_prob(stars, exclude=config.model.bands)
     np.testing.assert_allclose(tensors.background_bands_logp.numpy(), total - astrometric, rtol=1e-6, atol=1e-6)
@@ -513,20 +524,12 @@ def test_outlier_fraction_mixes_the_isochrone_with_the_fields_magnitudes():
     is the isochrone's term plus ln(1 - e), a star without magnitudes is
     unaffected, and a member moved far off the isochrone keeps a membership that
     it loses without outliers."""
-    from streammix.fit import needs_background_bands
-
     table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=5)
     for band in ("gaia_g", "gaia_bp", "gaia_rp"):  # a few stars without magnitudes
         table[band][:40] = np.nan
-    stars = StarTable.from_table(table, mock_columns())
-    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
-    data["model"]["isochrone"]["outlier_fraction"] = 0.1
-    data["model"]["background"]["flow"].update({"epochs": 3, "hidden": 8, "transforms": 1})
-    data["fit"].update({"steps": 20, "warm_start_steps": 0, "astrometry_steps": 10, "dropout_samples": 0, "workers": 1})
-    config = Config.from_dict(data)
-    assert needs_background_bands(config)
-    model = fit(config, stars)
-    tensors = model.prepare(stars)
+    config, stars, model, tensors = _short_fit_with_field_magnitudes(
+        table, truth, lambda data: data["model"]["isochrone"].update(outlier_fraction=0.1)
+    )
     mixture = model.mixtures[0].eval()
     k = mixture.component_names.index("stream")
     no_field = dataclasses.replace(tensors, background_bands_logp=torch.full_like(tensors.background_bands_logp, -1e4))
