@@ -38,9 +38,9 @@ turned into PS1 by Tonry et al. (2012)'s transformation (``mist_feh_220``; ``mis
 reddened, ``mist_feh_220_spread_003`` ... with another ``colour_spread``), a power-law mass function
 dN/dm ~ m^-alpha of alpha 1.5, 1.0, 0.5 or 0 instead of Kroupa's (2.3 above 0.5 Msun, where GD-1's visible
 stars are; ``power_law_150`` ...: a stream that lost its low-mass stars first), and the shipped isochrone reddened (``ebv_002``, ``ebv_004``), or with 50 or 100 segments in its quadrature
-instead of 200 (``nodes_050``, ``nodes_100``), or a share of 0.01, 0.03 or 0.1 of the stream's stars off
-its isochrone with the field's magnitudes (``outlier_fraction_001`` ...; ``model.isochrone.outlier_fraction``,
-those of the three the shipped config does not have); the isochrone's faint limit where the file's stars of
+instead of 200 (``nodes_050``, ``nodes_100``), or a share of 0, 0.01, 0.03 or 0.1 of the stream's stars off
+its isochrone with the field's magnitudes (``outlier_fraction_000`` ...; ``model.isochrone.outlier_fraction``,
+those the shipped config does not have); the isochrone's faint limit where the file's stars of
 the stream's colours end (``magnitude_limit_fitted``: PS1 i, fitted by ``benchmarks/magnitude_limit.py``)
 or at g = 21.5 +- 0.15 (``magnitude_limit_g_215``, the config's until session 23), whichever the
 shipped config does not have; (joint) the share of the field's stars with PS1 at a star's parallax error,
@@ -264,7 +264,7 @@ def variants(base) -> dict:
         out["astrometry_steps_250"] = changed(lambda d: d["fit"].update(astrometry_steps=250))
         for nodes in (50, 100):  # fewer segments in the isochrone's quadrature over mass (faster steps)
             out[f"nodes_{nodes:03d}"] = changed(lambda d, nodes=nodes: d["model"]["isochrone"].update(nodes=nodes))
-        for share in (0.01, 0.03, 0.1):  # stars off the isochrone, with the field's magnitudes (model.isochrone.outlier_fraction)
+        for share in (0.0, 0.01, 0.03, 0.1):  # stars off the isochrone, with the field's magnitudes (model.isochrone.outlier_fraction)
             if share != data["model"]["isochrone"].get("outlier_fraction", 0.0):
                 out[f"outlier_fraction_{round(share * 100):03d}"] = changed(
                     lambda d, share=share: d["model"]["isochrone"].update(outlier_fraction=share))
