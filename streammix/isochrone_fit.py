@@ -27,8 +27,8 @@ share :math:`f_i` before its magnitudes were seen, which the membership
 weights are not; the weighted ("fractional") likelihood is used. (Where the
 config gives a share of the stream's stars off the isochrone,
 ``outlier_fraction``, that share's term uses the background flows' density of
-the magnitudes, ``field_log_density``, as the fit does.) It counts a star with weight :math:`w` as :math:`w` of a
-member and never as evidence against an isochrone, so contamination among the
+the magnitudes, ``field_log_density``, as the fit does.) It counts a star with
+weight :math:`w` as :math:`w` of a member and never as evidence against an isochrone, so contamination among the
 weighted stars broadens or biases the posterior; and when the weights come
 from a fit that itself used the isochrone at the config's age and [Fe/H], they
 already lean towards that isochrone. True memberships (a mock) make it exact.
@@ -80,6 +80,7 @@ from .photometry import (
     isochrone_source,
     likelihood_from_config,
     photometry_tensors,
+    with_outliers,
 )
 
 __all__ = [
@@ -470,7 +471,7 @@ def sample_isochrone(
     w = torch.as_tensor(weights[use], dtype=torch.float64)
     field = None
     if outliers > 0:  # the share off the isochrone, with the field's magnitudes
-        field = torch.as_tensor(field_log_density[use], dtype=torch.float64) + math.log(outliers)
+        field = torch.as_tensor(field_log_density[use], dtype=torch.float64)
     ratio = torch.as_tensor([EXTINCTION_COEFFICIENTS.get(b, 0.0) for b in bands], dtype=dtype)
     fixed_like = None
     if not is_grid:  # one isochrone: built once
@@ -499,7 +500,7 @@ def sample_isochrone(
         with torch.no_grad():
             logp = like.log_prob(dm + values["distmod_offset"], dm_width, tensors).to(torch.float64)
         if field is not None:
-            logp = torch.logaddexp(logp + math.log1p(-outliers), field)
+            logp = with_outliers(logp, field, outliers)
         total = float((w * logp).sum())
         counter["evaluations"] += 1
         counter["seconds"] += time.perf_counter() - t0

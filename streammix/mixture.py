@@ -25,7 +25,7 @@ from .densities import normal_logpdf
 from .cut_fraction import CutFraction
 from .error_density import ErrorDensity
 from .error_weights import ErrorWeights
-from .photometry import PhotometricLikelihood, PreparedPhotometry
+from .photometry import PhotometricLikelihood, PreparedPhotometry, with_outliers
 from .photometry_share import PhotometryShare
 
 __all__ = ["ControlPrior", "Mixture", "StarTensors", "prepare_stars"]
@@ -527,11 +527,11 @@ class Mixture(nn.Module):
         density of the error and the astrometry together (what
         :mod:`streammix.cut_fraction` normalises). With ``outlier_fraction`` the
         share of the component's stars off its isochrone has the field's errors:
-        :meth:`_with_outliers` of the ratio and 0."""
+        :func:`~streammix.photometry.with_outliers` of the ratio and 0."""
         dtype = stars.parallax_err.dtype
         zeros = torch.zeros_like(stars.parallax_err)
         columns = [
-            self._with_outliers(self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype), zeros)
+            with_outliers(self.error_density.log_ratio(params["distmod"], stars.parallax_err).to(dtype), zeros, self.outlier_fraction)
             if getattr(comp, "photometry", None) is not None and "distmod" in params
             else zeros
             for comp, params in zip(self.components, params_of)
@@ -559,14 +559,6 @@ class Mixture(nn.Module):
         ]
         return torch.stack([*columns, zeros], dim=-1)
 
-    def _with_outliers(self, on_isochrone: Tensor, field: Tensor) -> Tensor:
-        r""":math:`\ln[(1 - \epsilon)\, e^a + \epsilon\, e^b]` of a term ``on_isochrone`` (a) of a
-        component's stars on its isochrone and ``field`` (b) of its share ``outlier_fraction``
-        (:math:`\epsilon`) off it; ``on_isochrone`` itself where that share is 0."""
-        if self.outlier_fraction == 0:
-            return on_isochrone
-        return torch.logaddexp(on_isochrone + math.log1p(-self.outlier_fraction), field + math.log(self.outlier_fraction))
-
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         r"""Add the isochrone term of the photometric components, computed only where
         it can matter.
@@ -578,7 +570,7 @@ class Mixture(nn.Module):
         ``outlier_fraction``, its share is, and its gradient is zero either way).
         With ``outlier_fraction`` :math:`\epsilon` the term is
         :math:`\ln[(1 - \epsilon)\, p_\mathrm{iso} + \epsilon\, p_\mathrm{field}]`
-        (:meth:`_with_outliers`), :math:`p_\mathrm{field}` the background's
+        (:func:`~streammix.photometry.with_outliers`), :math:`p_\mathrm{field}` the background's
         density of the star's magnitudes given the coordinates its flows condition
         them on (1 for a star without magnitudes, as :math:`p_\mathrm{iso}`).
         """
@@ -602,7 +594,7 @@ class Mixture(nn.Module):
                 )
                 value = upper.index_put((index,), part)
             if field is not None:
-                value = self._with_outliers(value, field)
+                value = with_outliers(value, field, self.outlier_fraction)
             columns[k] = columns[k] + value
         return torch.stack(columns, dim=-1)
 

@@ -115,6 +115,7 @@ __all__ = [
     "Tabulated",
     "limit_log_pass",
     "photometry_tensors",
+    "with_outliers",
     "select_phases",
 ]
 
@@ -680,6 +681,22 @@ class PreparedPhotometry:
     def to(self, device: str | torch.device) -> PreparedPhotometry:
         """The same on ``device``."""
         return PreparedPhotometry(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def with_outliers(on_isochrone: Tensor, field: Tensor, fraction: float) -> Tensor:
+    r"""A photometric log-density with a share ``fraction`` (:math:`\epsilon`) of the
+    stars off the isochrone, :math:`\ln[(1 - \epsilon)\, e^a + \epsilon\, e^b]`: ``a``
+    the isochrone's term (``on_isochrone``), ``b`` the field's (``field``); ``a`` itself
+    where ``fraction`` is 0 (``model.isochrone.outlier_fraction``).
+
+    Example:
+        >>> import torch
+        >>> with_outliers(torch.tensor([0.0, -50.0]), torch.tensor([0.0, 0.0]), 0.1).exp().round(decimals=4).tolist()
+        [1.0, 0.1]
+    """
+    if fraction == 0:
+        return on_isochrone
+    return torch.logaddexp(on_isochrone + math.log1p(-fraction), field + math.log(fraction))
 
 
 def limit_log_pass(mags: Tensor, index: int | None, limits: tuple[float, float] | None, spread: float) -> Tensor:
