@@ -115,8 +115,8 @@ __all__ = [
     "Tabulated",
     "limit_log_pass",
     "photometry_tensors",
-    "with_outliers",
     "select_phases",
+    "with_outliers",
 ]
 
 DEFAULT_PHASES: tuple[str, ...] = ("main_sequence", "giant_branch", "horizontal_branch")
