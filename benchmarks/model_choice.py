@@ -50,7 +50,9 @@ steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of
 (``warm_start_100``) and (joint) ``fit.astrometry_steps`` 250 instead of 500
 (``astrometry_steps_250``); and the shipped config with ``fit.seed`` 1 or 2 higher (``fit_seed_1``,
 ``fit_seed_2``; meant for one fit per fold: with ``--repeats`` they repeat the shipped config's own
-later repeats): the spread the fit's own randomness gives a comparison, beyond the paired standard error. ``--variants`` runs
+later repeats): the spread the fit's own randomness gives a comparison, beyond the paired standard error; Gaia DR2's external
+parallax errors (Lindegren et al. 2018: 1.08 times the formal error and 0.043 mas in quadrature,
+``data.columns.parallax_err_external``), switched (``parallax_err_external`` or ``no_parallax_err_external``). ``--variants`` runs
 the shipped config and the named variants only; ``--repeats R`` fits each R times per fold with other fit
 seeds, so that the differences' errors hold the fits' own spread; ``--set`` changes the shipped config of
 the groups run before the variants do (a setting only one of the configs takes, such as
@@ -80,6 +82,7 @@ MIST_220 = str(SHARED / "isochrones" / "mist_v1.2_ubvriplus_feh-2.20_12gyr.iso.c
 PS1_DEPTHS = {"ps1_g": {"depth": 22.0, "epochs": 12, "floor": 0.01}, "ps1_i": {"depth": 21.5, "epochs": 12, "floor": 0.01}}
 
 
+DR2_PARALLAX_EXTERNAL = {"factor": 1.08, "floor": 0.043}  # Gaia DR2's external parallax errors, G > 13 (mas)
 COCOON_ON_TRACK = (5.0, 0.3)  # galstreams spacing (deg) and phi2 width (deg) of the cocoon's track prior
 COCOON_FREE_TRACK = (10.0, 1.0)  # the astrometric config's; the joint config's until session 25
 # the cocoon's largest phi2 width (deg) in ``cocoon_width_15``: DESI's FWHM of 2.9 deg, sigma 1.23
@@ -142,6 +145,11 @@ def variants(base) -> dict:
     def parallax_zero_point(value):  # Gaia DR2's zero-point (data.parallax_zero_point)
         return lambda d: d["data"].update(parallax_zero_point=value)
 
+    external = data["data"]["columns"].get("parallax_err_external")
+
+    def parallax_err_external(d):  # Lindegren et al. 2018's factor 1.08 and floor 0.043 mas, or none
+        d["data"]["columns"]["parallax_err_external"] = None if external else DR2_PARALLAX_EXTERNAL
+
     # the cocoon's phi2 track held to GD-1's (galstreams, every 5 deg within 0.3 deg: a cocoon surrounds the
     # thin stream, Malhan et al. 2019, Valluri et al. 2024), or free about it (every 10 deg within 1 deg)
     cocoon_prior = next((c.get("galstreams") for c in data["model"]["components"] if c["name"] == "cocoon"), None)
@@ -177,6 +185,8 @@ def variants(base) -> dict:
             )
             if value != data["data"]["parallax_zero_point"]
         },
+        # Gaia DR2's external parallax errors (data.columns.parallax_err_external), switched
+        ("no_parallax_err_external" if external else "parallax_err_external"): changed(parallax_err_external),
         "dispersion_prior": changed(dispersion_prior),
         "stream_student_t": changed(stream_profile("student_t")),
         "stream_core_wings": changed(stream_profile("core_wings")),

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .depth_errors import DepthErrors
 from .errors import InputError
+from .external_errors import ExternalErrors
 from .frames import StreamFrame, gaia_to_stream, get_frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,7 +135,13 @@ class ColumnMap(BaseModel):
             error (mas/yr per mas; 0 where that is missing). Gaia DR2's
             median errors (Lindegren et al. 2018, A&A 616, A2) are
             0.04/0.1/0.7 mas in parallax and 0.05/0.2/1.2 mas/yr in proper
-            motion at G < 14/17/20, i.e. 1.25-2.0.
+            motion at G < 14/17/20, i.e. 1.25-2.0. With
+            ``parallax_err_external``, of the external parallax error.
+        parallax_err_external: The catalogue's external parallax errors
+            from its formal ones
+            (:class:`~streammix.external_errors.ExternalErrors`; Gaia DR2:
+            factor 1.08, floor 0.043 mas): the model, its training and its
+            outputs use these in place of the column's.
         bands: Canonical band name -> user magnitude column.
         band_errors: Canonical band name -> user magnitude-error column.
         band_error_model: For bands whose catalogue gives no errors:
@@ -172,6 +179,7 @@ class ColumnMap(BaseModel):
     pm_phi2_err: str | None = None
     pm_corr: str | None = None
     pm_err_per_parallax_err: float | None = Field(None, gt=0)
+    parallax_err_external: ExternalErrors | None = None
     bands: dict[str, str] = {}
     band_errors: dict[str, str] = {}
     band_error_model: dict[str, DepthErrors] = {}
@@ -716,6 +724,10 @@ def _build(table: Table, cmap: ColumnMap, *, name: str, explicit: Set[str]) -> S
         if outside:
             raise InputError(f"{label(column, 'pm_corr')}{where}: {outside} values outside [-1, 1]")
         arrays["pm_corr"] = corr
+    if cmap.parallax_err_external is not None:
+        if arrays["parallax_err"] is None:
+            raise InputError(f"columns.parallax_err_external{where}: needs parallax errors (columns.parallax_err)")
+        arrays["parallax_err"] = cmap.parallax_err_external.error(arrays["parallax_err"])
     if cmap.pm_err_per_parallax_err is not None:
         given = [key for key in ("pm_phi1_cosphi2_err", "pm_phi2_err") if arrays[key] is not None]
         if given:

@@ -26,13 +26,16 @@ catalog itself:
   donor the injected star copies: its parallax error; its proper-motion errors
   and correlation where the catalog has them, else each proper-motion error is
   ``data.columns.pm_err_per_parallax_err`` times the parallax error (0 if that
-  is not set either); its phi2 error where mapped; which of the bands, the
+  is not set either; the external parallax error where
+  ``data.columns.parallax_err_external`` is set, as the model reads it); its phi2 error where mapped; which of the bands, the
   parallax and the proper motions are missing (NaN in the output); its band
   errors where mapped. Where they are not, a band the config models errors for
   (``data.columns.band_error_model``) gets that model's error at the injected
   star's magnitude, and any other band ``spec.photometric_error`` (default: the
   config's ``isochrone.colour_spread / sqrt 2``, the scatter the model assumes).
-  Observed = true + Gaussian error (the proper motions with their correlation).
+  Observed = true + Gaussian error (the proper motions with their correlation;
+  the parallax's with the external error where the config gives one, while the
+  output keeps the donor's catalogue error, which the fit inflates again).
   How the errors meet the catalog's parallax and proper-motion ranges is
   ``spec.error_draw``:
 
@@ -597,7 +600,9 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         out["phi2"] = true_phi2 + np.nan_to_num(phi2_err) * rng.standard_normal(n)
         if "phi2_err" in real:
             out["phi2_err"] = phi2_err
-        plx_err = plx_err_real[donor]
+        plx_err = plx_err_real[donor]  # the catalogue's (formal) error, written as it is
+        # the noise has the external error where the config gives one (data.columns.parallax_err_external)
+        noise_err = plx_err if cmap.parallax_err_external is None else cmap.parallax_err_external.error(plx_err)
         # the observed parallax is centred on the true one plus the catalogue's zero-point
         mean_plx = 10.0 ** ((10.0 - distmod) / 5.0) + config.data.parallax_zero_point
         # the donor's error passed the catalog's cuts already: errors are drawn conditioned on them
@@ -607,13 +612,13 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         conditioned = limits if spec.error_draw == "conditioned" else {}
         if "parallax" in real:
             has_plx = np.isfinite(real["parallax"][donor])
-            scale = np.nan_to_num(plx_err)
+            scale = np.nan_to_num(noise_err)
             u = _conditioned_normal(rng, mean_plx, scale, conditioned.get("parallax"))
             out["parallax"] = np.where(has_plx, mean_plx + scale * u, np.nan)
         if "parallax_err" in real:
             out["parallax_err"] = plx_err
-        err1 = real["pm_phi1_cosphi2_err"][donor] if "pm_phi1_cosphi2_err" in real else pm_factor * plx_err
-        err2 = real["pm_phi2_err"][donor] if "pm_phi2_err" in real else pm_factor * plx_err
+        err1 = real["pm_phi1_cosphi2_err"][donor] if "pm_phi1_cosphi2_err" in real else pm_factor * noise_err
+        err2 = real["pm_phi2_err"][donor] if "pm_phi2_err" in real else pm_factor * noise_err
         corr = np.clip(np.nan_to_num(real["pm_corr"][donor]), -0.999, 0.999) if "pm_corr" in real else np.zeros(n)
         scale1, scale2 = np.nan_to_num(err1), np.nan_to_num(err2) * np.sqrt(1.0 - corr**2)
         u1 = _conditioned_normal(rng, pm1, scale1, conditioned.get("pm_phi1_cosphi2"))

@@ -301,6 +301,30 @@ def test_pm_errors_modelled_from_parallax_errors() -> None:
         ColumnMap.from_dict({"pm_err_per_parallax_err": -1.0}, source="data.columns")
 
 
+def test_external_parallax_errors() -> None:
+    """Gaia DR2's external parallax errors from the formal ones (1.08 and 0.043 mas in
+    quadrature), in the column's unit; the modelled proper-motion errors follow the
+    external parallax error; NaN stays NaN; without parallax errors it is an error."""
+    table = Table({"phi1": [0.0, 1.0, 2.0], "parallax": [0.1, 0.2, 0.3], "parallax_error": [50.0, 500.0, np.nan],
+                   "pm_phi1": [-7.0, -7.1, -7.2], "pm_phi2": [-1.0, -1.1, -1.2]})
+    table["parallax"].unit, table["parallax_error"].unit = u.mas, u.uas
+    external = {"factor": 1.08, "floor": 0.043}
+    cmap = ColumnMap.from_dict({"parallax_err_external": external, "pm_err_per_parallax_err": 1.7})
+    stars = StarTable.from_table(table, cmap)
+    expected = [np.hypot(1.08 * 0.05, 0.043), np.hypot(1.08 * 0.5, 0.043)]
+    np.testing.assert_allclose(stars.parallax_err[:2], expected)
+    assert np.isnan(stars.parallax_err[2])
+    np.testing.assert_allclose(stars.pm_phi2_err, [1.7 * e for e in expected] + [0.0])
+    formal = StarTable.from_table(table, ColumnMap())
+    np.testing.assert_allclose(formal.parallax_err[:2], [0.05, 0.5])
+    del table["parallax_error"]
+    with pytest.raises(InputError, match="columns.parallax_err_external.*needs parallax errors"):
+        StarTable.from_table(table, ColumnMap.from_dict({"parallax_err_external": external}))
+    for bad in ({"factor": 0.0}, {"floor": -0.01}, {"scale": 1.1}):
+        with pytest.raises(InputError, match="data.columns.parallax_err_external"):
+            ColumnMap.from_dict({"parallax_err_external": bad}, source="data.columns")
+
+
 def test_band_errors_modelled_from_the_survey_depth() -> None:
     """A catalogue without magnitude errors (PS1 in the GD-1 DR2 file): each
     star's error follows from its magnitude and the band's depth, 0 where the

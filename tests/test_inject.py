@@ -156,6 +156,31 @@ def test_parallax_zero_point_is_in_the_observed_parallaxes(gd1):
     assert _zscore(((plx - true_plx) / plx_err)[precise], 0.0, 1.0) > 8
 
 
+def test_parallax_noise_has_the_external_error(gd1):
+    """With ``data.columns.parallax_err_external``, the injected parallaxes scatter with the external
+    error while the output keeps the donor's catalogue (formal) error: for the precise stars (formal
+    error < 0.3 mas, 3 standard errors from the file's cut) the pull on the external error is N(0, 1) and on the formal one wider; the
+    modelled proper-motion errors are 1.7 x the external error."""
+    catalog, config = gd1
+    data = config.model_dump(mode="json")
+    data["data"]["columns"]["parallax_err_external"] = {"factor": 1.08, "floor": 0.043}
+    inj = inject_stream(catalog, InjectionSpec.from_dict(SPEC), Config.from_dict(data), seed=7)
+    inj = inj[np.asarray(inj["injected"], bool)]
+    plx, formal = floats(inj["parallax"]), floats(inj["parallax_error"])
+    assert set(formal[np.isfinite(formal)]) <= set(floats(catalog["parallax_error"]))  # written as the donors'
+    external = np.hypot(1.08 * formal, 0.043)
+    residual = plx - 10 ** ((10 - floats(inj["true_distmod"])) / 5) - config.data.parallax_zero_point
+    precise = np.isfinite(plx) & (formal < 0.3)
+    assert precise.sum() > 200
+    # a sample sd's sd is 1 / sqrt(2n): 0.037 here, where the two hypotheses differ by about 0.15
+    pull = (residual / external)[precise]
+    assert _zscore(pull, 0.0, 1.0) < 4 and abs(pull.std() - 1) < 3 / np.sqrt(2 * pull.size)
+    wide = (residual / formal)[precise]
+    assert wide.std() - 1 > 3 / np.sqrt(2 * pull.size)
+    pm_noise = (floats(inj["pm_phi2"]) - floats(inj["true_pm_phi2"]))[precise] / (1.7 * external[precise])
+    assert abs(pm_noise.std() - 1) < 4 / np.sqrt(2 * pull.size)
+
+
 def test_photometry_follows_the_isochrone(gd1, injected):
     """Observed g and i = isochrone at the true mass + true distmod + N(0, sigma(true magnitude)),
     sigma the config's PS1 error model (the file has no magnitude errors); without the model,
