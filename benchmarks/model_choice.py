@@ -53,7 +53,9 @@ steps instead of 300 (``patience_150``), ``fit.warm_start_steps`` 100 instead of
 later repeats): the spread the fit's own randomness gives a comparison, beyond the paired standard error; Gaia DR2's external
 parallax errors (Lindegren et al. 2018: 1.08 times the formal error and 0.043 mas in quadrature,
 ``data.columns.parallax_err_external``), switched (``parallax_err_external`` or ``no_parallax_err_external``);
-the spur's phi1 range begun at -42 deg, not -37 (``spur_from_42``). ``--variants`` runs
+the spur's phi1 range begun at -42 deg, not -37 (``spur_from_42``); the cocoon's bounds widened where its
+fits sit at them, its distance modulus from 11.0 (``cocoon_distmod_from_11``), its phi2 width to 6 deg
+(``cocoon_width_to_6``) or both (``cocoon_near_and_wide``). ``--variants`` runs
 the shipped config and the named variants only; ``--repeats R`` fits each R times per fold with other fit
 seeds, so that the differences' errors hold the fits' own spread; ``--set`` changes the shipped config of
 the groups run before the variants do (a setting only one of the configs takes, such as
@@ -93,6 +95,8 @@ COCOON_WIDTH_15 = 1.5
 # the stream's fitted 14.2-14.5), with room; the shipped configs allow 13.0-16.5, and the joint fits put the
 # cocoon at 13.0-13.2, a foreground population at 4 kpc (benchmarks/RESULTS.md, session 26)
 COCOON_GD1_DISTMOD = (13.8, 15.5)
+COCOON_NEAR_DISTMOD = 11.0  # the cocoon's lower distance-modulus bound in the variants that let it come nearer
+COCOON_WIDE = 6.0  # its upper phi2 width (deg) in those that let it be wider
 
 
 def variants(base) -> dict:
@@ -224,6 +228,12 @@ def variants(base) -> dict:
         # the cocoon no wider in phi2 than DESI finds it, with room; at GD-1's distance
         out["cocoon_width_15"] = changed(cocoon_bound("phi2_width", high=COCOON_WIDTH_15))
         out["cocoon_gd1_distance"] = changed(cocoon_bound("distmod", *COCOON_GD1_DISTMOD))
+        # the cocoon fits as a nearer population at its bounds (distance modulus 13.0, 3 deg wide;
+        # sessions 26-27): nearer (from 11.0, 1.6 kpc), wider (to 6 deg), or both
+        out["cocoon_distmod_from_11"] = changed(cocoon_bound("distmod", low=COCOON_NEAR_DISTMOD))
+        out["cocoon_width_to_6"] = changed(cocoon_bound("phi2_width", high=COCOON_WIDE))
+        out["cocoon_near_and_wide"] = changed(
+            lambda d: (cocoon_bound("distmod", low=COCOON_NEAR_DISTMOD)(d), cocoon_bound("phi2_width", high=COCOON_WIDE)(d)))
         # the cocoon as shipped renamed ``foreground`` and kept outside p_member, and beside it a cocoon at
         # GD-1's distance: does the field hold both a nearer population and GD-1's own cocoon?
         out["cocoon_and_foreground"] = changed(cocoon_and_foreground)
