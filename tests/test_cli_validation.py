@@ -70,6 +70,7 @@ def test_fit_writes_residuals_and_plot_redraws_them(field, tmp_path):
         ("fit.seed=[1", "not valid YAML"),
         ("model.isochrone.outlier_fraction=1", "outlier_fraction"),
         ("model.isochrone.outlier_fraction=0.05", "isochrone.outlier_fraction: needs bands"),
+        ("data.columns.parallax_err_external={factor: 0}", "data.columns.parallax_err_external.factor"),
     ],
 )
 def test_a_bad_set_is_one_line_naming_its_key_and_writes_nothing(field, tmp_path, setting, named):
