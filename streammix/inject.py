@@ -224,6 +224,12 @@ class InjectionSpec(BaseModel):
             ``m`` is kept with probability ``Phi((magnitude_limit - m) / width)``
             (:func:`streammix.magnitude_limit.fit_magnitude_limit` fits both to
             a catalogue's counts).
+        colour_spread: The stream's intrinsic spread about the isochrone (mag):
+            each band's true magnitude scatters by ``colour_spread / sqrt 2``,
+            Gaussian and independent per band, as the model's
+            ``isochrone.colour_spread`` assumes (0: on the isochrone; a real
+            stream's binaries, metallicity spread and the isochrone's mismatch
+            put its stars off it).
         photometric_error: Gaussian error (mag) per band where the catalog has
             no band errors and the config models none (None:
             ``isochrone.colour_spread / sqrt 2``).
@@ -265,6 +271,7 @@ class InjectionSpec(BaseModel):
     donor_band: str | None = None
     magnitude_limit: float | None = None
     magnitude_limit_width: float = Field(0.0, ge=0)
+    colour_spread: float = Field(0.0, ge=0)
     photometric_error: float | None = Field(None, ge=0)
     error_draw: Literal["conditioned", "rejected"] = "conditioned"
 
@@ -587,6 +594,8 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
         true_phi2, pm1, pm2, distmod = (true[k] for k in ("phi2", "pm_phi1_cosphi2", "pm_phi2", "distmod"))
         mass = _draw_masses(rng, mass_function, m_lo, iso.mass_max, n)
         mags = iso.absolute_mags(mass, list(bands)) + distmod[:, None]
+        if spec.colour_spread > 0:  # off the isochrone by the stream's intrinsic spread (none drawn at 0)
+            mags = mags + rng.normal(0.0, spec.colour_spread / math.sqrt(2.0), mags.shape)
         # donors among the nearest in magnitude
         at = np.searchsorted(donor_mag, mags[:, list(bands).index(donor_band)])
         start = np.clip(at - _DONOR_NEIGHBOURS // 2, 0, max(donors.size - _DONOR_NEIGHBOURS, 0))

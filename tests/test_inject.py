@@ -184,7 +184,7 @@ def test_parallax_noise_has_the_external_error(gd1):
 def test_photometry_follows_the_isochrone(gd1, injected):
     """Observed g and i = isochrone at the true mass + true distmod + N(0, sigma(true magnitude)),
     sigma the config's PS1 error model (the file has no magnitude errors); without the model,
-    N(0, colour_spread / sqrt 2)."""
+    N(0, colour_spread / sqrt 2); with the spec's ``colour_spread``, that spread in quadrature."""
     from streammix.inject import _isochrone_mags
 
     catalog, config = gd1
@@ -207,6 +207,13 @@ def test_photometry_follows_the_isochrone(gd1, injected):
     data["data"]["columns"]["band_error_model"] = {}
     plain = inject_stream(catalog, InjectionSpec.from_dict(SPEC), Config.from_dict(data), seed=7)
     pulls(plain, lambda band, mag: config.model.isochrone.colour_spread / np.sqrt(2))
+    # with the stream's intrinsic spread about the isochrone, each band's spread is its error and
+    # colour_spread / sqrt 2 in quadrature; without it in the expected sigma the pulls are too wide
+    spread = 0.1
+    off = inject_stream(catalog, InjectionSpec.from_dict({**SPEC, "colour_spread": spread}), config, seed=7)
+    pulls(off, lambda band, mag: np.hypot(DepthErrors(**depths[band]).error(mag), spread / np.sqrt(2)))
+    with pytest.raises(AssertionError):
+        pulls(off, lambda band, mag: DepthErrors(**depths[band]).error(mag))
 
 
 def test_errors_and_missing_photometry_follow_the_real_catalog(gd1, injected):
