@@ -56,7 +56,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import gaussian_kde
 from torch import Tensor, nn
 
 from .error_relation import ErrorRelation
@@ -220,6 +219,8 @@ def error_density(
         raise ValueError(f"error density: distance modulus range ({low}, {high}) is empty")
     grid_d = np.linspace(low, high, DISTMOD_POINTS)
     grid_s = error_grid(log_field)
+
+    from scipy.stats import gaussian_kde  # local import: scipy.stats takes ~0.6 s to load
 
     field = gaussian_kde(log_field)(grid_s)
     mids, log_weight = likelihood.luminosity_nodes()

@@ -30,13 +30,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import astropy.units as u
 import numpy as np
 from astropy.table import QTable
-from scipy.interpolate import PchipInterpolator
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from scipy.interpolate import PchipInterpolator
 
 __all__ = [
     "PHASES",
@@ -274,6 +277,8 @@ class Isochrone:
         object.__setattr__(self, "feh", float(self.feh))
         object.__setattr__(self, "source", str(self.source))
         stacked = np.stack([mags[band] for band in mags], axis=1)
+        from scipy.interpolate import PchipInterpolator  # local import: scipy.interpolate takes ~0.6 s to load
+
         object.__setattr__(self, "_interpolant", PchipInterpolator(mass, stacked, axis=0, extrapolate=False))
 
     @property

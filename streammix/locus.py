@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
 
 from .errors import InputError
 
@@ -52,6 +51,8 @@ def _pchip(knots: np.ndarray, values: np.ndarray, x: np.ndarray, *, linear_ends:
     x = np.asarray(x, dtype=float)
     if len(knots) == 1:
         return np.full_like(x, values[0])
+    from scipy.interpolate import PchipInterpolator  # local import: scipy.interpolate takes ~0.6 s to load
+
     inside = PchipInterpolator(knots, values)(np.clip(x, knots[0], knots[-1]))
     if not linear_ends:
         return inside

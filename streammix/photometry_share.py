@@ -67,7 +67,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import gaussian_kde
 from torch import Tensor, nn
 
 from .error_density import DISTMOD_POINTS, ERROR_POINTS, ErrorDensity, error_grid, error_grid_position
@@ -196,6 +195,9 @@ def photometry_share(
         raise ValueError(f"photometry share: every field star has the same parallax error ({10 ** log_err[0]:g} mas)")
     if not has.any():
         raise ValueError("photometry share: no field star has the model's magnitudes")
+
+    from scipy.stats import gaussian_kde  # local import: scipy.stats takes ~0.6 s to load
+
     bandwidth = float(np.sqrt(gaussian_kde(log_err).covariance[0, 0]))
     grid = error_grid(log_err)  # the error density's grid
     # the stars binned finely first (bins 1/20 of the bandwidth), so that the cost does not grow with the field
