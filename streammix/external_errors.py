@@ -2,9 +2,9 @@ r"""A catalogue's external errors from its formal ones.
 
 A catalogue's formal errors are what its own solution propagates; checked
 against independent distances or repeated measurements they are often too
-small. For Gaia DR2's parallaxes the astrometry team recommends (Lindegren et
-al. 2018, the DR2 release's "known issues"; used, e.g., by Schönrich, McMillan
-& Eyer 2019, MNRAS 487, 3568) an external error
+small. For Gaia DR2's parallaxes the authors of its astrometric solution
+recommend (Lindegren et al. 2018, with the release; used, e.g., by Schönrich,
+McMillan & Eyer 2019) an external error
 
 .. math::
     \sigma_\mathrm{ext} = \sqrt{(k\,\sigma_\mathrm{formal})^2 + \sigma_s^2},
@@ -17,7 +17,8 @@ Such a model belongs to the catalogue, not to any component: a stream's star
 and a field star of the same brightness are measured alike. It changes how far
 a star's parallax may lie from a component's prediction, so it moves the
 memberships of the precise stars, and the held-out likelihood says whether it
-describes the data better.
+describes the data better. On the GD-1 DR2 field of ``../shared/data`` it did
+not (``benchmarks/RESULTS.md``, session 31).
 """
 
 from __future__ import annotations
