@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .config import BLOCK_KINDS, Config, FlowConfig
 from .errors import InputError
 from .flows import read_state
 from .selection import ObservedProperMotions
+
+if TYPE_CHECKING:
+    from .parallel import WorkerPool
 
 __all__ = [
     "BackgroundFlows",
@@ -100,6 +103,7 @@ class BackgroundFlows:
         locus: Sequence[str] | None = None,
         progress: bool = False,
         workers: int = 1,
+        pool: WorkerPool | None = None,
         view: Any = None,
         phi2_context: bool = False,
         seed: int = 0,
@@ -137,6 +141,8 @@ class BackgroundFlows:
             progress: Show progress bars.
             workers: Processes that train a block's flows (one per pattern of
                 observed coordinates) at once (see :meth:`BlockDensity.fit`).
+            pool: Worker processes started already, used in place of new ones
+                with ``workers`` > 1 (:class:`~streammix.parallel.WorkerPool`).
             view: How the flows see the stars (see the class); ``limits`` are in its coordinates.
             phi2_context: Condition every block's flows on phi2 as well as phi1,
                 p(x | phi1, phi2): a field's proper motions and parallaxes
@@ -158,7 +164,7 @@ class BackgroundFlows:
             fitted.append(
                 block.train(
                     block_values(stars, names)[sel], stars.phi1[sel], settings,
-                    marginal_without=marginal_without, progress=progress, workers=workers,
+                    marginal_without=marginal_without, progress=progress, workers=workers, pool=pool,
                     errors=block_errors(stars, names)[sel] if conditioned else None,
                     limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
                     locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import Field
@@ -31,6 +31,9 @@ from torch import Tensor
 
 from .flows import BlockDensity
 from .settings import BlockSection, FlowConfig
+
+if TYPE_CHECKING:
+    from .parallel import WorkerPool
 
 __all__ = ["BlockModel", "FlowBlockConfig"]
 
@@ -114,6 +117,7 @@ class FlowBlockConfig(BlockSection):
         phi2: np.ndarray | None = None,
         progress: bool = False,
         workers: int = 1,
+        pool: WorkerPool | None = None,
         seed: int = 0,
         device: str = "cpu",
     ) -> BlockDensity:
@@ -121,7 +125,7 @@ class FlowBlockConfig(BlockSection):
         :meth:`streammix.flows.BlockDensity.fit` for the arguments)."""
         return BlockDensity.fit(
             tuple(self.coordinates), values, phi1, self.settings(shared),
-            marginal_without=marginal_without, progress=progress, workers=workers, errors=errors,
+            marginal_without=marginal_without, progress=progress, workers=workers, pool=pool, errors=errors,
             limits=limits, locus=locus, phi2=phi2, seed=seed, device=device,
         )  # fmt: skip
 

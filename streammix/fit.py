@@ -11,6 +11,7 @@ from. The result is a :class:`FittedModel`, saved in the folder format of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -41,7 +42,7 @@ from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
-from .parallel import map_spawned
+from .parallel import WorkerPool, map_spawned
 from .photometry import likelihood_from_config
 from .photometry_share import PhotometryShare, normalised, photometry_share
 from .provenance import __version__
@@ -906,7 +907,7 @@ def use_checkpoints(folder: Path, config: Config, stars, background: BackgroundF
         warnings.warn(
             f"checkpoints in '{folder}' were made for another config or other stars; starting afresh",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of fit()
         )
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -941,8 +942,11 @@ def fit_background(config: Config, stars=None, *, progress: bool = False) -> Bac
     return _train_background(config, stars, offstream_stars(config, control_priors(config), stars), progress)
 
 
-def _train_background(config: Config, stars, offstream: np.ndarray, progress: bool) -> BackgroundFlows:
-    """The background flows of ``config`` trained on the ``offstream`` stars."""
+def _train_background(
+    config: Config, stars, offstream: np.ndarray, progress: bool, pool: WorkerPool | None = None
+) -> BackgroundFlows:
+    """The background flows of ``config`` trained on the ``offstream`` stars (in ``pool``'s
+    processes if given, else in new ones with ``fit.workers`` > 1)."""
     bg_cfg = config.model.background
     joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
     joint = joint or needs_background_bands(config)  # the astrometric marginal is needed either way
@@ -950,7 +954,7 @@ def _train_background(config: Config, stars, offstream: np.ndarray, progress: bo
     return BackgroundFlows.fit(
         stars, bg_cfg.blocks, bg_cfg.flow, train=offstream,
         marginal_without=config.model.bands if joint else (), errors=bg_cfg.error_context,
-        limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, view=view,
+        limits=limits, locus=bg_cfg.locus, progress=progress, workers=config.fit.workers, pool=pool, view=view,
         phi2_context=bg_cfg.phi2_context, seed=config.fit.seed, device=config.fit.device,
     )
 
@@ -980,6 +984,24 @@ def fit(
     Returns:
         The fitted model.
     """
+    with contextlib.ExitStack() as stack:
+        # the flows and the members share one set of spawned processes (each takes seconds to start;
+        # they start at the first call that needs them)
+        pool = None
+        if config.fit.device == "cpu" and config.fit.workers > 1:
+            pool = stack.enter_context(WorkerPool(config.fit.workers))
+        return _fit(config, stars, background, checkpoint_dir, progress, pool)
+
+
+def _fit(
+    config: Config,
+    stars,
+    background: BackgroundFlows | None,
+    checkpoint_dir: str | Path | None,
+    progress: bool,
+    pool: WorkerPool | None,
+) -> FittedModel:
+    """:func:`fit`, its worker processes (if any) in ``pool``."""
     started = time.perf_counter()
     stars = load_stars(config, stars)
     priors = control_priors(config)
@@ -1019,7 +1041,7 @@ def fit(
             view = background_view(config)[0]
             background = BackgroundFlows.load(flows_file, len(bg_cfg.blocks), view, device=config.fit.device)
         else:
-            background = _train_background(config, stars, offstream, progress)
+            background = _train_background(config, stars, offstream, progress, pool)
             flow_stops, flow_seconds = background.per_flow("stopped_because"), background.per_flow("seconds")
             if flows_file is not None:
                 background.save(flows_file)
@@ -1056,7 +1078,7 @@ def fit(
             )
             for first in range(workers)
         ]  # fmt: skip
-        dealt = map_spawned(_fit_members, calls, workers, label=f"ensemble of {len(members)}", progress=progress)
+        dealt = map_spawned(_fit_members, calls, workers, label=f"ensemble of {len(members)}", progress=progress, pool=pool)
         outcomes: list = [None] * len(members)
         for first, fitted in enumerate(dealt):
             outcomes[first::workers] = fitted
@@ -1078,7 +1100,7 @@ def fit(
                 f"ensemble member {member} (seed {result.seed}) did not converge in {result.steps} steps; "
                 "its probabilities are unreliable (raise fit.steps)",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of fit()
             )
     counts, edges = np.histogram(stars.phi1, bins=config.model.grid_size, range=config.field.phi1)
     density = _smooth(counts / np.diff(edges), 3)

@@ -53,7 +53,7 @@ from .errors import InputError
 from .locus import ColourLocus
 from .nsf import nsf_log_prob, supports
 from .output import atomic_path
-from .parallel import map_spawned, torch_threads
+from .parallel import WorkerPool, map_spawned, torch_threads
 from .training import EarlyStopping, Evaluation, TrainingState
 from .training import train as run_training
 
@@ -781,6 +781,7 @@ class BlockDensity:
         locus: Sequence[str] | None = None,
         progress: bool = False,
         workers: int = 1,
+        pool: WorkerPool | None = None,
         phi2: np.ndarray | None = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
@@ -828,6 +829,8 @@ class BlockDensity:
                 processes (CPU only; each flow's seed is fixed, so the flows
                 are the same as one after the other). A block of six
                 coordinates with its marginals trains five flows.
+            pool: Worker processes started already, used in place of new
+                ones with ``workers`` > 1 (:class:`~streammix.parallel.WorkerPool`).
             phi2: Each star's phi2, shape (N,), finite: the flows are then also
                 conditioned on it (the last extra context column).
             seed: Seed of every flow's training (see :func:`fit_flow`).
@@ -926,7 +929,9 @@ class BlockDensity:
         if workers == 1:
             flows = {pattern: fit_flow(**job(pattern), progress=progress) for pattern in jobs}
         else:
-            fitted = map_spawned(fit_flow, [job(pattern) for pattern in jobs], workers, label="background flows", progress=progress)
+            fitted = map_spawned(
+                fit_flow, [job(pattern) for pattern in jobs], workers, label="background flows", progress=progress, pool=pool
+            )
             flows = dict(zip(jobs, fitted))
         return cls(names, flows, settings, error_names, limits, scales, fitted_locus, phi2 is not None)
 

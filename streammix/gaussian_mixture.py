@@ -37,7 +37,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from .output import atomic_path
 from .settings import BlockSection, FlowConfig
 from .training import EarlyStopping, Evaluation, TrainingState
 from .training import train as run_training
+
+if TYPE_CHECKING:
+    from .parallel import WorkerPool
 
 __all__ = ["GaussianMixtureBlockConfig", "GaussianMixtureDensity"]
 
@@ -257,13 +260,14 @@ class GaussianMixtureBlockConfig(BlockSection):
         phi2: np.ndarray | None = None,
         progress: bool = False,
         workers: int = 1,
+        pool: WorkerPool | None = None,
         seed: int = 0,
         device: str = "cpu",
     ) -> GaussianMixtureDensity:
         """Fit the mixture to the training stars by maximum likelihood (AdamW,
         mini-batches, the best held-out epoch kept). Its marginals are exact,
-        so ``marginal_without`` needs nothing; ``workers`` and ``progress`` are
-        not used; ``limits`` and ``locus`` are refused."""
+        so ``marginal_without`` needs nothing; ``workers``, ``pool`` and ``progress``
+        are not used; ``limits`` and ``locus`` are refused."""
         names = tuple(self.coordinates)
         if limits:
             raise InputError(f"background block {list(names)}: a gaussian_mixture block cannot honour limits {limits}")

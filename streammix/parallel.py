@@ -3,7 +3,9 @@ and torch's thread count for a block of work.
 
 Spawned rather than forked, so torch's threads and state start clean in each
 worker; a script that calls a fit with ``workers > 1`` needs the
-``if __name__ == "__main__":`` guard.
+``if __name__ == "__main__":`` guard. A spawned worker imports streammix and
+torch before its first call (seconds), so a fit whose stages each run in
+workers (the flows, then the members) runs them in one :class:`WorkerPool`.
 """
 
 from __future__ import annotations
@@ -17,11 +19,56 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-__all__ = ["map_spawned", "torch_threads"]
+__all__ = ["WorkerPool", "map_spawned", "torch_threads"]
+
+
+class WorkerPool:
+    """Spawned worker processes kept for several :func:`map_spawned` calls (a context manager).
+
+    Arguments:
+        workers: Number of processes.
+
+    Example:
+        >>> import textwrap
+        >>> with WorkerPool(2) as pool:
+        ...     first = map_spawned(textwrap.shorten, [{"text": "a stellar stream", "width": 10}], 2,
+        ...                         label="shorten", pool=pool)
+        ...     second = map_spawned(textwrap.dedent, [{"text": "  GD-1"}], 2, label="dedent", pool=pool)
+        >>> first, second
+        (['a [...]'], ['GD-1'])
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"WorkerPool: {workers} workers; a pool needs at least 1")
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> WorkerPool:
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    @property
+    def executor(self) -> ProcessPoolExecutor:
+        """The processes' executor (only inside the ``with`` block)."""
+        if self._executor is None:
+            raise RuntimeError("WorkerPool: used outside its 'with' block")
+        return self._executor
 
 
 def map_spawned(
-    function: Callable[..., Any], calls: Sequence[dict[str, Any]], workers: int, *, label: str, progress: bool = False
+    function: Callable[..., Any],
+    calls: Sequence[dict[str, Any]],
+    workers: int,
+    *,
+    label: str,
+    progress: bool = False,
+    pool: WorkerPool | None = None,
 ) -> list[Any]:
     r"""``[function(**call) for call in calls]``, run in ``workers`` spawned processes.
 
@@ -32,6 +79,8 @@ def map_spawned(
         workers: Number of processes.
         label: Description of the progress bar.
         progress: Show a rich progress bar of the calls completed.
+        pool: Processes started already (their number in place of ``workers``),
+            or None: ``workers`` new ones, shut down on return.
 
     Returns:
         The results, in the order of ``calls``. An exception in a call is raised here.
@@ -42,15 +91,17 @@ def map_spawned(
         ...             label="shorten")
         ['a [...]', 'GD-1']
     """
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(function, **call) for call in calls]
-        if progress:
-            with Progress(transient=True) as bar:
-                task = bar.add_task(f"{label} ({workers} processes)", total=len(futures))
-                for future in as_completed(futures):
-                    future.result()
-                    bar.advance(task)
-        return [future.result() for future in futures]
+    if pool is None:
+        with WorkerPool(workers) as own:
+            return map_spawned(function, calls, workers, label=label, progress=progress, pool=own)
+    futures = [pool.executor.submit(function, **call) for call in calls]
+    if progress:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"{label} ({pool.workers} processes)", total=len(futures))
+            for future in as_completed(futures):
+                future.result()
+                bar.advance(task)
+    return [future.result() for future in futures]
 
 
 @contextlib.contextmanager
