@@ -647,8 +647,9 @@ class FitConfig(_Section):
         1,
         ge=1,
         description="processes fitting ensemble members, and a background block's flows, at once (CPU, "
-        "spawned: a calling script needs the `if __name__ == '__main__':` guard); 'auto': one per CPU core the "
-        "process may use (a batch job's allotted cores; read when the config is, and written as that number)",
+        "spawned once per fit for both: a calling script needs the `if __name__ == '__main__':` guard); 'auto': one "
+        "per CPU core the process may use (a batch job's allotted cores; read when the config is, and written as that "
+        "number)",
     )
     dtype: Literal["float32", "float64"] = Field(
         "float32",
