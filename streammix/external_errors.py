@@ -11,14 +11,14 @@ McMillan & Eyer 2019) an external error
 
 with :math:`k = 1.08` and a systematic floor :math:`\sigma_s = 0.043` mas for
 stars fainter than :math:`G = 13` (0.021 mas brighter). The floor matters for
-bright stars only: at a formal 0.05 mas it makes 0.070, at 0.5 mas 0.542.
+bright stars only: at a formal 0.05 mas it makes 0.069, at 0.5 mas 0.542.
 
 Such a model belongs to the catalogue, not to any component: a stream's star
 and a field star of the same brightness are measured alike. It changes how far
 a star's parallax may lie from a component's prediction, so it moves the
 memberships of the precise stars, and the held-out likelihood says whether it
 describes the data better. On the GD-1 DR2 field of ``../shared/data`` it did
-not (``benchmarks/RESULTS.md``, session 31).
+not (held out no better, ``benchmarks/RESULTS.md``, session 31).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ExternalErrors(BaseModel):
     Example:
         >>> dr2_parallax = ExternalErrors(factor=1.08, floor=0.043)
         >>> [round(float(e), 3) for e in dr2_parallax.error([0.05, 0.5, float("nan")])]
-        [0.07, 0.542, nan]
+        [0.069, 0.542, nan]
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
