@@ -7,22 +7,22 @@ log-density over its observed coordinates is a constant computed once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
 from .blocks import BlockModel, FlowBlockConfig
 from .config import BLOCK_KINDS, Config, FlowConfig
 from .errors import InputError
 from .flows import read_state
+from .parallel import WorkerPool
 from .selection import ObservedProperMotions
-
-if TYPE_CHECKING:
-    from .parallel import WorkerPool
 
 __all__ = [
     "BackgroundFlows",
@@ -142,7 +142,8 @@ class BackgroundFlows:
             workers: Processes that train a block's flows (one per pattern of
                 observed coordinates) at once (see :meth:`BlockDensity.fit`).
             pool: Worker processes started already, used in place of new ones
-                with ``workers`` > 1 (:class:`~streammix.parallel.WorkerPool`).
+                with ``workers`` > 1 (:class:`~streammix.parallel.WorkerPool`;
+                None: one set for every block).
             view: How the flows see the stars (see the class); ``limits`` are in its coordinates.
             phi2_context: Condition every block's flows on phi2 as well as phi1,
                 p(x | phi1, phi2): a field's proper motions and parallaxes
@@ -156,22 +157,25 @@ class BackgroundFlows:
             stars = view.apply(stars)
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
         fitted = []
-        for block in blocks:
-            if not hasattr(block, "train"):
-                block = FlowBlockConfig(coordinates=list(block))
-            names = tuple(block.coordinates)
-            conditioned = errors and not set(names) & set(stars.mags)
-            fitted.append(
-                block.train(
-                    block_values(stars, names)[sel], stars.phi1[sel], settings,
-                    marginal_without=marginal_without, progress=progress, workers=workers, pool=pool,
-                    errors=block_errors(stars, names)[sel] if conditioned else None,
-                    limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
-                    locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
-                    phi2=_phi2_of(stars)[sel] if phi2_context else None,
-                    seed=seed, device=device,
+        with contextlib.ExitStack() as stack:
+            if pool is None and workers > 1 and torch.device(device).type == "cpu":  # one set of processes for every block
+                pool = stack.enter_context(WorkerPool(workers))
+            for block in blocks:
+                if not hasattr(block, "train"):
+                    block = FlowBlockConfig(coordinates=list(block))
+                names = tuple(block.coordinates)
+                conditioned = errors and not set(names) & set(stars.mags)
+                fitted.append(
+                    block.train(
+                        block_values(stars, names)[sel], stars.phi1[sel], settings,
+                        marginal_without=marginal_without, progress=progress, workers=workers, pool=pool,
+                        errors=block_errors(stars, names)[sel] if conditioned else None,
+                        limits={name: bounds for name, bounds in (limits or {}).items() if name in names},
+                        locus=tuple(locus) if locus is not None and set(locus) <= set(names) else None,
+                        phi2=_phi2_of(stars)[sel] if phi2_context else None,
+                        seed=seed, device=device,
+                    )
                 )
-            )
         return cls(fitted, view)
 
     def log_prob(self, stars, *, exclude: Sequence[str] = (), threads: int | None = None) -> np.ndarray:

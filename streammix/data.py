@@ -141,7 +141,8 @@ class ColumnMap(BaseModel):
             from its formal ones
             (:class:`~streammix.external_errors.ExternalErrors`; Gaia DR2:
             factor 1.08, floor 0.043 mas): the model, its training and its
-            outputs use these in place of the column's.
+            outputs use these in place of the column's. One floor for every
+            star, in mas whatever the column's unit.
         bands: Canonical band name -> user magnitude column.
         band_errors: Canonical band name -> user magnitude-error column.
         band_error_model: For bands whose catalogue gives no errors:

@@ -10,7 +10,8 @@ McMillan & Eyer 2019) an external error
     \sigma_\mathrm{ext} = \sqrt{(k\,\sigma_\mathrm{formal})^2 + \sigma_s^2},
 
 with :math:`k = 1.08` and a systematic floor :math:`\sigma_s = 0.043` mas for
-stars fainter than :math:`G = 13` (0.021 mas brighter). The floor matters for
+stars fainter than :math:`G = 13` (0.021 mas brighter; :class:`ExternalErrors`
+applies one floor to every star). The floor matters for
 bright stars only: at a formal 0.05 mas it makes 0.069, at 0.5 mas 0.542.
 
 Such a model belongs to the catalogue, not to any component: a stream's star

@@ -229,7 +229,10 @@ class InjectionSpec(BaseModel):
             Gaussian and independent per band, as the model's
             ``isochrone.colour_spread`` assumes (0: on the isochrone; a real
             stream's binaries, metallicity spread and the isochrone's mismatch
-            put its stars off it).
+            put its stars off it). Where the catalogue has no band errors and
+            the config models none, ``photometric_error`` defaults to the
+            same ``colour_spread / sqrt 2`` of the model: both together give
+            each band twice the variance the model assumes.
         photometric_error: Gaussian error (mag) per band where the catalog has
             no band errors and the config models none (None:
             ``isochrone.colour_spread / sqrt 2``).
@@ -252,7 +255,7 @@ class InjectionSpec(BaseModel):
         spec: phi2_widht: Extra inputs are not permitted
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     phi1_range: tuple[float, float]
     n_stars: int = Field(gt=0, le=10_000_000)
@@ -573,7 +576,8 @@ def inject_stream(catalog: Table, spec: InjectionSpec, config: Config, seed: int
     lo1, hi1 = spec.phi1_range
     grid = np.linspace(lo1, hi1, 401)
     dm_min = float(np.min(track_values(spec.distmod, grid) - 5.0 * track_values(spec.distmod_width, grid)))
-    faintest = mag_hi + 0.5 + 5.0 * spec.magnitude_limit_width  # a soft limit keeps a few stars beyond it
+    # a soft limit keeps a few stars beyond it; the colour spread scatters some fainter masses brighter
+    faintest = mag_hi + 0.5 + 5.0 * spec.magnitude_limit_width + 5.0 * spec.colour_spread / math.sqrt(2.0)
     m_lo = visible_mass_min(iso, faintest - dm_min, band=donor_band)
     if not np.isfinite(m_lo):
         raise InputError(f"injection spec: no star of the isochrone is brighter than {mag_hi:.2f} in {donor_band} at distmod {dm_min:.2f}")

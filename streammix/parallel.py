@@ -45,12 +45,15 @@ class WorkerPool:
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> WorkerPool:
+        if self._executor is not None:
+            raise RuntimeError("WorkerPool: entered twice")
         self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if self._executor is not None:
-            self._executor.shutdown()
+            # on an error, the calls not started yet are dropped rather than run to no purpose
+            self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
             self._executor = None
 
     @property
@@ -95,13 +98,18 @@ def map_spawned(
         with WorkerPool(workers) as own:
             return map_spawned(function, calls, workers, label=label, progress=progress, pool=own)
     futures = [pool.executor.submit(function, **call) for call in calls]
-    if progress:
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"{label} ({pool.workers} processes)", total=len(futures))
-            for future in as_completed(futures):
-                future.result()
-                bar.advance(task)
-    return [future.result() for future in futures]
+    try:
+        if progress:
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"{label} ({min(pool.workers, len(calls))} processes)", total=len(futures))
+                for future in as_completed(futures):
+                    future.result()
+                    bar.advance(task)
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:  # a shared pool outlives this call: drop the calls not started yet
+            future.cancel()
+        raise
 
 
 @contextlib.contextmanager

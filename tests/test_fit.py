@@ -674,8 +674,10 @@ def test_cross_fit_needs_a_member_per_fold():
 def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, fitted, monkeypatch):
     """Three members on two spawned workers (one thread each; the first worker is dealt
     members 0 and 2; the main process prepares no tensors) give the same fits, in the same
-    order, as one process with one thread. That each worker prepares the stars once is not
-    checked here: the spawned workers import the module afresh, unpatched."""
+    order, as one process with one thread. The parallel fit trains its flows too, in the same
+    worker processes as its members (one streammix.parallel.WorkerPool per fit); the serial fit
+    takes those flows. That each worker prepares the stars once is not checked here: the
+    spawned workers import the module afresh, unpatched."""
     import importlib
 
     from streammix.parallel import torch_threads
@@ -689,9 +691,9 @@ def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, f
     settings = dict(ensemble=3, steps=40, warm_start_steps=20)
     with monkeypatch.context() as patch, torch_threads(2):
         patch.setattr(fit_module, "config_tensors", not_here)
-        parallel = fit(small_config(truth, workers=2, **settings), stars, background=fitted.background)
+        parallel = fit(small_config(truth, workers=2, **settings), stars)
     with torch_threads(1):
-        serial = fit(small_config(truth, workers=1, **settings), stars, background=fitted.background)
+        serial = fit(small_config(truth, workers=1, **settings), stars, background=parallel.background)
     assert [m["seed"] for m in parallel.summary["members"]] == [0, 1, 2]
     for a, b in zip(parallel.mixtures, serial.mixtures, strict=True):
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):

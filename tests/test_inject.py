@@ -177,8 +177,9 @@ def test_parallax_noise_has_the_external_error(gd1):
     assert _zscore(pull, 0.0, 1.0) < 4 and abs(pull.std() - 1) < 3 / np.sqrt(2 * pull.size)
     wide = (residual / formal)[precise]
     assert wide.std() - 1 > 3 / np.sqrt(2 * pull.size)
-    pm_noise = (floats(inj["pm_phi2"]) - floats(inj["true_pm_phi2"]))[precise] / (1.7 * external[precise])
-    assert abs(pm_noise.std() - 1) < 4 / np.sqrt(2 * pull.size)
+    pm_residual = (floats(inj["pm_phi2"]) - floats(inj["true_pm_phi2"]))[precise]
+    assert abs((pm_residual / (1.7 * external[precise])).std() - 1) < 3 / np.sqrt(2 * pull.size)
+    assert (pm_residual / (1.7 * formal[precise])).std() - 1 > 3 / np.sqrt(2 * pull.size)
 
 
 def test_photometry_follows_the_isochrone(gd1, injected):
@@ -212,8 +213,11 @@ def test_photometry_follows_the_isochrone(gd1, injected):
     spread = 0.1
     off = inject_stream(catalog, InjectionSpec.from_dict({**SPEC, "colour_spread": spread}), config, seed=7)
     pulls(off, lambda band, mag: np.hypot(DepthErrors(**depths[band]).error(mag), spread / np.sqrt(2)))
-    with pytest.raises(AssertionError):
-        pulls(off, lambda band, mag: DepthErrors(**depths[band]).error(mag))
+    inj = off[np.asarray(off["injected"], bool)]
+    model = iso.absolute_mags(floats(inj["true_mass"]), bands) + floats(inj["true_distmod"])[:, None]
+    narrow = (floats(inj["g_mean_psf_mag"]) - model[:, 0]) / DepthErrors(**depths["ps1_g"]).error(model[:, 0])
+    narrow = narrow[np.isfinite(narrow)]
+    assert narrow.std() - 1 > 4 / np.sqrt(2 * narrow.size)  # the errors alone: too narrow a sigma
 
 
 def test_errors_and_missing_photometry_follow_the_real_catalog(gd1, injected):
