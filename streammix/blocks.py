@@ -23,17 +23,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import Field
 from torch import Tensor
 
 from .flows import BlockDensity
+from .parallel import WorkerPool
 from .settings import BlockSection, FlowConfig
-
-if TYPE_CHECKING:
-    from .parallel import WorkerPool
 
 __all__ = ["BlockModel", "FlowBlockConfig"]
 

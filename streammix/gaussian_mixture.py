@@ -37,7 +37,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -46,12 +46,10 @@ from torch import Tensor, nn
 
 from .errors import InputError
 from .output import atomic_path
+from .parallel import WorkerPool
 from .settings import BlockSection, FlowConfig
 from .training import EarlyStopping, Evaluation, TrainingState
 from .training import train as run_training
-
-if TYPE_CHECKING:
-    from .parallel import WorkerPool
 
 __all__ = ["GaussianMixtureBlockConfig", "GaussianMixtureDensity"]
 
