@@ -573,6 +573,9 @@ class StarTable:
         """
         cmap = columns if isinstance(columns, ColumnMap) else ColumnMap.from_dict(columns)
         raw = _as_table(table, name)
+        if cmap.parallax_err_external is not None and "parallax_error" not in raw.colnames:
+            # the transformation gives such stars an error of 0, which the external model would floor silently
+            raise InputError(f"columns.parallax_err_external{_where(name)}: needs parallax errors (column 'parallax_error')")
         if isinstance(frame, str):
             frame = get_frame(frame)
         try:

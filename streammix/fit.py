@@ -42,7 +42,7 @@ from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
-from .parallel import WorkerPool, map_spawned
+from .parallel import WorkerPool, map_spawned, torch_threads
 from .photometry import likelihood_from_config
 from .photometry_share import PhotometryShare, normalised, photometry_share
 from .provenance import __version__
@@ -1144,12 +1144,13 @@ def _fit_members(
     members are dealt before any starts, so a worker whose member fails fits none of the rest
     of its members (a resumed fit refits them; the others' checkpoints are kept)."""
     config = jobs[0].config
-    torch.set_num_threads(jobs[0].threads)
-    tensors = config_tensors(
-        config, stars, background_logp, mixture=build_mixture(config, stars, photometry=jobs[0].photometry, priors=jobs[0].priors),
-        background_logp_astrometry=background_logp_astrometry,
-    )  # fmt: skip
-    return [_fit_member(job, stars, tensors, background_logp_astrometry) for job in jobs]
+    with torch_threads(jobs[0].threads):  # restored after: the worker's process may serve other calls (a WorkerPool)
+        tensors = config_tensors(
+            config, stars, background_logp,
+            mixture=build_mixture(config, stars, photometry=jobs[0].photometry, priors=jobs[0].priors),
+            background_logp_astrometry=background_logp_astrometry,
+        )  # fmt: skip
+        return [_fit_member(job, stars, tensors, background_logp_astrometry) for job in jobs]
 
 
 def _fit_member(

@@ -320,6 +320,12 @@ def test_external_parallax_errors() -> None:
     del table["parallax_error"]
     with pytest.raises(InputError, match="columns.parallax_err_external.*needs parallax errors"):
         StarTable.from_table(table, ColumnMap.from_dict({"parallax_err_external": external}))
+    gaia = Table({"ra": [200.0], "dec": [59.0], "parallax": [0.1], "pmra": [-8.0], "pmdec": [-4.0]})
+    with pytest.raises(InputError, match="columns.parallax_err_external.*needs parallax errors"):
+        StarTable.from_gaia(gaia, "GD-1", {"parallax_err_external": external})  # no parallax_error: not floored silently
+    gaia["parallax_error"] = [0.05]
+    np.testing.assert_allclose(StarTable.from_gaia(gaia, "GD-1", {"parallax_err_external": external}).parallax_err,
+                               [np.hypot(1.08 * 0.05, 0.043)])
     for bad in ({"factor": 0.0}, {"floor": -0.01}, {"scale": 1.1}):
         with pytest.raises(InputError, match="data.columns.parallax_err_external"):
             ColumnMap.from_dict({"parallax_err_external": bad}, source="data.columns")
