@@ -7,7 +7,6 @@ log-density over its observed coordinates is a constant computed once.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .blocks import BlockModel, FlowBlockConfig
 from .config import BLOCK_KINDS, Config, FlowConfig
 from .errors import InputError
 from .flows import read_state
-from .parallel import WorkerPool
+from .parallel import WorkerPool, worker_pool
 from .selection import ObservedProperMotions
 
 __all__ = [
@@ -157,9 +155,7 @@ class BackgroundFlows:
             stars = view.apply(stars)
         sel = np.ones(len(stars), dtype=bool) if train is None else np.asarray(train, dtype=bool)
         fitted = []
-        with contextlib.ExitStack() as stack:
-            if pool is None and workers > 1 and torch.device(device).type == "cpu":  # one set of processes for every block
-                pool = stack.enter_context(WorkerPool(workers))
+        with worker_pool(workers, device, pool) as pool:  # one set of processes for every block
             for block in blocks:
                 if not hasattr(block, "train"):
                     block = FlowBlockConfig(coordinates=list(block))

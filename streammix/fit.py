@@ -11,7 +11,6 @@ from. The result is a :class:`FittedModel`, saved in the folder format of
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -42,7 +41,7 @@ from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
-from .parallel import WorkerPool, map_spawned, torch_threads
+from .parallel import WorkerPool, map_spawned, torch_threads, worker_pool
 from .photometry import likelihood_from_config
 from .photometry_share import PhotometryShare, normalised, photometry_share
 from .provenance import __version__
@@ -984,12 +983,9 @@ def fit(
     Returns:
         The fitted model.
     """
-    with contextlib.ExitStack() as stack:
-        # the flows and the members share one set of spawned processes (each takes seconds to start;
-        # they start at the first call that needs them)
-        pool = None
-        if config.fit.device == "cpu" and config.fit.workers > 1:
-            pool = stack.enter_context(WorkerPool(config.fit.workers))
+    # the flows and the members share one set of spawned processes (each takes seconds to start;
+    # they start at the first call that needs them)
+    with worker_pool(config.fit.workers, config.fit.device) as pool:
         return _fit(config, stars, background, checkpoint_dir, progress, pool)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-__all__ = ["WorkerPool", "map_spawned", "torch_threads"]
+__all__ = ["WorkerPool", "map_spawned", "torch_threads", "worker_pool"]
 
 
 class WorkerPool:
@@ -62,6 +62,33 @@ class WorkerPool:
         if self._executor is None:
             raise RuntimeError("WorkerPool: used outside its 'with' block")
         return self._executor
+
+
+def worker_pool(
+    workers: int, device: str | torch.device = "cpu", pool: WorkerPool | None = None
+) -> contextlib.AbstractContextManager[WorkerPool | None]:
+    """The worker processes of a stage of work, as a context manager: ``pool`` if one is open
+    already, else a new :class:`WorkerPool` of ``workers`` processes for work on the CPU with
+    ``workers`` > 1, else None (the work runs in this process).
+
+    Arguments:
+        workers: Processes wanted.
+        device: Where the work runs (processes only on the CPU).
+        pool: A pool open already, used as it is.
+
+    Example:
+        >>> with worker_pool(1) as pool:
+        ...     pool is None
+        True
+        >>> with worker_pool(2, "cuda") as pool:
+        ...     pool is None
+        True
+    """
+    if pool is not None:
+        return contextlib.nullcontext(pool)
+    if workers > 1 and torch.device(device).type == "cpu":
+        return WorkerPool(workers)
+    return contextlib.nullcontext()
 
 
 def map_spawned(
