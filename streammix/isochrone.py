@@ -26,20 +26,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import astropy.units as u
 import numpy as np
 from astropy.table import QTable
 
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from scipy.interpolate import PchipInterpolator
 
 __all__ = [
     "PHASES",
@@ -251,7 +246,9 @@ class Isochrone:
     age: float
     feh: float
     source: str
-    _interpolant: PchipInterpolator = field(init=False, repr=False)
+    # the magnitudes as a function of the mass: a scipy PchipInterpolator, built in __post_init__ (scipy.interpolate
+    # is imported there, not with the module)
+    _interpolant: Callable[..., np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self):
         mass = np.asarray(self.initial_mass, dtype=float)
