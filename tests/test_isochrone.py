@@ -416,3 +416,11 @@ def test_grid_rejects_outside_and_bad_grids():
         IsochroneGrid(grid.isochrones[:-1])
     with pytest.raises(InputError, match="bands"):
         grid.isochrones[0].absolute_mags(np.array([0.5]), ["ps1_g"])
+
+
+def test_the_isochrone_s_annotations_resolve():
+    """Documentation tools resolve every field's type (scipy is imported lazily, not for typing)."""
+    import typing
+
+    hints = typing.get_type_hints(Isochrone)
+    assert set(hints) >= {"initial_mass", "phase", "mags", "age", "feh", "source", "_interpolant"}
