@@ -55,8 +55,8 @@ parallax errors (Lindegren et al. 2018: 1.08 times the formal error and 0.043 ma
 ``data.columns.parallax_err_external``), switched (``parallax_err_external`` or ``no_parallax_err_external``);
 the spur's phi1 range begun at -42 deg, not -37 (``spur_from_42``); the cocoon's bounds widened where its
 fits sit at them, its distance modulus from 11.0 (``cocoon_distmod_from_11``), its phi2 width to 6 deg
-(``cocoon_width_to_6``) or both (``cocoon_near_and_wide``); the modelled proper-motion errors at 1.0, 1.2, 1.4, 1.7 or
-2.0 times the parallax error (``pm_err_ratio_10`` ... ``_20``, those the shipped config does not have; the file
+(``cocoon_width_to_6``) or both (``cocoon_near_and_wide``); the modelled proper-motion errors at 0.8, 1.0, 1.2, 1.4, 1.7
+or 2.0 times the parallax error (``pm_err_ratio_08`` ... ``_20``, those the shipped config does not have; the file
 has no proper-motion errors). ``--variants`` runs
 the shipped config and the named variants only; ``--repeats R`` fits each R times per fold with other fit
 seeds, so that the differences' errors hold the fits' own spread; ``--set`` changes the shipped config of
@@ -205,7 +205,7 @@ def variants(base) -> dict:
         # than the shipped config's 1.7 (Gaia DR2's median ratio at G = 20; 2.0 at G = 17, Lindegren et al. 2018)
         **{
             name: changed(lambda d, ratio=ratio: d["data"]["columns"].update(pm_err_per_parallax_err=ratio))
-            for name, ratio in (("pm_err_ratio_10", 1.0), ("pm_err_ratio_12", 1.2), ("pm_err_ratio_14", 1.4),
+            for name, ratio in (("pm_err_ratio_08", 0.8), ("pm_err_ratio_10", 1.0), ("pm_err_ratio_12", 1.2), ("pm_err_ratio_14", 1.4),
                                 ("pm_err_ratio_17", 1.7), ("pm_err_ratio_20", 2.0))
             if ratio != data["data"]["columns"].get("pm_err_per_parallax_err")
         },
