@@ -15,7 +15,10 @@ distance modulus 13.8-15.5, where the shipped configs allow 13.0-16.5) or at GD-
 cocoon renamed ``foreground`` and kept out of ``p_member`` (``cocoon_and_foreground``), with the catalogue's cuts declared
 (``data.selection``: components normalised over them, flows in observed pmra, pmdec; ``with_selection_background``:
 the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_without_photometry``: the components
-divided star by star for the stars without photometry only, unless the shipped config has it; ``no_selection``
+divided star by star for the stars without photometry only, unless the shipped config has it;
+(joint) ``with_selection_luminosity_function``: the same, and the stars with photometry divided by the share of
+the component's stars at their phi1 that pass, averaged over its luminosity function
+(``luminosity_function_with_photometry``), unless the shipped config has it; ``no_selection``
 where the shipped config declares the cuts), smaller flows, flows conditioned on
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and
@@ -339,6 +342,11 @@ def variants(base) -> dict:
         if data["model"]["cut_normalisation"] != "stars_without_photometry" or data["data"]["selection"] is None:
             out["with_selection_without_photometry"] = changed(
                 lambda d: (with_selection(d), d["model"].update(cut_normalisation="stars_without_photometry")))
+        # the same, and the stars with photometry divided by the share of the component's stars that pass the
+        # cuts, averaged over its luminosity function (model.cut_normalisation: luminosity_function_with_photometry)
+        if data["model"]["cut_normalisation"] != "luminosity_function_with_photometry" or data["data"]["selection"] is None:
+            out["with_selection_luminosity_function"] = changed(
+                lambda d: (with_selection(d), d["model"].update(cut_normalisation="luminosity_function_with_photometry")))
         # the share of the field's stars with PS1 at a star's parallax error, normalised over the stream's
         # luminosity function (model.photometry_share, beside the learned error weights), switched
         share = data["model"]["photometry_share"]

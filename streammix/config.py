@@ -345,14 +345,20 @@ class ModelConfig(_Section):
         "(streammix.photometry_share): which stars have photometry depends on their brightness; error_density "
         "applies its own form",
     )
-    cut_normalisation: Literal["star", "stars_without_photometry", "luminosity_function", "none"] = Field(
+    cut_normalisation: Literal[
+        "star", "stars_without_photometry", "luminosity_function_with_photometry", "luminosity_function", "none"
+    ] = Field(
         "star",
         description="with data.selection, how the model is normalised over the catalogue's cuts: 'star', each "
         "stream-like component divided by each star's own probability of passing them (with a prior keeping it "
         "inside them); 'stars_without_photometry', the same for the stars whose magnitudes the model does not use "
         "only, without that prior (needs bands; the stars with magnitudes hold the components inside the cuts, and "
         "for them the luminosity function, cut by the magnitude limits, stands in for the cuts' loss of faint "
-        "stars); 'luminosity_function', the mixture divided by the share of each component's stars that "
+        "stars); 'luminosity_function_with_photometry', the stars without photometry divided as by "
+        "'stars_without_photometry' and each star with photometry by the share of the component's stars at its phi1 "
+        "that pass the cuts, averaged over the component's luminosity function (streammix.cut_fraction), so that "
+        "the component is a density over the cuts for both kinds of star, which share its weights (needs bands and "
+        "isochrone.magnitude_limits); 'luminosity_function', the mixture divided by the share of each component's stars that "
         "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density); 'none', the "
         "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
         "and parallax, bounded by them)",
@@ -438,10 +444,15 @@ class ModelConfig(_Section):
             ]  # fmt: skip
             if missing:
                 raise ValueError(f"photometry_share: needs {'; '.join(missing)}")
-        if self.cut_normalisation == "stars_without_photometry" and not self.bands:
+        if self.cut_normalisation in ("stars_without_photometry", "luminosity_function_with_photometry") and not self.bands:
             raise ValueError(
-                "cut_normalisation stars_without_photometry: needs bands (without them no star has photometry; "
+                f"cut_normalisation {self.cut_normalisation}: needs bands (without them no star has photometry; "
                 "use 'star')"
+            )
+        if self.cut_normalisation == "luminosity_function_with_photometry" and not self.isochrone.magnitude_limits:
+            raise ValueError(
+                "cut_normalisation luminosity_function_with_photometry: needs isochrone.magnitude_limits (the "
+                "luminosity function the share that passes is averaged over)"
             )
         if self.cut_normalisation == "luminosity_function":
             if not self.error_density:
@@ -873,7 +884,10 @@ class Config(_Section):
         selection = self.data.selection
         if selection is not None and selection.pmra is not None and self.frame is None:
             raise ValueError("data.selection: proper-motion cuts need the config's frame (e.g. frame: gd1)")
-        if self.model.cut_normalisation in ("none", "stars_without_photometry") and selection is None:
+        if (
+            self.model.cut_normalisation in ("none", "stars_without_photometry", "luminosity_function_with_photometry")
+            and selection is None
+        ):
             raise ValueError(
                 f"model.cut_normalisation {self.model.cut_normalisation}: needs data.selection (the catalogue's cuts)"
             )

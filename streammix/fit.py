@@ -173,9 +173,10 @@ def build_mixture(
     coords = list(config.model.coordinates)
     if photometry is None:
         photometry = photometric_likelihood(config)
-    by_fraction = config.model.cut_normalisation == "luminosity_function"
-    by_star = config.model.cut_normalisation in ("star", "stars_without_photometry")
-    cut_stars = "without_photometry" if config.model.cut_normalisation == "stars_without_photometry" else "all"
+    form = config.model.cut_normalisation
+    by_fraction = form in ("luminosity_function", "luminosity_function_with_photometry")
+    by_star = form in ("star", "stars_without_photometry", "luminosity_function_with_photometry")
+    cut_stars = "without_photometry" if form in ("stars_without_photometry", "luminosity_function_with_photometry") else "all"
     components = []
     for comp in config.model.components:
         if bounds is not None:
@@ -213,7 +214,7 @@ def build_mixture(
     density, fraction = None, None
     # the tables and the error relation are buffers: a saved model's replace these placeholders when it is loaded
     relation, field = None, None
-    if (config.model.error_density or config.model.photometry_share) and stars is not None:
+    if (config.model.error_density or config.model.photometry_share or by_fraction) and stars is not None:
         relation = _error_relation(config, stars)
         field = _field_errors(config, stars, control_priors(config) if priors is None else priors)
     if config.model.error_density:
@@ -237,6 +238,7 @@ def build_mixture(
         error_weights=error_weights,
         error_density=density,
         cut_fraction=fraction,
+        cut_fraction_stars="with_photometry" if form == "luminosity_function_with_photometry" else "all",
         photometry_share=share,
         outlier_fraction=config.model.isochrone.outlier_fraction,
     )

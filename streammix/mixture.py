@@ -318,6 +318,13 @@ class Mixture(nn.Module):
             isochrone that passes the catalogue's cuts
             (:class:`~streammix.cut_fraction.CutFraction`): the likelihood is
             then normalised over the cuts (:meth:`log_normaliser`), or None.
+        cut_fraction_stars: ``"all"``: ``cut_fraction`` normalises the whole
+            mixture (:meth:`log_normaliser`); ``"with_photometry"``: it divides
+            each component's density of the stars whose magnitudes its isochrone
+            models, at the star's phi1 (the components divide the other stars by
+            their own probability of passing, ``cut_stars="without_photometry"``),
+            so that for both kinds of star, which share the weights, each
+            component is a density over the cuts.
         outlier_fraction: The share of the stars of each component with an
             isochrone whose magnitudes the isochrone does not describe: they
             follow the field's colour-magnitude density given the astrometry
@@ -349,8 +356,12 @@ class Mixture(nn.Module):
         cut_fraction: CutFraction | None = None,
         photometry_share: PhotometryShare | None = None,
         outlier_fraction: float = 0.0,
+        cut_fraction_stars: str = "all",
     ):
         super().__init__()
+        if cut_fraction_stars not in ("all", "with_photometry"):
+            raise ValueError(f"cut_fraction_stars {cut_fraction_stars!r}: choose 'all' or 'with_photometry'")
+        self.cut_fraction_stars = cut_fraction_stars
         if not 0.0 <= outlier_fraction < 1.0:
             raise ValueError(f"outlier_fraction: {outlier_fraction} is not in [0, 1)")
         self.outlier_fraction = float(outlier_fraction)
@@ -499,6 +510,8 @@ class Mixture(nn.Module):
             joint = joint + self._error_density_terms(stars, params_of)
         if self.photometry_share is not None:
             joint = joint + self._photometry_share_terms(stars, params_of)
+        if self.cut_fraction is not None and self.cut_fraction_stars == "with_photometry":
+            joint = joint - self._cut_fraction_terms(stars, table)
         if photometric:
             joint = self._add_photometry(joint, photometric, stars)
         return joint
@@ -559,6 +572,26 @@ class Mixture(nn.Module):
         ]
         return torch.stack([*columns, zeros], dim=-1)
 
+    def _cut_fraction_terms(self, stars: StarTensors, table: Tensor) -> Tensor:
+        r"""For the stars whose magnitudes the model uses, :math:`\ln \bar P_k(\phi_1)` of
+        each component with an isochrone at the star's phi1 (``cut_fraction``, from the
+        grid's :meth:`parameter_table` ``table``), shape ``(N, K)``: 0 for the
+        background, the components without an isochrone and the other stars."""
+        zeros = torch.zeros_like(table[:, 0])
+        on_grid = torch.stack(
+            [
+                self.cut_fraction.log_fraction(self._component_params(table, comp.name))
+                if getattr(comp, "photometry", None) is not None
+                else zeros
+                for comp in self.components
+            ]
+            + [zeros],
+            dim=-1,
+        )
+        i = stars.grid_index
+        at_stars = torch.lerp(on_grid.index_select(0, i), on_grid.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1))
+        return at_stars * modelled_magnitudes(stars).unsqueeze(-1).to(at_stars.dtype)
+
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         r"""Add the isochrone term of the photometric components, computed only where
         it can matter.
@@ -609,7 +642,7 @@ class Mixture(nn.Module):
         (:mod:`streammix.cut_fraction`; the background's :math:`\bar P` is 1, as is
         that of a component without an isochrone), shape ``(N,)``; zeros without
         ``cut_fraction``. ``table``: the :meth:`parameter_table` of the grid."""
-        if self.cut_fraction is None:
+        if self.cut_fraction is None or self.cut_fraction_stars == "with_photometry":
             return torch.zeros_like(stars.phi1)
         if table is None:
             table = self.parameter_table(self.grid)

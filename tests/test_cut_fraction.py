@@ -122,3 +122,55 @@ def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged()
     loaded.load_state_dict(normalised.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(loaded.log_normaliser(tensors), normaliser)
+
+
+def test_the_stars_with_photometry_are_divided_by_the_share_that_passes():
+    """``luminosity_function_with_photometry``: a component's density of a star whose magnitudes
+    its isochrone models is divided by the share of its stars at that phi1 that pass the cuts; the
+    other stars are divided star by star, as with ``stars_without_photometry``; no mixture normaliser."""
+    from streammix.fit import build_mixture, config_tensors
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.model_io import mixture_bounds
+    from streammix.pipeline import MOCK_BANDS, demo_config, mock_columns
+
+    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
+    without = np.arange(len(stars_table)) % 3 == 0  # a third of the stars without magnitudes
+    for band in MOCK_BANDS:
+        stars_table[band] = np.where(without, np.nan, stars_table[band])
+    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    data["data"]["selection"] = {"parallax": [None, 0.3]}
+    data["model"]["cut_normalisation"] = "stars_without_photometry"
+    per_star = Config.from_dict(data)
+    data["model"]["cut_normalisation"] = "luminosity_function_with_photometry"
+    config = Config.from_dict(data)
+    with pytest.raises(InputError, match="needs data.selection"):
+        Config.from_dict({**data, "data": {**data["data"], "selection": None}})
+    with pytest.raises(InputError, match="needs isochrone.magnitude_limits"):
+        Config.from_dict({**data, "model": {**data["model"], "isochrone": {**data["model"]["isochrone"], "magnitude_limits": {}}}})
+    torch.manual_seed(0)
+    divided = build_mixture(config, stars)
+    torch.manual_seed(0)
+    reference = build_mixture(per_star, stars)
+    reference.load_state_dict(divided.state_dict(), strict=False)
+    tensors = config_tensors(config, stars, np.zeros(len(stars)), mixture=divided)
+    with torch.no_grad():
+        table = divided.parameter_table(divided.grid)
+        difference = divided.log_joint(tensors, table) - reference.log_joint(tensors, table)
+        share = divided.cut_fraction.log_fraction(divided._component_params(table, "stream"))
+        i = tensors.grid_index
+        at_star = torch.lerp(share[i], share[i + 1], tensors.grid_weight)
+        has_mags = torch.as_tensor(~without)
+        assert bool((at_star < -1e-3).all())  # the cut loses stream stars
+        # where the isochrone term can matter (elsewhere each takes its bound: Mixture._add_photometry)
+        reference_joint = reference.log_joint(tensors, table)
+        matters = has_mags & (reference_joint[:, 0] - reference_joint[:, 1] > -10.0)
+        assert int(matters.sum()) > 100
+        torch.testing.assert_close(difference[matters, 0], -at_star[matters])
+        assert bool((difference[~has_mags] == 0).all()) and bool((difference[:, 1] == 0).all())
+        assert bool((divided.log_normaliser(tensors) == 0).all())
+    # a saved model reads its cut fraction back
+    loaded = build_mixture(config, bounds=mixture_bounds(divided))
+    loaded.load_state_dict(divided.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_joint(tensors), divided.log_joint(tensors))
