@@ -33,7 +33,10 @@ them whose true values pass: how much of an injected star's error distribution t
 remove. (``inject_stream`` cuts a draw exactly only when the config declares
 ``data.selection``; otherwise it cuts it to the catalogue's own ranges per tenth of phi1, a
 looser approximation of the same box, so stars whose true values lie outside the exact box
-can be in such a draw.)
+can be in such a draw.) With ``--odds-shift`` it also fits, for the first column (per
+``--split`` subset and per case), the one constant shift of the log-odds that best calibrates it,
+and gives the chi-square after it: whether a miscalibration is one factor in the odds (a
+diagnostic of where a model's densities are off by a constant, not a recalibration to apply).
 Several folders (runs of ``injection.py`` with other ``--seed``, so other draws of the
 same cases) are pooled together: more injected stars per bin (the real stars are the same
 catalogue's in every run, so the false members of the runs are not independent draws).
@@ -75,6 +78,11 @@ def main() -> None:
     parser.add_argument("--parallax-zero-point", type=float, default=None,
                         help="mas, added to the true parallax for --cuts, as the injection run's config had it (needed "
                         "with --cuts: the GD-1 configs' -0.08 from session 29, -0.029 before)")
+    parser.add_argument("--odds-shift", action="store_true",
+                        help="also fit, for the first column (and with --split for the stars with and without that "
+                        "column, and per case), the one log-odds shift that best calibrates it (maximum likelihood over the "
+                        "stars with p >= 0.05, where the case files hold every star), with the chi-square after it: a "
+                        "diagnostic of how much of a miscalibration is one constant factor in the odds")
     args = parser.parse_args()
     if args.cuts is not None and args.parallax_zero_point is None:
         parser.error("--cuts needs --parallax-zero-point (the injection run's data.parallax_zero_point: -0.08 for the "
@@ -106,7 +114,9 @@ def main() -> None:
             parser.error(f"{folder}: holds none of the case files {[path.name for _, path in paths]}")
         for case, path in found:
             read.append(case)
-            tables[case if len(args.folders) == 1 else f"{case} (run {run})"] = Table.read(path)
+            table = Table.read(path)
+            table["scoring_case"] = case
+            tables[case if len(args.folders) == 1 else f"{case} (run {run})"] = table
     print("| case | injected | observed - true pm_phi1: 5/50/95 % (mean) | pm_phi2: 5/50/95 % (mean) |")
     print("|---|---|---|---|")
     for case, t in tables.items():
@@ -155,11 +165,60 @@ def main() -> None:
         rms = float(np.sqrt(np.mean((other - first)[middle] ** 2))) if middle.any() else float("nan")
         print(f"\n{column} - {groups[0][0]}: rms {rms:.3f} over the {int(middle.sum())} stars with either in 0.1-0.9")
         summary[column]["rms_difference_from_first"] = rms
+    if args.odds_shift:
+        summary["odds_shift"] = odds_shifts(pooled, truth, groups, args.cases)
     if args.error_edges is not None:
         subsets = [subset for _, subset in groups if subset is not None]
         passing = None if cuts_config is None else pass_probability(pooled, truth, cuts_config, args)
         summary["by_error"] = by_error(pooled, truth, groups[0][0], args.error_edges, subsets, passing)
     emit({"folders": [str(folder) for folder in args.folders], "cases": sorted(set(read), key=args.cases.index), "scorings": summary})
+
+
+def odds_shifts(pooled, truth, groups, cases) -> list[dict]:
+    """For the first column, over all stars and each ``--split`` subset, pooled and per case: the
+    maximum-likelihood constant shift of the log-odds (over the stars with p >= 0.05) and the
+    calibration chi-square before and after it (a diagnostic, not a recalibration)."""
+    from scipy.optimize import minimize_scalar
+
+    from streammix.pipeline import truth_metrics
+
+    column = groups[0][0]
+    p_all = np.clip(np.asarray(pooled[column], float), 1e-9, 1 - 1e-9)
+    case_of = np.asarray(pooled["scoring_case"]).astype(str)
+
+    def shifted(p, shift):
+        return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
+
+    def best_shift(keep):
+        p, y = p_all[keep], truth[keep]
+
+        def loss(shift):
+            q = np.clip(shifted(p, shift), 1e-12, 1 - 1e-12)
+            return -float(np.sum(np.where(y, np.log(q), np.log1p(-q))))
+
+        return float(minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded").x)
+
+    rows = []
+    print(f"\n{column}: the one log-odds shift that best calibrates it (fitted over p >= 0.05)")
+    print("| stars | cases | stars fitted | shift | factor in the odds | chi-square before | after |")
+    print("|---|---|---|---|---|---|---|")
+    subsets = [("all", np.ones(truth.size, bool))] + [subset for _, subset in groups if subset is not None]
+    for name, subset in subsets:
+        for which in ["pooled", *[case for case in cases if case in set(case_of)]]:
+            keep = subset & (p_all >= 0.05) & ((case_of == which) if which != "pooled" else True)
+            if keep.sum() < 50 or truth[keep].all() or not truth[keep].any():
+                continue
+            shift = best_shift(keep)
+            before = after = None  # the chi-square is the pooled calibration's
+            if which == "pooled":
+                before = calibration_chi2(truth_metrics(p_all[subset], truth[subset]))[1]
+                moved = np.where(p_all >= 0.05, shifted(p_all, shift), p_all)
+                after = calibration_chi2(truth_metrics(moved[subset], truth[subset]))[1]
+            cells = " | ".join("-" if value is None else f"{value:.1f}" for value in (before, after))
+            print(f"| {name} | {which} | {int(keep.sum())} | {shift:+.2f} | {np.exp(shift):.2f} | {cells} |")
+            rows.append({"stars": name, "cases": which, "fitted": int(keep.sum()), "shift": shift,
+                         "chi2_before": before, "chi2_after": after})
+    return rows
 
 
 def calibration_chi2(metrics: dict) -> tuple[list[dict], float]:
