@@ -71,6 +71,19 @@ def test_the_fraction_is_the_share_of_a_monte_carlo_stream_that_passes_the_cuts(
     assert modelled[0] > modelled[-1] + 0.2  # the box's edge mattered
 
 
+def _twins(config, other, stars):
+    """The mixtures of ``config`` and ``other`` with the same networks' state, and the stars' tensors
+    (prepared as ``other``'s: the photometry and the per-star cuts are the same for both here)."""
+    from streammix.fit import build_mixture, config_tensors
+
+    torch.manual_seed(0)
+    mixture = build_mixture(config, stars)
+    torch.manual_seed(0)
+    reference = build_mixture(other, stars)
+    reference.load_state_dict(mixture.state_dict(), strict=False)
+    return mixture, reference, config_tensors(other, stars, np.zeros(len(stars)), mixture=reference)
+
+
 def test_configs_that_cannot_be_normalised_so_are_refused():
     with pytest.raises(ValidationError, match="luminosity_function: needs error_density: true"):
         ModelConfig(cut_normalisation="luminosity_function")
@@ -79,7 +92,7 @@ def test_configs_that_cannot_be_normalised_so_are_refused():
 
 
 def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged():
-    from streammix.fit import build_mixture, config_tensors
+    from streammix.fit import build_mixture
     from streammix.mock import MockConfig, generate_mock
     from streammix.model_io import mixture_bounds
     from streammix.pipeline import demo_config, mock_columns
@@ -101,12 +114,7 @@ def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged()
                       "background": {**data["model"]["background"], "blocks": [["parallax", *data["model"]["bands"]]]}},
         })  # fmt: skip
     config = Config.from_dict(data)
-    torch.manual_seed(0)
-    normalised = build_mixture(config, stars)
-    torch.manual_seed(0)
-    reference = build_mixture(plain, stars)
-    reference.load_state_dict(normalised.state_dict(), strict=False)
-    tensors = config_tensors(plain, stars, np.zeros(len(stars)), mixture=reference)
+    normalised, reference, tensors = _twins(config, plain, stars)
     with torch.no_grad():
         normaliser = normalised.log_normaliser(tensors)
         assert bool((normaliser < -1e-3).all()) and bool((normaliser <= 0).all())  # the cut loses stream stars
@@ -128,7 +136,7 @@ def test_the_stars_with_photometry_are_divided_by_the_share_that_passes():
     """``luminosity_function_with_photometry``: a component's density of a star whose magnitudes
     its isochrone models is divided by the share of its stars at that phi1 that pass the cuts; the
     other stars are divided star by star, as with ``stars_without_photometry``; no mixture normaliser."""
-    from streammix.fit import build_mixture, config_tensors
+    from streammix.fit import build_mixture
     from streammix.mock import MockConfig, generate_mock
     from streammix.model_io import mixture_bounds
     from streammix.pipeline import MOCK_BANDS, demo_config, mock_columns
@@ -148,12 +156,7 @@ def test_the_stars_with_photometry_are_divided_by_the_share_that_passes():
         Config.from_dict({**data, "data": {**data["data"], "selection": None}})
     with pytest.raises(InputError, match="needs isochrone.magnitude_limits"):
         Config.from_dict({**data, "model": {**data["model"], "isochrone": {**data["model"]["isochrone"], "magnitude_limits": {}}}})
-    torch.manual_seed(0)
-    divided = build_mixture(config, stars)
-    torch.manual_seed(0)
-    reference = build_mixture(per_star, stars)
-    reference.load_state_dict(divided.state_dict(), strict=False)
-    tensors = config_tensors(config, stars, np.zeros(len(stars)), mixture=divided)
+    divided, reference, tensors = _twins(config, per_star, stars)
     with torch.no_grad():
         table = divided.parameter_table(divided.grid)
         difference = divided.log_joint(tensors, table) - reference.log_joint(tensors, table)
