@@ -357,8 +357,9 @@ class ModelConfig(_Section):
         "stars); 'luminosity_function_with_photometry', the stars without photometry divided as by "
         "'stars_without_photometry' and each star with photometry by the share of the component's stars at its phi1 "
         "that pass the cuts, averaged over the component's luminosity function (streammix.cut_fraction), so that "
-        "the component is a density over the cuts for both kinds of star, which share its weights (needs bands and "
-        "isochrone.magnitude_limits); 'luminosity_function', the mixture divided by the share of each component's stars that "
+        "the component is a density over the cuts for both kinds of star, which share its weights over phi1 (needs "
+        "bands, a component with photometry, isochrone.magnitude_limits and no error_density; no selection prior: "
+        "a component is not held inside the cuts); 'luminosity_function', the mixture divided by the share of each component's stars that "
         "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density); 'none', the "
         "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
         "and parallax, bounded by them)",
@@ -449,11 +450,21 @@ class ModelConfig(_Section):
                 f"cut_normalisation {self.cut_normalisation}: needs bands (without them no star has photometry; "
                 "use 'star')"
             )
-        if self.cut_normalisation == "luminosity_function_with_photometry" and not self.isochrone.magnitude_limits:
-            raise ValueError(
-                "cut_normalisation luminosity_function_with_photometry: needs isochrone.magnitude_limits (the "
-                "luminosity function the share that passes is averaged over)"
-            )
+        if self.cut_normalisation == "luminosity_function_with_photometry":
+            missing = [
+                need
+                for need, present in (
+                    ("isochrone.magnitude_limits (the luminosity function the share that passes is averaged over)",
+                     self.isochrone.magnitude_limits),
+                    ("a component with photometry (without one, use 'stars_without_photometry')",
+                     any(c.photometry for c in self.components)),
+                    ("error_density: false (with it the stars without photometry carry the luminosity function "
+                     "before the cuts: use 'luminosity_function')", not self.error_density),
+                )
+                if not present
+            ]  # fmt: skip
+            if missing:
+                raise ValueError(f"cut_normalisation luminosity_function_with_photometry: needs {'; '.join(missing)}")
         if self.cut_normalisation == "luminosity_function":
             if not self.error_density:
                 raise ValueError(
@@ -884,19 +895,17 @@ class Config(_Section):
         selection = self.data.selection
         if selection is not None and selection.pmra is not None and self.frame is None:
             raise ValueError("data.selection: proper-motion cuts need the config's frame (e.g. frame: gd1)")
-        if (
-            self.model.cut_normalisation in ("none", "stars_without_photometry", "luminosity_function_with_photometry")
-            and selection is None
-        ):
+        if self.model.cut_normalisation in ("none", "stars_without_photometry") and selection is None:
             raise ValueError(
                 f"model.cut_normalisation {self.model.cut_normalisation}: needs data.selection (the catalogue's cuts)"
             )
-        if self.model.cut_normalisation == "luminosity_function":
+        form = self.model.cut_normalisation
+        if form in ("luminosity_function", "luminosity_function_with_photometry"):
             if selection is None:
-                raise ValueError("model.cut_normalisation luminosity_function: needs data.selection (the catalogue's cuts)")
+                raise ValueError(f"model.cut_normalisation {form}: needs data.selection (the catalogue's cuts)")
             if selection.pmra is not None and not {"pm_phi1_cosphi2", "pm_phi2"} <= set(self.model.coordinates):
                 raise ValueError(
-                    "model.cut_normalisation luminosity_function: data.selection cuts on pmra, pmdec, but "
+                    f"model.cut_normalisation {form}: data.selection cuts on pmra, pmdec, but "
                     f"model.coordinates {self.model.coordinates} lack pm_phi1_cosphi2 and pm_phi2"
                 )
         if selection is not None:

@@ -35,6 +35,17 @@ break it; so, by the same argument, would dividing each star by its own
 probability of passing (likely why that over-counted the faint stars with
 photometry, benchmarks/RESULTS.md, session 20; not measured). Unlike a component normalised on its own, none can become a
 spike at a cut's edge: the normaliser is the mixture's.
+
+The same :math:`\bar P_k` serves a second form (``model.cut_normalisation:
+luminosity_function_with_photometry``, ``Mixture(cut_fraction_stars="with_photometry")``):
+there each component's density of a star *with* photometry is divided by
+:math:`\bar P_k` at the star's phi1, while a star without photometry is divided by its
+own probability of passing (the component's ``cut_stars="without_photometry"``). Each
+component is then a density over the cuts for both kinds of star (up to the
+approximations: :math:`\bar P_k` is the whole luminosity function's, not that of
+the stars with photometry only, and ignores extinction), and the weights are
+those after the cuts. A component is normalised on its own there, so nothing in
+this form keeps it inside the cuts.
 """
 
 from __future__ import annotations

@@ -216,6 +216,7 @@ def build_mixture(
     relation, field = None, None
     if (config.model.error_density or config.model.photometry_share or by_fraction) and stars is not None:
         relation = _error_relation(config, stars)
+    if (config.model.error_density or config.model.photometry_share) and stars is not None:
         field = _field_errors(config, stars, control_priors(config) if priors is None else priors)
     if config.model.error_density:
         density = ErrorDensity.placeholder() if stars is None else _error_density(config, components, field, relation)
@@ -310,7 +311,9 @@ def _error_density(
 
 def _share_setting(config: Config) -> str:
     """The setting that asked for the error relation, the error density or the photometry share."""
-    return "error_density" if config.model.error_density else "photometry_share"
+    if config.model.error_density:
+        return "error_density"
+    return "photometry_share" if config.model.photometry_share else "cut_normalisation"
 
 
 def _photometry_share(config: Config, field: tuple[np.ndarray, np.ndarray]) -> PhotometryShare:

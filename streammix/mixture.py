@@ -316,15 +316,16 @@ class Mixture(nn.Module):
             magnitudes, or None.
         cut_fraction: The share of the stars of each component with an
             isochrone that passes the catalogue's cuts
-            (:class:`~streammix.cut_fraction.CutFraction`): the likelihood is
-            then normalised over the cuts (:meth:`log_normaliser`), or None.
+            (:class:`~streammix.cut_fraction.CutFraction`), used as
+            ``cut_fraction_stars`` says, or None.
         cut_fraction_stars: ``"all"``: ``cut_fraction`` normalises the whole
             mixture (:meth:`log_normaliser`); ``"with_photometry"``: it divides
             each component's density of the stars whose magnitudes its isochrone
             models, at the star's phi1 (the components divide the other stars by
             their own probability of passing, ``cut_stars="without_photometry"``),
-            so that for both kinds of star, which share the weights, each
-            component is a density over the cuts.
+            so that for both kinds of star, which share the weights over phi1,
+            each component is a density over the cuts; :meth:`log_normaliser`
+            is then 0.
         outlier_fraction: The share of the stars of each component with an
             isochrone whose magnitudes the isochrone does not describe: they
             follow the field's colour-magnitude density given the astrometry
@@ -590,7 +591,7 @@ class Mixture(nn.Module):
         )
         i = stars.grid_index
         at_stars = torch.lerp(on_grid.index_select(0, i), on_grid.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1))
-        return at_stars * modelled_magnitudes(stars).unsqueeze(-1).to(at_stars.dtype)
+        return torch.where(modelled_magnitudes(stars).unsqueeze(-1), at_stars, 0.0)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
         r"""Add the isochrone term of the photometric components, computed only where
@@ -641,7 +642,8 @@ class Mixture(nn.Module):
         star of the mixture at its phi1 passes the catalogue's cuts
         (:mod:`streammix.cut_fraction`; the background's :math:`\bar P` is 1, as is
         that of a component without an isochrone), shape ``(N,)``; zeros without
-        ``cut_fraction``. ``table``: the :meth:`parameter_table` of the grid."""
+        ``cut_fraction`` or where it divides the stars with photometry instead
+        (``cut_fraction_stars="with_photometry"``). ``table``: the :meth:`parameter_table` of the grid."""
         if self.cut_fraction is None or self.cut_fraction_stars == "with_photometry":
             return torch.zeros_like(stars.phi1)
         if table is None:

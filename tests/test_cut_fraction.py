@@ -154,8 +154,19 @@ def test_the_stars_with_photometry_are_divided_by_the_share_that_passes():
     config = Config.from_dict(data)
     with pytest.raises(InputError, match="needs data.selection"):
         Config.from_dict({**data, "data": {**data["data"], "selection": None}})
-    with pytest.raises(InputError, match="needs isochrone.magnitude_limits"):
-        Config.from_dict({**data, "model": {**data["model"], "isochrone": {**data["model"]["isochrone"], "magnitude_limits": {}}}})
+    for change, message in (
+        ({"isochrone": {**data["model"]["isochrone"], "magnitude_limits": {}}}, "needs isochrone.magnitude_limits"),
+        ({"components": [{**c, "photometry": False} for c in data["model"]["components"]]}, "a component with photometry"),
+        ({"error_density": True, "error_weights": 0}, "error_density: false"),
+    ):
+        with pytest.raises(InputError, match=message):
+            Config.from_dict({**data, "model": {**data["model"], **change}})
+    with pytest.raises(InputError, match="lack pm_phi1_cosphi2 and pm_phi2"):
+        Config.from_dict({
+            **data, "frame": "gd1", "data": {**data["data"], "selection": {"pmra": [-7.0, -2.0], "pmdec": [-15.0, -11.0]}},
+            "model": {**data["model"], "coordinates": ["phi2", "parallax"],
+                      "background": {**data["model"]["background"], "blocks": [["parallax", *data["model"]["bands"]]]}},
+        })  # fmt: skip
     divided, reference, tensors = _twins(config, per_star, stars)
     with torch.no_grad():
         table = divided.parameter_table(divided.grid)
