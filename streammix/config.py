@@ -359,8 +359,9 @@ class ModelConfig(_Section):
         "that pass the cuts, averaged over the component's luminosity function (streammix.cut_fraction), so that "
         "the component is a density over the cuts for both kinds of star, which share its weights over phi1 (needs "
         "bands, a component with photometry, isochrone.magnitude_limits and no error_density; no selection prior: "
-        "a component is not held inside the cuts); 'luminosity_function', the mixture divided by the share of each component's stars that "
-        "pass, averaged over its luminosity function (streammix.cut_fraction; needs error_density); 'none', the "
+        "a component is not held inside the cuts); 'luminosity_function', the mixture divided by the share of "
+        "each component's stars that pass, averaged over its luminosity function (streammix.cut_fraction; needs "
+        "error_density); 'none', the "
         "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
         "and parallax, bounded by them)",
     )
@@ -445,7 +446,8 @@ class ModelConfig(_Section):
             ]  # fmt: skip
             if missing:
                 raise ValueError(f"photometry_share: needs {'; '.join(missing)}")
-        if self.cut_normalisation in ("stars_without_photometry", "luminosity_function_with_photometry") and not self.bands:
+        divides_without = ("stars_without_photometry", "luminosity_function_with_photometry")
+        if self.cut_normalisation in divides_without and not self.bands:
             raise ValueError(
                 f"cut_normalisation {self.cut_normalisation}: needs bands (without them no star has photometry; "
                 "use 'star')"

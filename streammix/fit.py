@@ -176,7 +176,8 @@ def build_mixture(
     form = config.model.cut_normalisation
     by_fraction = form in ("luminosity_function", "luminosity_function_with_photometry")
     by_star = form in ("star", "stars_without_photometry", "luminosity_function_with_photometry")
-    cut_stars = "without_photometry" if form in ("stars_without_photometry", "luminosity_function_with_photometry") else "all"
+    divides_without = form in ("stars_without_photometry", "luminosity_function_with_photometry")
+    cut_stars = "without_photometry" if divides_without else "all"
     components = []
     for comp in config.model.components:
         if bounds is not None:

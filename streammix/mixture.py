@@ -590,7 +590,8 @@ class Mixture(nn.Module):
             dim=-1,
         )
         i = stars.grid_index
-        at_stars = torch.lerp(on_grid.index_select(0, i), on_grid.index_select(0, i + 1), stars.grid_weight.unsqueeze(-1))
+        weight = stars.grid_weight.unsqueeze(-1)
+        at_stars = torch.lerp(on_grid.index_select(0, i), on_grid.index_select(0, i + 1), weight)
         return torch.where(modelled_magnitudes(stars).unsqueeze(-1), at_stars, 0.0)
 
     def _add_photometry(self, joint: Tensor, photometric, stars: StarTensors) -> Tensor:
