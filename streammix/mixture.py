@@ -573,22 +573,23 @@ class Mixture(nn.Module):
         ]
         return torch.stack([*columns, zeros], dim=-1)
 
-    def _cut_fraction_terms(self, stars: StarTensors, table: Tensor) -> Tensor:
-        r"""For the stars whose magnitudes the model uses, :math:`\ln \bar P_k(\phi_1)` of
-        each component with an isochrone at the star's phi1 (``cut_fraction``, from the
-        grid's :meth:`parameter_table` ``table``), shape ``(N, K)``: 0 for the
-        background, the components without an isochrone and the other stars."""
+    def _grid_log_fractions(self, table: Tensor) -> Tensor:
+        r""":math:`\ln \bar P_k(\phi_1)` of every component on the grid (``cut_fraction``, from
+        the grid's :meth:`parameter_table` ``table``), shape ``(G, K)``: 0 for the components
+        without an isochrone and for the background (last)."""
         zeros = torch.zeros_like(table[:, 0])
-        on_grid = torch.stack(
-            [
-                self.cut_fraction.log_fraction(self._component_params(table, comp.name))
-                if getattr(comp, "photometry", None) is not None
-                else zeros
-                for comp in self.components
-            ]
-            + [zeros],
-            dim=-1,
-        )
+        columns = [
+            self.cut_fraction.log_fraction(self._component_params(table, comp.name))
+            if getattr(comp, "photometry", None) is not None
+            else zeros
+            for comp in self.components
+        ]
+        return torch.stack([*columns, zeros], dim=-1)
+
+    def _cut_fraction_terms(self, stars: StarTensors, table: Tensor) -> Tensor:
+        r"""For the stars whose magnitudes the model uses, :meth:`_grid_log_fractions` at the
+        star's phi1, shape ``(N, K)``; 0 for the other stars."""
+        on_grid = self._grid_log_fractions(table)
         i = stars.grid_index
         weight = stars.grid_weight.unsqueeze(-1)
         at_stars = torch.lerp(on_grid.index_select(0, i), on_grid.index_select(0, i + 1), weight)
@@ -652,13 +653,7 @@ class Mixture(nn.Module):
         n_comp = len(self.all_components)
         mask = torch.cat([self.logit_mask, torch.zeros_like(self.logit_mask[:, :1])], dim=-1).to(table.dtype)
         log_w = torch.log_softmax(table[:, :n_comp] + mask, dim=-1)
-        columns = [
-            self.cut_fraction.log_fraction(self._component_params(table, comp.name))
-            if getattr(comp, "photometry", None) is not None
-            else torch.zeros_like(table[:, 0])
-            for comp in self.components
-        ]
-        log_z = torch.logsumexp(log_w + torch.stack([*columns, torch.zeros_like(table[:, 0])], dim=-1), dim=-1)
+        log_z = torch.logsumexp(log_w + self._grid_log_fractions(table), dim=-1)
         i = stars.grid_index
         return torch.lerp(log_z.index_select(0, i), log_z.index_select(0, i + 1), stars.grid_weight)
 
