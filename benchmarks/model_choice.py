@@ -18,7 +18,8 @@ the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_with
 divided star by star for the stars without photometry only, unless the shipped config has it;
 (joint) ``with_selection_luminosity_function``: the same, and the stars with photometry divided by the share of
 the component's stars at their phi1 that pass, averaged over its luminosity function
-(``luminosity_function_with_photometry``), unless the shipped config has it; ``no_selection``
+(``luminosity_function_with_photometry``), unless the shipped config has it; (joint) ``photometry_logits``: a
+learned logit of each stream-like component for the stars with PS1 (``model.photometry_logits``), switched; ``no_selection``
 where the shipped config declares the cuts), smaller flows, flows conditioned on
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and
@@ -352,6 +353,10 @@ def variants(base) -> dict:
         if data["model"]["cut_normalisation"] != "luminosity_function_with_photometry" or data["data"]["selection"] is None:
             out["with_selection_luminosity_function"] = changed(
                 lambda d: (with_selection(d), d["model"].update(cut_normalisation="luminosity_function_with_photometry")))
+        # a learned logit of each stream-like component for the stars with PS1 (model.photometry_logits), switched
+        logits = data["model"]["photometry_logits"]
+        out["no_photometry_logits" if logits else "photometry_logits"] = changed(
+            lambda d: d["model"].update(photometry_logits=not logits))
         # the share of the field's stars with PS1 at a star's parallax error, normalised over the stream's
         # luminosity function (model.photometry_share, beside the learned error weights), switched
         share = data["model"]["photometry_share"]

@@ -345,6 +345,14 @@ class ModelConfig(_Section):
         "(streammix.photometry_share): which stars have photometry depends on their brightness; error_density "
         "applies its own form",
     )
+    photometry_logits: bool = Field(
+        False,
+        description="a learned constant logit per stream-like component for the stars whose magnitudes the model "
+        "uses (under a weak N(0, 3^2) prior; streammix.mixture.Mixture): which stars have photometry depends on "
+        "their brightness, and the stream's share among them is learned from them rather than tied to that of the "
+        "other stars (a star of median error, with error_weights) through the normalisation of their densities "
+        "over the catalogue's cuts; needs bands and a component with photometry",
+    )
     cut_normalisation: Literal[
         "star", "stars_without_photometry", "luminosity_function_with_photometry", "luminosity_function", "none"
     ] = Field(
@@ -358,8 +366,8 @@ class ModelConfig(_Section):
         "'stars_without_photometry' and each star with photometry by the share of the component's stars at its phi1 "
         "that pass the cuts, averaged over the component's luminosity function (streammix.cut_fraction), so that "
         "the component is a density over the cuts for both kinds of star, which share its weights over phi1 (needs "
-        "bands, a component with photometry, isochrone.magnitude_limits and no error_density; no selection prior: "
-        "a component is not held inside the cuts); 'luminosity_function', the mixture divided by the share of "
+        "bands, a component with photometry, isochrone.magnitude_limits and no error_density; with a proper-motion "
+        "cut, the 'star' form's prior keeps each component inside it); 'luminosity_function', the mixture divided by the share of "
         "each component's stars that pass, averaged over its luminosity function (streammix.cut_fraction; needs "
         "error_density); 'none', the "
         "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
@@ -446,6 +454,11 @@ class ModelConfig(_Section):
             ]  # fmt: skip
             if missing:
                 raise ValueError(f"photometry_share: needs {'; '.join(missing)}")
+        if self.photometry_logits and (not self.bands or not any(c.photometry for c in self.components)):
+            raise ValueError(
+                "photometry_logits: needs bands and a component with photometry (without them no star's magnitudes "
+                "are modelled)"
+            )
         divides_without = ("stars_without_photometry", "luminosity_function_with_photometry")
         if self.cut_normalisation in divides_without and not self.bands:
             raise ValueError(

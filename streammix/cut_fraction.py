@@ -44,8 +44,10 @@ own probability of passing (the component's ``cut_stars="without_photometry"``).
 component is then a density over the cuts for both kinds of star (up to the
 approximations: :math:`\bar P_k` is the whole luminosity function's, not that of
 the stars with photometry only, and ignores extinction), and the weights are
-those after the cuts. A component is normalised on its own there, so nothing in
-this form keeps it inside the cuts.
+those after the cuts. A component is normalised on its own there, so, as with the
+form that divides every star, a prior holds it inside a proper-motion cut
+(:meth:`~streammix.components.StreamComponent.selection_log_prior`; without it
+GD-1's cocoon left GD-1, benchmarks/RESULTS.md, session 32).
 """
 
 from __future__ import annotations

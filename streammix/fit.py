@@ -199,8 +199,9 @@ def build_mixture(
         dispersion = getattr(comp, "velocity_dispersion", None)
         if dispersion is not None:  # the config has checked that the component has proper motions and a distance
             component.dispersion_prior = dispersion.prior(comp.phi1_range or tuple(config.field.phi1))
-    if _has_pm_cut(config) and config.model.cut_normalisation == "star":
-        # the cut on the phi1 grid, at the field's middle phi2, for the components' selection prior
+    if _has_pm_cut(config) and form in ("star", "luminosity_function_with_photometry"):
+        # the cut on the phi1 grid, at the field's middle phi2, for the selection prior of the components
+        # normalised on their own (for every star, or for the stars with photometry by their luminosity function)
         matrix, offset = _grid_transform(config)
         for component in components:
             if hasattr(component, "attach_selection_grid"):
@@ -243,6 +244,7 @@ def build_mixture(
         cut_fraction_stars="with_photometry" if form == "luminosity_function_with_photometry" else "all",
         photometry_share=share,
         outlier_fraction=config.model.isochrone.outlier_fraction,
+        photometry_logits=config.model.photometry_logits,
     )
 
 

@@ -24,7 +24,7 @@ from .components import BackgroundComponent, Component, NetworkSettings, StreamC
 from .densities import normal_logpdf
 from .cut_fraction import CutFraction
 from .error_density import ErrorDensity
-from .error_weights import ErrorWeights
+from .error_weights import LOGIT_SCALE, ErrorWeights
 from .photometry import PhotometricLikelihood, PreparedPhotometry, with_outliers
 from .photometry_share import PhotometryShare
 
@@ -332,6 +332,14 @@ class Mixture(nn.Module):
             (the stars' ``background_bands_logp``), so that a star of the
             component's track and motions off its isochrone keeps a density
             ``outlier_fraction`` times the field's rather than none (0: none).
+        photometry_logits: A learned constant logit per stream-like component,
+            added for the stars whose magnitudes the model uses
+            (:func:`~streammix.components.modelled_magnitudes`), under a weak
+            N(0, 3^2) prior: the stream's share among the stars with magnitudes
+            is then learned from them rather than tied to that of the other
+            stars (at the middle error knot, with ``error_weights``) through
+            the normalisation of their densities. The weights reported on the
+            grid are those of the stars without magnitudes.
 
     Example:
         >>> mix = Mixture([StreamComponent("stream", ["phi2"], {"phi2": (-5, 5), "phi2_width": (0.05, 1)},
@@ -358,6 +366,7 @@ class Mixture(nn.Module):
         photometry_share: PhotometryShare | None = None,
         outlier_fraction: float = 0.0,
         cut_fraction_stars: str = "all",
+        photometry_logits: bool = False,
     ):
         super().__init__()
         if cut_fraction_stars not in ("all", "with_photometry"):
@@ -372,6 +381,8 @@ class Mixture(nn.Module):
         self.error_density = error_density
         self.cut_fraction = cut_fraction
         self.photometry_share = photometry_share
+        # trained in units of 1 / LOGIT_SCALE, as the error weights' logits (AdamW's steps then move it by ~1e-2)
+        self.photometry_logits = nn.Parameter(torch.zeros(len(components))) if photometry_logits else None
         names = [c.name for c in components] + [background.name]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
@@ -468,7 +479,7 @@ class Mixture(nn.Module):
         # per-star terms (a phi1_range, error weights) need the logits at each star and
         # a softmax there; without them the grid's log-weights are interpolated directly
         ranged = any(comp.phi1_range is not None for comp in self.components)
-        per_star = ranged or self.error_weights is not None
+        per_star = ranged or self.error_weights is not None or self.photometry_logits is not None
         if not per_star:
             table = torch.cat([torch.log_softmax(table[:, :n_comp], dim=-1), table[:, n_comp:]], dim=-1)
         # one (G, P) matrix of everything, interpolated to the stars in a single
@@ -488,6 +499,8 @@ class Mixture(nn.Module):
                 log_w = log_w + self.range_mask(stars.phi1)
             if self.error_weights is not None:
                 log_w = log_w + self._error_logits(stars)
+            if self.photometry_logits is not None:
+                log_w = log_w + self._photometry_logits(stars)
             log_w = torch.log_softmax(log_w, dim=-1)
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
@@ -529,6 +542,13 @@ class Mixture(nn.Module):
         shift = self.error_weights.logits(stars.parallax_err)
         shift = shift * self._eligible(stars).unsqueeze(-1).to(shift.dtype)
         return torch.cat([shift, torch.zeros_like(shift[:, :1])], dim=-1)
+
+    def _photometry_logits(self, stars: StarTensors) -> Tensor:
+        """The learned logit of each stream-like component (``photometry_logits``) for the
+        stars whose magnitudes the model uses, 0 for the others and the background, shape ``(N, K)``."""
+        logits = (self.photometry_logits * LOGIT_SCALE).to(stars.phi1.dtype)
+        logits = torch.cat([logits, torch.zeros_like(logits[:1])])
+        return torch.where(modelled_magnitudes(stars).unsqueeze(-1), logits, 0.0)
 
     def _error_density_terms(self, stars: StarTensors, params_of: list[dict[str, Tensor]]) -> Tensor:
         r"""For the :meth:`_eligible` stars, each component's density of the star's
@@ -660,7 +680,7 @@ class Mixture(nn.Module):
     def log_prior(self, priors: Sequence[ControlPrior]) -> Tensor:
         """Sum of the normalised control-point log-densities (added once), plus,
         with error weights, a weak N(0, 3^2) prior on their logit at each knot,
-        plus, for components normalised over a proper-motion cut, their
+        and the same on each ``photometry_logits``, plus, for components normalised over a proper-motion cut, their
         :meth:`~streammix.components.StreamComponent.selection_log_prior`, plus
         their velocity-dispersion priors (:mod:`streammix.dispersion`)."""
         points = self._prior_points(priors)
@@ -701,6 +721,10 @@ class Mixture(nn.Module):
         if self.error_weights is not None:
             width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=self.grid.dtype, device=self.grid.device)
             logits = self.error_weights.reference_logits()
+            total = total + normal_logpdf(logits, torch.zeros_like(logits), width**2).sum()
+        if self.photometry_logits is not None:
+            logits = self.photometry_logits * LOGIT_SCALE
+            width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=logits.dtype, device=logits.device)
             total = total + normal_logpdf(logits, torch.zeros_like(logits), width**2).sum()
         for comp in self.components:
             dispersion = getattr(comp, "dispersion_prior", None)

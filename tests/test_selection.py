@@ -378,6 +378,13 @@ def test_the_selection_prior_keeps_a_component_inside_the_box(shared_data):
     has_mag = torch.tensor([[True, False], [False, False], [False, True]])
     probe = SimpleNamespace(phi1=torch.zeros(3), has_mag=has_mag, use_photometry=True, photometry=object())
     assert all(c._divided(probe).tolist() == [False, True, False] for c in mixture.components)
+    assert all(c.selection_grid is None for c in mixture.components)
+    # the stars with magnitudes divided by their luminosity function's share instead: every component is
+    # held inside the proper-motion cut by the selection prior, as with the form that divides every star
+    lf_data = config.model_dump(mode="json", exclude={"source"})
+    lf_data["model"]["cut_normalisation"] = "luminosity_function_with_photometry"
+    mixture = build_mixture(Config.from_dict(lf_data), load_stars(config))
+    assert all(c.selection_grid is not None and c.cut_stars == "without_photometry" for c in mixture.components)
     # stars_without_photometry needs bands (this config has none); none needs the cuts
     data["model"]["cut_normalisation"] = "stars_without_photometry"
     with pytest.raises(InputError, match="cut_normalisation stars_without_photometry: needs bands"):

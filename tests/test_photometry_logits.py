@@ -1,0 +1,75 @@
+"""A learned logit of the stream-like components for the stars with magnitudes (model.photometry_logits)."""
+
+import numpy as np
+import pytest
+import torch
+
+from streammix.config import Config
+from streammix.data import StarTable
+from streammix.errors import InputError
+from streammix.mixture import ERROR_LOGIT_WIDTH
+
+
+def _mock_config(**model):
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.pipeline import MOCK_BANDS, demo_config, mock_columns
+
+    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
+    without = np.arange(len(stars_table)) % 3 == 0  # a third of the stars without magnitudes
+    for band in MOCK_BANDS:
+        stars_table[band] = np.where(without, np.nan, stars_table[band])
+    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    data["model"].update(model)
+    data["fit"]["dtype"] = "float64"
+    return data, stars, ~without
+
+
+def test_the_logit_moves_the_odds_of_the_stars_with_magnitudes_only():
+    """With the logit at c, each star with magnitudes has its stream-to-background odds
+    multiplied by exp(c) exactly, every other star's are unchanged; the prior is N(0, 3^2)
+    on c, and a saved model reads the logit back."""
+    from streammix.fit import build_mixture, config_tensors
+    from streammix.model_io import mixture_bounds
+
+    data, stars, has_mags = _mock_config(photometry_logits=True)
+    config = Config.from_dict(data)
+    torch.manual_seed(0)
+    mixture = build_mixture(config, stars).double()
+    tensors = config_tensors(config, stars, np.zeros(len(stars)), mixture=mixture)
+    assert mixture.component_names == ("stream", "background")
+
+    def log_odds():
+        with torch.no_grad():
+            joint = mixture.log_joint(tensors)
+        return joint[:, 0] - joint[:, 1]
+
+    def log_prior():
+        with torch.no_grad():
+            return float(mixture.log_prior([]))
+
+    before, prior_before = log_odds(), log_prior()
+    shift = 0.8  # nats
+    with torch.no_grad():
+        mixture.photometry_logits.fill_(shift / 10.0)  # trained in units of 1 / LOGIT_SCALE
+    after = log_odds()
+    # where the isochrone term can matter (elsewhere each takes its bound: Mixture._add_photometry)
+    mags = torch.as_tensor(has_mags) & (before > -10.0)
+    assert int(mags.sum()) > 100
+    torch.testing.assert_close(after[mags] - before[mags], torch.full_like(after[mags], shift))
+    assert bool((after[~torch.as_tensor(has_mags)] == before[~torch.as_tensor(has_mags)]).all())
+    assert log_prior() - prior_before == pytest.approx(-0.5 * shift**2 / ERROR_LOGIT_WIDTH**2, rel=1e-9)
+    loaded = build_mixture(config, bounds=mixture_bounds(mixture)).double()
+    loaded.load_state_dict(mixture.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_joint(tensors), mixture.log_joint(tensors))
+    # off by default: no such parameter
+    assert build_mixture(Config.from_dict({**data, "model": {**data["model"], "photometry_logits": False}}), stars
+                         ).photometry_logits is None  # fmt: skip
+
+
+def test_a_model_without_magnitudes_is_refused():
+    data, _, _ = _mock_config(photometry_logits=True)
+    with pytest.raises(InputError, match="photometry_logits: needs bands and a component with photometry"):
+        Config.from_dict({**data, "model": {**data["model"], "components": [
+            {**c, "photometry": False} for c in data["model"]["components"]]}})  # fmt: skip
