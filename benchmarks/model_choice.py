@@ -18,8 +18,9 @@ the flows only, ``model.cut_normalisation: none``; (joint) ``with_selection_with
 divided star by star for the stars without photometry only, unless the shipped config has it;
 (joint) ``with_selection_luminosity_function``: the same, and the stars with photometry divided by the share of
 the component's stars at their phi1 that pass, averaged over its luminosity function
-(``luminosity_function_with_photometry``), unless the shipped config has it; (joint) ``photometry_logits``: a
-learned logit of each stream-like component for the stars with PS1 (``model.photometry_logits``), switched; ``no_selection``
+(``luminosity_function_with_photometry``; since session 33 with the selection prior of ``star``), unless the
+shipped config has it; (joint) ``photometry_logits``: a learned logit of each stream-like component for the
+stars with PS1 (``model.photometry_logits``), switched; ``no_selection``
 where the shipped config declares the cuts), smaller flows, flows conditioned on
 the measurement errors, flows conditioned on phi2, mixture weights that depend on the parallax error
 (each of these three switched relative to the shipped config), one background block for astrometry and

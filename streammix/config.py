@@ -351,7 +351,9 @@ class ModelConfig(_Section):
         "uses (under a weak N(0, 3^2) prior; streammix.mixture.Mixture): which stars have photometry depends on "
         "their brightness, and the stream's share among them is learned from them rather than tied to that of the "
         "other stars (a star of median error, with error_weights) through the normalisation of their densities "
-        "over the catalogue's cuts; needs bands and a component with photometry",
+        "over the catalogue's cuts; needs bands and a component with photometry, and not the "
+        "luminosity_function form; the weights reported on the phi1 grid (tracks, the membership table's weight "
+        "and linear density) stay those of the stars without magnitudes",
     )
     cut_normalisation: Literal[
         "star", "stars_without_photometry", "luminosity_function_with_photometry", "luminosity_function", "none"
@@ -367,10 +369,9 @@ class ModelConfig(_Section):
         "that pass the cuts, averaged over the component's luminosity function (streammix.cut_fraction), so that "
         "the component is a density over the cuts for both kinds of star, which share its weights over phi1 (needs "
         "bands, a component with photometry, isochrone.magnitude_limits and no error_density; with a proper-motion "
-        "cut, the 'star' form's prior keeps each component inside it); 'luminosity_function', the mixture divided by the share of "
-        "each component's stars that pass, averaged over its luminosity function (streammix.cut_fraction; needs "
-        "error_density); 'none', the "
-        "stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
+        "cut, the 'star' form's prior keeps each component inside it); 'luminosity_function', the mixture "
+        "divided by the share of each component's stars that pass, averaged over its luminosity function "
+        "(streammix.cut_fraction; needs error_density); 'none', the stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
         "and parallax, bounded by them)",
     )
     background: BackgroundConfig = Field(
@@ -458,6 +459,11 @@ class ModelConfig(_Section):
             raise ValueError(
                 "photometry_logits: needs bands and a component with photometry (without them no star's magnitudes "
                 "are modelled)"
+            )
+        if self.photometry_logits and self.cut_normalisation == "luminosity_function":
+            raise ValueError(
+                "photometry_logits: cut_normalisation is luminosity_function, whose normaliser has the weights of "
+                "the stars without magnitudes only; choose another form"
             )
         divides_without = ("stars_without_photometry", "luminosity_function_with_photometry")
         if self.cut_normalisation in divides_without and not self.bands:

@@ -790,6 +790,10 @@ class FittedModel:
             for mixture in self.mixtures:
                 mixture.eval()
                 joint = mixture.log_joint(astrometric)
+                # the astrometric pass lacks the stars with magnitudes' logits (model.photometry_logits): a
+                # positive one raises a component's odds against the background by as much at most
+                raised = torch.relu(mixture.photometry_logit_values()).to(joint.dtype)
+                joint = joint + torch.cat([raised, torch.zeros_like(raised[:1])])
                 for k, comp in enumerate(mixture.all_components):
                     if getattr(comp, "photometry", None) is not None:
                         needed |= photometry_needed(joint[:, k], bound.upper.to(joint.dtype), joint[:, -1])

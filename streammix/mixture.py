@@ -476,7 +476,7 @@ class Mixture(nn.Module):
             table = self.parameter_table(self.grid)
         n_comp = len(self.all_components)
         names = self.parameter_columns
-        # per-star terms (a phi1_range, error weights) need the logits at each star and
+        # per-star terms (a phi1_range, error weights, photometry logits) need the logits at each star and
         # a softmax there; without them the grid's log-weights are interpolated directly
         ranged = any(comp.phi1_range is not None for comp in self.components)
         per_star = ranged or self.error_weights is not None or self.photometry_logits is not None
@@ -500,7 +500,7 @@ class Mixture(nn.Module):
             if self.error_weights is not None:
                 log_w = log_w + self._error_logits(stars)
             if self.photometry_logits is not None:
-                log_w = log_w + self._photometry_logits(stars)
+                log_w = log_w + self._photometry_logit_terms(stars)
             log_w = torch.log_softmax(log_w, dim=-1)
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
@@ -543,10 +543,17 @@ class Mixture(nn.Module):
         shift = shift * self._eligible(stars).unsqueeze(-1).to(shift.dtype)
         return torch.cat([shift, torch.zeros_like(shift[:, :1])], dim=-1)
 
-    def _photometry_logits(self, stars: StarTensors) -> Tensor:
+    def photometry_logit_values(self) -> Tensor:
+        """The learned logit of each stream-like component for the stars whose magnitudes the
+        model uses (``photometry_logits``), in nats, shape ``(K,)``; zeros without it."""
+        if self.photometry_logits is None:
+            return self.grid.new_zeros(len(self.components))
+        return self.photometry_logits * LOGIT_SCALE
+
+    def _photometry_logit_terms(self, stars: StarTensors) -> Tensor:
         """The learned logit of each stream-like component (``photometry_logits``) for the
         stars whose magnitudes the model uses, 0 for the others and the background, shape ``(N, K)``."""
-        logits = (self.photometry_logits * LOGIT_SCALE).to(stars.phi1.dtype)
+        logits = self.photometry_logit_values().to(stars.phi1.dtype)
         logits = torch.cat([logits, torch.zeros_like(logits[:1])])
         return torch.where(modelled_magnitudes(stars).unsqueeze(-1), logits, 0.0)
 
@@ -723,7 +730,7 @@ class Mixture(nn.Module):
             logits = self.error_weights.reference_logits()
             total = total + normal_logpdf(logits, torch.zeros_like(logits), width**2).sum()
         if self.photometry_logits is not None:
-            logits = self.photometry_logits * LOGIT_SCALE
+            logits = self.photometry_logit_values()
             width = torch.tensor(ERROR_LOGIT_WIDTH, dtype=logits.dtype, device=logits.device)
             total = total + normal_logpdf(logits, torch.zeros_like(logits), width**2).sum()
         for comp in self.components:

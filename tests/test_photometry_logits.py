@@ -7,6 +7,7 @@ import torch
 from streammix.config import Config
 from streammix.data import StarTable
 from streammix.errors import InputError
+from streammix.error_weights import LOGIT_SCALE
 from streammix.mixture import ERROR_LOGIT_WIDTH
 
 
@@ -51,7 +52,8 @@ def test_the_logit_moves_the_odds_of_the_stars_with_magnitudes_only():
     before, prior_before = log_odds(), log_prior()
     shift = 0.8  # nats
     with torch.no_grad():
-        mixture.photometry_logits.fill_(shift / 10.0)  # trained in units of 1 / LOGIT_SCALE
+        mixture.photometry_logits.fill_(shift / LOGIT_SCALE)  # trained in units of 1 / LOGIT_SCALE
+    torch.testing.assert_close(mixture.photometry_logit_values(), torch.full((1,), shift, dtype=torch.float64))
     after = log_odds()
     # where the isochrone term can matter (elsewhere each takes its bound: Mixture._add_photometry)
     mags = torch.as_tensor(has_mags) & (before > -10.0)
@@ -68,8 +70,12 @@ def test_the_logit_moves_the_odds_of_the_stars_with_magnitudes_only():
                          ).photometry_logits is None  # fmt: skip
 
 
-def test_a_model_without_magnitudes_is_refused():
+def test_a_model_without_magnitudes_or_normalised_as_a_whole_is_refused():
     data, _, _ = _mock_config(photometry_logits=True)
     with pytest.raises(InputError, match="photometry_logits: needs bands and a component with photometry"):
         Config.from_dict({**data, "model": {**data["model"], "components": [
             {**c, "photometry": False} for c in data["model"]["components"]]}})  # fmt: skip
+    # the mixture's normaliser over the cuts has the weights of the stars without magnitudes only
+    with pytest.raises(InputError, match="photometry_logits: cut_normalisation is luminosity_function"):
+        Config.from_dict({**data, "data": {**data["data"], "selection": {"parallax": [None, 0.3]}}, "model": {
+            **data["model"], "error_density": True, "cut_normalisation": "luminosity_function"}})  # fmt: skip
