@@ -30,3 +30,22 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} is absent")
     return path
+
+
+@pytest.fixture
+def mock_a_third_without_magnitudes():
+    """The demo's mock (300 stream and 3,000 field stars, seed 4) with every third star's
+    magnitudes blanked: its demo config as a dict (one member), the stars, and which have magnitudes."""
+    import numpy as np
+
+    from streammix.data import StarTable
+    from streammix.mock import MockConfig, generate_mock
+    from streammix.pipeline import MOCK_BANDS, demo_config, mock_columns
+
+    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
+    without = np.arange(len(stars_table)) % 3 == 0
+    for band in MOCK_BANDS:
+        stars_table[band] = np.where(without, np.nan, stars_table[band])
+    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
+    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    return data, stars, ~without

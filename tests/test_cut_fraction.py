@@ -132,21 +132,15 @@ def test_the_mixture_is_normalised_over_the_cuts_and_its_memberships_unchanged()
         torch.testing.assert_close(loaded.log_normaliser(tensors), normaliser)
 
 
-def test_the_stars_with_photometry_are_divided_by_the_share_that_passes():
+def test_the_stars_with_photometry_are_divided_by_the_share_that_passes(mock_a_third_without_magnitudes):
     """``luminosity_function_with_photometry``: a component's density of a star whose magnitudes
     its isochrone models is divided by the share of its stars at that phi1 that pass the cuts; the
     other stars are divided star by star, as with ``stars_without_photometry``; no mixture normaliser."""
     from streammix.fit import build_mixture
-    from streammix.mock import MockConfig, generate_mock
     from streammix.model_io import mixture_bounds
-    from streammix.pipeline import MOCK_BANDS, demo_config, mock_columns
 
-    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
-    without = np.arange(len(stars_table)) % 3 == 0  # a third of the stars without magnitudes
-    for band in MOCK_BANDS:
-        stars_table[band] = np.where(without, np.nan, stars_table[band])
-    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
-    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+    data, stars, has_magnitudes = mock_a_third_without_magnitudes
+    without = ~has_magnitudes
     data["data"]["selection"] = {"parallax": [None, 0.3]}
     data["model"]["cut_normalisation"] = "stars_without_photometry"
     per_star = Config.from_dict(data)

@@ -5,35 +5,27 @@ import pytest
 import torch
 
 from streammix.config import Config
-from streammix.data import StarTable
 from streammix.errors import InputError
 from streammix.error_weights import LOGIT_SCALE
 from streammix.mixture import ERROR_LOGIT_WIDTH
 
 
-def _mock_config(**model):
-    from streammix.mock import MockConfig, generate_mock
-    from streammix.pipeline import MOCK_BANDS, demo_config, mock_columns
-
-    stars_table, truth = generate_mock(MockConfig(n_stream=300, n_background=3000), seed=4)
-    without = np.arange(len(stars_table)) % 3 == 0  # a third of the stars without magnitudes
-    for band in MOCK_BANDS:
-        stars_table[band] = np.where(without, np.nan, stars_table[band])
-    stars = StarTable.from_table(stars_table, mock_columns(["true_component"]))
-    data = demo_config(truth, ensemble=1).model_dump(mode="json", exclude={"source"})
+def _with(fixture, **model):
+    """The fixture's config dict with these model settings, in float64."""
+    data, stars, has_mags = fixture
     data["model"].update(model)
     data["fit"]["dtype"] = "float64"
-    return data, stars, ~without
+    return data, stars, has_mags
 
 
-def test_the_logit_moves_the_odds_of_the_stars_with_magnitudes_only():
+def test_the_logit_moves_the_odds_of_the_stars_with_magnitudes_only(mock_a_third_without_magnitudes):
     """With the logit at c, each star with magnitudes has its stream-to-background odds
     multiplied by exp(c) exactly, every other star's are unchanged; the prior is N(0, 3^2)
     on c, and a saved model reads the logit back."""
     from streammix.fit import build_mixture, config_tensors
     from streammix.model_io import mixture_bounds
 
-    data, stars, has_mags = _mock_config(photometry_logits=True)
+    data, stars, has_mags = _with(mock_a_third_without_magnitudes, photometry_logits=True)
     config = Config.from_dict(data)
     torch.manual_seed(0)
     mixture = build_mixture(config, stars).double()
@@ -70,8 +62,8 @@ def test_the_logit_moves_the_odds_of_the_stars_with_magnitudes_only():
                          ).photometry_logits is None  # fmt: skip
 
 
-def test_a_model_without_magnitudes_or_normalised_as_a_whole_is_refused():
-    data, _, _ = _mock_config(photometry_logits=True)
+def test_a_model_without_magnitudes_or_normalised_as_a_whole_is_refused(mock_a_third_without_magnitudes):
+    data, _, _ = _with(mock_a_third_without_magnitudes, photometry_logits=True)
     with pytest.raises(InputError, match="photometry_logits: needs bands and a component with photometry"):
         Config.from_dict({**data, "model": {**data["model"], "components": [
             {**c, "photometry": False} for c in data["model"]["components"]]}})  # fmt: skip
