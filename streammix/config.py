@@ -371,8 +371,8 @@ class ModelConfig(_Section):
         "bands, a component with photometry, isochrone.magnitude_limits and no error_density; with a proper-motion "
         "cut, the 'star' form's prior keeps each component inside it); 'luminosity_function', the mixture "
         "divided by the share of each component's stars that pass, averaged over its luminosity function "
-        "(streammix.cut_fraction; needs error_density); 'none', the stream-like components not normalised, the background flows alone seeing the cuts (observed pmra, pmdec "
-        "and parallax, bounded by them)",
+        "(streammix.cut_fraction; needs error_density); 'none', the stream-like components not normalised, the "
+        "background flows alone seeing the cuts (observed pmra, pmdec and parallax, bounded by them)",
     )
     background: BackgroundConfig = Field(
         BackgroundConfig(),

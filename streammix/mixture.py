@@ -687,7 +687,8 @@ class Mixture(nn.Module):
     def log_prior(self, priors: Sequence[ControlPrior]) -> Tensor:
         """Sum of the normalised control-point log-densities (added once), plus,
         with error weights, a weak N(0, 3^2) prior on their logit at each knot,
-        and the same on each ``photometry_logits``, plus, for components normalised over a proper-motion cut, their
+        and the same on each of ``photometry_logits``, plus, for components
+        normalised over a proper-motion cut, their
         :meth:`~streammix.components.StreamComponent.selection_log_prior`, plus
         their velocity-dispersion priors (:mod:`streammix.dispersion`)."""
         points = self._prior_points(priors)
