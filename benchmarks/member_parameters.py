@@ -13,7 +13,9 @@ it. Without labels this shows it: the member's parameters against its siblings',
 parameters at their bounds (``*``: within 1 % of the bounds' span), and its mean
 log-likelihood per star over every star, those with and without the model's bands
 (a member far above its siblings has found a density the others did not, which
-may be a flaw of the likelihood: session 26 of ``benchmarks/RESULTS.md``).
+may be a flaw of the likelihood: session 26 of ``benchmarks/RESULTS.md``), and, with
+``model.photometry_logits``, its learned logit of each component for the stars with the
+model's bands.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def main() -> None:
         names = [c.name for c in mixture.all_components]
         weights = outputs["weights"].numpy()
         print("  weights: " + ", ".join(f"{n} {np.array2string(weights[:, j], precision=3)}" for j, n in enumerate(names)))
+        if mixture.photometry_logits is not None:  # model.photometry_logits: the stars with the bands' logits
+            logits = mixture.photometry_logit_values().detach().numpy()
+            print("  logits of the stars with the bands (nats): "
+                  + ", ".join(f"{c.name} {v:+.2f}" for c, v in zip(mixture.components, logits)))  # fmt: skip
         for component in mixture.components:
             specs = {p.name: p for p in component.parameter_specs}
             cells = []
