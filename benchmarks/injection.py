@@ -233,6 +233,28 @@ def ensemble_shares(model, stars, component: str = "injected") -> np.ndarray:
     return shares[:, model.component_names.index(component)].numpy()
 
 
+def member_log_ratios(model, stars, component: str = "injected") -> tuple[np.ndarray, np.ndarray]:
+    """Each member's log-ratio of ``component`` to the background at each star, split
+    into the weights' part, ln f_k - ln f_bkg, and the densities', ln p_k - ln p_bkg
+    (everything else of the log-joint: the astrometry, the isochrone, the error and
+    photometry-share terms, the cuts' fraction), each shape (M, N): with
+    ``fit.cross_fit`` the difference between the members that trained on a star and
+    the one that held it out says which part carries their gap (``benchmarks/cross_fit_gap.py``)."""
+    import torch
+
+    tensors = model.prepare(stars, prune=False)
+    k = model.component_names.index(component)
+    weights, densities = [], []
+    with torch.no_grad():
+        for mixture in model.mixtures:
+            mixture.eval()
+            log_w = mixture.log_weights(tensors).double()
+            density = mixture.log_joint(tensors).double() - log_w
+            weights.append((log_w[:, k] - log_w[:, -1]).numpy())
+            densities.append((density[:, k] - density[:, -1]).numpy())
+    return np.stack(weights), np.stack(densities)
+
+
 def one_per_fold(model, stars, component: str = "injected") -> np.ndarray:
     """With ``fit.cross_fit_folds`` below the ensemble: each star's p_<component> from the
     first member per fold alone (members 0 .. folds - 1, the ensemble the same seeds would
@@ -481,6 +503,14 @@ def main() -> None:
                 rows[f"p_injected{suffix}"] = values[keep]
             rows["p_injected"] = p[keep]
             rows["p_stream"] = np.asarray(members["p_stream"], float)[keep]
+            if model.config.fit.cross_fit:  # which member held each star out, and each member's log-ratios
+                from streammix.folds import fold_of
+
+                rows["fold"] = fold_of(np.asarray(stars.source_id), model.config.fit.folds, model.config.fit.seed)[keep]
+                weights, densities = member_log_ratios(model, stars)
+                for m in range(len(weights)):
+                    rows[f"weight_log_ratio_{m}"] = weights[m][keep]
+                    rows[f"density_log_ratio_{m}"] = densities[m][keep]
             rows.write(folder / f"{name}_{config_name}.ecsv", overwrite=True)
             print(
                 f"{name} {config_name}: AUC {metrics['auc']:.4f} completeness {metrics['completeness']:.3f} "

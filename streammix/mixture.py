@@ -466,14 +466,18 @@ class Mixture(nn.Module):
         values = table[:, len(self.all_components) :].unbind(-1)
         return {p: values[j] for j, (c, p) in enumerate(self.parameter_columns) if c == name}
 
-    def log_joint(self, stars: StarTensors, table: Tensor | None = None) -> Tensor:
-        """log f_k(phi1) + log p_k(x | phi1) per star and component, shape ``(N, K)``
-        (``table``: the :meth:`parameter_table` of the grid, if computed already)."""
+    def log_weights(self, stars: StarTensors) -> Tensor:
+        """log f_k of every component at each star, shape ``(N, K)``: the weights of
+        :meth:`log_joint` (with the ``phi1_range`` offsets, the error weights and the
+        photometry logits where the model has them), before any density."""
+        return self._weights_and_params(stars, self.parameter_table(self.grid))[0]
+
+    def _weights_and_params(self, stars: StarTensors, table: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """The log-weights at each star ``(N, K)`` and each component's parameters there,
+        from the grid's :meth:`parameter_table` ``table``."""
         # the weights' logits are interpolated without the phi1_range offsets, which
         # are applied at each star's own phi1 (interpolated, a star within one grid
         # step of a range's end lost most of its weight)
-        if table is None:
-            table = self.parameter_table(self.grid)
         n_comp = len(self.all_components)
         names = self.parameter_columns
         # per-star terms (a phi1_range, error weights, photometry logits) need the logits at each star and
@@ -502,6 +506,14 @@ class Mixture(nn.Module):
             if self.photometry_logits is not None:
                 log_w = log_w + self._photometry_logit_terms(stars)
             log_w = torch.log_softmax(log_w, dim=-1)
+        return log_w, params_of
+
+    def log_joint(self, stars: StarTensors, table: Tensor | None = None) -> Tensor:
+        """log f_k(phi1) + log p_k(x | phi1) per star and component, shape ``(N, K)``
+        (``table``: the :meth:`parameter_table` of the grid, if computed already)."""
+        if table is None:
+            table = self.parameter_table(self.grid)
+        log_w, params_of = self._weights_and_params(stars, table)
         columns, photometric = [], []
         for k, comp in enumerate(self.all_components):
             params = params_of[k]

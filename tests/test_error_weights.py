@@ -90,6 +90,18 @@ def test_untrained_error_weights_change_nothing_and_a_trained_term_moves_only_it
     torch.testing.assert_close(weights.sum(-1), torch.ones(64, dtype=torch.float64))
 
 
+def test_log_weights_are_the_weights_of_the_log_joint_and_the_densities_do_not_depend_on_them():
+    table, stars = _stars()
+    weighted = _mixture(ErrorWeights(error_knots(table.parallax_err, 5), 1)).double().eval()
+    with torch.no_grad():
+        before_w, before_joint = weighted.log_weights(stars), weighted.log_joint(stars)
+        torch.testing.assert_close(torch.logsumexp(before_w, -1), torch.zeros(len(stars), dtype=torch.float64))
+        weighted.error_weights.set_logits(torch.tensor([[-3.0], [-1.0], [1.0], [2.0]]))
+        after_w, after_joint = weighted.log_weights(stars), weighted.log_joint(stars)
+    assert float((after_w - before_w).abs().max()) > 2.0  # the weights moved ...
+    torch.testing.assert_close(after_joint - after_w, before_joint - before_w)  # ... and only the weights
+
+
 @pytest.fixture(scope="module")
 def fitted_with_error_weights():
     stars_table, truth = generate_mock(MockConfig(n_stream=800, n_background=12_000), seed=3)
