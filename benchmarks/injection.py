@@ -26,7 +26,9 @@ recovered members and for all real stars.
 
 Writes ``<out>/injection_<label>.json`` (every case, every config, the pooled
 calibration) and ``<out>/<label>/<case>_<config>.ecsv`` (the stars with
-p_injected > 0.05 or injected), and prints a markdown table. ``--set key=value``
+p_injected > 0.05 or injected; with ``fit.cross_fit`` also each star's ``fold`` and every
+member's ``weight_log_ratio_<m>`` and ``density_log_ratio_<m>``, which
+``benchmarks/cross_fit_gap.py`` reads), and prints a markdown table. ``--set key=value``
 changes every config (dotted key, YAML value), e.g. to compare a model change; ``data.*``
 values (e.g. ``data.selection``) also apply to the draw, so the injected stars are cut as
 the catalogue's were. ``--add-component`` adds a component (a YAML mapping, e.g. a wide
@@ -507,6 +509,7 @@ def main() -> None:
                 from streammix.folds import fold_of
 
                 rows["fold"] = fold_of(np.asarray(stars.source_id), model.config.fit.folds, model.config.fit.seed)[keep]
+                rows.meta["folds"] = model.config.fit.folds  # member m holds out fold m mod folds
                 weights, densities = member_log_ratios(model, stars)
                 for m in range(len(weights)):
                     rows[f"weight_log_ratio_{m}"] = weights[m][keep]
