@@ -44,6 +44,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from injection_scorings import best_odds_shift
 
 
 def gaps(table) -> dict[str, np.ndarray]:
@@ -53,13 +54,17 @@ def gaps(table) -> dict[str, np.ndarray]:
     ``injection.py`` writes), else one per member; member m holds out fold m mod folds."""
     members = sorted(int(m.group(1)) for name in table.colnames if (m := re.fullmatch(r"weight_log_ratio_(\d+)", name)))
     if not members:
-        raise SystemExit("no weight_log_ratio_<m> columns: run benchmarks/injection.py with --set fit.cross_fit=true")
+        raise ValueError("no weight_log_ratio_<m> columns: run benchmarks/injection.py with --set fit.cross_fit=true")
     if members != list(range(len(members))):
-        raise SystemExit(f"members {members}: expected 0 .. {len(members) - 1}")
+        raise ValueError(f"members {members}: expected 0 .. {len(members) - 1}")
+    missing = [c for c in ("fold", "injected", "p_injected", "parallax_error", "g_mean_psf_mag",
+                           *(f"density_log_ratio_{m}" for m in members)) if c not in table.colnames]  # fmt: skip
+    if missing:
+        raise ValueError(f"no column {missing[0]!r}")
     folds = int(table.meta.get("folds", len(members)))
     fold = np.asarray(table["fold"], int)
     if fold.min() < 0 or fold.max() >= folds:
-        raise SystemExit(f"fold values {fold.min()} .. {fold.max()}: not among the {folds} folds")
+        raise ValueError(f"fold values {fold.min()} .. {fold.max()}: not among the {folds} folds")
     held_out = (np.arange(len(members)) % folds)[:, None] == fold[None, :]  # (M, N)
     n_held, n_in = held_out.sum(0), (~held_out).sum(0)
     out = {}
@@ -103,22 +108,14 @@ MIN_STARS = 50
 
 
 def odds_shift(log_odds: np.ndarray, truth: np.ndarray) -> tuple[float, int]:
-    """The maximum-likelihood constant shift of the log-odds that best calibrates
-    sigmoid(``log_odds``) against ``truth``, over the stars with p >= 0.05 (as
-    ``injection_scorings.py --odds-shift``): positive where it is under-confident;
-    NaN for fewer than :data:`MIN_STARS` stars or one class only. Returns it and the
-    number of stars it is fitted on."""
-    from scipy.optimize import minimize_scalar
-
+    """:func:`injection_scorings.best_odds_shift` over the stars with p >= 0.05 (as
+    ``injection_scorings.py --odds-shift``), NaN for fewer than :data:`MIN_STARS` stars
+    or one class only; and the number of stars it is fitted on."""
     keep = log_odds >= np.log(0.05 / 0.95)
     x, y = log_odds[keep], truth[keep]
     if x.size < MIN_STARS or y.all() or not y.any():
         return float("nan"), int(x.size)
-
-    def loss(shift: float) -> float:
-        return float(np.sum(np.logaddexp(0.0, -(x + shift)) * y + np.logaddexp(0.0, x + shift) * (1 - y)))
-
-    return float(minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded").x), int(x.size)
+    return best_odds_shift(x, y), int(x.size)
 
 
 def main() -> None:
@@ -140,10 +137,13 @@ def main() -> None:
         paths = sorted(run.glob(f"*_{args.config}.ecsv"))
         paths = [p for p in paths if not args.cases or p.name.removesuffix(f"_{args.config}.ecsv") in args.cases]
         if not paths:
-            raise SystemExit(f"{run}: no *_{args.config}.ecsv tables")
+            parser.error(f"{run}: no *_{args.config}.ecsv tables")
         for path in paths:
             table = Table.read(path)
-            values = gaps(table)
+            try:
+                values = gaps(table)
+            except ValueError as error:
+                parser.error(f"{path}: {error}")
             g = np.ma.filled(np.ma.asarray(table["g_mean_psf_mag"], dtype=float), np.nan)
             values["ps1"] = np.isfinite(g) & (g < 1e10)  # PS1's sentinel is 1e20, as injection_scorings.py
             values["injected"] = np.asarray(table["injected"], bool)

@@ -217,13 +217,13 @@ def describe(mask: np.ndarray, table, p: np.ndarray, spec) -> dict:
     }
 
 
-def ensemble_shares(model, stars, component: str = "injected") -> np.ndarray:
+def ensemble_shares(model, tensors, component: str = "injected") -> np.ndarray:
     """Each star's share of ``component`` in the members' mean density,
     sum_m f_k^m p_k^m / sum_m sum_j f_j^m p_j^m (the density ``streammix compare``
-    scores held out); a diagnostic beside the reference member's p_<component>."""
+    scores held out), from the stars' ``model.prepare(stars, prune=False)``; a
+    diagnostic beside the reference member's p_<component>."""
     import torch
 
-    tensors = model.prepare(stars, prune=False)
     with torch.no_grad():
         # each member's density of the selected stars (less its normaliser over the cuts, where it has one)
         joints = torch.stack([
@@ -235,23 +235,24 @@ def ensemble_shares(model, stars, component: str = "injected") -> np.ndarray:
     return shares[:, model.component_names.index(component)].numpy()
 
 
-def member_log_ratios(model, stars, component: str = "injected") -> tuple[np.ndarray, np.ndarray]:
+def member_log_ratios(model, tensors, component: str = "injected") -> tuple[np.ndarray, np.ndarray]:
     """Each member's log-ratio of ``component`` to the background at each star, split
     into the weights' part, ln f_k - ln f_bkg, and the densities', ln p_k - ln p_bkg
     (everything else of the log-joint: the astrometry, the isochrone, the error and
     photometry-share terms, the cuts' fraction), each shape (M, N): with
     ``fit.cross_fit`` the difference between the members that trained on a star and
-    the one that held it out says which part carries their gap (``benchmarks/cross_fit_gap.py``)."""
+    the one that held it out says which part carries their gap (``benchmarks/cross_fit_gap.py``);
+    from the stars' ``model.prepare(stars, prune=False)``."""
     import torch
 
-    tensors = model.prepare(stars, prune=False)
     k = model.component_names.index(component)
     weights, densities = [], []
     with torch.no_grad():
         for mixture in model.mixtures:
             mixture.eval()
-            log_w = mixture.log_weights(tensors).double()
-            density = mixture.log_joint(tensors).double() - log_w
+            table = mixture.parameter_table(mixture.grid)
+            log_w = mixture.log_weights(tensors, table).double()
+            density = mixture.log_joint(tensors, table).double() - log_w
             weights.append((log_w[:, k] - log_w[:, -1]).numpy())
             densities.append((density[:, k] - density[:, -1]).numpy())
     return np.stack(weights), np.stack(densities)
@@ -475,7 +476,8 @@ def main() -> None:
             stars = load_stars(config, table)
             model = fit(config, stars)
             members = model.membership(stars)
-            members["p_injected_ensemble"] = ensemble_shares(model, stars)
+            tensors = model.prepare(stars, prune=False)  # every member's densities of every star, for the diagnostics
+            members["p_injected_ensemble"] = ensemble_shares(model, tensors)
             folds_below_members = model.config.fit.cross_fit and model.config.fit.folds < len(model.mixtures)
             if folds_below_members:
                 members["p_injected_one_per_fold"] = one_per_fold(model, stars)
@@ -510,7 +512,7 @@ def main() -> None:
 
                 rows["fold"] = fold_of(np.asarray(stars.source_id), model.config.fit.folds, model.config.fit.seed)[keep]
                 rows.meta["folds"] = model.config.fit.folds  # member m holds out fold m mod folds
-                weights, densities = member_log_ratios(model, stars)
+                weights, densities = member_log_ratios(model, tensors)
                 for m in range(len(weights)):
                     rows[f"weight_log_ratio_{m}"] = weights[m][keep]
                     rows[f"density_log_ratio_{m}"] = densities[m][keep]

@@ -174,12 +174,23 @@ def main() -> None:
     emit({"folders": [str(folder) for folder in args.folders], "cases": sorted(set(read), key=args.cases.index), "scorings": summary})
 
 
+def best_odds_shift(log_odds: np.ndarray, truth: np.ndarray) -> float:
+    """The maximum-likelihood constant shift of ``log_odds`` (within +-5) against ``truth``:
+    positive where the probabilities are under-confident (a diagnostic, not a recalibration)."""
+    from scipy.optimize import minimize_scalar
+
+    x, y = np.asarray(log_odds, float), np.asarray(truth, bool)
+
+    def loss(shift: float) -> float:  # minus the log-likelihood of sigmoid(x + shift), stable in its tails
+        return float(np.sum(np.where(y, np.logaddexp(0.0, -(x + shift)), np.logaddexp(0.0, x + shift))))
+
+    return float(minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded").x)
+
+
 def odds_shifts(pooled, truth, groups, cases) -> list[dict]:
     """For the first column, over all stars and each ``--split`` subset, pooled and per case: the
     maximum-likelihood constant shift of the log-odds (over the stars with p >= 0.05) and the
     calibration chi-square before and after it (a diagnostic, not a recalibration)."""
-    from scipy.optimize import minimize_scalar
-
     from streammix.pipeline import truth_metrics
 
     column = groups[0][0]
@@ -188,15 +199,6 @@ def odds_shifts(pooled, truth, groups, cases) -> list[dict]:
 
     def shifted(p, shift):
         return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
-
-    def best_shift(keep):
-        p, y = p_all[keep], truth[keep]
-
-        def loss(shift):
-            q = np.clip(shifted(p, shift), 1e-12, 1 - 1e-12)
-            return -float(np.sum(np.where(y, np.log(q), np.log1p(-q))))
-
-        return float(minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded").x)
 
     rows = []
     print(f"\n{column}: the one log-odds shift that best calibrates it (fitted over p >= 0.05)")
@@ -208,7 +210,7 @@ def odds_shifts(pooled, truth, groups, cases) -> list[dict]:
             keep = subset & (p_all >= 0.05) & ((case_of == which) if which != "pooled" else True)
             if keep.sum() < 50 or truth[keep].all() or not truth[keep].any():
                 continue
-            shift = best_shift(keep)
+            shift = best_odds_shift(np.log(p_all[keep] / (1 - p_all[keep])), truth[keep])
             before = after = None  # the chi-square is the pooled calibration's
             if which == "pooled":
                 before = calibration_chi2(truth_metrics(p_all[subset], truth[subset]))[1]

@@ -466,11 +466,14 @@ class Mixture(nn.Module):
         values = table[:, len(self.all_components) :].unbind(-1)
         return {p: values[j] for j, (c, p) in enumerate(self.parameter_columns) if c == name}
 
-    def log_weights(self, stars: StarTensors) -> Tensor:
+    def log_weights(self, stars: StarTensors, table: Tensor | None = None) -> Tensor:
         """log f_k of every component at each star, shape ``(N, K)``: the weights of
         :meth:`log_joint` (with the ``phi1_range`` offsets, the error weights and the
-        photometry logits where the model has them), before any density."""
-        return self._weights_and_params(stars, self.parameter_table(self.grid))[0]
+        photometry logits where the model has them), before any density (``table``:
+        the :meth:`parameter_table` of the grid, if computed already)."""
+        if table is None:
+            table = self.parameter_table(self.grid)
+        return self._weights_and_params(stars, table)[0]
 
     def _weights_and_params(self, stars: StarTensors, table: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
         """The log-weights at each star ``(N, K)`` and each component's parameters there,
