@@ -1011,6 +1011,10 @@ def _fit(
 ) -> FittedModel:
     """:func:`fit`, its worker processes (if any) in ``pool``."""
     started = time.perf_counter()
+    if pool is not None and config.fit.ensemble > 1:
+        # the members will run in the pool: its processes start (and import) while this one
+        # reads the stars and trains any flow it trains itself
+        pool.start(__name__)
     stars = load_stars(config, stars)
     priors = control_priors(config)
     template = build_mixture(config, stars, priors=priors)
