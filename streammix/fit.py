@@ -1001,6 +1001,15 @@ def fit(
         return _fit(config, stars, background, checkpoint_dir, progress, pool)
 
 
+def _ready_worker() -> None:
+    """Ready a worker process for a fit's calls: this module imported, and what a first
+    optimizer step imports (about 1.6 s on torch 2.13's first AdamW step) done."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], foreach=True)
+    parameter.sum().backward()
+    optimizer.step()
+
+
 def _fit(
     config: Config,
     stars,
@@ -1014,7 +1023,7 @@ def _fit(
     if pool is not None and config.fit.ensemble > 1:
         # the members will run in the pool: its processes start (and import) while this one
         # reads the stars and trains any flow it trains itself
-        pool.start(__name__)
+        pool.start(_ready_worker)
     stars = load_stars(config, stars)
     priors = control_priors(config)
     template = build_mixture(config, stars, priors=priors)

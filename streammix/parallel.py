@@ -11,7 +11,6 @@ workers (the flows, then the members) runs them in one :class:`WorkerPool`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -57,25 +56,27 @@ class WorkerPool:
             self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
             self._executor = None
 
-    def start(self, *modules: str) -> None:
-        """Start every process now, each importing ``modules``, without waiting for them: their
-        start-up (a spawned process imports torch and streammix, seconds) then overlaps with the
-        work this process does before its first :func:`map_spawned` call. A module that fails
-        to import is not reported here: the call that needs it fails as it would have.
+    def start(self, function: Callable[..., Any], **kwargs: Any) -> None:
+        """Start every process now, each calling ``function(**kwargs)`` once, without waiting for
+        them: their start-up (a spawned process imports torch and streammix, seconds, and
+        ``function``'s module with it) then overlaps with the work this process does before its
+        first :func:`map_spawned` call. What ``function`` returns or raises is dropped.
 
         Arguments:
-            modules: Names of the modules each process imports.
+            function: A module-level (picklable) function that readies a process for the calls to
+                come (imports what they will import).
+            kwargs: Its keyword arguments.
 
         Example:
-            >>> import textwrap
+            >>> import json
             >>> with WorkerPool(2) as pool:
-            ...     pool.start("textwrap")
-            ...     map_spawned(textwrap.dedent, [{"text": "  GD-1"}], 2, label="dedent", pool=pool)
-            ['GD-1']
+            ...     pool.start(json.dumps, obj=None)
+            ...     map_spawned(json.loads, [{"s": "[1]"}, {"s": "2"}], 2, label="json", pool=pool)
+            [[1], 2]
         """
         # one call per process: each submission with no idle process spawns one (up to `workers`)
         for _ in range(self.workers):
-            self.executor.submit(_import, modules)
+            self.executor.submit(function, **kwargs)
 
     @property
     def executor(self) -> ProcessPoolExecutor:
@@ -83,12 +84,6 @@ class WorkerPool:
         if self._executor is None:
             raise RuntimeError("WorkerPool: used outside its 'with' block")
         return self._executor
-
-
-def _import(modules: Sequence[str]) -> None:
-    """Import ``modules`` (in a worker process, ahead of its first call)."""
-    for name in modules:
-        importlib.import_module(name)
 
 
 def worker_pool(

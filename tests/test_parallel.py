@@ -32,12 +32,12 @@ def test_an_error_in_a_call_reaches_the_caller_and_the_pool_still_works():
 
 def test_started_processes_run_before_the_first_call_and_serve_it():
     """``start`` spawns every process at once (they import while this one works); the calls then
-    run in those processes, and none more start. A module that fails to import does not stop the pool."""
+    run in those processes, and none more start. A start that fails does not stop the pool."""
     import multiprocessing
 
     before = {child.pid for child in multiprocessing.active_children()}
     with WorkerPool(2) as pool:
-        pool.start("json", "no_such_module_here")
+        pool.start(json.loads, s="not json")
         started = {child.pid for child in multiprocessing.active_children()} - before
         assert len(started) == 2
         pids = set(map_spawned(os.getpid, [{}] * 6, 2, label="pid", pool=pool))
