@@ -1,19 +1,24 @@
-"""The background flows trained on a growing subsample (``grow_from``) against every training star.
+"""The background flows trained with other settings (a growing subsample, ``grow_from``...) on the same stars.
 
 Usage::
 
     python benchmarks/flow_growth.py [--config demo|PATH.yaml] [--grow-from none 16384 ...] [--test 0.1] [--seed 0]
+    python benchmarks/flow_growth.py [--config ...] --variant "" --variant "rare_pattern_stars=16384" ...
 
 The config's background flows are trained as :func:`streammix.fit.fit` trains
 them (its off-stream stars, its blocks and settings, ``fit.workers``
 processes), once per ``--grow-from`` value (``none``: every training star, the
-behaviour before ``grow_from``), on the off-stream stars less a test set: a
+behaviour before ``grow_from``) or, with ``--variant``, once per variant: a
+space-separated list of ``KEY=VALUE`` settings of ``model.background.flow``
+(``""``: the config's own), on the off-stream stars less a test set: a
 ``--test`` fraction of them drawn once (``--seed``), which no variant trains
 or validates on. Each variant's flows then score the test stars: the mean
 background log-density per star (all the background's coordinates, and for a
 joint model the astrometric marginal the mixtures also use), and its paired
 difference from the first variant with the standard error (and the largest
-difference of one star: 0 when the flows are the same). ``--config demo``
+difference of one star: 0 when the flows are the same), over all the test
+stars and over those of each pattern of observed coordinates (a flow of a rare
+pattern serves only its own stars). ``--config demo``
 is the ``make demo`` job's field: the default mock (102,000 stars) with
 :func:`streammix.pipeline.demo_config`. Prints a markdown table and, last, a
 JSON summary.
@@ -44,13 +49,22 @@ def field(config: str):
     return loaded, load_stars(loaded)
 
 
-def with_grow_from(config, value: int | None):
-    """``config`` with ``model.background.flow.grow_from`` set to ``value``."""
+def with_flow_settings(config, settings: str):
+    """``config`` with the space-separated ``KEY=VALUE`` settings of ``model.background.flow`` written in."""
     from streammix.config import Config
+    from streammix.overrides import apply_overrides, parse_overrides
 
     data = config.model_dump(mode="json", exclude={"source"})
-    data["model"]["background"]["flow"]["grow_from"] = value
-    return Config.from_dict(data, source=f"{config.source} (grow_from {value})")
+    overrides = parse_overrides([f"model.background.flow.{item}" for item in settings.split()])
+    return Config.from_dict(apply_overrides(data, overrides), source=f"{config.source} ({settings or 'as given'})")
+
+
+def patterns(stars) -> np.ndarray:
+    """Each star's pattern of observed coordinates, as the names joined by spaces."""
+    observed = stars.observed
+    names = np.array(list(observed))
+    mask = np.stack(list(observed.values()), axis=1)
+    return np.array([" ".join(names[row]) for row in mask])
 
 
 def paired(base: np.ndarray, other: np.ndarray) -> tuple[float, float]:
@@ -63,6 +77,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help="demo, or a config file")
     parser.add_argument("--grow-from", nargs="+", default=["none", "16384"], help="grow_from values (none: every star)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="space-separated KEY=VALUE settings of model.background.flow, once per variant (an empty string: the "
+        "config's own); replaces --grow-from",
+    )
     parser.add_argument("--test", type=float, default=0.1, help="fraction of the off-stream stars kept as test stars")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test stars")
     args = parser.parse_args()
@@ -79,16 +99,22 @@ def main() -> None:
     )
     rows = []
     base: dict[str, np.ndarray] = {}
-    for text in args.grow_from:
-        value = None if text.lower() in ("none", "null") else int(text)
-        variant = with_grow_from(config, value)
+    variants = args.variant if args.variant is not None else [
+        f"grow_from={'null' if text.lower() in ('none', 'null') else int(text)}" for text in args.grow_from
+    ]
+    test_patterns = patterns(stars[test])
+    kinds, counts = np.unique(test_patterns, return_counts=True)
+    for settings in variants:
+        variant = with_flow_settings(config, settings)
         start = time.perf_counter()
         background = _train_background(variant, stars, train, progress=False)
         seconds = time.perf_counter() - start
         scores = {"all": background.log_prob(stars[test])}
         if joint:
             scores["astrometry"] = background.log_prob(stars[test], exclude=config.model.bands)
-        row = {"grow_from": value, "seconds": round(seconds, 1)}
+        for kind in kinds:
+            scores[f"pattern {kind}"] = scores["all"][test_patterns == kind]
+        row = {"variant": settings, "seconds": round(seconds, 1)}
         for name, logp in scores.items():
             row[f"logp_{name}"] = round(float(logp.mean()), 4)
             if base:
@@ -98,27 +124,37 @@ def main() -> None:
         if not base:
             base = scores
         row["flows"] = {
-            " ".join(pattern): {"trained_on": flow.trained_on, "stopped_because": flow.stopped_because}
+            " ".join(pattern): {"trained_on": flow.trained_on, "stopped_because": flow.stopped_because,
+                                "seconds": round(flow.seconds, 1)}
             for block in background.blocks
             for pattern, flow in getattr(block, "flows", {}).items()
-        }
+        }  # fmt: skip
         rows.append(row)
         print(row, flush=True)
 
     names = ["all", "astrometry"] if joint else ["all"]
     print(f"\n{args.config}: {int(train.sum()):,} training and {int(test.sum()):,} test stars (off-stream)\n")
     columns = " | ".join(f"ln p {n} / star (vs first)" for n in names)
-    print(f"| grow_from | flows s | {columns} | stars learnt from |")
+    print(f"| variant | flows s | {columns} | each flow: training stars, seconds, why it stopped |")
     print("|---" * (3 + len(names)) + "|")
+
+    def cell(row: dict, name: str) -> str:
+        text = f"{row[f'logp_{name}']:.4f}"
+        if f"dlogp_{name}" in row:
+            text += f" ({row[f'dlogp_{name}']:+.4f} ± {row[f'dlogp_{name}_se']:.4f})"
+        return text
+
     for row in rows:
-        cells = []
-        for name in names:
-            cell = f"{row[f'logp_{name}']:.4f}"
-            if f"dlogp_{name}" in row:
-                cell += f" ({row[f'dlogp_{name}']:+.4f} ± {row[f'dlogp_{name}_se']:.4f})"
-            cells.append(cell)
-        learnt = ", ".join(f"{p}: {f['trained_on']:,}" for p, f in row["flows"].items())
-        print(f"| {row['grow_from']} | {row['seconds']} | " + " | ".join(cells) + f" | {learnt} |")
+        learnt = "; ".join(
+            f"{p}: {f['trained_on']:,}, {f['seconds']} s, {f['stopped_because']}" for p, f in row["flows"].items()
+        )
+        label = row["variant"] or "as given"
+        print(f"| {label} | {row['seconds']} | " + " | ".join(cell(row, n) for n in names) + f" | {learnt} |")
+    print("\nThe test stars of each pattern of observed coordinates, ln p / star (vs first):\n")
+    print("| pattern | test stars | " + " | ".join(row["variant"] or "as given" for row in rows) + " |")
+    print("|---" * (2 + len(rows)) + "|")
+    for kind, count in zip(kinds, counts):
+        print(f"| {kind} | {count:,} | " + " | ".join(cell(row, f"pattern {kind}") for row in rows) + " |")
     emit(
         {
             "benchmark": "flow_growth",

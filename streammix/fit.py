@@ -1054,6 +1054,7 @@ def _fit(
     n_offstream = None
     flow_stops: dict[str, str] = {}
     flow_seconds: dict[str, float] = {}
+    flow_stars: dict[str, int] = {}
     if background is None and bg_cfg.blocks:
         offstream = offstream_stars(config, priors, stars)
         n_offstream = int(np.sum(offstream))
@@ -1064,6 +1065,7 @@ def _fit(
         else:
             background = _train_background(config, stars, offstream, progress, pool)
             flow_stops, flow_seconds = background.per_flow("stopped_because"), background.per_flow("seconds")
+            flow_stars = background.per_flow("trained_on")
             if flows_file is not None:
                 background.save(flows_file)
                 (flows_file / "done").touch()
@@ -1131,6 +1133,7 @@ def _fit(
         "n_offstream": n_offstream,
         "flows_stopped_because": flow_stops,
         "flows_seconds": flow_seconds,
+        "flows_trained_on": flow_stars,
         "seconds": {
             "background": background_seconds,
             "mixtures": [r.seconds for r in results],

@@ -863,15 +863,19 @@ class BlockDensity:
             fitted_locus = ColourLocus.fit(tuple(locus), *(values[:, names.index(name)] for name in locus))
         values, located, _, _ = _flow_inputs(names, values, limits, scales, fitted_locus)
         mask = np.isfinite(values)
-        codes = set(np.unique(_patterns(mask)).tolist()) - {0}
+        exact = _patterns(mask)
+        codes = set(np.unique(exact).tolist()) - {0}
         withheld = sum(1 << j for j, name in enumerate(names) if name in set(marginal_without))
-        codes |= {code & ~withheld for code in codes} - {0}
+        # the marginals scored for stars of other patterns, and the extra patterns, serve more stars than their own
+        shared = {code & ~withheld for code in codes if code & withheld} - {0}
+        codes |= shared
         for pattern in patterns:
             pattern = tuple(pattern)
             unknown = [name for name in pattern if name not in names]
             if unknown or not pattern:
                 raise InputError(f"block {names!r}: pattern {pattern!r} names unknown coordinates")
-            codes.add(sum(1 << names.index(name) for name in pattern))
+            shared.add(sum(1 << names.index(name) for name in pattern))
+        codes |= shared
         if not codes:
             raise InputError(f"block {names!r}: no star has any of these coordinates")
         if weights is not None:
@@ -908,6 +912,11 @@ class BlockDensity:
                     f"block {names!r}: coordinates {pattern!r} are observed together for only "
                     f"{count} stars (min_stars = {min_stars})"
                 )
+            cap = settings.rare_pattern_stars
+            if cap is not None and code not in shared and np.sum(exact == code) < cap < count:
+                keep = np.random.default_rng([seed, code]).choice(np.flatnonzero(rows), cap, replace=False)
+                rows = np.zeros_like(rows)
+                rows[keep] = True
             source = located if _uses_locus(fitted_locus, pattern) else values
             jobs[pattern] = (source, rows, columns)
 

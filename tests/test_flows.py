@@ -243,6 +243,34 @@ def test_rare_and_unknown_patterns():
         BlockDensity.fit(NAMES, y, phi1, FlowConfig(**TINY))
 
 
+def test_a_rare_patterns_flow_learns_from_a_subsample_and_the_shared_flows_from_every_star():
+    """With rare_pattern_stars, the flow of a pattern fewer stars have than that trains on that many
+    random stars of those observing its coordinates (the same ones for the same seed); the full block's
+    flow, and a marginal scored for every star (marginal_without), train on all of theirs."""
+    x, phi1 = gaussian_draw(2000, seed=21)
+    x[:40, 2] = np.nan  # 40 stars without pm_phi2: the rare pattern (parallax, pm_phi1_cosphi2)
+    settings = FlowConfig(**TINY, rare_pattern_stars=500)
+    block = BlockDensity.fit(NAMES, x, phi1, settings, marginal_without=["pm_phi2"])
+    trained = {pattern: flow.trained_on for pattern, flow in block.flows.items()}
+    held_out = settings.validation_fraction
+    assert trained[NAMES] == 1960 - round(held_out * 1960)
+    # the stars without pm_phi2 are scored by the marginal flow, which the stars with it are too
+    assert trained[("parallax", "pm_phi1_cosphi2")] == 2000 - round(held_out * 2000)
+    x[:40, 1] = np.nan  # now the rare pattern is (parallax,): its flow gets 500 of the 2,000
+    block = BlockDensity.fit(NAMES, x, phi1, settings)
+    trained = {pattern: flow.trained_on for pattern, flow in block.flows.items()}
+    assert trained[NAMES] == 1960 - round(held_out * 1960)
+    assert trained[("parallax",)] == 500 - round(held_out * 500)
+    again = BlockDensity.fit(NAMES, x, phi1, settings)
+    star = np.array([[0.4, np.nan, np.nan]])
+    assert block.log_prob(star, np.array([-40.0])) == again.log_prob(star, np.array([-40.0]))
+    # without the cap every flow learns from all the stars observing its coordinates
+    plain = BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY, rare_pattern_stars=None))
+    assert plain.flows[("parallax",)].trained_on == 2000 - round(held_out * 2000)
+    with pytest.raises(ValidationError, match="rare_pattern_stars"):
+        FlowConfig(rare_pattern_stars=1)
+
+
 def test_bad_input_raises_input_error(tmp_path):
     with pytest.raises(ValidationError, match="backend"):
         FlowConfig(backend="torchflows")
