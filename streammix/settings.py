@@ -123,7 +123,7 @@ class FlowConfig(Section):
         "the stars without BP and RP) trains on a random subsample of this many of the stars observing its "
         "coordinates, not all of them; the flows of the full block and of the marginals the mixtures use for "
         "every star (the astrometric one) train on all (null: every flow on all its stars). On the demo's field "
-        "the flows took 97 -> 58 s, their own test stars' mean log-density moving by -0.022 +- 0.015 (stars "
+        "the flows took 40 % less time, their own test stars' mean log-density moving by -0.022 +- 0.015 (stars "
         "without BP and RP), +0.003 +- 0.015 (no astrometry) and +0.024 +- 0.043 (G alone) nats "
         "(benchmarks/RESULTS.md, session 35)",
     )
