@@ -590,6 +590,9 @@ def test_summary_says_why_each_stage_stopped(fitted):
     # and how long each flow took
     assert summary["flows_seconds"].keys() == summary["flows_stopped_because"].keys()
     assert all(0 < seconds <= summary["seconds"]["background"] for seconds in summary["flows_seconds"].values())
+    # and on how many training stars (at most the off-stream stars less the held-out ones)
+    assert summary["flows_trained_on"].keys() == summary["flows_stopped_because"].keys()
+    assert all(0 < stars < summary["n_offstream"] for stars in summary["flows_trained_on"].values())
 
 
 def _train_small(small_mock, learning_rate, **fit):
