@@ -70,7 +70,7 @@ def patterns(stars) -> np.ndarray:
 def paired(base: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """Mean of ``other - base`` per star and its standard error."""
     d = other - base
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
 
 
 def main() -> None:

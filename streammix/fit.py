@@ -995,8 +995,8 @@ def fit(
     Returns:
         The fitted model.
     """
-    # the flows and the members share one set of spawned processes (each takes seconds to start;
-    # they start at the first call that needs them)
+    # the flows and the members share one set of spawned processes (each takes seconds to start:
+    # those the members will use start once the stars are read, any more at the first call that needs them)
     with worker_pool(config.fit.workers, config.fit.device) as pool:
         return _fit(config, stars, background, checkpoint_dir, progress, pool)
 
@@ -1020,10 +1020,6 @@ def _fit(
 ) -> FittedModel:
     """:func:`fit`, its worker processes (if any) in ``pool``."""
     started = time.perf_counter()
-    if pool is not None and config.fit.ensemble > 1:
-        # the members will run in the pool: its processes start (and import) while this one
-        # reads the stars and trains any flow it trains itself
-        pool.start(_ready_worker)
     stars = load_stars(config, stars)
     priors = control_priors(config)
     template = build_mixture(config, stars, priors=priors)
@@ -1045,6 +1041,12 @@ def _fit(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if checkpoint_dir is not None:
         use_checkpoints(checkpoint_dir, config, stars, background)
+
+    member_workers = max(1, min(config.fit.workers, config.fit.ensemble)) if config.fit.device == "cpu" else 1
+    if pool is not None and member_workers > 1:
+        # the members will run in the pool: the processes they need start (and import) while this
+        # one prepares and trains any flow it trains itself
+        pool.start(_ready_worker, processes=member_workers)
 
     # 1. background flows on off-stream stars (unless given), then frozen
     joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
@@ -1083,7 +1085,7 @@ def _fit(
     results: list[FitResult] = []
     members = list(range(config.fit.ensemble))
     # CPU: with fit.workers > 1, members fit in parallel (spawned) processes
-    workers = max(1, min(config.fit.workers, len(members))) if config.fit.device == "cpu" else 1
+    workers = member_workers
     jobs = [
         _MemberJob(
             config, member, priors, checkpoint_dir, progress and workers == 1, torch.get_num_threads() // workers or 1, shared

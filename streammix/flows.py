@@ -673,7 +673,8 @@ class BlockDensity:
     parallax). The flow of a pattern models the *marginal* density of those
     coordinates; :meth:`fit` trains it on every star that observes at least
     them (assuming values are missing at random given phi1), so a rare pattern
-    still has all the stars that share its coordinates. A star with no
+    still learns from the stars that share its coordinates (from a random
+    ``settings.rare_pattern_stars`` of them where that is fewer). A star with no
     coordinate of the block observed gets log-density 0 (the block is absent
     from every mixture component for that star).
 
@@ -791,7 +792,11 @@ class BlockDensity:
         r"""Train one flow per pattern of observed coordinates present in ``values``.
 
         The flow of a pattern is trained on the columns of that pattern for all
-        stars observing at least those columns. A pattern whose coordinates are
+        stars observing at least those columns; for a pattern fewer stars have
+        exactly than ``settings.rare_pattern_stars``, on a random that many of
+        them (but never fewer than ``min_stars``), unless its flow also scores
+        other patterns' stars (a marginal of ``marginal_without``, or one of
+        ``patterns``). A pattern whose coordinates are
         observed together for fewer than ``min_stars`` stars cannot
         be learnt and raises :class:`InputError` (drop those values, or merge
         the block differently).
@@ -833,7 +838,8 @@ class BlockDensity:
                 ones with ``workers`` > 1 (:class:`~streammix.parallel.WorkerPool`).
             phi2: Each star's phi2, shape (N,), finite: the flows are then also
                 conditioned on it (the last extra context column).
-            seed: Seed of every flow's training (see :func:`fit_flow`).
+            seed: Seed of every flow's training (see :func:`fit_flow`), and of
+                the rare patterns' subsamples.
             device: Torch device to train on, ``"cpu"`` or e.g. ``"cuda"``.
             threads: CPU threads torch may use per flow (see :data:`DEFAULT_THREADS`).
             min_stars: Fewest stars a pattern's flow may be trained on (at least 2).
@@ -868,7 +874,6 @@ class BlockDensity:
         withheld = sum(1 << j for j, name in enumerate(names) if name in set(marginal_without))
         # the marginals scored for stars of other patterns, and the extra patterns, serve more stars than their own
         shared = {code & ~withheld for code in codes if code & withheld} - {0}
-        codes |= shared
         for pattern in patterns:
             pattern = tuple(pattern)
             unknown = [name for name in pattern if name not in names]
@@ -901,6 +906,7 @@ class BlockDensity:
         device = _check_run(seed, device, threads)
         phi2 = _check_phi2(names, phi2, len(phi1))
         jobs: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, list[int]]] = {}
+        cap = None if settings.rare_pattern_stars is None else max(settings.rare_pattern_stars, min_stars)
         # Full block first, then fewer coordinates.
         for code in sorted(codes, key=lambda c: (-bin(c).count("1"), c)):
             columns = [j for j in range(len(names)) if code >> j & 1]
@@ -912,9 +918,9 @@ class BlockDensity:
                     f"block {names!r}: coordinates {pattern!r} are observed together for only "
                     f"{count} stars (min_stars = {min_stars})"
                 )
-            cap = settings.rare_pattern_stars
             if cap is not None and code not in shared and np.sum(exact == code) < cap < count:
-                keep = np.random.default_rng([seed, code]).choice(np.flatnonzero(rows), cap, replace=False)
+                # a random subsample, the same for the same seed (numpy's seeds are non-negative)
+                keep = np.random.default_rng([seed % 2**64, code]).choice(np.flatnonzero(rows), cap, replace=False)
                 rows = np.zeros_like(rows)
                 rows[keep] = True
             source = located if _uses_locus(fitted_locus, pattern) else values

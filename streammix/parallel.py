@@ -56,16 +56,20 @@ class WorkerPool:
             self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
             self._executor = None
 
-    def start(self, function: Callable[..., Any], **kwargs: Any) -> None:
-        """Start every process now, each calling ``function(**kwargs)`` once, without waiting for
-        them: their start-up (a spawned process imports torch and streammix, seconds, and
-        ``function``'s module with it) then overlaps with the work this process does before its
-        first :func:`map_spawned` call. What ``function`` returns or raises is dropped.
+    def start(self, function: Callable[..., Any], /, processes: int | None = None, **kwargs: Any) -> None:
+        """Start processes now, without waiting for them, by submitting one call of
+        ``function(**kwargs)`` for each: their start-up (a spawned process imports torch and
+        streammix, seconds, and ``function``'s module with it) then overlaps with the work this
+        process does before its first :func:`map_spawned` call. A process that is idle when the
+        next readying call arrives may take it too, so each is readied at least once only as far as
+        the calls outrun the start-ups (the usual case). What ``function`` returns or raises is
+        dropped: a failure shows, if at all, in the calls that follow.
 
         Arguments:
             function: A module-level (picklable) function that readies a process for the calls to
                 come (imports what they will import).
-            kwargs: Its keyword arguments.
+            processes: How many to start (at most ``workers``; None: all of them).
+            kwargs: ``function``'s keyword arguments.
 
         Example:
             >>> import json
@@ -74,8 +78,9 @@ class WorkerPool:
             ...     map_spawned(json.loads, [{"s": "[1]"}, {"s": "2"}], 2, label="json", pool=pool)
             [[1], 2]
         """
-        # one call per process: each submission with no idle process spawns one (up to `workers`)
-        for _ in range(self.workers):
+        count = self.workers if processes is None else min(processes, self.workers)
+        # each submission that finds no idle process spawns one (up to `workers`)
+        for _ in range(count):
             self.executor.submit(function, **kwargs)
 
     @property

@@ -595,6 +595,13 @@ def test_summary_says_why_each_stage_stopped(fitted):
     assert all(0 < stars < summary["n_offstream"] for stars in summary["flows_trained_on"].values())
 
 
+def test_a_worker_is_readied_without_error():
+    """What a fit's worker processes run first (WorkerPool.start drops its errors, so they show here)."""
+    from streammix.fit import _ready_worker
+
+    assert _ready_worker() is None
+
+
 def _train_small(small_mock, learning_rate, **fit):
     from streammix.fit import build_mixture, control_priors, train_mixture
     from streammix.mixture import prepare_stars

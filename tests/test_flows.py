@@ -264,6 +264,16 @@ def test_a_rare_patterns_flow_learns_from_a_subsample_and_the_shared_flows_from_
     again = BlockDensity.fit(NAMES, x, phi1, settings)
     star = np.array([[0.4, np.nan, np.nan]])
     assert block.log_prob(star, np.array([-40.0])) == again.log_prob(star, np.array([-40.0]))
+    # the subsample is drawn by the seed, not the first rows: another seed gives another flow
+    other = BlockDensity.fit(NAMES, x, phi1, settings, seed=-3)
+    assert other.flows[("parallax",)].trained_on == 500 - round(held_out * 500)
+    assert other.log_prob(star, np.array([-40.0])) != block.log_prob(star, np.array([-40.0]))
+    # never fewer than min_stars
+    few = BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY, rare_pattern_stars=10), min_stars=80)
+    assert few.flows[("parallax",)].trained_on == 80 - round(held_out * 80)
+    # a pattern asked for (to score other data later) serves other stars: all its stars
+    extra = BlockDensity.fit(NAMES, x, phi1, settings, patterns=[("pm_phi2",)])
+    assert extra.flows[("pm_phi2",)].trained_on == 1960 - round(held_out * 1960)
     # without the cap every flow learns from all the stars observing its coordinates
     plain = BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY, rare_pattern_stars=None))
     assert plain.flows[("parallax",)].trained_on == 2000 - round(held_out * 2000)

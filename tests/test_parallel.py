@@ -43,3 +43,13 @@ def test_started_processes_run_before_the_first_call_and_serve_it():
         pids = set(map_spawned(os.getpid, [{}] * 6, 2, label="pid", pool=pool))
         assert pids <= started
         assert {child.pid for child in multiprocessing.active_children()} - before == started
+
+
+def test_a_start_of_fewer_processes_starts_only_those():
+    """``start(processes=1)`` on a pool of two starts one process; the second starts when a call needs it."""
+    import multiprocessing
+
+    before = {child.pid for child in multiprocessing.active_children()}
+    with WorkerPool(2) as pool:
+        pool.start(json.loads, processes=1, s="1")
+        assert len({child.pid for child in multiprocessing.active_children()} - before) == 1
