@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the test stars")
     args = parser.parse_args()
 
+    from streammix.errors import InputError
     from streammix.fit import _train_background, control_priors, needs_background_bands, offstream_stars
 
     config, stars = field(args.config)
@@ -102,10 +103,13 @@ def main() -> None:
     variants = args.variant if args.variant is not None else [
         f"grow_from={'null' if text.lower() in ('none', 'null') else int(text)}" for text in args.grow_from
     ]
+    try:  # every variant checked before any training
+        configs = [with_flow_settings(config, settings) for settings in variants]
+    except InputError as error:
+        parser.error(str(error))
     test_patterns = patterns(stars[test])
     kinds, counts = np.unique(test_patterns, return_counts=True)
-    for settings in variants:
-        variant = with_flow_settings(config, settings)
+    for settings, variant in zip(variants, configs):
         start = time.perf_counter()
         background = _train_background(variant, stars, train, progress=False)
         seconds = time.perf_counter() - start

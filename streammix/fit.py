@@ -1042,11 +1042,12 @@ def _fit(
     if checkpoint_dir is not None:
         use_checkpoints(checkpoint_dir, config, stars, background)
 
-    member_workers = max(1, min(config.fit.workers, config.fit.ensemble)) if config.fit.device == "cpu" else 1
-    if pool is not None and member_workers > 1:
+    # CPU: with fit.workers > 1, members fit in parallel (spawned) processes
+    workers = max(1, min(config.fit.workers, config.fit.ensemble)) if config.fit.device == "cpu" else 1
+    if pool is not None and workers > 1:
         # the members will run in the pool: the processes they need start (and import) while this
         # one prepares and trains any flow it trains itself
-        pool.start(_ready_worker, processes=member_workers)
+        pool.start(_ready_worker, processes=workers)
 
     # 1. background flows on off-stream stars (unless given), then frozen
     joint = bool(config.model.bands) and any(c.photometry for c in config.model.components)
@@ -1084,8 +1085,6 @@ def _fit(
     mixtures: list[Mixture] = []
     results: list[FitResult] = []
     members = list(range(config.fit.ensemble))
-    # CPU: with fit.workers > 1, members fit in parallel (spawned) processes
-    workers = member_workers
     jobs = [
         _MemberJob(
             config, member, priors, checkpoint_dir, progress and workers == 1, torch.get_num_threads() // workers or 1, shared
