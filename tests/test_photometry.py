@@ -562,3 +562,63 @@ def test_curve_is_the_segment_ends_split_where_the_mass_jumps():
     assert curve.meta == {"distmod": 14.5, "extinction": {"gaia_rp": 0.2}}
     with pytest.raises(InputError, match="ps1_g"):
         like.curve(14.5, {"ps1_g": 0.1})
+
+
+def test_segment_bounds_enclose_the_segment_term():
+    """_segment_bounds against the closed form (float64) over forms of every kind: the
+    least of Q inside the segment or at either end, long and short segments, near and far."""
+    from streammix.photometry import _segment_bounds, _segment_integral
+
+    gen = torch.Generator().manual_seed(3)
+    n = 200_000
+    q = torch.cat([10.0 ** (-12.0 + 16.0 * torch.rand(n // 2, generator=gen, dtype=F64)),
+                   10.0 ** (-3.0 + 7.0 * torch.rand(n // 2, generator=gen, dtype=F64))])  # fmt: skip
+    t_star = -3.0 + 7.0 * torch.rand(n, generator=gen, dtype=F64)  # the unconstrained least, often off [0, 1]
+    d = q * t_star
+    m = 10.0 ** (-2.0 + 5.0 * torch.rand(n, generator=gen, dtype=F64))
+    r = m + d * d / q  # r - d^2/q >= 0, as the forms are (Cauchy-Schwarz)
+    value = _segment_integral(r, d, q)
+    upper, lower = _segment_bounds(r, d, q)
+    finite = torch.isfinite(value)
+    assert finite.float().mean() > 0.99
+    slack = 1e-9 * value.abs().clamp_min(1.0)
+    assert bool((value[finite] <= upper[finite] + slack[finite]).all())
+    assert bool((value[finite] >= lower[finite] - slack[finite]).all())
+    # and they are close enough to prune with: within a few nats for most forms
+    assert float((upper - lower)[finite].median()) < 6.0
+
+
+def test_pair_sum_drops_only_pairs_that_cannot_matter(iso, mock_photometry, monkeypatch):
+    """The fused pair sum with the pairs that cannot matter dropped (PAIR_MARGIN) against
+    the sum over every prepared pair, value and gradient, in float64; and it drops most."""
+    from streammix import photometry as photometry_module
+    from streammix.photometry import _relevant_pairs, _PairSum
+
+    bands, mags, err = mock_photometry
+    like = PhotometricLikelihood(iso, bands, n_nodes=150, dtype=F64)
+    prep = like.prepare(photometry_tensors(mags, err), (13.0, 16.5))
+    n = len(prep)
+    gen = torch.Generator().manual_seed(1)
+    for width in (0.005, 0.1, 0.3):
+        dm = (13.0 + 3.5 * torch.rand(n, generator=gen, dtype=F64)).requires_grad_()
+        s = torch.full((n,), width, dtype=F64, requires_grad=True)
+        weights = torch.rand(n, generator=gen, dtype=F64)
+        results = {}
+        for margin in (photometry_module.PAIR_MARGIN, float("inf")):
+            monkeypatch.setattr(photometry_module, "PAIR_MARGIN", margin)
+            value = _PairSum.apply(dm, s, prep.star, prep.distmod, prep.coef, prep.precision, n)
+            results[margin] = (value, *torch.autograd.grad((weights * value).sum(), (dm, s)))
+        monkeypatch.undo()
+        pruned, full = results[photometry_module.PAIR_MARGIN], results[float("inf")]
+        torch.testing.assert_close(pruned[0], full[0], rtol=0, atol=1e-11)
+        for a, b in zip(pruned[1:], full[1:]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    # the forms at the last DM and spread: most pairs are left out
+    a0, b0, c0, h = prep.coef.unbind(-1)
+    shrink = 1.0 / (1.0 + s.detach() ** 2 * prep.precision)
+    w = dm.detach()[prep.star] - prep.distmod
+    r = a0 + (prep.precision * shrink)[prep.star] * w * w
+    d = b0 - shrink[prep.star] * h * w
+    q = (c0 + (shrink / prep.precision)[prep.star] * h * h).clamp_min(0.0)
+    kept = _relevant_pairs(r, d, q, prep.star, n)
+    assert kept is not None and kept.numel() < 0.6 * prep.n_elements
