@@ -11,9 +11,9 @@ distance modulus and its spread at three (distance modulus, spread) pairs, each
 star's distance modulus drawn around the given one (0.2 mag scatter), in float64
 and float32: once with every prepared pair (``photometry._relevant_pairs`` replaced
 by one that keeps them all, so without the bounds' own cost: the sum as it was
-before them) and once as shipped. Prints, for each case, the pairs prepared, the best of ``--repeats`` times of
-the forward and backward passes, and the largest differences of the values and
-gradients, then a JSON line.
+before them) and once as shipped. Prints, for each case, the pairs prepared, the
+best of ``--repeats`` times of the forward and backward passes, and the largest
+differences of the values and gradients, then a JSON line.
 """
 
 from __future__ import annotations
