@@ -39,13 +39,17 @@ def main() -> None:
 
     from streammix import photometry
     from streammix.config import Config
+    from streammix.errors import InputError
     from streammix.fit import build_mixture, load_stars
 
-    config = Config.from_yaml(args.config)
+    try:
+        config = Config.from_yaml(args.config)
+        stars = load_stars(config)
+    except InputError as error:
+        parser.error(str(error))
     bands = list(config.model.bands)
     if not bands:
         parser.error(f"{args.config}: the config has no bands (model.bands), so no isochrone term")
-    stars = load_stars(config)
     mixture = build_mixture(config, stars)
     like = next(c.photometry for c in mixture.components if getattr(c, "photometry", None) is not None)
     has = np.any([stars.observed[b] for b in bands], axis=0)
