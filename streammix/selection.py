@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .densities import log_ndtr_difference, ndtr_difference
 from .frames import get_frame, reflex_pm
@@ -250,6 +251,62 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
     integrates it), or where either interval's mass is below the floor (then the floor:
     its probability is smaller). Rows with a zero, infinite or NaN variance or mean are
     left to the quadrature.
+
+    Its gradient is the series' own, in closed form (:class:`_SeriesGradient`, from
+    :func:`_series_terms`): one pass that autograd would otherwise record and replay
+    op by op. On the rows it does not sum the gradient is 0 (:func:`box_log_probability`
+    takes theirs from the quadrature).
+    """
+    if torch.is_grad_enabled() and (mean.requires_grad or cov.requires_grad):
+        return _SeriesGradient.apply(mean, cov, low, high)
+    log_p, summed, _, _ = _series_terms(mean, cov, low, high)
+    return log_p, summed
+
+
+class _SeriesGradient(torch.autograd.Function):
+    """The tetrachoric series (:func:`_series_terms`) with its closed-form gradient."""
+
+    @staticmethod
+    def forward(ctx, mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+        wanted = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
+        log_p, summed, grad_mean, grad_cov = _series_terms(mean, cov, low, high, gradient=wanted)
+        ctx.mark_non_differentiable(summed)
+        if wanted:
+            ctx.save_for_backward(grad_mean, grad_cov)
+        return log_p, summed
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_log_p: Tensor, _grad_summed: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        grad_mean, grad_cov = ctx.saved_tensors
+        return grad_log_p.unsqueeze(-1) * grad_mean, grad_log_p[:, None, None] * grad_cov, None, None
+
+
+def _series_terms(
+    mean: Tensor, cov: Tensor, low: Tensor, high: Tensor, *, gradient: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    r"""The arithmetic of :func:`_series_log_probability`: ``(log_p, summed)`` and, with
+    ``gradient``, the gradient of each row's ``log_p`` in ``mean`` ``(N, 2)`` and ``cov``
+    ``(N, 2, 2)`` (the off-diagonal in ``cov[:, 0, 1]``, which the series reads; 0 on
+    the rows it does not sum, on the floor and on degenerate rows), else None twice.
+
+    With the sides :math:`z` in standard deviations, each side's signed ratio
+    :math:`r = \pm\varphi(z)/\Delta\Phi` (the derivative of its axis' log-mass),
+    :math:`E_{i,k} = [\varphi\,\mathrm{He}_{k-1}]_{a_i}^{b_i} / \Delta\Phi_i` the terms'
+    factors, :math:`T = \sum_k \rho^k E_{1,k} E_{2,k} / k!` and
+    :math:`\partial(\varphi\,\mathrm{He}_{k-1})/\partial z = -\varphi\,\mathrm{He}_k`:
+
+    .. math::
+
+        \frac{\partial \ln P}{\partial z_{s,i}} = r_{s,i}\Big(1 - \frac{1}{1+T}
+            \sum_k \frac{\rho^k}{k!} E_{\bar\imath,k}\,(\mathrm{He}_k(z_{s,i}) + E_{i,k})\Big),
+        \qquad
+        \frac{\partial \ln P}{\partial \rho} = \frac{1}{1+T}
+            \sum_k \frac{\rho^{k-1}}{(k-1)!} E_{1,k} E_{2,k},
+
+    carried to the means and variances through :math:`z = (\text{side} - \mu)/\sigma` and
+    :math:`\rho = \Sigma_{12}/(\sigma_1\sigma_2)`. Run with autograd on, ``log_p`` is
+    differentiable by autograd too (``tests/test_selection.py`` compares the two).
     """
     eps = torch.finfo(mean.dtype).eps
     variance = torch.stack([cov[:, 0, 0], cov[:, 1, 1]])  # (2 axes, N)
@@ -272,7 +329,9 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
         ]
         sides.append(torch.stack(columns).clamp(-_FAR, _FAR))
     lo, hi = sides
-    log_mass = log_ndtr_difference(lo, hi)  # (2, N)
+    # (2, N): the log of erfc's difference (ndtr_difference), as accurate as log_ndtr_difference's
+    # wherever the mass is above the floor and 6 times cheaper; below it, only being below matters
+    log_mass = torch.log(ndtr_difference(lo, hi)).clamp_min(2.0 * _LOG_FLOOR)
     z = torch.stack([hi, lo])  # (2 sides, 2 axes, N)
     near = z.abs() < 16.0
     z = torch.where(near, z, 0.0)
@@ -282,11 +341,18 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
     # [phi He_{n-1}] over each axis' interval relative to its mass, times rho^n / n!, summed
     previous, current = torch.zeros_like(z), torch.ones_like(z)
     coefficient, total = torch.ones_like(rho), torch.zeros_like(rho)
+    # for the gradient: the sums over k of rho^k / k! E_other,k (He_k(z) + E_k) and of rho^(k-1) / (k-1)! E_1,k E_2,k
+    side_sum, rho_sum = torch.zeros_like(z), torch.zeros_like(rho)
     for n in range(SERIES_TERMS):
         edges = (ratio * current).sum(0)
+        product = edges.prod(0)
+        if gradient:
+            rho_sum = rho_sum + coefficient * product
         coefficient = coefficient * rho / (n + 1)
-        total = total + coefficient * edges.prod(0)
+        total = total + coefficient * product
         previous, current = current, z * current - n * previous
+        if gradient:
+            side_sum = side_sum + coefficient * edges.flip(0) * (current + edges)
     log_p = log_mass.sum(0) + torch.log1p(total.clamp_min(-1.0 + 1e-6))
     with torch.no_grad():
         r = rho.abs().clamp(max=0.999)
@@ -298,7 +364,24 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
         wide = ((hi - lo) >= 0.5).all(0)
         bounded = remainder + rounding <= 100.0 * eps * torch.exp(log_p.clamp(max=0.0))
         summed = below_floor | (usable & wide & bounded)
-    return torch.where(below_floor, torch.full_like(log_p, _LOG_FLOOR), log_p.clamp_min(_LOG_FLOOR)), summed
+    log_p = torch.where(below_floor, torch.full_like(log_p, _LOG_FLOOR), log_p.clamp_min(_LOG_FLOOR))
+    if not gradient:
+        return log_p, summed, None, None
+    # where log1p's argument was clamped, the series' part has no gradient
+    series_slope = torch.where(total > -1.0 + 1e-6, 1.0 / (1.0 + total), 0.0)
+    side_grad = ratio * (1.0 - series_slope * side_sum)  # d log_p / d z, (2 sides, 2 axes, N)
+    rho_grad = series_slope * rho_sum
+    # z = (side - mean) / sd, rho = cov_01 / (sd_0 sd_1); only the summed rows above the floor
+    live = (summed & ~below_floor & (log_p > _LOG_FLOOR)).to(z.dtype)
+    grad_mean = -(side_grad.sum(0) / sd) * live
+    grad_sd = -((side_grad * z).sum(0) + rho_grad * rho) / sd * live
+    grad_cov = torch.zeros_like(cov)
+    grad_cov[:, 0, 0] = grad_sd[0] / (2.0 * sd[0])
+    grad_cov[:, 1, 1] = grad_sd[1] / (2.0 * sd[1])
+    grad_cov[:, 0, 1] = rho_grad / (sd[0] * sd[1]) * live
+    return log_p, summed, grad_mean.transpose(0, 1), grad_cov
+
+
 
 
 def _quadrature_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) -> Tensor:
