@@ -4,6 +4,7 @@ Usage::
 
     PYTHONPATH=<worktree of commit A> python benchmarks/step_time.py CONFIG [--steps 150] [--dtype float64] [--save A.npz]
     PYTHONPATH=<worktree of commit B> python benchmarks/step_time.py CONFIG [...] --compare A.npz
+    python benchmarks/step_time.py JOINT_CONFIG --astrometry [...]
 
 Builds the config's mixture (torch seed 0) on its stars with a constant background
 density (the background flows are not trained: the step's cost barely depends on
@@ -11,7 +12,9 @@ their values), warm-starts it, then runs ``fit.train_mixture`` for ``--steps`` s
 on all stars but the last 1,000 (no early stop, no evaluation in between) and
 prints the milliseconds per step. ``--save`` writes the parameters after the warm
 start and after the steps; ``--stars N`` trains on N stars only (the step's
-fixed cost, which does not grow with the stars, shows at a few hundred); ``--compare`` prints the largest absolute difference from
+fixed cost, which does not grow with the stars, shows at a few hundred); ``--astrometry``
+times a joint config's first stage instead (``fit.astrometry_steps``: the stars without their
+isochrone terms, against a constant astrometric background); ``--compare`` prints the largest absolute difference from
 a saved file, e.g. another commit's run in float64 (rounding only: ~1e-15).
 Run one job at a time; times are comparable only on the same machine.
 """
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--stars", type=int, help="train on this many stars only (the step's fixed cost shows at a few hundred)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--astrometry", action="store_true", help="a joint config's astrometric stage")
     parser.add_argument("--save", type=Path, help="write the parameters to this .npz")
     parser.add_argument("--compare", type=Path, help="a .npz from --save to compare the parameters with")
     args = parser.parse_args()
@@ -46,6 +50,8 @@ def main() -> None:
     data = Config.from_yaml(args.config).model_dump(mode="json", exclude={"source"})
     data["fit"].update(dtype=args.dtype, steps=args.steps, patience=10 * args.steps, eval_every=10 * args.steps)
     config = Config.from_dict(data)
+    if args.astrometry and not config.model.bands:
+        parser.error(f"--astrometry: {args.config} models no photometry, so it has no astrometric stage")
     stars = load_stars(config)
     priors = control_priors(config)
     torch.manual_seed(0)
@@ -57,6 +63,10 @@ def main() -> None:
     warm = torch.nn.utils.parameters_to_vector(mixture.parameters()).detach().double().numpy().copy()
     index = torch.arange(len(tensors))
     train, valid = tensors.subset(index[:-1000][: args.stars]), tensors.subset(index[-1000:])
+    if args.astrometry:
+        background = torch.full((len(tensors),), -6.0, dtype=tensors.background_logp.dtype)
+        train = train.astrometry_only(background[:-1000][: args.stars])
+        valid = valid.astrometry_only(background[-1000:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         started = time.perf_counter()
@@ -64,6 +74,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
     final = torch.nn.utils.parameters_to_vector(mixture.parameters()).detach().double().numpy()
     summary = {"machine": machine(), "config": args.config.name, "dtype": args.dtype, "n_train": len(train),
+               "stage": "joint" if joint and not args.astrometry else "astrometry",
                "steps": result.steps, "ms_per_step": 1e3 * seconds / result.steps}  # fmt: skip
     print(f"{args.config.name}: {result.steps} steps, {summary['ms_per_step']:.1f} ms per step")
     if args.save is not None:
