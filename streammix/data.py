@@ -76,6 +76,12 @@ _ERROR_OF = {
     "pm_phi1_cosphi2": "pm_phi1_cosphi2_err",
     "pm_phi2": "pm_phi2_err",
 }
+#: Gaia's error columns (each pair rotated together) and the canonical columns made from them
+_GAIA_ERROR_PAIRS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("ra_error", "dec_error"): ("phi2_err",),
+    ("parallax_error",): ("parallax_err",),
+    ("pmra_error", "pmdec_error"): ("pm_phi1_cosphi2_err", "pm_phi2_err", "pm_corr"),
+}
 _FLOAT_FIELDS = ("phi1", *(name for pair in _ERROR_OF.items() for name in pair), "pm_corr")
 _MAG = u.mag
 _UNITS: dict[str, u.UnitBase] = {
@@ -553,7 +559,11 @@ class StarTable:
         correlation) goes through :func:`streammix.frames.gaia_to_stream`; from
         ``columns`` only ``source_id``, ``bands``, ``band_errors``,
         ``extinction``, ``units``, ``sentinels`` and ``keep`` apply, to the raw
-        table's columns.
+        table's columns, and the error models ``parallax_err_external`` and
+        ``pm_err_per_parallax_err``. An error the raw table does not give
+        (``parallax_error``; ``pmra_error`` and ``pmdec_error``; ``ra_error`` and
+        ``dec_error``) is absent, as in :meth:`from_table`: 0, or its error model's.
+        One error of a pair without the other is refused.
 
         Arguments:
             table: Gaia archive rows (``gaia_source`` column names).
@@ -574,7 +584,6 @@ class StarTable:
         cmap = columns if isinstance(columns, ColumnMap) else ColumnMap.from_dict(columns)
         raw = _as_table(table, name)
         if cmap.parallax_err_external is not None and "parallax_error" not in raw.colnames:
-            # the transformation gives such stars an error of 0, which the external model would floor silently
             raise InputError(f"columns.parallax_err_external{_where(name)}: needs parallax errors (column 'parallax_error')")
         if isinstance(frame, str):
             frame = get_frame(frame)
@@ -586,6 +595,18 @@ class StarTable:
             raise InputError(f"{name}: Gaia column {error} not found") from None
         if len(stream) != len(raw):
             raise InputError(f"{name}: the Gaia transformation gave {len(stream)} of {len(raw)} rows")
+        # the transformation gives 0 for an error the raw table lacks; such errors are left absent
+        # instead, so that the canonical rule (0) or the columns' error model applies, as for any table
+        for pair, transformed in _GAIA_ERROR_PAIRS.items():
+            present = [column for column in pair if column in raw.colnames]
+            if 0 < len(present) < len(pair):
+                (missing,) = set(pair) - set(present)
+                raise InputError(
+                    f"{name}: Gaia column '{missing}' not found, but '{present[0]}' is: the rotation into the "
+                    "stream frame needs both errors"
+                )
+            if not present:
+                stream.remove_columns([column for column in transformed if column in stream.colnames])
         referenced = [
             cmap.source_id,
             *cmap.bands.values(),

@@ -331,6 +331,28 @@ def test_external_parallax_errors() -> None:
             ColumnMap.from_dict({"parallax_err_external": bad}, source="data.columns")
 
 
+def test_from_gaia_leaves_errors_the_archive_table_lacks_to_the_error_model(shared_data) -> None:
+    """A Gaia DR2 extraction without proper-motion errors (the real GD-1 file's columns): its
+    proper-motion errors come from ``pm_err_per_parallax_err`` (refused before: the transformed
+    table seemed to give them, as 0), are 0 without it, as ``from_table`` makes them; one error
+    of a pair without the other is refused with one message."""
+    raw = Table.read(shared_data / "gd1_dr2" / "gd1_pm_box_dr2_ps1.fits")
+    gaia = Table({k: raw[k] for k in ("source_id", "ra", "dec", "pmra", "pmdec", "parallax", "parallax_error")})[:500]
+    modelled = StarTable.from_gaia(gaia, "GD-1", {"pm_err_per_parallax_err": 1.1})
+    np.testing.assert_allclose(modelled.pm_phi1_cosphi2_err, 1.1 * np.asarray(gaia["parallax_error"]), rtol=1e-12)
+    np.testing.assert_allclose(modelled.pm_phi2_err, 1.1 * np.asarray(gaia["parallax_error"]), rtol=1e-12)
+    np.testing.assert_array_equal(modelled.pm_corr, 0.0)
+    plain = StarTable.from_gaia(gaia, "GD-1")
+    assert (plain.pm_phi2_err == 0).all() and (plain.phi2_err == 0).all()
+    np.testing.assert_allclose(plain.parallax_err, np.asarray(gaia["parallax_error"]))
+    gaia["pmra_error"] = 0.1
+    with pytest.raises(InputError, match="table: Gaia column 'pmdec_error' not found, but 'pmra_error' is"):
+        StarTable.from_gaia(gaia, "GD-1")
+    gaia["pmdec_error"] = 0.2
+    with pytest.raises(InputError, match="pm_err_per_parallax_err.*already gives"):
+        StarTable.from_gaia(gaia, "GD-1", {"pm_err_per_parallax_err": 1.1})
+
+
 def test_band_errors_modelled_from_the_survey_depth() -> None:
     """A catalogue without magnitude errors (PS1 in the GD-1 DR2 file): each
     star's error follows from its magnitude and the band's depth, 0 where the
