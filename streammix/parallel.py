@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -47,7 +50,9 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         if self._executor is not None:
             raise RuntimeError("WorkerPool: entered twice")
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._executor = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
+        )
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
@@ -89,6 +94,22 @@ class WorkerPool:
         if self._executor is None:
             raise RuntimeError("WorkerPool: used outside its 'with' block")
         return self._executor
+
+
+def _exit_with_parent() -> None:
+    """Each worker's initializer: a daemon thread waits for the parent process to end and then
+    ends the worker at once. A parent that exits normally has shut its workers down first; one
+    killed outright (SIGKILL) cannot, and its workers would otherwise compute their current call
+    to the end and then wait for calls forever."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="streammix-parent-watch", daemon=True).start()
 
 
 def worker_pool(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +59,70 @@ def test_a_start_of_fewer_processes_starts_only_those():
     with WorkerPool(2) as pool:
         pool.start(json.loads, processes=1, s="1")
         assert len({child.pid for child in multiprocessing.active_children()} - before) == 1
+
+
+_KILLED_PARENT = """
+import time
+from streammix.parallel import WorkerPool, map_spawned
+
+def nap(seconds):
+    time.sleep(seconds)
+
+if __name__ == "__main__":
+    with WorkerPool(2) as pool:
+        pool.start(nap, seconds=0.0)
+        print("started", flush=True)
+        map_spawned(nap, [{"seconds": 300.0}] * 2, 2, label="nap", pool=pool)
+"""
+
+
+def _workers(pid: int) -> set[int]:
+    """The living (not zombie) spawned workers whose parent is ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in command:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A parent killed outright (SIGKILL) while its two workers are in a 300 s call: the workers
+    end within seconds instead of computing on as orphans."""
+    script = tmp_path / "parent.py"
+    script.write_text(_KILLED_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    try:
+        assert parent.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 60.0
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _workers(parent.pid)
+            time.sleep(0.2)
+        assert len(workers) == 2
+        time.sleep(3.0)  # the calls have begun
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20.0
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+    finally:  # nothing left behind, whatever failed
+        parent.kill()
+        parent.wait(timeout=10)
+        for pid in workers:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
