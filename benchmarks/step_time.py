@@ -13,8 +13,8 @@ on all stars but the last 1,000 (no early stop, no evaluation in between) and
 prints the milliseconds per step. ``--save`` writes the parameters after the warm
 start and after the steps; ``--stars N`` trains on N stars only (the step's
 fixed cost, which does not grow with the stars, shows at a few hundred); ``--astrometry``
-times a joint config's first stage instead (``fit.astrometry_steps``: the stars without their
-isochrone terms, against a constant astrometric background); ``--compare`` prints the largest absolute difference from
+times a joint config's first stage instead (the fit's ``fit.astrometry_steps``: the stars without
+their isochrone terms, against a constant astrometric background; ``--steps`` of it); ``--compare`` prints the largest absolute difference from
 a saved file, e.g. another commit's run in float64 (rounding only: ~1e-15).
 Run one job at a time; times are comparable only on the same machine.
 """
@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 from _common import SHARED, emit, machine
+
+BACKGROUND_LOGP = -8.0  # the constant background density of every star (nats)
+ASTROMETRIC_LOGP = -6.0  # and its astrometric marginal (a joint config's first stage)
 
 
 def main() -> None:
@@ -50,21 +53,21 @@ def main() -> None:
     data = Config.from_yaml(args.config).model_dump(mode="json", exclude={"source"})
     data["fit"].update(dtype=args.dtype, steps=args.steps, patience=10 * args.steps, eval_every=10 * args.steps)
     config = Config.from_dict(data)
-    if args.astrometry and not config.model.bands:
-        parser.error(f"--astrometry: {args.config} models no photometry, so it has no astrometric stage")
+    if args.astrometry and not (config.model.bands and any(c.photometry for c in config.model.components)):
+        parser.error(f"--astrometry: {args.config} has no isochrone component, so it has no astrometric stage")
     stars = load_stars(config)
     priors = control_priors(config)
     torch.manual_seed(0)
     mixture = build_mixture(config, stars).to(dtype=getattr(torch, args.dtype))
     joint = bool(config.model.bands)
-    tensors = config_tensors(config, stars, np.full(len(stars), -8.0), mixture=mixture,
-                             background_logp_astrometry=np.full(len(stars), -6.0) if joint else None)  # fmt: skip
+    tensors = config_tensors(config, stars, np.full(len(stars), BACKGROUND_LOGP), mixture=mixture,
+                             background_logp_astrometry=np.full(len(stars), ASTROMETRIC_LOGP) if joint else None)  # fmt: skip
     warm_start(mixture, config, priors, config.fit.warm_start_steps)
     warm = torch.nn.utils.parameters_to_vector(mixture.parameters()).detach().double().numpy().copy()
     index = torch.arange(len(tensors))
     train, valid = tensors.subset(index[:-1000][: args.stars]), tensors.subset(index[-1000:])
     if args.astrometry:
-        background = torch.full((len(tensors),), -6.0, dtype=tensors.background_logp.dtype)
+        background = torch.full_like(tensors.background_logp, ASTROMETRIC_LOGP)
         train = train.astrometry_only(background[:-1000][: args.stars])
         valid = valid.astrometry_only(background[-1000:])
     with warnings.catch_warnings():

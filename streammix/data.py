@@ -562,8 +562,9 @@ class StarTable:
         table's columns, and the error models ``parallax_err_external`` and
         ``pm_err_per_parallax_err``. An error the raw table does not give
         (``parallax_error``; ``pmra_error`` and ``pmdec_error``; ``ra_error`` and
-        ``dec_error``) is absent, as in :meth:`from_table`: 0, or its error model's.
-        One error of a pair without the other is refused.
+        ``dec_error``) is absent, as in :meth:`from_table`: 0, or its error model's
+        (the proper motions' correlation too, without their errors). One error of a
+        pair without the other is refused.
 
         Arguments:
             table: Gaia archive rows (``gaia_source`` column names).
@@ -583,8 +584,7 @@ class StarTable:
         """
         cmap = columns if isinstance(columns, ColumnMap) else ColumnMap.from_dict(columns)
         raw = _as_table(table, name)
-        if cmap.parallax_err_external is not None and "parallax_error" not in raw.colnames:
-            raise InputError(f"columns.parallax_err_external{_where(name)}: needs parallax errors (column 'parallax_error')")
+        _check_gaia_errors(raw, cmap, name)
         if isinstance(frame, str):
             frame = get_frame(frame)
         try:
@@ -598,14 +598,7 @@ class StarTable:
         # the transformation gives 0 for an error the raw table lacks; such errors are left absent
         # instead, so that the canonical rule (0) or the columns' error model applies, as for any table
         for pair, transformed in _GAIA_ERROR_PAIRS.items():
-            present = [column for column in pair if column in raw.colnames]
-            if 0 < len(present) < len(pair):
-                (missing,) = set(pair) - set(present)
-                raise InputError(
-                    f"{name}: Gaia column '{missing}' not found, but '{present[0]}' is: the rotation into the "
-                    "stream frame needs both errors"
-                )
-            if not present:
+            if not any(column in raw.colnames for column in pair):
                 stream.remove_columns([column for column in transformed if column in stream.colnames])
         referenced = [
             cmap.source_id,
@@ -625,6 +618,32 @@ class StarTable:
 
 
 # ---------------------------------------------------------------- validation
+
+
+def _check_gaia_errors(raw: Table, cmap: ColumnMap, name: str) -> None:
+    """Refuse, naming the raw Gaia columns, a pair of errors with one missing and an error
+    model that the table's own errors contradict or lack (the canonical checks would name
+    the transformed columns instead, which the user never wrote)."""
+    where = _where(name)
+    for pair in _GAIA_ERROR_PAIRS:
+        present = [column for column in pair if column in raw.colnames]
+        if 0 < len(present) < len(pair):
+            (missing,) = set(pair) - set(present)
+            raise InputError(
+                f"{name}: Gaia column '{missing}' not found, but '{present[0]}' is: the rotation into the "
+                "stream frame needs both errors"
+            )
+    has_parallax_error = "parallax_error" in raw.colnames
+    if cmap.parallax_err_external is not None and not has_parallax_error:
+        raise InputError(f"columns.parallax_err_external{where}: needs parallax errors (column 'parallax_error')")
+    if cmap.pm_err_per_parallax_err is not None:
+        if "pmra_error" in raw.colnames:
+            raise InputError(
+                f"columns.pm_err_per_parallax_err{where}: the table already gives 'pmra_error' and 'pmdec_error'; "
+                "use one or the other"
+            )
+        if not has_parallax_error:
+            raise InputError(f"columns.pm_err_per_parallax_err{where}: needs parallax errors (column 'parallax_error')")
 
 
 def _as_table(table: Any, name: str) -> Table:

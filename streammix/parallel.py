@@ -100,7 +100,8 @@ def _exit_with_parent() -> None:
     """Each worker's initializer: a daemon thread waits for the parent process to end and then
     ends the worker at once. A parent that exits normally has shut its workers down first; one
     killed outright (SIGKILL) cannot, and its workers would otherwise compute their current call
-    to the end and then wait for calls forever."""
+    to the end and then wait for calls forever. (The parent's sentinel is a pipe that only the
+    parent holds open, as with the spawn start method; forked siblings would hold it too.)"""
     parent = multiprocessing.parent_process()
     if parent is None:
         return

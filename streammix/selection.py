@@ -239,8 +239,9 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
             [\varphi\,\mathrm{He}_{n-1}]_{a_1}^{b_1}\, [\varphi\,\mathrm{He}_{n-1}]_{a_2}^{b_2}
 
     (probabilists' Hermite polynomials), summed to ``SERIES_TERMS`` terms relative to
-    the leading product, whose log is :func:`~streammix.densities.log_ndtr_difference`'s
-    (accurate in the tails); each side's density is divided by its interval's mass in
+    the leading product, whose log is that of the axes' masses (the difference of ``erfc``
+    mirrored into the lower tail, :func:`~streammix.densities.ndtr_difference`: accurate in the
+    tails down to the floor); each side's density is divided by its interval's mass in
     log space, and a side beyond 16 standard deviations (or open) contributes 0. By
     Cramér's inequality, :math:`|\varphi\,\mathrm{He}_{n}| \le 0.4334 \sqrt{n!}`, so term n
     is at most :math:`0.7514\,|\rho|^n / n`: the remainder after ``SERIES_TERMS`` terms,
@@ -264,15 +265,14 @@ def _series_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor
 
 
 class _SeriesGradient(torch.autograd.Function):
-    """The tetrachoric series (:func:`_series_terms`) with its closed-form gradient."""
+    """The tetrachoric series (:func:`_series_terms`) with its closed-form gradient: first
+    derivatives only (``once_differentiable``)."""
 
     @staticmethod
     def forward(ctx, mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
-        wanted = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
-        log_p, summed, grad_mean, grad_cov = _series_terms(mean, cov, low, high, gradient=wanted)
+        log_p, summed, grad_mean, grad_cov = _series_terms(mean, cov, low, high, gradient=True)
         ctx.mark_non_differentiable(summed)
-        if wanted:
-            ctx.save_for_backward(grad_mean, grad_cov)
+        ctx.save_for_backward(grad_mean, grad_cov)
         return log_p, summed
 
     @staticmethod
@@ -318,9 +318,8 @@ def _series_terms(
     variance = torch.where(usable, variance, 1.0)
     sd = torch.sqrt(variance)
     rho = cov[:, 0, 1] / (sd[0] * sd[1])
-    # the sides in standard deviations, (2 axes, N), held within 1000 (beyond, log_ndtr's
-    # gradient overflows; no probability changes); an open side a constant (a side at
-    # infinity that depended on the parameters would have a NaN gradient)
+    # the sides in standard deviations, (2 axes, N), held within 1000 (no probability changes);
+    # an open side a constant (a side at infinity has no finite derivative)
     sides = []
     for bound, open_value in ((low, -_FAR), (high, _FAR)):
         columns = [
@@ -330,7 +329,8 @@ def _series_terms(
         sides.append(torch.stack(columns).clamp(-_FAR, _FAR))
     lo, hi = sides
     # (2, N): the log of erfc's difference (ndtr_difference), as accurate as log_ndtr_difference's
-    # wherever the mass is above the floor and 6 times cheaper; below it, only being below matters
+    # on the intervals the series sums (half a standard deviation or wider) wherever the mass is
+    # above the floor, and 6 times cheaper; below the floor, only being below matters
     log_mass = torch.log(ndtr_difference(lo, hi)).clamp_min(2.0 * _LOG_FLOOR)
     z = torch.stack([hi, lo])  # (2 sides, 2 axes, N)
     near = z.abs() < 16.0
@@ -372,16 +372,14 @@ def _series_terms(
     side_grad = ratio * (1.0 - series_slope * side_sum)  # d log_p / d z, (2 sides, 2 axes, N)
     rho_grad = series_slope * rho_sum
     # z = (side - mean) / sd, rho = cov_01 / (sd_0 sd_1); only the summed rows above the floor
-    live = (summed & ~below_floor & (log_p > _LOG_FLOOR)).to(z.dtype)
-    grad_mean = -(side_grad.sum(0) / sd) * live
-    grad_sd = -((side_grad * z).sum(0) + rho_grad * rho) / sd * live
+    live = summed & ~below_floor & (log_p > _LOG_FLOOR)
+    grad_mean = torch.where(live, -side_grad.sum(0) / sd, 0.0)
+    grad_sd = torch.where(live, -((side_grad * z).sum(0) + rho_grad * rho) / sd, 0.0)
     grad_cov = torch.zeros_like(cov)
     grad_cov[:, 0, 0] = grad_sd[0] / (2.0 * sd[0])
     grad_cov[:, 1, 1] = grad_sd[1] / (2.0 * sd[1])
-    grad_cov[:, 0, 1] = rho_grad / (sd[0] * sd[1]) * live
+    grad_cov[:, 0, 1] = torch.where(live, rho_grad / (sd[0] * sd[1]), 0.0)
     return log_p, summed, grad_mean.transpose(0, 1), grad_cov
-
-
 
 
 def _quadrature_log_probability(mean: Tensor, cov: Tensor, low: Tensor, high: Tensor) -> Tensor:

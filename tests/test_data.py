@@ -349,7 +349,10 @@ def test_from_gaia_leaves_errors_the_archive_table_lacks_to_the_error_model(shar
     with pytest.raises(InputError, match="table: Gaia column 'pmdec_error' not found, but 'pmra_error' is"):
         StarTable.from_gaia(gaia, "GD-1")
     gaia["pmdec_error"] = 0.2
-    with pytest.raises(InputError, match="pm_err_per_parallax_err.*already gives"):
+    with pytest.raises(InputError, match="pm_err_per_parallax_err: the table already gives 'pmra_error' and 'pmdec_error'"):
+        StarTable.from_gaia(gaia, "GD-1", {"pm_err_per_parallax_err": 1.1})
+    del gaia["pmra_error"], gaia["pmdec_error"], gaia["parallax_error"]
+    with pytest.raises(InputError, match="pm_err_per_parallax_err: needs parallax errors \\(column 'parallax_error'\\)"):
         StarTable.from_gaia(gaia, "GD-1", {"pm_err_per_parallax_err": 1.1})
 
 

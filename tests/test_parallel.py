@@ -62,17 +62,19 @@ def test_a_start_of_fewer_processes_starts_only_those():
 
 
 _KILLED_PARENT = """
-import time
+import os, sys, time
+from pathlib import Path
 from streammix.parallel import WorkerPool, map_spawned
 
-def nap(seconds):
+def nap(marker, seconds):
+    Path(marker).write_text(str(os.getpid()))
     time.sleep(seconds)
 
 if __name__ == "__main__":
+    folder = Path(sys.argv[1])
     with WorkerPool(2) as pool:
-        pool.start(nap, seconds=0.0)
-        print("started", flush=True)
-        map_spawned(nap, [{"seconds": 300.0}] * 2, 2, label="nap", pool=pool)
+        map_spawned(nap, [{"marker": str(folder / f"call{i}"), "seconds": 300.0} for i in range(2)], 2,
+                    label="nap", pool=pool)
 """
 
 
@@ -103,16 +105,16 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
     end within seconds instead of computing on as orphans."""
     script = tmp_path / "parent.py"
     script.write_text(_KILLED_PARENT)
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    markers = [tmp_path / f"call{i}" for i in range(2)]
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.DEVNULL)
     workers: set[int] = set()
     try:
-        assert parent.stdout.readline().strip() == "started"
-        deadline = time.monotonic() + 60.0
-        while len(workers) < 2 and time.monotonic() < deadline:
-            workers = _workers(parent.pid)
+        deadline = time.monotonic() + 120.0
+        while not all(marker.exists() and marker.read_text() for marker in markers) and time.monotonic() < deadline:
+            assert parent.poll() is None, "the parent ended before its calls began"
             time.sleep(0.2)
-        assert len(workers) == 2
-        time.sleep(3.0)  # the calls have begun
+        workers = {int(marker.read_text()) for marker in markers}  # the calls have begun, in two processes
+        assert len(workers) == 2 and workers <= _workers(parent.pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
         deadline = time.monotonic() + 20.0

@@ -136,18 +136,24 @@ def test_the_series_agrees_with_the_quadrature_where_it_is_summed(rho_scale, sha
 
 
 @pytest.mark.parametrize(
-    "low, high",
-    [([-7.0, -15.0], [-2.0, -11.0]), ([-np.inf, -15.0], [-2.0, np.inf]), ([1.0, -15.0], [6.0, -11.0])],
+    "low, high, rho_scale",
+    [
+        ([-7.0, -15.0], [-2.0, -11.0], 0.03),
+        ([-7.0, -15.0], [-2.0, -11.0], 0.2),
+        ([-np.inf, -15.0], [-2.0, np.inf], 0.03),
+        ([1.0, -15.0], [6.0, -11.0], 0.03),
+    ],
 )
-def test_the_series_closed_form_gradient_is_the_series_own(low, high):
+def test_the_series_closed_form_gradient_is_the_series_own(low, high, rho_scale):
     """The series' closed-form gradient (the one the fits use) is autograd's through the
-    same arithmetic, in the means and every entry of the covariances, on every summed row
-    above the floor, in float64 and float32 (a box around the rows, one open on two sides,
-    one far off most of them); 0 on the rows the series leaves to the quadrature; and
-    finite everywhere."""
+    same arithmetic, in the means and in each entry of the covariances (each on its own
+    scale), on every summed row above the floor, in float64 and float32 (a box around the
+    rows, with small and larger correlations, one open on two sides, one far off most of
+    them); 0 on every other row (left to the quadrature, or on the floor); and finite
+    everywhere."""
     rng = np.random.default_rng(11)
-    mean, cov = _rows(rng, 3000, 0.03)
-    for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+    mean, cov = _rows(rng, 3000, rho_scale)
+    for dtype, tolerance in ((torch.float64, 1e-13), (torch.float32, 1e-5)):
         box = torch.tensor(low, dtype=dtype), torch.tensor(high, dtype=dtype)
         weights = torch.rand(len(mean), dtype=dtype, generator=torch.Generator().manual_seed(0))
         m, c = mean.to(dtype).requires_grad_(True), cov.to(dtype).requires_grad_(True)
@@ -156,14 +162,31 @@ def test_the_series_closed_form_gradient_is_the_series_own(low, high):
         m_ref, c_ref = mean.to(dtype).requires_grad_(True), cov.to(dtype).requires_grad_(True)
         value_ref, _, _, _ = _series_terms(m_ref, c_ref, *box)
         live = summed & (value_ref > math.log(1e-30))
-        assert live.sum() > 100 and (~summed).sum() > 30
+        assert live.sum() > 50 and (~summed).sum() > 30
         grads_ref = torch.autograd.grad((weights * value_ref * live).sum(), (m_ref, c_ref))
         assert torch.equal(value.detach(), value_ref.detach())
-        for grad, grad_ref in zip(grads, grads_ref):
+        grad_mean, grad_cov = grads
+        mean_ref, cov_ref = grads_ref
+        pieces = [(grad_mean, mean_ref)] + [(grad_cov[:, i, j], cov_ref[:, i, j]) for i, j in ((0, 0), (0, 1), (1, 1))]
+        for grad, grad_ref in pieces:
             assert torch.isfinite(grad).all()
             scale = grad_ref[live].abs().max()
-            assert (grad[live] - grad_ref[live]).abs().max() < tolerance * scale
-            assert (grad[~summed] == 0).all()
+            assert (grad[live] - grad_ref[live]).abs().max() <= tolerance * scale
+            assert (grad[~live] == 0).all()
+        assert (grad_cov[:, 1, 0] == 0).all()
+
+
+def test_the_series_gradient_is_zero_on_the_floor():
+    """A row whose axes each hold more than the floor (1e-30) but whose box holds less is
+    summed and gets the floor, and no gradient: a density divided by it is only lowered."""
+    for dtype in (torch.float64, torch.float32):
+        mean = torch.zeros(1, 2, dtype=dtype, requires_grad=True)
+        cov = torch.eye(2, dtype=dtype)[None].requires_grad_(True)
+        box = torch.tensor([8.0, 8.0], dtype=dtype), torch.tensor([10.0, 10.0], dtype=dtype)  # 6e-16 each
+        value, summed = _series_log_probability(mean, cov, *box)
+        assert bool(summed) and value.item() == pytest.approx(math.log(1e-30), rel=1e-6)
+        grads = torch.autograd.grad(value.sum(), (mean, cov))
+        assert all((grad == 0).all() for grad in grads)
 
 
 def test_the_series_gradient_matches_finite_differences():
