@@ -396,6 +396,12 @@ def _print_summary(summary: dict, out: Path) -> None:
     console.print(f"[bold]{summary.get('name', 'fit')}[/]: {summary.get('n_stars')} stars; stream members {line}")
     if not summary.get("converged", True):
         console.print("[bold red]warning:[/] the fit did not converge; see summary.json")
+    if summary.get("without_errors"):
+        console.print(
+            f"note: the data give no errors for {', '.join(summary['without_errors'])}: taken as exact (0), which "
+            "makes the memberships over-confident; data.columns can model them (pm_err_per_parallax_err, "
+            "parallax_err_external, band_error_model)", highlight=False, soft_wrap=True,
+        )  # fmt: skip
     parallaxes = summary.get("parallax_residuals", {})  # streammix.parallax_residuals
     for key, whose in (("own_distance", "its"), ("reference_distance", f"the {parallaxes.get('reference')}'s")):
         for name, residual in parallaxes.get(key, {}).items():

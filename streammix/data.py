@@ -76,6 +76,9 @@ _ERROR_OF = {
     "pm_phi1_cosphi2": "pm_phi1_cosphi2_err",
     "pm_phi2": "pm_phi2_err",
 }
+#: The measured quantities whose errors matter to a membership (a position's are negligible):
+#: one read without an error column or model is taken as exact, and ``meta["without_errors"]`` names it
+_MEASURED = ("parallax", "pm_phi1_cosphi2", "pm_phi2")
 #: Gaia's error columns (each pair rotated together) and the canonical columns made from them
 _GAIA_ERROR_PAIRS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("ra_error", "dec_error"): ("phi2_err",),
@@ -836,6 +839,10 @@ def _build(table: Table, cmap: ColumnMap, *, name: str, explicit: Set[str]) -> S
 
     meta = _provenance(table.meta)
     meta["source"] = name
+    exact = [key for key in _MEASURED if arrays[key] is not None and arrays[_ERROR_OF[key]] is None]
+    exact += [band for band in mags if band not in mag_errs]
+    if exact:
+        meta["without_errors"] = exact
     return StarTable(
         **arrays,  # type: ignore[arg-type]
         mags=mags,

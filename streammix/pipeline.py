@@ -130,6 +130,10 @@ def fit_and_write(
         "fit": model.summary,
         "versions": versions(),
     }
+    used = (*config.model.coordinates, *config.model.bands)
+    exact = [name for name in stars.meta.get("without_errors", ()) if name in used]
+    if exact:  # read without errors: taken as exact, which over-states a membership's confidence
+        summary["without_errors"] = exact
     parallaxes = component_parallax_residuals(config, stars, members, tracks)
     if parallaxes is not None:  # each component's stars against the parallax its distance, and the stream's, predict
         summary["parallax_residuals"] = parallaxes.to_dict()

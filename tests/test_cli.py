@@ -129,9 +129,18 @@ def test_flows_then_fit_with_those_flows(small_field, tmp_path):
     again = tmp_path / "again"
     result = run("fit", config, "--out", again, "--background", tmp_path / "flows", "--quiet")
     assert result.returncode == 0, result.stderr
+    assert "no errors" not in result.stderr  # the mock gives every error
     np.testing.assert_allclose(
         Table.read(again / "members.ecsv")["p_stream"], Table.read(first / "members.ecsv")["p_stream"], atol=1e-6
     )
+
+    exact = tmp_path / "exact"  # a table without some errors: the fit says so, and summary.json records it
+    result = run("fit", config, "--out", exact, "--background", tmp_path / "flows", "--quiet",
+                 "--set", "data.columns.pm_phi2_err=null")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "note: the data give no errors for pm_phi2: taken as exact (0)" in " ".join(result.stderr.split())
+    assert json.loads((exact / "summary.json").read_text())["without_errors"] == ["pm_phi2"]
+    assert "without_errors" not in json.loads((again / "summary.json").read_text())
 
     other = yaml.safe_load(config.read_text())
     other["model"]["background"]["flow"]["hidden"] = 8

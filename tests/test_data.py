@@ -344,6 +344,10 @@ def test_from_gaia_leaves_errors_the_archive_table_lacks_to_the_error_model(shar
     np.testing.assert_array_equal(modelled.pm_corr, 0.0)
     plain = StarTable.from_gaia(gaia, "GD-1")
     assert (plain.pm_phi2_err == 0).all() and (plain.phi2_err == 0).all()
+    assert plain.meta["without_errors"] == ["pm_phi1_cosphi2", "pm_phi2"]  # taken as exact: recorded
+    assert "without_errors" not in modelled.meta
+    gaia["ps1_g"] = raw["g_mean_psf_mag"][:500]  # a band without an error column or model: exact too
+    assert StarTable.from_gaia(gaia, "GD-1", {"bands": ["ps1_g"]}).meta["without_errors"] == ["pm_phi1_cosphi2", "pm_phi2", "ps1_g"]
     np.testing.assert_allclose(plain.parallax_err, np.asarray(gaia["parallax_error"]))
     gaia["pmra_error"] = 0.1
     with pytest.raises(InputError, match="table: Gaia column 'pmdec_error' not found, but 'pmra_error' is"):
