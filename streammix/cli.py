@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - typer releases that depend on click
 from .catalogs_cli import catalogs_app
 from .compare import compare as compare_configs
 from .config import Config
-from .data import check_plausible, read_stars, read_table
+from .data import check_plausible, read_stars, read_table, without_errors
 from .errors import InputError
 from .fit import load, load_stars
 from .inject import InjectionSpec, inject_stream
@@ -248,7 +248,9 @@ def members(
     if stars.meta.get("unobserved_bands"):
         absent = ", ".join(stars.meta["unobserved_bands"])
         console.print(f"file '{data}' has no column for bands {absent}: unobserved, so its stars are scored without them", soft_wrap=True)
-    check_plausible(stars, [*fitted.config.model.coordinates, *fitted.config.model.bands])
+    used = [*fitted.config.model.coordinates, *fitted.config.model.bands]
+    _note_without_errors(without_errors(stars, used))
+    check_plausible(stars, used)
     table = fitted.membership(stars)
     write_table(table, out, overwrite=overwrite)
     console.print(f"scored {len(table)} stars -> {out}")
@@ -390,18 +392,24 @@ def isochrone_fit(
     console.print(f"outputs in {out}/")
 
 
+def _note_without_errors(names) -> None:
+    """A note naming the quantities a model uses that the data give without errors."""
+    if names:
+        console.print(
+            f"note: the data give no errors for {', '.join(names)}: taken as exact (0), which makes the "
+            "memberships over-confident; map their error columns in data.columns (parallax_err, "
+            "pm_phi1_cosphi2_err, pm_phi2_err, band_errors) or model them (pm_err_per_parallax_err, from "
+            "the parallax errors; band_error_model)", highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     counts = summary.get("members", {})
     line = ", ".join(f"{k}: {v}" for k, v in counts.items())
     console.print(f"[bold]{summary.get('name', 'fit')}[/]: {summary.get('n_stars')} stars; stream members {line}")
     if not summary.get("converged", True):
         console.print("[bold red]warning:[/] the fit did not converge; see summary.json")
-    if summary.get("without_errors"):
-        console.print(
-            f"note: the data give no errors for {', '.join(summary['without_errors'])}: taken as exact (0), which "
-            "makes the memberships over-confident; data.columns can model them (pm_err_per_parallax_err, "
-            "parallax_err_external, band_error_model)", highlight=False, soft_wrap=True,
-        )  # fmt: skip
+    _note_without_errors(summary.get("without_errors", ()))
     parallaxes = summary.get("parallax_residuals", {})  # streammix.parallax_residuals
     for key, whose in (("own_distance", "its"), ("reference_distance", f"the {parallaxes.get('reference')}'s")):
         for name, residual in parallaxes.get(key, {}).items():

@@ -65,6 +65,7 @@ __all__ = [
     "check_plausible",
     "read_stars",
     "read_table",
+    "without_errors",
 ]
 
 #: The observed astrometric coordinates, in the order used throughout streammix.
@@ -332,7 +333,11 @@ class StarTable:
         extinction: Band name -> extinction (mag), for the bands that have one.
         source_id: Unique int64 identifiers.
         extra: Extra columns carried along (same length).
-        meta: Provenance (e.g. ``source``).
+        meta: Provenance (e.g. ``source``). Read from a table, also
+            ``without_errors``: the parallax, proper motions and bands it gave
+            values but neither errors nor an error model for (taken as exact;
+            :func:`without_errors`), and with :func:`read_stars`'s optional
+            bands, ``unobserved_bands``.
 
     Example:
         >>> import numpy as np
@@ -623,6 +628,22 @@ class StarTable:
 # ---------------------------------------------------------------- validation
 
 
+def without_errors(stars: StarTable, used: Sequence[str]) -> list[str]:
+    """The quantities among ``used`` (coordinates and bands) that ``stars`` were read with
+    but without errors or an error model, so taken as exact: a membership that uses them
+    is over-confident. From the table's ``meta`` (a :class:`StarTable` built directly
+    records none).
+
+    Example:
+        >>> import numpy as np
+        >>> from astropy.table import Table
+        >>> stars = StarTable.from_table(Table({"phi1": [1.0], "parallax": [0.2], "pm_phi2": [-1.0]}))
+        >>> without_errors(stars, ["phi2", "parallax", "pm_phi2"]), without_errors(stars, ["phi2"])
+        (['parallax', 'pm_phi2'], [])
+    """
+    return [name for name in stars.meta.get("without_errors", ()) if name in used]
+
+
 def _check_gaia_errors(raw: Table, cmap: ColumnMap, name: str) -> None:
     """Refuse, naming the raw Gaia columns, a pair of errors with one missing and an error
     model that the table's own errors contradict or lack (the canonical checks would name
@@ -839,7 +860,11 @@ def _build(table: Table, cmap: ColumnMap, *, name: str, explicit: Set[str]) -> S
 
     meta = _provenance(table.meta)
     meta["source"] = name
-    exact = [key for key in _MEASURED if arrays[key] is not None and arrays[_ERROR_OF[key]] is None]
+    meta.pop("without_errors", None)  # the file's own, if any, is not ours
+    exact = [
+        key for key in _MEASURED
+        if arrays[key] is not None and np.isfinite(arrays[key]).any() and arrays[_ERROR_OF[key]] is None
+    ]  # fmt: skip
     exact += [band for band in mags if band not in mag_errs]
     if exact:
         meta["without_errors"] = exact

@@ -22,7 +22,7 @@ import numpy as np
 
 from .background import BackgroundFlows, background_view, check_background
 from .config import Config
-from .data import ColumnMap, StarTable
+from .data import ColumnMap, StarTable, without_errors
 from .errors import InputError
 from .fit import fit, fit_background, load_stars
 from .membership import summarise_members
@@ -130,8 +130,7 @@ def fit_and_write(
         "fit": model.summary,
         "versions": versions(),
     }
-    used = (*config.model.coordinates, *config.model.bands)
-    exact = [name for name in stars.meta.get("without_errors", ()) if name in used]
+    exact = without_errors(stars, [*config.model.coordinates, *config.model.bands])
     if exact:  # read without errors: taken as exact, which over-states a membership's confidence
         summary["without_errors"] = exact
     parallaxes = component_parallax_residuals(config, stars, members, tracks)

@@ -140,6 +140,9 @@ def test_flows_then_fit_with_those_flows(small_field, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "note: the data give no errors for pm_phi2: taken as exact (0)" in " ".join(result.stderr.split())
     assert json.loads((exact / "summary.json").read_text())["without_errors"] == ["pm_phi2"]
+    scored = run("members", exact, "--data", small_field / "stars.fits", "--out", tmp_path / "scored.ecsv")
+    assert scored.returncode == 0, scored.stderr  # scoring other stars with that model says so too
+    assert "note: the data give no errors for pm_phi2: taken as exact (0)" in " ".join(scored.stderr.split())
     assert "without_errors" not in json.loads((again / "summary.json").read_text())
 
     other = yaml.safe_load(config.read_text())

@@ -331,6 +331,35 @@ def test_external_parallax_errors() -> None:
             ColumnMap.from_dict({"parallax_err_external": bad}, source="data.columns")
 
 
+def test_quantities_read_without_errors_are_recorded() -> None:
+    """A parallax, proper motion or band read with values but neither errors nor an error
+    model is taken as exact, and named in ``meta["without_errors"]``; one with errors, an
+    error model, or no values (absent, skipped or all missing) is not; ``without_errors``
+    keeps those a model uses."""
+    from streammix.data import without_errors
+
+    table = Table({
+        "phi1": [1.0, 2.0], "phi2": [0.1, 0.2], "parallax": [0.2, 0.3], "parallax_err": [0.1, 0.1],
+        "pm_phi1_cosphi2": [-5.0, -6.0], "pm_phi2": [-1.0, -2.0], "g": [19.0, 20.0], "i": [18.0, 19.5],
+        "i_err": [0.02, 0.03], "r": [np.nan, np.nan],
+    })  # fmt: skip
+    stars = StarTable.from_table(table, {"bands": ["g", "i"]})
+    assert stars.meta["without_errors"] == ["pm_phi1_cosphi2", "pm_phi2", "g"]
+    assert without_errors(stars, ["phi2", "pm_phi2", "i"]) == ["pm_phi2"]
+    assert without_errors(stars, ["phi2", "parallax"]) == []
+    depth = {"g": {"depth": 22.0, "epochs": 12}}
+    modelled = StarTable.from_table(table, {"bands": ["g", "i"], "pm_err_per_parallax_err": 1.7, "band_error_model": depth})
+    assert "without_errors" not in modelled.meta
+    skipped = StarTable.from_table(table, {"pm_phi1_cosphi2": None, "pm_phi2": None})  # not read: not exact
+    assert "without_errors" not in skipped.meta
+    missing = table.copy()
+    missing["pm_phi1_cosphi2"] = missing["pm_phi2"] = [np.nan, np.nan]  # no values: unobserved, not exact
+    assert "without_errors" not in StarTable.from_table(missing).meta
+    stale = table.copy()
+    stale.meta["without_errors"] = "parallax"  # a file's own key is not taken for ours
+    assert StarTable.from_table(stale, {"pm_err_per_parallax_err": 1.7}).meta.get("without_errors") is None
+
+
 def test_from_gaia_leaves_errors_the_archive_table_lacks_to_the_error_model(shared_data) -> None:
     """A Gaia DR2 extraction without proper-motion errors (the real GD-1 file's columns): its
     proper-motion errors come from ``pm_err_per_parallax_err`` (refused before: the transformed
