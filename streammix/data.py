@@ -635,7 +635,6 @@ def without_errors(stars: StarTable, used: Sequence[str]) -> list[str]:
     records none).
 
     Example:
-        >>> import numpy as np
         >>> from astropy.table import Table
         >>> stars = StarTable.from_table(Table({"phi1": [1.0], "parallax": [0.2], "pm_phi2": [-1.0]}))
         >>> without_errors(stars, ["phi2", "parallax", "pm_phi2"]), without_errors(stars, ["phi2"])
