@@ -249,10 +249,10 @@ def members(
         absent = ", ".join(stars.meta["unobserved_bands"])
         console.print(f"file '{data}' has no column for bands {absent}: unobserved, so its stars are scored without them", soft_wrap=True)
     used = [*fitted.config.model.coordinates, *fitted.config.model.bands]
-    _note_without_errors(without_errors(stars, used))
     check_plausible(stars, used)
     table = fitted.membership(stars)
     write_table(table, out, overwrite=overwrite)
+    _note_without_errors(without_errors(stars, used))  # after any error: bad input gets its one line alone
     console.print(f"scored {len(table)} stars -> {out}")
 
 
