@@ -977,6 +977,7 @@ def fit(
     background: BackgroundFlows | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
+    pool: WorkerPool | None = None,
 ) -> FittedModel:
     """Fit the model a config describes to its stars.
 
@@ -991,13 +992,16 @@ def fit(
             on the same stars with the same ``fit.seed``.
         checkpoint_dir: Where checkpoints go; a rerun with the same folder resumes.
         progress: Show progress bars.
+        pool: Worker processes open already (:func:`~streammix.parallel.worker_pool`), kept for
+            the caller's work after the fit (its residuals); None: ``fit.workers`` processes are
+            started for the fit (with ``fit.workers`` > 1 on the CPU) and shut down at its end.
 
     Returns:
         The fitted model.
     """
     # the flows and the members share one set of spawned processes (each takes seconds to start:
     # those the members will use start once the stars are read, any more at the first call that needs them)
-    with worker_pool(config.fit.workers, config.fit.device) as pool:
+    with worker_pool(config.fit.workers, config.fit.device, pool) as pool:
         return _fit(config, stars, background, checkpoint_dir, progress, pool)
 
 

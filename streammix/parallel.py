@@ -16,7 +16,7 @@ import multiprocessing.connection
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
@@ -87,6 +87,26 @@ class WorkerPool:
         # each submission that finds no idle process spawns one (up to `workers`)
         for _ in range(count):
             self.executor.submit(function, **kwargs)
+
+    def submit(self, function: Callable[..., Any], /, **kwargs: Any) -> Future:
+        """Run ``function(**kwargs)`` in one of the processes, without waiting for it: this
+        process goes on with other work meanwhile.
+
+        Arguments:
+            function: A module-level (picklable) function.
+            kwargs: Its keyword arguments (pickled to the process).
+
+        Returns:
+            The call's future: ``result()`` waits for what it returns, or raises what it raised.
+
+        Example:
+            >>> import textwrap
+            >>> with WorkerPool(1) as pool:
+            ...     future = pool.submit(textwrap.shorten, text="a stellar stream", width=10)
+            ...     future.result()
+            'a [...]'
+        """
+        return self.executor.submit(function, **kwargs)
 
     @property
     def executor(self) -> ProcessPoolExecutor:

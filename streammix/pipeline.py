@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from .fit import fit, fit_background, load_stars
 from .membership import summarise_members
 from .mock import MockConfig, generate_mock
 from .output import atomic_path, partial_folder, write_json, write_table
+from .parallel import WorkerPool, worker_pool
 from .parallax_residuals import component_parallax_residuals
 from .provenance import versions
 from .residuals import cmd_residuals, position_residuals
@@ -111,76 +113,91 @@ def fit_and_write(
     started = time.perf_counter()
     stars = load_stars(config, stars)
     checkpoints = checkpoint_folder(out)
-    model = fit(config, stars, background=background, checkpoint_dir=checkpoints, progress=progress)
-    t0 = time.perf_counter()
-    members = model.membership(stars)
-    tracks = model.tracks()
-    score_seconds = time.perf_counter() - t0
-    summary: dict[str, Any] = {
-        "name": config.name,
-        "n_stars": len(stars),
-        "components": list(model.component_names),
-        "members": summarise_members(members),
-        "member_components": members.meta["member_components"],
-        "members_by_component": {c: summarise_members(members, c) for c in model.component_names[:-1]},
-        "converged": model.summary["converged"],
-        "seed": config.fit.seed,
-        "ensemble": config.fit.ensemble,
-        "seconds": {**model.summary["seconds"], "membership_and_tracks": score_seconds},
-        "fit": model.summary,
-        "versions": versions(),
-    }
-    exact = without_errors(stars, [*config.model.coordinates, *config.model.bands])
-    if exact:  # read without errors: taken as exact, which over-states a membership's confidence
-        summary["without_errors"] = exact
-    parallaxes = component_parallax_residuals(config, stars, members, tracks)
-    if parallaxes is not None:  # each component's stars against the parallax its distance, and the stream's, predict
-        summary["parallax_residuals"] = parallaxes.to_dict()
-    if extra_summary:
-        summary.update(extra_summary)
-    if truth_member is not None:
-        summary["truth"] = truth_metrics(np.asarray(members["p_member"]), truth_member)
-    if truth is not None:
-        summary.setdefault("truth", {})["tracks"] = track_metrics(model, truth)
-    with output_folder(out, overwrite) as tmp:
-        for name, table in (extra_tables or {}).items():
-            write_table(table, tmp / name)
-        model.save(tmp / "model")
-        write_table(members, tmp / "members.ecsv")
-        write_table(tracks, tmp / "tracks.ecsv")
+    # the fit's worker processes (if any) stay for the figures and the residuals, which then run
+    # beside this process's writing rather than after it
+    with worker_pool(config.fit.workers, config.fit.device) as pool:
+        model = fit(config, stars, background=background, checkpoint_dir=checkpoints, progress=progress, pool=pool)
+        t0 = time.perf_counter()
+        members = model.membership(stars)
+        tracks = model.tracks()
+        score_seconds = time.perf_counter() - t0
+        summary: dict[str, Any] = {
+            "name": config.name,
+            "n_stars": len(stars),
+            "components": list(model.component_names),
+            "members": summarise_members(members),
+            "member_components": members.meta["member_components"],
+            "members_by_component": {c: summarise_members(members, c) for c in model.component_names[:-1]},
+            "converged": model.summary["converged"],
+            "seed": config.fit.seed,
+            "ensemble": config.fit.ensemble,
+            "seconds": {**model.summary["seconds"], "membership_and_tracks": score_seconds},
+            "fit": model.summary,
+            "versions": versions(),
+        }
+        exact = without_errors(stars, [*config.model.coordinates, *config.model.bands])
+        if exact:  # read without errors: taken as exact, which over-states a membership's confidence
+            summary["without_errors"] = exact
+        parallaxes = component_parallax_residuals(config, stars, members, tracks)
+        if parallaxes is not None:  # each component's stars against the parallax its distance, and the stream's, predict
+            summary["parallax_residuals"] = parallaxes.to_dict()
+        if extra_summary:
+            summary.update(extra_summary)
+        if truth_member is not None:
+            summary["truth"] = truth_metrics(np.asarray(members["p_member"]), truth_member)
         if truth is not None:
-            write_table(truth, tmp / "stars_tracks.ecsv")
-        component = model.component_names[0]
-        shown = members.copy(copy_data=False)  # the CMD needs the stars' photometry beside p
-        for prefix, columns in (("", stars.mags), ("A_", stars.extinction)):
-            for band, values in columns.items():
-                if f"{prefix}{band}" not in shown.colnames:
-                    shown[f"{prefix}{band}"] = values * u.mag
-        isochrone = isochrone_curve(model, component=component, members=shown)
-        save_figures(
-            shown, tracks, tmp / "figures", component=component, truth=truth, isochrone=isochrone,
-            other_components=model.component_names[1:-1],
-        )  # fmt: skip
-        if "phi2" in config.model.coordinates:
-            summary["residuals"] = write_residuals(model, stars, tmp)
-        summary["seconds"]["total"] = time.perf_counter() - started
-        write_json(summary, tmp / "summary.json")
+            summary.setdefault("truth", {})["tracks"] = track_metrics(model, truth)
+        with output_folder(out, overwrite) as tmp:
+            component = model.component_names[0]
+            shown = members.copy(copy_data=False)  # the CMD needs the stars' photometry beside p
+            for prefix, columns in (("", stars.mags), ("A_", stars.extinction)):
+                for band, values in columns.items():
+                    if f"{prefix}{band}" not in shown.colnames:
+                        shown[f"{prefix}{band}"] = values * u.mag
+            figures = dict(
+                members=shown, tracks=tracks, folder=tmp / "figures", component=component, truth=truth,
+                isochrone=isochrone_curve(model, component=component, members=shown),
+                other_components=model.component_names[1:-1],
+            )  # fmt: skip
+            # drawn in a worker process, if there is one, while this one writes the tables and the residuals
+            pending = [pool.submit(save_figures, **figures)] if pool is not None else []
+            try:
+                if pool is None:
+                    save_figures(**figures)
+                for name, table in (extra_tables or {}).items():
+                    write_table(table, tmp / name)
+                model.save(tmp / "model")
+                write_table(members, tmp / "members.ecsv")
+                write_table(tracks, tmp / "tracks.ecsv")
+                if truth is not None:
+                    write_table(truth, tmp / "stars_tracks.ecsv")
+                if "phi2" in config.model.coordinates:
+                    summary["residuals"] = write_residuals(model, stars, tmp, pool=pool)
+            finally:
+                wait(pending)  # nothing writes into the folder once it is kept or removed
+            for future in pending:
+                future.result()  # a failure to draw is raised here, and the folder is not kept
+            summary["seconds"]["total"] = time.perf_counter() - started
+            write_json(summary, tmp / "summary.json")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
 
 
-def write_residuals(model, stars, folder: Path, *, overwrite: bool = False) -> dict[str, Any]:
+def write_residuals(
+    model, stars, folder: Path, *, overwrite: bool = False, pool: WorkerPool | None = None
+) -> dict[str, Any]:
     """Write the residuals of the data against the model into ``folder``: in
     (phi1, phi2) (:func:`streammix.residuals.position_residuals`,
     ``residuals.ecsv``, ``figures/residuals.png``) and, for a joint model with
     two bands, in the CMD (:func:`streammix.residuals.cmd_residuals`,
-    ``residuals_cmd.ecsv``, ``figures/residuals_cmd.png``); returns their
-    summaries (the largest excess and deficit of a bin, and where)."""
+    ``residuals_cmd.ecsv``, ``figures/residuals_cmd.png``; computed in ``pool``'s
+    processes if given); returns their summaries (the largest excess and deficit
+    of a bin, and where)."""
     from .plot import DPI, plot_residuals  # local import: matplotlib (~0.7 s), as in fit_and_write
 
     maps = {"": position_residuals(model, stars)}
     if len(model.config.model.bands) == 2:
-        maps["_cmd"] = cmd_residuals(model, stars)
+        maps["_cmd"] = cmd_residuals(model, stars, pool=pool)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     for suffix, residuals in maps.items():

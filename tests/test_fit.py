@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -717,6 +718,37 @@ def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, f
     for a, b in zip(parallel.mixtures, serial.mixtures, strict=True):
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_fit_and_write_draws_in_its_workers_and_keeps_nothing_when_a_drawing_fails(small_mock, tmp_path):
+    """With fit.workers 2 the fit's worker processes stay open for the figures, drawn in one of
+    them while this process writes the tables and the residuals: every file is there. Truth
+    tracks whose phi1 is a length pass the track metrics (which read values) but not the tracks
+    figure: that failure, in a worker, is raised here, and neither the output folder nor a
+    partial one is left."""
+    import astropy.units as u
+
+    from streammix.pipeline import fit_and_write
+
+    _, truth, stars = small_mock
+    config = small_config(truth, workers=2, ensemble=2, steps=40, warm_start_steps=20)
+    out = tmp_path / "fit"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 40 steps need not converge
+        summary = fit_and_write(config, out, stars=stars, truth=truth)
+        figures = sorted(p.name for p in (out / "figures").iterdir())
+        assert figures == ["cmd.png", "probability.png", "residuals.png", "sky.png", "tracks.png"]
+        assert {"members.ecsv", "tracks.ecsv", "stars_tracks.ecsv", "summary.json", "residuals.ecsv"} <= {
+            p.name for p in out.iterdir()
+        }
+        assert summary["truth"]["tracks"] and summary["residuals"]["position"]["n_selected"] > 0
+        bad = truth.copy()
+        bad["phi1"] = np.asarray(getattr(bad["phi1"], "value", bad["phi1"])) * u.km
+        with pytest.raises(InputError, match="truth"):
+            fit_and_write(config, tmp_path / "bad", stars=stars, truth=bad, background=None)
+    # the checkpoints stay for a rerun to resume from; no output, and no partial folder
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".bad", "bad")))
+    assert left == [".bad.checkpoints"], sorted(p.name for p in tmp_path.iterdir())
 
 
 def test_workers_auto_is_one_per_core_and_other_words_are_refused():
