@@ -40,6 +40,57 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class TreeMemory:
+    """The peak resident memory of this process and all its descendants (a fit's worker
+    processes) together, sampled every ``interval`` seconds in a thread while the ``with``
+    block runs and once more at its end; ``peak_mb`` after it. A peak shorter than the
+    interval can be missed.
+
+    Example:
+        >>> import psutil
+        >>> before = psutil.Process().memory_info().rss / 2**20
+        >>> with TreeMemory() as memory:
+        ...     block = b"x" * (100 * 2**20)
+        >>> memory.peak_mb - before > 90
+        True
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = None
+        self._thread = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        stopping = False
+        while True:
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:  # ended between the listing and the reading
+                    pass
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            if stopping:
+                return
+            stopping = self._stop.wait(self.interval)  # then one last sample
+
+    def __enter__(self) -> TreeMemory:
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="tree-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_child(script: str, *args: str) -> dict:
     """Run ``script`` with ``args`` in a fresh process (so peak memory is its own)
     and return the JSON object on the last line it prints."""

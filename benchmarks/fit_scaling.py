@@ -10,7 +10,8 @@ that of one fit): ``astrometry`` uses phi2, parallax and proper motions,
 ``joint`` adds the isochrone likelihood in Gaia G, BP, RP, with the demo's
 background (one flow over parallax, proper motions and the three magnitudes).
 ``--workers`` processes (default: every core) train the background's flows at
-once; the JSON gives the main process's peak RSS and the largest worker's.
+once; the JSON gives the main process's peak RSS, the largest worker's, and the
+peak of all the fit's processes together (sampled every 0.2 s).
 The accuracy reached (ROC AUC, completeness and purity at p > 0.5,
 distance-modulus track RMS where the stream is dense) is printed beside each
 time. ``--gd1`` also fits the real GD-1 field in
@@ -27,7 +28,7 @@ import os
 import resource
 import time
 
-from _common import ROOT, SHARED, emit, machine, peak_rss_mb, run_child
+from _common import ROOT, SHARED, TreeMemory, emit, machine, peak_rss_mb, run_child
 
 
 def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
@@ -48,7 +49,8 @@ def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
     data["fit"].update({"device": device, "workers": workers, "dropout_samples": 0})
     config = type(config).from_dict(data)
     t0 = time.perf_counter()
-    model = fit(config, stars)
+    with TreeMemory() as memory:
+        model = fit(config, stars)
     fit_seconds = time.perf_counter() - t0
     member = model.summary["members"][0]
     t0 = time.perf_counter()
@@ -72,6 +74,8 @@ def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
         "peak_rss_mb": round(peak_rss_mb()),
         # worker processes (the background's flows with workers > 1): the largest one's peak
         "peak_rss_mb_largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        # the fit's processes together (sampled every 0.2 s)
+        "peak_rss_mb_all_processes": round(memory.peak_mb),
         "workers": workers,
         "auc": round(metrics["auc"], 5),
         "completeness": round(metrics["completeness"], 4),

@@ -690,7 +690,8 @@ class FitConfig(_Section):
         1,
         ge=1,
         description="processes fitting ensemble members, and a background block's flows, at once (CPU, "
-        "spawned once per fit for both: a calling script needs the `if __name__ == '__main__':` guard); 'auto': one "
+        "spawned once per fit for both, and kept by `streammix fit` to draw its figures: a calling "
+        "script needs the `if __name__ == '__main__':` guard); 'auto': one "
         "per CPU core the process may use (a batch job's allotted cores; read when the config is, and written as that "
         "number)",
     )

@@ -11,6 +11,8 @@ workers (the flows, then the members) runs them in one :class:`WorkerPool`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-__all__ = ["WorkerPool", "map_spawned", "torch_threads", "worker_pool"]
+__all__ = ["WorkerPool", "map_spawned", "release_freed_memory", "torch_threads", "worker_pool"]
 
 
 class WorkerPool:
@@ -206,6 +208,32 @@ def map_spawned(
         for future in futures:  # a shared pool outlives this call: drop the calls not started yet
             future.cancel()
         raise
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the operating system (glibc's ``malloc_trim``; a no-op
+    elsewhere).
+
+    Freed blocks below glibc's mmap threshold (a few MB, which that threshold
+    grows to as large tensors are freed) otherwise stay resident: a process that
+    copies pieces into one tensor would keep both copies, and a
+    :class:`WorkerPool`'s process that has fitted members would hold their
+    stars' tensors while it waits for the next call.
+
+    Example:
+        >>> release_freed_memory()
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager

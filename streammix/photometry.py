@@ -89,7 +89,6 @@ the reference only. It differs in two ways, both bounded:
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 from collections.abc import Sequence
@@ -108,6 +107,7 @@ from .densities import log_ndtr_difference
 from .errors import InputError
 from .extinction import redden
 from .isochrone import PHASES, Isochrone, IsochroneGrid, default_grid, phase_names, read_mist, read_parsec
+from .parallel import release_freed_memory
 
 __all__ = [
     "DEFAULT_PHASES",
@@ -461,25 +461,6 @@ def select_phases(iso: Isochrone, phases) -> Isochrone:
 # ----------------------------------------------------------------------------- likelihood
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-
-    The pieces :func:`_concat` frees are a few MB each, below glibc's mmap
-    threshold, so without this they stay resident and the process keeps
-    both copies."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
 def _concat(pieces: list[Tensor], empty_shape: tuple[int, ...], dtype: torch.dtype, device) -> Tensor:
     """``torch.cat(pieces)``, emptying the list as it copies: pieces are freed
     (and their memory handed back) as they are copied, so the peak is about one
@@ -498,10 +479,10 @@ def _concat(pieces: list[Tensor], empty_shape: tuple[int, ...], dtype: torch.dty
         copied += piece.nbytes
         del piece
         if large and copied > _TRIM_BYTES:
-            _release_freed_memory()
+            release_freed_memory()
             copied = 0
     if large:
-        _release_freed_memory()
+        release_freed_memory()
     return out
 
 
@@ -1125,7 +1106,7 @@ class PhotometricLikelihood(nn.Module):
             # or a 10^6-star field keeps 0.5 GB more resident than its pieces hold
             kept += pieces["distmod"][-1].nbytes + pieces["coef"][-1].nbytes
             if kept > _TRIM_BYTES:
-                _release_freed_memory()
+                release_freed_memory()
                 kept = 0
         offsets = torch.zeros(n + 1, dtype=torch.long, device=device)
         offsets[1:] = torch.cumsum(counts, 0)

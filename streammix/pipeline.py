@@ -29,7 +29,7 @@ from .fit import fit, fit_background, load_stars
 from .membership import summarise_members
 from .mock import MockConfig, generate_mock
 from .output import atomic_path, partial_folder, write_json, write_table
-from .parallel import WorkerPool, worker_pool
+from .parallel import worker_pool
 from .parallax_residuals import component_parallax_residuals
 from .provenance import versions
 from .residuals import cmd_residuals, position_residuals
@@ -113,8 +113,8 @@ def fit_and_write(
     started = time.perf_counter()
     stars = load_stars(config, stars)
     checkpoints = checkpoint_folder(out)
-    # the fit's worker processes (if any) stay for the figures and the residuals, which then run
-    # beside this process's writing rather than after it
+    # the fit's worker processes (if any) stay for the figures, drawn in one of them while this
+    # process writes the tables and computes the residuals
     with worker_pool(config.fit.workers, config.fit.device) as pool:
         model = fit(config, stars, background=background, checkpoint_dir=checkpoints, progress=progress, pool=pool)
         t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def fit_and_write(
                 if truth is not None:
                     write_table(truth, tmp / "stars_tracks.ecsv")
                 if "phi2" in config.model.coordinates:
-                    summary["residuals"] = write_residuals(model, stars, tmp, pool=pool)
+                    summary["residuals"] = write_residuals(model, stars, tmp)
             finally:
                 wait(pending)  # nothing writes into the folder once it is kept or removed
             for future in pending:
@@ -183,21 +183,18 @@ def fit_and_write(
     return summary
 
 
-def write_residuals(
-    model, stars, folder: Path, *, overwrite: bool = False, pool: WorkerPool | None = None
-) -> dict[str, Any]:
+def write_residuals(model, stars, folder: Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Write the residuals of the data against the model into ``folder``: in
     (phi1, phi2) (:func:`streammix.residuals.position_residuals`,
     ``residuals.ecsv``, ``figures/residuals.png``) and, for a joint model with
     two bands, in the CMD (:func:`streammix.residuals.cmd_residuals`,
-    ``residuals_cmd.ecsv``, ``figures/residuals_cmd.png``; computed in ``pool``'s
-    processes if given); returns their summaries (the largest excess and deficit
-    of a bin, and where)."""
+    ``residuals_cmd.ecsv``, ``figures/residuals_cmd.png``); returns their
+    summaries (the largest excess and deficit of a bin, and where)."""
     from .plot import DPI, plot_residuals  # local import: matplotlib (~0.7 s), as in fit_and_write
 
     maps = {"": position_residuals(model, stars)}
     if len(model.config.model.bands) == 2:
-        maps["_cmd"] = cmd_residuals(model, stars, pool=pool)
+        maps["_cmd"] = cmd_residuals(model, stars)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     for suffix, residuals in maps.items():

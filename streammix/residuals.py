@@ -37,7 +37,6 @@ from .error_relation import ErrorRelation, fit_error_relation
 from .errors import InputError
 from .fit import config_tensors
 from .membership import member_components
-from .parallel import WorkerPool, map_spawned, torch_threads
 from .photometry import photometry_tensors
 
 __all__ = ["Residuals", "cmd_residuals", "position_residuals"]
@@ -235,9 +234,8 @@ def cmd_residuals(
     magnitude_step: float = 0.25,
     subsample: int = 2,
     components: list[str] | None = None,
-    chunk_size: int = 100_000,
+    chunk_size: int = 25_000,
     errors_given: bool = True,
-    pool: WorkerPool | None = None,
 ) -> Residuals:
     """The colour-magnitude residuals of ``stars`` against a joint model with two bands.
 
@@ -278,12 +276,11 @@ def cmd_residuals(
         magnitude_step: Bin width in magnitude (mag).
         subsample: Points per bin and axis at which the densities are evaluated.
         components: The components whose probabilities select (default: the member components).
-        chunk_size: Grid evaluations per call of the flows and the isochrone term.
+        chunk_size: Grid evaluations per call of the flows and the isochrone term (the default
+            was the fastest of 12,500-100,000 on GD-1's joint model, ``benchmarks/residuals_time.py
+            --chunk-size``; benchmarks/RESULTS.md, session 38).
         errors_given: Predict each star's magnitudes given its parallax error (above);
             a star without one is predicted without.
-        pool: Worker processes (:class:`~streammix.parallel.WorkerPool`) that share the stars'
-            predictions (the model and the stars are sent to each); None: this process. The
-            counts are the same but for the order of their sums (to ~1e-15 relative).
     """
     config = model.config
     bands = list(config.model.bands)
@@ -317,9 +314,9 @@ def cmd_residuals(
     n_points = grid_c.size
     n_bins = (len(colour_edges) - 1, len(magnitude_edges) - 1)
     point_bin = (np.arange(n_points) // (len(my) * subsample)) * n_bins[1] + (np.arange(n_points) % len(my)) // subsample
+    expected = np.zeros(n_bins[0] * n_bins[1])
     dtype = mixture.grid.dtype
-    with torch.no_grad():
-        outputs = mixture.outputs_at(torch.as_tensor(stars.phi1[selected], dtype=dtype))
+    outputs = mixture.outputs_at(torch.as_tensor(stars.phi1[selected], dtype=dtype))
     photometric = [(k, comp) for k, comp in enumerate(mixture.components) if comp.photometry is not None]
     # The isochrone term at the grid points by the fast path (the likelihood the fit trained on,
     # PhotometricLikelihood.prepare / log_prob_prepared): what does not depend on the distance is
@@ -339,9 +336,8 @@ def cmd_residuals(
     error_key = np.round(np.log(np.maximum(np.concatenate(effective, axis=1), 1e-6)) / np.log1p(ERROR_STEP))
     _, group_of = np.unique(np.concatenate([error_key, np.nan_to_num(extinction, nan=-1.0)], axis=1), axis=0, return_inverse=True)
     group_of = group_of.reshape(-1)
-    # each group's first star, whose errors and extinction stand for the group's
-    first_of = np.unique(group_of, return_index=True)[1] if len(group_of) else np.zeros(0, dtype=int)
     per_chunk = max(1, chunk_size // n_points)
+    grid_mags = np.stack([grid_m, grid_m - grid_c], axis=1)
     relation = None
     if errors_given:
         try:
@@ -350,125 +346,65 @@ def cmd_residuals(
             )
         except InputError:  # too few stars with both bands and a parallax error: predicted without the errors
             relation = None
-    log_err = has_err = None
     if relation is not None:
         plx_err = stars.parallax_err[selected]
         has_err = stars.observed["parallax"][selected] & np.isfinite(plx_err) & (plx_err > 0)
         log_err = np.log10(np.where(has_err, plx_err, 1.0))
-    grid = _CmdGrid(
-        bands=bands, selected=selected, share=share[selected], group_of=group_of, first_of=first_of, errors=errors, extinction=extinction,
-        grid_c=grid_c, grid_m=grid_m, point_bin=point_bin, n_bins=n_bins[0] * n_bins[1], per_chunk=per_chunk,
-        distmod={k: (outputs[comp.name]["distmod"], outputs[comp.name]["distmod_width"]) for k, comp in photometric},
-        outliers=outliers, relation=relation, log_err=log_err, has_err=has_err,
-    )  # fmt: skip
-    # the stars in the order of their groups, so that a share of them prepares only its own groups' grids
-    order = np.argsort(group_of, kind="stable")
-    if pool is None or len(selected) == 0:
-        expected = _expected_counts(model, stars, grid, order)
-    else:  # shares of the stars in the pool's processes (a group cut in two is prepared twice), summed here
-        parts = [part for part in np.array_split(order, 2 * pool.workers) if len(part)]
-        threads = max(1, torch.get_num_threads() // pool.workers)
-        calls = [dict(model=model, stars=stars, grid=grid, positions=part, threads=threads) for part in parts]
-        expected = np.sum(map_spawned(_expected_counts, calls, pool.workers, label="CMD residuals", pool=pool), axis=0)
+    for group in np.unique(group_of):
+        positions = np.nonzero(group_of == group)[0]  # in ``selected``
+        grid_stars = photometry_tensors(
+            grid_mags, np.tile(errors[positions[0]], (n_points, 1)), np.tile(extinction[positions[0]], (n_points, 1)),
+            dtype=dtype,
+        )
+        # components sharing one likelihood (the fit builds one for all of them) share its preparation
+        prepared_once = {key: like.prepare(grid_stars, dtype=dtype) for key, like in by_likelihood.items()}
+        prepared_grid = {k: prepared_once[id(comp.photometry)] for k, comp in photometric}
+        for start in range(0, len(positions), per_chunk):
+            at = positions[start : start + per_chunk]
+            rows = selected[at]
+            density = np.zeros((len(rows), n_points))
+            field = None
+            if model.background is not None:
+                repeat = np.repeat(rows, n_points)
+                fake = stars[repeat]
+                b1 = np.tile(grid_m, len(rows))
+                fake = replace(
+                    fake,
+                    mags={bands[0]: b1, bands[1]: b1 - np.tile(grid_c, len(rows))},
+                    mag_errs={b: fake.mag_errs[b] for b in bands},
+                    extinction={b: fake.extinction[b] for b in bands if b in fake.extinction},
+                    source_id=np.arange(len(repeat)),
+                )
+                log_bg = model.background.conditional_log_prob(fake, bands)  # the astrometric blocks cancel
+                field = np.exp(log_bg.reshape(len(rows), n_points))
+                density += share[rows, -1, None] * field
+            for k, comp in photometric:
+                # a component with a negligible share of a star (the spur far from its phi1 range)
+                # adds nothing that the counts could see to its prediction
+                keep = np.nonzero(share[rows, k] > SHARE_FLOOR)[0]
+                if len(keep) == 0:
+                    continue
+                index = torch.as_tensor(at[keep])
+                tile = torch.arange(n_points).repeat(len(keep))
+                distmod = outputs[comp.name]["distmod"].index_select(0, index).repeat_interleave(n_points)
+                width = outputs[comp.name]["distmod_width"].index_select(0, index).repeat_interleave(n_points)
+                with torch.no_grad():
+                    logp = comp.photometry.log_prob_prepared(distmod, width, prepared_grid[k].subset(tile))
+                magnitude_density = np.exp(logp.double().numpy().reshape(len(keep), n_points))
+                if outliers > 0:  # the share of the component's stars with the field's magnitudes
+                    magnitude_density = (1.0 - outliers) * magnitude_density + outliers * field[keep]
+                density[keep] += share[rows[keep], k, None] * magnitude_density
+            if relation is not None:  # q(e | magnitudes) at the grid points (its constant cancels below)
+                log_q = relation.log_density(log_err[at, None], grid_mags)
+                density *= np.where(has_err[at, None], np.exp(log_q - log_q.max(axis=1, keepdims=True)), 1.0)
+            density /= np.maximum(density.sum(axis=1, keepdims=True), 1e-300)  # each star's distribution over the grid
+            np.add.at(expected, point_bin, density.sum(axis=0))
     colour = b1_all[selected] - b2_all[selected]
     observed, _, _ = np.histogram2d(colour, b1_all[selected], bins=[colour_edges, magnitude_edges])
     return Residuals(
         f"{bands[0]} - {bands[1]}", bands[0], colour_edges, magnitude_edges, observed,
         expected.reshape(n_bins), threshold, int(len(selected)), unit="mag", error_relation=relation,
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _CmdGrid:
-    """What :func:`_expected_counts` needs of a :func:`cmd_residuals` call (picklable for a
-    worker process): the selected stars (indices, astrometric shares, error groups, errors,
-    extinctions, each component's distance modulus and width), the grid's points and bins, and
-    the error relation's terms."""
-
-    bands: list[str]
-    selected: np.ndarray
-    share: np.ndarray
-    group_of: np.ndarray
-    first_of: np.ndarray
-    errors: np.ndarray
-    extinction: np.ndarray
-    grid_c: np.ndarray
-    grid_m: np.ndarray
-    point_bin: np.ndarray
-    n_bins: int
-    per_chunk: int
-    distmod: dict[int, tuple[torch.Tensor, torch.Tensor]]
-    outliers: float
-    relation: ErrorRelation | None
-    log_err: np.ndarray | None
-    has_err: np.ndarray | None
-
-
-def _expected_counts(model, stars, grid: _CmdGrid, positions: np.ndarray, threads: int = 0) -> np.ndarray:
-    """The expected counts in each CMD bin (flat) of the selected stars at ``positions`` (in
-    ``grid.selected``, ordered by their error group): each star's predicted distribution over the
-    grid's points, summed into the bins. ``threads``: torch's threads meanwhile (0: as they are)."""
-    bands, n_points = grid.bands, grid.grid_m.size
-    mixture = model.mixtures[0].eval()
-    photometric = [(k, mixture.components[k]) for k in grid.distmod]
-    dtype = mixture.grid.dtype
-    grid_mags = np.stack([grid.grid_m, grid.grid_m - grid.grid_c], axis=1)
-    # components sharing one likelihood (the fit builds one for all of them) share its preparation
-    by_likelihood = {id(comp.photometry): comp.photometry for _, comp in photometric}
-    expected = np.zeros(grid.n_bins)
-    groups = grid.group_of[positions]
-    with torch_threads(threads):
-        for group in np.unique(groups):
-            in_group = positions[groups == group]
-            first = grid.first_of[group]
-            grid_stars = photometry_tensors(
-                grid_mags, np.tile(grid.errors[first], (n_points, 1)), np.tile(grid.extinction[first], (n_points, 1)),
-                dtype=dtype,
-            )
-            prepared_once = {key: like.prepare(grid_stars, dtype=dtype) for key, like in by_likelihood.items()}
-            prepared_grid = {k: prepared_once[id(comp.photometry)] for k, comp in photometric}
-            for start in range(0, len(in_group), grid.per_chunk):
-                at = in_group[start : start + grid.per_chunk]
-                rows = grid.selected[at]
-                share = grid.share[at]
-                density = np.zeros((len(rows), n_points))
-                field = None
-                if model.background is not None:
-                    repeat = np.repeat(rows, n_points)
-                    fake = stars[repeat]
-                    b1 = np.tile(grid.grid_m, len(rows))
-                    fake = replace(
-                        fake,
-                        mags={bands[0]: b1, bands[1]: b1 - np.tile(grid.grid_c, len(rows))},
-                        mag_errs={b: fake.mag_errs[b] for b in bands},
-                        extinction={b: fake.extinction[b] for b in bands if b in fake.extinction},
-                        source_id=np.arange(len(repeat)),
-                    )
-                    log_bg = model.background.conditional_log_prob(fake, bands)  # the astrometric blocks cancel
-                    field = np.exp(log_bg.reshape(len(rows), n_points))
-                    density += share[:, -1, None] * field
-                for k, comp in photometric:
-                    # a component with a negligible share of a star (the spur far from its phi1 range)
-                    # adds nothing that the counts could see to its prediction
-                    keep = np.nonzero(share[:, k] > SHARE_FLOOR)[0]
-                    if len(keep) == 0:
-                        continue
-                    index = torch.as_tensor(at[keep])
-                    tile = torch.arange(n_points).repeat(len(keep))
-                    distmod = grid.distmod[k][0].index_select(0, index).repeat_interleave(n_points)
-                    width = grid.distmod[k][1].index_select(0, index).repeat_interleave(n_points)
-                    with torch.no_grad():
-                        logp = comp.photometry.log_prob_prepared(distmod, width, prepared_grid[k].subset(tile))
-                    magnitude_density = np.exp(logp.double().numpy().reshape(len(keep), n_points))
-                    if grid.outliers > 0:  # the share of the component's stars with the field's magnitudes
-                        magnitude_density = (1.0 - grid.outliers) * magnitude_density + grid.outliers * field[keep]
-                    density[keep] += share[keep, k, None] * magnitude_density
-                if grid.relation is not None:  # q(e | magnitudes) at the grid points (its constant cancels below)
-                    log_q = grid.relation.log_density(grid.log_err[at, None], grid_mags)
-                    density *= np.where(grid.has_err[at, None], np.exp(log_q - log_q.max(axis=1, keepdims=True)), 1.0)
-                density /= np.maximum(density.sum(axis=1, keepdims=True), 1e-300)  # each star's distribution
-                np.add.at(expected, grid.point_bin, density.sum(axis=0))
-    return expected
 
 
 def _edges(low: float, high: float, step: float) -> np.ndarray:

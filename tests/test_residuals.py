@@ -131,7 +131,6 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
     import torch
 
     from streammix.fit import config_tensors
-    from streammix.parallel import WorkerPool
     from streammix.photometry import photometry_tensors
     from streammix.residuals import cmd_residuals
 
@@ -156,12 +155,6 @@ def test_cmd_residuals_equal_a_direct_sum_over_the_stars():
         warnings.simplefilter("ignore", RuntimeWarning)  # a short fit may not converge: the sums are what is tested
         model = fit(Config.from_dict(data), stars)
     maps = cmd_residuals(model, stars, threshold=0.5, colour_step=0.2, magnitude_step=0.5, subsample=1)
-    # shared out to worker processes (four shares of the stars, groups of errors cut between them,
-    # each still predicted at its group's first star's errors): the same counts but for the order of the sums
-    with WorkerPool(2) as pool:
-        pooled = cmd_residuals(model, stars, threshold=0.5, colour_step=0.2, magnitude_step=0.5, subsample=1, pool=pool)
-    np.testing.assert_array_equal(pooled.observed, maps.observed)
-    np.testing.assert_allclose(pooled.expected, maps.expected, rtol=1e-12, atol=1e-12 * maps.expected.max())
     plain = cmd_residuals(model, stars, threshold=0.5, colour_step=0.2, magnitude_step=0.5, subsample=1, errors_given=False)
     assert maps.n_selected > 50 and maps.observed.sum() == maps.n_selected
     assert maps.expected.sum() == pytest.approx(maps.n_selected, rel=1e-9)
