@@ -41,7 +41,7 @@ from .frames import get_frame
 from .membership import membership_table, tracks_table
 from .mixture import ControlPrior, Mixture, StarTensors, check_priors, photometry_needed, prepare_stars
 from .model_io import SavedModel, mixture_bounds, read_model, write_model
-from .parallel import WorkerPool, map_spawned, release_freed_memory, torch_threads, worker_pool
+from .parallel import WorkerPool, map_spawned, torch_threads, worker_pool
 from .photometry import likelihood_from_config
 from .photometry_share import PhotometryShare, normalised, photometry_share
 from .provenance import __version__
@@ -1172,17 +1172,6 @@ def _fit_members(
     prepared once for them all (a joint model's photometric preparation takes seconds). The
     members are dealt before any starts, so a worker whose member fails fits none of the rest
     of its members (a resumed fit refits them; the others' checkpoints are kept)."""
-    fitted = _fit_dealt_members(jobs, stars, background_logp, background_logp_astrometry)
-    # the stars' tensors are freed: a pool's process, which stays for the fit's figures and
-    # residuals, hands their memory back rather than holding it while it waits
-    release_freed_memory()
-    return fitted
-
-
-def _fit_dealt_members(
-    jobs: list[_MemberJob], stars, background_logp: np.ndarray, background_logp_astrometry: np.ndarray | None
-) -> list[tuple[dict[str, torch.Tensor], FitResult]]:
-    """:func:`_fit_members`' fits, whose tensors are freed on return."""
     config = jobs[0].config
     with torch_threads(jobs[0].threads):  # restored after: the worker's process may serve other calls (a WorkerPool)
         tensors = config_tensors(

@@ -108,7 +108,7 @@ class WorkerPool:
             ...     future.result()
             'a [...]'
         """
-        return self.executor.submit(function, **kwargs)
+        return self.executor.submit(_call_and_release, function, kwargs)
 
     @property
     def executor(self) -> ProcessPoolExecutor:
@@ -116,6 +116,17 @@ class WorkerPool:
         if self._executor is None:
             raise RuntimeError("WorkerPool: used outside its 'with' block")
         return self._executor
+
+
+def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``function(**kwargs)`` in a pool's process, whose freed memory is then handed back: the
+    process waits for further calls (a fit's pool lives on after its flows and members, while
+    the main process prepares the stars and writes the outputs) without holding what the last
+    one freed."""
+    try:
+        return function(**kwargs)
+    finally:
+        release_freed_memory()
 
 
 def _exit_with_parent() -> None:
@@ -195,7 +206,7 @@ def map_spawned(
     if pool is None:
         with WorkerPool(workers) as own:
             return map_spawned(function, calls, workers, label=label, progress=progress, pool=own)
-    futures = [pool.executor.submit(function, **call) for call in calls]
+    futures = [pool.submit(function, **call) for call in calls]
     try:
         if progress:
             with Progress(transient=True) as bar:
