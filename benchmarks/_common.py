@@ -41,10 +41,14 @@ def peak_rss_mb() -> float:
 
 
 class TreeMemory:
-    """The peak resident memory of this process and all its descendants (a fit's worker
-    processes) together, sampled every ``interval`` seconds in a thread while the ``with``
-    block runs and once more at its end; ``peak_mb`` after it. A peak shorter than the
-    interval can be missed.
+    """The peak of the summed resident memory (RSS) of this process and all its descendants (a
+    fit's worker processes), sampled every ``interval`` seconds in a thread while the ``with``
+    block runs and once more at its end; ``peak_mb`` after it. Pages the processes share (the
+    libraries each spawned worker loads) count once per process, so the sum errs high; a peak
+    shorter than the interval can be missed.
+
+    Arguments:
+        interval: Seconds between samples.
 
     Example:
         >>> import psutil
@@ -60,35 +64,42 @@ class TreeMemory:
         self.peak_mb = 0.0
         self._stop = None
         self._thread = None
+        self._error: BaseException | None = None
 
-    def _sample(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        stopping = False
-        while True:
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:  # ended between the listing and the reading
-                    pass
-            self.peak_mb = max(self.peak_mb, total / 2**20)
-            if stopping:
-                return
-            stopping = self._stop.wait(self.interval)  # then one last sample
+    def _sample(self, psutil) -> None:
+        try:
+            me = psutil.Process()
+            stopping = False
+            while True:
+                total = 0
+                for process in [me, *me.children(recursive=True)]:
+                    try:
+                        total += process.memory_info().rss
+                    except psutil.Error:  # ended between the listing and the reading
+                        pass
+                self.peak_mb = max(self.peak_mb, total / 2**20)
+                if stopping:
+                    return
+                stopping = self._stop.wait(self.interval)  # then one last sample
+        except BaseException as error:  # reported by __exit__ rather than lost with the thread
+            self._error = error
 
     def __enter__(self) -> TreeMemory:
         import threading
 
+        import psutil
+
+        self.peak_mb, self._error = 0.0, None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="tree-memory", daemon=True)
+        self._thread = threading.Thread(target=self._sample, args=(psutil,), name="tree-memory", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("TreeMemory: sampling failed") from self._error
 
 
 def run_child(script: str, *args: str) -> dict:

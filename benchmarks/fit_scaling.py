@@ -11,7 +11,8 @@ that of one fit): ``astrometry`` uses phi2, parallax and proper motions,
 background (one flow over parallax, proper motions and the three magnitudes).
 ``--workers`` processes (default: every core) train the background's flows at
 once; the JSON gives the main process's peak RSS, the largest worker's, and the
-peak of all the fit's processes together (sampled every 0.2 s).
+peak of the fit's processes' summed RSS (sampled every 0.2 s; shared pages count
+once per process).
 The accuracy reached (ROC AUC, completeness and purity at p > 0.5,
 distance-modulus track RMS where the stream is dense) is printed beside each
 time. ``--gd1`` also fits the real GD-1 field in
@@ -74,7 +75,7 @@ def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
         "peak_rss_mb": round(peak_rss_mb()),
         # worker processes (the background's flows with workers > 1): the largest one's peak
         "peak_rss_mb_largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-        # the fit's processes together (sampled every 0.2 s)
+        # the fit's processes together: the peak of their summed RSS, sampled every 0.2 s
         "peak_rss_mb_all_processes": round(memory.peak_mb),
         "workers": workers,
         "auc": round(metrics["auc"], 5),

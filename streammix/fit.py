@@ -993,7 +993,7 @@ def fit(
         checkpoint_dir: Where checkpoints go; a rerun with the same folder resumes.
         progress: Show progress bars.
         pool: Worker processes open already (:func:`~streammix.parallel.worker_pool`), kept for
-            the caller's work after the fit (its residuals); None: ``fit.workers`` processes are
+            the caller's work after the fit (its figures); None: ``fit.workers`` processes are
             started for the fit (with ``fit.workers`` > 1 on the CPU) and shut down at its end.
 
     Returns:

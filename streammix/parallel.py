@@ -1,11 +1,13 @@
-"""Independent fits in spawned worker processes (the ensemble members, a block's flows),
-and torch's thread count for a block of work.
+"""Independent work in spawned worker processes (the ensemble members, a block's flows, a
+fit's figures), torch's thread count for a block of work, and the return of freed memory.
 
 Spawned rather than forked, so torch's threads and state start clean in each
 worker; a script that calls a fit with ``workers > 1`` needs the
 ``if __name__ == "__main__":`` guard. A spawned worker imports streammix and
 torch before its first call (seconds), so a fit whose stages each run in
-workers (the flows, then the members) runs them in one :class:`WorkerPool`.
+workers (the flows, then the members, then ``streammix fit``'s figures) runs them in
+one :class:`WorkerPool`; each process hands the memory its call freed back when the
+call ends, since it may wait a while for the next.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ __all__ = ["WorkerPool", "map_spawned", "release_freed_memory", "torch_threads",
 
 
 class WorkerPool:
-    """Spawned worker processes kept for several :func:`map_spawned` calls (a context manager).
+    """Spawned worker processes kept for several calls (:func:`map_spawned`, :meth:`submit`;
+    a context manager).
 
     Arguments:
         workers: Number of processes.
@@ -126,6 +129,7 @@ def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any]) -> A
     try:
         return function(**kwargs)
     finally:
+        kwargs.clear()  # the executor's own reference to the arguments: they are freed before the trim
         release_freed_memory()
 
 

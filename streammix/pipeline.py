@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -149,38 +150,63 @@ def fit_and_write(
             summary.setdefault("truth", {})["tracks"] = track_metrics(model, truth)
         with output_folder(out, overwrite) as tmp:
             component = model.component_names[0]
-            shown = members.copy(copy_data=False)  # the CMD needs the stars' photometry beside p
+            # what the figures show: each star's probabilities (not their percentiles) and positions, and
+            # the photometry the CMD needs
+            shown = members.copy(copy_data=False)
+            shown.remove_columns([name for name in shown.colnames if re.fullmatch(r"p_.+_q\d\d", name)])
             for prefix, columns in (("", stars.mags), ("A_", stars.extinction)):
                 for band, values in columns.items():
                     if f"{prefix}{band}" not in shown.colnames:
                         shown[f"{prefix}{band}"] = values * u.mag
             figures = dict(
-                members=shown, tracks=tracks, folder=tmp / "figures", component=component, truth=truth,
+                members=shown, tracks=tracks, component=component, truth=truth,
                 isochrone=isochrone_curve(model, component=component, members=shown),
                 other_components=model.component_names[1:-1],
             )  # fmt: skip
-            # drawn in a worker process, if there is one, while this one writes the tables and the residuals
-            pending = [pool.submit(save_figures, **figures)] if pool is not None else []
-            try:
-                if pool is None:
-                    save_figures(**figures)
-                for name, table in (extra_tables or {}).items():
-                    write_table(table, tmp / name)
-                model.save(tmp / "model")
-                write_table(members, tmp / "members.ecsv")
-                write_table(tracks, tmp / "tracks.ecsv")
-                if truth is not None:
-                    write_table(truth, tmp / "stars_tracks.ecsv")
-                if "phi2" in config.model.coordinates:
-                    summary["residuals"] = write_residuals(model, stars, tmp)
-            finally:
-                wait(pending)  # nothing writes into the folder once it is kept or removed
-            for future in pending:
-                future.result()  # a failure to draw is raised here, and the folder is not kept
+            # drawn in a worker process, if there is one, while this one writes the tables and the
+            # residuals; the worker draws into a folder of its own and this process writes the files, so
+            # nothing but this process ever writes into the output folder (also when interrupted)
+            drawing = pool.submit(_figure_files, **figures) if pool is not None else None
+            if drawing is None:
+                save_figures(folder=tmp / "figures", **figures)
+            for name, table in (extra_tables or {}).items():
+                write_table(table, tmp / name)
+            model.save(tmp / "model")
+            write_table(members, tmp / "members.ecsv")
+            write_table(tracks, tmp / "tracks.ecsv")
+            if truth is not None:
+                write_table(truth, tmp / "stars_tracks.ecsv")
+            if drawing is not None and drawing.done():
+                drawing.result()  # a drawing that failed stops the run before the residuals
+            if "phi2" in config.model.coordinates:
+                summary["residuals"] = write_residuals(model, stars, tmp)
+            if drawing is not None:
+                for name, content in drawing.result().items():
+                    with atomic_path(tmp / "figures" / name) as part:
+                        part.write_bytes(content)
             summary["seconds"]["total"] = time.perf_counter() - started
             write_json(summary, tmp / "summary.json")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return summary
+
+
+def _figure_files(**figures: Any) -> dict[str, bytes]:
+    """The standard figures (:func:`streammix.plot.save_figures` with ``figures``, ``folder``
+    aside) drawn in a temporary folder of their own: each file's name and contents. A worker
+    process draws them this way, and the process that owns the output folder writes them.
+
+    Example:
+        >>> import astropy.units as u
+        >>> from astropy.table import QTable
+        >>> members = QTable({"phi1": [-50.0, -40.0] * u.deg, "phi2": [0.0, 0.2] * u.deg, "p_stream": [0.02, 0.9]})
+        >>> tracks = QTable({"phi1": [-60.0, -30.0] * u.deg, "stream_weight": [0.1, 0.2]})
+        >>> sorted(_figure_files(members=members, tracks=tracks))
+        ['probability.png', 'sky.png', 'tracks.png']
+    """
+    from .plot import save_figures  # local import: matplotlib (~0.7 s), as in fit_and_write
+
+    with tempfile.TemporaryDirectory() as folder:
+        return {path.name: path.read_bytes() for path in save_figures(folder=folder, **figures)}
 
 
 def write_residuals(model, stars, folder: Path, *, overwrite: bool = False) -> dict[str, Any]:

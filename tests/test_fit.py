@@ -724,10 +724,14 @@ def test_fit_and_write_draws_in_its_workers_and_keeps_nothing_when_a_drawing_fai
     """With fit.workers 2 the fit's worker processes stay open for the figures, drawn in one of
     them while this process writes the tables and the residuals: every file is there. Truth
     tracks whose phi1 is a length pass the track metrics (which read values) but not the tracks
-    figure: that failure, in a worker, is raised here, and neither the output folder nor a
-    partial one is left."""
+    figure: that failure, in the worker, is raised here. A failure of this process's writing
+    while the worker draws (an extra table of an unknown format) leaves nothing either: the
+    worker draws into a folder of its own. Neither failure leaves an output folder or a partial
+    one (the checkpoints stay, for a rerun to resume from)."""
     import astropy.units as u
+    from astropy.table import Table
 
+    from streammix.fit import load
     from streammix.pipeline import fit_and_write
 
     _, truth, stars = small_mock
@@ -742,11 +746,15 @@ def test_fit_and_write_draws_in_its_workers_and_keeps_nothing_when_a_drawing_fai
             p.name for p in out.iterdir()
         }
         assert summary["truth"]["tracks"] and summary["residuals"]["position"]["n_selected"] > 0
+        flows = load(out / "model").background  # the failing runs skip the flows' training
         bad = truth.copy()
         bad["phi1"] = np.asarray(getattr(bad["phi1"], "value", bad["phi1"])) * u.km
-        with pytest.raises(InputError, match="truth"):
-            fit_and_write(config, tmp_path / "bad", stars=stars, truth=bad, background=None)
-    # the checkpoints stay for a rerun to resume from; no output, and no partial folder
+        with pytest.raises(InputError, match="truth") as raised:
+            fit_and_write(config, tmp_path / "bad", stars=stars, truth=bad, background=flows)
+        assert "_figure_files" in str(raised.value.__cause__)  # raised in the worker, sent back
+        with pytest.raises(InputError, match="extra.xyz"):
+            fit_and_write(config, tmp_path / "bad", stars=stars, truth=truth, background=flows,
+                          extra_tables={"extra.xyz": Table({"a": [1]})})  # fmt: skip
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".bad", "bad")))
     assert left == [".bad.checkpoints"], sorted(p.name for p in tmp_path.iterdir())
 
