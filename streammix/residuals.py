@@ -277,7 +277,7 @@ def cmd_residuals(
         subsample: Points per bin and axis at which the densities are evaluated.
         components: The components whose probabilities select (default: the member components).
         chunk_size: Grid evaluations per call of the flows and the isochrone term (the default
-            was the fastest of 12,500-100,000 on GD-1's joint model, ``benchmarks/residuals_time.py
+            was faster than 100,000 in every run on GD-1's joint model, ``benchmarks/residuals_time.py
             --chunk-size``; benchmarks/RESULTS.md, session 38).
         errors_given: Predict each star's magnitudes given its parallax error (above);
             a star without one is predicted without.
