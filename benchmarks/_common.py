@@ -41,14 +41,15 @@ def peak_rss_mb() -> float:
 
 
 class TreeMemory:
-    """The peak of the summed resident memory (RSS) of this process and all its descendants (a
-    fit's worker processes), sampled every ``interval`` seconds in a thread while the ``with``
+    """The peak of the summed resident memory (RSS) of a process (default: this one) and all its
+    descendants (a fit's worker processes), sampled every ``interval`` seconds in a thread while the ``with``
     block runs and once more at its end; ``peak_mb`` after it. Pages the processes share (the
     libraries each spawned worker loads) count once per process, so the sum errs high; a peak
     shorter than the interval can be missed.
 
     Arguments:
         interval: Seconds between samples.
+        pid: The process whose tree is sampled (None: this one); ``root_peak_mb`` is its own peak.
 
     Example:
         >>> import psutil
@@ -59,24 +60,33 @@ class TreeMemory:
         True
     """
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.2, pid: int | None = None) -> None:
         self.interval = interval
+        self.pid = pid
         self.peak_mb = 0.0
+        self.root_peak_mb = 0.0
         self._stop = None
         self._thread = None
         self._error: BaseException | None = None
 
     def _sample(self, psutil) -> None:
         try:
-            me = psutil.Process()
+            root = psutil.Process(self.pid)
             stopping = False
             while True:
                 total = 0
-                for process in [me, *me.children(recursive=True)]:
+                try:
+                    tree = [root, *root.children(recursive=True)]
+                except psutil.Error:  # the root has ended (a command run under watch)
+                    tree = []
+                for process in tree:
                     try:
-                        total += process.memory_info().rss
+                        rss = process.memory_info().rss
                     except psutil.Error:  # ended between the listing and the reading
-                        pass
+                        continue
+                    total += rss
+                    if process is root:
+                        self.root_peak_mb = max(self.root_peak_mb, rss / 2**20)
                 self.peak_mb = max(self.peak_mb, total / 2**20)
                 if stopping:
                     return
@@ -89,7 +99,7 @@ class TreeMemory:
 
         import psutil
 
-        self.peak_mb, self._error = 0.0, None
+        self.peak_mb, self.root_peak_mb, self._error = 0.0, 0.0, None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, args=(psutil,), name="tree-memory", daemon=True)
         self._thread.start()
