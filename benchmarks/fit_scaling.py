@@ -68,6 +68,9 @@ def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
         "mock_s": round(mock_seconds, 2),
         "fit_s": round(fit_seconds, 1),
         "background_s": round(model.summary["seconds"]["background"], 1),
+        # each flow's own training time and how many stars it learnt from
+        "flows_s": {name: round(s, 1) for name, s in model.summary["flows_seconds"].items()},
+        "flows_trained_on": model.summary["flows_trained_on"],
         "mixture_s": round(member["seconds"], 1),
         "steps": member["steps"],
         "ms_per_step": round(1000 * member["seconds"] / max(member["steps"], 1), 1),

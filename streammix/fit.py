@@ -994,15 +994,16 @@ def fit(
         progress: Show progress bars.
         pool: Worker processes open already (:func:`~streammix.parallel.worker_pool`), kept for
             the caller's work after the fit (its figures); None: ``fit.workers`` processes are
-            started for the fit (with ``fit.workers`` > 1 on the CPU) and shut down at its end.
+            started for the fit (with ``fit.workers`` > 1 on the CPU) and shut down at its end, or
+            once the flows are trained when the members fit in this process (one member).
 
     Returns:
         The fitted model.
     """
     # the flows and the members share one set of spawned processes (each takes seconds to start:
     # those the members will use start once the stars are read, any more at the first call that needs them)
-    with worker_pool(config.fit.workers, config.fit.device, pool) as pool:
-        return _fit(config, stars, background, checkpoint_dir, progress, pool)
+    with worker_pool(config.fit.workers, config.fit.device, pool) as fit_pool:
+        return _fit(config, stars, background, checkpoint_dir, progress, fit_pool, own_pool=pool is None)
 
 
 def _ready_worker() -> None:
@@ -1021,8 +1022,10 @@ def _fit(
     checkpoint_dir: str | Path | None,
     progress: bool,
     pool: WorkerPool | None,
+    own_pool: bool = False,
 ) -> FittedModel:
-    """:func:`fit`, its worker processes (if any) in ``pool``."""
+    """:func:`fit`, its worker processes (if any) in ``pool``, which it may close early if it
+    opened it (``own_pool``)."""
     started = time.perf_counter()
     stars = load_stars(config, stars)
     priors = control_priors(config)
@@ -1082,6 +1085,9 @@ def _fit(
     if background is not None and (joint or needs_background_bands(config)):
         background_logp_astrometry = background.log_prob(stars, exclude=config.model.bands)
     background_seconds = time.perf_counter() - t0
+    if own_pool and pool is not None and workers == 1:
+        # the members fit here: the flows' idle processes would hold their memory through them
+        pool.close()
 
     # 2. the ensemble of mixtures
     dtype = getattr(torch, config.fit.dtype)

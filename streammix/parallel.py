@@ -51,9 +51,10 @@ class WorkerPool:
             raise ValueError(f"WorkerPool: {workers} workers; a pool needs at least 1")
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
 
     def __enter__(self) -> WorkerPool:
-        if self._executor is not None:
+        if self._executor is not None or self._closed:
             raise RuntimeError("WorkerPool: entered twice")
         self._executor = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
@@ -65,6 +66,30 @@ class WorkerPool:
             # on an error, the calls not started yet are dropped rather than run to no purpose
             self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
             self._executor = None
+
+    def close(self) -> None:
+        """End the processes now, before the ``with`` block does, once the rest of the block
+        will not use them (their memory goes back at once); this waits for the calls submitted
+        already. The pool cannot be used again.
+
+        Example:
+            >>> import textwrap
+            >>> with WorkerPool(1) as pool:
+            ...     pool.submit(textwrap.dedent, text="  GD-1").result()
+            ...     pool.close()
+            ...     pool.closed
+            'GD-1'
+            True
+        """
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ended the processes."""
+        return self._closed
 
     def start(self, function: Callable[..., Any], /, processes: int | None = None, **kwargs: Any) -> None:
         """Start processes now, without waiting for them, by submitting one call of
@@ -117,7 +142,7 @@ class WorkerPool:
     def executor(self) -> ProcessPoolExecutor:
         """The processes' executor (only inside the ``with`` block)."""
         if self._executor is None:
-            raise RuntimeError("WorkerPool: used outside its 'with' block")
+            raise RuntimeError(f"WorkerPool: used {'after close()' if self._closed else 'outside its with block'}")
         return self._executor
 
 

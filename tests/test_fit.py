@@ -720,6 +720,38 @@ def test_members_in_worker_processes_are_the_members_fitted_in_one(small_mock, f
             torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
 
 
+def test_a_fit_of_one_member_ends_its_own_worker_processes_once_its_flows_are_trained(small_mock, monkeypatch):
+    """With fit.workers 2 and one member the flows train in two worker processes and the
+    member in this one: a pool the fit opened itself ends before the member starts (its idle
+    processes would hold their memory through it), a pool the caller passed stays open for
+    the caller's work after the fit."""
+    import importlib
+    import multiprocessing
+
+    from streammix.parallel import WorkerPool
+
+    fit_module = importlib.import_module("streammix.fit")  # the module; ``streammix.fit`` is also the function
+    fit_member = fit_module._fit_member
+    alive: list[int] = []
+
+    def counted(*args, **kwargs):
+        alive.append(len(multiprocessing.active_children()))
+        return fit_member(*args, **kwargs)
+
+    _, truth, stars = small_mock
+    # photometry: the flows of the block and of its astrometric marginal, two processes' work
+    config = small_config(truth, photometry=True, workers=2, ensemble=1, steps=40, warm_start_steps=20)
+    monkeypatch.setattr(fit_module, "_fit_member", counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 40 steps need not converge
+        own = fit(config, stars)
+        assert len(own.summary["flows_seconds"]) >= 2 and alive == [0]
+        with WorkerPool(2) as pool:
+            fit(config, stars, pool=pool)
+            assert alive[1] >= 1 and not pool.closed
+            assert pool.submit(textwrap.dedent, text="  GD-1").result() == "GD-1"
+
+
 def test_fit_and_write_draws_in_its_workers_and_keeps_nothing_when_a_drawing_fails(small_mock, tmp_path):
     """With fit.workers 2 the fit's worker processes stay open for the figures, drawn in one of
     them while this process writes the tables and the residuals: every file is there. Truth
