@@ -18,6 +18,7 @@ import functools
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -57,7 +58,7 @@ class WorkerPool:
         if self._executor is not None or self._closed:
             raise RuntimeError("WorkerPool: entered twice")
         self._executor = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
         )
         return self
 
@@ -142,7 +143,8 @@ class WorkerPool:
     def executor(self) -> ProcessPoolExecutor:
         """The processes' executor (only inside the ``with`` block)."""
         if self._executor is None:
-            raise RuntimeError(f"WorkerPool: used {'after close()' if self._closed else 'outside its with block'}")
+            where = "after close()" if self._closed else "outside its 'with' block"
+            raise RuntimeError(f"WorkerPool: used {where}")
         return self._executor
 
 
@@ -151,19 +153,31 @@ def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any]) -> A
     process waits for further calls (a fit's pool lives on after its flows and members, while
     the main process prepares the stars and writes the outputs) without holding what the last
     one freed."""
+    # an interrupt (Ctrl-C reaches every process of the group) stops the call, whose
+    # KeyboardInterrupt goes back to the main process as its result
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return function(**kwargs)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         kwargs.clear()  # the executor's own reference to the arguments: they are freed before the trim
         release_freed_memory()
 
 
-def _exit_with_parent() -> None:
-    """Each worker's initializer: a daemon thread waits for the parent process to end and then
-    ends the worker at once. A parent that exits normally has shut its workers down first; one
-    killed outright (SIGKILL) cannot, and its workers would otherwise compute their current call
-    to the end and then wait for calls forever. (The parent's sentinel is a pipe that only the
-    parent holds open, as with the spawn start method; forked siblings would hold it too.)"""
+def _start_worker() -> None:
+    """Each worker's initializer.
+
+    A worker waiting for a call ignores interrupts: Ctrl-C reaches every process of the
+    terminal's group, and the main process, which gets it too, ends the pool; an idle worker
+    interrupted would die printing its traceback. A call in progress is interrupted as before
+    (:func:`_call_and_release`).
+
+    A daemon thread waits for the parent process to end and then ends the worker at once. A
+    parent that exits normally has shut its workers down first; one killed outright (SIGKILL)
+    cannot, and its workers would otherwise compute their current call to the end and then wait
+    for calls forever. (The parent's sentinel is a pipe that only the parent holds open, as with
+    the spawn start method; forked siblings would hold it too.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is None:
         return

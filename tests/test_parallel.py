@@ -24,6 +24,10 @@ def test_a_pool_runs_every_call_in_its_own_processes():
     assert len(pids) == 1 and os.getpid() not in pids
     with pytest.raises(RuntimeError, match="outside its 'with' block"):
         pool.executor
+    with WorkerPool(1) as pool:
+        pool.close()
+        with pytest.raises(RuntimeError, match=r"used after close\(\)"):
+            pool.submit(os.getpid)
     with pytest.raises(ValueError, match="at least 1"):
         WorkerPool(0)
 
@@ -128,3 +132,53 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+_INTERRUPTED_PARENT = """
+import os, sys, time
+from pathlib import Path
+from streammix.parallel import WorkerPool, map_spawned
+
+def nap(marker, seconds):
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    try:
+        with WorkerPool(2) as pool:
+            map_spawned(nap, [{"marker": str(folder / f"warm{i}"), "seconds": 0.0} for i in range(2)], 2,
+                        label="warm", pool=pool)  # both processes started, now idle
+            map_spawned(nap, [{"marker": str(folder / "call"), "seconds": 300.0}], 2, label="nap", pool=pool)
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_a_call_and_the_idle_workers_print_nothing(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) while one worker is in a 300 s call and the
+    other waits for calls: the call is interrupted, the parent ends at once with its own message
+    only; the idle worker, which would have died printing a traceback, ignores the interrupt and
+    is shut down by its parent."""
+    script = tmp_path / "parent.py"
+    script.write_text(_INTERRUPTED_PARENT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )
+    try:
+        deadline = time.monotonic() + 120.0
+        while not ((tmp_path / "call").exists() and (tmp_path / "call").read_text()) and time.monotonic() < deadline:
+            assert parent.poll() is None, parent.communicate()
+            time.sleep(0.2)
+        time.sleep(0.5)
+        os.killpg(parent.pid, signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = parent.communicate(timeout=60)
+        assert time.monotonic() - started < 30  # not the call's 300 s
+        assert parent.returncode == 130 and stderr == "aborted\n", stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
