@@ -87,6 +87,11 @@ def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
         **at_equal,
         "calibration_max_error": round(metrics["calibration_max_error"], 3),
         "calibration_max_z": round(metrics["calibration_max_z"], 2),
+        # each bin of p (streammix.pipeline.truth_metrics): stars, mean p, the members' fraction, z
+        "calibration": [
+            [round(b["p_low"], 1), b["n"], round(b["mean_p"], 3), round(b["member_fraction"], 3), round(b["z"], 2)]
+            for b in metrics["calibration"]
+        ],
         "distmod_rms": round(tracks["distmod_rms"], 3),
         "phi2_rms": round(tracks["phi2_rms"], 3),
     }

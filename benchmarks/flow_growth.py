@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/flow_growth.py [--config demo|PATH.yaml] [--grow-from none 16384 ...] [--test 0.1] [--seed 0]
     python benchmarks/flow_growth.py [--config ...] --variant "" --variant "rare_pattern_stars=16384" ...
+    python benchmarks/flow_growth.py --config demo --stars 1000000 --variant "" --save BEFORE.npz   # one commit
+    python benchmarks/flow_growth.py --config demo --stars 1000000 --variant "" --against BEFORE.npz  # another
 
 The config's background flows are trained as :func:`streammix.fit.fit` trains
 them (its off-stream stars, its blocks and settings, ``fit.workers``
@@ -34,8 +36,9 @@ import numpy as np
 from _common import emit, machine, peak_rss_mb
 
 
-def field(config: str):
-    """The config and its stars (``demo``: the default mock with the demo's config)."""
+def field(config: str, stars: int | None = None):
+    """The config and its stars (``demo``: the default mock with the demo's config, or one of
+    ``stars`` stars, 2 % in the stream as in fit_scaling.py)."""
     from streammix.config import Config
     from streammix.data import StarTable
     from streammix.fit import load_stars
@@ -43,7 +46,8 @@ def field(config: str):
     from streammix.pipeline import demo_config, mock_columns
 
     if config == "demo":
-        table, truth = generate_mock(MockConfig(), seed=0)
+        mock = MockConfig() if stars is None else MockConfig(n_stream=max(50, stars // 50), n_background=stars - max(50, stars // 50))
+        table, truth = generate_mock(mock, seed=0)
         return demo_config(truth), StarTable.from_table(table, mock_columns())
     loaded = Config.from_yaml(Path(config))
     return loaded, load_stars(loaded)
@@ -85,12 +89,21 @@ def main() -> None:
     )
     parser.add_argument("--test", type=float, default=0.1, help="fraction of the off-stream stars kept as test stars")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test stars")
+    parser.add_argument("--stars", type=int, help="--config demo: a mock of this many stars (default: the demo's)")
+    parser.add_argument("--save", type=Path, help="write the first variant's test-star scores to this .npz file")
+    parser.add_argument(
+        "--against", type=Path,
+        help="an .npz file of --save (another run, e.g. another commit's package on PYTHONPATH, same stars): "
+        "every variant's differences are paired with its scores",
+    )
     args = parser.parse_args()
+    if args.stars is not None and args.config != "demo":
+        parser.error("--stars: only with --config demo")
 
     from streammix.errors import InputError
     from streammix.fit import _train_background, control_priors, needs_background_bands, offstream_stars
 
-    config, stars = field(args.config)
+    config, stars = field(args.config, args.stars)
     offstream = offstream_stars(config, control_priors(config), stars)
     rng = np.random.default_rng(args.seed)
     test = offstream & (rng.random(len(stars)) < args.test)
@@ -100,6 +113,9 @@ def main() -> None:
     )
     rows = []
     base: dict[str, np.ndarray] = {}
+    if args.against is not None:
+        with np.load(args.against) as saved:
+            base = {name: saved[name] for name in saved.files}
     variants = args.variant if args.variant is not None else [
         f"grow_from={'null' if text.lower() in ('none', 'null') else int(text)}" for text in args.grow_from
     ]
@@ -125,6 +141,8 @@ def main() -> None:
                 gain, se = paired(base[name], logp)
                 row[f"dlogp_{name}"], row[f"dlogp_{name}_se"] = round(gain, 4), round(se, 4)
                 row[f"max_abs_dlogp_{name}"] = float(np.max(np.abs(logp - base[name])))
+        if args.save is not None and not rows:
+            np.savez(args.save, **scores)
         if not base:
             base = scores
         row["flows"] = {

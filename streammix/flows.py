@@ -674,7 +674,8 @@ class BlockDensity:
     coordinates; :meth:`fit` trains it on every star that observes at least
     them (assuming values are missing at random given phi1), so a rare pattern
     still learns from the stars that share its coordinates (from a random
-    ``settings.rare_pattern_stars`` of them where that is fewer). A star with no
+    subsample of them the size of its own stars, or of
+    ``settings.rare_pattern_stars`` where that is more). A star with no
     coordinate of the block observed gets log-density 0 (the block is absent
     from every mixture component for that star).
 
@@ -792,11 +793,13 @@ class BlockDensity:
         r"""Train one flow per pattern of observed coordinates present in ``values``.
 
         The flow of a pattern is trained on the columns of that pattern for all
-        stars observing at least those columns; for a pattern fewer stars have
-        exactly than ``settings.rare_pattern_stars``, on a random that many of
-        them (but never fewer than ``min_stars``), unless its flow also scores
-        other patterns' stars (a marginal of ``marginal_without``, or one of
-        ``patterns``). A pattern whose coordinates are
+        stars observing at least those columns. A flow that scores only the
+        stars of its own pattern (not a marginal of ``marginal_without``, nor
+        one of ``patterns``) is trained on a random subsample of them as large
+        as the number of stars having exactly that pattern, or
+        ``settings.rare_pattern_stars`` where that is more (but never fewer than
+        ``min_stars``): its cost then grows with the stars it serves, not with
+        the field. A pattern whose coordinates are
         observed together for fewer than ``min_stars`` stars cannot
         be learnt and raises :class:`InputError` (drop those values, or merge
         the block differently).
@@ -918,9 +921,11 @@ class BlockDensity:
                     f"block {names!r}: coordinates {pattern!r} are observed together for only "
                     f"{count} stars (min_stars = {min_stars})"
                 )
-            if cap is not None and code not in shared and np.sum(exact == code) < cap < count:
+            # a flow only its own pattern's stars use learns from as many stars as it scores, at least cap
+            size = None if cap is None or code in shared else max(cap, int(np.sum(exact == code)))
+            if size is not None and size < count:
                 # a random subsample, the same for the same seed (numpy's seeds are non-negative)
-                keep = np.random.default_rng([seed % 2**64, code]).choice(np.flatnonzero(rows), cap, replace=False)
+                keep = np.random.default_rng([seed % 2**64, code]).choice(np.flatnonzero(rows), size, replace=False)
                 rows = np.zeros_like(rows)
                 rows[keep] = True
             source = located if _uses_locus(fitted_locus, pattern) else values

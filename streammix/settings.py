@@ -119,11 +119,13 @@ class FlowConfig(Section):
     rare_pattern_stars: int | None = Field(
         16384,
         ge=2,
-        description="flow blocks: the flow of a pattern of observed coordinates that fewer training stars have "
-        "exactly than this (e.g. the stars without BP and RP) trains on a random subsample of this many (at least "
-        "the block's fewest, 50) of the stars observing its coordinates (less its held-out validation_fraction), "
-        "not all of them; the flows of the full block and of the marginals the mixtures use for every star (the "
-        "astrometric one) train on all (null: every flow on all its stars). On the demo's field "
+        description="flow blocks: the flow of a pattern of observed coordinates that only the stars of that "
+        "pattern use (e.g. the stars without BP and RP) trains on a random subsample of the stars observing its "
+        "coordinates as large as the number of training stars having exactly that pattern, or this many where that "
+        "is more (at least the block's fewest, 50; less its held-out validation_fraction), not all of them, so its "
+        "cost grows with the stars it serves rather than with the field; the flows of the full block and of the "
+        "marginals the mixtures use for every star (the astrometric one) train on all (null: every flow on all "
+        "its stars). On the demo's field "
         "the flows took 40 % less time, their own test stars' mean log-density moving by -0.022 +- 0.015 (stars "
         "without BP and RP), +0.003 +- 0.015 (no astrometry) and +0.024 +- 0.043 (G alone, 3 test stars) nats "
         "(benchmarks/RESULTS.md, session 35)",

@@ -245,8 +245,9 @@ def test_rare_and_unknown_patterns():
 
 def test_a_rare_patterns_flow_learns_from_a_subsample_and_the_shared_flows_from_every_star():
     """With rare_pattern_stars, the flow of a pattern fewer stars have than that trains on that many
-    random stars of those observing its coordinates (the same ones for the same seed); the full block's
-    flow, and a marginal scored for every star (marginal_without), train on all of theirs."""
+    random stars of those observing its coordinates (the same ones for the same seed), and that of a
+    pattern more stars have on as many as have it; the full block's flow, and a marginal scored for
+    every star (marginal_without), train on all of theirs."""
     x, phi1 = gaussian_draw(2000, seed=21)
     x[:40, 2] = np.nan  # 40 stars without pm_phi2: the rare pattern (parallax, pm_phi1_cosphi2)
     settings = FlowConfig(**TINY, rare_pattern_stars=500)
@@ -268,6 +269,12 @@ def test_a_rare_patterns_flow_learns_from_a_subsample_and_the_shared_flows_from_
     other = BlockDensity.fit(NAMES, x, phi1, settings, seed=-3)
     assert other.flows[("parallax",)].trained_on == 500 - round(held_out * 500)
     assert other.log_prob(star, np.array([-40.0])) != block.log_prob(star, np.array([-40.0]))
+    # a pattern more stars have than that learns from as many as have it
+    many = x.copy()
+    many[:600, 1:] = np.nan
+    many = BlockDensity.fit(NAMES, many, phi1, settings)
+    assert many.flows[("parallax",)].trained_on == 600 - round(held_out * 600)
+    assert many.flows[NAMES].trained_on == 1400 - round(held_out * 1400)
     # never fewer than min_stars
     few = BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY, rare_pattern_stars=10), min_stars=80)
     assert few.flows[("parallax",)].trained_on == 80 - round(held_out * 80)
