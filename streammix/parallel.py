@@ -22,6 +22,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from types import FrameType
 from typing import Any
 
 import torch
@@ -55,7 +56,9 @@ class WorkerPool:
         self._closed = False
 
     def __enter__(self) -> WorkerPool:
-        if self._executor is not None or self._closed:
+        if self._closed:
+            raise RuntimeError("WorkerPool: entered after close()")
+        if self._executor is not None:
             raise RuntimeError("WorkerPool: entered twice")
         self._executor = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
@@ -117,7 +120,8 @@ class WorkerPool:
         count = self.workers if processes is None else min(processes, self.workers)
         # each submission that finds no idle process spawns one (up to `workers`)
         for _ in range(count):
-            self.executor.submit(function, **kwargs)
+            with _interrupts_held():
+                self.executor.submit(_call_and_release, function, kwargs)
 
     def submit(self, function: Callable[..., Any], /, **kwargs: Any) -> Future:
         """Run ``function(**kwargs)`` in one of the processes, without waiting for it: this
@@ -137,7 +141,8 @@ class WorkerPool:
             ...     future.result()
             'a [...]'
         """
-        return self.executor.submit(_call_and_release, function, kwargs)
+        with _interrupts_held():  # a process spawned here starts with interrupts held (_start_worker)
+            return self.executor.submit(_call_and_release, function, kwargs)
 
     @property
     def executor(self) -> ProcessPoolExecutor:
@@ -152,32 +157,69 @@ def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any]) -> A
     """``function(**kwargs)`` in a pool's process, whose freed memory is then handed back: the
     process waits for further calls (a fit's pool lives on after its flows and members, while
     the main process prepares the stars and writes the outputs) without holding what the last
-    one freed."""
-    # an interrupt (Ctrl-C reaches every process of the group) stops the call, whose
-    # KeyboardInterrupt goes back to the main process as its result
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    one freed. Interrupts (:func:`_start_worker`) reach the call as ``KeyboardInterrupt``, which
+    goes back to the main process as its result; one that came while the process waited for the
+    call or received it is raised as the call begins."""
+    interruptible = signal.getsignal(signal.SIGINT) is _hold_interrupt
     try:
-        return function(**kwargs)
+        try:
+            if interruptible:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held interrupt is raised here
+            return function(**kwargs)
+        finally:
+            if interruptible:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                signal.signal(signal.SIGINT, _hold_interrupt)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         kwargs.clear()  # the executor's own reference to the arguments: they are freed before the trim
         release_freed_memory()
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT in this thread inside the block (it is delivered at its end). A process
+    spawned here inherits the held signal, so an interrupt while it starts (seconds of imports)
+    waits for its first call (:func:`_start_worker`) instead of killing it with a traceback."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _hold_interrupt(signum: int, frame: FrameType | None) -> None:
+    """A waiting worker's SIGINT handler, for an interrupt that reached one of its other
+    threads: it is held (pending) in the main thread until the next call begins."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    signal.raise_signal(signum)
 
 
 def _start_worker() -> None:
     """Each worker's initializer.
 
-    A worker waiting for a call ignores interrupts: Ctrl-C reaches every process of the
-    terminal's group, and the main process, which gets it too, ends the pool; an idle worker
-    interrupted would die printing its traceback. A call in progress is interrupted as before
-    (:func:`_call_and_release`).
+    Interrupts: Ctrl-C reaches every process of a terminal's group; the main process, which
+    gets it too, stops and ends the pool. A worker holds SIGINT while it starts, waits for a call
+    and receives one (:func:`_interrupts_held`, :func:`_hold_interrupt`), and takes it only
+    during a call (:func:`_call_and_release`): an interrupt then stops the call in progress, or
+    the next one as it begins, and a worker never dies of one with a ``KeyboardInterrupt``
+    traceback, nor loses one while it receives a call. A run that ignores interrupts (SIGINT
+    ignored when it started) leaves them ignored in its workers too.
 
     A daemon thread waits for the parent process to end and then ends the worker at once. A
     parent that exits normally has shut its workers down first; one killed outright (SIGKILL)
     cannot, and its workers would otherwise compute their current call to the end and then wait
     for calls forever. (The parent's sentinel is a pipe that only the parent holds open, as with
     the spawn start method; forked siblings would hold it too.)"""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # held already if spawned by WorkerPool
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        else:
+            signal.signal(signal.SIGINT, _hold_interrupt)
     parent = multiprocessing.parent_process()
     if parent is None:
         return

@@ -143,42 +143,74 @@ def nap(marker, seconds):
     Path(marker).write_text(str(os.getpid()))
     time.sleep(seconds)
 
+def meet(folder, name):  # returns once two processes have called it: both started, then idle
+    Path(folder, name + str(os.getpid())).write_text("")
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).glob(name + "*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
 if __name__ == "__main__":
-    folder = Path(sys.argv[1])
+    folder, when = Path(sys.argv[1]), sys.argv[2]
     try:
         with WorkerPool(2) as pool:
-            map_spawned(nap, [{"marker": str(folder / f"warm{i}"), "seconds": 0.0} for i in range(2)], 2,
-                        label="warm", pool=pool)  # both processes started, now idle
-            map_spawned(nap, [{"marker": str(folder / "call"), "seconds": 300.0}], 2, label="nap", pool=pool)
+            if when == "start":  # interrupted while the processes start (import torch and streammix)
+                pool.start(nap, marker=str(folder / "started"), seconds=0.0)
+                (folder / "call").write_text("start")
+                time.sleep(300)
+            map_spawned(meet, [{"folder": str(folder), "name": "met"}] * 2, 2, label="meet", pool=pool)
+            map_spawned(nap, [{"marker": str(folder / "call"), "seconds": float(sys.argv[3])}], 2, label="nap",
+                        pool=pool)
+            print("done")
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         sys.exit(130)
 """
 
 
-def test_ctrl_c_stops_a_call_and_the_idle_workers_print_nothing(tmp_path):
-    """Ctrl-C (SIGINT to the whole process group) while one worker is in a 300 s call and the
-    other waits for calls: the call is interrupted, the parent ends at once with its own message
-    only; the idle worker, which would have died printing a traceback, ignores the interrupt and
-    is shut down by its parent."""
+def _interrupt(tmp_path, *args, ignored: bool = False) -> tuple[int, str, str, float]:
+    """Run the parent script with ``args``, send SIGINT to its whole process group (as Ctrl-C
+    does) once its call has begun, and return its exit code, stdout, stderr and the seconds it
+    took to end after the interrupt."""
     script = tmp_path / "parent.py"
     script.write_text(_INTERRUPTED_PARENT)
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,  # its own process group, as a terminal's job
-    )
+        [sys.executable, str(script), str(tmp_path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,  # its own process group, as a terminal's job
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 120.0
         while not ((tmp_path / "call").exists() and (tmp_path / "call").read_text()) and time.monotonic() < deadline:
             assert parent.poll() is None, parent.communicate()
-            time.sleep(0.2)
-        time.sleep(0.5)
+            time.sleep(0.05)
         os.killpg(parent.pid, signal.SIGINT)
         started = time.monotonic()
-        _, stderr = parent.communicate(timeout=60)
-        assert time.monotonic() - started < 30  # not the call's 300 s
-        assert parent.returncode == 130 and stderr == "aborted\n", stderr
+        stdout, stderr = parent.communicate(timeout=120)
+        return parent.returncode, stdout, stderr, time.monotonic() - started
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
+
+
+def test_ctrl_c_stops_a_call_and_the_idle_workers_print_nothing(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) while one worker is in a 300 s call and the
+    other waits for calls: the call is interrupted and the parent ends at once with its own
+    message only; the idle worker, which would have died printing a traceback, holds the
+    interrupt and is shut down by its parent."""
+    code, _, stderr, seconds = _interrupt(tmp_path, "call", "300")
+    assert (code, stderr) == (130, "aborted\n") and seconds < 60  # not the call's 300 s
+
+
+def test_ctrl_c_while_the_workers_start_prints_nothing_either(tmp_path):
+    """Ctrl-C while the pool's processes are still starting (importing torch): they hold it
+    until their first call (not dying with a traceback in their imports), which it stops."""
+    code, _, stderr, _ = _interrupt(tmp_path, "start")
+    assert (code, stderr) == (130, "aborted\n")
+
+
+def test_a_run_that_ignores_interrupts_keeps_ignoring_them_in_its_workers(tmp_path):
+    """A run started with SIGINT ignored (a background job of a script) is not stopped by one,
+    in its workers either: the call goes on to its end."""
+    code, stdout, stderr, _ = _interrupt(tmp_path, "call", "3", ignored=True)
+    assert (code, stdout, stderr) == (0, "done\n", "")
