@@ -13,9 +13,10 @@ background (one flow over parallax, proper motions and the three magnitudes).
 once; the JSON gives the main process's peak RSS, the largest worker's, and the
 peak of the fit's processes' summed RSS (sampled every 0.2 s; shared pages count
 once per process).
-The accuracy reached (ROC AUC, completeness and purity at p > 0.5,
-distance-modulus track RMS where the stream is dense) is printed beside each
-time. ``--gd1`` also fits the real GD-1 field in
+The JSON also gives each flow's training time and stars (``flows_s``,
+``flows_trained_on``). The accuracy reached (ROC AUC, completeness and purity
+at p > 0.5, the calibration's bins, distance-modulus track RMS where the stream
+is dense) is printed beside each time. ``--gd1`` also fits the real GD-1 field in
 ``$STREAMMIX_SHARED_DATA`` with ``configs/gd1_dr2.yaml`` (astrometry) and
 ``configs/gd1_dr2_photometry.yaml`` (joint). Each fit runs in its own process
 so peak memory is per fit. The last line is a JSON summary.

@@ -17,11 +17,12 @@ space-separated list of ``KEY=VALUE`` settings of ``model.background.flow``
 or validates on. Each variant's flows then score the test stars: the mean
 background log-density per star (all the background's coordinates, and for a
 joint model the astrometric marginal the mixtures also use), and its paired
-difference from the first variant with the standard error (and the largest
+difference from the first variant (or, with ``--against``, from the scores
+another run saved with ``--save``) with the standard error (and the largest
 difference of one star: 0 when the flows are the same), over all the test
 stars and over those of each pattern of observed coordinates (a flow of a rare
 pattern serves only its own stars). ``--config demo``
-is the ``make demo`` job's field: the default mock (102,000 stars) with
+is the ``make demo`` job's field: the default mock (102,000 stars; ``--stars N``: N) with
 :func:`streammix.pipeline.demo_config`. Prints a markdown table and, last, a
 JSON summary.
 """
@@ -99,6 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.stars is not None and args.config != "demo":
         parser.error("--stars: only with --config demo")
+    if args.stars is not None and args.stars <= 100:
+        parser.error(f"--stars: {args.stars} is too few (more than 100: 2 % of them, at least 50, are the stream's)")
 
     from streammix.errors import InputError
     from streammix.fit import _train_background, control_priors, needs_background_bands, offstream_stars
@@ -113,9 +116,15 @@ def main() -> None:
     )
     rows = []
     base: dict[str, np.ndarray] = {}
+    test_ids = np.asarray(stars.source_id[test])
     if args.against is not None:
-        with np.load(args.against) as saved:
-            base = {name: saved[name] for name in saved.files}
+        try:
+            with np.load(args.against) as saved:
+                base = {name: saved[name] for name in saved.files}
+        except (OSError, ValueError) as error:
+            parser.error(f"--against {args.against}: {error}")
+        if not np.array_equal(base.pop("source_id", None), test_ids):
+            parser.error(f"--against {args.against}: not the scores of these test stars (another field, --test or --seed)")
     variants = args.variant if args.variant is not None else [
         f"grow_from={'null' if text.lower() in ('none', 'null') else int(text)}" for text in args.grow_from
     ]
@@ -137,12 +146,12 @@ def main() -> None:
         row = {"variant": settings, "seconds": round(seconds, 1)}
         for name, logp in scores.items():
             row[f"logp_{name}"] = round(float(logp.mean()), 4)
-            if base:
+            if base and name in base:
                 gain, se = paired(base[name], logp)
                 row[f"dlogp_{name}"], row[f"dlogp_{name}_se"] = round(gain, 4), round(se, 4)
                 row[f"max_abs_dlogp_{name}"] = float(np.max(np.abs(logp - base[name])))
         if args.save is not None and not rows:
-            np.savez(args.save, **scores)
+            np.savez(args.save, source_id=test_ids, **scores)
         if not base:
             base = scores
         row["flows"] = {
@@ -156,7 +165,8 @@ def main() -> None:
 
     names = ["all", "astrometry"] if joint else ["all"]
     print(f"\n{args.config}: {int(train.sum()):,} training and {int(test.sum()):,} test stars (off-stream)\n")
-    columns = " | ".join(f"ln p {n} / star (vs first)" for n in names)
+    against = "vs --against" if args.against is not None else "vs first"
+    columns = " | ".join(f"ln p {n} / star ({against})" for n in names)
     print(f"| variant | flows s | {columns} | each flow: training stars, seconds, why it stopped |")
     print("|---" * (3 + len(names)) + "|")
 
@@ -172,7 +182,7 @@ def main() -> None:
         )
         label = row["variant"] or "as given"
         print(f"| {label} | {row['seconds']} | " + " | ".join(cell(row, n) for n in names) + f" | {learnt} |")
-    print("\nThe test stars of each pattern of observed coordinates, ln p / star (vs first):\n")
+    print(f"\nThe test stars of each pattern of observed coordinates, ln p / star ({against}):\n")
     print("| pattern | test stars | " + " | ".join(row["variant"] or "as given" for row in rows) + " |")
     print("|---" * (2 + len(rows)) + "|")
     for kind, count in zip(kinds, counts):
@@ -181,6 +191,8 @@ def main() -> None:
         {
             "benchmark": "flow_growth",
             "config": args.config,
+            "stars": len(stars),
+            "against": None if args.against is None else str(args.against),
             "n_train": int(train.sum()),
             "n_test": int(test.sum()),
             "test_fraction": args.test,

@@ -842,7 +842,7 @@ class BlockDensity:
             phi2: Each star's phi2, shape (N,), finite: the flows are then also
                 conditioned on it (the last extra context column).
             seed: Seed of every flow's training (see :func:`fit_flow`), and of
-                the rare patterns' subsamples.
+                the subsamples of the flows only their own pattern's stars use.
             device: Torch device to train on, ``"cpu"`` or e.g. ``"cuda"``.
             threads: CPU threads torch may use per flow (see :data:`DEFAULT_THREADS`).
             min_stars: Fewest stars a pattern's flow may be trained on (at least 2).

@@ -119,10 +119,10 @@ class FlowConfig(Section):
     rare_pattern_stars: int | None = Field(
         16384,
         ge=2,
-        description="flow blocks: the flow of a pattern of observed coordinates that only the stars of that "
-        "pattern use (e.g. the stars without BP and RP) trains on a random subsample of the stars observing its "
-        "coordinates as large as the number of training stars having exactly that pattern, or this many where that "
-        "is more (at least the block's fewest, 50; less its held-out validation_fraction), not all of them, so its "
+        description="flow blocks: the fewest stars a flow that only the stars of its own pattern of observed "
+        "coordinates use (e.g. the stars without BP and RP) trains on: it trains on a random subsample of the stars "
+        "observing its coordinates as large as the number of training stars having exactly that pattern, or this "
+        "many where that is more (at least the block's fewest, 50; less its held-out validation_fraction), so its "
         "cost grows with the stars it serves rather than with the field; the flows of the full block and of the "
         "marginals the mixtures use for every star (the astrometric one) train on all (null: every flow on all "
         "its stars). On the demo's field "

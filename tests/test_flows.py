@@ -275,6 +275,10 @@ def test_a_rare_patterns_flow_learns_from_a_subsample_and_the_shared_flows_from_
     many = BlockDensity.fit(NAMES, many, phi1, settings)
     assert many.flows[("parallax",)].trained_on == 600 - round(held_out * 600)
     assert many.flows[NAMES].trained_on == 1400 - round(held_out * 1400)
+    edge = x.copy()
+    edge[:500, 1:] = np.nan  # exactly rare_pattern_stars of its own: that many
+    edge = BlockDensity.fit(NAMES, edge, phi1, settings)
+    assert edge.flows[("parallax",)].trained_on == 500 - round(held_out * 500)
     # never fewer than min_stars
     few = BlockDensity.fit(NAMES, x, phi1, FlowConfig(**TINY, rare_pattern_stars=10), min_stars=80)
     assert few.flows[("parallax",)].trained_on == 80 - round(held_out * 80)
