@@ -434,7 +434,12 @@ def main() -> None:
         with warnings.catch_warnings():
             if not debug:
                 warnings.simplefilter("default")
-            app(standalone_mode=False)
+            # typer (0.29) turns Ctrl-C into an exit code of 130, which a non-standalone app returns
+            code = app(standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except InputError as error:
         if debug:
             raise

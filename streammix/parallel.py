@@ -102,7 +102,8 @@ class WorkerPool:
         process does before its first :func:`map_spawned` call. A process that is idle when the
         next readying call arrives may take it too, so each is readied at least once only as far as
         the calls outrun the start-ups (the usual case). What ``function`` returns or raises is
-        dropped: a failure shows, if at all, in the calls that follow.
+        dropped: a failure shows, if at all, in the calls that follow. An interrupt (Ctrl-C) does
+        not stop these calls, whose imports it would leave half done: it stops the next one.
 
         Arguments:
             function: A module-level (picklable) function that readies a process for the calls to
@@ -120,8 +121,8 @@ class WorkerPool:
         count = self.workers if processes is None else min(processes, self.workers)
         # each submission that finds no idle process spawns one (up to `workers`)
         for _ in range(count):
-            with _interrupts_held():
-                self.executor.submit(_call_and_release, function, kwargs)
+            with _interrupts_held():  # and kept held through the call: an interrupted import would stay half done
+                self.executor.submit(_call_and_release, function, kwargs, False)
 
     def submit(self, function: Callable[..., Any], /, **kwargs: Any) -> Future:
         """Run ``function(**kwargs)`` in one of the processes, without waiting for it: this
@@ -153,14 +154,15 @@ class WorkerPool:
         return self._executor
 
 
-def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any], interrupts: bool = True) -> Any:
     """``function(**kwargs)`` in a pool's process, whose freed memory is then handed back: the
     process waits for further calls (a fit's pool lives on after its flows and members, while
     the main process prepares the stars and writes the outputs) without holding what the last
-    one freed. Interrupts (:func:`_start_worker`) reach the call as ``KeyboardInterrupt``, which
-    goes back to the main process as its result; one that came while the process waited for the
-    call or received it is raised as the call begins."""
-    interruptible = signal.getsignal(signal.SIGINT) is _hold_interrupt
+    one freed. With ``interrupts`` (:func:`_start_worker`), an interrupt reaches the call as
+    ``KeyboardInterrupt``, which goes back to the main process as its result; one that came
+    while the process waited for the call or received it is raised as the call begins. Without
+    (:meth:`WorkerPool.start`'s imports), it stays held for the next call."""
+    interruptible = interrupts and signal.getsignal(signal.SIGINT) is _hold_interrupt
     try:
         try:
             if interruptible:

@@ -1,5 +1,6 @@
 """The command line, run as a user runs it: a real subprocess, exit codes, files."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -55,6 +56,36 @@ def small_field(tmp_path_factory):
     cfg["fit"].update({"steps": 200, "dropout_samples": 2})
     (folder / "stream.yaml").write_text(yaml.safe_dump(cfg))
     return folder
+
+
+def test_ctrl_c_during_a_fit_says_aborted_exits_130_and_leaves_no_output(small_field, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while `streammix fit`
+    trains in its worker processes: one word on stderr (no worker's traceback), exit code 130,
+    no output folder (the checkpoints stay, for a rerun to resume from)."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    fit = subprocess.Popen(
+        [sys.executable, "-m", "streammix", "fit", small_field / "stream.yaml", "--out", out, "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / ".run.checkpoints").exists() and time.monotonic() < deadline:
+            assert fit.poll() is None, fit.communicate()
+            time.sleep(0.1)
+        time.sleep(3.0)  # into the fit: its worker processes started
+        assert fit.poll() is None, "the fit ended before the interrupt"
+        os.killpg(fit.pid, signal.SIGINT)
+        _, stderr = fit.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(fit.pid, signal.SIGKILL)
+        fit.wait(timeout=10)
+    assert (fit.returncode, stderr) == (130, "aborted\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.checkpoints"]
 
 
 def test_fit_members_plot(small_field, tmp_path):
