@@ -438,7 +438,7 @@ def main() -> None:
             code = app(standalone_mode=False)
         if code == 130:
             raise KeyboardInterrupt
-        if isinstance(code, int) and code:
+        if type(code) is int and code:  # no command returns a value: an exit code
             sys.exit(code)
     except InputError as error:
         if debug:

@@ -162,17 +162,15 @@ def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any], inte
     ``KeyboardInterrupt``, which goes back to the main process as its result; one that came
     while the process waited for the call or received it is raised as the call begins. Without
     (:meth:`WorkerPool.start`'s imports), it stays held for the next call."""
-    interruptible = interrupts and signal.getsignal(signal.SIGINT) is _hold_interrupt
+    interruptible = interrupts and signal.getsignal(signal.SIGINT) is _on_interrupt
     try:
         try:
             if interruptible:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held interrupt is raised here
             return function(**kwargs)
         finally:
-            if interruptible:
+            if interruptible:  # one that comes during this is held (the handler runs with the mask changed)
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-                signal.signal(signal.SIGINT, _hold_interrupt)
     finally:
         kwargs.clear()  # the executor's own reference to the arguments: they are freed before the trim
         release_freed_memory()
@@ -180,23 +178,27 @@ def _call_and_release(function: Callable[..., Any], kwargs: dict[str, Any], inte
 
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold SIGINT in this thread inside the block (it is delivered at its end). A process
-    spawned here inherits the held signal, so an interrupt while it starts (seconds of imports)
-    waits for its first call (:func:`_start_worker`) instead of killing it with a traceback."""
+    """Hold SIGINT in this thread inside the block. A process spawned here inherits the held
+    signal, so an interrupt while it starts (seconds of imports) waits for its first call
+    (:func:`_start_worker`) instead of killing it with a traceback."""
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _hold_interrupt(signum: int, frame: FrameType | None) -> None:
-    """A waiting worker's SIGINT handler, for an interrupt that reached one of its other
-    threads: it is held (pending) in the main thread until the next call begins."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    """A worker's SIGINT handler (Python runs it in the main thread): during a call, where the
+    main thread takes SIGINT, ``KeyboardInterrupt``; otherwise (the process waits for a call or
+    receives one, and the interrupt reached one of its other threads, e.g. torch's) it is held,
+    pending in the main thread, for the next call. (``raise_signal`` signals this thread only.)"""
+    if signum not in signal.pthread_sigmask(signal.SIG_BLOCK, ()):
+        raise KeyboardInterrupt
     signal.raise_signal(signum)
 
 
@@ -205,11 +207,13 @@ def _start_worker() -> None:
 
     Interrupts: Ctrl-C reaches every process of a terminal's group; the main process, which
     gets it too, stops and ends the pool. A worker holds SIGINT while it starts, waits for a call
-    and receives one (:func:`_interrupts_held`, :func:`_hold_interrupt`), and takes it only
-    during a call (:func:`_call_and_release`): an interrupt then stops the call in progress, or
-    the next one as it begins, and a worker never dies of one with a ``KeyboardInterrupt``
-    traceback, nor loses one while it receives a call. A run that ignores interrupts (SIGINT
-    ignored when it started) leaves them ignored in its workers too.
+    and receives one (:func:`_interrupts_held`, :func:`_on_interrupt`), and takes it only during
+    a call (:func:`_call_and_release`): an interrupt then stops the call in progress, or the next
+    one as it begins, and a worker never dies of one with a ``KeyboardInterrupt`` traceback, nor
+    loses one while it receives a call. One interrupt stops one call per process: calls queued
+    behind it still run, and the main process waits for them as it ends the pool. A held
+    interrupt stays until the next call, even if the main process goes on after its own. A run
+    that ignores interrupts (SIGINT ignored when it started) leaves them ignored in its workers.
 
     A daemon thread waits for the parent process to end and then ends the worker at once. A
     parent that exits normally has shut its workers down first; one killed outright (SIGKILL)
@@ -221,7 +225,7 @@ def _start_worker() -> None:
         if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         else:
-            signal.signal(signal.SIGINT, _hold_interrupt)
+            signal.signal(signal.SIGINT, _on_interrupt)
     parent = multiprocessing.parent_process()
     if parent is None:
         return
@@ -293,8 +297,10 @@ def map_spawned(
     if pool is None:
         with WorkerPool(workers) as own:
             return map_spawned(function, calls, workers, label=label, progress=progress, pool=own)
-    futures = [pool.submit(function, **call) for call in calls]
+    futures: list[Future] = []
     try:
+        for call in calls:
+            futures.append(pool.submit(function, **call))
         if progress:
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"{label} ({min(pool.workers, len(calls))} processes)", total=len(futures))

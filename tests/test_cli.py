@@ -68,7 +68,8 @@ def test_ctrl_c_during_a_fit_says_aborted_exits_130_and_leaves_no_output(small_f
 
     out = tmp_path / "run"
     fit = subprocess.Popen(
-        [sys.executable, "-m", "streammix", "fit", small_field / "stream.yaml", "--out", out, "--quiet"],
+        [sys.executable, "-m", "streammix", "fit", small_field / "stream.yaml", "--out", out, "--quiet",
+         "--set", "fit.workers=2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:

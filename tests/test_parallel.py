@@ -135,7 +135,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
 
 
 _INTERRUPTED_PARENT = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from streammix.parallel import WorkerPool, map_spawned
 
@@ -151,6 +151,8 @@ def meet(folder, name):  # returns once two processes have called it: both start
 
 if __name__ == "__main__":
     folder, when = Path(sys.argv[1]), sys.argv[2]
+    if sys.argv[-1] == "ignore":  # a run started with SIGINT ignored (its workers inherit that)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with WorkerPool(2) as pool:
             if when == "start":  # interrupted while the processes start (import torch and streammix)
@@ -174,15 +176,16 @@ def _interrupt(tmp_path, *args, ignored: bool = False) -> tuple[int, str, str, f
     script = tmp_path / "parent.py"
     script.write_text(_INTERRUPTED_PARENT)
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,  # its own process group, as a terminal's job
-        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None,
+        [sys.executable, str(script), str(tmp_path), *args, *(["ignore"] if ignored else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120.0
         while not ((tmp_path / "call").exists() and (tmp_path / "call").read_text()) and time.monotonic() < deadline:
             assert parent.poll() is None, parent.communicate()
             time.sleep(0.05)
+        assert (tmp_path / "call").exists(), "the call did not begin in 120 s"
         os.killpg(parent.pid, signal.SIGINT)
         started = time.monotonic()
         stdout, stderr = parent.communicate(timeout=120)
@@ -214,3 +217,57 @@ def test_a_run_that_ignores_interrupts_keeps_ignoring_them_in_its_workers(tmp_pa
     in its workers either: the call goes on to its end."""
     code, stdout, stderr, _ = _interrupt(tmp_path, "call", "3", ignored=True)
     assert (code, stdout, stderr) == (0, "done\n", "")
+
+
+_HELD_INTERRUPTS = """
+import os, signal, threading, time
+from streammix import parallel
+
+ran = []
+
+def count():
+    ran.append(1)
+
+def start_a_thread():  # as torch starts its threads during a call: this one takes SIGINT
+    thread = threading.Thread(target=threading.Event().wait, daemon=True)
+    thread.start()
+    return thread.ident
+
+def held():
+    return signal.SIGINT in signal.sigpending()
+
+parallel._start_worker()  # no parent process: no watch thread
+assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+os.kill(os.getpid(), signal.SIGINT)  # while the worker waits for a call
+assert held()
+parallel._call_and_release(count, {}, False)  # a warm-up call runs, the interrupt stays held
+assert ran == [1] and held()
+try:
+    parallel._call_and_release(count, {})
+except KeyboardInterrupt:
+    pass
+assert ran == [1] and not held()  # raised as the call began, before it ran
+thread = parallel._call_and_release(start_a_thread, {})
+signal.pthread_kill(thread, signal.SIGINT)  # reaches that thread while the worker waits
+deadline = time.monotonic() + 60
+while not held() and time.monotonic() < deadline:
+    time.sleep(0.01)  # the main thread runs the handler between its bytecodes: held, not raised
+assert held()
+try:
+    parallel._call_and_release(count, {})
+except KeyboardInterrupt:
+    pass
+assert ran == [1] and not held()
+assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_worker_holds_an_interrupt_until_its_next_call_begins():
+    """Without timing: a worker's SIGINT that comes while it waits, or that reaches another of
+    its threads (one started during a call, as torch's are), is held, not raised (no traceback
+    while idle); a warm-up call keeps it held; the next call raises it as it begins, before its
+    function runs; the worker then holds SIGINT again."""
+    done = subprocess.run([sys.executable, "-c", _HELD_INTERRUPTS], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
