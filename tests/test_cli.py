@@ -67,9 +67,11 @@ def test_ctrl_c_during_a_fit_says_aborted_exits_130_and_leaves_no_output(small_f
     import time
 
     out = tmp_path / "run"
+    # SIGINT's default action whatever this process's is (a job in the background of a script ignores it)
+    default_sigint = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
     fit = subprocess.Popen(
-        [sys.executable, "-m", "streammix", "fit", small_field / "stream.yaml", "--out", out, "--quiet",
-         "--set", "fit.workers=2"],
+        [sys.executable, "-c", default_sigint, "-m", "streammix", "fit", small_field / "stream.yaml", "--out", out,
+         "--quiet", "--set", "fit.workers=2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:

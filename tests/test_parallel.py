@@ -169,6 +169,14 @@ if __name__ == "__main__":
 """
 
 
+# python, with SIGINT's default action whatever this process's is (a job started in the background of a
+# script ignores it, and so would the children, which keep an ignored SIGINT ignored), then the arguments
+DEFAULT_SIGINT = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+]  # fmt: skip
+
+
 def _interrupt(tmp_path, *args, ignored: bool = False) -> tuple[int, str, str, float]:
     """Run the parent script with ``args``, send SIGINT to its whole process group (as Ctrl-C
     does) once its call has begun, and return its exit code, stdout, stderr and the seconds it
@@ -176,7 +184,7 @@ def _interrupt(tmp_path, *args, ignored: bool = False) -> tuple[int, str, str, f
     script = tmp_path / "parent.py"
     script.write_text(_INTERRUPTED_PARENT)
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path), *args, *(["ignore"] if ignored else [])],
+        [*DEFAULT_SIGINT, str(script), str(tmp_path), *args, *(["ignore"] if ignored else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, as a terminal's job
     )  # fmt: skip
@@ -269,5 +277,5 @@ def test_a_worker_holds_an_interrupt_until_its_next_call_begins():
     its threads (one started during a call, as torch's are), is held, not raised (no traceback
     while idle); a warm-up call keeps it held; the next call raises it as it begins, before its
     function runs; the worker then holds SIGINT again."""
-    done = subprocess.run([sys.executable, "-c", _HELD_INTERRUPTS], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*DEFAULT_SIGINT, "-c", _HELD_INTERRUPTS], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
