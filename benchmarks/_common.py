@@ -112,6 +112,15 @@ class TreeMemory:
             raise RuntimeError("TreeMemory: sampling failed") from self._error
 
 
+def scaling_mock(n: int):
+    """The mock field of ``n`` stars the scaling benchmarks fit: 2 % of them (at least 50) in
+    the stream, the rest field stars (a :class:`streammix.mock.MockConfig`)."""
+    from streammix.mock import MockConfig
+
+    n_stream = max(50, n // 50)
+    return MockConfig(n_stream=n_stream, n_background=n - n_stream)
+
+
 def run_child(script: str, *args: str) -> dict:
     """Run ``script`` with ``args`` in a fresh process (so peak memory is its own)
     and return the JSON object on the last line it prints."""

@@ -30,7 +30,7 @@ import os
 import resource
 import time
 
-from _common import ROOT, SHARED, TreeMemory, emit, machine, peak_rss_mb, run_child
+from _common import ROOT, SHARED, TreeMemory, emit, machine, peak_rss_mb, run_child, scaling_mock
 
 
 def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
@@ -38,12 +38,11 @@ def one_mock(n: int, device: str, joint: bool, workers: int) -> dict:
 
     from streammix.data import StarTable
     from streammix.fit import fit
-    from streammix.mock import MockConfig, generate_mock
+    from streammix.mock import generate_mock
     from streammix.pipeline import demo_config, mock_columns, purity_at_completeness, track_metrics, truth_metrics
 
-    n_stream = max(50, int(0.02 * n))
     t0 = time.perf_counter()
-    table, truth = generate_mock(MockConfig(n_stream=n_stream, n_background=n - n_stream), seed=0)
+    table, truth = generate_mock(scaling_mock(n), seed=0)
     stars = StarTable.from_table(table, mock_columns(["true_component"]))
     mock_seconds = time.perf_counter() - t0
     config = demo_config(truth, ensemble=1, photometry=joint)

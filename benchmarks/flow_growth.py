@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import emit, machine, peak_rss_mb
+from _common import emit, machine, peak_rss_mb, scaling_mock
 
 
 def field(config: str, stars: int | None = None):
@@ -47,8 +47,7 @@ def field(config: str, stars: int | None = None):
     from streammix.pipeline import demo_config, mock_columns
 
     if config == "demo":
-        mock = MockConfig() if stars is None else MockConfig(n_stream=max(50, stars // 50), n_background=stars - max(50, stars // 50))
-        table, truth = generate_mock(mock, seed=0)
+        table, truth = generate_mock(MockConfig() if stars is None else scaling_mock(stars), seed=0)
         return demo_config(truth), StarTable.from_table(table, mock_columns())
     loaded = Config.from_yaml(Path(config))
     return loaded, load_stars(loaded)

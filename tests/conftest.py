@@ -24,6 +24,20 @@ def _shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_sigint() -> list[str]:
+    """The start of a command line that runs python with SIGINT's default action, whatever this
+    process's is (a job started in the background of a script ignores SIGINT, and a run that
+    ignores it keeps ignoring it), followed by python's own arguments: for tests of Ctrl-C."""
+    import sys
+
+    return [
+        sys.executable, "-c",
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real data; tests that need it skip only when it is absent."""
     path = _shared_data()

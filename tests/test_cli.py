@@ -58,7 +58,7 @@ def small_field(tmp_path_factory):
     return folder
 
 
-def test_ctrl_c_during_a_fit_says_aborted_exits_130_and_leaves_no_output(small_field, tmp_path):
+def test_ctrl_c_during_a_fit_says_aborted_exits_130_and_leaves_no_output(small_field, tmp_path, default_sigint):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while `streammix fit`
     trains in its worker processes: one word on stderr (no worker's traceback), exit code 130,
     no output folder (the checkpoints stay, for a rerun to resume from)."""
@@ -67,10 +67,8 @@ def test_ctrl_c_during_a_fit_says_aborted_exits_130_and_leaves_no_output(small_f
     import time
 
     out = tmp_path / "run"
-    # SIGINT's default action whatever this process's is (a job in the background of a script ignores it)
-    default_sigint = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
     fit = subprocess.Popen(
-        [sys.executable, "-c", default_sigint, "-m", "streammix", "fit", small_field / "stream.yaml", "--out", out,
+        [*default_sigint, "-m", "streammix", "fit", small_field / "stream.yaml", "--out", out,
          "--quiet", "--set", "fit.workers=2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip

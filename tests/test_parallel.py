@@ -169,22 +169,14 @@ if __name__ == "__main__":
 """
 
 
-# python, with SIGINT's default action whatever this process's is (a job started in the background of a
-# script ignores it, and so would the children, which keep an ignored SIGINT ignored), then the arguments
-DEFAULT_SIGINT = [
-    sys.executable, "-c",
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
-]  # fmt: skip
-
-
-def _interrupt(tmp_path, *args, ignored: bool = False) -> tuple[int, str, str, float]:
+def _interrupt(tmp_path, default_sigint, *args, ignored: bool = False) -> tuple[int, str, str, float]:
     """Run the parent script with ``args``, send SIGINT to its whole process group (as Ctrl-C
     does) once its call has begun, and return its exit code, stdout, stderr and the seconds it
     took to end after the interrupt."""
     script = tmp_path / "parent.py"
     script.write_text(_INTERRUPTED_PARENT)
     parent = subprocess.Popen(
-        [*DEFAULT_SIGINT, str(script), str(tmp_path), *args, *(["ignore"] if ignored else [])],
+        [*default_sigint, str(script), str(tmp_path), *args, *(["ignore"] if ignored else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, as a terminal's job
     )  # fmt: skip
@@ -204,26 +196,26 @@ def _interrupt(tmp_path, *args, ignored: bool = False) -> tuple[int, str, str, f
         parent.wait(timeout=10)
 
 
-def test_ctrl_c_stops_a_call_and_the_idle_workers_print_nothing(tmp_path):
+def test_ctrl_c_stops_a_call_and_the_idle_workers_print_nothing(tmp_path, default_sigint):
     """Ctrl-C (SIGINT to the whole process group) while one worker is in a 300 s call and the
     other waits for calls: the call is interrupted and the parent ends at once with its own
     message only; the idle worker, which would have died printing a traceback, holds the
     interrupt and is shut down by its parent."""
-    code, _, stderr, seconds = _interrupt(tmp_path, "call", "300")
+    code, _, stderr, seconds = _interrupt(tmp_path, default_sigint, "call", "300")
     assert (code, stderr) == (130, "aborted\n") and seconds < 60  # not the call's 300 s
 
 
-def test_ctrl_c_while_the_workers_start_prints_nothing_either(tmp_path):
+def test_ctrl_c_while_the_workers_start_prints_nothing_either(tmp_path, default_sigint):
     """Ctrl-C while the pool's processes are still starting (importing torch): they hold it
     until their first call (not dying with a traceback in their imports), which it stops."""
-    code, _, stderr, _ = _interrupt(tmp_path, "start")
+    code, _, stderr, _ = _interrupt(tmp_path, default_sigint, "start")
     assert (code, stderr) == (130, "aborted\n")
 
 
-def test_a_run_that_ignores_interrupts_keeps_ignoring_them_in_its_workers(tmp_path):
+def test_a_run_that_ignores_interrupts_keeps_ignoring_them_in_its_workers(tmp_path, default_sigint):
     """A run started with SIGINT ignored (a background job of a script) is not stopped by one,
     in its workers either: the call goes on to its end."""
-    code, stdout, stderr, _ = _interrupt(tmp_path, "call", "3", ignored=True)
+    code, stdout, stderr, _ = _interrupt(tmp_path, default_sigint, "call", "3", ignored=True)
     assert (code, stdout, stderr) == (0, "done\n", "")
 
 
@@ -272,10 +264,10 @@ print("ok")
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
-def test_a_worker_holds_an_interrupt_until_its_next_call_begins():
+def test_a_worker_holds_an_interrupt_until_its_next_call_begins(default_sigint):
     """Without timing: a worker's SIGINT that comes while it waits, or that reaches another of
     its threads (one started during a call, as torch's are), is held, not raised (no traceback
     while idle); a warm-up call keeps it held; the next call raises it as it begins, before its
     function runs; the worker then holds SIGINT again."""
-    done = subprocess.run([*DEFAULT_SIGINT, "-c", _HELD_INTERRUPTS], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*default_sigint, "-c", _HELD_INTERRUPTS], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
